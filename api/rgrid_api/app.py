@@ -1,0 +1,88 @@
+"""The FastAPI application: routes, error mapping, and the background pieces
+(dispatcher) that share the process with it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from rgrid_api.auth import create_key
+from rgrid_api.db.engine import make_engine, make_sessionmaker
+from rgrid_api.db.migrate import upgrade
+from rgrid_api.deps import AppState
+from rgrid_api.dispatcher import Dispatcher
+from rgrid_api.errors import Conflict, Invalid, NotFound, StaleAttempt
+from rgrid_api.notify import ChangeFeed
+from rgrid_api.routes import executions, health, runner, uploads
+from rgrid_api.settings import Settings
+from rgrid_api.storage import Storage
+from rgrid_api.version import VERSION
+
+log = logging.getLogger(__name__)
+
+
+def build_state(settings: Settings, with_dispatcher: bool = True) -> AppState:
+    """Migrate the database, bootstrap the API key and the bucket, and wire
+    the shared objects. Runs once per server start."""
+    upgrade(settings.database_url)
+    engine = make_engine(settings.database_url)
+    sessions = make_sessionmaker(engine)
+    if settings.bootstrap_api_key is not None:
+        with sessions() as session:
+            create_key(session, settings.bootstrap_owner, "bootstrap",
+                       settings.bootstrap_api_key.get_secret_value())
+    storage = Storage(settings)
+    _wait_for_storage(storage, settings.storage_wait_s)
+    feed = ChangeFeed()
+    dispatcher = Dispatcher(settings, sessions, feed) if with_dispatcher else None
+    return AppState(settings=settings, sessions=sessions, storage=storage, feed=feed,
+                    dispatcher=dispatcher)
+
+
+def _wait_for_storage(storage: Storage, wait_s: float) -> None:
+    """Storage may still be starting (the local grid starts it beside us)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            storage.ensure_bucket()
+            return
+        except Exception as exc:  # noqa: BLE001 - any failure means not ready yet
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"object storage not reachable: {exc}") from exc
+            log.info("waiting for object storage (%s)", exc.__class__.__name__)
+            time.sleep(0.5)
+
+
+def create_app(settings: Settings, with_dispatcher: bool = True) -> FastAPI:
+    state = build_state(settings, with_dispatcher)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        state.feed.bind(asyncio.get_running_loop())
+        if state.dispatcher is not None:
+            state.dispatcher.start()
+        try:
+            yield
+        finally:
+            if state.dispatcher is not None:
+                await asyncio.to_thread(state.dispatcher.stop)
+
+    app = FastAPI(title="rgrid", version=VERSION, lifespan=lifespan)
+    app.state.rgrid = state
+    for router in (health.router, uploads.router, executions.router, runner.router):
+        app.include_router(router)
+
+    @app.exception_handler(NotFound)
+    @app.exception_handler(Conflict)
+    @app.exception_handler(Invalid)
+    @app.exception_handler(StaleAttempt)
+    async def domain_error(_request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status_code)  # type: ignore[attr-defined]
+
+    return app

@@ -1,0 +1,206 @@
+"""Attempts: opened by the dispatcher, driven by one runner, fenced by number.
+
+Every runner write names (execution_id, attempt). It is accepted only while
+that attempt is the execution's current one and has not ended; otherwise the
+runner gets StaleAttempt and must kill its script. This is what keeps a
+runner that was presumed dead from overwriting the result of its successor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from rgrid.wire import (
+    FailureReason,
+    OutputFile,
+    Resources,
+    RunnerFile,
+    RunnerLogLine,
+    RunnerResult,
+    RunnerSpec,
+    Status,
+)
+from rgrid_api.db.engine import is_postgres
+from rgrid_api.db.models import Attempt, Execution, LogChunkRow, Output
+from rgrid_api.errors import Invalid, StaleAttempt
+from rgrid_api.executions import check_relative_path
+from rgrid_api.storage import Storage, object_key, output_key
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A freshly opened attempt, ready to hand to Ray."""
+
+    execution_id: str
+    attempt: int
+    cpu: float
+    memory_mb: int
+    timeout_s: float
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def claim_queued(session: Session, lease_s: float, limit: int = 32) -> list[Claimed]:
+    """Move up to `limit` queued executions to dispatched and open their next
+    attempt. On Postgres rows are locked with SKIP LOCKED so several servers
+    can dispatch from one database without taking the same execution."""
+    query = (select(Execution).where(Execution.status == Status.QUEUED)
+             .order_by(Execution.created_at).limit(limit))
+    if is_postgres(session.get_bind()):
+        query = query.with_for_update(skip_locked=True)
+    claimed = []
+    now = _now()
+    for execution in session.scalars(query):
+        execution.attempt += 1
+        execution.status = Status.DISPATCHED
+        session.add(Attempt(execution_id=execution.id, number=execution.attempt,
+                            status=Status.DISPATCHED, dispatched_at=now,
+                            lease_expires_at=now + timedelta(seconds=lease_s)))
+        claimed.append(Claimed(execution.id, execution.attempt, execution.cpu,
+                               execution.memory_mb, execution.timeout_s))
+    session.commit()
+    return claimed
+
+
+def _current(session: Session, execution_id: str, attempt: int) -> tuple[Execution, Attempt]:
+    query = select(Execution).where(Execution.id == execution_id)
+    if is_postgres(session.get_bind()):
+        query = query.with_for_update()
+    execution = session.scalar(query)
+    if execution is None or execution.attempt != attempt or Status(execution.status).final:
+        raise StaleAttempt(f"attempt {attempt} of {execution_id} is not current")
+    row = session.scalar(select(Attempt).where(Attempt.execution_id == execution_id,
+                                               Attempt.number == attempt))
+    if row is None or Status(row.status).final:
+        raise StaleAttempt(f"attempt {attempt} of {execution_id} has ended")
+    return execution, row
+
+
+def start_attempt(session: Session, storage: Storage, execution_id: str, attempt: int,
+                  worker: str, lease_s: float) -> RunnerSpec:
+    execution, row = _current(session, execution_id, attempt)
+    now = _now()
+    row.status = Status.RUNNING
+    row.worker = worker
+    row.started_at = now
+    row.lease_expires_at = now + timedelta(seconds=lease_s)
+    execution.status = Status.RUNNING
+    execution.started_at = execution.started_at or now
+    session.commit()
+    owner = execution.owner
+    return RunnerSpec(
+        execution_id=execution.id, attempt=attempt,
+        script=RunnerFile(path=execution.script_name,
+                          url=storage.presign_get(object_key(owner, execution.script_sha256))),
+        inputs=[RunnerFile(path=i["path"], url=storage.presign_get(object_key(owner, i["sha256"])))
+                for i in execution.inputs],
+        args=execution.args, env=execution.env, runtime=execution.runtime,
+        resources=Resources(cpu=execution.cpu, memory_mb=execution.memory_mb,
+                            timeout_s=execution.timeout_s),
+    )
+
+
+def renew_lease(session: Session, execution_id: str, attempt: int, lease_s: float) -> bool:
+    """Extend the lease; the answer says whether the user asked to cancel."""
+    execution, row = _current(session, execution_id, attempt)
+    row.lease_expires_at = _now() + timedelta(seconds=lease_s)
+    session.commit()
+    return execution.cancel_requested
+
+
+def append_logs(session: Session, execution_id: str, attempt: int, lines: list[RunnerLogLine],
+                lease_s: float) -> bool:
+    execution, row = _current(session, execution_id, attempt)
+    seq = session.scalar(select(func.coalesce(func.max(LogChunkRow.seq), 0))
+                         .where(LogChunkRow.execution_id == execution_id))
+    now = _now()
+    for line in lines:
+        seq += 1
+        session.add(LogChunkRow(execution_id=execution_id, seq=seq, attempt=attempt,
+                                stream=line.stream, data=line.data, created_at=now))
+    row.lease_expires_at = now + timedelta(seconds=lease_s)
+    session.commit()
+    return execution.cancel_requested
+
+
+def output_upload_urls(session: Session, storage: Storage, execution_id: str, attempt: int,
+                       paths: list[str]) -> dict[str, str]:
+    _current(session, execution_id, attempt)
+    session.rollback()
+    return {p: storage.presign_put(output_key(execution_id, attempt, check_relative_path(p)))
+            for p in paths}
+
+
+def _final_status(result: RunnerResult) -> tuple[Status, str | None]:
+    if result.failure_reason == FailureReason.CANCELLED:
+        return Status.CANCELLED, FailureReason.CANCELLED
+    if result.failure_reason is not None:
+        return Status.FAILED, result.failure_reason
+    if result.exit_code == 0:
+        return Status.SUCCEEDED, None
+    return Status.FAILED, FailureReason.EXIT_CODE
+
+
+def complete_attempt(session: Session, storage: Storage, execution_id: str, attempt: int,
+                     result: RunnerResult) -> None:
+    """Record the final result and the outputs in one transaction. Outputs
+    are checked to exist in storage first, so a half-uploaded file is never
+    presented as an output."""
+    execution, row = _current(session, execution_id, attempt)
+    outputs: list[OutputFile] = result.outputs
+    for out in outputs:
+        key = output_key(execution_id, attempt, check_relative_path(out.path))
+        if storage.size(key) != out.size:
+            raise Invalid(f"output {out.path!r} is missing or incomplete in storage")
+    status, reason = _final_status(result)
+    now = _now()
+    row.status = status
+    row.finished_at = now
+    row.exit_code = result.exit_code
+    row.failure_reason = reason
+    execution.status = status
+    execution.finished_at = now
+    execution.exit_code = result.exit_code
+    execution.failure_reason = reason
+    execution.duration_s = result.duration_s
+    for out in outputs:
+        session.add(Output(execution_id=execution_id, attempt=attempt, path=out.path,
+                           size=out.size, sha256=out.sha256,
+                           object_key=output_key(execution_id, attempt, out.path)))
+    session.commit()
+
+
+def attempt_lost(session: Session, execution_id: str, attempt: int, reason: str) -> bool:
+    """The transport lost an attempt (task crashed, worker died). Requeue it if
+    infrastructure retries are left, otherwise fail it as worker_lost.
+    Returns True when the execution went back to the queue."""
+    try:
+        execution, row = _current(session, execution_id, attempt)
+    except StaleAttempt:
+        session.rollback()
+        return False
+    now = _now()
+    row.status = Status.FAILED
+    row.finished_at = now
+    row.failure_reason = reason
+    if execution.cancel_requested:
+        execution.status = Status.CANCELLED
+        execution.failure_reason = FailureReason.CANCELLED
+        execution.finished_at = now
+        requeued = False
+    elif execution.attempt <= execution.retries:
+        execution.status = Status.QUEUED
+        requeued = True
+    else:
+        execution.status = Status.FAILED
+        execution.failure_reason = FailureReason.WORKER_LOST
+        execution.finished_at = now
+        requeued = False
+    session.commit()
+    return requeued

@@ -1,0 +1,64 @@
+"""`rgrid server` and `rgrid db`: registered into the rgrid CLI through the
+`rgrid.commands` entry point group, so the client never imports the server.
+Heavy imports happen inside the commands to keep `rgrid run` fast."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+
+server_app = typer.Typer(help="Run the API server (dispatcher included).", invoke_without_command=True,
+                         no_args_is_help=False)
+db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+
+
+def _settings():  # type: ignore[no-untyped-def]
+    from rgrid_api.settings import Settings
+
+    return Settings()
+
+
+@server_app.callback()
+def server(ctx: typer.Context,
+           host: Annotated[str | None, typer.Option(help="Bind address (RGRID_HOST).")] = None,
+           port: Annotated[int | None, typer.Option(help="Port (RGRID_PORT).")] = None) -> None:
+    """Serve the API; migrates the database first."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import uvicorn
+
+    from rgrid_api.app import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = _settings()
+    app = create_app(settings)
+    uvicorn.run(app, host=host or settings.host, port=port or settings.port, log_level="warning",
+                access_log=False)
+
+
+@server_app.command("create-key")
+def create_key_cmd(owner: Annotated[str, typer.Option(help="Tenant the key acts for.")],
+                   name: Annotated[str, typer.Option(help="A label for the key.")] = "default") -> None:
+    """Create an API key for OWNER and print it (it is stored only hashed)."""
+    from rgrid_api.auth import create_key
+    from rgrid_api.db.engine import make_engine, make_sessionmaker
+    from rgrid_api.db.migrate import upgrade
+
+    settings = _settings()
+    upgrade(settings.database_url)
+    with make_sessionmaker(make_engine(settings.database_url))() as session:
+        try:
+            typer.echo(create_key(session, owner, name))
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every pending migration to RGRID_DATABASE_URL."""
+    from rgrid_api.db.migrate import upgrade
+
+    upgrade(_settings().database_url)
+    typer.echo("database is up to date")

@@ -1,0 +1,145 @@
+"""Tables of the control plane. The database is the source of truth.
+
+The one rule the schema itself guards: an execution has at most one row per
+attempt number (unique constraint), so two dispatchers racing on the same
+execution cannot both open attempt n.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+STATES = ("queued", "dispatched", "running", "succeeded", "failed", "cancelled")
+_STATE_CHECK = "status IN ('queued','dispatched','running','succeeded','failed','cancelled')"
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    # sha256 of the key: keys are 256-bit random, so a fast hash is enough.
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class StoredObject(Base):
+    """A blob uploaded by one owner. Objects are per owner on purpose:
+    a shared index would tell one tenant what another has uploaded."""
+
+    __tablename__ = "objects"
+    __table_args__ = (UniqueConstraint("owner", "sha256"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    complete: Mapped[bool] = mapped_column(Boolean, default=False)
+    upload_id: Mapped[str | None] = mapped_column(String(512))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Execution(Base):
+    __tablename__ = "executions"
+    __table_args__ = (
+        CheckConstraint(_STATE_CHECK, name="ck_executions_status"),
+        Index("ix_executions_owner_created", "owner", "created_at"),
+        Index("ix_executions_status", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16))
+    script_name: Mapped[str] = mapped_column(String(1024))
+    script_sha256: Mapped[str] = mapped_column(String(64))
+    args: Mapped[list] = mapped_column(JSON)
+    inputs: Mapped[list] = mapped_column(JSON)
+    env: Mapped[dict] = mapped_column(JSON)
+    runtime: Mapped[str] = mapped_column(String(64))
+    cpu: Mapped[float] = mapped_column(Float)
+    memory_mb: Mapped[int] = mapped_column(Integer)
+    timeout_s: Mapped[float] = mapped_column(Float)
+    retries: Mapped[int] = mapped_column(Integer)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    failure_reason: Mapped[str | None] = mapped_column(String(32))
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    retry_of: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    attempts: Mapped[list[Attempt]] = relationship(
+        back_populates="execution", order_by="Attempt.number", lazy="selectin"
+    )
+
+
+class Attempt(Base):
+    __tablename__ = "attempts"
+    __table_args__ = (
+        UniqueConstraint("execution_id", "number", name="uq_attempts_execution_number"),
+        CheckConstraint(_STATE_CHECK, name="ck_attempts_status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    execution_id: Mapped[str] = mapped_column(ForeignKey("executions.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    worker: Mapped[str | None] = mapped_column(String(256))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    dispatched_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    failure_reason: Mapped[str | None] = mapped_column(String(32))
+
+    execution: Mapped[Execution] = relationship(back_populates="attempts")
+
+
+class Output(Base):
+    __tablename__ = "outputs"
+    __table_args__ = (UniqueConstraint("execution_id", "path"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    execution_id: Mapped[str] = mapped_column(ForeignKey("executions.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(String(1024))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    object_key: Mapped[str] = mapped_column(String(1200))
+
+
+class LogChunkRow(Base):
+    __tablename__ = "log_chunks"
+    __table_args__ = (UniqueConstraint("execution_id", "seq"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    execution_id: Mapped[str] = mapped_column(ForeignKey("executions.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    attempt: Mapped[int] = mapped_column(Integer)
+    stream: Mapped[str] = mapped_column(String(8))
+    data: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,61 @@
+"""FastAPI dependencies: the per-request session and the caller's identity."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Header, HTTPException, Request
+from sqlalchemy.orm import Session, sessionmaker
+
+from rgrid_api.auth import check_runner_token, owner_for_key
+from rgrid_api.dispatcher import Dispatcher
+from rgrid_api.notify import ChangeFeed
+from rgrid_api.settings import Settings
+from rgrid_api.storage import Storage
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    sessions: sessionmaker
+    storage: Storage
+    feed: ChangeFeed
+    dispatcher: Dispatcher | None
+
+
+def app_state(request: Request) -> AppState:
+    return request.app.state.rgrid
+
+
+def db_session(state: Annotated[AppState, Depends(app_state)]) -> Iterator[Session]:
+    with state.sessions() as session:
+        yield session
+
+
+def _bearer(authorization: str | None) -> str:
+    if not authorization or not authorization.lower().startswith("bearer "):
+        raise HTTPException(401, "missing API key", headers={"WWW-Authenticate": "Bearer"})
+    return authorization[7:].strip()
+
+
+def current_owner(session: Annotated[Session, Depends(db_session)],
+                  authorization: Annotated[str | None, Header()] = None) -> str:
+    owner = owner_for_key(session, _bearer(authorization))
+    session.rollback()
+    if owner is None:
+        raise HTTPException(401, "API key refused", headers={"WWW-Authenticate": "Bearer"})
+    return owner
+
+
+def runner_auth(execution_id: str, attempt: int, state: Annotated[AppState, Depends(app_state)],
+                authorization: Annotated[str | None, Header()] = None) -> None:
+    secret = state.settings.runner_secret.get_secret_value()
+    if not check_runner_token(secret, execution_id, attempt, _bearer(authorization)):
+        raise HTTPException(401, "runner token refused")
+
+
+Owner = Annotated[str, Depends(current_owner)]
+DB = Annotated[Session, Depends(db_session)]
+State = Annotated[AppState, Depends(app_state)]

@@ -1,0 +1,17 @@
+"""Domain errors; the app turns each into one HTTP status with a message."""
+
+
+class NotFound(Exception):
+    status_code = 404
+
+
+class Conflict(Exception):
+    status_code = 409
+
+
+class Invalid(Exception):
+    status_code = 422
+
+
+class StaleAttempt(Conflict):
+    """A runner spoke for an attempt that is no longer current (fencing)."""

@@ -1,0 +1,104 @@
+"""What an owner can do with executions: create, find, list, cancel, read logs
+and outputs. Every query is scoped by owner; another owner's id is a 404."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import PurePosixPath
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from rgrid.wire import ExecutionCreate, LogChunk, OutputFile, Status
+from rgrid_api.db.models import Execution, LogChunkRow, Output
+from rgrid_api.errors import Conflict, Invalid, NotFound
+from rgrid_api.ids import new_execution_id
+from rgrid_api.storage import Storage
+from rgrid_api.uploads import require_complete
+
+
+def check_relative_path(path: str) -> str:
+    """A path a file may take inside the work dir: relative, no '..'."""
+    p = PurePosixPath(path)
+    if p.is_absolute() or not p.parts or ".." in p.parts or "\x00" in path:
+        raise Invalid(f"invalid path {path!r}: must be relative and stay inside the work dir")
+    return str(p)
+
+
+def create_execution(session: Session, owner: str, body: ExecutionCreate,
+                     retry_of: str | None = None) -> Execution:
+    paths = [check_relative_path(f.path) for f in [body.script, *body.inputs]]
+    if len(set(paths)) != len(paths):
+        raise Invalid("two inputs would land on the same path in the work dir")
+    require_complete(session, owner, {f.sha256 for f in [body.script, *body.inputs]})
+    execution = Execution(
+        id=new_execution_id(), owner=owner, status=Status.QUEUED, script_name=paths[0],
+        script_sha256=body.script.sha256, args=body.args,
+        inputs=[f.model_dump() for f in body.inputs], env=body.env, runtime=body.runtime,
+        cpu=body.resources.cpu, memory_mb=body.resources.memory_mb,
+        timeout_s=body.resources.timeout_s, retries=body.retries, attempt=0,
+        cancel_requested=False, retry_of=retry_of, created_at=datetime.now(UTC),
+    )
+    session.add(execution)
+    session.commit()
+    return execution
+
+
+def find_execution(session: Session, owner: str, id_or_prefix: str) -> Execution:
+    prefix = id_or_prefix.strip().lower()
+    if not prefix or not prefix.isalnum():
+        raise NotFound(f"no execution {id_or_prefix!r}")
+    rows = session.scalars(
+        select(Execution).where(Execution.owner == owner, Execution.id.startswith(prefix))
+        .limit(2)
+    ).all()
+    if not rows:
+        raise NotFound(f"no execution {id_or_prefix!r}")
+    if len(rows) > 1:
+        raise Conflict(f"{id_or_prefix!r} matches several executions; type more of the id")
+    return rows[0]
+
+
+def list_executions(session: Session, owner: str, limit: int) -> list[Execution]:
+    return list(session.scalars(
+        select(Execution).where(Execution.owner == owner)
+        .order_by(Execution.created_at.desc()).limit(limit)
+    ))
+
+
+def cancel_execution(session: Session, owner: str, id_or_prefix: str) -> Execution:
+    """Queued: cancelled at once. Dispatched or running: the runner is told on
+    its next call and kills the script; the runner's report ends it."""
+    execution = find_execution(session, owner, id_or_prefix)
+    if Status(execution.status).final:
+        return execution
+    if execution.status == Status.QUEUED:
+        execution.status = Status.CANCELLED
+        execution.failure_reason = "cancelled"
+        execution.finished_at = datetime.now(UTC)
+    else:
+        execution.cancel_requested = True
+    session.commit()
+    return execution
+
+
+def read_logs(session: Session, execution_id: str, after: int, limit: int = 1000) -> list[LogChunk]:
+    rows = session.scalars(
+        select(LogChunkRow).where(LogChunkRow.execution_id == execution_id, LogChunkRow.seq > after)
+        .order_by(LogChunkRow.seq).limit(limit)
+    )
+    return [LogChunk(seq=r.seq, attempt=r.attempt, stream=r.stream, data=r.data) for r in rows]
+
+
+def last_log_seq(session: Session, execution_id: str) -> int:
+    return session.scalar(
+        select(func.coalesce(func.max(LogChunkRow.seq), 0))
+        .where(LogChunkRow.execution_id == execution_id)
+    )
+
+
+def list_outputs(session: Session, storage: Storage, execution: Execution) -> list[OutputFile]:
+    rows = session.scalars(select(Output).where(Output.execution_id == execution.id)
+                           .order_by(Output.path))
+    return [OutputFile(path=r.path, size=r.size, sha256=r.sha256,
+                       url=storage.presign_get(r.object_key)) for r in rows]

@@ -1,0 +1,11 @@
+"""Short, URL-safe execution ids; users type unique prefixes of them."""
+
+from __future__ import annotations
+
+import secrets
+
+_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, no i/l/o/u
+
+
+def new_execution_id() -> str:
+    return "".join(secrets.choice(_ALPHABET) for _ in range(10))

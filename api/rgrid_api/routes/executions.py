@@ -1,0 +1,97 @@
+"""Executions as their owner sees them."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Query
+from starlette.concurrency import run_in_threadpool
+
+from rgrid.wire import ExecutionCreate, ExecutionList, ExecutionView, LogPage, OutputList, Status
+from rgrid_api.deps import DB, AppState, Owner, State
+from rgrid_api.executions import (
+    cancel_execution,
+    create_execution,
+    find_execution,
+    list_executions,
+    list_outputs,
+    read_logs,
+)
+from rgrid_api.views import execution_view
+
+router = APIRouter(prefix="/v1/executions", tags=["executions"])
+
+RECHECK_S = 0.5
+
+
+@router.post("", response_model=ExecutionView, status_code=201)
+def create(body: ExecutionCreate, owner: Owner, session: DB, state: State) -> ExecutionView:
+    execution = create_execution(session, owner, body)
+    state.feed.work_queued()
+    return execution_view(execution)
+
+
+@router.get("", response_model=ExecutionList)
+def index(owner: Owner, session: DB, limit: int = Query(50, ge=1, le=1000)) -> ExecutionList:
+    return ExecutionList(executions=[execution_view(e) for e in list_executions(session, owner, limit)])
+
+
+@router.get("/{execution_id}", response_model=ExecutionView)
+def get(execution_id: str, owner: Owner, session: DB) -> ExecutionView:
+    return execution_view(find_execution(session, owner, execution_id))
+
+
+@router.post("/{execution_id}/cancel", response_model=ExecutionView)
+def cancel(execution_id: str, owner: Owner, session: DB, state: State) -> ExecutionView:
+    execution = cancel_execution(session, owner, execution_id)
+    state.feed.changed(execution.id)
+    return execution_view(execution)
+
+
+@router.post("/{execution_id}/retry", response_model=ExecutionView, status_code=201)
+def retry(execution_id: str, owner: Owner, session: DB, state: State) -> ExecutionView:
+    old = find_execution(session, owner, execution_id)
+    body = ExecutionCreate(
+        script={"sha256": old.script_sha256, "path": old.script_name}, args=old.args,
+        inputs=old.inputs, env=old.env, runtime=old.runtime,
+        resources={"cpu": old.cpu, "memory_mb": old.memory_mb, "timeout_s": old.timeout_s},
+        retries=old.retries,
+    )
+    execution = create_execution(session, owner, body, retry_of=old.id)
+    state.feed.work_queued()
+    return execution_view(execution)
+
+
+@router.get("/{execution_id}/outputs", response_model=OutputList)
+def outputs(execution_id: str, owner: Owner, session: DB, state: State) -> OutputList:
+    execution = find_execution(session, owner, execution_id)
+    return OutputList(outputs=list_outputs(session, state.storage, execution))
+
+
+@router.get("/{execution_id}/logs", response_model=LogPage)
+async def logs(execution_id: str, owner: Owner, state: State,
+               after: int = Query(0, ge=0), wait: float = Query(0.0, ge=0.0)) -> LogPage:
+    """Log chunks after `after`. With `wait`, hold the request until a chunk
+    arrives or the execution ends (long poll), so followers see output as it
+    is written without hammering the server. The database is re-read at
+    least every RECHECK_S, which covers writes made by another server."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + min(wait, state.settings.log_wait_max_s)
+    full_id = execution_id
+    while True:
+        seen = state.feed.version(full_id)
+        full_id, page = await run_in_threadpool(_read_page, state, owner, execution_id, after)
+        remaining = deadline - loop.time()
+        if page.chunks or page.final or remaining <= 0:
+            return page
+        await state.feed.wait(full_id, seen, min(RECHECK_S, remaining))
+
+
+def _read_page(state: AppState, owner: str, execution_id: str, after: int) -> tuple[str, LogPage]:
+    with state.sessions() as session:
+        execution = find_execution(session, owner, execution_id)
+        chunks = read_logs(session, execution.id, after)
+        status = Status(execution.status)
+        next_seq = chunks[-1].seq if chunks else after
+        final = status.final and not read_logs(session, execution.id, next_seq, limit=1)
+        return execution.id, LogPage(chunks=chunks, next_seq=next_seq, status=status, final=final)

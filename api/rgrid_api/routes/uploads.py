@@ -1,0 +1,21 @@
+"""Upload negotiation: the client learns what is missing and gets URLs."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from rgrid.wire import UploadCompletion, UploadPlan, UploadPlanRequest
+from rgrid_api.deps import DB, Owner, State
+from rgrid_api.uploads import complete_upload, plan_uploads
+
+router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
+
+
+@router.post("/plan", response_model=UploadPlan)
+def plan(body: UploadPlanRequest, owner: Owner, session: DB, state: State) -> UploadPlan:
+    return plan_uploads(session, state.storage, state.settings, owner, body.objects)
+
+
+@router.post("/complete", status_code=204)
+def complete(body: UploadCompletion, owner: Owner, session: DB, state: State) -> None:
+    complete_upload(session, state.storage, owner, body)

@@ -1,0 +1,50 @@
+"""Server configuration, read from RGRID_* environment variables.
+
+One object is built per process and passed explicitly, so tests can run
+several differently configured servers side by side.
+"""
+
+from __future__ import annotations
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RGRID_", extra="ignore")
+
+    database_url: str = "sqlite:///rgrid.db"
+
+    s3_endpoint: str = "127.0.0.1:9000"
+    # Presigned URLs are signed for the host name clients and workers use,
+    # which may differ from the one the API reaches storage under.
+    s3_public_endpoint: str | None = None
+    s3_secure: bool = False
+    s3_access_key: str = "minioadmin"
+    s3_secret_key: SecretStr = SecretStr("minioadmin")
+    s3_bucket: str = "rgrid"
+    s3_region: str = "us-east-1"
+    presign_expiry_s: int = 900
+    storage_wait_s: float = 60.0
+    multipart_threshold: int = 64 * 1024 * 1024
+    multipart_part_size: int = 16 * 1024 * 1024
+
+    ray_address: str = "127.0.0.1:6379"
+    # The URL runners use to call back into the API.
+    runner_api_url: str = "http://127.0.0.1:8080"
+    # Signs per-attempt runner tokens; a job never sees it.
+    runner_secret: SecretStr = SecretStr("change-me")
+
+    lease_s: float = 30.0
+    dispatch_poll_s: float = 1.0
+    log_wait_max_s: float = 25.0
+
+    bootstrap_api_key: SecretStr | None = None
+    bootstrap_owner: str = "local"
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+    @property
+    def presign_endpoint(self) -> str:
+        return self.s3_public_endpoint or self.s3_endpoint

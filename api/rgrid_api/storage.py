@@ -1,0 +1,102 @@
+"""Object storage through the S3 API (MinIO in production, SeaweedFS here).
+
+Clients and runners never hold storage credentials: they get presigned URLs.
+Two SDK clients are kept because the API may reach storage under a different
+host name than the one laptops and workers use; presigning is offline and is
+done with the public one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from datetime import timedelta
+
+from minio import Minio
+from minio.datatypes import Part
+from minio.error import S3Error
+
+from rgrid_api.settings import Settings
+
+log = logging.getLogger(__name__)
+
+HASH_CHUNK = 1024 * 1024
+
+
+class Storage:
+    def __init__(self, settings: Settings) -> None:
+        self.bucket = settings.s3_bucket
+        self.expiry = timedelta(seconds=settings.presign_expiry_s)
+        secret = settings.s3_secret_key.get_secret_value()
+        common = dict(access_key=settings.s3_access_key, secret_key=secret,
+                      secure=settings.s3_secure, region=settings.s3_region)
+        self.client = Minio(settings.s3_endpoint, **common)
+        self.signer = Minio(settings.presign_endpoint, **common)
+
+    def ensure_bucket(self) -> None:
+        if not self.client.bucket_exists(self.bucket):
+            self.client.make_bucket(self.bucket)
+
+    def presign_put(self, key: str) -> str:
+        return self.signer.presigned_put_object(self.bucket, key, expires=self.expiry)
+
+    def presign_get(self, key: str) -> str:
+        return self.signer.presigned_get_object(self.bucket, key, expires=self.expiry)
+
+    def start_multipart(self, key: str) -> str:
+        return self.client._create_multipart_upload(self.bucket, key, {})
+
+    def presign_part(self, key: str, upload_id: str, number: int) -> str:
+        return self.signer.get_presigned_url(
+            "PUT", self.bucket, key, expires=self.expiry,
+            extra_query_params={"uploadId": upload_id, "partNumber": str(number)},
+        )
+
+    def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> None:
+        self.client._complete_multipart_upload(
+            self.bucket, key, upload_id, [Part(n, etag.strip('"')) for n, etag in parts]
+        )
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        try:
+            self.client._abort_multipart_upload(self.bucket, key, upload_id)
+        except S3Error as exc:
+            log.warning("abort of multipart upload %s failed: %s", upload_id, exc)
+
+    def size(self, key: str) -> int | None:
+        try:
+            return self.client.stat_object(self.bucket, key).size
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
+                return None
+            raise
+
+    def sha256(self, key: str) -> str:
+        """Hash the stored bytes: what the client claims is never trusted."""
+        digest = hashlib.sha256()
+        resp = self.client.get_object(self.bucket, key)
+        try:
+            for chunk in resp.stream(HASH_CHUNK):
+                digest.update(chunk)
+        finally:
+            resp.close()
+            resp.release_conn()
+        return digest.hexdigest()
+
+    def delete(self, key: str) -> None:
+        self.client.remove_object(self.bucket, key)
+
+    def ping(self) -> bool:
+        try:
+            self.client.bucket_exists(self.bucket)
+            return True
+        except Exception:  # noqa: BLE001 - health check reports any failure
+            return False
+
+
+def object_key(owner: str, sha256: str) -> str:
+    return f"objects/{owner}/{sha256}"
+
+
+def output_key(execution_id: str, attempt: int, path: str) -> str:
+    return f"outputs/{execution_id}/{attempt}/{path}"

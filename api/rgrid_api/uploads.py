@@ -1,0 +1,95 @@
+"""Which objects a client still has to upload, and accepting them once verified.
+
+An object row exists from the moment a ticket is handed out, but only
+`complete` rows can be used by an execution, and a row becomes complete only
+after the stored bytes were measured and hashed. A failed or abandoned upload
+therefore never counts as uploaded.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from rgrid.wire import ObjectSpec, UploadCompletion, UploadPart, UploadPlan, UploadTicket
+from rgrid_api.db.models import StoredObject
+from rgrid_api.errors import Invalid, NotFound
+from rgrid_api.settings import Settings
+from rgrid_api.storage import Storage, object_key
+
+MAX_PARTS = 10_000
+
+
+def plan_uploads(session: Session, storage: Storage, settings: Settings, owner: str,
+                 objects: list[ObjectSpec]) -> UploadPlan:
+    wanted = {o.sha256: o for o in objects}
+    rows = {
+        r.sha256: r
+        for r in session.scalars(
+            select(StoredObject).where(StoredObject.owner == owner,
+                                       StoredObject.sha256.in_(list(wanted)))
+        )
+    }
+    missing = []
+    for sha, spec in wanted.items():
+        row = rows.get(sha)
+        if row is not None and row.complete:
+            continue
+        if row is None:
+            row = StoredObject(owner=owner, sha256=sha, size=spec.size, complete=False,
+                               created_at=datetime.now(UTC))
+            session.add(row)
+        row.size = spec.size
+        missing.append(_ticket(storage, settings, owner, row))
+    session.commit()
+    return UploadPlan(missing=missing)
+
+
+def _ticket(storage: Storage, settings: Settings, owner: str, row: StoredObject) -> UploadTicket:
+    key = object_key(owner, row.sha256)
+    if row.size < settings.multipart_threshold:
+        row.upload_id = None
+        return UploadTicket(sha256=row.sha256, size=row.size, url=storage.presign_put(key))
+    part_size = max(settings.multipart_part_size, math.ceil(row.size / MAX_PARTS))
+    count = math.ceil(row.size / part_size)
+    row.upload_id = storage.start_multipart(key)
+    parts = [UploadPart(number=n, url=storage.presign_part(key, row.upload_id, n))
+             for n in range(1, count + 1)]
+    return UploadTicket(sha256=row.sha256, size=row.size, upload_id=row.upload_id,
+                        part_size=part_size, parts=parts)
+
+
+def complete_upload(session: Session, storage: Storage, owner: str, done: UploadCompletion) -> None:
+    row = session.scalar(select(StoredObject).where(StoredObject.owner == owner,
+                                                    StoredObject.sha256 == done.sha256))
+    if row is None:
+        raise NotFound(f"no upload was started for {done.sha256[:12]}")
+    if row.complete:
+        return
+    key = object_key(owner, done.sha256)
+    if row.upload_id:
+        if done.upload_id != row.upload_id:
+            raise Invalid("upload id does not match the one handed out")
+        storage.complete_multipart(key, row.upload_id, [(p.number, p.etag) for p in done.parts])
+    size = storage.size(key)
+    if size is None:
+        raise Invalid(f"object {done.sha256[:12]} was not uploaded")
+    if size != row.size or storage.sha256(key) != done.sha256:
+        storage.delete(key)
+        raise Invalid(f"object {done.sha256[:12]} arrived corrupted (size or sha256 mismatch)")
+    row.complete = True
+    row.upload_id = None
+    session.commit()
+
+
+def require_complete(session: Session, owner: str, shas: set[str]) -> None:
+    found = set(session.scalars(
+        select(StoredObject.sha256).where(StoredObject.owner == owner,
+                                          StoredObject.sha256.in_(list(shas)),
+                                          StoredObject.complete.is_(True))
+    ))
+    if missing := shas - found:
+        raise Invalid(f"objects not uploaded: {', '.join(sorted(s[:12] for s in missing))}")

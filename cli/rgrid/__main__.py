@@ -1,0 +1,3 @@
+from rgrid.cli.main import main
+
+main()

@@ -1,0 +1,27 @@
+"""Which API a command talks to: the configured remote, or the local grid."""
+
+from __future__ import annotations
+
+from rgrid.client import Client
+from rgrid.cli.console import say
+from rgrid.config import remote_target, rgrid_home
+from rgrid.errors import Unreachable
+from rgrid.local.grid import LocalGrid
+
+
+def connect(start_local: bool) -> Client:
+    """A client for the remote API if one is configured; otherwise for the
+    local grid, started first when `start_local` (as `rgrid run` does)."""
+    home = rgrid_home()
+    target = remote_target(home)
+    if target is not None:
+        return Client(target)
+    grid = LocalGrid(home)
+    if not grid.running():
+        if not start_local:
+            raise Unreachable("no remote API configured and the local grid is not running "
+                              "(start it with `rgrid local up`)")
+        say("starting the local grid in the background (first start takes a few seconds)")
+        grid.up(lambda _msg: None)
+        say(f"local grid is up; Ray dashboard: {grid.dashboard_url()}")
+    return Client(grid.target())

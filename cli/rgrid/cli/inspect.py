@@ -1,0 +1,129 @@
+"""Reading and steering executions: status, logs, list, cancel, retry, download."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from rgrid.cli.connect import connect
+from rgrid.cli.console import out, print_json
+from rgrid.cli.run import fetch_outputs
+from rgrid.follow import follow, write_chunk
+from rgrid.wire import ExecutionList, ExecutionView
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON, for scripts.")]
+IdArg = Annotated[str, typer.Argument(help="Execution id or a unique prefix of it.")]
+
+
+def _when(value) -> str:  # type: ignore[no-untyped-def]
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def _show(execution: ExecutionView) -> None:
+    e = execution
+    out.print(f"[bold]{e.id}[/bold]  {e.status}" + (f" ({e.failure_reason})" if e.failure_reason else ""))
+    out.print(f"  script    {e.script} {' '.join(e.args)}")
+    out.print(f"  resources {e.resources.cpu:g} cpu, {e.resources.memory_mb} MiB, "
+              f"timeout {e.resources.timeout_s:g} s, runtime {e.runtime}")
+    out.print(f"  created   {_when(e.created_at)}   finished {_when(e.finished_at)}"
+              + (f"   took {e.duration_s:.2f} s" if e.duration_s is not None else ""))
+    if e.exit_code is not None:
+        out.print(f"  exit code {e.exit_code}")
+    if e.attempts:
+        table = Table("attempt", "status", "worker", "started", "finished", "exit", "reason",
+                      box=None, pad_edge=False)
+        for a in e.attempts:
+            table.add_row(str(a.number), a.status, a.worker or "-", _when(a.started_at),
+                          _when(a.finished_at), "-" if a.exit_code is None else str(a.exit_code),
+                          a.failure_reason or "-")
+        out.print(table)
+
+
+def status(execution_id: IdArg, json_out: JsonFlag = False) -> int:
+    """Show an execution and every attempt of it."""
+    with connect(start_local=False) as client:
+        execution = client.get_execution(execution_id)
+    if json_out:
+        print_json(execution)
+    else:
+        _show(execution)
+    return 0
+
+
+def logs(execution_id: IdArg,
+         follow_: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until it ends.")] = False,
+         json_out: JsonFlag = False) -> int:
+    """Print an execution's output (stdout to stdout, stderr to stderr)."""
+    with connect(start_local=False) as client:
+        if follow_ and not json_out:
+            follow(client, execution_id)
+            return 0
+        after, chunks = 0, []
+        while True:
+            page = client.logs(execution_id, after=after)
+            chunks.extend(page.chunks)
+            if not page.chunks:
+                break
+            after = page.next_seq
+    if json_out:
+        print_json([c.model_dump(mode="json") for c in chunks])
+    else:
+        for chunk in chunks:
+            write_chunk(chunk)
+    return 0
+
+
+def list_(limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+          json_out: JsonFlag = False) -> int:
+    """List your executions, newest first."""
+    with connect(start_local=False) as client:
+        page: ExecutionList = client.list_executions(limit)
+    if json_out:
+        print_json(page)
+        return 0
+    table = Table("id", "status", "script", "created", "took", box=None, pad_edge=False)
+    for e in page.executions:
+        table.add_row(e.id, e.status + (f" ({e.failure_reason})" if e.failure_reason else ""),
+                      " ".join([e.script, *e.args])[:60], _when(e.created_at),
+                      f"{e.duration_s:.2f} s" if e.duration_s is not None else "-")
+    out.print(table)
+    return 0
+
+
+def cancel(execution_id: IdArg, json_out: JsonFlag = False) -> int:
+    """Cancel an execution; a running script is killed."""
+    with connect(start_local=False) as client:
+        execution = client.cancel(execution_id)
+    if json_out:
+        print_json(execution)
+    else:
+        out.print(f"{execution.id}: {execution.status}")
+    return 0
+
+
+def retry(execution_id: IdArg, json_out: JsonFlag = False) -> int:
+    """Run an execution again as a new execution linked to the old one."""
+    with connect(start_local=False) as client:
+        execution = client.retry(execution_id)
+    if json_out:
+        print_json(execution)
+    else:
+        out.print(execution.id)
+    return 0
+
+
+def download_(execution_id: IdArg,
+              dest: Annotated[Path, typer.Argument(help="Folder to put outputs in.")] = Path("."),
+              json_out: JsonFlag = False) -> int:
+    """Download an execution's outputs into DEST (default: here)."""
+    with connect(start_local=False) as client:
+        paths = fetch_outputs(client, execution_id, dest)
+    if json_out:
+        print_json([str(p) for p in paths])
+    else:
+        for p in paths:
+            out.print(str(p))
+    return 0

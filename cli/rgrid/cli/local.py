@@ -1,0 +1,60 @@
+"""`rgrid local up|down|status` and `rgrid init`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from rgrid.cli.console import out, print_json, say
+from rgrid.client import Client
+from rgrid.config import Target, rgrid_home, save_remote
+from rgrid.local.grid import LocalGrid
+
+local_app = typer.Typer(help="The embedded grid on this machine.", no_args_is_help=True)
+
+
+@local_app.command()
+def up() -> int:
+    """Start (or repair) the local grid in the background."""
+    grid = LocalGrid(rgrid_home())
+    grid.up(say)
+    say(f"local grid is up; Ray dashboard: {grid.dashboard_url()}")
+    return 0
+
+
+@local_app.command()
+def down() -> int:
+    """Stop every process the local grid started."""
+    stopped = LocalGrid(rgrid_home()).down()
+    say(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+    return 0
+
+
+@local_app.command("status")
+def status_(json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> int:
+    """Print every piece of the local grid, its URL and health (Ray dashboard first)."""
+    pieces = LocalGrid(rgrid_home()).status()
+    if json_out:
+        print_json([{"name": p.name, "state": p.state, "pid": p.pid, "url": p.url,
+                     "log": str(p.log)} for p in pieces])
+        return 0
+    labels = {"ray": "Ray dashboard", "api": "rgrid API", "s3": "S3 (SeaweedFS)"}
+    table = Table("piece", "state", "url", "pid", "log", box=None, pad_edge=False)
+    for p in pieces:
+        colour = {"running": "green", "stopped": "dim"}.get(p.state, "red")
+        table.add_row(labels[p.name], f"[{colour}]{p.state}[/{colour}]", p.url or "-",
+                      str(p.pid or "-"), str(p.log))
+    out.print(table)
+    return 0 if all(p.state == "running" for p in pieces) else 1
+
+
+def init(api_url: Annotated[str, typer.Option(prompt="rgrid API URL", help="e.g. https://rgrid.example.com")],
+         api_key: Annotated[str, typer.Option(prompt="API key", hide_input=True, help="Your rgrid API key.")]) -> int:
+    """Point the CLI at a remote API and store its key (mode 0600)."""
+    with Client(Target(api_url=api_url.rstrip("/"), api_key=api_key)) as client:
+        client.list_executions(limit=1)
+    save_remote(rgrid_home(), api_url, api_key)
+    say(f"saved; rgrid now talks to {api_url}")
+    return 0

@@ -1,0 +1,59 @@
+"""The `rgrid` command. Server-side commands (server, db, worker, ...) are
+plugged in through the `rgrid.commands` entry point group and loaded only
+when asked for, so client commands start fast and never import the server."""
+
+from __future__ import annotations
+
+import sys
+from importlib.metadata import entry_points
+
+import click
+import typer
+
+from rgrid.cli import inspect, local, run
+from rgrid.cli.console import err
+from rgrid.errors import EXIT_CANCELLED, EXIT_USAGE, RgridError
+
+CLIENT_COMMANDS = {"run", "status", "logs", "list", "cancel", "retry", "download", "init", "local"}
+
+
+def build_app(with_plugins: bool) -> typer.Typer:
+    app = typer.Typer(help="Run scripts on a Ray grid as if they ran here.", no_args_is_help=True,
+                      pretty_exceptions_enable=False, add_completion=False)
+    script_args = {"allow_interspersed_args": False, "ignore_unknown_options": True}
+    app.command(context_settings=script_args)(run.run)
+    app.command()(inspect.status)
+    app.command()(inspect.logs)
+    app.command("list")(inspect.list_)
+    app.command()(inspect.cancel)
+    app.command()(inspect.retry)
+    app.command("download")(inspect.download_)
+    app.command()(local.init)
+    app.add_typer(local.local_app, name="local")
+    if with_plugins:
+        for ep in entry_points(group="rgrid.commands"):
+            obj = ep.load()
+            if isinstance(obj, typer.Typer):
+                app.add_typer(obj, name=ep.name)
+            else:
+                app.command(ep.name)(obj)
+    return app
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    app = build_app(with_plugins=not argv or argv[0] not in CLIENT_COMMANDS)
+    try:
+        result = app(args=argv, prog_name="rgrid", standalone_mode=False)
+    except RgridError as exc:
+        err.print(f"[red]rgrid: error:[/red] {exc}", markup=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(EXIT_USAGE if exc.exit_code == 2 else exc.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        err.print("rgrid: interrupted")
+        sys.exit(EXIT_CANCELLED)
+    sys.exit(result if isinstance(result, int) else 0)

@@ -1,0 +1,132 @@
+"""`rgrid run`: ship a script and its files, run it, bring everything back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+from rgrid.cli.connect import connect
+from rgrid.cli.console import err, out, print_json, say
+from rgrid.client import Client
+from rgrid.errors import exit_code_for
+from rgrid.follow import follow, write_chunk
+from rgrid.inputs import RunPlan, plan_run
+from rgrid.transfer import download, sha256_file, upload_missing
+from rgrid.units import parse_duration_s, parse_env, parse_memory_mb
+from rgrid.wire import ExecutionCreate, ExecutionView, InputFile, Resources, Status
+
+PROGRESS_MIN_BYTES = 8 * 1024 * 1024
+
+
+def _progress_factory(enabled: bool):  # type: ignore[no-untyped-def]
+    def factory(total: int):  # type: ignore[no-untyped-def]
+        if not enabled or total < PROGRESS_MIN_BYTES:
+            return lambda _n: None
+        bar = Progress("[dim]rgrid: uploading", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                       console=err, transient=True)
+        bar.start()
+        task = bar.add_task("upload", total=total)
+
+        def advance(n: int) -> None:
+            bar.advance(task, n)
+            if bar.tasks[0].completed >= total:
+                bar.stop()
+
+        return advance
+
+    return factory
+
+
+def _print_dry_run(plan: RunPlan, as_json: bool) -> None:
+    files = [{"local": str(f.local), "remote": f.remote, "size": f.size} for f in plan.files]
+    if as_json:
+        print_json({"script": plan.script.remote, "args": plan.args, "files": files})
+        return
+    out.print(f"script  {plan.script.local} -> {plan.script.remote}")
+    for use in plan.uses:
+        kind = "file" if use.files else "pass"
+        shown = use.original if use.original == use.rewritten else f"{use.original} -> {use.rewritten}"
+        out.print(f"{kind:<7} {shown}")
+    total = sum(f.size for f in plan.files)
+    out.print(f"upload  {len(plan.files)} file(s), {total} bytes (unchanged files are skipped)")
+    for f in plan.files:
+        out.print(f"        {f.remote}  ({f.size} bytes)")
+
+
+def _submit(client: Client, plan: RunPlan, env: dict[str, str], runtime: str,
+            resources: Resources, retries: int, show_progress: bool) -> ExecutionView:
+    shas = {f.remote: sha256_file(f.local) for f in plan.files}
+    by_sha = {shas[f.remote]: f.local for f in plan.files}
+    sizes = {shas[f.remote]: f.size for f in plan.files}
+    upload_missing(client, by_sha, sizes, _progress_factory(show_progress))
+    body = ExecutionCreate(
+        script=InputFile(sha256=shas[plan.script.remote], path=plan.script.remote),
+        args=plan.args,
+        inputs=[InputFile(sha256=shas[f.remote], path=f.remote) for f in plan.inputs],
+        env=env, runtime=runtime, resources=resources, retries=retries,
+    )
+    return client.create_execution(body)
+
+
+def fetch_outputs(client: Client, execution_id: str, dest: Path) -> list[Path]:
+    dest.mkdir(parents=True, exist_ok=True)
+    return [download(client.storage, o, dest) for o in client.outputs(execution_id).outputs]
+
+
+def _explain(execution: ExecutionView) -> None:
+    if execution.status == Status.SUCCEEDED:
+        return
+    reason = execution.failure_reason or execution.status
+    detail = f" (exit code {execution.exit_code})" if reason == "exit_code" else ""
+    say(f"execution {execution.id} {execution.status}: {reason}{detail}")
+
+
+def run(
+    script: Annotated[str, typer.Argument(help="The script to run.")],
+    args: Annotated[list[str] | None, typer.Argument(help="Its arguments; local files are shipped.")] = None,
+    runtime: Annotated[str, typer.Option(help="Runtime, e.g. python or python:3.12.")] = "python",
+    cpu: Annotated[float, typer.Option(help="CPUs the script gets.")] = 1.0,
+    memory: Annotated[str, typer.Option(help="Memory limit, e.g. 512M or 2G.")] = "1G",
+    timeout: Annotated[str, typer.Option(help="Wall-time limit, e.g. 90s, 30m, 2h.")] = "1h",
+    env: Annotated[list[str] | None, typer.Option("--env", help="NAME=value for the script (repeatable).")] = None,
+    include: Annotated[list[str] | None, typer.Option("--include", help="Extra file or folder to ship (repeatable).")] = None,
+    output_dir: Annotated[Path, typer.Option("--output-dir", help="Where outputs land.")] = Path("."),
+    remote_only: Annotated[bool, typer.Option("--remote-only", help="Leave outputs on the grid.")] = False,
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Submit and return at once.")] = False,
+    retries: Annotated[int, typer.Option(help="Extra attempts after infrastructure failures.")] = 2,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the execution as JSON.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be shipped; run nothing.")] = False,
+) -> int:
+    """Run SCRIPT on the grid as if it ran here; exit with its exit code."""
+    plan = plan_run(script, args or [], include or [])
+    resources = Resources(cpu=cpu, memory_mb=parse_memory_mb(memory), timeout_s=parse_duration_s(timeout))
+    env_values = parse_env(env or [])
+    if dry_run:
+        _print_dry_run(plan, json_out)
+        return 0
+    with connect(start_local=True) as client:
+        execution = _submit(client, plan, env_values, runtime, resources, retries,
+                            show_progress=not json_out and err.is_terminal)
+        if detach:
+            if json_out:
+                print_json(execution)
+            else:
+                out.print(execution.id)
+            return 0
+        try:
+            final = follow(client, execution.id, on_chunk=(lambda _c: None) if json_out else write_chunk)
+        except KeyboardInterrupt:
+            say(f"detached; {execution.id} goes on. Follow: rgrid logs {execution.id} --follow"
+                f"  Cancel: rgrid cancel {execution.id}")
+            return 130
+        if not remote_only and final.status != Status.CANCELLED:
+            fetch_outputs(client, final.id, output_dir)
+        if json_out:
+            print_json(final)
+        else:
+            _explain(final)
+        return exit_code_for(final)
+

@@ -1,0 +1,123 @@
+"""The small Python client the CLI is built on: one method per API call.
+
+Transport failures and 5xx answers are retried a few times with backoff
+(uploads and reads are idempotent; creating an execution is the one call
+that is not retried once the server may have accepted it).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel
+
+from rgrid.config import Target
+from rgrid.errors import ApiError, AuthRefused, Unreachable
+from rgrid.wire import (
+    ExecutionCreate,
+    ExecutionList,
+    ExecutionView,
+    Health,
+    LogPage,
+    ObjectSpec,
+    OutputList,
+    UploadCompletion,
+    UploadPlan,
+    UploadPlanRequest,
+)
+
+M = TypeVar("M", bound=BaseModel)
+RETRIES = 4
+BACKOFF_S = 0.25
+
+
+class Client:
+    def __init__(self, target: Target, timeout: float = 30.0) -> None:
+        self.target = target
+        self._http = httpx.Client(base_url=target.api_url,
+                                  headers={"Authorization": f"Bearer {target.api_key}"},
+                                  timeout=timeout)
+        # Presigned URLs go to storage with their own signature; the API key
+        # must never travel there, so storage gets a client without it.
+        self.storage = httpx.Client(timeout=httpx.Timeout(timeout, read=300.0))
+
+    def close(self) -> None:
+        self._http.close()
+        self.storage.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, model: type[M] | None, *, retry: bool = True,
+              timeout: float | None = None, **kwargs: Any) -> M | None:
+        delay = BACKOFF_S
+        tries = RETRIES if retry else 1
+        for attempt in range(tries):
+            try:
+                extra = {"timeout": timeout} if timeout is not None else {}
+                resp = self._http.request(method, path, **kwargs, **extra)
+            except httpx.TransportError as exc:
+                if attempt == tries - 1:
+                    raise Unreachable(f"cannot reach the rgrid API at {self.target.api_url} ({exc.__class__.__name__})") from None
+            else:
+                if resp.status_code < 500 or attempt == tries - 1:
+                    return self._decode(resp, model)
+            time.sleep(delay)
+            delay *= 2
+        raise AssertionError("unreachable")
+
+    def _decode(self, resp: httpx.Response, model: type[M] | None) -> M | None:
+        if resp.status_code == 401:
+            raise AuthRefused(f"the API at {self.target.api_url} refused the API key "
+                              "(run `rgrid init` or set RGRID_API_KEY)")
+        if resp.status_code >= 400:
+            try:
+                detail = resp.json().get("detail", resp.text)
+            except ValueError:
+                detail = resp.text
+            if not isinstance(detail, str):
+                detail = "; ".join(str(d.get("msg", d)) for d in detail) if isinstance(detail, list) else str(detail)
+            raise ApiError(resp.status_code, f"API error {resp.status_code}: {detail.strip()[:300]}")
+        if model is None:
+            return None
+        return model.model_validate_json(resp.content)
+
+    def health(self) -> Health:
+        return self._call("GET", "/healthz", Health)
+
+    def plan_uploads(self, objects: list[ObjectSpec]) -> UploadPlan:
+        body = UploadPlanRequest(objects=objects).model_dump(mode="json")
+        return self._call("POST", "/v1/uploads/plan", UploadPlan, json=body)
+
+    def complete_upload(self, done: UploadCompletion) -> None:
+        self._call("POST", "/v1/uploads/complete", None, json=done.model_dump(mode="json"),
+                   timeout=600.0)
+
+    def create_execution(self, body: ExecutionCreate) -> ExecutionView:
+        return self._call("POST", "/v1/executions", ExecutionView, retry=False,
+                          json=body.model_dump(mode="json"))
+
+    def get_execution(self, execution_id: str) -> ExecutionView:
+        return self._call("GET", f"/v1/executions/{execution_id}", ExecutionView)
+
+    def list_executions(self, limit: int = 50) -> ExecutionList:
+        return self._call("GET", "/v1/executions", ExecutionList, params={"limit": limit})
+
+    def cancel(self, execution_id: str) -> ExecutionView:
+        return self._call("POST", f"/v1/executions/{execution_id}/cancel", ExecutionView)
+
+    def retry(self, execution_id: str) -> ExecutionView:
+        return self._call("POST", f"/v1/executions/{execution_id}/retry", ExecutionView, retry=False)
+
+    def logs(self, execution_id: str, after: int = 0, wait: float = 0.0) -> LogPage:
+        return self._call("GET", f"/v1/executions/{execution_id}/logs", LogPage,
+                          params={"after": after, "wait": wait}, timeout=wait + 30.0)
+
+    def outputs(self, execution_id: str) -> OutputList:
+        return self._call("GET", f"/v1/executions/{execution_id}/outputs", OutputList)
+

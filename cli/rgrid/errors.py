@@ -1,0 +1,58 @@
+"""Exit codes of the CLI contract and the errors that carry them.
+
+Every expected failure is one of these: the CLI prints its message on one
+line and exits with its code, never with a traceback.
+"""
+
+from __future__ import annotations
+
+from rgrid.wire import ExecutionView, FailureReason, Status
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_INFRA = 75
+EXIT_AUTH = 77
+EXIT_TIMEOUT = 124
+EXIT_CANCELLED = 130
+EXIT_OOM = 137
+
+
+class RgridError(Exception):
+    exit_code = EXIT_INFRA
+
+
+class UsageError(RgridError):
+    exit_code = EXIT_USAGE
+
+
+class AuthRefused(RgridError):
+    exit_code = EXIT_AUTH
+
+
+class Unreachable(RgridError):
+    exit_code = EXIT_INFRA
+
+
+class ApiError(RgridError):
+    """The API answered with an error; 4xx other than auth are usage errors."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.exit_code = EXIT_USAGE if 400 <= status < 500 else EXIT_INFRA
+
+
+def exit_code_for(execution: ExecutionView) -> int:
+    """The code `rgrid run` exits with: the script's own where it ran to the end."""
+    if execution.status == Status.SUCCEEDED:
+        return EXIT_OK
+    reason = execution.failure_reason
+    if execution.status == Status.CANCELLED or reason == FailureReason.CANCELLED:
+        return EXIT_CANCELLED
+    if reason == FailureReason.TIMEOUT:
+        return EXIT_TIMEOUT
+    if reason == FailureReason.OUT_OF_MEMORY:
+        return EXIT_OOM
+    if reason == FailureReason.EXIT_CODE and execution.exit_code is not None:
+        return execution.exit_code
+    return EXIT_INFRA

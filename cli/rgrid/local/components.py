@@ -1,0 +1,135 @@
+"""The pieces of the embedded grid: how each is started and how its health
+is checked. Everything binds to 127.0.0.1 on ports picked at first start."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from rgrid.local.procs import port_open
+
+RAY_PORTS = ("gcs", "dashboard", "client", "agent_listen", "agent_grpc", "metrics",
+             "runtime_env_agent")
+S3_PORTS = ("s3", "s3_grpc", "master", "master_grpc", "volume", "volume_grpc", "filer",
+            "filer_grpc")
+API_PORTS = ("api",)
+
+
+def venv_bin(name: str) -> str:
+    """A tool installed beside this interpreter (ray, weed)."""
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+def ray_temp_dir(home: Path) -> Path:
+    """Ray's socket paths must stay short, so its temp dir lives under /tmp,
+    named after RGRID_HOME so that two homes never share one."""
+    digest = hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:10]
+    return Path("/tmp") / f"rgrid-{digest}"
+
+
+@dataclass(frozen=True)
+class Launch:
+    argv: list[str]
+    env: dict[str, str]
+
+
+def _base_env() -> dict[str, str]:
+    env = dict(os.environ)
+    for key in [k for k in env if k.startswith("RGRID_") and k != "RGRID_HOME"]:
+        env.pop(key)
+    return env
+
+
+def s3_launch(local_dir: Path, ports: dict[str, int], secrets: dict[str, str]) -> Launch:
+    config = local_dir / "s3-identities.json"
+    identities = {"identities": [{
+        "name": "rgrid",
+        "credentials": [{"accessKey": secrets["s3_access_key"], "secretKey": secrets["s3_secret_key"]}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+    }]}
+    fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(identities, fh)
+    data = local_dir / "s3"
+    data.mkdir(parents=True, exist_ok=True)
+    p = ports
+    argv = [
+        venv_bin("weed"), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={data}",
+        f"-master.port={p['master']}", f"-master.port.grpc={p['master_grpc']}",
+        f"-volume.port={p['volume']}", f"-volume.port.grpc={p['volume_grpc']}",
+        "-filer", f"-filer.port={p['filer']}", f"-filer.port.grpc={p['filer_grpc']}",
+        "-s3", f"-s3.port={p['s3']}", f"-s3.port.grpc={p['s3_grpc']}",
+        "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={config}", "-s3.iam=false",
+        "-master.volumeSizeLimitMB=1024", "-volume.max=0",
+    ]
+    return Launch(argv, _base_env())
+
+
+def ray_launch(home: Path, ports: dict[str, int], work_root: Path) -> Launch:
+    p = ports
+    argv = [
+        venv_bin("ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+        f"--port={p['gcs']}", "--dashboard-host=127.0.0.1", f"--dashboard-port={p['dashboard']}",
+        f"--ray-client-server-port={p['client']}",
+        f"--dashboard-agent-listen-port={p['agent_listen']}",
+        f"--dashboard-agent-grpc-port={p['agent_grpc']}", f"--metrics-export-port={p['metrics']}",
+        f"--runtime-env-agent-port={p['runtime_env_agent']}",
+        f"--temp-dir={ray_temp_dir(home)}", f"--num-cpus={os.cpu_count() or 1}",
+        "--disable-usage-stats",
+    ]
+    env = _base_env()
+    env.update(ray_env())
+    env["RGRID_WORK_ROOT"] = str(work_root)
+    return Launch(argv, env)
+
+
+def ray_env() -> dict[str, str]:
+    """Keeps Ray on loopback: without it Ray swaps 127.0.0.1 for the
+    machine's outward address and listens there."""
+    return {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def api_launch(local_dir: Path, ports: dict[str, int], secrets: dict[str, str]) -> Launch:
+    env = _base_env()
+    env.update(ray_env())
+    env.update({
+        "RGRID_DATABASE_URL": f"sqlite:///{local_dir / 'rgrid.db'}",
+        "RGRID_S3_ENDPOINT": f"127.0.0.1:{ports['s3']}",
+        "RGRID_S3_ACCESS_KEY": secrets["s3_access_key"],
+        "RGRID_S3_SECRET_KEY": secrets["s3_secret_key"],
+        "RGRID_RAY_ADDRESS": f"127.0.0.1:{ports['gcs']}",
+        "RGRID_RUNNER_API_URL": f"http://127.0.0.1:{ports['api']}",
+        "RGRID_RUNNER_SECRET": secrets["runner_secret"],
+        "RGRID_BOOTSTRAP_API_KEY": secrets["api_key"],
+        "RGRID_BOOTSTRAP_OWNER": "local",
+        "RGRID_HOST": "127.0.0.1",
+        "RGRID_PORT": str(ports["api"]),
+    })
+    return Launch([sys.executable, "-m", "rgrid", "server"], env)
+
+
+def _http_ok(url: str, accept_any: bool = False) -> bool:
+    try:
+        resp = httpx.get(url, timeout=1.0)
+    except httpx.HTTPError:
+        return False
+    return accept_any or resp.status_code == 200
+
+
+def s3_healthy(ports: dict[str, int]) -> bool:
+    return _http_ok(f"http://127.0.0.1:{ports['s3']}/", accept_any=True)
+
+
+def ray_healthy(ports: dict[str, int]) -> bool:
+    return port_open(ports["gcs"]) and _http_ok(f"http://127.0.0.1:{ports['dashboard']}/api/version")
+
+
+def api_healthy(ports: dict[str, int]) -> bool:
+    return _http_ok(f"http://127.0.0.1:{ports['api']}/healthz")

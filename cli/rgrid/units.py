@@ -1,0 +1,39 @@
+"""Parsing the human units of --memory and --timeout."""
+
+from __future__ import annotations
+
+import re
+
+from rgrid.errors import UsageError
+
+_MEM = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?)?\s*$", re.I)
+_MEM_FACTOR_MB = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
+_DUR = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$", re.I)
+_DUR_FACTOR_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_memory_mb(text: str) -> int:
+    """'512M', '2G', '2GiB' or a plain number of MiB."""
+    m = _MEM.match(text)
+    if not m:
+        raise UsageError(f"invalid --memory {text!r}: use e.g. 512M or 2G")
+    unit = (m.group(2) or "m")[0].lower()
+    return max(1, int(float(m.group(1)) * _MEM_FACTOR_MB[unit]))
+
+
+def parse_duration_s(text: str) -> float:
+    """'90', '90s', '5m', '2h' (seconds when no unit is given)."""
+    m = _DUR.match(text)
+    if not m or float(m.group(1)) <= 0:
+        raise UsageError(f"invalid --timeout {text!r}: use e.g. 90s, 5m or 2h")
+    return float(m.group(1)) * _DUR_FACTOR_S[(m.group(2) or "s").lower()]
+
+
+def parse_env(pairs: list[str]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+            raise UsageError(f"invalid --env {pair!r}: use NAME=value")
+        env[key] = value
+    return env

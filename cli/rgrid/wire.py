@@ -1,0 +1,232 @@
+"""Wire models shared by the client, the API and the runner.
+
+They live in one module so that a field renamed on one side cannot silently
+drift from the other: the API, the runner and the CLI all import these.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+
+class Status(StrEnum):
+    """Execution and attempt states (see docs/architecture.md)."""
+
+    QUEUED = "queued"
+    DISPATCHED = "dispatched"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        return self in FINAL_STATES
+
+
+FINAL_STATES = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
+
+
+class FailureReason(StrEnum):
+    EXIT_CODE = "exit_code"
+    TIMEOUT = "timeout"
+    OUT_OF_MEMORY = "out_of_memory"
+    CANCELLED = "cancelled"
+    DEPENDENCY_INSTALL = "dependency_install"
+    RUNTIME_UNAVAILABLE = "runtime_unavailable"
+    OUTPUT_TOO_LARGE = "output_too_large"
+    WORKER_LOST = "worker_lost"
+    INTERNAL = "internal"
+
+
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+
+
+class ObjectSpec(BaseModel):
+    """A content-addressed blob the client wants to have on the server."""
+
+    sha256: str = Field(pattern=SHA256_PATTERN)
+    size: int = Field(ge=0)
+
+
+class UploadPart(BaseModel):
+    number: int
+    url: str
+
+
+class UploadTicket(BaseModel):
+    """How to upload one missing object: a single PUT or several parts."""
+
+    sha256: str
+    size: int
+    url: str | None = None
+    upload_id: str | None = None
+    part_size: int | None = None
+    parts: list[UploadPart] = []
+
+
+class UploadPlan(BaseModel):
+    missing: list[UploadTicket]
+
+
+class UploadPlanRequest(BaseModel):
+    objects: list[ObjectSpec]
+
+
+class CompletedPart(BaseModel):
+    number: int
+    etag: str
+
+
+class UploadCompletion(BaseModel):
+    sha256: str = Field(pattern=SHA256_PATTERN)
+    size: int = Field(ge=0)
+    upload_id: str | None = None
+    parts: list[CompletedPart] = []
+
+
+class InputFile(BaseModel):
+    """An uploaded object and the relative path it gets in the work dir."""
+
+    sha256: str = Field(pattern=SHA256_PATTERN)
+    path: str = Field(min_length=1, max_length=1024)
+
+
+class Resources(BaseModel):
+    cpu: float = Field(default=1.0, gt=0, le=256)
+    memory_mb: int = Field(default=1024, ge=16, le=1024 * 1024)
+    timeout_s: float = Field(default=3600.0, gt=0, le=7 * 24 * 3600)
+
+
+class ExecutionCreate(BaseModel):
+    script: InputFile
+    args: list[str] = []
+    inputs: list[InputFile] = []
+    env: dict[str, str] = {}
+    runtime: str = "python"
+    resources: Resources = Resources()
+    retries: int = Field(default=2, ge=0, le=10)
+
+
+class AttemptView(BaseModel):
+    number: int
+    status: Status
+    worker: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    exit_code: int | None = None
+    failure_reason: FailureReason | None = None
+
+
+class ExecutionView(BaseModel):
+    id: str
+    status: Status
+    script: str
+    args: list[str]
+    runtime: str
+    resources: Resources
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    exit_code: int | None = None
+    failure_reason: FailureReason | None = None
+    duration_s: float | None = None
+    attempts: list[AttemptView] = []
+
+
+class ExecutionList(BaseModel):
+    executions: list[ExecutionView]
+
+
+class LogChunk(BaseModel):
+    seq: int
+    attempt: int
+    stream: str
+    data: str
+
+
+class LogPage(BaseModel):
+    """Log chunks after an offset, with the execution's state at that moment.
+
+    `final` is true only when the execution ended and no chunk is left after
+    this page, so a follower knows it has seen everything.
+    """
+
+    chunks: list[LogChunk]
+    next_seq: int
+    status: Status
+    final: bool
+
+
+class OutputFile(BaseModel):
+    path: str
+    size: int
+    sha256: str
+    url: str | None = None
+
+
+class OutputList(BaseModel):
+    outputs: list[OutputFile]
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+
+
+# Runner <-> API. Every runner call is fenced by (execution_id, attempt).
+
+
+class RunnerStart(BaseModel):
+    worker: str
+
+
+class RunnerFile(BaseModel):
+    path: str
+    url: str
+
+
+class RunnerSpec(BaseModel):
+    """Everything a runner needs to execute one attempt, with fresh URLs."""
+
+    execution_id: str
+    attempt: int
+    script: RunnerFile
+    inputs: list[RunnerFile]
+    args: list[str]
+    env: dict[str, str]
+    runtime: str
+    resources: Resources
+
+
+class RunnerLogLine(BaseModel):
+    stream: str
+    data: str
+
+
+class RunnerLogBatch(BaseModel):
+    lines: list[RunnerLogLine]
+
+
+class RunnerAck(BaseModel):
+    """Answer to every runner write: `cancel` asks the runner to stop."""
+
+    cancel: bool = False
+
+
+class RunnerOutputRequest(BaseModel):
+    paths: list[str]
+
+
+class RunnerOutputUrls(BaseModel):
+    urls: dict[str, str]
+
+
+class RunnerResult(BaseModel):
+    exit_code: int | None
+    failure_reason: FailureReason | None = None
+    duration_s: float
+    outputs: list[OutputFile] = []

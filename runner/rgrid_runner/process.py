@@ -1,0 +1,101 @@
+"""Runs the script as its own process group and supervises it.
+
+stdout and stderr are read from one selector loop so lines keep the order in
+which the script wrote them. A timeout or a stop request (cancel, fencing)
+sends SIGTERM to the whole group, then SIGKILL after a grace period, so that
+children the script started die with it.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import selectors
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+READ_SIZE = 64 * 1024
+KILL_GRACE_S = 3.0
+# How long to keep reading pipes after the script exited (a detached child
+# may hold them open).
+DRAIN_S = 1.0
+
+
+@dataclass
+class ProcessOutcome:
+    exit_code: int
+    timed_out: bool
+    stopped: bool
+    duration_s: float
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def exit_code_of(returncode: int) -> int:
+    """A signal death becomes 128+signal, as a shell reports it."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def run_supervised(argv: list[str], cwd: Path, env: dict[str, str], timeout_s: float,
+                   sink: Callable[[str, str], None], stop: threading.Event) -> ProcessOutcome:
+    started = time.monotonic()
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    pgid = proc.pid
+    deadline = started + timeout_s
+    timed_out = stopped = False
+    kill_at: float | None = None
+    sel = selectors.DefaultSelector()
+    decoders = {}
+    for stream, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr)):
+        sel.register(pipe, selectors.EVENT_READ, stream)
+        decoders[stream] = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    open_pipes = 2
+    exited_at: float | None = None
+    try:
+        while True:
+            now = time.monotonic()
+            if exited_at is None and proc.poll() is not None:
+                # Whatever the script left behind in its group dies with it.
+                exited_at = now
+                _signal_group(pgid, signal.SIGKILL)
+            if exited_at is not None and (not open_pipes or now - exited_at > DRAIN_S):
+                break
+            if exited_at is None and kill_at is None and (now >= deadline or stop.is_set()):
+                timed_out = not stop.is_set()
+                stopped = not timed_out
+                _signal_group(pgid, signal.SIGTERM)
+                kill_at = now + KILL_GRACE_S
+            if kill_at is not None and now >= kill_at and exited_at is None:
+                _signal_group(pgid, signal.SIGKILL)
+                kill_at = float("inf")
+            if not open_pipes:
+                time.sleep(0.005)
+                continue
+            for key, _ in sel.select(timeout=0.05):
+                data = os.read(key.fd, READ_SIZE)
+                if not data:
+                    sel.unregister(key.fileobj)
+                    open_pipes -= 1
+                    continue
+                sink(key.data, decoders[key.data].decode(data))
+    finally:
+        sel.close()
+        for pipe in (proc.stdout, proc.stderr):
+            pipe.close()
+        if proc.poll() is None:
+            _signal_group(pgid, signal.SIGKILL)
+            proc.wait()
+    return ProcessOutcome(exit_code=exit_code_of(proc.returncode), timed_out=timed_out,
+                          stopped=stopped, duration_s=time.monotonic() - started)
