@@ -36,16 +36,27 @@ BACKOFF_S = 0.25
 class Client:
     def __init__(self, target: Target, timeout: float = 30.0) -> None:
         self.target = target
+        # Building a TLS context costs tens of milliseconds on every CLI start;
+        # a plain-HTTP API (the local grid) needs none.
+        tls = target.api_url.startswith("https://")
         self._http = httpx.Client(base_url=target.api_url,
                                   headers={"Authorization": f"Bearer {target.api_key}"},
-                                  timeout=timeout)
-        # Presigned URLs go to storage with their own signature; the API key
-        # must never travel there, so storage gets a client without it.
-        self.storage = httpx.Client(timeout=httpx.Timeout(timeout, read=300.0))
+                                  timeout=timeout, verify=tls)
+        self._timeout = timeout
+        self._storage: httpx.Client | None = None
+
+    @property
+    def storage(self) -> httpx.Client:
+        """Presigned URLs go to storage with their own signature; the API key
+        must never travel there, so storage gets its own client without it."""
+        if self._storage is None:
+            self._storage = httpx.Client(timeout=httpx.Timeout(self._timeout, read=300.0))
+        return self._storage
 
     def close(self) -> None:
         self._http.close()
-        self.storage.close()
+        if self._storage is not None:
+            self._storage.close()
 
     def __enter__(self) -> Client:
         return self

@@ -9,7 +9,8 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel as _PydanticModel
+from pydantic import ConfigDict, Field
 
 
 class Status(StrEnum):
@@ -43,6 +44,13 @@ class FailureReason(StrEnum):
 
 
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
+
+
+class BaseModel(_PydanticModel):
+    """Validators are built on first use, not at import: the CLI imports all
+    of these but touches a handful, and start-up time is user-visible."""
+
+    model_config = ConfigDict(defer_build=True)
 
 
 class ObjectSpec(BaseModel):

@@ -1,8 +1,10 @@
 """Ships a script's output to the API in small batches and renews the lease.
 
-Lines are sent at most FLUSH_S after they were written (the CLI prints them
-under a second behind), or sooner when a batch fills up. When there is
-nothing to send the same thread renews the lease. Each answer may carry a
+Output is sent as soon as it appears, after a COALESCE_S pause that lets a
+burst of lines travel in one request; while a request is in flight new
+output accumulates into the next batch, so a chatty script costs few
+requests and a quiet one is seen at once. When there is nothing to send the
+same thread renews the lease. Each answer may carry a
 cancel request, and a StaleAttempt answer means another attempt took over:
 both are raised as events for the process supervisor to act on.
 """
@@ -18,7 +20,7 @@ from rgrid_runner.reporter import Reporter, StaleAttempt
 
 log = logging.getLogger(__name__)
 
-FLUSH_S = 0.1
+COALESCE_S = 0.005
 MAX_BATCH_BYTES = 256 * 1024
 
 
@@ -49,8 +51,7 @@ class LogShipper:
             else:
                 self._pending.append(RunnerLogLine(stream=stream, data=data))
             self._pending_bytes += len(data)
-            if self._pending_bytes >= MAX_BATCH_BYTES:
-                self._cond.notify()
+            self._cond.notify()
 
     def close(self) -> None:
         """Flush what is left and stop; returns once everything was sent."""
@@ -68,9 +69,11 @@ class LogShipper:
         last_call = time.monotonic()
         while True:
             with self._cond:
-                if not self._closed and self._pending_bytes < MAX_BATCH_BYTES:
-                    self._cond.wait(FLUSH_S)
+                if not self._closed and not self._pending:
+                    self._cond.wait(self._renew_s)
                 closing = self._closed
+            if not closing and self._pending_bytes < MAX_BATCH_BYTES:
+                time.sleep(COALESCE_S)
             batch = self._take()
             try:
                 if batch:

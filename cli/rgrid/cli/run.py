@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
 from rgrid.cli.connect import connect
 from rgrid.cli.console import err, out, print_json, say
@@ -25,6 +24,8 @@ def _progress_factory(enabled: bool):  # type: ignore[no-untyped-def]
     def factory(total: int):  # type: ignore[no-untyped-def]
         if not enabled or total < PROGRESS_MIN_BYTES:
             return lambda _n: None
+        from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
         bar = Progress("[dim]rgrid: uploading", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                        console=err, transient=True)
         bar.start()
