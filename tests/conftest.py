@@ -1,0 +1,110 @@
+"""Session-wide real services. Expensive pieces (S3 server, Ray head,
+PostgreSQL, API servers) start once per test session and are shared.
+
+Tests that take the `api` fixture run once against an API on SQLite and once
+against an API on PostgreSQL. Without PostgreSQL binaries the Postgres
+variant is skipped locally; with RGRID_REQUIRE_POSTGRES=1 (CI) it fails."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rgrid.client import Client
+from rgrid.config import Target
+from tests.support.s3proxy import S3Proxy
+from tests.support.services import (
+    ApiServer,
+    Postgres,
+    RayHead,
+    S3Server,
+    postgres_available,
+    start_api,
+    start_postgres,
+    start_ray,
+    start_s3,
+)
+
+REQUIRE_POSTGRES = os.environ.get("RGRID_REQUIRE_POSTGRES") == "1"
+
+
+@pytest.fixture(scope="session")
+def services_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("services")
+
+
+@pytest.fixture(scope="session")
+def s3(services_root: Path) -> Iterator[S3Server]:
+    server = start_s3(services_root / "s3")
+    yield server
+    server.proc.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_proxy(s3: S3Server) -> Iterator[S3Proxy]:
+    proxy = S3Proxy(s3.ports["s3"])
+    yield proxy
+    proxy.close()
+
+
+@pytest.fixture(scope="session")
+def ray_head(services_root: Path) -> Iterator[RayHead]:
+    head = start_ray(services_root / "ray")
+    yield head
+    head.proc.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    if not postgres_available():
+        message = "PostgreSQL binaries not found (install postgresql-15)"
+        if REQUIRE_POSTGRES:
+            pytest.fail(message)
+        pytest.skip(message)
+    pg = start_postgres()
+    yield pg
+    pg.proc.stop()
+
+
+def _database_url(request: pytest.FixtureRequest, backend: str, root: Path) -> str:
+    if backend == "postgres":
+        return request.getfixturevalue("postgres").url
+    return f"sqlite:///{root / 'rgrid.db'}"
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+def api(request: pytest.FixtureRequest, services_root: Path, s3: S3Server, s3_proxy: S3Proxy,
+        ray_head: RayHead) -> Iterator[ApiServer]:
+    backend = request.param
+    root = services_root / f"api-{backend}"
+    root.mkdir(exist_ok=True)
+    server = start_api(root, _database_url(request, backend, root), s3, ray_head,
+                       public_s3=f"127.0.0.1:{s3_proxy.port}")
+    yield server
+    server.proc.stop()
+
+
+@pytest.fixture
+def client(api: ApiServer) -> Iterator[Client]:
+    with Client(Target(api.url, api.api_key)) as c:
+        yield c
+
+
+@pytest.fixture
+def rgrid_env(api: ApiServer, tmp_path: Path) -> dict[str, str]:
+    """Environment for running the rgrid CLI against the test API."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_")}
+    env.update(RGRID_HOME=str(tmp_path / "home"), RGRID_API_URL=api.url, RGRID_API_KEY=api.api_key)
+    return env
+
+
+def run_cli(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 120,
+            **kwargs: object) -> subprocess.CompletedProcess[str]:
+    """Run the rgrid CLI as a user would: a separate process."""
+    return subprocess.run([sys.executable, "-m", "rgrid", *args], cwd=cwd, env=env, text=True,
+                          capture_output=True, timeout=timeout, **kwargs)

@@ -1,0 +1,151 @@
+"""`rgrid run` driven as a user drives it: a subprocess in a project folder,
+against a real API (SQLite and PostgreSQL), real Ray and a real S3 server."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    folder = tmp_path / "project"
+    shutil.copytree(EXAMPLES, folder / "examples")
+    return folder
+
+
+def write(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_hello_runs_and_brings_outputs_back(project: Path, rgrid_env: dict[str, str]) -> None:
+    result = run_cli(["run", "examples/hello.py", "examples/data.csv"], project, rgrid_env)
+    assert result.returncode == 0, result.stderr
+    assert "read 6 rows from examples/data.csv" in result.stdout
+    assert "mean temperature 8.88 °C over 3 cities" in result.stdout
+    summary = json.loads((project / "summary.json").read_text())
+    assert summary == {"rows": 6, "cities": ["Berlin", "Helsinki", "Lisbon"], "mean_temp_c": 8.88}
+    assert "Traceback" not in result.stderr
+
+
+def test_failing_script_exit_code_and_stderr(project: Path, rgrid_env: dict[str, str]) -> None:
+    result = run_cli(["run", "examples/fail.py"], project, rgrid_env)
+    assert result.returncode == 3
+    assert "checking input..." in result.stdout
+    assert "error: the input has no 'price' column" in result.stderr
+    assert "exit code 3" in result.stderr
+
+
+def test_outputs_in_subfolder_keep_their_paths(project: Path, rgrid_env: dict[str, str]) -> None:
+    out = project / "out"
+    result = run_cli(["run", "--output-dir", str(out), "examples/report.py", "examples/data.csv"],
+                     project, rgrid_env)
+    assert result.returncode == 0, result.stderr
+    names = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert names == ["report/berlin.txt", "report/helsinki.txt", "report/index.txt", "report/lisbon.txt"]
+    assert (out / "report/index.txt").read_text() == "Berlin\nHelsinki\nLisbon\n"
+    assert not (project / "report").exists()
+
+
+def test_stdout_and_stderr_are_separated_and_ordered(project: Path, rgrid_env: dict[str, str]) -> None:
+    write(project, "both.py", "import sys\n"
+          "for i in range(50):\n"
+          "    print(f'out {i}')\n"
+          "    print(f'err {i}', file=sys.stderr)\n")
+    result = run_cli(["run", "both.py"], project, rgrid_env)
+    assert result.returncode == 0
+    assert result.stdout.splitlines() == [f"out {i}" for i in range(50)]
+    assert [line for line in result.stderr.splitlines() if line.startswith("err")] == [
+        f"err {i}" for i in range(50)]
+
+
+def test_flag_value_paths_are_shipped_and_missing_paths_pass_through(
+        project: Path, rgrid_env: dict[str, str]) -> None:
+    write(project, "show.py", "import sys, os\n"
+          "for a in sys.argv[1:]:\n"
+          "    v = a.split('=', 1)[-1]\n"
+          "    print(a, os.path.isfile(v))\n")
+    result = run_cli(["run", "show.py", "--input=examples/data.csv", "nothere/missing.csv", "--n", "5"],
+                     project, rgrid_env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "--input=examples/data.csv True", "nothere/missing.csv False", "--n False", "5 False"]
+
+
+def test_same_base_name_from_two_folders_never_collide(project: Path, rgrid_env: dict[str, str],
+                                                       tmp_path: Path) -> None:
+    write(project, "a/data.csv", "from a\n")
+    write(project, "b/data.csv", "from b\n")
+    outside = write(tmp_path / "elsewhere", "data.csv", "from outside\n")
+    write(project, "cat.py", "import sys\nfor p in sys.argv[1:]:\n    print(open(p).read().strip())\n")
+    result = run_cli(["run", "cat.py", "a/data.csv", "b/data.csv", str(outside)], project, rgrid_env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["from a", "from b", "from outside"]
+
+
+def test_names_with_spaces_and_non_ascii(project: Path, rgrid_env: dict[str, str]) -> None:
+    write(project, "dätä files/größe 1.csv", "zwölf\n")
+    write(project, "copy it.py", "import sys, shutil\n"
+          "shutil.copy(sys.argv[1], 'résumé out.txt')\nprint(open(sys.argv[1]).read().strip())\n")
+    result = run_cli(["run", "copy it.py", "dätä files/größe 1.csv"], project, rgrid_env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "zwölf"
+    assert (project / "résumé out.txt").read_text() == "zwölf\n"
+
+
+def test_directory_argument_ships_a_tree(project: Path, rgrid_env: dict[str, str]) -> None:
+    write(project, "tree/one.txt", "1")
+    write(project, "tree/sub/two.txt", "2")
+    write(project, "walk.py", "import os, sys\n"
+          "for root, _d, files in sorted(os.walk(sys.argv[1])):\n"
+          "    for f in sorted(files):\n"
+          "        p = os.path.join(root, f)\n"
+          "        print(p, open(p).read())\n")
+    result = run_cli(["run", "walk.py", "tree"], project, rgrid_env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["tree/one.txt 1", "tree/sub/two.txt 2"]
+
+
+def test_include_ships_files_the_script_opens_itself(project: Path, rgrid_env: dict[str, str]) -> None:
+    write(project, "conf/settings.json", '{"factor": 7}')
+    write(project, "use_conf.py", "import json\nprint(json.load(open('conf/settings.json'))['factor'] * 6)\n")
+    result = run_cli(["run", "--include", "conf", "use_conf.py"], project, rgrid_env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "42"
+
+
+def test_env_values_reach_the_script_and_secrets_do_not(project: Path, rgrid_env: dict[str, str]) -> None:
+    write(project, "env.py", "import os\n"
+          "print(os.environ.get('GREETING'), os.environ.get('RGRID_EXECUTION_ID') is not None)\n"
+          "print(sorted(k for k in os.environ if 'SECRET' in k or k.startswith(('RGRID_S3', 'RGRID_RUNNER', 'RGRID_DATABASE', 'AWS'))))\n")
+    result = run_cli(["run", "--env", "GREETING=hej", "env.py"], project, rgrid_env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["hej True", "[]"]
+
+
+def test_timeout_is_124_and_kills_the_script(project: Path, rgrid_env: dict[str, str]) -> None:
+    write(project, "slow.py", "import time\nprint('started', flush=True)\ntime.sleep(60)\n")
+    result = run_cli(["run", "--timeout", "2s", "slow.py"], project, rgrid_env)
+    assert result.returncode == 124
+    assert "started" in result.stdout
+    assert "timeout" in result.stderr
+
+
+def test_dry_run_shows_classification_and_runs_nothing(project: Path, rgrid_env: dict[str, str]) -> None:
+    result = run_cli(["run", "--dry-run", "--json", "examples/hello.py", "examples/data.csv", "--n", "5"],
+                     project, rgrid_env)
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert plan["args"] == ["examples/data.csv", "--n", "5"]
+    assert sorted(f["remote"] for f in plan["files"]) == ["examples/data.csv", "examples/hello.py"]
+    assert not (project / "summary.json").exists()

@@ -1,0 +1,179 @@
+"""Real services for the tests, each on free loopback ports in a temp dir:
+SeaweedFS (S3), a Ray head, a private PostgreSQL, and rgrid API servers run
+as subprocesses exactly as `rgrid server` runs in production."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from rgrid.local import components
+from rgrid.local.procs import free_port, spawn, stop_group
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    tail = log.read_text()[-3000:] if log and log.exists() else ""
+    raise RuntimeError(f"{what} did not come up in {timeout} s\n{tail}")
+
+
+@dataclass
+class Proc:
+    pid: int
+    log: Path
+
+    def stop(self) -> None:
+        stop_group(self.pid, grace_s=10)
+
+
+@dataclass
+class S3Server:
+    endpoint: str
+    access_key: str
+    secret_key: str
+    proc: Proc
+    ports: dict[str, int] = field(default_factory=dict)
+
+
+def start_s3(root: Path) -> S3Server:
+    ports = {p: free_port() for p in components.S3_PORTS}
+    secrets = {"s3_access_key": "testaccess", "s3_secret_key": "testsecret-0123456789"}
+    root.mkdir(parents=True, exist_ok=True)
+    launch = components.s3_launch(root, ports, secrets)
+    log = root / "weed.log"
+    proc = Proc(spawn(launch.argv, launch.env, log, root), log)
+    wait_until(lambda: components.s3_healthy(ports), 60, "SeaweedFS", log)
+    return S3Server(f"127.0.0.1:{ports['s3']}", secrets["s3_access_key"], secrets["s3_secret_key"],
+                    proc, ports)
+
+
+@dataclass
+class RayHead:
+    address: str
+    dashboard: str
+    proc: Proc
+
+
+def start_ray(root: Path) -> RayHead:
+    ports = {p: free_port() for p in components.RAY_PORTS}
+    root.mkdir(parents=True, exist_ok=True)
+    launch = components.ray_launch(root, ports, root / "work")
+    log = root / "ray.log"
+    proc = Proc(spawn(launch.argv, launch.env, log, root), log)
+    wait_until(lambda: components.ray_healthy(ports), 120, "Ray head", log)
+    return RayHead(f"127.0.0.1:{ports['gcs']}", f"http://127.0.0.1:{ports['dashboard']}", proc)
+
+
+@dataclass
+class Postgres:
+    url: str
+    proc: Proc
+    datadir: Path
+
+
+def _pg_tool(name: str) -> str:
+    path = PG_BIN / name
+    return str(path) if path.exists() else shutil.which(name) or name
+
+
+def postgres_available() -> bool:
+    return Path(_pg_tool("postgres")).exists() or shutil.which("postgres") is not None
+
+
+def _as_postgres_user() -> list[str]:
+    """PostgreSQL refuses to run as root; drop to the postgres user then."""
+    if os.geteuid() != 0:
+        return []
+    return ["setpriv", "--reuid=postgres", "--regid=postgres", "--clear-groups"]
+
+
+def start_postgres() -> Postgres:
+    root = Path(tempfile.mkdtemp(prefix="rgrid-pg-"))
+    datadir = root / "data"
+    if os.geteuid() == 0:
+        user = pwd.getpwnam("postgres")
+        os.chown(root, user.pw_uid, user.pw_gid)
+    drop = _as_postgres_user()
+    subprocess.run([*drop, _pg_tool("initdb"), "-D", str(datadir), "-U", "rgrid", "--auth=trust",
+                    "--no-sync", "-E", "UTF8"], check=True, capture_output=True)
+    port = free_port()
+    log = root / "postgres.log"
+    argv = [*drop, _pg_tool("postgres"), "-D", str(datadir), "-p", str(port), "-h", "127.0.0.1",
+            "-k", str(root), "-c", "fsync=off", "-c", "max_connections=200"]
+    proc = Proc(spawn(argv, dict(os.environ), log, root), log)
+
+    def ready() -> bool:
+        r = subprocess.run([_pg_tool("pg_isready"), "-h", "127.0.0.1", "-p", str(port)],
+                           capture_output=True)
+        return r.returncode == 0
+
+    wait_until(ready, 60, "PostgreSQL", log)
+    subprocess.run([_pg_tool("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "rgrid", "rgrid"],
+                   check=True, capture_output=True)
+    return Postgres(f"postgresql://rgrid@127.0.0.1:{port}/rgrid", proc, datadir)
+
+
+@dataclass
+class ApiServer:
+    url: str
+    api_key: str
+    env: dict[str, str]
+    proc: Proc
+
+    def create_key(self, owner: str) -> str:
+        out = subprocess.run([sys.executable, "-m", "rgrid", "server", "create-key", "--owner", owner],
+                             env=self.env, check=True, capture_output=True, text=True)
+        return out.stdout.strip()
+
+
+def start_api(root: Path, database_url: str, s3: S3Server, ray: RayHead, public_s3: str,
+              extra_env: dict[str, str] | None = None) -> ApiServer:
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    key = "rg_test_alice_" + os.urandom(8).hex()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_")}
+    env.update(components.ray_env())
+    env.update({
+        "RGRID_DATABASE_URL": database_url,
+        "RGRID_S3_ENDPOINT": s3.endpoint,
+        "RGRID_S3_PUBLIC_ENDPOINT": public_s3,
+        "RGRID_S3_ACCESS_KEY": s3.access_key,
+        "RGRID_S3_SECRET_KEY": s3.secret_key,
+        "RGRID_RAY_ADDRESS": ray.address,
+        "RGRID_RUNNER_API_URL": f"http://127.0.0.1:{port}",
+        "RGRID_RUNNER_SECRET": "test-runner-secret-" + os.urandom(8).hex(),
+        "RGRID_BOOTSTRAP_API_KEY": key,
+        "RGRID_BOOTSTRAP_OWNER": "alice",
+        "RGRID_PORT": str(port),
+        "RGRID_MULTIPART_THRESHOLD": str(6 * 1024 * 1024),
+        "RGRID_MULTIPART_PART_SIZE": str(5 * 1024 * 1024),
+        **(extra_env or {}),
+    })
+    log = root / "api.log"
+    proc = Proc(spawn([sys.executable, "-m", "rgrid", "server"], env, log, root), log)
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(healthy, 90, "rgrid API", log)
+    return ApiServer(url, key, env, proc)
