@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 
 from rgrid.local import components
-from rgrid.local.procs import free_port, spawn, stop_group
+from rgrid.local.procs import free_port, spawn, stop_session
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -39,7 +39,7 @@ class Proc:
     log: Path
 
     def stop(self) -> None:
-        stop_group(self.pid, grace_s=10)
+        stop_session(self.pid, grace_s=10)
 
 
 @dataclass

@@ -116,11 +116,11 @@ def retry(execution_id: IdArg, json_out: JsonFlag = False) -> int:
 
 
 def download_(execution_id: IdArg,
-              dest: Annotated[Path, typer.Argument(help="Folder to put outputs in.")] = Path("."),
+              dest: Annotated[str, typer.Argument(help="Folder to put outputs in.")] = ".",
               json_out: JsonFlag = False) -> int:
     """Download an execution's outputs into DEST (default: here)."""
     with connect(start_local=False) as client:
-        paths = fetch_outputs(client, execution_id, dest)
+        paths = fetch_outputs(client, execution_id, Path(dest))
     if json_out:
         print_json([str(p) for p in paths])
     else:

@@ -36,10 +36,11 @@ def down() -> int:
 def status_(json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> int:
     """Print every piece of the local grid, its URL and health (Ray dashboard first)."""
     pieces = LocalGrid(rgrid_home()).status()
+    healthy = 0 if all(p.state == "running" for p in pieces) else 1
     if json_out:
         print_json([{"name": p.name, "state": p.state, "pid": p.pid, "url": p.url,
                      "log": str(p.log)} for p in pieces])
-        return 0
+        return healthy
     labels = {"ray": "Ray dashboard", "api": "rgrid API", "s3": "S3 (SeaweedFS)"}
     table = Table("piece", "state", "url", "pid", "log", box=None, pad_edge=False)
     for p in pieces:
@@ -47,7 +48,7 @@ def status_(json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")
         table.add_row(labels[p.name], f"[{colour}]{p.state}[/{colour}]", p.url or "-",
                       str(p.pid or "-"), str(p.log))
     out.print(table)
-    return 0 if all(p.state == "running" for p in pieces) else 1
+    return healthy
 
 
 def init(api_url: Annotated[str, typer.Option(prompt="rgrid API URL", help="e.g. https://rgrid.example.com")],

@@ -7,8 +7,8 @@ from __future__ import annotations
 import sys
 from importlib.metadata import entry_points
 
-import click
 import typer
+from typer._click.exceptions import ClickException
 
 from rgrid.cli import inspect, local, run
 from rgrid.cli.console import err
@@ -20,7 +20,8 @@ CLIENT_COMMANDS = {"run", "status", "logs", "list", "cancel", "retry", "download
 def build_app(with_plugins: bool) -> typer.Typer:
     app = typer.Typer(help="Run scripts on a Ray grid as if they ran here.", no_args_is_help=True,
                       pretty_exceptions_enable=False, add_completion=False)
-    script_args = {"allow_interspersed_args": False, "ignore_unknown_options": True}
+    # Everything after the script belongs to the script, options included.
+    script_args = {"allow_interspersed_args": False}
     app.command(context_settings=script_args)(run.run)
     app.command()(inspect.status)
     app.command()(inspect.logs)
@@ -48,12 +49,14 @@ def main() -> None:
     except RgridError as exc:
         err.print(f"[red]rgrid: error:[/red] {exc}", markup=True)
         sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
+    except ClickException as exc:
+        ctx = getattr(exc, "ctx", None)
+        where = ctx.command_path if ctx is not None else "rgrid"
+        err.print(f"[red]rgrid: error:[/red] {exc.format_message()} (see `{where} --help`)")
         sys.exit(EXIT_USAGE if exc.exit_code == 2 else exc.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         err.print("rgrid: interrupted")
         sys.exit(EXIT_CANCELLED)
     sys.exit(result if isinstance(result, int) else 0)

@@ -94,7 +94,7 @@ def run(
     timeout: Annotated[str, typer.Option(help="Wall-time limit, e.g. 90s, 30m, 2h.")] = "1h",
     env: Annotated[list[str] | None, typer.Option("--env", help="NAME=value for the script (repeatable).")] = None,
     include: Annotated[list[str] | None, typer.Option("--include", help="Extra file or folder to ship (repeatable).")] = None,
-    output_dir: Annotated[Path, typer.Option("--output-dir", help="Where outputs land.")] = Path("."),
+    output_dir: Annotated[str, typer.Option("--output-dir", help="Where outputs land.")] = ".",
     remote_only: Annotated[bool, typer.Option("--remote-only", help="Leave outputs on the grid.")] = False,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Submit and return at once.")] = False,
     retries: Annotated[int, typer.Option(help="Extra attempts after infrastructure failures.")] = 2,
@@ -124,7 +124,7 @@ def run(
                 f"  Cancel: rgrid cancel {execution.id}")
             return 130
         if not remote_only and final.status != Status.CANCELLED:
-            fetch_outputs(client, final.id, output_dir)
+            fetch_outputs(client, final.id, Path(output_dir))
         if json_out:
             print_json(final)
         else:

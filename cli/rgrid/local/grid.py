@@ -19,7 +19,14 @@ from pathlib import Path
 from rgrid.config import Target, read_json, write_private
 from rgrid.errors import RgridError
 from rgrid.local import components as c
-from rgrid.local.procs import alive, free_port, port_in_use, spawn, stop_group
+from rgrid.local.procs import (
+    alive,
+    free_port,
+    port_in_use,
+    session_members,
+    spawn,
+    stop_session,
+)
 
 START_TIMEOUT_S = {"s3": 60.0, "ray": 90.0, "api": 60.0}
 ORDER = ("s3", "ray", "api")
@@ -128,8 +135,8 @@ class LocalGrid:
             stopped = []
             for name in reversed(ORDER):
                 piece = state.get("pieces", {}).pop(name, None)
-                if piece and alive(piece["pid"]):
-                    stop_group(piece["pid"])
+                if piece and session_members(piece["pid"]):
+                    stop_session(piece["pid"])
                     stopped.append(name)
             self._save(state)
             return stopped
@@ -146,8 +153,9 @@ class LocalGrid:
 
     def _start(self, name: str, pieces: dict, say: Callable[[str], None]) -> None:
         previous = pieces.get(name)
-        if previous and alive(previous["pid"]):
-            stop_group(previous["pid"])
+        if previous:
+            # A crashed leader may leave members behind (a raylet holding ports).
+            stop_session(previous["pid"])
         ports = self._ports(name, previous)
         secrets = self.secrets()
         if name == "s3":

@@ -1,8 +1,9 @@
 """Starting and stopping detached process groups, and checking on them.
 
-Each grid piece is started as the leader of its own session, so stopping it
-means signalling that one group: everything it spawned goes, and nothing
-else on the machine is touched.
+Each grid piece is started as the leader of its own session. Stopping it
+signals every process of that session (Ray's workers put themselves in
+groups of their own, but stay in the session): everything it spawned goes,
+and nothing else on the machine is touched.
 """
 
 from __future__ import annotations
@@ -45,11 +46,8 @@ def alive(pid: int | None) -> bool:
     """True if pid runs and is not a zombie."""
     if not pid:
         return False
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] != "Z"
 
 
 def spawn(argv: list[str], env: dict[str, str], log_path: Path, cwd: Path) -> int:
@@ -60,39 +58,40 @@ def spawn(argv: list[str], env: dict[str, str], log_path: Path, cwd: Path) -> in
     return proc.pid
 
 
-def group_alive(pgid: int) -> bool:
+def _stat_fields(pid: int) -> list[str] | None:
     try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return any(_pgid_of(p) == pgid and alive(p) for p in _pids())
-
-
-def _pids() -> list[int]:
-    return [int(d) for d in os.listdir("/proc") if d.isdigit()]
-
-
-def _pgid_of(pid: int) -> int | None:
-    try:
-        return os.getpgid(pid)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
         return None
 
 
-def stop_group(pgid: int, grace_s: float = STOP_GRACE_S) -> None:
-    """SIGTERM the group, SIGKILL whatever is left after the grace period."""
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
+def session_members(sid: int) -> list[int]:
+    """Live (non-zombie) processes whose session id is `sid`."""
+    members = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        fields = _stat_fields(int(name))
+        if fields and fields[0] != "Z" and int(fields[3]) == sid:
+            members.append(int(name))
+    return members
+
+
+def _signal_session(sid: int, sig: signal.Signals) -> None:
+    for pid in session_members(sid):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def stop_session(sid: int, grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM the session's processes, SIGKILL whatever is left after the grace period."""
+    _signal_session(sid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
-        if not group_alive(pgid):
+        if not session_members(sid):
             return
         time.sleep(0.1)
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    _signal_session(sid, signal.SIGKILL)

@@ -1,0 +1,186 @@
+"""The CLI contract of DESIGN.md: exit codes, one-line errors, --json,
+id prefixes, detaching, cancelling and following."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+
+SLEEPER = (
+    "import os, sys, time\n"
+    "print(os.getpid(), flush=True)\n"
+    "signal_file = sys.argv[1] if len(sys.argv) > 1 else None\n"
+    "for _ in range(600):\n"
+    "    if signal_file and os.path.exists(signal_file):\n"
+    "        break\n"
+    "    time.sleep(0.1)\n"
+    "print('finished', flush=True)\n"
+)
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+def wait_for_status(env: dict[str, str], cwd: Path, execution_id: str, wanted: set[str],
+                    timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = json.loads(run_cli(["status", execution_id, "--json"], cwd, env).stdout)
+        if status["status"] in wanted or time.monotonic() > deadline:
+            return status
+        time.sleep(0.1)
+
+
+def test_missing_script_is_a_usage_error(tmp_path: Path, rgrid_env: dict[str, str]) -> None:
+    result = run_cli(["run", "nope.py"], tmp_path, rgrid_env)
+    assert result.returncode == 2
+    assert "script not found: nope.py" in one_line_error(result)
+
+
+def test_unknown_option_is_a_usage_error(tmp_path: Path, rgrid_env: dict[str, str]) -> None:
+    (tmp_path / "s.py").write_text("print(1)\n")
+    result = run_cli(["run", "--memory", "lots", "s.py"], tmp_path, rgrid_env)
+    assert result.returncode == 2
+    assert "invalid --memory" in one_line_error(result)
+
+
+def test_unreadable_input_is_a_usage_error(tmp_path: Path, rgrid_env: dict[str, str]) -> None:
+    """As an unprivileged user (root reads everything), a file without read
+    permission is refused before anything is uploaded."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch to an unprivileged user")
+    (tmp_path / "s.py").write_text("print(1)\n")
+    secret = tmp_path / "secret.csv"
+    secret.write_text("x\n")
+    secret.chmod(0o000)
+    home = tmp_path / "nobody-home"
+    home.mkdir()
+    os.chown(home, 65534, 65534)
+    for p in (tmp_path, *tmp_path.parents):
+        if p != Path("/"):
+            p.chmod(p.stat().st_mode | 0o011)
+    env = {**rgrid_env, "RGRID_HOME": str(home), "HOME": str(home)}
+    result = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                             sys.executable, "-m", "rgrid", "run", "s.py", "secret.csv"],
+                            cwd=tmp_path, env=env, text=True, capture_output=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "cannot read secret.csv" in one_line_error(result)
+
+
+def test_api_unreachable_is_75(tmp_path: Path, rgrid_env: dict[str, str]) -> None:
+    (tmp_path / "s.py").write_text("print(1)\n")
+    env = {**rgrid_env, "RGRID_API_URL": "http://127.0.0.1:9"}
+    result = run_cli(["run", "s.py"], tmp_path, env)
+    assert result.returncode == 75
+    assert "cannot reach the rgrid API" in one_line_error(result)
+
+
+def test_wrong_api_key_is_77(tmp_path: Path, rgrid_env: dict[str, str]) -> None:
+    (tmp_path / "s.py").write_text("print(1)\n")
+    result = run_cli(["run", "s.py"], tmp_path, {**rgrid_env, "RGRID_API_KEY": "rg_wrong"})
+    assert result.returncode == 77
+    assert "refused the API key" in one_line_error(result)
+
+
+def test_detach_json_status_and_prefixes(tmp_path: Path, rgrid_env: dict[str, str]) -> None:
+    (tmp_path / "s.py").write_text("print('detached hello')\n")
+    result = run_cli(["run", "--detach", "--json", "s.py"], tmp_path, rgrid_env)
+    assert result.returncode == 0, result.stderr
+    execution = json.loads(result.stdout)
+    prefix = execution["id"][:6]
+    status = wait_for_status(rgrid_env, tmp_path, prefix, {"succeeded", "failed"})
+    assert status["id"] == execution["id"]
+    assert status["status"] == "succeeded"
+    assert [a["status"] for a in status["attempts"]] == ["succeeded"]
+    logs = run_cli(["logs", prefix], tmp_path, rgrid_env)
+    assert logs.stdout == "detached hello\n"
+    listed = json.loads(run_cli(["list", "--json"], tmp_path, rgrid_env).stdout)
+    assert execution["id"] in {e["id"] for e in listed["executions"]}
+    human = run_cli(["status", prefix], tmp_path, rgrid_env)
+    assert execution["id"] in human.stdout and "succeeded" in human.stdout
+
+
+def test_unknown_id_is_a_clear_error(tmp_path: Path, rgrid_env: dict[str, str]) -> None:
+    result = run_cli(["status", "zzzzzz"], tmp_path, rgrid_env)
+    assert result.returncode == 2
+    assert "no execution 'zzzzzz'" in one_line_error(result)
+
+
+def test_cancel_kills_the_running_script(tmp_path: Path, rgrid_env: dict[str, str]) -> None:
+    (tmp_path / "sleeper.py").write_text(SLEEPER)
+    execution = json.loads(run_cli(["run", "-d", "--json", "sleeper.py"], tmp_path, rgrid_env).stdout)
+    eid = execution["id"]
+    wait_for_status(rgrid_env, tmp_path, eid, {"running"})
+    pid = None
+    deadline = time.monotonic() + 30
+    while pid is None and time.monotonic() < deadline:
+        out = run_cli(["logs", eid], tmp_path, rgrid_env).stdout.split()
+        pid = int(out[0]) if out else None
+    assert pid is not None and Path(f"/proc/{pid}").exists()
+    assert run_cli(["cancel", eid], tmp_path, rgrid_env).returncode == 0
+    status = wait_for_status(rgrid_env, tmp_path, eid, {"cancelled", "failed", "succeeded"})
+    assert status["status"] == "cancelled"
+    assert not Path(f"/proc/{pid}").exists()
+    assert "finished" not in run_cli(["logs", eid], tmp_path, rgrid_env).stdout
+
+
+def test_follow_streams_while_the_script_runs(tmp_path: Path, rgrid_env: dict[str, str]) -> None:
+    """The script waits for a file the test creates only after it saw the
+    script's first line through `rgrid run`: logs must arrive while running."""
+    (tmp_path / "sleeper.py").write_text(SLEEPER)
+    go = tmp_path / "go"
+    proc = subprocess.Popen([sys.executable, "-m", "rgrid", "run", "sleeper.py", str(go)],
+                            cwd=tmp_path, env=rgrid_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    first = proc.stdout.readline()
+    assert first.strip().isdigit()
+    go.write_text("go")
+    rest, _err = proc.communicate(timeout=60)
+    assert rest == "finished\n"
+    assert proc.returncode == 0
+
+
+def test_ctrl_c_detaches_and_the_run_goes_on(tmp_path: Path, rgrid_env: dict[str, str]) -> None:
+    (tmp_path / "sleeper.py").write_text(SLEEPER)
+    go = tmp_path / "go"
+    proc = subprocess.Popen([sys.executable, "-m", "rgrid", "run", "sleeper.py", str(go)],
+                            cwd=tmp_path, env=rgrid_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip().isdigit()
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert "detached" in err and "rgrid logs" in err and "rgrid cancel" in err
+    eid = err.split("detached; ")[1].split()[0]
+    go.write_text("go")
+    assert wait_for_status(rgrid_env, tmp_path, eid, {"succeeded", "failed"})["status"] == "succeeded"
+
+
+def test_output_that_would_escape_the_output_dir_is_refused(tmp_path: Path,
+                                                            rgrid_env: dict[str, str]) -> None:
+    """A folder in the output dir that is a symlink to elsewhere must not let
+    an output land outside the output dir."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "report").symlink_to(outside)
+    (project / "w.py").write_text("import os\nos.makedirs('report', exist_ok=True)\n"
+                                  "open('report/x.txt', 'w').write('x')\n")
+    result = run_cli(["run", "w.py"], project, rgrid_env)
+    assert result.returncode == 2
+    assert "refusing output path 'report/x.txt'" in one_line_error(result)
+    assert not (outside / "x.txt").exists()

@@ -1,0 +1,83 @@
+"""The embedded grid: started by the first `rgrid run`, reused, reported,
+repaired after a crash, and stopped without leaving anything behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rgrid.local.procs import session_members
+from tests.conftest import run_cli
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.fixture
+def local_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_")}
+    env["RGRID_HOME"] = str(tmp_path / "home")
+    yield env
+    run_cli(["local", "down"], tmp_path, env)
+
+
+def pieces(env: dict[str, str], cwd: Path) -> dict[str, dict]:
+    result = run_cli(["local", "status", "--json"], cwd, env)
+    return {p["name"]: p for p in json.loads(result.stdout)}
+
+
+def test_local_grid_lifecycle(tmp_path: Path, local_env: dict[str, str]) -> None:
+    project = tmp_path / "project"
+    shutil.copytree(EXAMPLES, project / "examples")
+
+    first = run_cli(["run", "examples/hello.py", "examples/data.csv"], project, local_env, timeout=240)
+    assert first.returncode == 0, first.stderr
+    assert "starting the local grid" in first.stderr
+    assert "Ray dashboard: http://127.0.0.1:" in first.stderr
+    assert "mean temperature 8.88" in first.stdout
+    assert json.loads((project / "summary.json").read_text())["rows"] == 6
+
+    second = run_cli(["run", "examples/hello.py", "examples/data.csv"], project, local_env)
+    assert second.returncode == 0
+    assert "starting" not in second.stderr
+
+    home = Path(local_env["RGRID_HOME"])
+    for secret in (home / "local" / "secrets.json", home / "local" / "state.json"):
+        assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+
+    status = run_cli(["local", "status"], project, local_env)
+    assert status.returncode == 0
+    assert status.stdout.index("Ray dashboard") < status.stdout.index("rgrid API")
+    state = pieces(local_env, project)
+    assert {p["state"] for p in state.values()} == {"running"}
+    assert all(p["url"].startswith("http://127.0.0.1:") for p in state.values())
+
+    # A crashed piece is reported, and `up` repairs it.
+    os.killpg(state["s3"]["pid"], signal.SIGKILL)
+    crashed = run_cli(["local", "status", "--json"], project, local_env)
+    assert crashed.returncode == 1
+    assert {p["name"]: p["state"] for p in json.loads(crashed.stdout)}["s3"] == "crashed"
+    assert run_cli(["local", "up"], project, local_env, timeout=240).returncode == 0
+    assert {p["state"] for p in pieces(local_env, project).values()} == {"running"}
+    again = run_cli(["run", "examples/fail.py"], project, local_env)
+    assert again.returncode == 3
+
+    # `down` stops every process of every piece, and nothing else.
+    sessions = [p["pid"] for p in pieces(local_env, project).values()]
+    down = run_cli(["local", "down"], project, local_env)
+    assert down.returncode == 0
+    assert all(session_members(pid) == [] for pid in sessions)
+    assert {p["state"] for p in pieces(local_env, project).values()} == {"stopped"}
+
+
+def test_reading_commands_do_not_start_the_grid(tmp_path: Path, local_env: dict[str, str]) -> None:
+    result = run_cli(["list"], tmp_path, local_env)
+    assert result.returncode == 75
+    assert "local grid is not running" in result.stderr
+    assert not (Path(local_env["RGRID_HOME"]) / "local" / "state.json").exists()
