@@ -5,6 +5,7 @@ Heavy imports happen inside the commands to keep `rgrid run` fast."""
 from __future__ import annotations
 
 import logging
+import os
 from typing import Annotated
 
 import typer
@@ -27,6 +28,9 @@ def server(ctx: typer.Context,
     """Serve the API; migrates the database first."""
     if ctx.invoked_subcommand is not None:
         return
+    # Before Ray is imported: never let Ray ship this process's working
+    # directory to workers (its `uv run` hook would), whoever started us.
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     import uvicorn
 
     from rgrid_api.app import create_app

@@ -91,9 +91,16 @@ def ray_launch(home: Path, ports: dict[str, int], work_root: Path) -> Launch:
 
 
 def ray_env() -> dict[str, str]:
-    """Keeps Ray on loopback: without it Ray swaps 127.0.0.1 for the
-    machine's outward address and listens there."""
-    return {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+    """Environment for every Ray process of the grid.
+
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 keeps Ray on loopback: otherwise it
+    swaps 127.0.0.1 for the machine's outward address and listens there.
+    RAY_ENABLE_UV_RUN_RUNTIME_ENV=0: under `uv run`, Ray would package the
+    driver's current directory as the workers' working_dir, which uploads
+    whatever lies there (the local grid's database) and breaks SQLite's
+    locks by opening its files."""
+    return {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
+            "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
 
 
 def api_launch(local_dir: Path, ports: dict[str, int], secrets: dict[str, str]) -> Launch:
