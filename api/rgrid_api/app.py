@@ -37,12 +37,13 @@ def build_state(settings: Settings, with_dispatcher: bool = True) -> AppState:
         with sessions() as session:
             create_key(session, settings.bootstrap_owner, "bootstrap",
                        settings.bootstrap_api_key.get_secret_value())
-    storage = Storage(settings)
+    storage = Storage(settings, settings.client_presign_endpoint)
+    runner_storage = Storage(settings, settings.runner_presign_endpoint)
     _wait_for_storage(storage, settings.storage_wait_s)
     feed = ChangeFeed()
     dispatcher = Dispatcher(settings, sessions, feed) if with_dispatcher else None
-    return AppState(settings=settings, sessions=sessions, storage=storage, feed=feed,
-                    dispatcher=dispatcher)
+    return AppState(settings=settings, sessions=sessions, storage=storage,
+                    runner_storage=runner_storage, feed=feed, dispatcher=dispatcher)
 
 
 def _wait_for_storage(storage: Storage, wait_s: float) -> None:

@@ -20,7 +20,8 @@ from rgrid_api.storage import Storage
 class AppState:
     settings: Settings
     sessions: sessionmaker
-    storage: Storage
+    storage: Storage  # signs URLs for clients
+    runner_storage: Storage  # signs URLs for workers
     feed: ChangeFeed
     dispatcher: Dispatcher | None
 

@@ -16,9 +16,11 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///rgrid.db"
 
     s3_endpoint: str = "127.0.0.1:9000"
-    # Presigned URLs are signed for the host name clients and workers use,
-    # which may differ from the one the API reaches storage under.
+    # Presigned URLs are signed for a host name: the one laptops use
+    # (public) and the one workers use (runner) may both differ from the one
+    # the API reaches storage under.
     s3_public_endpoint: str | None = None
+    s3_runner_endpoint: str | None = None
     s3_secure: bool = False
     s3_access_key: str = "minioadmin"
     s3_secret_key: SecretStr = SecretStr("minioadmin")
@@ -46,5 +48,9 @@ class Settings(BaseSettings):
     port: int = 8080
 
     @property
-    def presign_endpoint(self) -> str:
+    def client_presign_endpoint(self) -> str:
         return self.s3_public_endpoint or self.s3_endpoint
+
+    @property
+    def runner_presign_endpoint(self) -> str:
+        return self.s3_runner_endpoint or self.client_presign_endpoint

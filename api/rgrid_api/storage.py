@@ -1,9 +1,9 @@
 """Object storage through the S3 API (MinIO in production, SeaweedFS here).
 
 Clients and runners never hold storage credentials: they get presigned URLs.
-Two SDK clients are kept because the API may reach storage under a different
-host name than the one laptops and workers use; presigning is offline and is
-done with the public one.
+The API may reach storage under a different host name than laptops or
+workers do, so one SDK client talks to storage and another only signs
+(presigning is offline) for the host name of the URL's audience.
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ HASH_CHUNK = 1024 * 1024
 
 
 class Storage:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, presign_endpoint: str) -> None:
         self.bucket = settings.s3_bucket
         self.expiry = timedelta(seconds=settings.presign_expiry_s)
         secret = settings.s3_secret_key.get_secret_value()
         common = dict(access_key=settings.s3_access_key, secret_key=secret,
                       secure=settings.s3_secure, region=settings.s3_region)
         self.client = Minio(settings.s3_endpoint, **common)
-        self.signer = Minio(settings.presign_endpoint, **common)
+        self.signer = Minio(presign_endpoint, **common)
 
     def ensure_bucket(self) -> None:
         if not self.client.bucket_exists(self.bucket):

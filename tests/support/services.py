@@ -153,6 +153,8 @@ def start_api(root: Path, database_url: str, s3: S3Server, ray: RayHead, public_
         "RGRID_DATABASE_URL": database_url,
         "RGRID_S3_ENDPOINT": s3.endpoint,
         "RGRID_S3_PUBLIC_ENDPOINT": public_s3,
+        # Workers reach storage directly, clients through the fault proxy.
+        "RGRID_S3_RUNNER_ENDPOINT": s3.endpoint,
         "RGRID_S3_ACCESS_KEY": s3.access_key,
         "RGRID_S3_SECRET_KEY": s3.secret_key,
         "RGRID_RAY_ADDRESS": ray.address,

@@ -32,7 +32,7 @@ Attempt = Annotated[int, "attempt number"]
 
 @router.post("/start", response_model=RunnerSpec)
 def start(execution_id: str, attempt: Attempt, body: RunnerStart, session: DB, state: State) -> RunnerSpec:
-    spec = start_attempt(session, state.storage, execution_id, attempt, body.worker,
+    spec = start_attempt(session, state.runner_storage, execution_id, attempt, body.worker,
                          state.settings.lease_s)
     state.feed.changed(execution_id)
     return spec
@@ -53,11 +53,11 @@ def logs(execution_id: str, attempt: Attempt, body: RunnerLogBatch, session: DB,
 @router.post("/outputs", response_model=RunnerOutputUrls)
 def outputs(execution_id: str, attempt: Attempt, body: RunnerOutputRequest, session: DB,
             state: State) -> RunnerOutputUrls:
-    return RunnerOutputUrls(urls=output_upload_urls(session, state.storage, execution_id, attempt,
+    return RunnerOutputUrls(urls=output_upload_urls(session, state.runner_storage, execution_id, attempt,
                                                     body.paths))
 
 
 @router.post("/complete", status_code=204)
 def complete(execution_id: str, attempt: Attempt, body: RunnerResult, session: DB, state: State) -> None:
-    complete_attempt(session, state.storage, execution_id, attempt, body)
+    complete_attempt(session, state.runner_storage, execution_id, attempt, body)
     state.feed.changed(execution_id)
