@@ -10,12 +10,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
 from rgrid_api.auth import create_key
 from rgrid_api.db.engine import make_engine, make_sessionmaker
 from rgrid_api.db.migrate import upgrade
-from rgrid_api.deps import AppState
+from rgrid_api.deps import AppState, Owner
 from rgrid_api.dispatcher import Dispatcher
 from rgrid_api.errors import Conflict, Invalid, NotFound, StaleAttempt
 from rgrid_api.notify import ChangeFeed
@@ -74,10 +75,17 @@ def create_app(settings: Settings, with_dispatcher: bool = True) -> FastAPI:
             if state.dispatcher is not None:
                 await asyncio.to_thread(state.dispatcher.stop)
 
-    app = FastAPI(title="rgrid", version=VERSION, lifespan=lifespan)
+    # /healthz is the only route without a key, so the schema is served
+    # under /v1 behind the same Bearer auth as everything else.
+    app = FastAPI(title="rgrid", version=VERSION, lifespan=lifespan, openapi_url=None,
+                  docs_url=None, redoc_url=None)
     app.state.rgrid = state
     for router in (health.router, uploads.router, executions.router, runner.router):
         app.include_router(router)
+
+    @app.get("/v1/openapi.json", include_in_schema=False)
+    def openapi_schema(_owner: Owner) -> JSONResponse:
+        return JSONResponse(get_openapi(title=app.title, version=app.version, routes=app.routes))
 
     @app.exception_handler(NotFound)
     @app.exception_handler(Conflict)

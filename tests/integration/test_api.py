@@ -123,6 +123,20 @@ def test_keys_are_stored_hashed(api: ApiServer) -> None:
     assert hashlib.sha256(api.api_key.encode()).hexdigest() in stored
 
 
-def test_openapi_is_served(api: ApiServer) -> None:
-    spec = httpx.get(f"{api.url}/openapi.json").json()
+def test_openapi_is_served_to_key_holders_only(api: ApiServer) -> None:
+    assert httpx.get(f"{api.url}/v1/openapi.json").status_code == 401
+    spec = httpx.get(f"{api.url}/v1/openapi.json",
+                     headers={"Authorization": f"Bearer {api.api_key}"}).json()
     assert "/v1/executions" in spec["paths"]
+    assert "/v1/uploads/plan" in spec["paths"]
+
+
+def test_only_healthz_is_open(api: ApiServer) -> None:
+    """Every route in the schema but /healthz refuses a request without a key."""
+    spec = httpx.get(f"{api.url}/v1/openapi.json",
+                     headers={"Authorization": f"Bearer {api.api_key}"}).json()
+    for path, methods in spec["paths"].items():
+        concrete = path.replace("{execution_id}", "abc").replace("{attempt}", "1")
+        for method in methods:
+            status = httpx.request(method.upper(), f"{api.url}{concrete}").status_code
+            assert (status == 200) if path == "/healthz" else (status == 401), (method, path, status)

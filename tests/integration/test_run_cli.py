@@ -4,12 +4,15 @@ against a real API (SQLite and PostgreSQL), real Ray and a real S3 server."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import run_cli
+from tests.support.s3proxy import S3Proxy
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -149,3 +152,38 @@ def test_dry_run_shows_classification_and_runs_nothing(project: Path, rgrid_env:
     assert plan["args"] == ["examples/data.csv", "--n", "5"]
     assert sorted(f["remote"] for f in plan["files"]) == ["examples/data.csv", "examples/hello.py"]
     assert not (project / "summary.json").exists()
+
+
+def test_second_run_uploads_nothing_unchanged(project: Path, rgrid_env: dict[str, str],
+                                              s3_proxy: S3Proxy) -> None:
+    """Client uploads pass the storage proxy (workers use storage directly),
+    so its PUT count is exactly what the CLI uploaded."""
+    write(project, "unique.csv", f"city,date,temp_c\nOslo,2026-11-01,{os.getpid()}.{time.time_ns()}\n")
+    args = ["run", "examples/hello.py", "unique.csv"]
+    before = s3_proxy.puts
+    assert run_cli(args, project, rgrid_env).returncode == 0
+    assert s3_proxy.puts - before >= 1  # the new CSV, and hello.py unless an earlier test sent it
+    before = s3_proxy.puts
+    second = run_cli(args, project, rgrid_env)
+    assert second.returncode == 0 and "read 1 rows" in second.stdout
+    assert s3_proxy.puts == before
+    write(project, "unique.csv", "city,date,temp_c\nOslo,2026-11-02,3.0\n")
+    assert run_cli(args, project, rgrid_env).returncode == 0
+    assert s3_proxy.puts - before == 1
+
+
+def test_storage_failing_during_upload_is_a_clear_75(project: Path, rgrid_env: dict[str, str],
+                                                     s3_proxy: S3Proxy) -> None:
+    write(project, "fresh.csv", f"city,date,temp_c\nRome,2026-11-01,{time.time_ns()}\n")
+    s3_proxy.fail_puts = 1000
+    try:
+        result = run_cli(["run", "examples/hello.py", "fresh.csv"], project, rgrid_env)
+    finally:
+        s3_proxy.fail_puts = 0
+    assert result.returncode == 75
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "storage refused the upload of fresh.csv" in lines[0]
+    listed = run_cli(["list", "--json"], project, rgrid_env).stdout
+    assert "fresh.csv" not in listed
+    retried = run_cli(["run", "examples/hello.py", "fresh.csv"], project, rgrid_env)
+    assert retried.returncode == 0, retried.stderr

@@ -1,0 +1,58 @@
+"""`rgrid db upgrade` brings an empty database to the schema, on SQLite and
+PostgreSQL, and is safe to run again."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, inspect
+
+from tests.support.services import Postgres
+
+TABLES = {"alembic_version", "api_keys", "objects", "executions", "attempts", "outputs", "log_chunks"}
+
+
+def upgrade(url: str) -> subprocess.CompletedProcess[str]:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("RGRID_")},
+           "RGRID_DATABASE_URL": url}
+    return subprocess.run([sys.executable, "-m", "rgrid", "db", "upgrade"], env=env, text=True,
+                          capture_output=True, timeout=120)
+
+
+def tables(url: str) -> set[str]:
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        return set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def check(url: str) -> None:
+    first = upgrade(url)
+    assert first.returncode == 0, first.stderr
+    assert "up to date" in first.stdout
+    assert TABLES <= tables(url)
+    assert upgrade(url).returncode == 0
+
+
+def test_upgrade_sqlite(tmp_path: Path) -> None:
+    check(f"sqlite:///{tmp_path / 'fresh.db'}")
+
+
+def test_upgrade_postgres(postgres: Postgres) -> None:
+    admin = create_engine(postgres.url.replace("postgresql://", "postgresql+psycopg://"),
+                          isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql("CREATE DATABASE fresh_upgrade")
+    admin.dispose()
+    check(postgres.url.rsplit("/", 1)[0] + "/fresh_upgrade")
+
+
+@pytest.mark.parametrize("url", ["sqlite:////nonexistent/dir/x.db"])
+def test_upgrade_error_is_reported(url: str) -> None:
+    result = upgrade(url)
+    assert result.returncode != 0
