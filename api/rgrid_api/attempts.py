@@ -86,6 +86,10 @@ def start_attempt(session: Session, storage: Storage, execution_id: str, attempt
                   worker: str, lease_s: float) -> RunnerSpec:
     execution, row = _current(session, execution_id, attempt)
     now = _now()
+    if execution.cancel_requested:
+        _finish(execution, row, Status.CANCELLED, FailureReason.CANCELLED, now)
+        session.commit()
+        raise StaleAttempt(f"{execution_id} was cancelled before it started")
     row.status = Status.RUNNING
     row.worker = worker
     row.started_at = now
@@ -159,21 +163,22 @@ def complete_attempt(session: Session, storage: Storage, execution_id: str, atte
         if storage.size(key) != out.size:
             raise Invalid(f"output {out.path!r} is missing or incomplete in storage")
     status, reason = _final_status(result)
-    now = _now()
-    row.status = status
-    row.finished_at = now
-    row.exit_code = result.exit_code
-    row.failure_reason = reason
-    execution.status = status
-    execution.finished_at = now
-    execution.exit_code = result.exit_code
-    execution.failure_reason = reason
+    _finish(execution, row, status, reason, _now(), result.exit_code)
     execution.duration_s = result.duration_s
     for out in outputs:
         session.add(Output(execution_id=execution_id, attempt=attempt, path=out.path,
                            size=out.size, sha256=out.sha256,
                            object_key=output_key(execution_id, attempt, out.path)))
     session.commit()
+
+
+def _finish(execution: Execution, row: Attempt, status: Status, reason: str | None,
+            now: datetime, exit_code: int | None = None) -> None:
+    """End an attempt and its execution together."""
+    row.status = execution.status = status
+    row.finished_at = execution.finished_at = now
+    row.exit_code = execution.exit_code = exit_code
+    row.failure_reason = execution.failure_reason = reason
 
 
 def attempt_lost(session: Session, execution_id: str, attempt: int, reason: str) -> bool:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import threading
 
+MAX_TRACKED = 10_000
+
 
 class ChangeFeed:
     def __init__(self) -> None:
@@ -31,6 +33,9 @@ class ChangeFeed:
         self.new_work.set()
 
     def _fire(self, execution_id: str) -> None:
+        if len(self._versions) >= MAX_TRACKED:
+            # Forgetting versions only costs waiting readers one early wake-up.
+            self._versions.clear()
         self._versions[execution_id] = self._versions.get(execution_id, 0) + 1
         event = self._events.pop(execution_id, None)
         if event is not None:

@@ -12,6 +12,7 @@ import math
 from datetime import UTC, datetime
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from rgrid.wire import ObjectSpec, UploadCompletion, UploadPart, UploadPlan, UploadTicket
@@ -25,6 +26,18 @@ MAX_PARTS = 10_000
 
 def plan_uploads(session: Session, storage: Storage, settings: Settings, owner: str,
                  objects: list[ObjectSpec]) -> UploadPlan:
+    """Tickets for the objects the owner does not have yet. Two clients may
+    announce the same new object at once; the loser of that insert race
+    simply plans again and finds the winner's row."""
+    try:
+        return _plan(session, storage, settings, owner, objects)
+    except IntegrityError:
+        session.rollback()
+        return _plan(session, storage, settings, owner, objects)
+
+
+def _plan(session: Session, storage: Storage, settings: Settings, owner: str,
+          objects: list[ObjectSpec]) -> UploadPlan:
     wanted = {o.sha256: o for o in objects}
     rows = {
         r.sha256: r

@@ -18,6 +18,15 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON, for scripts.
 IdArg = Annotated[str, typer.Argument(help="Execution id or a unique prefix of it.")]
 
 
+def _emit(json_out: bool, value: object, human: str) -> int:
+    """Every reading command prints JSON with --json, one human line otherwise."""
+    if json_out:
+        print_json(value)
+    else:
+        out.print(human)
+    return 0
+
+
 def _when(value) -> str:  # type: ignore[no-untyped-def]
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
 
@@ -97,22 +106,14 @@ def cancel(execution_id: IdArg, json_out: JsonFlag = False) -> int:
     """Cancel an execution; a running script is killed."""
     with connect(start_local=False) as client:
         execution = client.cancel(execution_id)
-    if json_out:
-        print_json(execution)
-    else:
-        out.print(f"{execution.id}: {execution.status}")
-    return 0
+    return _emit(json_out, execution, f"{execution.id}: {execution.status}")
 
 
 def retry(execution_id: IdArg, json_out: JsonFlag = False) -> int:
     """Run an execution again as a new execution linked to the old one."""
     with connect(start_local=False) as client:
         execution = client.retry(execution_id)
-    if json_out:
-        print_json(execution)
-    else:
-        out.print(execution.id)
-    return 0
+    return _emit(json_out, execution, execution.id)
 
 
 def download_(execution_id: IdArg,
@@ -121,9 +122,4 @@ def download_(execution_id: IdArg,
     """Download an execution's outputs into DEST (default: here)."""
     with connect(start_local=False) as client:
         paths = fetch_outputs(client, execution_id, Path(dest))
-    if json_out:
-        print_json([str(p) for p in paths])
-    else:
-        for p in paths:
-            out.print(str(p))
-    return 0
+    return _emit(json_out, [str(p) for p in paths], "\n".join(str(p) for p in paths))
