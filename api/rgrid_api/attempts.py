@@ -40,6 +40,7 @@ class Claimed:
     cpu: float
     memory_mb: int
     timeout_s: float
+    runtime: str
 
 
 def _now() -> datetime:
@@ -63,7 +64,7 @@ def claim_queued(session: Session, lease_s: float, limit: int = 32) -> list[Clai
                             status=Status.DISPATCHED, dispatched_at=now,
                             lease_expires_at=now + timedelta(seconds=lease_s)))
         claimed.append(Claimed(execution.id, execution.attempt, execution.cpu,
-                               execution.memory_mb, execution.timeout_s))
+                               execution.memory_mb, execution.timeout_s, execution.runtime))
     session.commit()
     return claimed
 
@@ -107,6 +108,7 @@ def start_attempt(session: Session, storage: Storage, execution_id: str, attempt
         args=execution.args, env=execution.env, runtime=execution.runtime,
         resources=Resources(cpu=execution.cpu, memory_mb=execution.memory_mb,
                             timeout_s=execution.timeout_s),
+        requirements=execution.requirements, network=execution.network,
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import ray
 from sqlalchemy.orm import sessionmaker
@@ -21,6 +22,7 @@ from rgrid_api.attempts import Claimed, attempt_lost, claim_queued
 from rgrid_api.auth import runner_token
 from rgrid_api.notify import ChangeFeed
 from rgrid_api.settings import Settings
+from rgrid_runner.runtimes import REQUESTED_AMOUNT, resource_name, runtime_of_resource
 from rgrid_runner.task import AttemptTicket, run_attempt
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 MIB = 1024 * 1024
 RAY_CONNECT_RETRY_S = 2.0
 WATCH_INTERVAL_S = 0.2
+OFFER_TTL_S = 2.0
 
 
 class Dispatcher:
@@ -42,6 +45,7 @@ class Dispatcher:
         self._remote = ray.remote(max_retries=0)(run_attempt)
         self._threads: list[threading.Thread] = []
         self.connected = threading.Event()
+        self._offer: tuple[float, set[str]] | None = None
 
     def start(self) -> None:
         for target in (self._dispatch_loop, self._watch_loop):
@@ -71,6 +75,21 @@ class Dispatcher:
                 self._stop.wait(RAY_CONNECT_RETRY_S)
         return False
 
+    def offered_runtimes(self) -> set[str] | None:
+        """Runtimes some node of the cluster offers, or None while unknown
+        (not connected to Ray yet). Cached for OFFER_TTL_S."""
+        if not self.connected.is_set():
+            return None
+        now = time.monotonic()
+        if self._offer is None or now - self._offer[0] > OFFER_TTL_S:
+            try:
+                resources = ray.cluster_resources()
+            except Exception:  # noqa: BLE001 - unknown offer: do not refuse work
+                return None
+            found = {r for r in map(runtime_of_resource, resources) if r}
+            self._offer = (now, found)
+        return self._offer[1]
+
     def _dispatch_loop(self) -> None:
         if not self._connect():
             return
@@ -99,7 +118,8 @@ class Dispatcher:
                                c.execution_id, c.attempt),
         )
         ref = self._remote.options(
-            num_cpus=c.cpu, memory=c.memory_mb * MIB, name=f"rgrid:{c.execution_id}:{c.attempt}"
+            num_cpus=c.cpu, memory=c.memory_mb * MIB, name=f"rgrid:{c.execution_id}:{c.attempt}",
+            resources={resource_name(c.runtime): REQUESTED_AMOUNT},
         ).remote(ticket)
         with self._lock:
             self._inflight[ref] = c

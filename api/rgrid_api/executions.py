@@ -15,6 +15,7 @@ from rgrid_api.errors import Conflict, Invalid, NotFound
 from rgrid_api.ids import new_execution_id
 from rgrid_api.storage import Storage
 from rgrid_api.uploads import require_complete
+from rgrid_runner.runtimes import ALLOWED as ALLOWED_RUNTIMES
 
 
 def check_relative_path(path: str) -> str:
@@ -25,7 +26,19 @@ def check_relative_path(path: str) -> str:
     return str(p)
 
 
-def create_execution(session: Session, owner: str, body: ExecutionCreate,
+def resolve_runtime(requested: str, default: str, available: set[str] | None) -> str:
+    """`python` means the default; anything else must be on the allowlist and,
+    when the cluster's offer is known, offered by at least one worker."""
+    runtime = default if requested == "python" else requested
+    if runtime not in ALLOWED_RUNTIMES:
+        raise Invalid(f"unknown runtime {requested!r}; choose one of: {', '.join(ALLOWED_RUNTIMES)}")
+    if available is not None and runtime not in available:
+        offered = ", ".join(sorted(available)) or "none"
+        raise Invalid(f"runtime_unavailable: no worker offers {runtime}; available: {offered}")
+    return runtime
+
+
+def create_execution(session: Session, owner: str, body: ExecutionCreate, runtime: str,
                      retry_of: str | None = None) -> Execution:
     paths = [check_relative_path(f.path) for f in [body.script, *body.inputs]]
     if len(set(paths)) != len(paths):
@@ -34,7 +47,8 @@ def create_execution(session: Session, owner: str, body: ExecutionCreate,
     execution = Execution(
         id=new_execution_id(), owner=owner, status=Status.QUEUED, script_name=paths[0],
         script_sha256=body.script.sha256, args=body.args,
-        inputs=[f.model_dump() for f in body.inputs], env=body.env, runtime=body.runtime,
+        inputs=[f.model_dump() for f in body.inputs], env=body.env, runtime=runtime,
+        requirements=body.requirements, network=body.network,
         cpu=body.resources.cpu, memory_mb=body.resources.memory_mb,
         timeout_s=body.resources.timeout_s, retries=body.retries, attempt=0,
         cancel_requested=False, retry_of=retry_of, created_at=datetime.now(UTC),

@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     # Signs per-attempt runner tokens; a job never sees it.
     runner_secret: SecretStr = SecretStr("change-me")
 
+    # What `--runtime python` means.
+    default_runtime: str = "python:3.11"
+
     lease_s: float = 30.0
     dispatch_poll_s: float = 1.0
     log_wait_max_s: float = 25.0

@@ -39,6 +39,7 @@ class FailureReason(StrEnum):
     DEPENDENCY_INSTALL = "dependency_install"
     RUNTIME_UNAVAILABLE = "runtime_unavailable"
     OUTPUT_TOO_LARGE = "output_too_large"
+    PROCESS_LIMIT = "process_limit"
     WORKER_LOST = "worker_lost"
     INTERNAL = "internal"
 
@@ -117,6 +118,9 @@ class ExecutionCreate(BaseModel):
     runtime: str = "python"
     resources: Resources = Resources()
     retries: int = Field(default=2, ge=0, le=10)
+    # The text of a requirements file; installed into a cached environment.
+    requirements: str | None = Field(default=None, max_length=256 * 1024)
+    network: bool = True
 
 
 class AttemptView(BaseModel):
@@ -208,6 +212,8 @@ class RunnerSpec(BaseModel):
     env: dict[str, str]
     runtime: str
     resources: Resources
+    requirements: str | None = None
+    network: bool = True
 
 
 class RunnerLogLine(BaseModel):

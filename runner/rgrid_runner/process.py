@@ -32,6 +32,12 @@ class ProcessOutcome:
     timed_out: bool
     stopped: bool
     duration_s: float
+    # Why a watchdog check stopped the script (a cap was exceeded), if it did.
+    limit: str | None = None
+
+
+Check = Callable[[], str | None]
+CHECK_EVERY_S = 0.5
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
@@ -47,8 +53,13 @@ def exit_code_of(returncode: int) -> int:
 
 
 def run_supervised(argv: list[str], cwd: Path, env: dict[str, str], timeout_s: float,
-                   sink: Callable[[str, str], None], stop: threading.Event) -> ProcessOutcome:
+                   sink: Callable[[str, str], None], stop: threading.Event,
+                   check: Check | None = None) -> ProcessOutcome:
+    """Run argv to its end, the timeout, a stop request, or until `check`
+    (called every CHECK_EVERY_S) names a limit the script exceeded."""
     started = time.monotonic()
+    next_check = started + CHECK_EVERY_S
+    limit: str | None = None
     proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)
@@ -72,6 +83,11 @@ def run_supervised(argv: list[str], cwd: Path, env: dict[str, str], timeout_s: f
                 _signal_group(pgid, signal.SIGKILL)
             if exited_at is not None and (not open_pipes or now - exited_at > DRAIN_S):
                 break
+            if check is not None and limit is None and exited_at is None and now >= next_check:
+                next_check = now + CHECK_EVERY_S
+                limit = check()
+                if limit is not None:
+                    stop.set()
             if exited_at is None and kill_at is None and (now >= deadline or stop.is_set()):
                 timed_out = not stop.is_set()
                 stopped = not timed_out
@@ -98,4 +114,4 @@ def run_supervised(argv: list[str], cwd: Path, env: dict[str, str], timeout_s: f
             _signal_group(pgid, signal.SIGKILL)
             proc.wait()
     return ProcessOutcome(exit_code=exit_code_of(proc.returncode), timed_out=timed_out,
-                          stopped=stopped, duration_s=time.monotonic() - started)
+                          stopped=stopped, duration_s=time.monotonic() - started, limit=limit)

@@ -8,7 +8,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -16,15 +19,47 @@ import pytest
 from tests.conftest import run_cli
 
 SLEEPER = (
-    "import os, sys, time\n"
-    "print(os.getpid(), flush=True)\n"
-    "signal_file = sys.argv[1] if len(sys.argv) > 1 else None\n"
+    "import sys, time, urllib.request\n"
+    "print('waiting', flush=True)\n"
+    "gate = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1].startswith('http') else None\n"
     "for _ in range(600):\n"
-    "    if signal_file and os.path.exists(signal_file):\n"
+    "    if gate and urllib.request.urlopen(gate).read() == b'open':\n"
     "        break\n"
     "    time.sleep(0.1)\n"
     "print('finished', flush=True)\n"
 )
+
+
+class Gate:
+    """A loopback URL the sandboxed script polls; the test opens it."""
+
+    def __init__(self) -> None:
+        self.state = b"closed"
+        gate = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(gate.state)))
+                self.end_headers()
+                self.wfile.write(gate.state)
+
+            def log_message(self, *_args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+
+    def open(self) -> None:
+        self.state = b"open"
+
+
+@pytest.fixture
+def gate() -> Iterator[Gate]:
+    g = Gate()
+    yield g
+    g.server.shutdown()
 
 
 def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
@@ -119,53 +154,66 @@ def test_unknown_id_is_a_clear_error(tmp_path: Path, rgrid_env: dict[str, str]) 
     assert "no execution 'zzzzzz'" in one_line_error(result)
 
 
+def processes_with(marker: str) -> list[int]:
+    """Host pids whose command line contains marker (the script runs in its
+    own pid namespace, so its own getpid() means nothing out here)."""
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                if marker in Path(f"/proc/{name}/cmdline").read_bytes().decode(errors="replace"):
+                    found.append(int(name))
+            except OSError:
+                continue
+    return found
+
+
 def test_cancel_kills_the_running_script(tmp_path: Path, rgrid_env: dict[str, str]) -> None:
     (tmp_path / "sleeper.py").write_text(SLEEPER)
-    execution = json.loads(run_cli(["run", "-d", "--json", "sleeper.py"], tmp_path, rgrid_env).stdout)
+    marker = f"never-created-{os.getpid()}-{time.time_ns()}"
+    execution = json.loads(run_cli(["run", "-d", "--json", "sleeper.py", marker], tmp_path,
+                                   rgrid_env).stdout)
     eid = execution["id"]
     wait_for_status(rgrid_env, tmp_path, eid, {"running"})
-    pid = None
     deadline = time.monotonic() + 30
-    while pid is None and time.monotonic() < deadline:
-        out = run_cli(["logs", eid], tmp_path, rgrid_env).stdout.split()
-        pid = int(out[0]) if out else None
-    assert pid is not None and Path(f"/proc/{pid}").exists()
+    while not run_cli(["logs", eid], tmp_path, rgrid_env).stdout and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert processes_with(marker)
     assert run_cli(["cancel", eid], tmp_path, rgrid_env).returncode == 0
     status = wait_for_status(rgrid_env, tmp_path, eid, {"cancelled", "failed", "succeeded"})
     assert status["status"] == "cancelled"
-    assert not Path(f"/proc/{pid}").exists()
+    assert processes_with(marker) == []
     assert "finished" not in run_cli(["logs", eid], tmp_path, rgrid_env).stdout
 
 
-def test_follow_streams_while_the_script_runs(tmp_path: Path, rgrid_env: dict[str, str]) -> None:
-    """The script waits for a file the test creates only after it saw the
+def test_follow_streams_while_the_script_runs(tmp_path: Path, rgrid_env: dict[str, str],
+                                              gate: Gate) -> None:
+    """The script waits for a gate the test opens only after it saw the
     script's first line through `rgrid run`: logs must arrive while running."""
     (tmp_path / "sleeper.py").write_text(SLEEPER)
-    go = tmp_path / "go"
-    proc = subprocess.Popen([sys.executable, "-m", "rgrid", "run", "sleeper.py", str(go)],
+    proc = subprocess.Popen([sys.executable, "-m", "rgrid", "run", "sleeper.py", gate.url],
                             cwd=tmp_path, env=rgrid_env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    first = proc.stdout.readline()
-    assert first.strip().isdigit()
-    go.write_text("go")
+    assert proc.stdout.readline() == "waiting\n"
+    gate.open()
     rest, _err = proc.communicate(timeout=60)
     assert rest == "finished\n"
     assert proc.returncode == 0
 
 
-def test_ctrl_c_detaches_and_the_run_goes_on(tmp_path: Path, rgrid_env: dict[str, str]) -> None:
+def test_ctrl_c_detaches_and_the_run_goes_on(tmp_path: Path, rgrid_env: dict[str, str],
+                                             gate: Gate) -> None:
     (tmp_path / "sleeper.py").write_text(SLEEPER)
-    go = tmp_path / "go"
-    proc = subprocess.Popen([sys.executable, "-m", "rgrid", "run", "sleeper.py", str(go)],
+    proc = subprocess.Popen([sys.executable, "-m", "rgrid", "run", "sleeper.py", gate.url],
                             cwd=tmp_path, env=rgrid_env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip().isdigit()
+    assert proc.stdout.readline() == "waiting\n"
     proc.send_signal(signal.SIGINT)
     _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130
     assert "detached" in err and "rgrid logs" in err and "rgrid cancel" in err
     eid = err.split("detached; ")[1].split()[0]
-    go.write_text("go")
+    gate.open()
     assert wait_for_status(rgrid_env, tmp_path, eid, {"succeeded", "failed"})["status"] == "succeeded"
 
 

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy import true as sa_true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 STATES = ("queued", "dispatched", "running", "succeeded", "failed", "cancelled")
@@ -78,6 +79,8 @@ class Execution(Base):
     inputs: Mapped[list] = mapped_column(JSON)
     env: Mapped[dict] = mapped_column(JSON)
     runtime: Mapped[str] = mapped_column(String(64))
+    requirements: Mapped[str | None] = mapped_column(Text)
+    network: Mapped[bool] = mapped_column(Boolean, default=True, server_default=sa_true())
     cpu: Mapped[float] = mapped_column(Float)
     memory_mb: Mapped[int] = mapped_column(Integer)
     timeout_s: Mapped[float] = mapped_column(Float)

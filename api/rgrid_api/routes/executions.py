@@ -16,6 +16,7 @@ from rgrid_api.executions import (
     list_executions,
     list_outputs,
     read_logs,
+    resolve_runtime,
 )
 from rgrid_api.views import execution_view
 
@@ -26,9 +27,14 @@ RECHECK_S = 0.5
 
 @router.post("", response_model=ExecutionView, status_code=201)
 def create(body: ExecutionCreate, owner: Owner, session: DB, state: State) -> ExecutionView:
-    execution = create_execution(session, owner, body)
+    execution = create_execution(session, owner, body, _runtime(state, body.runtime))
     state.feed.work_queued()
     return execution_view(execution)
+
+
+def _runtime(state: AppState, requested: str) -> str:
+    offered = state.dispatcher.offered_runtimes() if state.dispatcher else None
+    return resolve_runtime(requested, state.settings.default_runtime, offered)
 
 
 @router.get("", response_model=ExecutionList)
@@ -55,9 +61,10 @@ def retry(execution_id: str, owner: Owner, session: DB, state: State) -> Executi
         script={"sha256": old.script_sha256, "path": old.script_name}, args=old.args,
         inputs=old.inputs, env=old.env, runtime=old.runtime,
         resources={"cpu": old.cpu, "memory_mb": old.memory_mb, "timeout_s": old.timeout_s},
-        retries=old.retries,
+        retries=old.retries, requirements=old.requirements, network=old.network,
     )
-    execution = create_execution(session, owner, body, retry_of=old.id)
+    execution = create_execution(session, owner, body, _runtime(state, old.runtime),
+                                 retry_of=old.id)
     state.feed.work_queued()
     return execution_view(execution)
 

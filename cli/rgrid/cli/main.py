@@ -37,7 +37,8 @@ def build_app(with_plugins: bool) -> typer.Typer:
             if isinstance(obj, typer.Typer):
                 app.add_typer(obj, name=ep.name)
             else:
-                app.command(ep.name)(obj)
+                passthrough = {"allow_extra_args": True, "ignore_unknown_options": True}
+                app.command(ep.name, context_settings=passthrough)(obj)
     return app
 
 

@@ -10,7 +10,7 @@ import typer
 from rgrid.cli.connect import connect
 from rgrid.cli.console import err, out, print_json, say
 from rgrid.client import Client
-from rgrid.errors import exit_code_for
+from rgrid.errors import UsageError, exit_code_for
 from rgrid.follow import follow, write_chunk
 from rgrid.inputs import RunPlan, plan_run
 from rgrid.transfer import download, sha256_file, upload_missing
@@ -57,8 +57,25 @@ def _print_dry_run(plan: RunPlan, as_json: bool) -> None:
         out.print(f"        {f.remote}  ({f.size} bytes)")
 
 
+def _requirements(script: str, explicit: str | None, disabled: bool) -> str | None:
+    """--requirements FILE, else a requirements.txt beside the script, unless
+    --no-requirements."""
+    if disabled:
+        return None
+    path = Path(explicit) if explicit else Path(script).parent / "requirements.txt"
+    if not path.is_file():
+        if explicit:
+            raise UsageError(f"--requirements: no such file: {explicit}")
+        return None
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read requirements file {path}: {exc.__class__.__name__}") from None
+
+
 def _submit(client: Client, plan: RunPlan, env: dict[str, str], runtime: str,
-            resources: Resources, retries: int, show_progress: bool) -> ExecutionView:
+            resources: Resources, retries: int, show_progress: bool,
+            requirements: str | None, network: bool) -> ExecutionView:
     shas = {f.remote: sha256_file(f.local) for f in plan.files}
     by_sha = {shas[f.remote]: f.local for f in plan.files}
     sizes = {shas[f.remote]: f.size for f in plan.files}
@@ -68,6 +85,7 @@ def _submit(client: Client, plan: RunPlan, env: dict[str, str], runtime: str,
         args=plan.args,
         inputs=[InputFile(sha256=shas[f.remote], path=f.remote) for f in plan.inputs],
         env=env, runtime=runtime, resources=resources, retries=retries,
+        requirements=requirements, network=network,
     )
     return client.create_execution(body)
 
@@ -98,6 +116,9 @@ def run(
     remote_only: Annotated[bool, typer.Option("--remote-only", help="Leave outputs on the grid.")] = False,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Submit and return at once.")] = False,
     retries: Annotated[int, typer.Option(help="Extra attempts after infrastructure failures.")] = 2,
+    requirements: Annotated[str | None, typer.Option("--requirements", help="Requirements file to install (default: requirements.txt beside the script).")] = None,
+    no_requirements: Annotated[bool, typer.Option("--no-requirements", help="Install nothing, even if requirements.txt exists.")] = False,
+    network: Annotated[str, typer.Option(help="'default' (the job may use the network) or 'none'.")] = "default",
     json_out: Annotated[bool, typer.Option("--json", help="Print the execution as JSON.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be shipped; run nothing.")] = False,
 ) -> int:
@@ -105,12 +126,16 @@ def run(
     plan = plan_run(script, args or [], include or [])
     resources = Resources(cpu=cpu, memory_mb=parse_memory_mb(memory), timeout_s=parse_duration_s(timeout))
     env_values = parse_env(env or [])
+    if network not in ("default", "none"):
+        raise UsageError(f"invalid --network {network!r}: use 'default' or 'none'")
+    reqs = _requirements(script, requirements, no_requirements)
     if dry_run:
         _print_dry_run(plan, json_out)
         return 0
     with connect(start_local=True) as client:
         execution = _submit(client, plan, env_values, runtime, resources, retries,
-                            show_progress=not json_out and err.is_terminal)
+                            show_progress=not json_out and err.is_terminal,
+                            requirements=reqs, network=network != "none")
         if detach:
             if json_out:
                 print_json(execution)

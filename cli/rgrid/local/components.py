@@ -73,9 +73,12 @@ def s3_launch(local_dir: Path, ports: dict[str, int], secrets: dict[str, str]) -
 
 
 def ray_launch(home: Path, ports: dict[str, int], work_root: Path) -> Launch:
+    """The Ray head, started through `rgrid worker` so that it advertises
+    this machine's runtimes and runs attempts in its sandbox."""
     p = ports
     argv = [
-        venv_bin("ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+        sys.executable, "-m", "rgrid", "worker", "--head", f"--info-file={node_info_path(home)}",
+        "--node-ip-address=127.0.0.1",
         f"--port={p['gcs']}", "--dashboard-host=127.0.0.1", f"--dashboard-port={p['dashboard']}",
         f"--ray-client-server-port={p['client']}",
         f"--dashboard-agent-listen-port={p['agent_listen']}",
@@ -88,6 +91,10 @@ def ray_launch(home: Path, ports: dict[str, int], work_root: Path) -> Launch:
     env.update(ray_env())
     env["RGRID_WORK_ROOT"] = str(work_root)
     return Launch(argv, env)
+
+
+def node_info_path(home: Path) -> Path:
+    return home / "local" / "node.json"
 
 
 def ray_env() -> dict[str, str]:

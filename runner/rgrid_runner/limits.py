@@ -1,0 +1,71 @@
+"""Caps the runner enforces itself, beside the kernel's: log volume, work
+dir size, and rlimits where cgroups are not available."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from rgrid_runner.sandbox import Job
+
+DISK_CHECK_EVERY_S = 2.0
+
+
+class LogBudget:
+    """Passes output through until `limit` bytes, then drops it and reports."""
+
+    def __init__(self, limit: int, sink: Callable[[str, str], None]) -> None:
+        self.limit = limit
+        self.sink = sink
+        self.used = 0
+        self.over = False
+
+    def write(self, stream: str, data: str) -> None:
+        if self.over:
+            return
+        self.used += len(data.encode("utf-8", "replace"))
+        if self.used > self.limit:
+            self.over = True
+            return
+        self.sink(stream, data)
+
+    def exceeded(self) -> str | None:
+        return f"its log exceeded {self.limit} bytes" if self.over else None
+
+
+class WorkdirWatch:
+    """Measures the work dir every few seconds so a script cannot fill the disk."""
+
+    def __init__(self, root: Path, limit: int) -> None:
+        self.root = root
+        self.limit = limit
+        self._next = 0.0
+
+    def exceeded(self) -> str | None:
+        now = time.monotonic()
+        if now < self._next:
+            return None
+        self._next = now + DISK_CHECK_EVERY_S
+        used = _tree_bytes(self.root)
+        return f"its work dir grew over {self.limit} bytes" if used > self.limit else None
+
+
+def _tree_bytes(root: Path) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
+            except FileNotFoundError:
+                continue
+    return total
+
+
+def rlimit_command(argv: list[str], job: Job) -> list[str]:
+    """Without cgroups: address-space and process-count rlimits via prlimit.
+    Weaker (RLIMIT_NPROC counts all processes of the uid; RLIMIT_AS counts
+    virtual memory), and an exceeded memory rlimit is not told apart from
+    another failure."""
+    return ["prlimit", f"--as={job.memory_bytes}", f"--nproc={job.max_pids}", "--", *argv]

@@ -1,0 +1,103 @@
+"""Runtimes: which Python versions a job may ask for, and where a worker
+finds them.
+
+A worker advertises each runtime it can run to Ray as a custom resource
+(`rgrid_runtime_python_3_12`), and every attempt asks for its runtime's
+resource, so Ray only places it on a node that has that interpreter.
+RGRID_RUNTIMES (`python:3.12=/opt/py312/bin/python3,…`) names interpreters
+explicitly; otherwise real interpreters on PATH and pyenv installs are found
+and verified by running them.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass
+
+ALLOWED = ("python:3.10", "python:3.11", "python:3.12", "python:3.13")
+RESOURCE_PREFIX = "rgrid_runtime_"
+# Ray needs a positive amount; every attempt takes a sliver of it.
+ADVERTISED_AMOUNT = 10_000
+REQUESTED_AMOUNT = 0.001
+
+
+@dataclass(frozen=True)
+class Interpreter:
+    runtime: str
+    executable: str
+    prefix: str  # sys.base_prefix: the tree a sandbox must show the job
+
+
+def resource_name(runtime: str) -> str:
+    return RESOURCE_PREFIX + runtime.replace(":", "_").replace(".", "_")
+
+
+def runtime_of_resource(name: str) -> str | None:
+    if not name.startswith(RESOURCE_PREFIX):
+        return None
+    family, _, version = name.removeprefix(RESOURCE_PREFIX).partition("_")
+    return f"{family}:{version.replace('_', '.')}"
+
+
+def _probe(executable: str, runtime: str) -> Interpreter | None:
+    code = "import sys; print(sys.base_prefix); print('%d.%d' % sys.version_info[:2])"
+    try:
+        out = subprocess.run([executable, "-I", "-c", code], capture_output=True, text=True,
+                             timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = out.stdout.split()
+    if out.returncode != 0 or len(lines) != 2 or f"python:{lines[1]}" != runtime:
+        return None
+    return Interpreter(runtime, os.path.realpath(executable), lines[0])
+
+
+def _candidates(version: str) -> list[str]:
+    found = []
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        if "shims" in directory:  # pyenv shims are launchers, not interpreters
+            continue
+        path = shutil.which(f"python{version}", path=directory)
+        if path:
+            found.append(path)
+    pyenv_root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
+    found += sorted(glob.glob(f"{pyenv_root}/versions/{version}.*/bin/python{version}"), reverse=True)
+    found += [f"/usr/bin/python{version}", f"/usr/local/bin/python{version}"]
+    return [p for p in dict.fromkeys(found) if os.path.exists(p)]
+
+
+def detect() -> dict[str, Interpreter]:
+    configured = os.environ.get("RGRID_RUNTIMES_CONFIG")
+    if configured:
+        return {k: Interpreter(**v) for k, v in json.loads(configured).items()}
+    explicit = os.environ.get("RGRID_RUNTIMES")
+    found: dict[str, Interpreter] = {}
+    if explicit:
+        for item in explicit.split(","):
+            runtime, _, executable = item.strip().partition("=")
+            interp = _probe(executable, runtime)
+            if interp is None:
+                raise RuntimeError(f"RGRID_RUNTIMES: {executable} is not {runtime}")
+            found[runtime] = interp
+        return found
+    for runtime in ALLOWED:
+        version = runtime.split(":")[1]
+        for candidate in _candidates(version):
+            interp = _probe(candidate, runtime)
+            if interp is not None:
+                found[runtime] = interp
+                break
+    return found
+
+
+def encode(found: dict[str, Interpreter]) -> str:
+    """For RGRID_RUNTIMES_CONFIG: detection runs once per node, not per task."""
+    return json.dumps({k: asdict(v) for k, v in found.items()})
+
+
+def ray_resources(found: dict[str, Interpreter]) -> dict[str, float]:
+    return {resource_name(r): ADVERTISED_AMOUNT for r in found}

@@ -1,0 +1,192 @@
+"""Where a script runs: one interface, three sandboxes, chosen per worker.
+
+- bubblewrap: new mount, pid, ipc and uts namespaces (and net with
+  network=none); the host is read-only and mostly invisible, the work dir is
+  the only writable place besides a private /tmp; the script runs as an
+  unprivileged uid without capabilities and with no_new_privs; it dies with
+  its runner.
+- docker: `docker run` of the runtime's image with CPU, memory and pid
+  limits, the work dir mounted, a non-root user and no privileges.
+- process: a plain subprocess. No isolation at all: for machines with
+  neither, and said so by `rgrid local status`.
+
+Limits that the kernel enforces through cgroups (memory, pids, CPU) are
+applied around whichever sandbox runs; see task.py.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+JOB_DIR = "/job"
+JOB_UID = int(os.environ.get("RGRID_SANDBOX_UID", "65534"))
+JOB_GID = int(os.environ.get("RGRID_SANDBOX_GID", "65534"))
+
+# What of the host's /etc a job may read: name resolution, TLS roots, users,
+# time zone. Nothing else (an operator may keep secrets in /etc).
+ETC_ALLOWED = ("resolv.conf", "hosts", "nsswitch.conf", "host.conf", "passwd", "group",
+               "localtime", "ssl", "ca-certificates", "ca-certificates.conf", "mime.types",
+               "alternatives", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "os-release",
+               "protocols", "services")
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32")
+
+
+@dataclass(frozen=True)
+class Job:
+    """What to run, as the runner sees it on the host."""
+
+    argv: list[str]
+    workdir: Path
+    env: dict[str, str]
+    readonly: list[Path] = field(default_factory=list)
+    network: bool = True
+    cpu: float = 1.0
+    memory_bytes: int = 1024**3
+    max_pids: int = 512
+    name: str = "rgrid-job"
+    image: str | None = None
+
+
+@dataclass(frozen=True)
+class Launch:
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path
+
+
+class Sandbox(Protocol):
+    name: str
+    isolated: bool
+
+    def prepare(self, workdir: Path) -> None:
+        """Make the work dir usable by the job's user."""
+
+    def launch(self, job: Job) -> Launch:
+        """The host command that runs the job inside this sandbox."""
+
+
+def _chown_tree(root: Path, uid: int, gid: int) -> None:
+    os.chown(root, uid, gid)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
+
+
+class Bubblewrap:
+    name = "bubblewrap"
+    isolated = True
+
+    def __init__(self, bwrap: str = "bwrap") -> None:
+        self.bwrap = bwrap
+
+    def prepare(self, workdir: Path) -> None:
+        _chown_tree(workdir, JOB_UID, JOB_GID)
+
+    def launch(self, job: Job) -> Launch:
+        argv = [self.bwrap, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc",
+                "--unshare-uts", "--unshare-cgroup-try", "--hostname", "rgrid"]
+        if not job.network:
+            argv.append("--unshare-net")
+        for d in SYSTEM_DIRS:
+            if os.path.islink(d):
+                argv += ["--symlink", os.readlink(d), d]
+            elif os.path.isdir(d):
+                argv += ["--ro-bind", d, d]
+        for name in ETC_ALLOWED:
+            path = f"/etc/{name}"
+            if os.path.exists(path):
+                argv += ["--ro-bind", path, path]
+        for path in job.readonly:
+            argv += ["--ro-bind", str(path), str(path)]
+        argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+                 "--bind", str(job.workdir), JOB_DIR, "--chdir", JOB_DIR, "--clearenv"]
+        env = {**job.env, "HOME": JOB_DIR, "TMPDIR": "/tmp"}
+        for key, value in env.items():
+            argv += ["--setenv", key, value]
+        argv += ["--", "setpriv", f"--reuid={JOB_UID}", f"--regid={JOB_GID}", "--clear-groups",
+                 "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--", *job.argv]
+        return Launch(argv=argv, env={"PATH": "/usr/bin:/bin"}, cwd=job.workdir)
+
+
+class Docker:
+    name = "docker"
+    isolated = True
+
+    def __init__(self, docker: str = "docker") -> None:
+        self.docker = docker
+
+    def prepare(self, workdir: Path) -> None:
+        _chown_tree(workdir, JOB_UID, JOB_GID)
+
+    def launch(self, job: Job) -> Launch:
+        if job.image is None:
+            raise ValueError("the docker sandbox needs an image for the runtime")
+        memory = f"{job.memory_bytes}b"
+        argv = [self.docker, "run", "--rm", "--init", "--name", job.name,
+                f"--cpus={job.cpu:g}", f"--memory={memory}", f"--memory-swap={memory}",
+                f"--pids-limit={job.max_pids}", f"--user={JOB_UID}:{JOB_GID}",
+                "--cap-drop=ALL", "--security-opt=no-new-privileges", "--read-only",
+                "--tmpfs=/tmp:rw,nosuid,nodev", f"--network={'bridge' if job.network else 'none'}",
+                f"--volume={job.workdir}:{JOB_DIR}:rw", f"--workdir={JOB_DIR}"]
+        for key, value in {**job.env, "HOME": JOB_DIR}.items():
+            argv.append(f"--env={key}={value}")
+        argv += [job.image, *job.argv]
+        return Launch(argv=argv, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, cwd=job.workdir)
+
+
+class Plain:
+    name = "process"
+    isolated = False
+
+    def prepare(self, workdir: Path) -> None:
+        return None
+
+    def launch(self, job: Job) -> Launch:
+        return Launch(argv=job.argv, env={**job.env, "HOME": str(job.workdir)}, cwd=job.workdir)
+
+
+def _bwrap_works(bwrap: str) -> bool:
+    if os.geteuid() != 0:
+        # Dropping the job to its own uid needs root; as an ordinary user the
+        # job would share the runner's uid and could read the runner's files.
+        return False
+    try:
+        return subprocess.run([bwrap, "--ro-bind", "/", "/", "--unshare-pid", "true"],
+                              capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _docker_works(docker: str) -> bool:
+    try:
+        return subprocess.run([docker, "info"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def choose(preference: str | None = None) -> Sandbox:
+    """RGRID_SANDBOX=bubblewrap|docker|process, or auto: bubblewrap where it
+    works, else docker where an engine answers, else a plain process."""
+    wanted = (preference or os.environ.get("RGRID_SANDBOX") or "auto").lower()
+    bwrap = shutil.which("bwrap")
+    docker = shutil.which("docker")
+    if wanted in ("bubblewrap", "bwrap"):
+        if not bwrap or not _bwrap_works(bwrap):
+            raise RuntimeError("RGRID_SANDBOX=bubblewrap but bwrap is missing or cannot run here")
+        return Bubblewrap(bwrap)
+    if wanted == "docker":
+        if not docker or not _docker_works(docker):
+            raise RuntimeError("RGRID_SANDBOX=docker but no Docker engine answers")
+        return Docker(docker)
+    if wanted == "process":
+        return Plain()
+    if bwrap and _bwrap_works(bwrap):
+        return Bubblewrap(bwrap)
+    if docker and _docker_works(docker):
+        return Docker(docker)
+    return Plain()
