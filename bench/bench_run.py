@@ -97,7 +97,7 @@ def main() -> None:
         rgrid_times = [timed(rgrid_argv, project, env) for _ in range(opts.runs)]
         phases = [breakdown(project, env) for _ in range(5)]
 
-        status = json.loads(rgrid(["local", "status", "--json"], project, env).stdout)
+        status = json.loads(rgrid(["local", "status", "--json"], project, env).stdout)["pieces"]
         dashboard = next(p["url"] for p in status if p["name"] == "ray")
         ray_env = {**env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_ADDRESS": dashboard}
         ray_argv = [str(Path(sys.executable).parent / "ray"), "job", "submit", "--working-dir", ".",

@@ -52,9 +52,27 @@ def s3_proxy(s3: S3Server) -> Iterator[S3Proxy]:
     proxy.close()
 
 
+# Worker caps small enough for the tests to reach, and runtimes configured
+# explicitly: 3.11 and 3.12 are offered, 3.13 is allowed but not offered.
+WORKER_ENV = {
+    "RGRID_MAX_PIDS": "128",
+    "RGRID_MAX_OUTPUT_BYTES": str(8 * 1024 * 1024),
+    "RGRID_MAX_LOG_BYTES": str(1024 * 1024),
+    "RGRID_MAX_WORKDIR_BYTES": str(64 * 1024 * 1024),
+}
+
+
+def _worker_env() -> dict[str, str]:
+    from rgrid_runner.runtimes import detect
+
+    found = detect()
+    offered = [f"{r}={found[r].executable}" for r in ("python:3.11", "python:3.12") if r in found]
+    return {**WORKER_ENV, "RGRID_RUNTIMES": ",".join(offered)}
+
+
 @pytest.fixture(scope="session")
 def ray_head(services_root: Path) -> Iterator[RayHead]:
-    head = start_ray(services_root / "ray")
+    head = start_ray(services_root / "ray", _worker_env())
     yield head
     head.proc.stop()
 

@@ -53,6 +53,6 @@ def exit_code_for(execution: ExecutionView) -> int:
         return EXIT_TIMEOUT
     if reason == FailureReason.OUT_OF_MEMORY:
         return EXIT_OOM
-    if reason == FailureReason.EXIT_CODE and execution.exit_code is not None:
+    if reason in (FailureReason.EXIT_CODE, FailureReason.PROCESS_LIMIT) and execution.exit_code:
         return execution.exit_code
     return EXIT_INFRA

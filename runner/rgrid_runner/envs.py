@@ -24,6 +24,15 @@ from pathlib import Path
 from rgrid_runner.runtimes import Interpreter
 
 USED_MARK = ".rgrid-used"
+# The worker's network settings the installer needs to reach the package
+# index (proxies, CA bundles, index URLs); nothing else of the worker's
+# environment reaches it, and none of this reaches the job.
+INSTALLER_ENV = frozenset({
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "no_proxy",
+    "SSL_CERT_FILE", "SSL_CERT_DIR", "UV_NATIVE_TLS", "UV_INDEX_URL", "UV_EXTRA_INDEX_URL",
+    "UV_DEFAULT_INDEX", "UV_INDEX", "UV_FIND_LINKS", "UV_INSECURE_HOST", "PIP_INDEX_URL",
+    "PIP_EXTRA_INDEX_URL", "PIP_CERT",
+})
 INSTALL_TIMEOUT_S = 1800
 
 
@@ -104,8 +113,9 @@ class EnvCache:
                log: Callable[[str], None]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=self.root))
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.root),
-               "UV_CACHE_DIR": str(self.root / ".uv-cache"), "UV_NO_PROGRESS": "1"}
+        env = {k: v for k, v in os.environ.items() if k in INSTALLER_ENV}
+        env.update(PATH=os.environ.get("PATH", "/usr/bin:/bin"), HOME=str(self.root),
+                   UV_CACHE_DIR=str(self.root / ".uv-cache"), UV_NO_PROGRESS="1")
         req_file = tmp / "requirements.txt"
         try:
             req_file.write_text(requirements)

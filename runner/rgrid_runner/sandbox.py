@@ -77,6 +77,21 @@ def _chown_tree(root: Path, uid: int, gid: int) -> None:
             os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
 
 
+def _ancestors(paths: list[Path]) -> list[str]:
+    """Parents of bind targets that bwrap would otherwise create with the
+    host's modes (/root is 0700, which would lock the job out of its own
+    interpreter). Created empty and traversable; the host's content of them
+    stays invisible."""
+    found: set[str] = set()
+    for path in paths:
+        for parent in Path(path).parents:
+            top = str(parent)
+            if top in ("/", "/tmp") or any(top == d or top.startswith(d + "/") for d in SYSTEM_DIRS):
+                continue
+            found.add(top)
+    return sorted(found, key=lambda p: p.count("/"))
+
+
 class Bubblewrap:
     name = "bubblewrap"
     isolated = True
@@ -101,10 +116,13 @@ class Bubblewrap:
             path = f"/etc/{name}"
             if os.path.exists(path):
                 argv += ["--ro-bind", path, path]
+        # /tmp first: binds below it (an env cache under the host's /tmp) go on top.
+        argv += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"]
+        for ancestor in _ancestors(job.readonly):
+            argv += ["--perms", "0755", "--dir", ancestor]
         for path in job.readonly:
             argv += ["--ro-bind", str(path), str(path)]
-        argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
-                 "--bind", str(job.workdir), JOB_DIR, "--chdir", JOB_DIR, "--clearenv"]
+        argv += ["--bind", str(job.workdir), JOB_DIR, "--chdir", JOB_DIR, "--clearenv"]
         env = {**job.env, "HOME": JOB_DIR, "TMPDIR": "/tmp"}
         for key, value in env.items():
             argv += ["--setenv", key, value]

@@ -29,7 +29,7 @@ def local_env(tmp_path: Path) -> Iterator[dict[str, str]]:
 
 def pieces(env: dict[str, str], cwd: Path) -> dict[str, dict]:
     result = run_cli(["local", "status", "--json"], cwd, env)
-    return {p["name"]: p for p in json.loads(result.stdout)}
+    return {p["name"]: p for p in json.loads(result.stdout)["pieces"]}
 
 
 def test_local_grid_lifecycle(tmp_path: Path, local_env: dict[str, str]) -> None:
@@ -54,6 +54,7 @@ def test_local_grid_lifecycle(tmp_path: Path, local_env: dict[str, str]) -> None
     status = run_cli(["local", "status"], project, local_env)
     assert status.returncode == 0
     assert status.stdout.index("Ray dashboard") < status.stdout.index("rgrid API")
+    assert "sandbox: bubblewrap" in status.stdout
     state = pieces(local_env, project)
     assert {p["state"] for p in state.values()} == {"running"}
     assert all(p["url"].startswith("http://127.0.0.1:") for p in state.values())
@@ -62,7 +63,7 @@ def test_local_grid_lifecycle(tmp_path: Path, local_env: dict[str, str]) -> None
     os.killpg(state["s3"]["pid"], signal.SIGKILL)
     crashed = run_cli(["local", "status", "--json"], project, local_env)
     assert crashed.returncode == 1
-    assert {p["name"]: p["state"] for p in json.loads(crashed.stdout)}["s3"] == "crashed"
+    assert {p["name"]: p["state"] for p in json.loads(crashed.stdout)["pieces"]}["s3"] == "crashed"
     assert run_cli(["local", "up"], project, local_env, timeout=240).returncode == 0
     assert {p["state"] for p in pieces(local_env, project).values()} == {"running"}
     again = run_cli(["run", "examples/fail.py"], project, local_env)

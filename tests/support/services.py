@@ -70,10 +70,11 @@ class RayHead:
     proc: Proc
 
 
-def start_ray(root: Path) -> RayHead:
+def start_ray(root: Path, extra_env: dict[str, str] | None = None) -> RayHead:
     ports = {p: free_port() for p in components.RAY_PORTS}
     root.mkdir(parents=True, exist_ok=True)
     launch = components.ray_launch(root, ports, root / "work")
+    launch.env.update(extra_env or {})
     log = root / "ray.log"
     proc = Proc(spawn(launch.argv, launch.env, log, root), log)
     wait_until(lambda: components.ray_healthy(ports), 120, "Ray head", log)

@@ -38,8 +38,9 @@ def status_(json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")
     pieces = LocalGrid(rgrid_home()).status()
     healthy = 0 if all(p.state == "running" for p in pieces) else 1
     if json_out:
-        print_json([{"name": p.name, "state": p.state, "pid": p.pid, "url": p.url,
-                     "log": str(p.log)} for p in pieces])
+        print_json({"pieces": [{"name": p.name, "state": p.state, "pid": p.pid, "url": p.url,
+                                "log": str(p.log)} for p in pieces],
+                    "node": LocalGrid(rgrid_home()).node_info()})
         return healthy
     labels = {"ray": "Ray dashboard", "api": "rgrid API", "s3": "S3 (SeaweedFS)"}
     table = Table("piece", "state", "url", "pid", "log", box=None, pad_edge=False)
@@ -48,6 +49,10 @@ def status_(json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")
         table.add_row(labels[p.name], f"[{colour}]{p.state}[/{colour}]", p.url or "-",
                       str(p.pid or "-"), str(p.log))
     out.print(table)
+    node = LocalGrid(rgrid_home()).node_info()
+    if node:
+        warning = "" if node["isolated"] else "  [red](unisolated: jobs run as plain processes)[/red]"
+        out.print(f"sandbox: {node['sandbox']}{warning}   runtimes: {', '.join(node['runtimes'])}")
     return healthy
 
 

@@ -96,6 +96,10 @@ class LocalGrid:
         ray = self._state().get("pieces", {}).get("ray")
         return f"http://127.0.0.1:{ray['ports']['dashboard']}" if ray else None
 
+    def node_info(self) -> dict | None:
+        """What the local node offers (sandbox, runtimes), as its worker wrote it."""
+        return read_json(c.node_info_path(self.home)) or None
+
     def status(self) -> list[PieceStatus]:
         pieces = self._state().get("pieces", {})
         out = []
