@@ -235,3 +235,34 @@ def test_sandbox_is_named_by_the_node(api: object, ray_head: RayHead, services_r
     assert info == {"runtimes": ["python:3.11", "python:3.12"], "sandbox": "bubblewrap",
                     "isolated": True}
     assert os.geteuid() == 0  # bubblewrap drops jobs to their own uid only as root
+
+
+def test_script_dies_with_its_runner(tmp_path: Path, rgrid_env: dict[str, str]) -> None:
+    """SIGKILL the Ray worker process running the attempt: the sandboxed
+    script goes with it, and with no retries left the execution fails as
+    worker_lost."""
+    marker = f"orphan-{time.time_ns()}"
+    name = script(tmp_path, "long.py", "import sys, time\nprint('up', flush=True)\ntime.sleep(600)\n")
+    out = run_cli(["run", "-d", "--json", "--retries", "0", name, marker], tmp_path, rgrid_env)
+    eid = json.loads(out.stdout)["id"]
+    deadline = time.monotonic() + 60
+    while not processes_with(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    sandboxes = [p for p in processes_with(marker) if "bwrap" in Path(f"/proc/{p}/cmdline").read_text()]
+    assert sandboxes
+    runner = int(Path(f"/proc/{sandboxes[0]}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    while "bwrap" in Path(f"/proc/{runner}/cmdline").read_text() or \
+            "rgrid-join" in Path(f"/proc/{runner}/cmdline").read_text():
+        runner = int(Path(f"/proc/{runner}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    os.kill(runner, 9)
+    deadline = time.monotonic() + 30
+    while processes_with(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert processes_with(marker) == []
+    status = {}
+    while time.monotonic() < deadline + 60:
+        status = json.loads(run_cli(["status", eid, "--json"], tmp_path, rgrid_env).stdout)
+        if status["status"] in ("failed", "succeeded", "cancelled"):
+            break
+        time.sleep(0.2)
+    assert status["status"] == "failed" and status["failure_reason"] == "worker_lost"
