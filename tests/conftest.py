@@ -17,6 +17,7 @@ import pytest
 
 from rgrid.client import Client
 from rgrid.config import Target
+from rgrid.local.procs import free_port
 from tests.support.s3proxy import S3Proxy
 from tests.support.services import (
     ApiServer,
@@ -71,8 +72,14 @@ def _worker_env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def ray_head(services_root: Path) -> Iterator[RayHead]:
-    head = start_ray(services_root / "ray", _worker_env())
+def sqlite_api_port() -> int:
+    """Known before the Ray head starts: the head's node agent registers there."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def ray_head(services_root: Path, sqlite_api_port: int) -> Iterator[RayHead]:
+    head = start_ray(services_root / "ray", f"http://127.0.0.1:{sqlite_api_port}", _worker_env())
     yield head
     head.proc.stop()
 
@@ -97,12 +104,13 @@ def _database_url(request: pytest.FixtureRequest, backend: str, root: Path) -> s
 
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])
 def api(request: pytest.FixtureRequest, services_root: Path, s3: S3Server, s3_proxy: S3Proxy,
-        ray_head: RayHead) -> Iterator[ApiServer]:
+        ray_head: RayHead, sqlite_api_port: int) -> Iterator[ApiServer]:
     backend = request.param
     root = services_root / f"api-{backend}"
     root.mkdir(exist_ok=True)
     server = start_api(root, _database_url(request, backend, root), s3, ray_head,
-                       public_s3=f"127.0.0.1:{s3_proxy.port}")
+                       public_s3=f"127.0.0.1:{s3_proxy.port}",
+                       port=sqlite_api_port if backend == "sqlite" else None)
     yield server
     server.proc.stop()
 

@@ -20,7 +20,8 @@ from rgrid_api.deps import AppState, Owner
 from rgrid_api.dispatcher import Dispatcher
 from rgrid_api.errors import Conflict, Invalid, NotFound, StaleAttempt
 from rgrid_api.notify import ChangeFeed
-from rgrid_api.routes import executions, health, runner, uploads
+from rgrid_api.monitor import Monitor
+from rgrid_api.routes import executions, health, runner, uploads, workers
 from rgrid_api.settings import Settings
 from rgrid_api.storage import Storage
 from rgrid_api.version import VERSION
@@ -43,8 +44,11 @@ def build_state(settings: Settings, with_dispatcher: bool = True) -> AppState:
     _wait_for_storage(storage, settings.storage_wait_s)
     feed = ChangeFeed()
     dispatcher = Dispatcher(settings, sessions, feed) if with_dispatcher else None
+    monitor = Monitor(settings, sessions, feed,
+                      dispatcher.cancel_task if dispatcher else (lambda _e, _a: None))
     return AppState(settings=settings, sessions=sessions, storage=storage,
-                    runner_storage=runner_storage, feed=feed, dispatcher=dispatcher)
+                    runner_storage=runner_storage, feed=feed, dispatcher=dispatcher,
+                    monitor=monitor)
 
 
 def _wait_for_storage(storage: Storage, wait_s: float) -> None:
@@ -69,9 +73,11 @@ def create_app(settings: Settings, with_dispatcher: bool = True) -> FastAPI:
         state.feed.bind(asyncio.get_running_loop())
         if state.dispatcher is not None:
             state.dispatcher.start()
+        state.monitor.start()
         try:
             yield
         finally:
+            await asyncio.to_thread(state.monitor.stop)
             if state.dispatcher is not None:
                 await asyncio.to_thread(state.dispatcher.stop)
 
@@ -80,7 +86,8 @@ def create_app(settings: Settings, with_dispatcher: bool = True) -> FastAPI:
     app = FastAPI(title="rgrid", version=VERSION, lifespan=lifespan, openapi_url=None,
                   docs_url=None, redoc_url=None)
     app.state.rgrid = state
-    for router in (health.router, uploads.router, executions.router, runner.router):
+    for router in (health.router, uploads.router, executions.router, runner.router,
+                   workers.router, workers.agents):
         app.include_router(router)
 
     @app.get("/v1/openapi.json", include_in_schema=False)

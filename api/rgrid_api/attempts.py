@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from rgrid.wire import (
@@ -22,13 +22,15 @@ from rgrid.wire import (
     RunnerLogLine,
     RunnerResult,
     RunnerSpec,
+    RunnerStart,
     Status,
 )
 from rgrid_api.db.engine import is_postgres
-from rgrid_api.db.models import Attempt, Execution, LogChunkRow, Output
+from rgrid_api.db.models import Attempt, Execution, LogChunkRow, Output, Worker
 from rgrid_api.errors import Invalid, StaleAttempt
 from rgrid_api.executions import check_relative_path
 from rgrid_api.storage import Storage, object_key, output_key
+from rgrid_api.workers import set_ray_node
 
 
 @dataclass(frozen=True)
@@ -84,15 +86,28 @@ def _current(session: Session, execution_id: str, attempt: int) -> tuple[Executi
 
 
 def start_attempt(session: Session, storage: Storage, execution_id: str, attempt: int,
-                  worker: str, lease_s: float) -> RunnerSpec:
+                  start: RunnerStart, lease_s: float) -> RunnerSpec:
     execution, row = _current(session, execution_id, attempt)
     now = _now()
     if execution.cancel_requested:
         _finish(execution, row, Status.CANCELLED, FailureReason.CANCELLED, now)
         session.commit()
         raise StaleAttempt(f"{execution_id} was cancelled before it started")
+    worker = session.get(Worker, start.worker_id) if start.worker_id else None
+    if worker is not None:
+        if worker.status != "active":
+            # A draining or dead node takes no new work; this is no fault of
+            # the execution, so it does not count against its retries.
+            _requeue(execution, row, now, reason="worker_draining", counted=False)
+            session.commit()
+            raise StaleAttempt(f"worker {start.worker_id} takes no new work")
+        if start.ray_node_id:
+            set_ray_node(session, worker.id, start.ray_node_id)
     row.status = Status.RUNNING
-    row.worker = worker
+    row.worker = start.worker
+    # A node registered elsewhere (another control plane) is only covered by
+    # the lease; one registered here is also watched through its heartbeats.
+    row.worker_id = worker.id if worker is not None else None
     row.started_at = now
     row.lease_expires_at = now + timedelta(seconds=lease_s)
     execution.status = Status.RUNNING
@@ -183,31 +198,65 @@ def _finish(execution: Execution, row: Attempt, status: Status, reason: str | No
     row.failure_reason = execution.failure_reason = reason
 
 
+def _requeue(execution: Execution, row: Attempt, now: datetime, reason: str,
+             counted: bool = True) -> bool:
+    """End the attempt as lost; requeue the execution while infrastructure
+    retries are left, else fail it as worker_lost. True when requeued."""
+    row.status = Status.FAILED
+    row.finished_at = now
+    row.failure_reason = reason
+    if counted:
+        execution.lost_attempts += 1
+    if execution.cancel_requested:
+        execution.status = Status.CANCELLED
+        execution.failure_reason = FailureReason.CANCELLED
+        execution.finished_at = now
+        return False
+    if execution.lost_attempts <= execution.retries:
+        execution.status = Status.QUEUED
+        return True
+    execution.status = Status.FAILED
+    execution.failure_reason = FailureReason.WORKER_LOST
+    execution.finished_at = now
+    return False
+
+
 def attempt_lost(session: Session, execution_id: str, attempt: int, reason: str) -> bool:
-    """The transport lost an attempt (task crashed, worker died). Requeue it if
-    infrastructure retries are left, otherwise fail it as worker_lost.
-    Returns True when the execution went back to the queue."""
+    """The transport lost an attempt (task crashed, worker died, lease ran
+    out). Returns True when the execution went back to the queue; a no-op
+    (False) when the attempt had already ended or been superseded."""
     try:
         execution, row = _current(session, execution_id, attempt)
     except StaleAttempt:
         session.rollback()
         return False
-    now = _now()
-    row.status = Status.FAILED
-    row.finished_at = now
-    row.failure_reason = reason
-    if execution.cancel_requested:
-        execution.status = Status.CANCELLED
-        execution.failure_reason = FailureReason.CANCELLED
-        execution.finished_at = now
-        requeued = False
-    elif execution.attempt <= execution.retries:
-        execution.status = Status.QUEUED
-        requeued = True
-    else:
-        execution.status = Status.FAILED
-        execution.failure_reason = FailureReason.WORKER_LOST
-        execution.finished_at = now
-        requeued = False
+    requeued = _requeue(execution, row, _now(), reason)
     session.commit()
     return requeued
+
+
+def attempts_on_workers(session: Session, worker_ids: list[str]) -> list[tuple[str, int]]:
+    """Open attempts placed on these workers."""
+    return list(session.execute(
+        select(Attempt.execution_id, Attempt.number).where(
+            Attempt.worker_id.in_(worker_ids),
+            Attempt.status.in_([Status.DISPATCHED, Status.RUNNING]))).tuples())
+
+
+def expired_attempts(session: Session) -> list[tuple[str, int]]:
+    """Open attempts whose lease ran out: their runner or dispatcher is gone."""
+    return list(session.execute(
+        select(Attempt.execution_id, Attempt.number).where(
+            Attempt.status.in_([Status.DISPATCHED, Status.RUNNING]),
+            Attempt.lease_expires_at < _now())).tuples())
+
+
+def renew_dispatched(session: Session, keys: list[tuple[str, int]], lease_s: float) -> None:
+    """The dispatcher vouches for attempts Ray still holds for it (waiting for
+    a node, or starting), so their lease runs only while it is alive."""
+    until = _now() + timedelta(seconds=lease_s)
+    for execution_id, number in keys:
+        session.execute(update(Attempt).where(
+            Attempt.execution_id == execution_id, Attempt.number == number,
+            Attempt.status == Status.DISPATCHED).values(lease_expires_at=until))
+    session.commit()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
@@ -11,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from rgrid_api.auth import check_runner_token, owner_for_key
 from rgrid_api.dispatcher import Dispatcher
+from rgrid_api.monitor import Monitor
 from rgrid_api.notify import ChangeFeed
 from rgrid_api.settings import Settings
 from rgrid_api.storage import Storage
@@ -24,6 +26,7 @@ class AppState:
     runner_storage: Storage  # signs URLs for workers
     feed: ChangeFeed
     dispatcher: Dispatcher | None
+    monitor: Monitor
 
 
 def app_state(request: Request) -> AppState:
@@ -55,6 +58,13 @@ def runner_auth(execution_id: str, attempt: int, state: Annotated[AppState, Depe
     secret = state.settings.runner_secret.get_secret_value()
     if not check_runner_token(secret, execution_id, attempt, _bearer(authorization)):
         raise HTTPException(401, "runner token refused")
+
+
+def worker_auth(state: Annotated[AppState, Depends(app_state)],
+                authorization: Annotated[str | None, Header()] = None) -> None:
+    expected = state.settings.worker_token.get_secret_value()
+    if not hmac.compare_digest(_bearer(authorization), expected):
+        raise HTTPException(401, "worker token refused")
 
 
 Owner = Annotated[str, Depends(current_owner)]

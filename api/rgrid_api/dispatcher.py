@@ -18,7 +18,7 @@ import ray
 from sqlalchemy.orm import sessionmaker
 
 from rgrid.wire import FailureReason
-from rgrid_api.attempts import Claimed, attempt_lost, claim_queued
+from rgrid_api.attempts import Claimed, attempt_lost, claim_queued, renew_dispatched
 from rgrid_api.auth import runner_token
 from rgrid_api.notify import ChangeFeed
 from rgrid_api.settings import Settings
@@ -127,8 +127,33 @@ class Dispatcher:
         self.feed.changed(c.execution_id)
         log.info("dispatched %s attempt %d", c.execution_id, c.attempt)
 
+    def cancel_task(self, execution_id: str, attempt: int) -> None:
+        """Force-cancel the Ray task of an attempt given up on, if we own it."""
+        with self._lock:
+            ref = next((r for r, c in self._inflight.items()
+                        if (c.execution_id, c.attempt) == (execution_id, attempt)), None)
+        if ref is not None:
+            try:
+                ray.cancel(ref, force=True)
+            except Exception as exc:  # noqa: BLE001 - the task may be gone already
+                log.info("cancel of %s attempt %d: %s", execution_id, attempt, exc)
+
+    def _renew_leases(self) -> None:
+        with self._lock:
+            keys = [(c.execution_id, c.attempt) for c in self._inflight.values()]
+        if keys:
+            with self.sessions() as session:
+                renew_dispatched(session, keys, self.settings.lease_s)
+
     def _watch_loop(self) -> None:
+        next_renewal = 0.0
         while not self._stop.is_set():
+            if time.monotonic() >= next_renewal:
+                next_renewal = time.monotonic() + self.settings.lease_s / 3
+                try:
+                    self._renew_leases()
+                except Exception:
+                    log.exception("renewing dispatched leases failed")
             self._has_inflight.wait(1.0)
             with self._lock:
                 refs = list(self._inflight)

@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     # What `--runtime python` means.
     default_runtime: str = "python:3.11"
 
+    # Node agents authenticate with this token; a job never sees it.
+    worker_token: SecretStr = SecretStr("change-me-too")
+    heartbeat_timeout_s: float = 10.0
+    monitor_interval_s: float = 1.0
+
     lease_s: float = 30.0
     dispatch_poll_s: float = 1.0
     log_wait_max_s: float = 25.0

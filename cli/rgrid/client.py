@@ -26,6 +26,7 @@ from rgrid.wire import (
     UploadCompletion,
     UploadPlan,
     UploadPlanRequest,
+    WorkerList,
 )
 
 M = TypeVar("M", bound=BaseModel)
@@ -128,6 +129,9 @@ class Client:
     def logs(self, execution_id: str, after: int = 0, wait: float = 0.0) -> LogPage:
         return self._call("GET", f"/v1/executions/{execution_id}/logs", LogPage,
                           params={"after": after, "wait": wait}, timeout=wait + 30.0)
+
+    def workers(self, include_ended: bool = False) -> WorkerList:
+        return self._call("GET", "/v1/workers", WorkerList, params={"all": include_ended})
 
     def outputs(self, execution_id: str) -> OutputList:
         return self._call("GET", f"/v1/executions/{execution_id}/outputs", OutputList)

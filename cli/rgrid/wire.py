@@ -184,6 +184,44 @@ class OutputList(BaseModel):
     outputs: list[OutputFile]
 
 
+class WorkerRegistration(BaseModel):
+    id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    host_name: str
+    resources: dict[str, float] = {}
+    runtimes: list[str] = []
+    sandbox: str = "process"
+    provider: str = "local"
+    server_id: str | None = None
+    pid: int | None = None
+    version: str = "0"
+
+
+class WorkerAck(BaseModel):
+    """The worker's status as the control plane sees it: a worker told it is
+    `dead` must stop its node (its attempts were given to others)."""
+
+    status: str
+
+
+class WorkerView(BaseModel):
+    id: str
+    host_name: str
+    status: str
+    heartbeat_age_s: float | None
+    running: int
+    runtimes: list[str]
+    sandbox: str
+    provider: str
+    server_id: str | None = None
+    pid: int | None = None
+    ray_node_id: str | None = None
+    started_at: datetime
+
+
+class WorkerList(BaseModel):
+    workers: list[WorkerView]
+
+
 class Health(BaseModel):
     status: str
     version: str
@@ -194,6 +232,8 @@ class Health(BaseModel):
 
 class RunnerStart(BaseModel):
     worker: str
+    worker_id: str | None = None
+    ray_node_id: str | None = None
 
 
 class RunnerFile(BaseModel):

@@ -60,8 +60,8 @@ class Reporter:
             delay *= 2
         raise AssertionError("unreachable")
 
-    def start(self, worker: str) -> RunnerSpec:
-        return RunnerSpec.model_validate_json(self._post("/start", RunnerStart(worker=worker)).content)
+    def start(self, start: RunnerStart) -> RunnerSpec:
+        return RunnerSpec.model_validate_json(self._post("/start", start).content)
 
     def renew(self) -> bool:
         return RunnerAck.model_validate_json(self._post("/renew").content).cancel

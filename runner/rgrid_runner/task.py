@@ -17,10 +17,18 @@ from pathlib import Path
 
 import httpx
 
-from rgrid.wire import FailureReason, OutputFile, RunnerLogLine, RunnerResult, RunnerSpec
+from rgrid.wire import (
+    FailureReason,
+    OutputFile,
+    RunnerLogLine,
+    RunnerResult,
+    RunnerSpec,
+    RunnerStart,
+)
 from rgrid_runner.cgroups import Cgroup, Limits
 from rgrid_runner.config import RunnerConfig, runner_config
 from rgrid_runner.envs import InstallFailed
+from rgrid_runner.lifeline import ensure_lifeline
 from rgrid_runner.limits import LogBudget, WorkdirWatch, rlimit_command
 from rgrid_runner.logship import LogShipper
 from rgrid_runner.process import ProcessOutcome, run_supervised
@@ -52,15 +60,21 @@ class AttemptTicket:
     token: str
 
 
-def worker_name() -> str:
-    node = ""
+def ray_node_id() -> str | None:
     try:
         import ray
 
-        node = ray.get_runtime_context().get_node_id()[:12]
+        return ray.get_runtime_context().get_node_id()
     except Exception:  # noqa: BLE001 - outside Ray (tests) there is no node id
-        pass
-    return f"{socket.gethostname()}/{node}" if node else socket.gethostname()
+        return None
+
+
+def runner_start() -> RunnerStart:
+    """Who runs this attempt: the node agent's worker id (from the raylet's
+    environment) and Ray's node id."""
+    worker_id = os.environ.get("RGRID_WORKER_ID")
+    return RunnerStart(worker=worker_id or socket.gethostname(), worker_id=worker_id,
+                       ray_node_id=ray_node_id())
 
 
 def job_env(spec: RunnerSpec, path: str) -> dict[str, str]:
@@ -73,9 +87,10 @@ def job_env(spec: RunnerSpec, path: str) -> dict[str, str]:
 
 
 def run_attempt(ticket: AttemptTicket) -> str:
+    ensure_lifeline()
     reporter = Reporter(ticket.api_url, ticket.execution_id, ticket.attempt, ticket.token)
     try:
-        spec = reporter.start(worker_name())
+        spec = reporter.start(runner_start())
     except StaleAttempt:
         reporter.close()
         return "stale"

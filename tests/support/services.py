@@ -68,17 +68,25 @@ class RayHead:
     address: str
     dashboard: str
     proc: Proc
+    ports: dict[str, int] = field(default_factory=dict)
 
 
-def start_ray(root: Path, extra_env: dict[str, str] | None = None) -> RayHead:
+WORKER_TOKEN = "test-worker-token-" + os.urandom(8).hex()
+
+
+def start_ray(root: Path, api_url: str, extra_env: dict[str, str] | None = None) -> RayHead:
+    """A Ray head whose node agent registers with the API at api_url (which
+    may start later: the agent keeps trying)."""
     ports = {p: free_port() for p in components.RAY_PORTS}
     root.mkdir(parents=True, exist_ok=True)
-    launch = components.ray_launch(root, ports, root / "work")
+    launch = components.ray_launch(root, ports, root / "work", api_url,
+                                   {"worker_token": WORKER_TOKEN})
     launch.env.update(extra_env or {})
     log = root / "ray.log"
     proc = Proc(spawn(launch.argv, launch.env, log, root), log)
     wait_until(lambda: components.ray_healthy(ports), 120, "Ray head", log)
-    return RayHead(f"127.0.0.1:{ports['gcs']}", f"http://127.0.0.1:{ports['dashboard']}", proc)
+    return RayHead(f"127.0.0.1:{ports['gcs']}", f"http://127.0.0.1:{ports['dashboard']}", proc,
+                   ports)
 
 
 @dataclass
@@ -144,9 +152,9 @@ class ApiServer:
 
 
 def start_api(root: Path, database_url: str, s3: S3Server, ray: RayHead, public_s3: str,
-              extra_env: dict[str, str] | None = None) -> ApiServer:
+              extra_env: dict[str, str] | None = None, port: int | None = None) -> ApiServer:
     root.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     key = "rg_test_alice_" + os.urandom(8).hex()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_")}
     env.update(components.ray_env())
@@ -161,6 +169,7 @@ def start_api(root: Path, database_url: str, s3: S3Server, ray: RayHead, public_
         "RGRID_RAY_ADDRESS": ray.address,
         "RGRID_RUNNER_API_URL": f"http://127.0.0.1:{port}",
         "RGRID_RUNNER_SECRET": "test-runner-secret-" + os.urandom(8).hex(),
+        "RGRID_WORKER_TOKEN": WORKER_TOKEN,
         "RGRID_BOOTSTRAP_API_KEY": key,
         "RGRID_BOOTSTRAP_OWNER": "alice",
         "RGRID_PORT": str(port),

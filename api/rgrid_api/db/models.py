@@ -86,6 +86,8 @@ class Execution(Base):
     timeout_s: Mapped[float] = mapped_column(Float)
     retries: Mapped[int] = mapped_column(Integer)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
+    # Attempts lost to infrastructure (worker death, expired lease); --retries bounds it.
+    lost_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     exit_code: Mapped[int | None] = mapped_column(Integer)
     failure_reason: Mapped[str | None] = mapped_column(String(32))
@@ -112,6 +114,7 @@ class Attempt(Base):
     number: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16))
     worker: Mapped[str | None] = mapped_column(String(256))
+    worker_id: Mapped[str | None] = mapped_column(ForeignKey("workers.id"), index=True)
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     dispatched_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -120,6 +123,39 @@ class Attempt(Base):
     failure_reason: Mapped[str | None] = mapped_column(String(32))
 
     execution: Mapped[Execution] = relationship(back_populates="attempts")
+
+
+class Worker(Base):
+    """A node that runs attempts: registered and kept alive by its agent."""
+
+    __tablename__ = "workers"
+    __table_args__ = (
+        CheckConstraint("status IN ('active','draining','dead','left')", name="ck_workers_status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    host_name: Mapped[str] = mapped_column(String(256))
+    ray_node_id: Mapped[str | None] = mapped_column(String(64))
+    resources: Mapped[dict] = mapped_column(JSON)
+    runtimes: Mapped[list] = mapped_column(JSON)
+    sandbox: Mapped[str] = mapped_column(String(32))
+    provider: Mapped[str] = mapped_column(String(32))
+    server_id: Mapped[str | None] = mapped_column(String(64))
+    pid: Mapped[int | None] = mapped_column(Integer)
+    version: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class WorkerHeartbeat(Base):
+    """One row per worker, updated in place: the hot write stays small."""
+
+    __tablename__ = "worker_heartbeats"
+
+    worker_id: Mapped[str] = mapped_column(ForeignKey("workers.id", ondelete="CASCADE"),
+                                           primary_key=True)
+    last_heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
 
 
 class Output(Base):

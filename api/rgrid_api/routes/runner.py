@@ -32,7 +32,7 @@ Attempt = Annotated[int, "attempt number"]
 
 @router.post("/start", response_model=RunnerSpec)
 def start(execution_id: str, attempt: Attempt, body: RunnerStart, session: DB, state: State) -> RunnerSpec:
-    spec = start_attempt(session, state.runner_storage, execution_id, attempt, body.worker,
+    spec = start_attempt(session, state.runner_storage, execution_id, attempt, body,
                          state.settings.lease_s)
     state.feed.changed(execution_id)
     return spec

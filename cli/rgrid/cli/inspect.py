@@ -123,3 +123,21 @@ def download_(execution_id: IdArg,
     with connect(start_local=False) as client:
         paths = fetch_outputs(client, execution_id, Path(dest))
     return _emit(json_out, [str(p) for p in paths], "\n".join(str(p) for p in paths))
+
+
+def workers(all_: Annotated[bool, typer.Option("--all", help="Include nodes that left or died.")] = False,
+            json_out: JsonFlag = False) -> int:
+    """List worker nodes: status, heartbeat age, running executions."""
+    with connect(start_local=False) as client:
+        listing = client.workers(include_ended=all_)
+    if json_out:
+        print_json(listing)
+        return 0
+    table = Table("worker", "status", "heartbeat", "running", "runtimes", "sandbox", "pid",
+                  box=None, pad_edge=False)
+    for w in listing.workers:
+        age = f"{w.heartbeat_age_s:.1f} s ago" if w.heartbeat_age_s is not None else "-"
+        table.add_row(w.id, w.status, age, str(w.running), ", ".join(w.runtimes), w.sandbox,
+                      str(w.pid or "-"))
+    out.print(table)
+    return 0

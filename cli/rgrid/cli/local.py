@@ -16,10 +16,10 @@ local_app = typer.Typer(help="The embedded grid on this machine.", no_args_is_he
 
 
 @local_app.command()
-def up() -> int:
+def up(workers: Annotated[int | None, typer.Option(help="Extra worker nodes beside the head (kept until changed).", min=0, max=16)] = None) -> int:
     """Start (or repair) the local grid in the background."""
     grid = LocalGrid(rgrid_home())
-    grid.up(say)
+    grid.up(say, workers)
     say(f"local grid is up; Ray dashboard: {grid.dashboard_url()}")
     return 0
 
@@ -43,6 +43,7 @@ def status_(json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")
                     "node": LocalGrid(rgrid_home()).node_info()})
         return healthy
     labels = {"ray": "Ray dashboard", "api": "rgrid API", "s3": "S3 (SeaweedFS)"}
+    labels.update({p.name: f"worker node {p.name.split('-')[1]}" for p in pieces if p.name.startswith("worker-")})
     table = Table("piece", "state", "url", "pid", "log", box=None, pad_edge=False)
     for p in pieces:
         colour = {"running": "green", "stopped": "dim"}.get(p.state, "red")

@@ -4,6 +4,7 @@ when asked for, so client commands start fast and never import the server."""
 
 from __future__ import annotations
 
+import os
 import sys
 from importlib.metadata import entry_points
 
@@ -12,9 +13,10 @@ from typer._click.exceptions import ClickException
 
 from rgrid.cli import inspect, local, run
 from rgrid.cli.console import err
-from rgrid.errors import EXIT_CANCELLED, EXIT_USAGE, RgridError
+from rgrid.errors import EXIT_CANCELLED, EXIT_INFRA, EXIT_USAGE, RgridError
 
-CLIENT_COMMANDS = {"run", "status", "logs", "list", "cancel", "retry", "download", "init", "local"}
+CLIENT_COMMANDS = {"run", "status", "logs", "list", "cancel", "retry", "download", "init", "local",
+                   "workers"}
 
 
 def build_app(with_plugins: bool) -> typer.Typer:
@@ -29,6 +31,7 @@ def build_app(with_plugins: bool) -> typer.Typer:
     app.command()(inspect.cancel)
     app.command()(inspect.retry)
     app.command("download")(inspect.download_)
+    app.command()(inspect.workers)
     app.command()(local.init)
     app.add_typer(local.local_app, name="local")
     if with_plugins:
@@ -60,4 +63,10 @@ def main() -> None:
     except (typer.Abort, KeyboardInterrupt):
         err.print("rgrid: interrupted")
         sys.exit(EXIT_CANCELLED)
+    except Exception as exc:  # noqa: BLE001 - a bug must still end in one clear line
+        if os.environ.get("RGRID_DEBUG"):
+            raise
+        err.print(f"[red]rgrid: internal error:[/red] {exc.__class__.__name__}: {exc} "
+                  "(set RGRID_DEBUG=1 for the traceback)")
+        sys.exit(EXIT_INFRA)
     sys.exit(result if isinstance(result, int) else 0)

@@ -19,6 +19,7 @@ RAY_PORTS = ("gcs", "dashboard", "client", "agent_listen", "agent_grpc", "metric
 S3_PORTS = ("s3", "s3_grpc", "master", "master_grpc", "volume", "volume_grpc", "filer",
             "filer_grpc")
 API_PORTS = ("api",)
+WORKER_PORTS = ("agent_listen", "agent_grpc", "metrics", "runtime_env_agent")
 
 
 def venv_bin(name: str) -> str:
@@ -72,13 +73,23 @@ def s3_launch(local_dir: Path, ports: dict[str, int], secrets: dict[str, str]) -
     return Launch(argv, _base_env())
 
 
-def ray_launch(home: Path, ports: dict[str, int], work_root: Path) -> Launch:
-    """The Ray head, started through `rgrid worker` so that it advertises
-    this machine's runtimes and runs attempts in its sandbox."""
+def _agent_env(api_url: str, secrets: dict[str, str], work_root: Path) -> dict[str, str]:
+    env = _base_env()
+    env.update(ray_env())
+    env.update(RGRID_WORK_ROOT=str(work_root), RGRID_API_URL=api_url,
+               RGRID_WORKER_TOKEN=secrets["worker_token"])
+    return env
+
+
+def ray_launch(home: Path, ports: dict[str, int], work_root: Path, api_url: str,
+               secrets: dict[str, str]) -> Launch:
+    """The Ray head, started through `rgrid worker` (the node agent) so that
+    it registers, heartbeats, advertises this machine's runtimes and runs
+    attempts in its sandbox."""
     p = ports
     argv = [
         sys.executable, "-m", "rgrid", "worker", "--head", f"--info-file={node_info_path(home)}",
-        "--node-ip-address=127.0.0.1",
+        "--worker-id=local-head", "--node-ip-address=127.0.0.1",
         f"--port={p['gcs']}", "--dashboard-host=127.0.0.1", f"--dashboard-port={p['dashboard']}",
         f"--ray-client-server-port={p['client']}",
         f"--dashboard-agent-listen-port={p['agent_listen']}",
@@ -87,10 +98,27 @@ def ray_launch(home: Path, ports: dict[str, int], work_root: Path) -> Launch:
         f"--temp-dir={ray_temp_dir(home)}", f"--num-cpus={os.cpu_count() or 1}",
         "--disable-usage-stats",
     ]
-    env = _base_env()
-    env.update(ray_env())
-    env["RGRID_WORK_ROOT"] = str(work_root)
-    return Launch(argv, env)
+    return Launch(argv, _agent_env(api_url, secrets, work_root))
+
+
+def worker_launch(home: Path, n: int, ports: dict[str, int], gcs_port: int, work_root: Path,
+                  api_url: str, secrets: dict[str, str]) -> Launch:
+    """Extra worker node n: its own agent and raylet, joining the head on loopback."""
+    p = ports
+    argv = [
+        sys.executable, "-m", "rgrid", "worker", f"--address=127.0.0.1:{gcs_port}",
+        f"--worker-id=local-worker-{n}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
+        f"--dashboard-agent-listen-port={p['agent_listen']}",
+        f"--dashboard-agent-grpc-port={p['agent_grpc']}", f"--metrics-export-port={p['metrics']}",
+        f"--runtime-env-agent-port={p['runtime_env_agent']}", f"--temp-dir={ray_temp_dir(home)}",
+        "--disable-usage-stats",
+    ]
+    return Launch(argv, _agent_env(api_url, secrets, work_root))
+
+
+def worker_healthy(ports: dict[str, int]) -> bool:
+    """An extra worker is up once its raylet's dashboard agent listens."""
+    return port_open(ports["agent_listen"])
 
 
 def node_info_path(home: Path) -> Path:
@@ -121,6 +149,7 @@ def api_launch(local_dir: Path, ports: dict[str, int], secrets: dict[str, str]) 
         "RGRID_RAY_ADDRESS": f"127.0.0.1:{ports['gcs']}",
         "RGRID_RUNNER_API_URL": f"http://127.0.0.1:{ports['api']}",
         "RGRID_RUNNER_SECRET": secrets["runner_secret"],
+        "RGRID_WORKER_TOKEN": secrets["worker_token"],
         "RGRID_BOOTSTRAP_API_KEY": secrets["api_key"],
         "RGRID_BOOTSTRAP_OWNER": "local",
         "RGRID_HOST": "127.0.0.1",

@@ -28,10 +28,16 @@ from rgrid.local.procs import (
     stop_session,
 )
 
-START_TIMEOUT_S = {"s3": 60.0, "ray": 90.0, "api": 60.0}
+START_TIMEOUT_S = {"s3": 60.0, "ray": 90.0, "api": 60.0, "worker": 60.0}
 ORDER = ("s3", "ray", "api")
-PORT_NAMES = {"s3": c.S3_PORTS, "ray": c.RAY_PORTS, "api": c.API_PORTS}
-HEALTH = {"s3": c.s3_healthy, "ray": c.ray_healthy, "api": c.api_healthy}
+PORT_NAMES = {"s3": c.S3_PORTS, "ray": c.RAY_PORTS, "api": c.API_PORTS, "worker": c.WORKER_PORTS}
+HEALTH = {"s3": c.s3_healthy, "ray": c.ray_healthy, "api": c.api_healthy,
+          "worker": c.worker_healthy}
+
+
+def kind(name: str) -> str:
+    """worker-3 is a worker; the fixed pieces are their own kind."""
+    return "worker" if name.startswith("worker-") else name
 
 
 @dataclass
@@ -58,14 +64,19 @@ class LocalGrid:
         write_private(self.state_path, state)
 
     def secrets(self) -> dict[str, str]:
+        """The grid's secrets, generated on first use; a key added by a newer
+        version is generated into an existing file too."""
         data = read_json(self.secrets_path)
-        if not data:
-            data = {
-                "api_key": "rg_" + pysecrets.token_urlsafe(32),
-                "s3_access_key": "rgrid" + pysecrets.token_hex(6),
-                "s3_secret_key": pysecrets.token_urlsafe(30),
-                "runner_secret": pysecrets.token_urlsafe(32),
-            }
+        wanted = {
+            "worker_token": lambda: pysecrets.token_urlsafe(32),
+            "api_key": lambda: "rg_" + pysecrets.token_urlsafe(32),
+            "s3_access_key": lambda: "rgrid" + pysecrets.token_hex(6),
+            "s3_secret_key": lambda: pysecrets.token_urlsafe(30),
+            "runner_secret": lambda: pysecrets.token_urlsafe(32),
+        }
+        missing = {k: make() for k, make in wanted.items() if k not in data}
+        if missing:
+            data.update(missing)
             write_private(self.secrets_path, data)
         return data
 
@@ -88,6 +99,9 @@ class LocalGrid:
         pieces = self._state().get("pieces", {})
         return all(alive(pieces.get(n, {}).get("pid")) for n in ORDER)
 
+    def _names(self, state: dict) -> list[str]:
+        return [*ORDER, *(f"worker-{i}" for i in range(1, state.get("workers", 0) + 1))]
+
     def target(self) -> Target:
         ports = self._state()["pieces"]["api"]["ports"]
         return Target(api_url=f"http://127.0.0.1:{ports['api']}", api_key=self.secrets()["api_key"])
@@ -101,9 +115,10 @@ class LocalGrid:
         return read_json(c.node_info_path(self.home)) or None
 
     def status(self) -> list[PieceStatus]:
-        pieces = self._state().get("pieces", {})
+        state = self._state()
+        pieces = state.get("pieces", {})
         out = []
-        for name in ("ray", "api", "s3"):
+        for name in ["ray", "api", "s3", *self._names(state)[len(ORDER):]]:
             piece = pieces.get(name)
             if piece is None:
                 out.append(PieceStatus(name, "stopped", None, None, self.log_path(name)))
@@ -112,32 +127,50 @@ class LocalGrid:
             if not alive(pid):
                 state = "crashed"
             else:
-                state = "running" if HEALTH[name](piece["ports"]) else "unhealthy"
+                state = "running" if HEALTH[kind(name)](piece["ports"]) else "unhealthy"
             out.append(PieceStatus(name, state, pid, _url(name, piece["ports"]), self.log_path(name)))
         return out
 
     # -- actions -----------------------------------------------------------
-    def up(self, say: Callable[[str], None]) -> None:
+    def up(self, say: Callable[[str], None], workers: int | None = None) -> None:
+        """Start what is not running healthily; `workers` sets how many extra
+        worker nodes run beside the head (kept from the last call if None)."""
         with self._locked():
             state = self._state()
             pieces = state.setdefault("pieces", {})
+            if workers is not None:
+                for n in range(workers + 1, state.get("workers", 0) + 1):
+                    gone = pieces.pop(f"worker-{n}", None)
+                    if gone:
+                        stop_session(gone["pid"])
+                state["workers"] = workers
+            api_ports = self._ports("api", pieces.get("api"), keep=self._healthy(pieces.get("api"), "api"))
+            api_moved = api_ports != state.get("api_ports")
+            state["api_ports"] = api_ports
             restarted: set[str] = set()
-            for name in ("s3", "ray"):
-                if not self._healthy(pieces.get(name), name):
-                    self._start(name, pieces, say)
-                    restarted.add(name)
+            if not self._healthy(pieces.get("s3"), "s3"):
+                self._start("s3", pieces, state, say)
+                restarted.add("s3")
+            if api_moved or not self._healthy(pieces.get("ray"), "ray"):
+                self._start("ray", pieces, state, say)
+                restarted.add("ray")
             if restarted or not self._healthy(pieces.get("api"), "api"):
-                self._start("api", pieces, say)
+                self._start("api", pieces, state, say)
                 restarted.add("api")
-            self._save(state)
             for name in sorted(restarted, key=ORDER.index):
                 self._wait_healthy(name, pieces[name])
+            # Joining before the head's GCS listens can hang `ray start`.
+            for name in self._names(state)[len(ORDER):]:
+                if "ray" in restarted or not self._healthy(pieces.get(name), "worker"):
+                    self._start(name, pieces, state, say)
+                    self._wait_healthy(name, pieces[name])
+            self._save(state)
 
     def down(self) -> list[str]:
         with self._locked():
             state = self._state()
             stopped = []
-            for name in reversed(ORDER):
+            for name in reversed(self._names(state)):
                 piece = state.get("pieces", {}).pop(name, None)
                 if piece and session_members(piece["pid"]):
                     stop_session(piece["pid"])
@@ -146,46 +179,62 @@ class LocalGrid:
             return stopped
 
     def _healthy(self, piece: dict | None, name: str) -> bool:
-        return bool(piece) and alive(piece["pid"]) and HEALTH[name](piece["ports"])
+        return bool(piece) and alive(piece["pid"]) and HEALTH[kind(name)](piece["ports"])
 
-    def _ports(self, name: str, previous: dict | None) -> dict[str, int]:
-        """Reuse the previous ports when they are all free, else pick new ones."""
+    def _ports(self, name: str, previous: dict | None, keep: bool = False) -> dict[str, int]:
+        """Reuse the previous ports when they are all free (or `keep`: still
+        in use by the running piece itself), else pick new ones."""
         old = (previous or {}).get("ports", {})
-        if old and set(old) == set(PORT_NAMES[name]) and not any(port_in_use(p) for p in old.values()):
+        if old and set(old) == set(PORT_NAMES[kind(name)]) and (
+                keep or not any(port_in_use(p) for p in old.values())):
             return old
-        return {p: free_port() for p in PORT_NAMES[name]}
+        return {p: free_port() for p in PORT_NAMES[kind(name)]}
 
-    def _start(self, name: str, pieces: dict, say: Callable[[str], None]) -> None:
+    def _start(self, name: str, pieces: dict, state: dict, say: Callable[[str], None]) -> None:
+        """Start one piece and record it at once, so that nothing started is
+        ever lost track of, even if a later step fails."""
         previous = pieces.get(name)
         if previous:
             # A crashed leader may leave members behind (a raylet holding ports).
             stop_session(previous["pid"])
-        ports = self._ports(name, previous)
         secrets = self.secrets()
+        api_url = f"http://127.0.0.1:{state['api_ports']['api']}"
+        work_root = self.dir / "work"
+        if name == "api":
+            ports = state["api_ports"]
+        else:
+            ports = self._ports(name, previous)
         if name == "s3":
             launch = c.s3_launch(self.dir, ports, secrets)
         elif name == "ray":
-            launch = c.ray_launch(self.home, ports, self.dir / "work")
-        else:
+            launch = c.ray_launch(self.home, ports, work_root, api_url, secrets)
+        elif name == "api":
             launch = c.api_launch(self.dir, {**ports, "s3": pieces["s3"]["ports"]["s3"],
                                              "gcs": pieces["ray"]["ports"]["gcs"]}, secrets)
+        else:
+            n = int(name.split("-")[1])
+            launch = c.worker_launch(self.home, n, ports, pieces["ray"]["ports"]["gcs"], work_root,
+                                     api_url, secrets)
         say(f"starting {name}")
         pid = spawn(launch.argv, launch.env, self.log_path(name), self.dir)
         pieces[name] = {"pid": pid, "ports": ports, "started_at": time.time()}
+        self._save(state)
 
     def _wait_healthy(self, name: str, piece: dict) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S[name]
+        deadline = time.monotonic() + START_TIMEOUT_S[kind(name)]
         while time.monotonic() < deadline:
-            if HEALTH[name](piece["ports"]):
+            if HEALTH[kind(name)](piece["ports"]):
                 return
             if not alive(piece["pid"]):
                 raise RgridError(f"local {name} exited while starting; see {self.log_path(name)}")
             time.sleep(0.1)
-        raise RgridError(f"local {name} did not become healthy in {START_TIMEOUT_S[name]:.0f} s; "
+        raise RgridError(f"local {name} did not become healthy in {START_TIMEOUT_S[kind(name)]:.0f} s; "
                          f"see {self.log_path(name)}")
 
 
-def _url(name: str, ports: dict[str, int]) -> str:
+def _url(name: str, ports: dict[str, int]) -> str | None:
+    if kind(name) == "worker":
+        return None
     if name == "ray":
         return f"http://127.0.0.1:{ports['dashboard']}"
     if name == "api":

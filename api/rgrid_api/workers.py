@@ -1,0 +1,113 @@
+"""The worker registry: agents register their node and heartbeat in place;
+the monitor reads it to find dead nodes; users list it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from rgrid.wire import Status, WorkerRegistration, WorkerView
+from rgrid_api.db.engine import is_postgres
+from rgrid_api.db.models import Attempt, Worker, WorkerHeartbeat
+from rgrid_api.errors import NotFound
+
+LIVE = ("active", "draining")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def register(session: Session, reg: WorkerRegistration) -> None:
+    now = _now()
+    worker = session.get(Worker, reg.id)
+    if worker is None:
+        worker = Worker(id=reg.id, started_at=now)
+        session.add(worker)
+    worker.host_name = reg.host_name
+    worker.resources = reg.resources
+    worker.runtimes = reg.runtimes
+    worker.sandbox = reg.sandbox
+    worker.provider = reg.provider
+    worker.server_id = reg.server_id
+    worker.pid = reg.pid
+    worker.version = reg.version
+    worker.status = "active"
+    worker.ended_at = None
+    session.flush()
+    _beat(session, reg.id, now)
+    session.commit()
+
+
+def _beat(session: Session, worker_id: str, now: datetime) -> None:
+    dialect_insert = pg_insert if is_postgres(session.get_bind()) else sqlite_insert
+    stmt = dialect_insert(WorkerHeartbeat).values(worker_id=worker_id, last_heartbeat_at=now)
+    session.execute(stmt.on_conflict_do_update(index_elements=["worker_id"],
+                                               set_={"last_heartbeat_at": now}))
+
+
+def heartbeat(session: Session, worker_id: str) -> str:
+    """Record a heartbeat; answer the worker's status. A dead worker's
+    heartbeat is not recorded: it has to stop and register anew."""
+    worker = session.get(Worker, worker_id)
+    if worker is None:
+        raise NotFound(f"no worker {worker_id!r}")
+    if worker.status in LIVE:
+        _beat(session, worker_id, _now())
+    session.commit()
+    return worker.status
+
+
+def set_status(session: Session, worker_id: str, status: str) -> None:
+    worker = session.get(Worker, worker_id)
+    if worker is None:
+        raise NotFound(f"no worker {worker_id!r}")
+    if worker.status in LIVE:
+        worker.status = status
+        if status in ("left", "dead"):
+            worker.ended_at = _now()
+    session.commit()
+
+
+def set_ray_node(session: Session, worker_id: str, ray_node_id: str) -> None:
+    session.execute(update(Worker).where(Worker.id == worker_id, Worker.ray_node_id.is_(None))
+                    .values(ray_node_id=ray_node_id))
+
+
+def stale_workers(session: Session, timeout_s: float) -> list[str]:
+    cutoff = _now() - timedelta(seconds=timeout_s)
+    return list(session.scalars(
+        select(Worker.id).join(WorkerHeartbeat, WorkerHeartbeat.worker_id == Worker.id)
+        .where(Worker.status.in_(LIVE), WorkerHeartbeat.last_heartbeat_at < cutoff)
+    ))
+
+
+def list_workers(session: Session, include_ended: bool = False) -> list[WorkerView]:
+    now = _now()
+    running = dict(session.execute(
+        select(Attempt.worker_id, func.count()).where(
+            Attempt.status.in_([Status.DISPATCHED, Status.RUNNING]), Attempt.worker_id.is_not(None))
+        .group_by(Attempt.worker_id)).all())
+    query = (select(Worker, WorkerHeartbeat.last_heartbeat_at)
+             .join(WorkerHeartbeat, WorkerHeartbeat.worker_id == Worker.id, isouter=True)
+             .order_by(Worker.started_at))
+    if not include_ended:
+        query = query.where(Worker.status.in_(LIVE))
+    views = []
+    for worker, beat in session.execute(query):
+        age = (now - _aware(beat)).total_seconds() if beat else None
+        views.append(WorkerView(
+            id=worker.id, host_name=worker.host_name, status=worker.status, heartbeat_age_s=age,
+            running=running.get(worker.id, 0), runtimes=worker.runtimes, sandbox=worker.sandbox,
+            provider=worker.provider, server_id=worker.server_id, pid=worker.pid,
+            ray_node_id=worker.ray_node_id, started_at=worker.started_at))
+    return views
+
+
+def _aware(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; they were stored as UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
