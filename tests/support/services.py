@@ -74,13 +74,14 @@ class RayHead:
 WORKER_TOKEN = "test-worker-token-" + os.urandom(8).hex()
 
 
-def start_ray(root: Path, api_url: str, extra_env: dict[str, str] | None = None) -> RayHead:
+def start_ray(root: Path, api_url: str, extra_env: dict[str, str] | None = None,
+              num_cpus: int | None = None) -> RayHead:
     """A Ray head whose node agent registers with the API at api_url (which
     may start later: the agent keeps trying)."""
     ports = {p: free_port() for p in components.RAY_PORTS}
     root.mkdir(parents=True, exist_ok=True)
     launch = components.ray_launch(root, ports, root / "work", api_url,
-                                   {"worker_token": WORKER_TOKEN})
+                                   {"worker_token": WORKER_TOKEN}, num_cpus)
     launch.env.update(extra_env or {})
     log = root / "ray.log"
     proc = Proc(spawn(launch.argv, launch.env, log, root), log)
@@ -189,3 +190,16 @@ def start_api(root: Path, database_url: str, s3: S3Server, ray: RayHead, public_
 
     wait_until(healthy, 90, "rgrid API", log)
     return ApiServer(url, key, env, proc)
+
+
+def start_worker(root: Path, worker_id: str, head: RayHead, api_url: str,
+                 num_cpus: int = 2) -> Proc:
+    """An extra worker node (agent + raylet) joining the head; its agent
+    leads its process group, so killing the group is a node crash."""
+    ports = {p: free_port() for p in components.WORKER_PORTS}
+    launch = components.worker_launch(root, worker_id, ports, head.ports["gcs"], root / "work",
+                                      api_url, {"worker_token": WORKER_TOKEN}, num_cpus)
+    log = root / f"{worker_id}.log"
+    proc = Proc(spawn(launch.argv, launch.env, log, root), log)
+    wait_until(lambda: components.worker_healthy(ports), 90, f"worker {worker_id}", log)
+    return proc

@@ -82,7 +82,7 @@ def _agent_env(api_url: str, secrets: dict[str, str], work_root: Path) -> dict[s
 
 
 def ray_launch(home: Path, ports: dict[str, int], work_root: Path, api_url: str,
-               secrets: dict[str, str]) -> Launch:
+               secrets: dict[str, str], num_cpus: int | None = None) -> Launch:
     """The Ray head, started through `rgrid worker` (the node agent) so that
     it registers, heartbeats, advertises this machine's runtimes and runs
     attempts in its sandbox."""
@@ -95,19 +95,20 @@ def ray_launch(home: Path, ports: dict[str, int], work_root: Path, api_url: str,
         f"--dashboard-agent-listen-port={p['agent_listen']}",
         f"--dashboard-agent-grpc-port={p['agent_grpc']}", f"--metrics-export-port={p['metrics']}",
         f"--runtime-env-agent-port={p['runtime_env_agent']}",
-        f"--temp-dir={ray_temp_dir(home)}", f"--num-cpus={os.cpu_count() or 1}",
+        f"--temp-dir={ray_temp_dir(home)}",
+        f"--num-cpus={os.cpu_count() or 1 if num_cpus is None else num_cpus}",
         "--disable-usage-stats",
     ]
     return Launch(argv, _agent_env(api_url, secrets, work_root))
 
 
-def worker_launch(home: Path, n: int, ports: dict[str, int], gcs_port: int, work_root: Path,
-                  api_url: str, secrets: dict[str, str]) -> Launch:
-    """Extra worker node n: its own agent and raylet, joining the head on loopback."""
+def worker_launch(home: Path, worker_id: str, ports: dict[str, int], gcs_port: int,
+                  work_root: Path, api_url: str, secrets: dict[str, str], num_cpus: int = 1) -> Launch:
+    """An extra worker node: its own agent and raylet, joining the head on loopback."""
     p = ports
     argv = [
         sys.executable, "-m", "rgrid", "worker", f"--address=127.0.0.1:{gcs_port}",
-        f"--worker-id=local-worker-{n}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
+        f"--worker-id={worker_id}", "--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}",
         f"--dashboard-agent-listen-port={p['agent_listen']}",
         f"--dashboard-agent-grpc-port={p['agent_grpc']}", f"--metrics-export-port={p['metrics']}",
         f"--runtime-env-agent-port={p['runtime_env_agent']}", f"--temp-dir={ray_temp_dir(home)}",

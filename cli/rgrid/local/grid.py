@@ -212,9 +212,8 @@ class LocalGrid:
             launch = c.api_launch(self.dir, {**ports, "s3": pieces["s3"]["ports"]["s3"],
                                              "gcs": pieces["ray"]["ports"]["gcs"]}, secrets)
         else:
-            n = int(name.split("-")[1])
-            launch = c.worker_launch(self.home, n, ports, pieces["ray"]["ports"]["gcs"], work_root,
-                                     api_url, secrets)
+            launch = c.worker_launch(self.home, f"local-{name}", ports, pieces["ray"]["ports"]["gcs"],
+                                     work_root, api_url, secrets)
         say(f"starting {name}")
         pid = spawn(launch.argv, launch.env, self.log_path(name), self.dir)
         pieces[name] = {"pid": pid, "ports": ports, "started_at": time.time()}

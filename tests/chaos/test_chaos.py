@@ -1,0 +1,120 @@
+"""Chaos on a real multi-node cluster on PostgreSQL: nothing is lost and
+nothing completes twice. Slow; CI runs them (marker `slow`)."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+
+import pytest
+
+from rgrid.wire import Status
+from tests.chaos.conftest import Cluster, assert_exactly_once, wait_final
+from tests.support.services import start_api
+
+pytestmark = pytest.mark.slow
+HEARTBEAT_TIMEOUT_S = 10.0
+
+
+def _busy_worker(cluster: Cluster, client) -> str | None:  # type: ignore[no-untyped-def]
+    busy = [w.id for w in client.workers().workers if w.id in cluster.workers and w.running > 0]
+    return random.choice(busy) if busy else None
+
+
+def test_worker_nodes_killed_three_times(cluster: Cluster) -> None:
+    """100 jobs of 1-3 s while a worker node is SIGKILLed three times."""
+    rng = random.Random(7)
+    kills: list[tuple[str, float]] = []
+    with cluster.client() as client:
+        ids = cluster.submit(client, 100, (1.0, 3.0))
+
+        def chaos() -> None:
+            with cluster.client() as watcher:
+                while len(kills) < 3:
+                    time.sleep(rng.uniform(3.0, 7.0))
+                    victim = _busy_worker(cluster, watcher)
+                    if victim is None:
+                        continue
+                    kills.append((victim, cluster.crash(victim)))
+                    cluster.add_worker()
+
+        thread = threading.Thread(target=chaos)
+        thread.start()
+        thread.join(timeout=240)
+        wait_final(client, ids, timeout=300)
+        assert len(kills) == 3
+        assert_exactly_once(cluster, client, ids)
+        delays = []
+        for victim, at in kills:
+            lost = [a for i in ids for a in client.get_execution(i).attempts
+                    if a.worker == victim and a.failure_reason == "worker_lost"]
+            assert lost, f"no attempt was running on {victim}"
+            delays += [a.finished_at.timestamp() - at for a in lost]
+        assert max(delays) <= HEARTBEAT_TIMEOUT_S + 2, delays
+        print(f"\nkill -> requeue: median {sorted(delays)[len(delays) // 2]:.3f} s, "
+              f"max {max(delays):.3f} s over {len(delays)} lost attempts")
+
+
+def test_server_killed_mid_batch_and_restarted(cluster: Cluster) -> None:
+    with cluster.client() as client:
+        ids = cluster.submit(client, 30, (2.0, 4.0), prefix="srv")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(
+                client.get_execution(i).status == Status.RUNNING for i in ids):
+            time.sleep(0.2)
+    os.killpg(cluster.api.proc.pid, signal.SIGKILL)
+    killed_at = time.time()
+    cluster.restart_api()
+    with cluster.client() as client:
+        wait_final(client, ids, timeout=300)
+        assert_exactly_once(cluster, client, ids)
+        finished = max(client.get_execution(i).finished_at.timestamp() for i in ids)
+        print(f"\nserver kill -> batch done: {finished - killed_at:.1f} s")
+
+
+def test_two_servers_never_dispatch_twice(cluster: Cluster) -> None:
+    second = start_api(cluster.root / "api2", cluster.database_url, cluster.s3, cluster.head,
+                       public_s3=cluster.s3.endpoint,
+                       extra_env={"RGRID_LEASE_S": "8", "RGRID_MONITOR_INTERVAL_S": "0.5"})
+    try:
+        with cluster.client() as one, cluster.client(second) as two:
+            ids = cluster.submit(one, 20, (0.5, 1.5), prefix="two-a")
+            ids.update(cluster.submit(two, 20, (0.5, 1.5), prefix="two-b"))
+            wait_final(one, ids, timeout=300)
+            for i in ids:
+                assert len(one.get_execution(i).attempts) == 1, i
+            assert_exactly_once(cluster, one, ids)
+    finally:
+        second.proc.stop()
+
+
+def test_stale_runner_cannot_overwrite_the_new_attempt(cluster: Cluster) -> None:
+    """Partition a worker (SIGSTOP its agent: heartbeats stop, the raylet and
+    the runner go on). The monitor requeues; the stale runner is fenced on its
+    next call and kills its script; only the new attempt's result counts."""
+    with cluster.client() as client:
+        ids = cluster.submit(client, 1, (20.0, 20.0), prefix="stale")
+        (execution_id,) = ids
+        deadline = time.monotonic() + 60
+        worker = None
+        while time.monotonic() < deadline and worker is None:
+            attempts = client.get_execution(execution_id).attempts
+            worker = attempts[-1].worker if attempts and attempts[-1].status == Status.RUNNING else None
+            time.sleep(0.2)
+        assert worker in cluster.workers
+        agent = cluster.workers[worker]
+        os.kill(agent.pid, signal.SIGSTOP)
+        try:
+            wait_final(client, ids, timeout=120)
+        finally:
+            os.kill(agent.pid, signal.SIGCONT)
+        execution = client.get_execution(execution_id)
+        assert [a.status for a in execution.attempts] == ["failed", "succeeded"]
+        assert execution.attempts[0].failure_reason == "worker_lost"
+        assert execution.attempts[1].worker != worker
+        assert_exactly_once(cluster, client, ids)
+    cluster.workers.pop(worker).stop()
+    cluster.add_worker()
