@@ -165,7 +165,13 @@ class Dispatcher:
             for ref in ready:
                 with self._lock:
                     claimed = self._inflight.pop(ref)
-                self._settle(ref, claimed)
+                try:
+                    self._settle(ref, claimed)
+                except Exception:
+                    # No longer renewed by us, the attempt's lease runs out
+                    # and the monitor gives it back: nothing is lost.
+                    log.exception("settling %s attempt %d failed; its lease will expire",
+                                  claimed.execution_id, claimed.attempt)
 
     def _settle(self, ref: ray.ObjectRef, c: Claimed) -> None:
         """A task ended. If its runner reported, the attempt is already final

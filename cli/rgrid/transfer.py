@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
@@ -23,7 +24,8 @@ from rgrid.wire import CompletedPart, ObjectSpec, OutputFile, UploadCompletion, 
 
 CHUNK = 1024 * 1024
 PART_WORKERS = 4
-PART_RETRIES = 3
+# Backoff between tries of one PUT: storage restarting takes a few seconds.
+PUT_BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
 
 Progress = Callable[[int], None]
 
@@ -52,7 +54,8 @@ def _read_range(path: Path, offset: int, length: int, progress: Progress):  # ty
 def _put(http: httpx.Client, url: str, path: Path, offset: int, length: int,
          progress: Progress) -> str:
     last: Exception | None = None
-    for _ in range(PART_RETRIES):
+    for pause in (0.0, *PUT_BACKOFF_S):
+        time.sleep(pause)
         sent = 0
 
         def counted(n: int) -> None:

@@ -8,18 +8,45 @@ host file by linking to it; count and total size are capped.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 import stat
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TypeVar
 
 import httpx
 
 from rgrid.wire import OutputFile, RunnerFile
 
 COPY_CHUNK = 1024 * 1024
+# Storage that restarts answers errors for some seconds; retry transfers
+# this long before the attempt is given up (and requeued).
+BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def _retrying(action: Callable[[], T], what: str) -> T:
+    last: Exception | None = None
+    for pause in (0.0, *BACKOFF_S):
+        time.sleep(pause)
+        try:
+            return action()
+        except httpx.TransportError as exc:
+            last = exc
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code < 500:
+                raise
+            last = exc
+        log.warning("%s failed (%s); retrying", what, last)
+    assert last is not None
+    raise last
 
 
 class OutputLimitExceeded(Exception):
@@ -56,11 +83,15 @@ def fetch(http: httpx.Client, root: Path, files: list[RunnerFile]) -> None:
     for f in files:
         target = safe_join(root, f.path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        with http.stream("GET", f.url) as resp:
-            resp.raise_for_status()
-            with open(target, "wb") as out:
-                for chunk in resp.iter_bytes(COPY_CHUNK):
-                    out.write(chunk)
+        _retrying(lambda f=f, target=target: _download(http, f.url, target), f"download of {f.path}")
+
+
+def _download(http: httpx.Client, url: str, target: Path) -> None:
+    with http.stream("GET", url) as resp:
+        resp.raise_for_status()
+        with open(target, "wb") as out:
+            for chunk in resp.iter_bytes(COPY_CHUNK):
+                out.write(chunk)
 
 
 def _walk(root: Path):  # type: ignore[no-untyped-def]
@@ -103,6 +134,11 @@ def changed_files(root: Path, before: Snapshot, limits: OutputLimits) -> list[st
 
 
 def upload(http: httpx.Client, root: Path, rel: str, url: str) -> OutputFile:
+    """PUT one output (retried while storage errs)."""
+    return _retrying(lambda: _upload_once(http, root, rel, url), f"upload of {rel}")
+
+
+def _upload_once(http: httpx.Client, root: Path, rel: str, url: str) -> OutputFile:
     """PUT one output, streaming, hashing the bytes as they are sent."""
     path = safe_join(root, rel)
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)

@@ -17,6 +17,7 @@ from sqlalchemy import create_engine
 
 from rgrid.client import Client
 from rgrid.config import Target
+from rgrid.errors import RgridError
 from rgrid.local.procs import free_port
 from rgrid.transfer import sha256_file, upload_missing
 from rgrid.wire import ExecutionCreate, InputFile, Status
@@ -99,8 +100,13 @@ class Cluster:
 
 
 def wait_final(client: Client, ids: dict[str, str], timeout: float) -> None:
+    """Wait until every execution ended; the API may be briefly unavailable
+    while a scenario restarts something under it."""
     def done() -> bool:
-        return all(Status(client.get_execution(i).status).final for i in ids)
+        try:
+            return all(Status(client.get_execution(i).status).final for i in ids)
+        except RgridError:
+            return False
 
     wait_until(done, timeout, "all executions to end")
 
@@ -120,7 +126,11 @@ def assert_exactly_once(cluster: Cluster, client: Client, ids: dict[str, str]) -
     engine.dispose()
     assert len(rows) == len(ids)
     for execution_id, succeeded, outputs, output_attempt, winning_attempt in rows:
-        assert (succeeded, outputs) == (1, 1), execution_id
+        if (succeeded, outputs) != (1, 1):
+            e = client.get_execution(execution_id)
+            detail = [(a.number, a.worker, a.status, a.failure_reason) for a in e.attempts]
+            logs = "".join(c.data for c in client.logs(execution_id).chunks)[-500:]
+            raise AssertionError(f"{execution_id} {e.status} {e.failure_reason} {detail} {logs}")
         assert output_attempt == winning_attempt, execution_id
     for execution_id, name in ids.items():
         execution = client.get_execution(execution_id)

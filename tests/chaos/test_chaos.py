@@ -9,11 +9,15 @@ import signal
 import threading
 import time
 
-import pytest
+from pathlib import Path
 
-from rgrid.wire import Status
+import pytest
+from sqlalchemy import create_engine
+
+from rgrid.transfer import sha256_file, upload_missing
+from rgrid.wire import ObjectSpec, Status
 from tests.chaos.conftest import Cluster, assert_exactly_once, wait_final
-from tests.support.services import start_api
+from tests.support.services import Postgres, S3Server, start_api
 
 pytestmark = pytest.mark.slow
 HEARTBEAT_TIMEOUT_S = 10.0
@@ -118,3 +122,47 @@ def test_stale_runner_cannot_overwrite_the_new_attempt(cluster: Cluster) -> None
         assert_exactly_once(cluster, client, ids)
     cluster.workers.pop(worker).stop()
     cluster.add_worker()
+
+
+def test_database_restarted_and_connections_killed(cluster: Cluster, postgres: Postgres) -> None:
+    """pg_terminate_backend on every server connection during work, then a
+    restart of PostgreSQL itself: the server reconnects, nothing is lost."""
+    admin = create_engine(postgres.url.replace("postgresql://", "postgresql+psycopg://"),
+                          isolation_level="AUTOCOMMIT")
+    database = cluster.database_url.rsplit("/", 1)[1]
+    with cluster.client() as client:
+        ids = cluster.submit(client, 30, (1.0, 3.0), prefix="db")
+        time.sleep(3)
+        with admin.connect() as conn:
+            killed = conn.exec_driver_sql(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = %(db)s AND pid <> pg_backend_pid()", {"db": database}).scalar()
+        admin.dispose()
+        assert killed > 0
+        time.sleep(3)
+        postgres.restart()
+        wait_final(client, ids, timeout=300)
+        assert_exactly_once(cluster, client, ids)
+
+
+def test_storage_restarted_mid_upload_and_mid_output(cluster: Cluster, s3: S3Server,
+                                                     tmp_path: Path) -> None:
+    """Restart the S3 server while a large input goes up in parts and while
+    runners upload outputs: transfers are retried or attempts requeued, and
+    no half-written object is presented as an input or an output."""
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(40 * 1024 * 1024))
+    sha = sha256_file(big)
+    with cluster.client() as client:
+        ids = cluster.submit(client, 30, (0.5, 2.0), prefix="s3")
+        restart = threading.Timer(0.3, s3.restart)
+        restart.start()
+        sent = upload_missing(client, {sha: big}, {sha: big.stat().st_size},
+                              lambda _t: lambda _n: None)
+        restart.join()
+        assert sent == big.stat().st_size
+        assert not client.plan_uploads([ObjectSpec(sha256=sha, size=big.stat().st_size)]).missing
+        time.sleep(1)
+        s3.restart()
+        wait_final(client, ids, timeout=300)
+        assert_exactly_once(cluster, client, ids)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -37,9 +38,18 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str, log: Path |
 class Proc:
     pid: int
     log: Path
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+    stop_signal: signal.Signals = signal.SIGTERM
 
     def stop(self) -> None:
-        stop_session(self.pid, grace_s=10)
+        stop_session(self.pid, grace_s=10, first=self.stop_signal)
+
+    def restart(self) -> None:
+        """Stop and start the same command again (same ports, same data)."""
+        self.stop()
+        self.pid = spawn(self.argv, self.env, self.log, self.cwd or self.log.parent)
 
 
 @dataclass
@@ -50,6 +60,11 @@ class S3Server:
     proc: Proc
     ports: dict[str, int] = field(default_factory=dict)
 
+    def restart(self) -> None:
+        self.proc.restart()
+        wait_until(lambda: components.s3_healthy(self.ports), 60, "SeaweedFS after restart",
+                   self.proc.log)
+
 
 def start_s3(root: Path) -> S3Server:
     ports = {p: free_port() for p in components.S3_PORTS}
@@ -57,7 +72,7 @@ def start_s3(root: Path) -> S3Server:
     root.mkdir(parents=True, exist_ok=True)
     launch = components.s3_launch(root, ports, secrets)
     log = root / "weed.log"
-    proc = Proc(spawn(launch.argv, launch.env, log, root), log)
+    proc = Proc(spawn(launch.argv, launch.env, log, root), log, launch.argv, launch.env, root)
     wait_until(lambda: components.s3_healthy(ports), 60, "SeaweedFS", log)
     return S3Server(f"127.0.0.1:{ports['s3']}", secrets["s3_access_key"], secrets["s3_secret_key"],
                     proc, ports)
@@ -95,6 +110,11 @@ class Postgres:
     url: str
     proc: Proc
     datadir: Path
+    ready: Callable[[], bool]
+
+    def restart(self) -> None:
+        self.proc.restart()
+        wait_until(self.ready, 60, "PostgreSQL after restart", self.proc.log)
 
 
 def _pg_tool(name: str) -> str:
@@ -126,7 +146,9 @@ def start_postgres() -> Postgres:
     log = root / "postgres.log"
     argv = [*drop, _pg_tool("postgres"), "-D", str(datadir), "-p", str(port), "-h", "127.0.0.1",
             "-k", str(root), "-c", "fsync=off", "-c", "max_connections=200"]
-    proc = Proc(spawn(argv, dict(os.environ), log, root), log)
+    # SIGINT: PostgreSQL's fast shutdown (SIGTERM would wait for every client).
+    proc = Proc(spawn(argv, dict(os.environ), log, root), log, argv, dict(os.environ), root,
+                signal.SIGINT)
 
     def ready() -> bool:
         r = subprocess.run([_pg_tool("pg_isready"), "-h", "127.0.0.1", "-p", str(port)],
@@ -136,7 +158,7 @@ def start_postgres() -> Postgres:
     wait_until(ready, 60, "PostgreSQL", log)
     subprocess.run([_pg_tool("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "rgrid", "rgrid"],
                    check=True, capture_output=True)
-    return Postgres(f"postgresql://rgrid@127.0.0.1:{port}/rgrid", proc, datadir)
+    return Postgres(f"postgresql://rgrid@127.0.0.1:{port}/rgrid", proc, datadir, ready)
 
 
 @dataclass

@@ -86,9 +86,11 @@ def _signal_session(sid: int, sig: signal.Signals) -> None:
             pass
 
 
-def stop_session(sid: int, grace_s: float = STOP_GRACE_S) -> None:
-    """SIGTERM the session's processes, SIGKILL whatever is left after the grace period."""
-    _signal_session(sid, signal.SIGTERM)
+def stop_session(sid: int, grace_s: float = STOP_GRACE_S,
+                 first: signal.Signals = signal.SIGTERM) -> None:
+    """Signal the session's processes (SIGTERM unless told), SIGKILL whatever
+    is left after the grace period."""
+    _signal_session(sid, first)
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
         if not session_members(sid):
