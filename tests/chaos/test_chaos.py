@@ -110,6 +110,7 @@ def test_stale_runner_cannot_overwrite_the_new_attempt(cluster: Cluster) -> None
             time.sleep(0.2)
         assert worker in cluster.workers
         agent = cluster.workers[worker]
+        stopped_at = time.time()
         os.kill(agent.pid, signal.SIGSTOP)
         try:
             wait_final(client, ids, timeout=120)
@@ -120,6 +121,9 @@ def test_stale_runner_cannot_overwrite_the_new_attempt(cluster: Cluster) -> None
         assert execution.attempts[0].failure_reason == "worker_lost"
         assert execution.attempts[1].worker != worker
         assert_exactly_once(cluster, client, ids)
+        requeue = execution.attempts[0].finished_at.timestamp() - stopped_at
+        assert requeue <= HEARTBEAT_TIMEOUT_S + 2
+        print(f"\npartition -> requeue (heartbeat path): {requeue:.1f} s")
     cluster.workers.pop(worker).stop()
     cluster.add_worker()
 

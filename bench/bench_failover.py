@@ -1,0 +1,96 @@
+"""Failover timings on a local grid with extra worker nodes.
+
+A worker node is frozen (SIGSTOP on its agent's process group: a hung or
+partitioned machine, where no task visibly dies). Measured from the freeze:
+- Ray's own node-death detection (the node shows as dead in ray.nodes()),
+- rgrid's requeue of the attempts that ran there (heartbeat timeout path),
+- completion of those executions elsewhere.
+A crash where processes die (SIGKILL) is covered by tests/chaos: Ray reports
+the task's death at once and rgrid requeues within milliseconds.
+
+Run by hand:  uv run python bench/bench_failover.py [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+JOB = "import time\ntime.sleep(20)\nprint('done')\n"
+
+
+def main() -> None:
+    rounds = argparse.ArgumentParser()
+    rounds.add_argument("--rounds", type=int, default=3)
+    n = rounds.parse_args().rounds
+    work = Path(tempfile.mkdtemp(prefix="rgrid-bench-failover-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_")}
+    env["RGRID_HOME"] = str(work / "home")
+    (work / "job.py").write_text(JOB)
+
+    def rgrid(*args: str) -> str:
+        return subprocess.run([sys.executable, "-m", "rgrid", *args], cwd=work, env=env, text=True,
+                              capture_output=True, check=True).stdout
+
+    import ray  # noqa: PLC0415 - only the benchmark is a Ray driver
+
+    results = []
+    try:
+        for r in range(n):
+            rgrid("local", "up", "--workers", "1")
+            state = json.loads((work / "home" / "local" / "state.json").read_text())
+            gcs = state["pieces"]["ray"]["ports"]["gcs"]
+            os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+            ray.init(address=f"127.0.0.1:{gcs}", logging_level="ERROR", log_to_driver=False)
+            ids = [rgrid("run", "-d", "job.py").strip() for _ in range(4)]
+            victim = f"local-worker-1"
+            deadline = time.time() + 60
+            while time.time() < deadline:
+                listing = json.loads(rgrid("workers", "--json"))["workers"]
+                if any(w["id"] == victim and w["running"] > 0 for w in listing):
+                    break
+                time.sleep(0.2)
+            node = next(nd["NodeID"] for nd in ray.nodes()
+                        if f"rgrid_worker_{victim}" in nd["Resources"] and nd["Alive"])
+            pgid = state["pieces"]["worker-1"]["pid"]
+            frozen = time.time()
+            os.killpg(pgid, signal.SIGSTOP)
+            t_ray = t_requeue = t_done = None
+            while time.time() < frozen + 120 and None in (t_ray, t_requeue, t_done):
+                now = time.time() - frozen
+                if t_ray is None and not any(nd["Alive"] for nd in ray.nodes() if nd["NodeID"] == node):
+                    t_ray = now
+                statuses = [json.loads(rgrid("status", i, "--json")) for i in ids]
+                lost = [a for s in statuses for a in s["attempts"]
+                        if a["worker"] == victim and a["failure_reason"] == "worker_lost"]
+                if t_requeue is None and lost:
+                    t_requeue = now
+                if t_done is None and lost and all(s["status"] == "succeeded" for s in statuses):
+                    t_done = now
+                time.sleep(0.1)
+            os.killpg(pgid, signal.SIGKILL)
+            ray.shutdown()
+            rgrid("local", "down")
+            results.append((t_ray, t_requeue, t_done))
+            print(f"round {r + 1}: ray node dead {t_ray:.1f} s, rgrid requeue {t_requeue:.1f} s, "
+                  f"completed elsewhere {t_done:.1f} s (jobs take 20 s)")
+    finally:
+        subprocess.run([sys.executable, "-m", "rgrid", "local", "down"], cwd=work, env=env,
+                       capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+    for label, column in (("ray node death", 0), ("rgrid requeue", 1), ("completion", 2)):
+        values = [x[column] for x in results if x[column] is not None]
+        print(f"{label:<15}: median {statistics.median(values):.1f} s, max {max(values):.1f} s")
+
+
+if __name__ == "__main__":
+    main()
