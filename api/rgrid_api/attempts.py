@@ -98,7 +98,7 @@ def start_attempt(session: Session, storage: Storage, execution_id: str, attempt
         if worker.status != "active":
             # A draining or dead node takes no new work; this is no fault of
             # the execution, so it does not count against its retries.
-            _requeue(execution, row, now, reason="worker_draining", counted=False)
+            _requeue(execution, row, now, reason=FailureReason.WORKER_LOST, counted=False)
             session.commit()
             raise StaleAttempt(f"worker {start.worker_id} takes no new work")
         if start.ray_node_id:

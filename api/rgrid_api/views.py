@@ -19,5 +19,6 @@ def execution_view(e: Execution) -> ExecutionView:
         resources=Resources(cpu=e.cpu, memory_mb=e.memory_mb, timeout_s=e.timeout_s),
         created_at=e.created_at, started_at=e.started_at, finished_at=e.finished_at,
         exit_code=e.exit_code, failure_reason=e.failure_reason, duration_s=e.duration_s,
+        retry_of=e.retry_of,
         attempts=[attempt_view(a) for a in e.attempts],
     )

@@ -146,6 +146,7 @@ class ExecutionView(BaseModel):
     exit_code: int | None = None
     failure_reason: FailureReason | None = None
     duration_s: float | None = None
+    retry_of: str | None = None
     attempts: list[AttemptView] = []
 
 

@@ -17,7 +17,8 @@ from sqlalchemy import create_engine
 from rgrid.transfer import sha256_file, upload_missing
 from rgrid.wire import ObjectSpec, Status
 from tests.chaos.conftest import Cluster, assert_exactly_once, wait_final
-from tests.support.services import Postgres, S3Server, start_api
+from rgrid.local.procs import session_members
+from tests.support.services import Postgres, S3Server, start_api, wait_until
 
 pytestmark = pytest.mark.slow
 HEARTBEAT_TIMEOUT_S = 10.0
@@ -170,3 +171,32 @@ def test_storage_restarted_mid_upload_and_mid_output(cluster: Cluster, s3: S3Ser
         s3.restart()
         wait_final(client, ids, timeout=300)
         assert_exactly_once(cluster, client, ids)
+
+
+def test_graceful_stop_drains_the_node(cluster: Cluster) -> None:
+    """SIGTERM to a node agent: the node takes no new work, what runs there
+    finishes there, then the node leaves."""
+    with cluster.client() as client:
+        ids = cluster.submit(client, 1, (8.0, 8.0), prefix="drain")
+        (execution_id,) = ids
+        deadline = time.monotonic() + 60
+        worker = None
+        while time.monotonic() < deadline and worker is None:
+            attempts = client.get_execution(execution_id).attempts
+            worker = attempts[-1].worker if attempts and attempts[-1].status == Status.RUNNING else None
+            time.sleep(0.2)
+        agent = cluster.workers.pop(worker)
+        os.kill(agent.pid, signal.SIGTERM)
+
+        def worker_status() -> str:
+            return next(w.status for w in client.workers(include_ended=True).workers if w.id == worker)
+
+        wait_until(lambda: worker_status() == "draining", 20, "the node to drain")
+        later = cluster.submit(client, 4, (0.5, 0.5), prefix="during-drain")
+        wait_final(client, {**ids, **later}, timeout=120)
+        assert_exactly_once(cluster, client, {**ids, **later})
+        assert [a.worker for a in client.get_execution(execution_id).attempts] == [worker]
+        assert all(a.worker != worker for i in later for a in client.get_execution(i).attempts)
+        wait_until(lambda: worker_status() == "left", 60, "the node to leave")
+        wait_until(lambda: not session_members(agent.pid), 30, "the node's processes to end")
+    cluster.add_worker()

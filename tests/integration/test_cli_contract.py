@@ -232,3 +232,17 @@ def test_output_that_would_escape_the_output_dir_is_refused(tmp_path: Path,
     assert result.returncode == 2
     assert "refusing output path 'report/x.txt'" in one_line_error(result)
     assert not (outside / "x.txt").exists()
+
+
+def test_retry_runs_again_as_a_linked_execution(tmp_path: Path, rgrid_env: dict[str, str]) -> None:
+    (tmp_path / "flaky.py").write_text("import sys\nprint('try')\nsys.exit(4)\n")
+    first = run_cli(["run", "flaky.py"], tmp_path, rgrid_env)
+    assert first.returncode == 4
+    old = json.loads(run_cli(["list", "--json", "--limit", "1"], tmp_path, rgrid_env).stdout)["executions"][0]
+    retried = run_cli(["retry", old["id"], "--json"], tmp_path, rgrid_env)
+    assert retried.returncode == 0, retried.stderr
+    new = json.loads(retried.stdout)
+    assert new["id"] != old["id"] and new["retry_of"] == old["id"]
+    final = wait_for_status(rgrid_env, tmp_path, new["id"], {"succeeded", "failed"})
+    assert final["exit_code"] == 4 and len(final["attempts"]) == 1
+    assert run_cli(["logs", new["id"]], tmp_path, rgrid_env).stdout == "try\n"

@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -58,6 +59,18 @@ def test_local_grid_lifecycle(tmp_path: Path, local_env: dict[str, str]) -> None
     state = pieces(local_env, project)
     assert {p["state"] for p in state.values()} == {"running"}
     assert all(p["url"].startswith("http://127.0.0.1:") for p in state.values())
+
+    # More nodes: each its own agent and raylet, registered and heartbeating.
+    assert run_cli(["local", "up", "--workers", "1"], project, local_env, timeout=240).returncode == 0
+    assert pieces(local_env, project)["worker-1"]["state"] == "running"
+    deadline = time.monotonic() + 30
+    listed: list[dict] = []
+    while len(listed) < 2 and time.monotonic() < deadline:
+        listed = json.loads(run_cli(["workers", "--json"], project, local_env).stdout)["workers"]
+        time.sleep(0.2)
+    assert sorted(w["id"] for w in listed) == ["local-head", "local-worker-1"]
+    assert all(w["status"] == "active" and w["heartbeat_age_s"] < 5 and w["pid"] for w in listed)
+    state = pieces(local_env, project)
 
     # A crashed piece is reported, and `up` repairs it.
     os.killpg(state["s3"]["pid"], signal.SIGKILL)

@@ -56,3 +56,34 @@ def test_upgrade_postgres(postgres: Postgres) -> None:
 def test_upgrade_error_is_reported(url: str) -> None:
     result = upgrade(url)
     assert result.returncode != 0
+
+
+def _transitions_refused(url: str) -> None:
+    """The database itself refuses leaving a final state, whoever writes."""
+    assert upgrade(url).returncode == 0
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO executions (id, owner, status, script_name, script_sha256, args, inputs, env,"
+            " runtime, cpu, memory_mb, timeout_s, retries, attempt, cancel_requested, created_at,"
+            " network, lost_attempts) VALUES ('t1', 'o', 'queued', 's.py', 'x', '[]', '[]', '{}',"
+            " 'python:3.11', 1, 64, 60, 0, 0, false, CURRENT_TIMESTAMP, true, 0)")
+        conn.exec_driver_sql("UPDATE executions SET status = 'cancelled' WHERE id = 't1'")
+    for illegal in ("queued", "running", "succeeded"):
+        with pytest.raises(Exception, match="transition|cannot go"):  # noqa: B017 - driver-specific type
+            with engine.begin() as conn:
+                conn.exec_driver_sql(f"UPDATE executions SET status = '{illegal}' WHERE id = 't1'")
+    engine.dispose()
+
+
+def test_transitions_enforced_sqlite(tmp_path: Path) -> None:
+    _transitions_refused(f"sqlite:///{tmp_path / 'tr.db'}")
+
+
+def test_transitions_enforced_postgres(postgres: Postgres) -> None:
+    admin = create_engine(postgres.url.replace("postgresql://", "postgresql+psycopg://"),
+                          isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql("CREATE DATABASE transitions_check")
+    admin.dispose()
+    _transitions_refused(postgres.url.rsplit("/", 1)[0] + "/transitions_check")
