@@ -41,6 +41,9 @@ def main() -> None:
         return subprocess.run([sys.executable, "-m", "rgrid", *args], cwd=work, env=env, text=True,
                               capture_output=True, check=True).stdout
 
+    # Ray reads this when imported: without it the driver looks for its
+    # raylet on the machine's outward address instead of loopback.
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     import ray  # noqa: PLC0415 - only the benchmark is a Ray driver
 
     results = []
@@ -49,10 +52,9 @@ def main() -> None:
             rgrid("local", "up", "--workers", "1")
             state = json.loads((work / "home" / "local" / "state.json").read_text())
             gcs = state["pieces"]["ray"]["ports"]["gcs"]
-            os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
             ray.init(address=f"127.0.0.1:{gcs}", logging_level="ERROR", log_to_driver=False)
             ids = [rgrid("run", "-d", "job.py").strip() for _ in range(4)]
-            victim = f"local-worker-1"
+            victim = "local-worker-1"
             deadline = time.time() + 60
             while time.time() < deadline:
                 listing = json.loads(rgrid("workers", "--json"))["workers"]
@@ -82,7 +84,7 @@ def main() -> None:
             rgrid("local", "down")
             results.append((t_ray, t_requeue, t_done))
             print(f"round {r + 1}: ray node dead {t_ray:.1f} s, rgrid requeue {t_requeue:.1f} s, "
-                  f"completed elsewhere {t_done:.1f} s (jobs take 20 s)")
+                  f"completed elsewhere {t_done:.1f} s (jobs take 20 s)", flush=True)
     finally:
         subprocess.run([sys.executable, "-m", "rgrid", "local", "down"], cwd=work, env=env,
                        capture_output=True)
