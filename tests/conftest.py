@@ -81,7 +81,7 @@ def sqlite_api_port() -> int:
 def ray_head(services_root: Path, sqlite_api_port: int) -> Iterator[RayHead]:
     head = start_ray(services_root / "ray", f"http://127.0.0.1:{sqlite_api_port}", _worker_env())
     yield head
-    head.proc.stop()
+    head.stop()
 
 
 @pytest.fixture(scope="session")
@@ -93,7 +93,7 @@ def postgres() -> Iterator[Postgres]:
         pytest.skip(message)
     pg = start_postgres()
     yield pg
-    pg.proc.stop()
+    pg.stop()
 
 
 def _database_url(request: pytest.FixtureRequest, backend: str, root: Path) -> str:

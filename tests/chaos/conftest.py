@@ -162,4 +162,4 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, postgres: Postgres, s3: S3
     for proc in c.workers.values():
         proc.stop()
     c.api.proc.stop()
-    head.proc.stop()
+    head.stop()

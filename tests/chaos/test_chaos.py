@@ -24,6 +24,17 @@ pytestmark = pytest.mark.slow
 HEARTBEAT_TIMEOUT_S = 10.0
 
 
+def running_on(client, execution_id: str) -> str:  # type: ignore[no-untyped-def]
+    """The worker an execution's current attempt runs on, once it runs."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        attempts = client.get_execution(execution_id).attempts
+        if attempts and attempts[-1].status == Status.RUNNING:
+            return attempts[-1].worker
+        time.sleep(0.2)
+    raise AssertionError(f"{execution_id} did not start")
+
+
 def _busy_worker(cluster: Cluster, client) -> str | None:  # type: ignore[no-untyped-def]
     busy = [w.id for w in client.workers().workers if w.id in cluster.workers and w.running > 0]
     return random.choice(busy) if busy else None
@@ -103,12 +114,7 @@ def test_stale_runner_cannot_overwrite_the_new_attempt(cluster: Cluster) -> None
     with cluster.client() as client:
         ids = cluster.submit(client, 1, (20.0, 20.0), prefix="stale")
         (execution_id,) = ids
-        deadline = time.monotonic() + 60
-        worker = None
-        while time.monotonic() < deadline and worker is None:
-            attempts = client.get_execution(execution_id).attempts
-            worker = attempts[-1].worker if attempts and attempts[-1].status == Status.RUNNING else None
-            time.sleep(0.2)
+        worker = running_on(client, execution_id)
         assert worker in cluster.workers
         agent = cluster.workers[worker]
         stopped_at = time.time()
@@ -179,12 +185,7 @@ def test_graceful_stop_drains_the_node(cluster: Cluster) -> None:
     with cluster.client() as client:
         ids = cluster.submit(client, 1, (8.0, 8.0), prefix="drain")
         (execution_id,) = ids
-        deadline = time.monotonic() + 60
-        worker = None
-        while time.monotonic() < deadline and worker is None:
-            attempts = client.get_execution(execution_id).attempts
-            worker = attempts[-1].worker if attempts and attempts[-1].status == Status.RUNNING else None
-            time.sleep(0.2)
+        worker = running_on(client, execution_id)
         agent = cluster.workers.pop(worker)
         os.kill(agent.pid, signal.SIGTERM)
 

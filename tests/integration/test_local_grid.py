@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from rgrid.local.components import ray_temp_dir
 from rgrid.local.procs import session_members
 from tests.conftest import run_cli
 
@@ -26,6 +27,7 @@ def local_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     env["RGRID_HOME"] = str(tmp_path / "home")
     yield env
     run_cli(["local", "down"], tmp_path, env)
+    shutil.rmtree(ray_temp_dir(Path(env["RGRID_HOME"])), ignore_errors=True)
 
 
 def pieces(env: dict[str, str], cwd: Path) -> dict[str, dict]:

@@ -43,13 +43,17 @@ def test_upgrade_sqlite(tmp_path: Path) -> None:
     check(f"sqlite:///{tmp_path / 'fresh.db'}")
 
 
-def test_upgrade_postgres(postgres: Postgres) -> None:
+def fresh_database(postgres: Postgres, name: str) -> str:
     admin = create_engine(postgres.url.replace("postgresql://", "postgresql+psycopg://"),
                           isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.exec_driver_sql("CREATE DATABASE fresh_upgrade")
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
     admin.dispose()
-    check(postgres.url.rsplit("/", 1)[0] + "/fresh_upgrade")
+    return postgres.url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def test_upgrade_postgres(postgres: Postgres) -> None:
+    check(fresh_database(postgres, "fresh_upgrade"))
 
 
 @pytest.mark.parametrize("url", ["sqlite:////nonexistent/dir/x.db"])
@@ -81,9 +85,4 @@ def test_transitions_enforced_sqlite(tmp_path: Path) -> None:
 
 
 def test_transitions_enforced_postgres(postgres: Postgres) -> None:
-    admin = create_engine(postgres.url.replace("postgresql://", "postgresql+psycopg://"),
-                          isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql("CREATE DATABASE transitions_check")
-    admin.dispose()
-    _transitions_refused(postgres.url.rsplit("/", 1)[0] + "/transitions_check")
+    _transitions_refused(fresh_database(postgres, "transitions_check"))

@@ -84,6 +84,13 @@ class RayHead:
     dashboard: str
     proc: Proc
     ports: dict[str, int] = field(default_factory=dict)
+    temp_dir: Path | None = None
+
+    def stop(self) -> None:
+        """Stop the head and remove Ray's temp dir (sessions, sockets, logs)."""
+        self.proc.stop()
+        if self.temp_dir is not None:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
 WORKER_TOKEN = "test-worker-token-" + os.urandom(8).hex()
@@ -102,7 +109,7 @@ def start_ray(root: Path, api_url: str, extra_env: dict[str, str] | None = None,
     proc = Proc(spawn(launch.argv, launch.env, log, root), log)
     wait_until(lambda: components.ray_healthy(ports), 120, "Ray head", log)
     return RayHead(f"127.0.0.1:{ports['gcs']}", f"http://127.0.0.1:{ports['dashboard']}", proc,
-                   ports)
+                   ports, components.ray_temp_dir(root))
 
 
 @dataclass
@@ -115,6 +122,10 @@ class Postgres:
     def restart(self) -> None:
         self.proc.restart()
         wait_until(self.ready, 60, "PostgreSQL after restart", self.proc.log)
+
+    def stop(self) -> None:
+        self.proc.stop()
+        shutil.rmtree(self.datadir.parent, ignore_errors=True)
 
 
 def _pg_tool(name: str) -> str:
