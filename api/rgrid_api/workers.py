@@ -36,6 +36,7 @@ def register(session: Session, reg: WorkerRegistration) -> None:
     worker.server_id = reg.server_id
     worker.pid = reg.pid
     worker.version = reg.version
+    worker.ray_node_id = reg.ray_node_id or worker.ray_node_id
     worker.status = "active"
     worker.ended_at = None
     session.flush()

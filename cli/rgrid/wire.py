@@ -195,6 +195,7 @@ class WorkerRegistration(BaseModel):
     server_id: str | None = None
     pid: int | None = None
     version: str = "0"
+    ray_node_id: str | None = None
 
 
 class WorkerAck(BaseModel):

@@ -25,6 +25,7 @@ from rgrid.wire import WorkerAck, WorkerRegistration
 log = logging.getLogger(__name__)
 
 DRAIN_POLL_S = 1.0
+NODE_ID_WAIT_S = 30.0
 RAYLET_STOP_GRACE_S = 15.0
 
 
@@ -55,16 +56,22 @@ class NodeAgent:
         signal.signal(signal.SIGTERM, lambda *_: self._drain.set())
         signal.signal(signal.SIGINT, lambda *_: self._drain.set())
         self.raylet = subprocess.Popen(self.raylet_argv, env=self.raylet_env)
+        started = time.monotonic()
         registered = False
+        node_id: str | None = None
         while True:
             if self.raylet.poll() is not None:
                 log.error("raylet exited with %s; the node is gone", self.raylet.returncode)
-                self._post("leave")
+                self._post(f"{self.worker_id}/leave")
                 return self.raylet.returncode or 1
             if self._drain.is_set():
                 return self._drain_and_leave()
-            if not registered:
-                registered = self._post("register", self.config.registration) is not None
+            if not registered or (node_id is None and time.monotonic() - started < NODE_ID_WAIT_S):
+                # Register at once (attempts may start as soon as the raylet
+                # joins); register again, an upsert, once Ray names the node.
+                node_id = self._ray_node_id()
+                registration = self.config.registration.model_copy(update={"ray_node_id": node_id})
+                registered = self._post("register", registration) is not None or registered
             else:
                 ack = self._post(f"{self.worker_id}/heartbeat")
                 if ack is not None and ack.status == "dead":
@@ -101,21 +108,37 @@ class NodeAgent:
         self._post(f"{self.worker_id}/leave")
         return 0
 
+    def _gcs(self):  # type: ignore[no-untyped-def]
+        from ray._raylet import GcsClient
+
+        return GcsClient(address=self.config.gcs_address)
+
+    def _ray_node_id(self) -> str | None:
+        """This node's id in Ray: the alive node carrying our marker resource."""
+        if not self.config.gcs_address:
+            return None
+        marker = f"rgrid_worker_{self.worker_id}"
+        try:
+            for node_id, info in self._gcs().get_all_node_info().items():
+                if marker in info.resources_total and info.state == 0:  # 0: ALIVE
+                    return node_id.hex()
+        except Exception as exc:  # noqa: BLE001 - the GCS may still be starting
+            log.info("Ray node id not known yet: %s", exc)
+        return None
+
     def _drain_in_ray(self) -> None:
         """Ask Ray's GCS to place nothing more on this node."""
-        if not self.config.gcs_address:
+        node_id = self._ray_node_id()
+        if node_id is None:
             return
         try:
-            from ray._raylet import GcsClient
             from ray.core.generated import autoscaler_pb2
 
-            gcs = GcsClient(address=self.config.gcs_address)
-            marker = f"rgrid_worker_{self.worker_id}"
-            for node_id, info in gcs.get_all_node_info().items():
-                resources = getattr(info, "resources_total", {}) or {}
-                if marker in resources and getattr(info, "state", 0) == 0:
-                    gcs.drain_node(node_id.hex(), autoscaler_pb2.DrainNodeReason.Value(
-                        "DRAIN_NODE_REASON_PREEMPTION"), "rgrid worker stopping", 0)
+            accepted, why = self._gcs().drain_node(
+                node_id, autoscaler_pb2.DrainNodeReason.Value("DRAIN_NODE_REASON_PREEMPTION"),
+                "rgrid worker stopping", 0)
+            if not accepted:
+                log.warning("Ray refused to drain the node: %s", why)
         except Exception as exc:  # noqa: BLE001 - drain is best effort; the API refuses new work anyway
             log.warning("could not drain the node in Ray: %s", exc)
 

@@ -72,6 +72,7 @@ def test_local_grid_lifecycle(tmp_path: Path, local_env: dict[str, str]) -> None
         time.sleep(0.2)
     assert sorted(w["id"] for w in listed) == ["local-head", "local-worker-1"]
     assert all(w["status"] == "active" and w["heartbeat_age_s"] < 5 and w["pid"] for w in listed)
+    assert all(len(w["ray_node_id"] or "") == 56 for w in listed)
     state = pieces(local_env, project)
 
     # A crashed piece is reported, and `up` repairs it.
