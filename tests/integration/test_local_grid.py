@@ -65,14 +65,18 @@ def test_local_grid_lifecycle(tmp_path: Path, local_env: dict[str, str]) -> None
     # More nodes: each its own agent and raylet, registered and heartbeating.
     assert run_cli(["local", "up", "--workers", "1"], project, local_env, timeout=240).returncode == 0
     assert pieces(local_env, project)["worker-1"]["state"] == "running"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 40
     listed: list[dict] = []
-    while len(listed) < 2 and time.monotonic() < deadline:
+
+    def registered_with_node_ids() -> bool:
+        return len(listed) == 2 and all(len(w["ray_node_id"] or "") == 56 for w in listed)
+
+    while not registered_with_node_ids() and time.monotonic() < deadline:
         listed = json.loads(run_cli(["workers", "--json"], project, local_env).stdout)["workers"]
         time.sleep(0.2)
     assert sorted(w["id"] for w in listed) == ["local-head", "local-worker-1"]
     assert all(w["status"] == "active" and w["heartbeat_age_s"] < 5 and w["pid"] for w in listed)
-    assert all(len(w["ray_node_id"] or "") == 56 for w in listed)
+    assert registered_with_node_ids()
     state = pieces(local_env, project)
 
     # A crashed piece is reported, and `up` repairs it.
