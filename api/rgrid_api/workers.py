@@ -87,11 +87,20 @@ def stale_workers(session: Session, timeout_s: float) -> list[str]:
     ))
 
 
+OPEN = (Status.DISPATCHED, Status.RUNNING)
+
+
+def open_attempts(session: Session, worker_id: str) -> int:
+    """Attempts still open on one worker (a draining node waits for 0)."""
+    return session.scalar(select(func.count()).select_from(Attempt).where(
+        Attempt.worker_id == worker_id, Attempt.status.in_(OPEN)))
+
+
 def list_workers(session: Session, include_ended: bool = False) -> list[WorkerView]:
     now = _now()
     running = dict(session.execute(
         select(Attempt.worker_id, func.count()).where(
-            Attempt.status.in_([Status.DISPATCHED, Status.RUNNING]), Attempt.worker_id.is_not(None))
+            Attempt.status.in_(OPEN), Attempt.worker_id.is_not(None))
         .group_by(Attempt.worker_id)).all())
     query = (select(Worker, WorkerHeartbeat.last_heartbeat_at)
              .join(WorkerHeartbeat, WorkerHeartbeat.worker_id == Worker.id, isouter=True)

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Query
 
 from rgrid.wire import WorkerAck, WorkerList, WorkerRegistration
 from rgrid_api.deps import DB, Owner, worker_auth
-from rgrid_api.workers import heartbeat, list_workers, register, set_status
+from rgrid_api.workers import heartbeat, list_workers, open_attempts, register, set_status
 
 router = APIRouter(prefix="/v1/workers", tags=["workers"])
 agents = APIRouter(prefix="/v1/workers", tags=["workers"], dependencies=[Depends(worker_auth)])
@@ -43,4 +43,4 @@ def leave(worker_id: str, session: DB) -> WorkerAck:
 @agents.get("/{worker_id}/running", response_model=int)
 def running(worker_id: str, session: DB) -> int:
     """How many attempts are still open on this worker (drain waits for 0)."""
-    return next((w.running for w in list_workers(session, include_ended=True) if w.id == worker_id), 0)
+    return open_attempts(session, worker_id)
