@@ -38,13 +38,19 @@ def main() -> None:
     (work / "job.py").write_text(JOB)
 
     def rgrid(*args: str) -> str:
-        return subprocess.run([sys.executable, "-m", "rgrid", *args], cwd=work, env=env, text=True,
-                              capture_output=True, check=True).stdout
+        return subprocess.run(
+            [sys.executable, "-m", "rgrid", *args],
+            cwd=work,
+            env=env,
+            text=True,
+            capture_output=True,
+            check=True,
+        ).stdout
 
     # Ray reads this when imported: without it the driver looks for its
     # raylet on the machine's outward address instead of loopback.
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    import ray  # noqa: PLC0415 - only the benchmark is a Ray driver
+    import ray
 
     results = []
     try:
@@ -61,8 +67,11 @@ def main() -> None:
                 if any(w["id"] == victim and w["running"] > 0 for w in listing):
                     break
                 time.sleep(0.2)
-            node = next(nd["NodeID"] for nd in ray.nodes()
-                        if f"rgrid_worker_{victim}" in nd["Resources"] and nd["Alive"])
+            node = next(
+                nd["NodeID"]
+                for nd in ray.nodes()
+                if f"rgrid_worker_{victim}" in nd["Resources"] and nd["Alive"]
+            )
             pgid = state["pieces"]["worker-1"]["pid"]
             frozen = time.time()
             os.killpg(pgid, signal.SIGSTOP)
@@ -72,8 +81,12 @@ def main() -> None:
                 if t_ray is None and not any(nd["Alive"] for nd in ray.nodes() if nd["NodeID"] == node):
                     t_ray = now
                 statuses = [json.loads(rgrid("status", i, "--json")) for i in ids]
-                lost = [a for s in statuses for a in s["attempts"]
-                        if a["worker"] == victim and a["failure_reason"] == "worker_lost"]
+                lost = [
+                    a
+                    for s in statuses
+                    for a in s["attempts"]
+                    if a["worker"] == victim and a["failure_reason"] == "worker_lost"
+                ]
                 if t_requeue is None and lost:
                     t_requeue = now
                 if t_done is None and lost and all(s["status"] == "succeeded" for s in statuses):
@@ -83,11 +96,15 @@ def main() -> None:
             ray.shutdown()
             rgrid("local", "down")
             results.append((t_ray, t_requeue, t_done))
-            print(f"round {r + 1}: ray node dead {t_ray:.1f} s, rgrid requeue {t_requeue:.1f} s, "
-                  f"completed elsewhere {t_done:.1f} s (jobs take 20 s)", flush=True)
+            print(
+                f"round {r + 1}: ray node dead {t_ray:.1f} s, rgrid requeue {t_requeue:.1f} s, "
+                f"completed elsewhere {t_done:.1f} s (jobs take 20 s)",
+                flush=True,
+            )
     finally:
-        subprocess.run([sys.executable, "-m", "rgrid", "local", "down"], cwd=work, env=env,
-                       capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "rgrid", "local", "down"], cwd=work, env=env, capture_output=True
+        )
         shutil.rmtree(work, ignore_errors=True)
     for label, column in (("ray node death", 0), ("rgrid requeue", 1), ("completion", 2)):
         values = [x[column] for x in results if x[column] is not None]

@@ -23,8 +23,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def rgrid(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "rgrid", *args], cwd=cwd, env=env, text=True,
-                          capture_output=True, check=True)
+    return subprocess.run(
+        [sys.executable, "-m", "rgrid", *args], cwd=cwd, env=env, text=True, capture_output=True, check=True
+    )
 
 
 def timed(argv: list[str], cwd: Path, env: dict[str, str]) -> float:
@@ -73,8 +74,9 @@ print(json.dumps({
     "outputs_download_ms": (t5 - t4) * 1000,
 }))
 """
-    out = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, text=True,
-                         capture_output=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, env=env, text=True, capture_output=True, check=True
+    )
     return json.loads(out.stdout)
 
 
@@ -100,17 +102,26 @@ def main() -> None:
         status = json.loads(rgrid(["local", "status", "--json"], project, env).stdout)["pieces"]
         dashboard = next(p["url"] for p in status if p["name"] == "ray")
         ray_env = {**env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_ADDRESS": dashboard}
-        ray_argv = [str(Path(sys.executable).parent / "ray"), "job", "submit", "--working-dir", ".",
-                    "--", "python", "examples/hello.py", "examples/data.csv"]
+        ray_argv = [
+            str(Path(sys.executable).parent / "ray"),
+            "job",
+            "submit",
+            "--working-dir",
+            ".",
+            "--",
+            "python",
+            "examples/hello.py",
+            "examples/data.csv",
+        ]
         ray_times = [timed(ray_argv, project, ray_env) for _ in range(opts.ray_runs)]
     finally:
-        subprocess.run([sys.executable, "-m", "rgrid", "local", "down"], cwd=project, env=env,
-                       capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "rgrid", "local", "down"], cwd=project, env=env, capture_output=True
+        )
         shutil.rmtree(work, ignore_errors=True)
 
     def summary(xs: list[float]) -> str:
-        return (f"median {statistics.median(xs):.3f} s, min {min(xs):.3f} s, max {max(xs):.3f} s "
-                f"(n={len(xs)})")
+        return f"median {statistics.median(xs):.3f} s, min {min(xs):.3f} s, max {max(xs):.3f} s (n={len(xs)})"
 
     print(f"rgrid run          : {summary(rgrid_times)}")
     print(f"ray job submit     : {summary(ray_times)}")

@@ -29,8 +29,12 @@ from rgrid_runner.sandbox import Bubblewrap, Job, Plain
 def time_launch(sandbox, interp, workdir: Path, cgroups: CgroupManager | None, n: int) -> list[float]:  # type: ignore[no-untyped-def]
     times = []
     for i in range(n):
-        job = Job(argv=[interp.executable, "s.py"], workdir=workdir, env={"PATH": "/usr/bin:/bin"},
-                  readonly=[Path(interp.prefix)])
+        job = Job(
+            argv=[interp.executable, "s.py"],
+            workdir=workdir,
+            env={"PATH": "/usr/bin:/bin"},
+            readonly=[Path(interp.prefix)],
+        )
         sandbox.prepare(workdir)
         launch = sandbox.launch(job)
         started = time.perf_counter()
@@ -70,8 +74,9 @@ def cached_env_overhead(n: int) -> tuple[list[float], list[float]]:
 
     def rgrid(cwd: Path, *args: str) -> float:
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "rgrid", *args], cwd=cwd, env=env, check=True,
-                       capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "rgrid", *args], cwd=cwd, env=env, check=True, capture_output=True
+        )
         return time.perf_counter() - started
 
     try:

@@ -7,7 +7,6 @@ never from a file, so the server and `rgrid db upgrade` agree on it.
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import pool
 
 from rgrid_api.db.engine import make_engine
 from rgrid_api.db.models import Base
@@ -30,8 +29,9 @@ def run_migrations_online() -> None:
 
 
 if context.is_offline_mode():
-    context.configure(url=config.get_main_option("sqlalchemy.url"), target_metadata=Base.metadata,
-                      literal_binds=True)
+    context.configure(
+        url=config.get_main_option("sqlalchemy.url"), target_metadata=Base.metadata, literal_binds=True
+    )
     with context.begin_transaction():
         context.run_migrations()
 else:

@@ -103,14 +103,25 @@ def _database_url(request: pytest.FixtureRequest, backend: str, root: Path) -> s
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])
-def api(request: pytest.FixtureRequest, services_root: Path, s3: S3Server, s3_proxy: S3Proxy,
-        ray_head: RayHead, sqlite_api_port: int) -> Iterator[ApiServer]:
+def api(
+    request: pytest.FixtureRequest,
+    services_root: Path,
+    s3: S3Server,
+    s3_proxy: S3Proxy,
+    ray_head: RayHead,
+    sqlite_api_port: int,
+) -> Iterator[ApiServer]:
     backend = request.param
     root = services_root / f"api-{backend}"
     root.mkdir(exist_ok=True)
-    server = start_api(root, _database_url(request, backend, root), s3, ray_head,
-                       public_s3=f"127.0.0.1:{s3_proxy.port}",
-                       port=sqlite_api_port if backend == "sqlite" else None)
+    server = start_api(
+        root,
+        _database_url(request, backend, root),
+        s3,
+        ray_head,
+        public_s3=f"127.0.0.1:{s3_proxy.port}",
+        port=sqlite_api_port if backend == "sqlite" else None,
+    )
     yield server
     server.proc.stop()
 
@@ -129,8 +140,16 @@ def rgrid_env(api: ApiServer, tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def run_cli(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 120,
-            **kwargs: object) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    args: list[str], cwd: Path, env: dict[str, str], timeout: float = 120, **kwargs: object
+) -> subprocess.CompletedProcess[str]:
     """Run the rgrid CLI as a user would: a separate process."""
-    return subprocess.run([sys.executable, "-m", "rgrid", *args], cwd=cwd, env=env, text=True,
-                          capture_output=True, timeout=timeout, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "rgrid", *args],
+        cwd=cwd,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+        **kwargs,
+    )

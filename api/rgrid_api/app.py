@@ -19,8 +19,8 @@ from rgrid_api.db.migrate import upgrade
 from rgrid_api.deps import AppState, Owner
 from rgrid_api.dispatcher import Dispatcher
 from rgrid_api.errors import Conflict, Invalid, NotFound, StaleAttempt
-from rgrid_api.notify import ChangeFeed
 from rgrid_api.monitor import Monitor
+from rgrid_api.notify import ChangeFeed
 from rgrid_api.routes import executions, health, runner, uploads, workers
 from rgrid_api.settings import Settings
 from rgrid_api.storage import Storage
@@ -37,18 +37,26 @@ def build_state(settings: Settings, with_dispatcher: bool = True) -> AppState:
     sessions = make_sessionmaker(engine)
     if settings.bootstrap_api_key is not None:
         with sessions() as session:
-            create_key(session, settings.bootstrap_owner, "bootstrap",
-                       settings.bootstrap_api_key.get_secret_value())
+            create_key(
+                session, settings.bootstrap_owner, "bootstrap", settings.bootstrap_api_key.get_secret_value()
+            )
     storage = Storage(settings, settings.client_presign_endpoint)
     runner_storage = Storage(settings, settings.runner_presign_endpoint)
     _wait_for_storage(storage, settings.storage_wait_s)
     feed = ChangeFeed()
     dispatcher = Dispatcher(settings, sessions, feed) if with_dispatcher else None
-    monitor = Monitor(settings, sessions, feed,
-                      dispatcher.cancel_task if dispatcher else (lambda _e, _a: None))
-    return AppState(settings=settings, sessions=sessions, storage=storage,
-                    runner_storage=runner_storage, feed=feed, dispatcher=dispatcher,
-                    monitor=monitor)
+    monitor = Monitor(
+        settings, sessions, feed, dispatcher.cancel_task if dispatcher else (lambda _e, _a: None)
+    )
+    return AppState(
+        settings=settings,
+        sessions=sessions,
+        storage=storage,
+        runner_storage=runner_storage,
+        feed=feed,
+        dispatcher=dispatcher,
+        monitor=monitor,
+    )
 
 
 def _wait_for_storage(storage: Storage, wait_s: float) -> None:
@@ -58,7 +66,7 @@ def _wait_for_storage(storage: Storage, wait_s: float) -> None:
         try:
             storage.ensure_bucket()
             return
-        except Exception as exc:  # noqa: BLE001 - any failure means not ready yet
+        except Exception as exc:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"object storage not reachable: {exc}") from exc
             log.info("waiting for object storage (%s)", exc.__class__.__name__)
@@ -83,11 +91,18 @@ def create_app(settings: Settings, with_dispatcher: bool = True) -> FastAPI:
 
     # /healthz is the only route without a key, so the schema is served
     # under /v1 behind the same Bearer auth as everything else.
-    app = FastAPI(title="rgrid", version=VERSION, lifespan=lifespan, openapi_url=None,
-                  docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="rgrid", version=VERSION, lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None
+    )
     app.state.rgrid = state
-    for router in (health.router, uploads.router, executions.router, runner.router,
-                   workers.router, workers.agents):
+    for router in (
+        health.router,
+        uploads.router,
+        executions.router,
+        runner.router,
+        workers.router,
+        workers.agents,
+    ):
         app.include_router(router)
 
     @app.get("/v1/openapi.json", include_in_schema=False)

@@ -53,8 +53,9 @@ def claim_queued(session: Session, lease_s: float, limit: int = 32) -> list[Clai
     """Move up to `limit` queued executions to dispatched and open their next
     attempt. On Postgres rows are locked with SKIP LOCKED so several servers
     can dispatch from one database without taking the same execution."""
-    query = (select(Execution).where(Execution.status == Status.QUEUED)
-             .order_by(Execution.created_at).limit(limit))
+    query = (
+        select(Execution).where(Execution.status == Status.QUEUED).order_by(Execution.created_at).limit(limit)
+    )
     if is_postgres(session.get_bind()):
         query = query.with_for_update(skip_locked=True)
     claimed = []
@@ -62,11 +63,25 @@ def claim_queued(session: Session, lease_s: float, limit: int = 32) -> list[Clai
     for execution in session.scalars(query):
         execution.attempt += 1
         execution.status = Status.DISPATCHED
-        session.add(Attempt(execution_id=execution.id, number=execution.attempt,
-                            status=Status.DISPATCHED, dispatched_at=now,
-                            lease_expires_at=now + timedelta(seconds=lease_s)))
-        claimed.append(Claimed(execution.id, execution.attempt, execution.cpu,
-                               execution.memory_mb, execution.timeout_s, execution.runtime))
+        session.add(
+            Attempt(
+                execution_id=execution.id,
+                number=execution.attempt,
+                status=Status.DISPATCHED,
+                dispatched_at=now,
+                lease_expires_at=now + timedelta(seconds=lease_s),
+            )
+        )
+        claimed.append(
+            Claimed(
+                execution.id,
+                execution.attempt,
+                execution.cpu,
+                execution.memory_mb,
+                execution.timeout_s,
+                execution.runtime,
+            )
+        )
     session.commit()
     return claimed
 
@@ -78,15 +93,17 @@ def _current(session: Session, execution_id: str, attempt: int) -> tuple[Executi
     execution = session.scalar(query)
     if execution is None or execution.attempt != attempt or Status(execution.status).final:
         raise StaleAttempt(f"attempt {attempt} of {execution_id} is not current")
-    row = session.scalar(select(Attempt).where(Attempt.execution_id == execution_id,
-                                               Attempt.number == attempt))
+    row = session.scalar(
+        select(Attempt).where(Attempt.execution_id == execution_id, Attempt.number == attempt)
+    )
     if row is None or Status(row.status).final:
         raise StaleAttempt(f"attempt {attempt} of {execution_id} has ended")
     return execution, row
 
 
-def start_attempt(session: Session, storage: Storage, execution_id: str, attempt: int,
-                  start: RunnerStart, lease_s: float) -> RunnerSpec:
+def start_attempt(
+    session: Session, storage: Storage, execution_id: str, attempt: int, start: RunnerStart, lease_s: float
+) -> RunnerSpec:
     execution, row = _current(session, execution_id, attempt)
     now = _now()
     if execution.cancel_requested:
@@ -115,15 +132,21 @@ def start_attempt(session: Session, storage: Storage, execution_id: str, attempt
     session.commit()
     owner = execution.owner
     return RunnerSpec(
-        execution_id=execution.id, attempt=attempt,
-        script=RunnerFile(path=execution.script_name,
-                          url=storage.presign_get(object_key(owner, execution.script_sha256))),
-        inputs=[RunnerFile(path=i["path"], url=storage.presign_get(object_key(owner, i["sha256"])))
-                for i in execution.inputs],
-        args=execution.args, env=execution.env, runtime=execution.runtime,
-        resources=Resources(cpu=execution.cpu, memory_mb=execution.memory_mb,
-                            timeout_s=execution.timeout_s),
-        requirements=execution.requirements, network=execution.network,
+        execution_id=execution.id,
+        attempt=attempt,
+        script=RunnerFile(
+            path=execution.script_name, url=storage.presign_get(object_key(owner, execution.script_sha256))
+        ),
+        inputs=[
+            RunnerFile(path=i["path"], url=storage.presign_get(object_key(owner, i["sha256"])))
+            for i in execution.inputs
+        ],
+        args=execution.args,
+        env=execution.env,
+        runtime=execution.runtime,
+        resources=Resources(cpu=execution.cpu, memory_mb=execution.memory_mb, timeout_s=execution.timeout_s),
+        requirements=execution.requirements,
+        network=execution.network,
     )
 
 
@@ -135,27 +158,37 @@ def renew_lease(session: Session, execution_id: str, attempt: int, lease_s: floa
     return execution.cancel_requested
 
 
-def append_logs(session: Session, execution_id: str, attempt: int, lines: list[RunnerLogLine],
-                lease_s: float) -> bool:
+def append_logs(
+    session: Session, execution_id: str, attempt: int, lines: list[RunnerLogLine], lease_s: float
+) -> bool:
     execution, row = _current(session, execution_id, attempt)
-    seq = session.scalar(select(func.coalesce(func.max(LogChunkRow.seq), 0))
-                         .where(LogChunkRow.execution_id == execution_id))
+    seq = session.scalar(
+        select(func.coalesce(func.max(LogChunkRow.seq), 0)).where(LogChunkRow.execution_id == execution_id)
+    )
     now = _now()
     for line in lines:
         seq += 1
-        session.add(LogChunkRow(execution_id=execution_id, seq=seq, attempt=attempt,
-                                stream=line.stream, data=line.data, created_at=now))
+        session.add(
+            LogChunkRow(
+                execution_id=execution_id,
+                seq=seq,
+                attempt=attempt,
+                stream=line.stream,
+                data=line.data,
+                created_at=now,
+            )
+        )
     row.lease_expires_at = now + timedelta(seconds=lease_s)
     session.commit()
     return execution.cancel_requested
 
 
-def output_upload_urls(session: Session, storage: Storage, execution_id: str, attempt: int,
-                       paths: list[str]) -> dict[str, str]:
+def output_upload_urls(
+    session: Session, storage: Storage, execution_id: str, attempt: int, paths: list[str]
+) -> dict[str, str]:
     _current(session, execution_id, attempt)
     session.rollback()
-    return {p: storage.presign_put(output_key(execution_id, attempt, check_relative_path(p)))
-            for p in paths}
+    return {p: storage.presign_put(output_key(execution_id, attempt, check_relative_path(p))) for p in paths}
 
 
 def _final_status(result: RunnerResult) -> tuple[Status, str | None]:
@@ -168,8 +201,9 @@ def _final_status(result: RunnerResult) -> tuple[Status, str | None]:
     return Status.FAILED, FailureReason.EXIT_CODE
 
 
-def complete_attempt(session: Session, storage: Storage, execution_id: str, attempt: int,
-                     result: RunnerResult) -> None:
+def complete_attempt(
+    session: Session, storage: Storage, execution_id: str, attempt: int, result: RunnerResult
+) -> None:
     """Record the final result and the outputs in one transaction. Outputs
     are checked to exist in storage first, so a half-uploaded file is never
     presented as an output."""
@@ -183,14 +217,27 @@ def complete_attempt(session: Session, storage: Storage, execution_id: str, atte
     _finish(execution, row, status, reason, _now(), result.exit_code)
     execution.duration_s = result.duration_s
     for out in outputs:
-        session.add(Output(execution_id=execution_id, attempt=attempt, path=out.path,
-                           size=out.size, sha256=out.sha256,
-                           object_key=output_key(execution_id, attempt, out.path)))
+        session.add(
+            Output(
+                execution_id=execution_id,
+                attempt=attempt,
+                path=out.path,
+                size=out.size,
+                sha256=out.sha256,
+                object_key=output_key(execution_id, attempt, out.path),
+            )
+        )
     session.commit()
 
 
-def _finish(execution: Execution, row: Attempt, status: Status, reason: str | None,
-            now: datetime, exit_code: int | None = None) -> None:
+def _finish(
+    execution: Execution,
+    row: Attempt,
+    status: Status,
+    reason: str | None,
+    now: datetime,
+    exit_code: int | None = None,
+) -> None:
     """End an attempt and its execution together."""
     row.status = execution.status = status
     row.finished_at = execution.finished_at = now
@@ -198,8 +245,7 @@ def _finish(execution: Execution, row: Attempt, status: Status, reason: str | No
     row.failure_reason = execution.failure_reason = reason
 
 
-def _requeue(execution: Execution, row: Attempt, now: datetime, reason: str,
-             counted: bool = True) -> bool:
+def _requeue(execution: Execution, row: Attempt, now: datetime, reason: str, counted: bool = True) -> bool:
     """End the attempt as lost; requeue the execution while infrastructure
     retries are left, else fail it as worker_lost. True when requeued."""
     row.status = Status.FAILED
@@ -237,18 +283,24 @@ def attempt_lost(session: Session, execution_id: str, attempt: int, reason: str)
 
 def attempts_on_workers(session: Session, worker_ids: list[str]) -> list[tuple[str, int]]:
     """Open attempts placed on these workers."""
-    return list(session.execute(
-        select(Attempt.execution_id, Attempt.number).where(
-            Attempt.worker_id.in_(worker_ids),
-            Attempt.status.in_([Status.DISPATCHED, Status.RUNNING]))).tuples())
+    return list(
+        session.execute(
+            select(Attempt.execution_id, Attempt.number).where(
+                Attempt.worker_id.in_(worker_ids), Attempt.status.in_([Status.DISPATCHED, Status.RUNNING])
+            )
+        ).tuples()
+    )
 
 
 def expired_attempts(session: Session) -> list[tuple[str, int]]:
     """Open attempts whose lease ran out: their runner or dispatcher is gone."""
-    return list(session.execute(
-        select(Attempt.execution_id, Attempt.number).where(
-            Attempt.status.in_([Status.DISPATCHED, Status.RUNNING]),
-            Attempt.lease_expires_at < _now())).tuples())
+    return list(
+        session.execute(
+            select(Attempt.execution_id, Attempt.number).where(
+                Attempt.status.in_([Status.DISPATCHED, Status.RUNNING]), Attempt.lease_expires_at < _now()
+            )
+        ).tuples()
+    )
 
 
 def renew_dispatched(session: Session, keys: list[tuple[str, int]], lease_s: float) -> None:
@@ -256,7 +308,13 @@ def renew_dispatched(session: Session, keys: list[tuple[str, int]], lease_s: flo
     a node, or starting), so their lease runs only while it is alive."""
     until = _now() + timedelta(seconds=lease_s)
     for execution_id, number in keys:
-        session.execute(update(Attempt).where(
-            Attempt.execution_id == execution_id, Attempt.number == number,
-            Attempt.status == Status.DISPATCHED).values(lease_expires_at=until))
+        session.execute(
+            update(Attempt)
+            .where(
+                Attempt.execution_id == execution_id,
+                Attempt.number == number,
+                Attempt.status == Status.DISPATCHED,
+            )
+            .values(lease_expires_at=until)
+        )
     session.commit()

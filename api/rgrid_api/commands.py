@@ -10,8 +10,9 @@ from typing import Annotated
 
 import typer
 
-server_app = typer.Typer(help="Run the API server (dispatcher included).", invoke_without_command=True,
-                         no_args_is_help=False)
+server_app = typer.Typer(
+    help="Run the API server (dispatcher included).", invoke_without_command=True, no_args_is_help=False
+)
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 
 
@@ -22,9 +23,11 @@ def _settings():  # type: ignore[no-untyped-def]
 
 
 @server_app.callback()
-def server(ctx: typer.Context,
-           host: Annotated[str | None, typer.Option(help="Bind address (RGRID_HOST).")] = None,
-           port: Annotated[int | None, typer.Option(help="Port (RGRID_PORT).")] = None) -> None:
+def server(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="Bind address (RGRID_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (RGRID_PORT).")] = None,
+) -> None:
     """Serve the API; migrates the database first."""
     if ctx.invoked_subcommand is not None:
         return
@@ -38,13 +41,16 @@ def server(ctx: typer.Context,
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = _settings()
     app = create_app(settings)
-    uvicorn.run(app, host=host or settings.host, port=port or settings.port, log_level="warning",
-                access_log=False)
+    uvicorn.run(
+        app, host=host or settings.host, port=port or settings.port, log_level="warning", access_log=False
+    )
 
 
 @server_app.command("create-key")
-def create_key_cmd(owner: Annotated[str, typer.Option(help="Tenant the key acts for.")],
-                   name: Annotated[str, typer.Option(help="A label for the key.")] = "default") -> None:
+def create_key_cmd(
+    owner: Annotated[str, typer.Option(help="Tenant the key acts for.")],
+    name: Annotated[str, typer.Option(help="A label for the key.")] = "default",
+) -> None:
     """Create an API key for OWNER and print it (it is stored only hashed)."""
     from rgrid_api.auth import create_key
     from rgrid_api.db.engine import make_engine, make_sessionmaker

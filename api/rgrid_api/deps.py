@@ -44,8 +44,9 @@ def _bearer(authorization: str | None) -> str:
     return authorization[7:].strip()
 
 
-def current_owner(session: Annotated[Session, Depends(db_session)],
-                  authorization: Annotated[str | None, Header()] = None) -> str:
+def current_owner(
+    session: Annotated[Session, Depends(db_session)], authorization: Annotated[str | None, Header()] = None
+) -> str:
     owner = owner_for_key(session, _bearer(authorization))
     session.rollback()
     if owner is None:
@@ -53,15 +54,20 @@ def current_owner(session: Annotated[Session, Depends(db_session)],
     return owner
 
 
-def runner_auth(execution_id: str, attempt: int, state: Annotated[AppState, Depends(app_state)],
-                authorization: Annotated[str | None, Header()] = None) -> None:
+def runner_auth(
+    execution_id: str,
+    attempt: int,
+    state: Annotated[AppState, Depends(app_state)],
+    authorization: Annotated[str | None, Header()] = None,
+) -> None:
     secret = state.settings.runner_secret.get_secret_value()
     if not check_runner_token(secret, execution_id, attempt, _bearer(authorization)):
         raise HTTPException(401, "runner token refused")
 
 
-def worker_auth(state: Annotated[AppState, Depends(app_state)],
-                authorization: Annotated[str | None, Header()] = None) -> None:
+def worker_auth(
+    state: Annotated[AppState, Depends(app_state)], authorization: Annotated[str | None, Header()] = None
+) -> None:
     expected = state.settings.worker_token.get_secret_value()
     if not hmac.compare_digest(_bearer(authorization), expected):
         raise HTTPException(401, "worker token refused")

@@ -65,8 +65,12 @@ class Dispatcher:
     def _connect(self) -> bool:
         while not self._stop.is_set():
             try:
-                ray.init(address=self.settings.ray_address, namespace="rgrid",
-                         log_to_driver=False, logging_level=logging.WARNING)
+                ray.init(
+                    address=self.settings.ray_address,
+                    namespace="rgrid",
+                    log_to_driver=False,
+                    logging_level=logging.WARNING,
+                )
                 self.connected.set()
                 log.info("dispatcher connected to Ray at %s", self.settings.ray_address)
                 return True
@@ -113,12 +117,15 @@ class Dispatcher:
 
     def _submit(self, c: Claimed) -> None:
         ticket = AttemptTicket(
-            execution_id=c.execution_id, attempt=c.attempt, api_url=self.settings.runner_api_url,
-            token=runner_token(self.settings.runner_secret.get_secret_value(),
-                               c.execution_id, c.attempt),
+            execution_id=c.execution_id,
+            attempt=c.attempt,
+            api_url=self.settings.runner_api_url,
+            token=runner_token(self.settings.runner_secret.get_secret_value(), c.execution_id, c.attempt),
         )
         ref = self._remote.options(
-            num_cpus=c.cpu, memory=c.memory_mb * MIB, name=f"rgrid:{c.execution_id}:{c.attempt}",
+            num_cpus=c.cpu,
+            memory=c.memory_mb * MIB,
+            name=f"rgrid:{c.execution_id}:{c.attempt}",
             resources={resource_name(c.runtime): REQUESTED_AMOUNT},
         ).remote(ticket)
         with self._lock:
@@ -130,8 +137,14 @@ class Dispatcher:
     def cancel_task(self, execution_id: str, attempt: int) -> None:
         """Force-cancel the Ray task of an attempt given up on, if we own it."""
         with self._lock:
-            ref = next((r for r, c in self._inflight.items()
-                        if (c.execution_id, c.attempt) == (execution_id, attempt)), None)
+            ref = next(
+                (
+                    r
+                    for r, c in self._inflight.items()
+                    if (c.execution_id, c.attempt) == (execution_id, attempt)
+                ),
+                None,
+            )
         if ref is not None:
             try:
                 ray.cancel(ref, force=True)
@@ -160,8 +173,7 @@ class Dispatcher:
                 if not refs:
                     self._has_inflight.clear()
                     continue
-            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=WATCH_INTERVAL_S,
-                                fetch_local=False)
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=WATCH_INTERVAL_S, fetch_local=False)
             for ref in ready:
                 with self._lock:
                     claimed = self._inflight.pop(ref)
@@ -170,8 +182,11 @@ class Dispatcher:
                 except Exception:
                     # No longer renewed by us, the attempt's lease runs out
                     # and the monitor gives it back: nothing is lost.
-                    log.exception("settling %s attempt %d failed; its lease will expire",
-                                  claimed.execution_id, claimed.attempt)
+                    log.exception(
+                        "settling %s attempt %d failed; its lease will expire",
+                        claimed.execution_id,
+                        claimed.attempt,
+                    )
 
     def _settle(self, ref: ray.ObjectRef, c: Claimed) -> None:
         """A task ended. If its runner reported, the attempt is already final

@@ -38,20 +38,33 @@ def resolve_runtime(requested: str, default: str, available: set[str] | None) ->
     return runtime
 
 
-def create_execution(session: Session, owner: str, body: ExecutionCreate, runtime: str,
-                     retry_of: str | None = None) -> Execution:
+def create_execution(
+    session: Session, owner: str, body: ExecutionCreate, runtime: str, retry_of: str | None = None
+) -> Execution:
     paths = [check_relative_path(f.path) for f in [body.script, *body.inputs]]
     if len(set(paths)) != len(paths):
         raise Invalid("two inputs would land on the same path in the work dir")
     require_complete(session, owner, {f.sha256 for f in [body.script, *body.inputs]})
     execution = Execution(
-        id=new_execution_id(), owner=owner, status=Status.QUEUED, script_name=paths[0],
-        script_sha256=body.script.sha256, args=body.args,
-        inputs=[f.model_dump() for f in body.inputs], env=body.env, runtime=runtime,
-        requirements=body.requirements, network=body.network,
-        cpu=body.resources.cpu, memory_mb=body.resources.memory_mb,
-        timeout_s=body.resources.timeout_s, retries=body.retries, attempt=0,
-        cancel_requested=False, retry_of=retry_of, created_at=datetime.now(UTC),
+        id=new_execution_id(),
+        owner=owner,
+        status=Status.QUEUED,
+        script_name=paths[0],
+        script_sha256=body.script.sha256,
+        args=body.args,
+        inputs=[f.model_dump() for f in body.inputs],
+        env=body.env,
+        runtime=runtime,
+        requirements=body.requirements,
+        network=body.network,
+        cpu=body.resources.cpu,
+        memory_mb=body.resources.memory_mb,
+        timeout_s=body.resources.timeout_s,
+        retries=body.retries,
+        attempt=0,
+        cancel_requested=False,
+        retry_of=retry_of,
+        created_at=datetime.now(UTC),
     )
     session.add(execution)
     session.commit()
@@ -63,8 +76,7 @@ def find_execution(session: Session, owner: str, id_or_prefix: str) -> Execution
     if not prefix or not prefix.isalnum():
         raise NotFound(f"no execution {id_or_prefix!r}")
     rows = session.scalars(
-        select(Execution).where(Execution.owner == owner, Execution.id.startswith(prefix))
-        .limit(2)
+        select(Execution).where(Execution.owner == owner, Execution.id.startswith(prefix)).limit(2)
     ).all()
     if not rows:
         raise NotFound(f"no execution {id_or_prefix!r}")
@@ -74,10 +86,14 @@ def find_execution(session: Session, owner: str, id_or_prefix: str) -> Execution
 
 
 def list_executions(session: Session, owner: str, limit: int) -> list[Execution]:
-    return list(session.scalars(
-        select(Execution).where(Execution.owner == owner)
-        .order_by(Execution.created_at.desc()).limit(limit)
-    ))
+    return list(
+        session.scalars(
+            select(Execution)
+            .where(Execution.owner == owner)
+            .order_by(Execution.created_at.desc())
+            .limit(limit)
+        )
+    )
 
 
 def cancel_execution(session: Session, owner: str, id_or_prefix: str) -> Execution:
@@ -98,21 +114,23 @@ def cancel_execution(session: Session, owner: str, id_or_prefix: str) -> Executi
 
 def read_logs(session: Session, execution_id: str, after: int, limit: int = 1000) -> list[LogChunk]:
     rows = session.scalars(
-        select(LogChunkRow).where(LogChunkRow.execution_id == execution_id, LogChunkRow.seq > after)
-        .order_by(LogChunkRow.seq).limit(limit)
+        select(LogChunkRow)
+        .where(LogChunkRow.execution_id == execution_id, LogChunkRow.seq > after)
+        .order_by(LogChunkRow.seq)
+        .limit(limit)
     )
     return [LogChunk(seq=r.seq, attempt=r.attempt, stream=r.stream, data=r.data) for r in rows]
 
 
 def last_log_seq(session: Session, execution_id: str) -> int:
     return session.scalar(
-        select(func.coalesce(func.max(LogChunkRow.seq), 0))
-        .where(LogChunkRow.execution_id == execution_id)
+        select(func.coalesce(func.max(LogChunkRow.seq), 0)).where(LogChunkRow.execution_id == execution_id)
     )
 
 
 def list_outputs(session: Session, storage: Storage, execution: Execution) -> list[OutputFile]:
-    rows = session.scalars(select(Output).where(Output.execution_id == execution.id)
-                           .order_by(Output.path))
-    return [OutputFile(path=r.path, size=r.size, sha256=r.sha256,
-                       url=storage.presign_get(r.object_key)) for r in rows]
+    rows = session.scalars(select(Output).where(Output.execution_id == execution.id).order_by(Output.path))
+    return [
+        OutputFile(path=r.path, size=r.size, sha256=r.sha256, url=storage.presign_get(r.object_key))
+        for r in rows
+    ]

@@ -33,8 +33,13 @@ ADVISORY_LOCK_KEY = 0x726772696401  # "rgrid" + 1
 
 
 class Monitor:
-    def __init__(self, settings: Settings, sessions: sessionmaker, feed: ChangeFeed,
-                 cancel_task: Callable[[str, int], None]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: sessionmaker,
+        feed: ChangeFeed,
+        cancel_task: Callable[[str, int], None],
+    ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.feed = feed

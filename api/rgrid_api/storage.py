@@ -28,8 +28,12 @@ class Storage:
         self.bucket = settings.s3_bucket
         self.expiry = timedelta(seconds=settings.presign_expiry_s)
         secret = settings.s3_secret_key.get_secret_value()
-        common = dict(access_key=settings.s3_access_key, secret_key=secret,
-                      secure=settings.s3_secure, region=settings.s3_region)
+        common = dict(
+            access_key=settings.s3_access_key,
+            secret_key=secret,
+            secure=settings.s3_secure,
+            region=settings.s3_region,
+        )
         self.client = Minio(settings.s3_endpoint, **common)
         self.signer = Minio(presign_endpoint, **common)
 
@@ -48,7 +52,10 @@ class Storage:
 
     def presign_part(self, key: str, upload_id: str, number: int) -> str:
         return self.signer.get_presigned_url(
-            "PUT", self.bucket, key, expires=self.expiry,
+            "PUT",
+            self.bucket,
+            key,
+            expires=self.expiry,
             extra_query_params={"uploadId": upload_id, "partNumber": str(number)},
         )
 

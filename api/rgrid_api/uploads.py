@@ -24,8 +24,9 @@ from rgrid_api.storage import Storage, object_key
 MAX_PARTS = 10_000
 
 
-def plan_uploads(session: Session, storage: Storage, settings: Settings, owner: str,
-                 objects: list[ObjectSpec]) -> UploadPlan:
+def plan_uploads(
+    session: Session, storage: Storage, settings: Settings, owner: str, objects: list[ObjectSpec]
+) -> UploadPlan:
     """Tickets for the objects the owner does not have yet. Two clients may
     announce the same new object at once; the loser of that insert race
     simply plans again and finds the winner's row."""
@@ -36,14 +37,14 @@ def plan_uploads(session: Session, storage: Storage, settings: Settings, owner: 
         return _plan(session, storage, settings, owner, objects)
 
 
-def _plan(session: Session, storage: Storage, settings: Settings, owner: str,
-          objects: list[ObjectSpec]) -> UploadPlan:
+def _plan(
+    session: Session, storage: Storage, settings: Settings, owner: str, objects: list[ObjectSpec]
+) -> UploadPlan:
     wanted = {o.sha256: o for o in objects}
     rows = {
         r.sha256: r
         for r in session.scalars(
-            select(StoredObject).where(StoredObject.owner == owner,
-                                       StoredObject.sha256.in_(list(wanted)))
+            select(StoredObject).where(StoredObject.owner == owner, StoredObject.sha256.in_(list(wanted)))
         )
     }
     missing = []
@@ -52,8 +53,9 @@ def _plan(session: Session, storage: Storage, settings: Settings, owner: str,
         if row is not None and row.complete:
             continue
         if row is None:
-            row = StoredObject(owner=owner, sha256=sha, size=spec.size, complete=False,
-                               created_at=datetime.now(UTC))
+            row = StoredObject(
+                owner=owner, sha256=sha, size=spec.size, complete=False, created_at=datetime.now(UTC)
+            )
             session.add(row)
         row.size = spec.size
         missing.append(_ticket(storage, settings, owner, row))
@@ -69,15 +71,18 @@ def _ticket(storage: Storage, settings: Settings, owner: str, row: StoredObject)
     part_size = max(settings.multipart_part_size, math.ceil(row.size / MAX_PARTS))
     count = math.ceil(row.size / part_size)
     row.upload_id = storage.start_multipart(key)
-    parts = [UploadPart(number=n, url=storage.presign_part(key, row.upload_id, n))
-             for n in range(1, count + 1)]
-    return UploadTicket(sha256=row.sha256, size=row.size, upload_id=row.upload_id,
-                        part_size=part_size, parts=parts)
+    parts = [
+        UploadPart(number=n, url=storage.presign_part(key, row.upload_id, n)) for n in range(1, count + 1)
+    ]
+    return UploadTicket(
+        sha256=row.sha256, size=row.size, upload_id=row.upload_id, part_size=part_size, parts=parts
+    )
 
 
 def complete_upload(session: Session, storage: Storage, owner: str, done: UploadCompletion) -> None:
-    row = session.scalar(select(StoredObject).where(StoredObject.owner == owner,
-                                                    StoredObject.sha256 == done.sha256))
+    row = session.scalar(
+        select(StoredObject).where(StoredObject.owner == owner, StoredObject.sha256 == done.sha256)
+    )
     if row is None:
         raise NotFound(f"no upload was started for {done.sha256[:12]}")
     if row.complete:
@@ -99,10 +104,14 @@ def complete_upload(session: Session, storage: Storage, owner: str, done: Upload
 
 
 def require_complete(session: Session, owner: str, shas: set[str]) -> None:
-    found = set(session.scalars(
-        select(StoredObject.sha256).where(StoredObject.owner == owner,
-                                          StoredObject.sha256.in_(list(shas)),
-                                          StoredObject.complete.is_(True))
-    ))
+    found = set(
+        session.scalars(
+            select(StoredObject.sha256).where(
+                StoredObject.owner == owner,
+                StoredObject.sha256.in_(list(shas)),
+                StoredObject.complete.is_(True),
+            )
+        )
+    )
     if missing := shas - found:
         raise Invalid(f"objects not uploaded: {', '.join(sorted(s[:12] for s in missing))}")

@@ -8,17 +8,30 @@ from rgrid_api.db.models import Attempt, Execution
 
 def attempt_view(a: Attempt) -> AttemptView:
     return AttemptView(
-        number=a.number, status=a.status, worker=a.worker, started_at=a.started_at,
-        finished_at=a.finished_at, exit_code=a.exit_code, failure_reason=a.failure_reason,
+        number=a.number,
+        status=a.status,
+        worker=a.worker,
+        started_at=a.started_at,
+        finished_at=a.finished_at,
+        exit_code=a.exit_code,
+        failure_reason=a.failure_reason,
     )
 
 
 def execution_view(e: Execution) -> ExecutionView:
     return ExecutionView(
-        id=e.id, status=e.status, script=e.script_name, args=e.args, runtime=e.runtime,
+        id=e.id,
+        status=e.status,
+        script=e.script_name,
+        args=e.args,
+        runtime=e.runtime,
         resources=Resources(cpu=e.cpu, memory_mb=e.memory_mb, timeout_s=e.timeout_s),
-        created_at=e.created_at, started_at=e.started_at, finished_at=e.finished_at,
-        exit_code=e.exit_code, failure_reason=e.failure_reason, duration_s=e.duration_s,
+        created_at=e.created_at,
+        started_at=e.started_at,
+        finished_at=e.finished_at,
+        exit_code=e.exit_code,
+        failure_reason=e.failure_reason,
+        duration_s=e.duration_s,
         retry_of=e.retry_of,
         attempts=[attempt_view(a) for a in e.attempts],
     )

@@ -47,8 +47,7 @@ def register(session: Session, reg: WorkerRegistration) -> None:
 def _beat(session: Session, worker_id: str, now: datetime) -> None:
     dialect_insert = pg_insert if is_postgres(session.get_bind()) else sqlite_insert
     stmt = dialect_insert(WorkerHeartbeat).values(worker_id=worker_id, last_heartbeat_at=now)
-    session.execute(stmt.on_conflict_do_update(index_elements=["worker_id"],
-                                               set_={"last_heartbeat_at": now}))
+    session.execute(stmt.on_conflict_do_update(index_elements=["worker_id"], set_={"last_heartbeat_at": now}))
 
 
 def heartbeat(session: Session, worker_id: str) -> str:
@@ -75,16 +74,22 @@ def set_status(session: Session, worker_id: str, status: str) -> None:
 
 
 def set_ray_node(session: Session, worker_id: str, ray_node_id: str) -> None:
-    session.execute(update(Worker).where(Worker.id == worker_id, Worker.ray_node_id.is_(None))
-                    .values(ray_node_id=ray_node_id))
+    session.execute(
+        update(Worker)
+        .where(Worker.id == worker_id, Worker.ray_node_id.is_(None))
+        .values(ray_node_id=ray_node_id)
+    )
 
 
 def stale_workers(session: Session, timeout_s: float) -> list[str]:
     cutoff = _now() - timedelta(seconds=timeout_s)
-    return list(session.scalars(
-        select(Worker.id).join(WorkerHeartbeat, WorkerHeartbeat.worker_id == Worker.id)
-        .where(Worker.status.in_(LIVE), WorkerHeartbeat.last_heartbeat_at < cutoff)
-    ))
+    return list(
+        session.scalars(
+            select(Worker.id)
+            .join(WorkerHeartbeat, WorkerHeartbeat.worker_id == Worker.id)
+            .where(Worker.status.in_(LIVE), WorkerHeartbeat.last_heartbeat_at < cutoff)
+        )
+    )
 
 
 OPEN = (Status.DISPATCHED, Status.RUNNING)
@@ -92,29 +97,48 @@ OPEN = (Status.DISPATCHED, Status.RUNNING)
 
 def open_attempts(session: Session, worker_id: str) -> int:
     """Attempts still open on one worker (a draining node waits for 0)."""
-    return session.scalar(select(func.count()).select_from(Attempt).where(
-        Attempt.worker_id == worker_id, Attempt.status.in_(OPEN)))
+    return session.scalar(
+        select(func.count())
+        .select_from(Attempt)
+        .where(Attempt.worker_id == worker_id, Attempt.status.in_(OPEN))
+    )
 
 
 def list_workers(session: Session, include_ended: bool = False) -> list[WorkerView]:
     now = _now()
-    running = dict(session.execute(
-        select(Attempt.worker_id, func.count()).where(
-            Attempt.status.in_(OPEN), Attempt.worker_id.is_not(None))
-        .group_by(Attempt.worker_id)).all())
-    query = (select(Worker, WorkerHeartbeat.last_heartbeat_at)
-             .join(WorkerHeartbeat, WorkerHeartbeat.worker_id == Worker.id, isouter=True)
-             .order_by(Worker.started_at))
+    running = dict(
+        session.execute(
+            select(Attempt.worker_id, func.count())
+            .where(Attempt.status.in_(OPEN), Attempt.worker_id.is_not(None))
+            .group_by(Attempt.worker_id)
+        ).all()
+    )
+    query = (
+        select(Worker, WorkerHeartbeat.last_heartbeat_at)
+        .join(WorkerHeartbeat, WorkerHeartbeat.worker_id == Worker.id, isouter=True)
+        .order_by(Worker.started_at)
+    )
     if not include_ended:
         query = query.where(Worker.status.in_(LIVE))
     views = []
     for worker, beat in session.execute(query):
         age = (now - _aware(beat)).total_seconds() if beat else None
-        views.append(WorkerView(
-            id=worker.id, host_name=worker.host_name, status=worker.status, heartbeat_age_s=age,
-            running=running.get(worker.id, 0), runtimes=worker.runtimes, sandbox=worker.sandbox,
-            provider=worker.provider, server_id=worker.server_id, pid=worker.pid,
-            ray_node_id=worker.ray_node_id, started_at=worker.started_at))
+        views.append(
+            WorkerView(
+                id=worker.id,
+                host_name=worker.host_name,
+                status=worker.status,
+                heartbeat_age_s=age,
+                running=running.get(worker.id, 0),
+                runtimes=worker.runtimes,
+                sandbox=worker.sandbox,
+                provider=worker.provider,
+                server_id=worker.server_id,
+                pid=worker.pid,
+                ray_node_id=worker.ray_node_id,
+                started_at=worker.started_at,
+            )
+        )
     return views
 
 

@@ -40,9 +40,12 @@ class Client:
         # Building a TLS context costs tens of milliseconds on every CLI start;
         # a plain-HTTP API (the local grid) needs none.
         tls = target.api_url.startswith("https://")
-        self._http = httpx.Client(base_url=target.api_url,
-                                  headers={"Authorization": f"Bearer {target.api_key}"},
-                                  timeout=timeout, verify=tls)
+        self._http = httpx.Client(
+            base_url=target.api_url,
+            headers={"Authorization": f"Bearer {target.api_key}"},
+            timeout=timeout,
+            verify=tls,
+        )
         self._timeout = timeout
         self._storage: httpx.Client | None = None
 
@@ -65,8 +68,16 @@ class Client:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
-    def _call(self, method: str, path: str, model: type[M] | None, *, retry: bool = True,
-              timeout: float | None = None, **kwargs: Any) -> M | None:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        model: type[M] | None,
+        *,
+        retry: bool = True,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> M | None:
         delay = BACKOFF_S
         tries = RETRIES if retry else 1
         for attempt in range(tries):
@@ -75,7 +86,9 @@ class Client:
                 resp = self._http.request(method, path, **kwargs, **extra)
             except httpx.TransportError as exc:
                 if attempt == tries - 1:
-                    raise Unreachable(f"cannot reach the rgrid API at {self.target.api_url} ({exc.__class__.__name__})") from None
+                    raise Unreachable(
+                        f"cannot reach the rgrid API at {self.target.api_url} ({exc.__class__.__name__})"
+                    ) from None
             else:
                 if resp.status_code < 500 or attempt == tries - 1:
                     return self._decode(resp, model)
@@ -85,15 +98,21 @@ class Client:
 
     def _decode(self, resp: httpx.Response, model: type[M] | None) -> M | None:
         if resp.status_code == 401:
-            raise AuthRefused(f"the API at {self.target.api_url} refused the API key "
-                              "(run `rgrid init` or set RGRID_API_KEY)")
+            raise AuthRefused(
+                f"the API at {self.target.api_url} refused the API key "
+                "(run `rgrid init` or set RGRID_API_KEY)"
+            )
         if resp.status_code >= 400:
             try:
                 detail = resp.json().get("detail", resp.text)
             except ValueError:
                 detail = resp.text
             if not isinstance(detail, str):
-                detail = "; ".join(str(d.get("msg", d)) for d in detail) if isinstance(detail, list) else str(detail)
+                detail = (
+                    "; ".join(str(d.get("msg", d)) for d in detail)
+                    if isinstance(detail, list)
+                    else str(detail)
+                )
             raise ApiError(resp.status_code, f"API error {resp.status_code}: {detail.strip()[:300]}")
         if model is None:
             return None
@@ -107,12 +126,12 @@ class Client:
         return self._call("POST", "/v1/uploads/plan", UploadPlan, json=body)
 
     def complete_upload(self, done: UploadCompletion) -> None:
-        self._call("POST", "/v1/uploads/complete", None, json=done.model_dump(mode="json"),
-                   timeout=600.0)
+        self._call("POST", "/v1/uploads/complete", None, json=done.model_dump(mode="json"), timeout=600.0)
 
     def create_execution(self, body: ExecutionCreate) -> ExecutionView:
-        return self._call("POST", "/v1/executions", ExecutionView, retry=False,
-                          json=body.model_dump(mode="json"))
+        return self._call(
+            "POST", "/v1/executions", ExecutionView, retry=False, json=body.model_dump(mode="json")
+        )
 
     def get_execution(self, execution_id: str) -> ExecutionView:
         return self._call("GET", f"/v1/executions/{execution_id}", ExecutionView)
@@ -127,12 +146,16 @@ class Client:
         return self._call("POST", f"/v1/executions/{execution_id}/retry", ExecutionView, retry=False)
 
     def logs(self, execution_id: str, after: int = 0, wait: float = 0.0) -> LogPage:
-        return self._call("GET", f"/v1/executions/{execution_id}/logs", LogPage,
-                          params={"after": after, "wait": wait}, timeout=wait + 30.0)
+        return self._call(
+            "GET",
+            f"/v1/executions/{execution_id}/logs",
+            LogPage,
+            params={"after": after, "wait": wait},
+            timeout=wait + 30.0,
+        )
 
     def workers(self, include_ended: bool = False) -> WorkerList:
         return self._call("GET", "/v1/workers", WorkerList, params={"all": include_ended})
 
     def outputs(self, execution_id: str) -> OutputList:
         return self._call("GET", f"/v1/executions/{execution_id}/outputs", OutputList)
-

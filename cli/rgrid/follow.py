@@ -19,8 +19,9 @@ def write_chunk(chunk: LogChunk) -> None:
     stream.flush()
 
 
-def follow(client: Client, execution_id: str, after: int = 0,
-           on_chunk: Callable[[LogChunk], None] = write_chunk) -> ExecutionView:
+def follow(
+    client: Client, execution_id: str, after: int = 0, on_chunk: Callable[[LogChunk], None] = write_chunk
+) -> ExecutionView:
     while True:
         page = client.logs(execution_id, after=after, wait=LONG_POLL_S)
         for chunk in page.chunks:

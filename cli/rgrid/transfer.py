@@ -51,8 +51,7 @@ def _read_range(path: Path, offset: int, length: int, progress: Progress):  # ty
             yield chunk
 
 
-def _put(http: httpx.Client, url: str, path: Path, offset: int, length: int,
-         progress: Progress) -> str:
+def _put(http: httpx.Client, url: str, path: Path, offset: int, length: int, progress: Progress) -> str:
     last: Exception | None = None
     for pause in (0.0, *PUT_BACKOFF_S):
         time.sleep(pause)
@@ -64,8 +63,11 @@ def _put(http: httpx.Client, url: str, path: Path, offset: int, length: int,
             progress(n)
 
         try:
-            resp = http.put(url, content=_read_range(path, offset, length, counted),
-                            headers={"Content-Length": str(length)})
+            resp = http.put(
+                url,
+                content=_read_range(path, offset, length, counted),
+                headers={"Content-Length": str(length)},
+            )
             if resp.status_code < 300:
                 return resp.headers.get("etag", "")
             last = RgridError(f"storage refused the upload of {path.name} (HTTP {resp.status_code})")
@@ -91,12 +93,17 @@ def upload_object(client: Client, ticket: UploadTicket, path: Path, progress: Pr
 
     with ThreadPoolExecutor(PART_WORKERS) as pool:
         parts = list(pool.map(lambda p: send(p.number, p.url), ticket.parts))
-    client.complete_upload(UploadCompletion(sha256=ticket.sha256, size=ticket.size,
-                                            upload_id=ticket.upload_id, parts=parts))
+    client.complete_upload(
+        UploadCompletion(sha256=ticket.sha256, size=ticket.size, upload_id=ticket.upload_id, parts=parts)
+    )
 
 
-def upload_missing(client: Client, by_sha: dict[str, Path], sizes: dict[str, int],
-                   progress_factory: Callable[[int], Progress]) -> int:
+def upload_missing(
+    client: Client,
+    by_sha: dict[str, Path],
+    sizes: dict[str, int],
+    progress_factory: Callable[[int], Progress],
+) -> int:
     """Upload what the API does not have yet; returns the bytes sent."""
     plan = client.plan_uploads([ObjectSpec(sha256=s, size=sizes[s]) for s in by_sha])
     if not plan.missing:

@@ -17,10 +17,17 @@ depends_on = None
 FINAL = "('succeeded','failed','cancelled')"
 # Allowed (old, new) status pairs for executions; attempts never leave a final state.
 EXECUTION_EDGES = [
-    ("queued", "dispatched"), ("queued", "cancelled"), ("queued", "failed"),
-    ("dispatched", "running"), ("dispatched", "queued"), ("dispatched", "failed"),
-    ("dispatched", "cancelled"), ("running", "succeeded"), ("running", "failed"),
-    ("running", "cancelled"), ("running", "queued"),
+    ("queued", "dispatched"),
+    ("queued", "cancelled"),
+    ("queued", "failed"),
+    ("dispatched", "running"),
+    ("dispatched", "queued"),
+    ("dispatched", "failed"),
+    ("dispatched", "cancelled"),
+    ("running", "succeeded"),
+    ("running", "failed"),
+    ("running", "cancelled"),
+    ("running", "queued"),
 ]
 
 
@@ -48,12 +55,12 @@ def upgrade() -> None:
     )
     op.create_table(
         "worker_heartbeats",
-        sa.Column("worker_id", sa.String(64), sa.ForeignKey("workers.id", ondelete="CASCADE"),
-                  primary_key=True),
+        sa.Column(
+            "worker_id", sa.String(64), sa.ForeignKey("workers.id", ondelete="CASCADE"), primary_key=True
+        ),
         sa.Column("last_heartbeat_at", sa.DateTime(timezone=True), nullable=False),
     )
-    op.create_index("ix_worker_heartbeats_last_heartbeat_at", "worker_heartbeats",
-                    ["last_heartbeat_at"])
+    op.create_index("ix_worker_heartbeats_last_heartbeat_at", "worker_heartbeats", ["last_heartbeat_at"])
     with op.batch_alter_table("attempts") as batch:
         batch.add_column(sa.Column("worker_id", sa.String(64), nullable=True))
         batch.create_foreign_key("fk_attempts_worker", "workers", ["worker_id"], ["id"])
@@ -65,7 +72,7 @@ def upgrade() -> None:
         op.execute(f"""
             CREATE FUNCTION rgrid_check_execution_status() RETURNS trigger AS $$
             BEGIN
-                IF NEW.status <> OLD.status AND NOT ({_edge_sql('OLD', 'NEW')}) THEN
+                IF NEW.status <> OLD.status AND NOT ({_edge_sql("OLD", "NEW")}) THEN
                     RAISE EXCEPTION 'execution % cannot go from % to %', OLD.id, OLD.status, NEW.status;
                 END IF;
                 RETURN NEW;
@@ -85,7 +92,7 @@ def upgrade() -> None:
     else:
         op.execute(f"""
             CREATE TRIGGER executions_status_transition BEFORE UPDATE OF status ON executions
-            WHEN NEW.status <> OLD.status AND NOT ({_edge_sql('OLD', 'NEW')})
+            WHEN NEW.status <> OLD.status AND NOT ({_edge_sql("OLD", "NEW")})
             BEGIN SELECT RAISE(ABORT, 'invalid execution status transition'); END""")
         op.execute(f"""
             CREATE TRIGGER attempts_status_final BEFORE UPDATE OF status ON attempts

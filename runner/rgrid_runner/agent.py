@@ -43,8 +43,11 @@ class NodeAgent:
         self.config = config
         self.raylet_argv = raylet_argv
         self.raylet_env = raylet_env
-        self.http = httpx.Client(base_url=config.api_url.rstrip("/") + "/v1/workers",
-                                 headers={"Authorization": f"Bearer {config.token}"}, timeout=10.0)
+        self.http = httpx.Client(
+            base_url=config.api_url.rstrip("/") + "/v1/workers",
+            headers={"Authorization": f"Bearer {config.token}"},
+            timeout=10.0,
+        )
         self._drain = threading.Event()
         self.raylet: subprocess.Popen[bytes] | None = None
 
@@ -135,8 +138,11 @@ class NodeAgent:
             from ray.core.generated import autoscaler_pb2
 
             accepted, why = self._gcs().drain_node(
-                node_id, autoscaler_pb2.DrainNodeReason.Value("DRAIN_NODE_REASON_PREEMPTION"),
-                "rgrid worker stopping", 0)
+                node_id,
+                autoscaler_pb2.DrainNodeReason.Value("DRAIN_NODE_REASON_PREEMPTION"),
+                "rgrid worker stopping",
+                0,
+            )
             if not accepted:
                 log.warning("Ray refused to drain the node: %s", why)
         except Exception as exc:  # noqa: BLE001 - drain is best effort; the API refuses new work anyway

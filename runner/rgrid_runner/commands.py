@@ -43,9 +43,13 @@ def _version() -> str:
 
 def worker(
     ctx: typer.Context,
-    head: Annotated[bool, typer.Option("--head", help="Start a Ray head node instead of joining one.")] = False,
+    head: Annotated[
+        bool, typer.Option("--head", help="Start a Ray head node instead of joining one.")
+    ] = False,
     address: Annotated[str | None, typer.Option(help="Ray head to join, host:port.")] = None,
-    worker_id: Annotated[str | None, typer.Option(help="This node's id (default: host name + random).")] = None,
+    worker_id: Annotated[
+        str | None, typer.Option(help="This node's id (default: host name + random).")
+    ] = None,
     provider: Annotated[str, typer.Option(help="Who runs this machine: local, hetzner, ...")] = "local",
     server_id: Annotated[str | None, typer.Option(help="The provider's id of this machine.")] = None,
     info_file: Annotated[str | None, typer.Option(help="Write what this node offers here (JSON).")] = None,
@@ -72,21 +76,48 @@ def worker(
         Path(info_file).write_text(json.dumps(offer))
     resources = {**ray_resources(runtimes), f"rgrid_worker_{worker_id}": 1}
     env = {k: v for k, v in os.environ.items() if k not in (ENV_TOKEN, ENV_API)}
-    env.update(RGRID_RUNTIMES_CONFIG=encode(runtimes), RGRID_SANDBOX=sandbox.name,
-               RGRID_WORKER_ID=worker_id, RAY_ENABLE_UV_RUN_RUNTIME_ENV="0")
+    env.update(
+        RGRID_RUNTIMES_CONFIG=encode(runtimes),
+        RGRID_SANDBOX=sandbox.name,
+        RGRID_WORKER_ID=worker_id,
+        RAY_ENABLE_UV_RUN_RUNTIME_ENV="0",
+    )
     if not head:
         # Joining is refused unless clusters are enabled; raystart keeps loopback anyway.
         env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "1"
-    argv = [sys.executable, "-m", "rgrid_runner.raystart", "start", "--block",
-            f"--resources={json.dumps(resources)}"]
+    argv = [
+        sys.executable,
+        "-m",
+        "rgrid_runner.raystart",
+        "start",
+        "--block",
+        f"--resources={json.dumps(resources)}",
+    ]
     argv += ["--head"] if head else [f"--address={address}"]
     argv += ctx.args
-    cpus = next((float(a.split("=", 1)[1]) for a in ctx.args if a.startswith("--num-cpus=")),
-                float(os.cpu_count() or 1))
+    cpus = next(
+        (float(a.split("=", 1)[1]) for a in ctx.args if a.startswith("--num-cpus=")),
+        float(os.cpu_count() or 1),
+    )
     registration = WorkerRegistration(
-        id=worker_id, host_name=socket.gethostname(), resources={"CPU": cpus, **resources},
-        runtimes=sorted(runtimes), sandbox=sandbox.name, provider=provider, server_id=server_id,
-        pid=os.getpid(), version=_version())
-    agent = NodeAgent(AgentConfig(api_url=api_url, token=token, registration=registration,
-                                  gcs_address=_gcs_address(head, address, ctx.args)), argv, env)
+        id=worker_id,
+        host_name=socket.gethostname(),
+        resources={"CPU": cpus, **resources},
+        runtimes=sorted(runtimes),
+        sandbox=sandbox.name,
+        provider=provider,
+        server_id=server_id,
+        pid=os.getpid(),
+        version=_version(),
+    )
+    agent = NodeAgent(
+        AgentConfig(
+            api_url=api_url,
+            token=token,
+            registration=registration,
+            gcs_address=_gcs_address(head, address, ctx.args),
+        ),
+        argv,
+        env,
+    )
     raise typer.Exit(agent.run())

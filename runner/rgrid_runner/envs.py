@@ -27,12 +27,29 @@ USED_MARK = ".rgrid-used"
 # The worker's network settings the installer needs to reach the package
 # index (proxies, CA bundles, index URLs); nothing else of the worker's
 # environment reaches it, and none of this reaches the job.
-INSTALLER_ENV = frozenset({
-    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "no_proxy",
-    "SSL_CERT_FILE", "SSL_CERT_DIR", "UV_NATIVE_TLS", "UV_INDEX_URL", "UV_EXTRA_INDEX_URL",
-    "UV_DEFAULT_INDEX", "UV_INDEX", "UV_FIND_LINKS", "UV_INSECURE_HOST", "PIP_INDEX_URL",
-    "PIP_EXTRA_INDEX_URL", "PIP_CERT",
-})
+INSTALLER_ENV = frozenset(
+    {
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "UV_NATIVE_TLS",
+        "UV_INDEX_URL",
+        "UV_EXTRA_INDEX_URL",
+        "UV_DEFAULT_INDEX",
+        "UV_INDEX",
+        "UV_FIND_LINKS",
+        "UV_INSECURE_HOST",
+        "PIP_INDEX_URL",
+        "PIP_EXTRA_INDEX_URL",
+        "PIP_CERT",
+    }
+)
 INSTALL_TIMEOUT_S = 1800
 
 
@@ -83,8 +100,9 @@ class EnvCache:
         self.max_envs = max_envs
 
     @contextmanager
-    def use(self, interp: Interpreter, requirements: str,
-            log: Callable[[str], None]) -> Iterator[Environment]:
+    def use(
+        self, interp: Interpreter, requirements: str, log: Callable[[str], None]
+    ) -> Iterator[Environment]:
         """The environment for these requirements, installed if needed, held
         with a shared lock while the job runs so eviction cannot remove it.
         Installer output goes to `log` (the job's stderr)."""
@@ -109,23 +127,25 @@ class EnvCache:
             fcntl.flock(fh, fcntl.LOCK_UN)
             fh.close()
 
-    def _build(self, interp: Interpreter, requirements: str, final: Path,
-               log: Callable[[str], None]) -> None:
+    def _build(self, interp: Interpreter, requirements: str, final: Path, log: Callable[[str], None]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=self.root))
         env = {k: v for k, v in os.environ.items() if k in INSTALLER_ENV}
-        env.update(PATH=os.environ.get("PATH", "/usr/bin:/bin"), HOME=str(self.root),
-                   UV_CACHE_DIR=str(self.root / ".uv-cache"), UV_NO_PROGRESS="1")
+        env.update(
+            PATH=os.environ.get("PATH", "/usr/bin:/bin"),
+            HOME=str(self.root),
+            UV_CACHE_DIR=str(self.root / ".uv-cache"),
+            UV_NO_PROGRESS="1",
+        )
         req_file = tmp / "requirements.txt"
         try:
             req_file.write_text(requirements)
             venv = tmp / "venv"
-            for argv in ([_uv(), "venv", "--quiet", "--relocatable", "--python", interp.executable,
-                          str(venv)],
-                         [_uv(), "pip", "install", "--python", str(venv / "bin" / "python"),
-                          "-r", str(req_file)]):
-                out = subprocess.run(argv, env=env, capture_output=True, text=True,
-                                     timeout=INSTALL_TIMEOUT_S)
+            for argv in (
+                [_uv(), "venv", "--quiet", "--relocatable", "--python", interp.executable, str(venv)],
+                [_uv(), "pip", "install", "--python", str(venv / "bin" / "python"), "-r", str(req_file)],
+            ):
+                out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S)
                 if out.stdout or out.stderr:
                     log(out.stdout + out.stderr)
                 if out.returncode != 0:

@@ -86,7 +86,7 @@ class LogShipper:
                 self.stale.set()
                 self.stop_requested.set()
                 return
-            except Exception:  # noqa: BLE001 - a lost batch must not kill the run
+            except Exception:
                 log.exception("shipping logs failed")
             if closing and not self._pending:
                 return

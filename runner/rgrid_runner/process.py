@@ -52,17 +52,29 @@ def exit_code_of(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
-def run_supervised(argv: list[str], cwd: Path, env: dict[str, str], timeout_s: float,
-                   sink: Callable[[str, str], None], stop: threading.Event,
-                   check: Check | None = None) -> ProcessOutcome:
+def run_supervised(
+    argv: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    timeout_s: float,
+    sink: Callable[[str, str], None],
+    stop: threading.Event,
+    check: Check | None = None,
+) -> ProcessOutcome:
     """Run argv to its end, the timeout, a stop request, or until `check`
     (called every CHECK_EVERY_S) names a limit the script exceeded."""
     started = time.monotonic()
     next_check = started + CHECK_EVERY_S
     limit: str | None = None
-    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     pgid = proc.pid
     deadline = started + timeout_s
     timed_out = stopped = False
@@ -113,5 +125,10 @@ def run_supervised(argv: list[str], cwd: Path, env: dict[str, str], timeout_s: f
         if proc.poll() is None:
             _signal_group(pgid, signal.SIGKILL)
             proc.wait()
-    return ProcessOutcome(exit_code=exit_code_of(proc.returncode), timed_out=timed_out,
-                          stopped=stopped, duration_s=time.monotonic() - started, limit=limit)
+    return ProcessOutcome(
+        exit_code=exit_code_of(proc.returncode),
+        timed_out=timed_out,
+        stopped=stopped,
+        duration_s=time.monotonic() - started,
+        limit=limit,
+    )

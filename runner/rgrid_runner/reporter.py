@@ -32,7 +32,8 @@ class Reporter:
     def __init__(self, api_url: str, execution_id: str, attempt: int, token: str) -> None:
         self._http = httpx.Client(
             base_url=f"{api_url.rstrip('/')}/v1/runner/{execution_id}/{attempt}",
-            headers={"Authorization": f"Bearer {token}"}, timeout=30.0,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30.0,
         )
 
     def close(self) -> None:
@@ -67,12 +68,12 @@ class Reporter:
         return RunnerAck.model_validate_json(self._post("/renew").content).cancel
 
     def logs(self, lines: list[RunnerLogLine]) -> bool:
-        return RunnerAck.model_validate_json(
-            self._post("/logs", RunnerLogBatch(lines=lines)).content).cancel
+        return RunnerAck.model_validate_json(self._post("/logs", RunnerLogBatch(lines=lines)).content).cancel
 
     def output_urls(self, paths: list[str]) -> dict[str, str]:
         return RunnerOutputUrls.model_validate_json(
-            self._post("/outputs", RunnerOutputRequest(paths=paths)).content).urls
+            self._post("/outputs", RunnerOutputRequest(paths=paths)).content
+        ).urls
 
     def complete(self, result: RunnerResult) -> None:
         self._post("/complete", result)

@@ -46,8 +46,7 @@ def runtime_of_resource(name: str) -> str | None:
 def _probe(executable: str, runtime: str) -> Interpreter | None:
     code = "import sys; print(sys.base_prefix); print('%d.%d' % sys.version_info[:2])"
     try:
-        out = subprocess.run([executable, "-I", "-c", code], capture_output=True, text=True,
-                             timeout=20)
+        out = subprocess.run([executable, "-I", "-c", code], capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired):
         return None
     lines = out.stdout.split()

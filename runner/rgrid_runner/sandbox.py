@@ -29,10 +29,26 @@ JOB_GID = int(os.environ.get("RGRID_SANDBOX_GID", "65534"))
 
 # What of the host's /etc a job may read: name resolution, TLS roots, users,
 # time zone. Nothing else (an operator may keep secrets in /etc).
-ETC_ALLOWED = ("resolv.conf", "hosts", "nsswitch.conf", "host.conf", "passwd", "group",
-               "localtime", "ssl", "ca-certificates", "ca-certificates.conf", "mime.types",
-               "alternatives", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "os-release",
-               "protocols", "services")
+ETC_ALLOWED = (
+    "resolv.conf",
+    "hosts",
+    "nsswitch.conf",
+    "host.conf",
+    "passwd",
+    "group",
+    "localtime",
+    "ssl",
+    "ca-certificates",
+    "ca-certificates.conf",
+    "mime.types",
+    "alternatives",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "os-release",
+    "protocols",
+    "services",
+)
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32")
 
 
@@ -103,8 +119,17 @@ class Bubblewrap:
         _chown_tree(workdir, JOB_UID, JOB_GID)
 
     def launch(self, job: Job) -> Launch:
-        argv = [self.bwrap, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc",
-                "--unshare-uts", "--unshare-cgroup-try", "--hostname", "rgrid"]
+        argv = [
+            self.bwrap,
+            "--die-with-parent",
+            "--new-session",
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--unshare-uts",
+            "--unshare-cgroup-try",
+            "--hostname",
+            "rgrid",
+        ]
         if not job.network:
             argv.append("--unshare-net")
         for d in SYSTEM_DIRS:
@@ -126,8 +151,18 @@ class Bubblewrap:
         env = {**job.env, "HOME": JOB_DIR, "TMPDIR": "/tmp"}
         for key, value in env.items():
             argv += ["--setenv", key, value]
-        argv += ["--", "setpriv", f"--reuid={JOB_UID}", f"--regid={JOB_GID}", "--clear-groups",
-                 "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--", *job.argv]
+        argv += [
+            "--",
+            "setpriv",
+            f"--reuid={JOB_UID}",
+            f"--regid={JOB_GID}",
+            "--clear-groups",
+            "--no-new-privs",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--",
+            *job.argv,
+        ]
         return Launch(argv=argv, env={"PATH": "/usr/bin:/bin"}, cwd=job.workdir)
 
 
@@ -145,12 +180,26 @@ class Docker:
         if job.image is None:
             raise ValueError("the docker sandbox needs an image for the runtime")
         memory = f"{job.memory_bytes}b"
-        argv = [self.docker, "run", "--rm", "--init", "--name", job.name,
-                f"--cpus={job.cpu:g}", f"--memory={memory}", f"--memory-swap={memory}",
-                f"--pids-limit={job.max_pids}", f"--user={JOB_UID}:{JOB_GID}",
-                "--cap-drop=ALL", "--security-opt=no-new-privileges", "--read-only",
-                "--tmpfs=/tmp:rw,nosuid,nodev", f"--network={'bridge' if job.network else 'none'}",
-                f"--volume={job.workdir}:{JOB_DIR}:rw", f"--workdir={JOB_DIR}"]
+        argv = [
+            self.docker,
+            "run",
+            "--rm",
+            "--init",
+            "--name",
+            job.name,
+            f"--cpus={job.cpu:g}",
+            f"--memory={memory}",
+            f"--memory-swap={memory}",
+            f"--pids-limit={job.max_pids}",
+            f"--user={JOB_UID}:{JOB_GID}",
+            "--cap-drop=ALL",
+            "--security-opt=no-new-privileges",
+            "--read-only",
+            "--tmpfs=/tmp:rw,nosuid,nodev",
+            f"--network={'bridge' if job.network else 'none'}",
+            f"--volume={job.workdir}:{JOB_DIR}:rw",
+            f"--workdir={JOB_DIR}",
+        ]
         for key, value in {**job.env, "HOME": JOB_DIR}.items():
             argv.append(f"--env={key}={value}")
         argv += [job.image, *job.argv]
@@ -174,8 +223,12 @@ def _bwrap_works(bwrap: str) -> bool:
         # job would share the runner's uid and could read the runner's files.
         return False
     try:
-        return subprocess.run([bwrap, "--ro-bind", "/", "/", "--unshare-pid", "true"],
-                              capture_output=True, timeout=10).returncode == 0
+        return (
+            subprocess.run(
+                [bwrap, "--ro-bind", "/", "/", "--unshare-pid", "true"], capture_output=True, timeout=10
+            ).returncode
+            == 0
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
 

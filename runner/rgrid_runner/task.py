@@ -73,15 +73,20 @@ def runner_start() -> RunnerStart:
     """Who runs this attempt: the node agent's worker id (from the raylet's
     environment) and Ray's node id."""
     worker_id = os.environ.get("RGRID_WORKER_ID")
-    return RunnerStart(worker=worker_id or socket.gethostname(), worker_id=worker_id,
-                       ray_node_id=ray_node_id())
+    return RunnerStart(
+        worker=worker_id or socket.gethostname(), worker_id=worker_id, ray_node_id=ray_node_id()
+    )
 
 
 def job_env(spec: RunnerSpec, path: str) -> dict[str, str]:
     """The script's whole environment: nothing of the runner's own (no
     credentials), plus the user's --env values."""
-    env = {"PATH": path, "LANG": os.environ.get("LANG", "C.UTF-8"), "PYTHONUNBUFFERED": "1",
-           "RGRID_EXECUTION_ID": spec.execution_id}
+    env = {
+        "PATH": path,
+        "LANG": os.environ.get("LANG", "C.UTF-8"),
+        "PYTHONUNBUFFERED": "1",
+        "RGRID_EXECUTION_ID": spec.execution_id,
+    }
     env.update(spec.env)
     return env
 
@@ -111,8 +116,9 @@ def _cgroup(cfg: RunnerConfig, spec: RunnerSpec) -> Iterator[Cgroup | None]:
     if not cfg.cgroups.available:
         yield None
         return
-    limits = Limits(memory_bytes=spec.resources.memory_mb * MIB, cpu=spec.resources.cpu,
-                    max_pids=cfg.max_pids)
+    limits = Limits(
+        memory_bytes=spec.resources.memory_mb * MIB, cpu=spec.resources.cpu, max_pids=cfg.max_pids
+    )
     group = cfg.cgroups.create(f"{spec.execution_id}-{spec.attempt}", limits)
     try:
         yield group
@@ -123,8 +129,15 @@ def _cgroup(cfg: RunnerConfig, spec: RunnerSpec) -> Iterator[Cgroup | None]:
 def _execute(cfg: RunnerConfig, reporter: Reporter, spec: RunnerSpec, workdir: Path) -> str:
     interp = cfg.runtimes.get(spec.runtime)
     if interp is None:
-        return _finish(reporter, spec, 127, FailureReason.RUNTIME_UNAVAILABLE, 0.0, [],
-                       f"rgrid: runtime {spec.runtime} is not installed on this worker\n")
+        return _finish(
+            reporter,
+            spec,
+            127,
+            FailureReason.RUNTIME_UNAVAILABLE,
+            0.0,
+            [],
+            f"rgrid: runtime {spec.runtime} is not installed on this worker\n",
+        )
     with httpx.Client(timeout=60.0) as http:
         fetch(http, workdir, [spec.script, *spec.inputs])
         before = snapshot(workdir)
@@ -142,19 +155,32 @@ def _execute(cfg: RunnerConfig, reporter: Reporter, spec: RunnerSpec, workdir: P
                 python, path = env.python, f"{env.bin}:{path}"
                 readonly.append(env.path)
             cfg.sandbox.prepare(workdir)
-            job = Job(argv=[python, spec.script.path, *spec.args], workdir=workdir,
-                      env=job_env(spec, path), readonly=readonly, network=spec.network,
-                      cpu=spec.resources.cpu, memory_bytes=spec.resources.memory_mb * MIB,
-                      max_pids=cfg.max_pids, name=f"rgrid-{spec.execution_id}-{spec.attempt}",
-                      image=f"python:{spec.runtime.split(':')[-1]}-slim")
+            job = Job(
+                argv=[python, spec.script.path, *spec.args],
+                workdir=workdir,
+                env=job_env(spec, path),
+                readonly=readonly,
+                network=spec.network,
+                cpu=spec.resources.cpu,
+                memory_bytes=spec.resources.memory_mb * MIB,
+                max_pids=cfg.max_pids,
+                name=f"rgrid-{spec.execution_id}-{spec.attempt}",
+                image=f"python:{spec.runtime.split(':')[-1]}-slim",
+            )
             launch = cfg.sandbox.launch(job)
             group = stack.enter_context(_cgroup(cfg, spec))
             argv = group.join_command(launch.argv) if group else rlimit_command(launch.argv, job)
             budget = LogBudget(cfg.max_log_bytes, shipper.write)
             watch = WorkdirWatch(workdir, cfg.max_workdir_bytes)
-            outcome = run_supervised(argv, launch.cwd, launch.env, spec.resources.timeout_s,
-                                     budget.write, shipper.stop_requested,
-                                     check=lambda: budget.exceeded() or watch.exceeded())
+            outcome = run_supervised(
+                argv,
+                launch.cwd,
+                launch.env,
+                spec.resources.timeout_s,
+                budget.write,
+                shipper.stop_requested,
+                check=lambda: budget.exceeded() or watch.exceeded(),
+            )
             oom = group.oom_killed() if group else False
             pids_hit = group.hit_pid_limit() if group else False
             if shipper.stale.is_set():
@@ -173,18 +199,26 @@ def _execute(cfg: RunnerConfig, reporter: Reporter, spec: RunnerSpec, workdir: P
     return _finish(reporter, spec, outcome.exit_code, reason, outcome.duration_s, outputs)
 
 
-def _finish(reporter: Reporter, spec: RunnerSpec, exit_code: int | None,
-            reason: FailureReason | None, duration_s: float, outputs: list[OutputFile],
-            message: str | None = None) -> str:
+def _finish(
+    reporter: Reporter,
+    spec: RunnerSpec,
+    exit_code: int | None,
+    reason: FailureReason | None,
+    duration_s: float,
+    outputs: list[OutputFile],
+    message: str | None = None,
+) -> str:
     if message:
         reporter.logs([RunnerLogLine(stream="stderr", data=message)])
-    reporter.complete(RunnerResult(exit_code=exit_code, failure_reason=reason,
-                                   duration_s=duration_s, outputs=outputs))
+    reporter.complete(
+        RunnerResult(exit_code=exit_code, failure_reason=reason, duration_s=duration_s, outputs=outputs)
+    )
     return reason or "ok"
 
 
-def _failure_reason(outcome: ProcessOutcome, cancelled: bool, oom: bool,
-                    pids_hit: bool) -> FailureReason | None:
+def _failure_reason(
+    outcome: ProcessOutcome, cancelled: bool, oom: bool, pids_hit: bool
+) -> FailureReason | None:
     if cancelled:
         return FailureReason.CANCELLED
     if outcome.timed_out:
@@ -198,8 +232,9 @@ def _failure_reason(outcome: ProcessOutcome, cancelled: bool, oom: bool,
     return None
 
 
-def _explanation(reason: FailureReason | None, outcome: ProcessOutcome, spec: RunnerSpec,
-                 cfg: RunnerConfig) -> str | None:
+def _explanation(
+    reason: FailureReason | None, outcome: ProcessOutcome, spec: RunnerSpec, cfg: RunnerConfig
+) -> str | None:
     """One line from rgrid in the job's stderr saying why it was stopped."""
     if reason == FailureReason.TIMEOUT:
         return f"rgrid: killed after the {spec.resources.timeout_s:g} s timeout\n"
@@ -212,8 +247,13 @@ def _explanation(reason: FailureReason | None, outcome: ProcessOutcome, spec: Ru
     return None
 
 
-def _upload_outputs(http: httpx.Client, reporter: Reporter, workdir: Path,
-                    before: dict[str, tuple[int, int]], cfg: RunnerConfig) -> list[OutputFile]:
+def _upload_outputs(
+    http: httpx.Client,
+    reporter: Reporter,
+    workdir: Path,
+    before: dict[str, tuple[int, int]],
+    cfg: RunnerConfig,
+) -> list[OutputFile]:
     limits = OutputLimits(max_files=cfg.max_output_files, max_total_bytes=cfg.max_output_bytes)
     paths = changed_files(workdir, before, limits)
     if not paths:

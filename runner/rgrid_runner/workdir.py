@@ -108,9 +108,13 @@ def _walk(root: Path):  # type: ignore[no-untyped-def]
 
 
 def snapshot(root: Path) -> Snapshot:
-    return {os.path.relpath(e.path, root): (e.stat(follow_symlinks=False).st_size,
-                                            e.stat(follow_symlinks=False).st_mtime_ns)
-            for e in _walk(root)}
+    return {
+        os.path.relpath(e.path, root): (
+            e.stat(follow_symlinks=False).st_size,
+            e.stat(follow_symlinks=False).st_mtime_ns,
+        )
+        for e in _walk(root)
+    }
 
 
 def changed_files(root: Path, before: Snapshot, limits: OutputLimits) -> list[str]:

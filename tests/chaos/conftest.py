@@ -42,8 +42,7 @@ with open(f"out/{name}.txt", "w") as fh:
     fh.write(name)
 print("done", name, flush=True)
 """
-CHAOS_ENV = {"RGRID_LEASE_S": "8", "RGRID_MONITOR_INTERVAL_S": "0.5",
-             "RGRID_HEARTBEAT_TIMEOUT_S": "10"}
+CHAOS_ENV = {"RGRID_LEASE_S": "8", "RGRID_MONITOR_INTERVAL_S": "0.5", "RGRID_HEARTBEAT_TIMEOUT_S": "10"}
 
 
 @dataclass
@@ -77,12 +76,19 @@ class Cluster:
 
     def restart_api(self, extra_env: dict[str, str] | None = None) -> None:
         self.api.proc.stop()
-        self.api = start_api(self.root / "api", self.database_url, self.s3, self.head,
-                             public_s3=self.s3.endpoint, port=self.api_port,
-                             extra_env={**CHAOS_ENV, **(extra_env or {})})
+        self.api = start_api(
+            self.root / "api",
+            self.database_url,
+            self.s3,
+            self.head,
+            public_s3=self.s3.endpoint,
+            port=self.api_port,
+            extra_env={**CHAOS_ENV, **(extra_env or {})},
+        )
 
-    def submit(self, client: Client, count: int, seconds: tuple[float, float], retries: int = 5,
-               prefix: str = "job") -> dict[str, str]:
+    def submit(
+        self, client: Client, count: int, seconds: tuple[float, float], retries: int = 5, prefix: str = "job"
+    ) -> dict[str, str]:
         """Submit `count` jobs sleeping a random time; returns id -> name."""
         script = self.root / "chaos_job.py"
         script.write_text(JOB)
@@ -92,9 +98,12 @@ class Cluster:
         ids = {}
         for i in range(count):
             name = f"{prefix}-{i}"
-            body = ExecutionCreate(script=InputFile(sha256=sha, path="chaos_job.py"),
-                                   args=[name, f"{rng.uniform(*seconds):.2f}"], retries=retries,
-                                   resources={"cpu": 1, "memory_mb": 256, "timeout_s": 300})
+            body = ExecutionCreate(
+                script=InputFile(sha256=sha, path="chaos_job.py"),
+                args=[name, f"{rng.uniform(*seconds):.2f}"],
+                retries=retries,
+                resources={"cpu": 1, "memory_mb": 256, "timeout_s": 300},
+            )
             ids[client.create_execution(body).id] = name
         return ids
 
@@ -102,6 +111,7 @@ class Cluster:
 def wait_final(client: Client, ids: dict[str, str], timeout: float) -> None:
     """Wait until every execution ended; the API may be briefly unavailable
     while a scenario restarts something under it."""
+
     def done() -> bool:
         try:
             return all(Status(client.get_execution(i).status).final for i in ids)
@@ -122,7 +132,9 @@ def assert_exactly_once(cluster: Cluster, client: Client, ids: dict[str, str]) -
             " (SELECT count(*) FROM outputs o WHERE o.execution_id = e.id),"
             " (SELECT min(o.attempt) FROM outputs o WHERE o.execution_id = e.id),"
             " (SELECT a.number FROM attempts a WHERE a.execution_id = e.id AND a.status = 'succeeded')"
-            " FROM executions e WHERE e.id = ANY(%(ids)s)", {"ids": list(ids)}).all()
+            " FROM executions e WHERE e.id = ANY(%(ids)s)",
+            {"ids": list(ids)},
+        ).all()
     engine.dispose()
     assert len(rows) == len(ids)
     for execution_id, succeeded, outputs, output_attempt, winning_attempt in rows:
@@ -143,8 +155,9 @@ def assert_exactly_once(cluster: Cluster, client: Client, ids: dict[str, str]) -
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, postgres: Postgres, s3: S3Server) -> Iterator[Cluster]:
     root = tmp_path_factory.mktemp("chaos")
-    admin = create_engine(postgres.url.replace("postgresql://", "postgresql+psycopg://"),
-                          isolation_level="AUTOCOMMIT")
+    admin = create_engine(
+        postgres.url.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT"
+    )
     name = f"chaos_{root.name.replace('-', '_')}"
     with admin.connect() as conn:
         conn.exec_driver_sql(f"CREATE DATABASE {name}")
@@ -152,10 +165,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, postgres: Postgres, s3: S3
     database_url = postgres.url.rsplit("/", 1)[0] + f"/{name}"
     api_port = free_port()
     head = start_ray(root / "head", f"http://127.0.0.1:{api_port}", num_cpus=0)
-    api = start_api(root / "api", database_url, s3, head, public_s3=s3.endpoint, port=api_port,
-                    extra_env=CHAOS_ENV)
-    c = Cluster(root=root / "head", s3=s3, head=head, api=api, api_port=api_port,
-                database_url=database_url)
+    api = start_api(
+        root / "api", database_url, s3, head, public_s3=s3.endpoint, port=api_port, extra_env=CHAOS_ENV
+    )
+    c = Cluster(root=root / "head", s3=s3, head=head, api=api, api_port=api_port, database_url=database_url)
     c.add_worker()
     c.add_worker()
     yield c

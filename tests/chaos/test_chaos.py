@@ -8,16 +8,15 @@ import random
 import signal
 import threading
 import time
-
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine
 
+from rgrid.local.procs import session_members
 from rgrid.transfer import sha256_file, upload_missing
 from rgrid.wire import ObjectSpec, Status
 from tests.chaos.conftest import Cluster, assert_exactly_once, wait_final
-from rgrid.local.procs import session_members
 from tests.support.services import Postgres, S3Server, start_api, wait_until
 
 pytestmark = pytest.mark.slow
@@ -65,13 +64,19 @@ def test_worker_nodes_killed_three_times(cluster: Cluster) -> None:
         assert_exactly_once(cluster, client, ids)
         delays = []
         for victim, at in kills:
-            lost = [a for i in ids for a in client.get_execution(i).attempts
-                    if a.worker == victim and a.failure_reason == "worker_lost"]
+            lost = [
+                a
+                for i in ids
+                for a in client.get_execution(i).attempts
+                if a.worker == victim and a.failure_reason == "worker_lost"
+            ]
             assert lost, f"no attempt was running on {victim}"
             delays += [a.finished_at.timestamp() - at for a in lost]
         assert max(delays) <= HEARTBEAT_TIMEOUT_S + 2, delays
-        print(f"\nkill -> requeue: median {sorted(delays)[len(delays) // 2]:.3f} s, "
-              f"max {max(delays):.3f} s over {len(delays)} lost attempts")
+        print(
+            f"\nkill -> requeue: median {sorted(delays)[len(delays) // 2]:.3f} s, "
+            f"max {max(delays):.3f} s over {len(delays)} lost attempts"
+        )
 
 
 def test_server_killed_mid_batch_and_restarted(cluster: Cluster) -> None:
@@ -79,7 +84,8 @@ def test_server_killed_mid_batch_and_restarted(cluster: Cluster) -> None:
         ids = cluster.submit(client, 30, (2.0, 4.0), prefix="srv")
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not any(
-                client.get_execution(i).status == Status.RUNNING for i in ids):
+            client.get_execution(i).status == Status.RUNNING for i in ids
+        ):
             time.sleep(0.2)
     os.killpg(cluster.api.proc.pid, signal.SIGKILL)
     killed_at = time.time()
@@ -92,9 +98,14 @@ def test_server_killed_mid_batch_and_restarted(cluster: Cluster) -> None:
 
 
 def test_two_servers_never_dispatch_twice(cluster: Cluster) -> None:
-    second = start_api(cluster.root / "api2", cluster.database_url, cluster.s3, cluster.head,
-                       public_s3=cluster.s3.endpoint,
-                       extra_env={"RGRID_LEASE_S": "8", "RGRID_MONITOR_INTERVAL_S": "0.5"})
+    second = start_api(
+        cluster.root / "api2",
+        cluster.database_url,
+        cluster.s3,
+        cluster.head,
+        public_s3=cluster.s3.endpoint,
+        extra_env={"RGRID_LEASE_S": "8", "RGRID_MONITOR_INTERVAL_S": "0.5"},
+    )
     try:
         with cluster.client() as one, cluster.client(second) as two:
             ids = cluster.submit(one, 20, (0.5, 1.5), prefix="two-a")
@@ -138,8 +149,9 @@ def test_stale_runner_cannot_overwrite_the_new_attempt(cluster: Cluster) -> None
 def test_database_restarted_and_connections_killed(cluster: Cluster, postgres: Postgres) -> None:
     """pg_terminate_backend on every server connection during work, then a
     restart of PostgreSQL itself: the server reconnects, nothing is lost."""
-    admin = create_engine(postgres.url.replace("postgresql://", "postgresql+psycopg://"),
-                          isolation_level="AUTOCOMMIT")
+    admin = create_engine(
+        postgres.url.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT"
+    )
     database = cluster.database_url.rsplit("/", 1)[1]
     with cluster.client() as client:
         ids = cluster.submit(client, 30, (1.0, 3.0), prefix="db")
@@ -147,7 +159,9 @@ def test_database_restarted_and_connections_killed(cluster: Cluster, postgres: P
         with admin.connect() as conn:
             killed = conn.exec_driver_sql(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = %(db)s AND pid <> pg_backend_pid()", {"db": database}).scalar()
+                "WHERE datname = %(db)s AND pid <> pg_backend_pid()",
+                {"db": database},
+            ).scalar()
         admin.dispose()
         assert killed > 0
         time.sleep(3)
@@ -156,8 +170,7 @@ def test_database_restarted_and_connections_killed(cluster: Cluster, postgres: P
         assert_exactly_once(cluster, client, ids)
 
 
-def test_storage_restarted_mid_upload_and_mid_output(cluster: Cluster, s3: S3Server,
-                                                     tmp_path: Path) -> None:
+def test_storage_restarted_mid_upload_and_mid_output(cluster: Cluster, s3: S3Server, tmp_path: Path) -> None:
     """Restart the S3 server while a large input goes up in parts and while
     runners upload outputs: transfers are retried or attempts requeued, and
     no half-written object is presented as an input or an output."""
@@ -168,8 +181,7 @@ def test_storage_restarted_mid_upload_and_mid_output(cluster: Cluster, s3: S3Ser
         ids = cluster.submit(client, 30, (0.5, 2.0), prefix="s3")
         restart = threading.Timer(0.3, s3.restart)
         restart.start()
-        sent = upload_missing(client, {sha: big}, {sha: big.stat().st_size},
-                              lambda _t: lambda _n: None)
+        sent = upload_missing(client, {sha: big}, {sha: big.stat().st_size}, lambda _t: lambda _n: None)
         restart.join()
         assert sent == big.stat().st_size
         assert not client.plan_uploads([ObjectSpec(sha256=sha, size=big.stat().st_size)]).missing

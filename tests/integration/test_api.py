@@ -18,7 +18,7 @@ from rgrid.wire import ExecutionCreate, InputFile, ObjectSpec, UploadCompletion
 from tests.support.s3proxy import S3Proxy
 from tests.support.services import ApiServer
 
-NO_PROGRESS = lambda _total: (lambda _n: None)  # noqa: E731
+NO_PROGRESS = lambda _total: lambda _n: None  # noqa: E731
 
 
 def make_file(folder: Path, name: str, data: bytes) -> Path:
@@ -40,8 +40,9 @@ def test_unchanged_files_are_not_uploaded_again(client: Client, tmp_path: Path) 
     assert client.plan_uploads([ObjectSpec(sha256=sha256_file(f), size=2048)]).missing == []
 
 
-def test_large_file_goes_up_in_parts_and_is_verified(client: Client, tmp_path: Path,
-                                                     s3_proxy: S3Proxy) -> None:
+def test_large_file_goes_up_in_parts_and_is_verified(
+    client: Client, tmp_path: Path, s3_proxy: S3Proxy
+) -> None:
     data = os.urandom(13 * 1024 * 1024)
     f = make_file(tmp_path, "big.bin", data)
     plan = client.plan_uploads([ObjectSpec(sha256=sha256_file(f), size=len(data))])
@@ -72,7 +73,8 @@ def test_storage_errors_are_retried(client: Client, tmp_path: Path, s3_proxy: S3
 
 
 def test_storage_failure_gives_a_clear_error_and_registers_nothing(
-        client: Client, tmp_path: Path, s3_proxy: S3Proxy) -> None:
+    client: Client, tmp_path: Path, s3_proxy: S3Proxy
+) -> None:
     f = make_file(tmp_path, "fails.bin", os.urandom(4096))
     s3_proxy.fail_puts = 100
     try:
@@ -125,16 +127,14 @@ def test_keys_are_stored_hashed(api: ApiServer) -> None:
 
 def test_openapi_is_served_to_key_holders_only(api: ApiServer) -> None:
     assert httpx.get(f"{api.url}/v1/openapi.json").status_code == 401
-    spec = httpx.get(f"{api.url}/v1/openapi.json",
-                     headers={"Authorization": f"Bearer {api.api_key}"}).json()
+    spec = httpx.get(f"{api.url}/v1/openapi.json", headers={"Authorization": f"Bearer {api.api_key}"}).json()
     assert "/v1/executions" in spec["paths"]
     assert "/v1/uploads/plan" in spec["paths"]
 
 
 def test_only_healthz_is_open(api: ApiServer) -> None:
     """Every route in the schema but /healthz refuses a request without a key."""
-    spec = httpx.get(f"{api.url}/v1/openapi.json",
-                     headers={"Authorization": f"Bearer {api.api_key}"}).json()
+    spec = httpx.get(f"{api.url}/v1/openapi.json", headers={"Authorization": f"Bearer {api.api_key}"}).json()
     for path, methods in spec["paths"].items():
         concrete = path.replace("{execution_id}", "abc").replace("{attempt}", "1")
         for method in methods:

@@ -38,7 +38,7 @@ class Gate:
         gate = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(gate.state)))
                 self.end_headers()
@@ -69,8 +69,9 @@ def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
-def wait_for_status(env: dict[str, str], cwd: Path, execution_id: str, wanted: set[str],
-                    timeout: float = 60) -> dict:
+def wait_for_status(
+    env: dict[str, str], cwd: Path, execution_id: str, wanted: set[str], timeout: float = 60
+) -> dict:
     deadline = time.monotonic() + timeout
     while True:
         status = json.loads(run_cli(["status", execution_id, "--json"], cwd, env).stdout)
@@ -108,9 +109,25 @@ def test_unreadable_input_is_a_usage_error(tmp_path: Path, rgrid_env: dict[str, 
         if p != Path("/"):
             p.chmod(p.stat().st_mode | 0o011)
     env = {**rgrid_env, "RGRID_HOME": str(home), "HOME": str(home)}
-    result = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                             sys.executable, "-m", "rgrid", "run", "s.py", "secret.csv"],
-                            cwd=tmp_path, env=env, text=True, capture_output=True, timeout=60)
+    result = subprocess.run(
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            sys.executable,
+            "-m",
+            "rgrid",
+            "run",
+            "s.py",
+            "secret.csv",
+        ],
+        cwd=tmp_path,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=60,
+    )
     assert result.returncode == 2, result.stderr
     assert "cannot read secret.csv" in one_line_error(result)
 
@@ -171,8 +188,7 @@ def processes_with(marker: str) -> list[int]:
 def test_cancel_kills_the_running_script(tmp_path: Path, rgrid_env: dict[str, str]) -> None:
     (tmp_path / "sleeper.py").write_text(SLEEPER)
     marker = f"never-created-{os.getpid()}-{time.time_ns()}"
-    execution = json.loads(run_cli(["run", "-d", "--json", "sleeper.py", marker], tmp_path,
-                                   rgrid_env).stdout)
+    execution = json.loads(run_cli(["run", "-d", "--json", "sleeper.py", marker], tmp_path, rgrid_env).stdout)
     eid = execution["id"]
     wait_for_status(rgrid_env, tmp_path, eid, {"running"})
     deadline = time.monotonic() + 30
@@ -186,14 +202,18 @@ def test_cancel_kills_the_running_script(tmp_path: Path, rgrid_env: dict[str, st
     assert "finished" not in run_cli(["logs", eid], tmp_path, rgrid_env).stdout
 
 
-def test_follow_streams_while_the_script_runs(tmp_path: Path, rgrid_env: dict[str, str],
-                                              gate: Gate) -> None:
+def test_follow_streams_while_the_script_runs(tmp_path: Path, rgrid_env: dict[str, str], gate: Gate) -> None:
     """The script waits for a gate the test opens only after it saw the
     script's first line through `rgrid run`: logs must arrive while running."""
     (tmp_path / "sleeper.py").write_text(SLEEPER)
-    proc = subprocess.Popen([sys.executable, "-m", "rgrid", "run", "sleeper.py", gate.url],
-                            cwd=tmp_path, env=rgrid_env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rgrid", "run", "sleeper.py", gate.url],
+        cwd=tmp_path,
+        env=rgrid_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout.readline() == "waiting\n"
     gate.open()
     rest, _err = proc.communicate(timeout=60)
@@ -201,12 +221,16 @@ def test_follow_streams_while_the_script_runs(tmp_path: Path, rgrid_env: dict[st
     assert proc.returncode == 0
 
 
-def test_ctrl_c_detaches_and_the_run_goes_on(tmp_path: Path, rgrid_env: dict[str, str],
-                                             gate: Gate) -> None:
+def test_ctrl_c_detaches_and_the_run_goes_on(tmp_path: Path, rgrid_env: dict[str, str], gate: Gate) -> None:
     (tmp_path / "sleeper.py").write_text(SLEEPER)
-    proc = subprocess.Popen([sys.executable, "-m", "rgrid", "run", "sleeper.py", gate.url],
-                            cwd=tmp_path, env=rgrid_env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rgrid", "run", "sleeper.py", gate.url],
+        cwd=tmp_path,
+        env=rgrid_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout.readline() == "waiting\n"
     proc.send_signal(signal.SIGINT)
     _out, err = proc.communicate(timeout=30)
@@ -217,8 +241,9 @@ def test_ctrl_c_detaches_and_the_run_goes_on(tmp_path: Path, rgrid_env: dict[str
     assert wait_for_status(rgrid_env, tmp_path, eid, {"succeeded", "failed"})["status"] == "succeeded"
 
 
-def test_output_that_would_escape_the_output_dir_is_refused(tmp_path: Path,
-                                                            rgrid_env: dict[str, str]) -> None:
+def test_output_that_would_escape_the_output_dir_is_refused(
+    tmp_path: Path, rgrid_env: dict[str, str]
+) -> None:
     """A folder in the output dir that is a symlink to elsewhere must not let
     an output land outside the output dir."""
     outside = tmp_path / "outside"
@@ -226,8 +251,9 @@ def test_output_that_would_escape_the_output_dir_is_refused(tmp_path: Path,
     project = tmp_path / "project"
     project.mkdir()
     (project / "report").symlink_to(outside)
-    (project / "w.py").write_text("import os\nos.makedirs('report', exist_ok=True)\n"
-                                  "open('report/x.txt', 'w').write('x')\n")
+    (project / "w.py").write_text(
+        "import os\nos.makedirs('report', exist_ok=True)\nopen('report/x.txt', 'w').write('x')\n"
+    )
     result = run_cli(["run", "w.py"], project, rgrid_env)
     assert result.returncode == 2
     assert "refusing output path 'report/x.txt'" in one_line_error(result)

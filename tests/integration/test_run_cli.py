@@ -51,8 +51,9 @@ def test_failing_script_exit_code_and_stderr(project: Path, rgrid_env: dict[str,
 
 def test_outputs_in_subfolder_keep_their_paths(project: Path, rgrid_env: dict[str, str]) -> None:
     out = project / "out"
-    result = run_cli(["run", "--output-dir", str(out), "examples/report.py", "examples/data.csv"],
-                     project, rgrid_env)
+    result = run_cli(
+        ["run", "--output-dir", str(out), "examples/report.py", "examples/data.csv"], project, rgrid_env
+    )
     assert result.returncode == 0, result.stderr
     names = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert names == ["report/berlin.txt", "report/helsinki.txt", "report/index.txt", "report/lisbon.txt"]
@@ -61,32 +62,45 @@ def test_outputs_in_subfolder_keep_their_paths(project: Path, rgrid_env: dict[st
 
 
 def test_stdout_and_stderr_are_separated_and_ordered(project: Path, rgrid_env: dict[str, str]) -> None:
-    write(project, "both.py", "import sys\n"
-          "for i in range(50):\n"
-          "    print(f'out {i}')\n"
-          "    print(f'err {i}', file=sys.stderr)\n")
+    write(
+        project,
+        "both.py",
+        "import sys\nfor i in range(50):\n    print(f'out {i}')\n    print(f'err {i}', file=sys.stderr)\n",
+    )
     result = run_cli(["run", "both.py"], project, rgrid_env)
     assert result.returncode == 0
     assert result.stdout.splitlines() == [f"out {i}" for i in range(50)]
     assert [line for line in result.stderr.splitlines() if line.startswith("err")] == [
-        f"err {i}" for i in range(50)]
+        f"err {i}" for i in range(50)
+    ]
 
 
 def test_flag_value_paths_are_shipped_and_missing_paths_pass_through(
-        project: Path, rgrid_env: dict[str, str]) -> None:
-    write(project, "show.py", "import sys, os\n"
-          "for a in sys.argv[1:]:\n"
-          "    v = a.split('=', 1)[-1]\n"
-          "    print(a, os.path.isfile(v))\n")
-    result = run_cli(["run", "show.py", "--input=examples/data.csv", "nothere/missing.csv", "--n", "5"],
-                     project, rgrid_env)
+    project: Path, rgrid_env: dict[str, str]
+) -> None:
+    write(
+        project,
+        "show.py",
+        "import sys, os\n"
+        "for a in sys.argv[1:]:\n"
+        "    v = a.split('=', 1)[-1]\n"
+        "    print(a, os.path.isfile(v))\n",
+    )
+    result = run_cli(
+        ["run", "show.py", "--input=examples/data.csv", "nothere/missing.csv", "--n", "5"], project, rgrid_env
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
-        "--input=examples/data.csv True", "nothere/missing.csv False", "--n False", "5 False"]
+        "--input=examples/data.csv True",
+        "nothere/missing.csv False",
+        "--n False",
+        "5 False",
+    ]
 
 
-def test_same_base_name_from_two_folders_never_collide(project: Path, rgrid_env: dict[str, str],
-                                                       tmp_path: Path) -> None:
+def test_same_base_name_from_two_folders_never_collide(
+    project: Path, rgrid_env: dict[str, str], tmp_path: Path
+) -> None:
     write(project, "a/data.csv", "from a\n")
     write(project, "b/data.csv", "from b\n")
     outside = write(tmp_path / "elsewhere", "data.csv", "from outside\n")
@@ -98,8 +112,12 @@ def test_same_base_name_from_two_folders_never_collide(project: Path, rgrid_env:
 
 def test_names_with_spaces_and_non_ascii(project: Path, rgrid_env: dict[str, str]) -> None:
     write(project, "dätä files/größe 1.csv", "zwölf\n")
-    write(project, "copy it.py", "import sys, shutil\n"
-          "shutil.copy(sys.argv[1], 'résumé out.txt')\nprint(open(sys.argv[1]).read().strip())\n")
+    write(
+        project,
+        "copy it.py",
+        "import sys, shutil\n"
+        "shutil.copy(sys.argv[1], 'résumé out.txt')\nprint(open(sys.argv[1]).read().strip())\n",
+    )
     result = run_cli(["run", "copy it.py", "dätä files/größe 1.csv"], project, rgrid_env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "zwölf"
@@ -109,11 +127,15 @@ def test_names_with_spaces_and_non_ascii(project: Path, rgrid_env: dict[str, str
 def test_directory_argument_ships_a_tree(project: Path, rgrid_env: dict[str, str]) -> None:
     write(project, "tree/one.txt", "1")
     write(project, "tree/sub/two.txt", "2")
-    write(project, "walk.py", "import os, sys\n"
-          "for root, _d, files in sorted(os.walk(sys.argv[1])):\n"
-          "    for f in sorted(files):\n"
-          "        p = os.path.join(root, f)\n"
-          "        print(p, open(p).read())\n")
+    write(
+        project,
+        "walk.py",
+        "import os, sys\n"
+        "for root, _d, files in sorted(os.walk(sys.argv[1])):\n"
+        "    for f in sorted(files):\n"
+        "        p = os.path.join(root, f)\n"
+        "        print(p, open(p).read())\n",
+    )
     result = run_cli(["run", "walk.py", "tree"], project, rgrid_env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["tree/one.txt 1", "tree/sub/two.txt 2"]
@@ -128,9 +150,13 @@ def test_include_ships_files_the_script_opens_itself(project: Path, rgrid_env: d
 
 
 def test_env_values_reach_the_script_and_secrets_do_not(project: Path, rgrid_env: dict[str, str]) -> None:
-    write(project, "env.py", "import os\n"
-          "print(os.environ.get('GREETING'), os.environ.get('RGRID_EXECUTION_ID') is not None)\n"
-          "print(sorted(k for k in os.environ if 'SECRET' in k or k.startswith(('RGRID_S3', 'RGRID_RUNNER', 'RGRID_DATABASE', 'AWS'))))\n")
+    write(
+        project,
+        "env.py",
+        "import os\n"
+        "print(os.environ.get('GREETING'), os.environ.get('RGRID_EXECUTION_ID') is not None)\n"
+        "print(sorted(k for k in os.environ if 'SECRET' in k or k.startswith(('RGRID_S3', 'RGRID_RUNNER', 'RGRID_DATABASE', 'AWS'))))\n",
+    )
     result = run_cli(["run", "--env", "GREETING=hej", "env.py"], project, rgrid_env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["hej True", "[]"]
@@ -145,8 +171,11 @@ def test_timeout_is_124_and_kills_the_script(project: Path, rgrid_env: dict[str,
 
 
 def test_dry_run_shows_classification_and_runs_nothing(project: Path, rgrid_env: dict[str, str]) -> None:
-    result = run_cli(["run", "--dry-run", "--json", "examples/hello.py", "examples/data.csv", "--n", "5"],
-                     project, rgrid_env)
+    result = run_cli(
+        ["run", "--dry-run", "--json", "examples/hello.py", "examples/data.csv", "--n", "5"],
+        project,
+        rgrid_env,
+    )
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
     assert plan["args"] == ["examples/data.csv", "--n", "5"]
@@ -154,8 +183,9 @@ def test_dry_run_shows_classification_and_runs_nothing(project: Path, rgrid_env:
     assert not (project / "summary.json").exists()
 
 
-def test_second_run_uploads_nothing_unchanged(project: Path, rgrid_env: dict[str, str],
-                                              s3_proxy: S3Proxy) -> None:
+def test_second_run_uploads_nothing_unchanged(
+    project: Path, rgrid_env: dict[str, str], s3_proxy: S3Proxy
+) -> None:
     """Client uploads pass the storage proxy (workers use storage directly),
     so its PUT count is exactly what the CLI uploaded."""
     write(project, "unique.csv", f"city,date,temp_c\nOslo,2026-11-01,{os.getpid()}.{time.time_ns()}\n")
@@ -172,8 +202,9 @@ def test_second_run_uploads_nothing_unchanged(project: Path, rgrid_env: dict[str
     assert s3_proxy.puts - before == 1
 
 
-def test_storage_failing_during_upload_is_a_clear_75(project: Path, rgrid_env: dict[str, str],
-                                                     s3_proxy: S3Proxy) -> None:
+def test_storage_failing_during_upload_is_a_clear_75(
+    project: Path, rgrid_env: dict[str, str], s3_proxy: S3Proxy
+) -> None:
     write(project, "fresh.csv", f"city,date,temp_c\nRome,2026-11-01,{time.time_ns()}\n")
     s3_proxy.fail_puts = 1000
     try:

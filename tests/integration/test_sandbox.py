@@ -31,12 +31,22 @@ def test_job_environment_holds_no_secret(tmp_path: Path, rgrid_env: dict[str, st
     result = run_cli(["run", "--env", "MY_SETTING=1", name], tmp_path, rgrid_env)
     assert result.returncode == 0, result.stderr
     keys = set(json.loads(result.stdout))
-    assert keys <= {"PATH", "LANG", "HOME", "TMPDIR", "PYTHONUNBUFFERED", "RGRID_EXECUTION_ID",
-                    "MY_SETTING", "PWD", "LC_CTYPE"}, keys
+    assert keys <= {
+        "PATH",
+        "LANG",
+        "HOME",
+        "TMPDIR",
+        "PYTHONUNBUFFERED",
+        "RGRID_EXECUTION_ID",
+        "MY_SETTING",
+        "PWD",
+        "LC_CTYPE",
+    }, keys
 
 
-def test_host_files_are_invisible(tmp_path: Path, rgrid_env: dict[str, str], ray_head: RayHead,
-                                  services_root: Path) -> None:
+def test_host_files_are_invisible(
+    tmp_path: Path, rgrid_env: dict[str, str], ray_head: RayHead, services_root: Path
+) -> None:
     """The runner's code, the grid's state (RGRID_HOME-like dirs, the API's
     database), the work root holding other jobs' dirs and /root are absent."""
     secrets = [
@@ -49,13 +59,15 @@ def test_host_files_are_invisible(tmp_path: Path, rgrid_env: dict[str, str], ray
         "/etc/shadow",
         "/proc/1/environ",
     ]
-    code = ("import json, os, sys\nseen = {}\n"
-            "for p in json.loads(sys.argv[1]):\n"
-            "    try:\n"
-            "        seen[p] = os.listdir(p) if os.path.isdir(p) else open(p).read()[:50]\n"
-            "    except OSError as exc:\n"
-            "        seen[p] = type(exc).__name__\n"
-            "print(json.dumps(seen))\n")
+    code = (
+        "import json, os, sys\nseen = {}\n"
+        "for p in json.loads(sys.argv[1]):\n"
+        "    try:\n"
+        "        seen[p] = os.listdir(p) if os.path.isdir(p) else open(p).read()[:50]\n"
+        "    except OSError as exc:\n"
+        "        seen[p] = type(exc).__name__\n"
+        "print(json.dumps(seen))\n"
+    )
     name = script(tmp_path, "peek.py", code)
     result = run_cli(["run", name, json.dumps(secrets)], tmp_path, rgrid_env)
     assert result.returncode == 0, result.stderr
@@ -69,14 +81,16 @@ def test_host_files_are_invisible(tmp_path: Path, rgrid_env: dict[str, str], ray
 
 def test_only_the_work_dir_and_tmp_are_writable(tmp_path: Path, rgrid_env: dict[str, str]) -> None:
     marker = f"rgrid-escape-{time.time_ns()}"
-    code = ("import json, sys\nresult = {}\n"
-            "for d in ['/usr', '/etc', '/root', '/tmp', '.', '/var/tmp', '/home']:\n"
-            "    try:\n"
-            "        open(f'{d}/" + marker + "', 'w').write('x')\n"
-            "        result[d] = 'written'\n"
-            "    except OSError as exc:\n"
-            "        result[d] = type(exc).__name__\n"
-            "print(json.dumps(result))\n")
+    code = (
+        "import json, sys\nresult = {}\n"
+        "for d in ['/usr', '/etc', '/root', '/tmp', '.', '/var/tmp', '/home']:\n"
+        "    try:\n"
+        "        open(f'{d}/" + marker + "', 'w').write('x')\n"
+        "        result[d] = 'written'\n"
+        "    except OSError as exc:\n"
+        "        result[d] = type(exc).__name__\n"
+        "print(json.dumps(result))\n"
+    )
     name = script(tmp_path, "write.py", code)
     result = run_cli(["run", "--output-dir", "out", name], tmp_path, rgrid_env)
     assert result.returncode == 0, result.stderr
@@ -88,7 +102,9 @@ def test_only_the_work_dir_and_tmp_are_writable(tmp_path: Path, rgrid_env: dict[
 
 
 def test_memory_hog_is_out_of_memory(tmp_path: Path, rgrid_env: dict[str, str]) -> None:
-    name = script(tmp_path, "hog.py", "blocks = []\nwhile True:\n    blocks.append(bytearray(16 * 1024 * 1024))\n")
+    name = script(
+        tmp_path, "hog.py", "blocks = []\nwhile True:\n    blocks.append(bytearray(16 * 1024 * 1024))\n"
+    )
     result = run_cli(["run", "--memory", "128M", name], tmp_path, rgrid_env)
     assert result.returncode == 137
     assert "out_of_memory" in result.stderr
@@ -96,13 +112,15 @@ def test_memory_hog_is_out_of_memory(tmp_path: Path, rgrid_env: dict[str, str]) 
 
 def test_timeout_leaves_no_process_behind(tmp_path: Path, rgrid_env: dict[str, str]) -> None:
     marker = f"grandchild-{time.time_ns()}"
-    code = ("import os, subprocess, sys, time\n"
-            "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)', sys.argv[1]],\n"
-            "                 start_new_session=True)\n"
-            "if os.fork() == 0:\n"
-            "    os.setsid()\n"
-            "    os.execv(sys.executable, [sys.executable, '-c', 'import time; time.sleep(600)', sys.argv[1]])\n"
-            "print('spawned', flush=True)\ntime.sleep(600)\n")
+    code = (
+        "import os, subprocess, sys, time\n"
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)', sys.argv[1]],\n"
+        "                 start_new_session=True)\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    os.execv(sys.executable, [sys.executable, '-c', 'import time; time.sleep(600)', sys.argv[1]])\n"
+        "print('spawned', flush=True)\ntime.sleep(600)\n"
+    )
     name = script(tmp_path, "daemons.py", code)
     result = run_cli(["run", "--timeout", "3s", name, marker], tmp_path, rgrid_env)
     assert result.returncode == 124
@@ -111,16 +129,18 @@ def test_timeout_leaves_no_process_behind(tmp_path: Path, rgrid_env: dict[str, s
 
 
 def test_fork_storm_hits_the_process_cap(tmp_path: Path, rgrid_env: dict[str, str]) -> None:
-    code = ("import os, sys, time\nn = 0\n"
-            "try:\n"
-            "    while True:\n"
-            "        if os.fork() == 0:\n"
-            "            time.sleep(60)\n"
-            "            os._exit(0)\n"
-            "        n += 1\n"
-            "except OSError as exc:\n"
-            "    print('forked', n, type(exc).__name__)\n"
-            "    sys.exit(5)\n")
+    code = (
+        "import os, sys, time\nn = 0\n"
+        "try:\n"
+        "    while True:\n"
+        "        if os.fork() == 0:\n"
+        "            time.sleep(60)\n"
+        "            os._exit(0)\n"
+        "        n += 1\n"
+        "except OSError as exc:\n"
+        "    print('forked', n, type(exc).__name__)\n"
+        "    sys.exit(5)\n"
+    )
     name = script(tmp_path, "storm.py", code)
     result = run_cli(["run", "--timeout", "60s", name], tmp_path, rgrid_env)
     assert result.returncode == 5
@@ -129,8 +149,10 @@ def test_fork_storm_hits_the_process_cap(tmp_path: Path, rgrid_env: dict[str, st
 
 
 def test_symlink_to_a_host_file_is_not_an_output(tmp_path: Path, rgrid_env: dict[str, str]) -> None:
-    code = ("import os\nos.symlink('/etc/hostname', 'leak')\nos.symlink('/usr', 'leakdir')\n"
-            "open('real.txt', 'w').write('real')\n")
+    code = (
+        "import os\nos.symlink('/etc/hostname', 'leak')\nos.symlink('/usr', 'leakdir')\n"
+        "open('real.txt', 'w').write('real')\n"
+    )
     name = script(tmp_path, "links.py", code)
     result = run_cli(["run", "--output-dir", "out", name], tmp_path, rgrid_env)
     assert result.returncode == 0, result.stderr
@@ -146,7 +168,9 @@ def test_huge_output_is_capped_with_a_reason(tmp_path: Path, rgrid_env: dict[str
 
 
 def test_flood_of_log_is_capped(tmp_path: Path, rgrid_env: dict[str, str]) -> None:
-    name = script(tmp_path, "flood.py", "import sys, time\nwhile True:\n    sys.stdout.write('y' * 65536 + '\\n')\n")
+    name = script(
+        tmp_path, "flood.py", "import sys, time\nwhile True:\n    sys.stdout.write('y' * 65536 + '\\n')\n"
+    )
     result = run_cli(["run", "--timeout", "120s", name], tmp_path, rgrid_env)
     assert result.returncode == 75
     assert "log exceeded" in result.stderr
@@ -154,8 +178,10 @@ def test_flood_of_log_is_capped(tmp_path: Path, rgrid_env: dict[str, str]) -> No
 
 
 def test_work_dir_cannot_fill_the_disk(tmp_path: Path, rgrid_env: dict[str, str]) -> None:
-    code = ("import time\nwith open('fill.bin', 'wb') as fh:\n"
-            "    while True:\n        fh.write(b'z' * 1024 * 1024)\n        fh.flush()\n        time.sleep(0.01)\n")
+    code = (
+        "import time\nwith open('fill.bin', 'wb') as fh:\n"
+        "    while True:\n        fh.write(b'z' * 1024 * 1024)\n        fh.flush()\n        time.sleep(0.01)\n"
+    )
     name = script(tmp_path, "fill.py", code)
     result = run_cli(["run", "--timeout", "120s", "--memory", "256M", name], tmp_path, rgrid_env)
     assert result.returncode == 75
@@ -166,10 +192,12 @@ def test_network_none(tmp_path: Path, rgrid_env: dict[str, str], api: ApiServer)
     """By default a job reaches the network (here: the API on the host's
     loopback); with --network none it has its own empty network namespace."""
     port = api.url.rsplit(":", 1)[1]
-    code = ("import socket\ntry:\n"
-            f"    socket.create_connection(('127.0.0.1', {port}), timeout=2).close()\n"
-            "    print('connected')\n"
-            "except OSError as exc:\n    print(type(exc).__name__)\n")
+    code = (
+        "import socket\ntry:\n"
+        f"    socket.create_connection(('127.0.0.1', {port}), timeout=2).close()\n"
+        "    print('connected')\n"
+        "except OSError as exc:\n    print(type(exc).__name__)\n"
+    )
     name = script(tmp_path, "net.py", code)
     assert run_cli(["run", name], tmp_path, rgrid_env).stdout == "connected\n"
     without = run_cli(["run", "--network", "none", name], tmp_path, rgrid_env)
@@ -177,8 +205,9 @@ def test_network_none(tmp_path: Path, rgrid_env: dict[str, str], api: ApiServer)
     assert without.stdout == "ConnectionRefusedError\n"
 
 
-def test_runtimes_resolve_and_unknown_ones_fail_at_submission(tmp_path: Path,
-                                                              rgrid_env: dict[str, str]) -> None:
+def test_runtimes_resolve_and_unknown_ones_fail_at_submission(
+    tmp_path: Path, rgrid_env: dict[str, str]
+) -> None:
     name = script(tmp_path, "v.py", "import sys\nprint('%d.%d' % sys.version_info[:2])\n")
     assert run_cli(["run", "--runtime", "python:3.12", name], tmp_path, rgrid_env).stdout == "3.12\n"
     assert run_cli(["run", name], tmp_path, rgrid_env).stdout == "3.11\n"
@@ -207,21 +236,27 @@ def test_requirements_install_once_and_are_reused(tmp_path: Path, rgrid_env: dic
 def test_concurrent_runs_share_one_install(tmp_path: Path, rgrid_env: dict[str, str]) -> None:
     (tmp_path / "reqs.txt").write_text(f"# {time.time_ns()}\ntomli-w==1.2.0\n")
     name = script(tmp_path, "uses_tomli_w.py", "import tomli_w\nprint(tomli_w.dumps({'v': 1}).strip())\n")
-    procs = [subprocess.Popen([sys.executable, "-m", "rgrid", "run", "--requirements", "reqs.txt",
-                               "--cpu", "0.5", name], cwd=tmp_path, env=rgrid_env, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "rgrid", "run", "--requirements", "reqs.txt", "--cpu", "0.5", name],
+            cwd=tmp_path,
+            env=rgrid_env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
     results = [p.communicate(timeout=300) for p in procs]
     assert [out for out, _err in results] == ["v = 1\n", "v = 1\n"]
     assert sum("tomli-w==1.2.0" in err for _out, err in results) == 1
 
 
-def test_broken_requirements_fail_as_dependency_install(tmp_path: Path,
-                                                        rgrid_env: dict[str, str]) -> None:
+def test_broken_requirements_fail_as_dependency_install(tmp_path: Path, rgrid_env: dict[str, str]) -> None:
     (tmp_path / "broken.txt").write_text("this-package-does-not-exist-rgrid-test==0.0.1\n")
     name = script(tmp_path, "x.py", "print('never')\n")
     for _ in range(2):  # a failed install is not cached: the second run fails the same way
-        result = run_cli(["run", "--requirements", "broken.txt", name], tmp_path, rgrid_env,
-                         timeout=300)
+        result = run_cli(["run", "--requirements", "broken.txt", name], tmp_path, rgrid_env, timeout=300)
         assert result.returncode == 75
         assert "dependency_install" in result.stderr
         assert "this-package-does-not-exist-rgrid-test" in result.stderr
@@ -232,8 +267,7 @@ def test_broken_requirements_fail_as_dependency_install(tmp_path: Path,
 
 def test_sandbox_is_named_by_the_node(api: object, ray_head: RayHead, services_root: Path) -> None:
     info = json.loads((services_root / "ray" / "local" / "node.json").read_text())
-    assert info == {"runtimes": ["python:3.11", "python:3.12"], "sandbox": "bubblewrap",
-                    "isolated": True}
+    assert info == {"runtimes": ["python:3.11", "python:3.12"], "sandbox": "bubblewrap", "isolated": True}
     assert os.geteuid() == 0  # bubblewrap drops jobs to their own uid only as root
 
 
@@ -251,8 +285,10 @@ def test_script_dies_with_its_runner(tmp_path: Path, rgrid_env: dict[str, str]) 
     sandboxes = [p for p in processes_with(marker) if "bwrap" in Path(f"/proc/{p}/cmdline").read_text()]
     assert sandboxes
     runner = int(Path(f"/proc/{sandboxes[0]}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    while "bwrap" in Path(f"/proc/{runner}/cmdline").read_text() or \
-            "rgrid-join" in Path(f"/proc/{runner}/cmdline").read_text():
+    while (
+        "bwrap" in Path(f"/proc/{runner}/cmdline").read_text()
+        or "rgrid-join" in Path(f"/proc/{runner}/cmdline").read_text()
+    ):
         runner = int(Path(f"/proc/{runner}/stat").read_text().rsplit(")", 1)[1].split()[1])
     os.kill(runner, 9)
     deadline = time.monotonic() + 30

@@ -25,8 +25,14 @@ time.sleep(600)
 def run(script: str, tmp_path: Path, timeout: float = 30.0, stop: threading.Event | None = None):
     (tmp_path / "s.py").write_text(script)
     lines: list[tuple[str, str]] = []
-    outcome = run_supervised([sys.executable, "s.py"], tmp_path, {"PATH": os.environ["PATH"]},
-                             timeout, lambda s, d: lines.append((s, d)), stop or threading.Event())
+    outcome = run_supervised(
+        [sys.executable, "s.py"],
+        tmp_path,
+        {"PATH": os.environ["PATH"]},
+        timeout,
+        lambda s, d: lines.append((s, d)),
+        stop or threading.Event(),
+    )
     return outcome, lines
 
 

@@ -13,9 +13,17 @@ from rgrid_runner.sandbox import JOB_GID, JOB_UID, Bubblewrap, Docker, Job, Plai
 
 
 def job(tmp_path: Path, **kw: object) -> Job:
-    base = dict(argv=["python", "s.py", "a b"], workdir=tmp_path, env={"PATH": "/usr/bin", "K": "v"},
-                readonly=[Path("/opt/py/3.12")], cpu=1.5, memory_bytes=512 * 1024**2, max_pids=64,
-                name="rgrid-x-1", image="python:3.12-slim")
+    base = dict(
+        argv=["python", "s.py", "a b"],
+        workdir=tmp_path,
+        env={"PATH": "/usr/bin", "K": "v"},
+        readonly=[Path("/opt/py/3.12")],
+        cpu=1.5,
+        memory_bytes=512 * 1024**2,
+        max_pids=64,
+        name="rgrid-x-1",
+        image="python:3.12-slim",
+    )
     base.update(kw)
     return Job(**base)  # type: ignore[arg-type]
 
@@ -23,27 +31,56 @@ def job(tmp_path: Path, **kw: object) -> Job:
 def test_docker_command(tmp_path: Path) -> None:
     launch = Docker("docker").launch(job(tmp_path, network=False))
     assert launch.argv == [
-        "docker", "run", "--rm", "--init", "--name", "rgrid-x-1", "--cpus=1.5",
-        "--memory=536870912b", "--memory-swap=536870912b", "--pids-limit=64",
-        f"--user={JOB_UID}:{JOB_GID}", "--cap-drop=ALL", "--security-opt=no-new-privileges",
-        "--read-only", "--tmpfs=/tmp:rw,nosuid,nodev", "--network=none",
-        f"--volume={tmp_path}:/job:rw", "--workdir=/job",
-        "--env=PATH=/usr/bin", "--env=K=v", "--env=HOME=/job",
-        "python:3.12-slim", "python", "s.py", "a b",
+        "docker",
+        "run",
+        "--rm",
+        "--init",
+        "--name",
+        "rgrid-x-1",
+        "--cpus=1.5",
+        "--memory=536870912b",
+        "--memory-swap=536870912b",
+        "--pids-limit=64",
+        f"--user={JOB_UID}:{JOB_GID}",
+        "--cap-drop=ALL",
+        "--security-opt=no-new-privileges",
+        "--read-only",
+        "--tmpfs=/tmp:rw,nosuid,nodev",
+        "--network=none",
+        f"--volume={tmp_path}:/job:rw",
+        "--workdir=/job",
+        "--env=PATH=/usr/bin",
+        "--env=K=v",
+        "--env=HOME=/job",
+        "python:3.12-slim",
+        "python",
+        "s.py",
+        "a b",
     ]
     assert "--network=bridge" in Docker().launch(job(tmp_path)).argv
 
 
 def test_bubblewrap_command_isolates(tmp_path: Path) -> None:
     argv = Bubblewrap("bwrap").launch(job(tmp_path, network=False)).argv
-    for flag in ("--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
-                 "--unshare-net", "--clearenv", "--new-session"):
+    for flag in (
+        "--die-with-parent",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-net",
+        "--clearenv",
+        "--new-session",
+    ):
         assert flag in argv
-    assert argv[argv.index("--bind") + 1: argv.index("--bind") + 3] == [str(tmp_path), "/job"]
-    assert "/opt/py/3.12" in argv and ["--perms", "0755", "--dir", "/opt"] == argv[
-        argv.index("/opt") - 3: argv.index("/opt") + 1]
-    tail = argv[argv.index("setpriv"):]
-    assert f"--reuid={JOB_UID}" in tail and "--no-new-privs" in tail and tail[-3:] == ["python", "s.py", "a b"]
+    assert argv[argv.index("--bind") + 1 : argv.index("--bind") + 3] == [str(tmp_path), "/job"]
+    assert (
+        "/opt/py/3.12" in argv
+        and argv[argv.index("/opt") - 3 : argv.index("/opt") + 1] == ["--perms", "0755", "--dir", "/opt"]
+    )
+    tail = argv[argv.index("setpriv") :]
+    assert (
+        f"--reuid={JOB_UID}" in tail and "--no-new-privs" in tail and tail[-3:] == ["python", "s.py", "a b"]
+    )
     assert "--unshare-net" not in Bubblewrap().launch(job(tmp_path)).argv
 
 
@@ -60,8 +97,11 @@ def _docker_answers() -> bool:
     return subprocess.run([docker, "info"], capture_output=True, timeout=20).returncode == 0
 
 
-@pytest.mark.skipif(not _docker_answers(), reason="no Docker engine answers on this machine "
-                    "(the docker CLI may be installed, but no daemon runs here)")
+@pytest.mark.skipif(
+    not _docker_answers(),
+    reason="no Docker engine answers on this machine "
+    "(the docker CLI may be installed, but no daemon runs here)",
+)
 def test_docker_runs_a_job(tmp_path: Path) -> None:
     (tmp_path / "s.py").write_text("import os\nprint(os.getuid())\nopen('out.txt', 'w').write('x')\n")
     sandbox = Docker()

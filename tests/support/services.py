@@ -62,8 +62,7 @@ class S3Server:
 
     def restart(self) -> None:
         self.proc.restart()
-        wait_until(lambda: components.s3_healthy(self.ports), 60, "SeaweedFS after restart",
-                   self.proc.log)
+        wait_until(lambda: components.s3_healthy(self.ports), 60, "SeaweedFS after restart", self.proc.log)
 
 
 def start_s3(root: Path) -> S3Server:
@@ -74,8 +73,9 @@ def start_s3(root: Path) -> S3Server:
     log = root / "weed.log"
     proc = Proc(spawn(launch.argv, launch.env, log, root), log, launch.argv, launch.env, root)
     wait_until(lambda: components.s3_healthy(ports), 60, "SeaweedFS", log)
-    return S3Server(f"127.0.0.1:{ports['s3']}", secrets["s3_access_key"], secrets["s3_secret_key"],
-                    proc, ports)
+    return S3Server(
+        f"127.0.0.1:{ports['s3']}", secrets["s3_access_key"], secrets["s3_secret_key"], proc, ports
+    )
 
 
 @dataclass
@@ -96,20 +96,27 @@ class RayHead:
 WORKER_TOKEN = "test-worker-token-" + os.urandom(8).hex()
 
 
-def start_ray(root: Path, api_url: str, extra_env: dict[str, str] | None = None,
-              num_cpus: int | None = None) -> RayHead:
+def start_ray(
+    root: Path, api_url: str, extra_env: dict[str, str] | None = None, num_cpus: int | None = None
+) -> RayHead:
     """A Ray head whose node agent registers with the API at api_url (which
     may start later: the agent keeps trying)."""
     ports = {p: free_port() for p in components.RAY_PORTS}
     root.mkdir(parents=True, exist_ok=True)
-    launch = components.ray_launch(root, ports, root / "work", api_url,
-                                   {"worker_token": WORKER_TOKEN}, num_cpus)
+    launch = components.ray_launch(
+        root, ports, root / "work", api_url, {"worker_token": WORKER_TOKEN}, num_cpus
+    )
     launch.env.update(extra_env or {})
     log = root / "ray.log"
     proc = Proc(spawn(launch.argv, launch.env, log, root), log)
     wait_until(lambda: components.ray_healthy(ports), 120, "Ray head", log)
-    return RayHead(f"127.0.0.1:{ports['gcs']}", f"http://127.0.0.1:{ports['dashboard']}", proc,
-                   ports, components.ray_temp_dir(root))
+    return RayHead(
+        f"127.0.0.1:{ports['gcs']}",
+        f"http://127.0.0.1:{ports['dashboard']}",
+        proc,
+        ports,
+        components.ray_temp_dir(root),
+    )
 
 
 @dataclass
@@ -151,24 +158,53 @@ def start_postgres() -> Postgres:
         user = pwd.getpwnam("postgres")
         os.chown(root, user.pw_uid, user.pw_gid)
     drop = _as_postgres_user()
-    subprocess.run([*drop, _pg_tool("initdb"), "-D", str(datadir), "-U", "rgrid", "--auth=trust",
-                    "--no-sync", "-E", "UTF8"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            *drop,
+            _pg_tool("initdb"),
+            "-D",
+            str(datadir),
+            "-U",
+            "rgrid",
+            "--auth=trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+        ],
+        check=True,
+        capture_output=True,
+    )
     port = free_port()
     log = root / "postgres.log"
-    argv = [*drop, _pg_tool("postgres"), "-D", str(datadir), "-p", str(port), "-h", "127.0.0.1",
-            "-k", str(root), "-c", "fsync=off", "-c", "max_connections=200"]
+    argv = [
+        *drop,
+        _pg_tool("postgres"),
+        "-D",
+        str(datadir),
+        "-p",
+        str(port),
+        "-h",
+        "127.0.0.1",
+        "-k",
+        str(root),
+        "-c",
+        "fsync=off",
+        "-c",
+        "max_connections=200",
+    ]
     # SIGINT: PostgreSQL's fast shutdown (SIGTERM would wait for every client).
-    proc = Proc(spawn(argv, dict(os.environ), log, root), log, argv, dict(os.environ), root,
-                signal.SIGINT)
+    proc = Proc(spawn(argv, dict(os.environ), log, root), log, argv, dict(os.environ), root, signal.SIGINT)
 
     def ready() -> bool:
-        r = subprocess.run([_pg_tool("pg_isready"), "-h", "127.0.0.1", "-p", str(port)],
-                           capture_output=True)
+        r = subprocess.run([_pg_tool("pg_isready"), "-h", "127.0.0.1", "-p", str(port)], capture_output=True)
         return r.returncode == 0
 
     wait_until(ready, 60, "PostgreSQL", log)
-    subprocess.run([_pg_tool("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "rgrid", "rgrid"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [_pg_tool("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "rgrid", "rgrid"],
+        check=True,
+        capture_output=True,
+    )
     return Postgres(f"postgresql://rgrid@127.0.0.1:{port}/rgrid", proc, datadir, ready)
 
 
@@ -180,37 +216,51 @@ class ApiServer:
     proc: Proc
 
     def create_key(self, owner: str) -> str:
-        out = subprocess.run([sys.executable, "-m", "rgrid", "server", "create-key", "--owner", owner],
-                             env=self.env, check=True, capture_output=True, text=True)
+        out = subprocess.run(
+            [sys.executable, "-m", "rgrid", "server", "create-key", "--owner", owner],
+            env=self.env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         return out.stdout.strip()
 
 
-def start_api(root: Path, database_url: str, s3: S3Server, ray: RayHead, public_s3: str,
-              extra_env: dict[str, str] | None = None, port: int | None = None) -> ApiServer:
+def start_api(
+    root: Path,
+    database_url: str,
+    s3: S3Server,
+    ray: RayHead,
+    public_s3: str,
+    extra_env: dict[str, str] | None = None,
+    port: int | None = None,
+) -> ApiServer:
     root.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     key = "rg_test_alice_" + os.urandom(8).hex()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_")}
     env.update(components.ray_env())
-    env.update({
-        "RGRID_DATABASE_URL": database_url,
-        "RGRID_S3_ENDPOINT": s3.endpoint,
-        "RGRID_S3_PUBLIC_ENDPOINT": public_s3,
-        # Workers reach storage directly, clients through the fault proxy.
-        "RGRID_S3_RUNNER_ENDPOINT": s3.endpoint,
-        "RGRID_S3_ACCESS_KEY": s3.access_key,
-        "RGRID_S3_SECRET_KEY": s3.secret_key,
-        "RGRID_RAY_ADDRESS": ray.address,
-        "RGRID_RUNNER_API_URL": f"http://127.0.0.1:{port}",
-        "RGRID_RUNNER_SECRET": "test-runner-secret-" + os.urandom(8).hex(),
-        "RGRID_WORKER_TOKEN": WORKER_TOKEN,
-        "RGRID_BOOTSTRAP_API_KEY": key,
-        "RGRID_BOOTSTRAP_OWNER": "alice",
-        "RGRID_PORT": str(port),
-        "RGRID_MULTIPART_THRESHOLD": str(6 * 1024 * 1024),
-        "RGRID_MULTIPART_PART_SIZE": str(5 * 1024 * 1024),
-        **(extra_env or {}),
-    })
+    env.update(
+        {
+            "RGRID_DATABASE_URL": database_url,
+            "RGRID_S3_ENDPOINT": s3.endpoint,
+            "RGRID_S3_PUBLIC_ENDPOINT": public_s3,
+            # Workers reach storage directly, clients through the fault proxy.
+            "RGRID_S3_RUNNER_ENDPOINT": s3.endpoint,
+            "RGRID_S3_ACCESS_KEY": s3.access_key,
+            "RGRID_S3_SECRET_KEY": s3.secret_key,
+            "RGRID_RAY_ADDRESS": ray.address,
+            "RGRID_RUNNER_API_URL": f"http://127.0.0.1:{port}",
+            "RGRID_RUNNER_SECRET": "test-runner-secret-" + os.urandom(8).hex(),
+            "RGRID_WORKER_TOKEN": WORKER_TOKEN,
+            "RGRID_BOOTSTRAP_API_KEY": key,
+            "RGRID_BOOTSTRAP_OWNER": "alice",
+            "RGRID_PORT": str(port),
+            "RGRID_MULTIPART_THRESHOLD": str(6 * 1024 * 1024),
+            "RGRID_MULTIPART_PART_SIZE": str(5 * 1024 * 1024),
+            **(extra_env or {}),
+        }
+    )
     log = root / "api.log"
     proc = Proc(spawn([sys.executable, "-m", "rgrid", "server"], env, log, root), log)
     url = f"http://127.0.0.1:{port}"
@@ -225,13 +275,20 @@ def start_api(root: Path, database_url: str, s3: S3Server, ray: RayHead, public_
     return ApiServer(url, key, env, proc)
 
 
-def start_worker(root: Path, worker_id: str, head: RayHead, api_url: str,
-                 num_cpus: int = 2) -> Proc:
+def start_worker(root: Path, worker_id: str, head: RayHead, api_url: str, num_cpus: int = 2) -> Proc:
     """An extra worker node (agent + raylet) joining the head; its agent
     leads its process group, so killing the group is a node crash."""
     ports = {p: free_port() for p in components.WORKER_PORTS}
-    launch = components.worker_launch(root, worker_id, ports, head.ports["gcs"], root / "work",
-                                      api_url, {"worker_token": WORKER_TOKEN}, num_cpus)
+    launch = components.worker_launch(
+        root,
+        worker_id,
+        ports,
+        head.ports["gcs"],
+        root / "work",
+        api_url,
+        {"worker_token": WORKER_TOKEN},
+        num_cpus,
+    )
     log = root / f"{worker_id}.log"
     proc = Proc(spawn(launch.argv, launch.env, log, root), log)
     wait_until(lambda: components.worker_healthy(ports), 90, f"worker {worker_id}", log)

@@ -11,14 +11,16 @@ from rgrid.units import parse_duration_s, parse_env, parse_memory_mb
 from rgrid.wire import ExecutionView, Resources
 
 
-@pytest.mark.parametrize(("text", "mb"), [("512M", 512), ("2G", 2048), ("2GiB", 2048), ("300", 300),
-                                          ("1.5g", 1536)])
+@pytest.mark.parametrize(
+    ("text", "mb"), [("512M", 512), ("2G", 2048), ("2GiB", 2048), ("300", 300), ("1.5g", 1536)]
+)
 def test_memory(text: str, mb: int) -> None:
     assert parse_memory_mb(text) == mb
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("90", 90), ("90s", 90), ("5m", 300), ("2h", 7200),
-                                               ("250ms", 0.25)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90", 90), ("90s", 90), ("5m", 300), ("2h", 7200), ("250ms", 0.25)]
+)
 def test_duration(text: str, seconds: float) -> None:
     assert parse_duration_s(text) == seconds
 
@@ -40,19 +42,30 @@ def test_env_pairs() -> None:
 
 
 def _view(status: str, reason: str | None = None, code: int | None = None) -> ExecutionView:
-    return ExecutionView(id="x", status=status, script="s.py", args=[], runtime="python",
-                         resources=Resources(), created_at=datetime.now(UTC),
-                         failure_reason=reason, exit_code=code)
+    return ExecutionView(
+        id="x",
+        status=status,
+        script="s.py",
+        args=[],
+        runtime="python",
+        resources=Resources(),
+        created_at=datetime.now(UTC),
+        failure_reason=reason,
+        exit_code=code,
+    )
 
 
-@pytest.mark.parametrize(("status", "reason", "code", "expected"), [
-    ("succeeded", None, 0, 0),
-    ("failed", "exit_code", 3, 3),
-    ("failed", "timeout", None, 124),
-    ("failed", "out_of_memory", 137, 137),
-    ("cancelled", "cancelled", None, 130),
-    ("failed", "worker_lost", None, 75),
-    ("failed", "internal", None, 75),
-])
+@pytest.mark.parametrize(
+    ("status", "reason", "code", "expected"),
+    [
+        ("succeeded", None, 0, 0),
+        ("failed", "exit_code", 3, 3),
+        ("failed", "timeout", None, 124),
+        ("failed", "out_of_memory", 137, 137),
+        ("cancelled", "cancelled", None, 130),
+        ("failed", "worker_lost", None, 75),
+        ("failed", "internal", None, 75),
+    ],
+)
 def test_exit_codes(status: str, reason: str | None, code: int | None, expected: int) -> None:
     assert exit_code_for(_view(status, reason, code)) == expected

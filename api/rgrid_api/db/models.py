@@ -153,8 +153,7 @@ class WorkerHeartbeat(Base):
 
     __tablename__ = "worker_heartbeats"
 
-    worker_id: Mapped[str] = mapped_column(ForeignKey("workers.id", ondelete="CASCADE"),
-                                           primary_key=True)
+    worker_id: Mapped[str] = mapped_column(ForeignKey("workers.id", ondelete="CASCADE"), primary_key=True)
     last_heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
 
 

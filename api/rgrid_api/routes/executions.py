@@ -58,13 +58,17 @@ def cancel(execution_id: str, owner: Owner, session: DB, state: State) -> Execut
 def retry(execution_id: str, owner: Owner, session: DB, state: State) -> ExecutionView:
     old = find_execution(session, owner, execution_id)
     body = ExecutionCreate(
-        script={"sha256": old.script_sha256, "path": old.script_name}, args=old.args,
-        inputs=old.inputs, env=old.env, runtime=old.runtime,
+        script={"sha256": old.script_sha256, "path": old.script_name},
+        args=old.args,
+        inputs=old.inputs,
+        env=old.env,
+        runtime=old.runtime,
         resources={"cpu": old.cpu, "memory_mb": old.memory_mb, "timeout_s": old.timeout_s},
-        retries=old.retries, requirements=old.requirements, network=old.network,
+        retries=old.retries,
+        requirements=old.requirements,
+        network=old.network,
     )
-    execution = create_execution(session, owner, body, _runtime(state, old.runtime),
-                                 retry_of=old.id)
+    execution = create_execution(session, owner, body, _runtime(state, old.runtime), retry_of=old.id)
     state.feed.work_queued()
     return execution_view(execution)
 
@@ -76,8 +80,13 @@ def outputs(execution_id: str, owner: Owner, session: DB, state: State) -> Outpu
 
 
 @router.get("/{execution_id}/logs", response_model=LogPage)
-async def logs(execution_id: str, owner: Owner, state: State,
-               after: int = Query(0, ge=0), wait: float = Query(0.0, ge=0.0)) -> LogPage:
+async def logs(
+    execution_id: str,
+    owner: Owner,
+    state: State,
+    after: int = Query(0, ge=0),
+    wait: float = Query(0.0, ge=0.0),
+) -> LogPage:
     """Log chunks after `after`. With `wait`, hold the request until a chunk
     arrives or the execution ends (long poll), so followers see output as it
     is written without hammering the server. The database is re-read at

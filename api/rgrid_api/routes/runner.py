@@ -25,15 +25,15 @@ from rgrid_api.attempts import (
 )
 from rgrid_api.deps import DB, State, runner_auth
 
-router = APIRouter(prefix="/v1/runner/{execution_id}/{attempt}", tags=["runner"],
-                   dependencies=[Depends(runner_auth)])
+router = APIRouter(
+    prefix="/v1/runner/{execution_id}/{attempt}", tags=["runner"], dependencies=[Depends(runner_auth)]
+)
 Attempt = Annotated[int, "attempt number"]
 
 
 @router.post("/start", response_model=RunnerSpec)
 def start(execution_id: str, attempt: Attempt, body: RunnerStart, session: DB, state: State) -> RunnerSpec:
-    spec = start_attempt(session, state.runner_storage, execution_id, attempt, body,
-                         state.settings.lease_s)
+    spec = start_attempt(session, state.runner_storage, execution_id, attempt, body, state.settings.lease_s)
     state.feed.changed(execution_id)
     return spec
 
@@ -51,10 +51,12 @@ def logs(execution_id: str, attempt: Attempt, body: RunnerLogBatch, session: DB,
 
 
 @router.post("/outputs", response_model=RunnerOutputUrls)
-def outputs(execution_id: str, attempt: Attempt, body: RunnerOutputRequest, session: DB,
-            state: State) -> RunnerOutputUrls:
-    return RunnerOutputUrls(urls=output_upload_urls(session, state.runner_storage, execution_id, attempt,
-                                                    body.paths))
+def outputs(
+    execution_id: str, attempt: Attempt, body: RunnerOutputRequest, session: DB, state: State
+) -> RunnerOutputUrls:
+    return RunnerOutputUrls(
+        urls=output_upload_urls(session, state.runner_storage, execution_id, attempt, body.paths)
+    )
 
 
 @router.post("/complete", status_code=204)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from rgrid.client import Client
 from rgrid.cli.console import say
+from rgrid.client import Client
 from rgrid.config import remote_target, rgrid_home
 from rgrid.errors import Unreachable
 from rgrid.local.grid import LocalGrid
@@ -19,8 +19,9 @@ def connect(start_local: bool) -> Client:
     grid = LocalGrid(home)
     if not grid.running():
         if not start_local:
-            raise Unreachable("no remote API configured and the local grid is not running "
-                              "(start it with `rgrid local up`)")
+            raise Unreachable(
+                "no remote API configured and the local grid is not running (start it with `rgrid local up`)"
+            )
         say("starting the local grid in the background (first start takes a few seconds)")
         grid.up(lambda _msg: None)
         say(f"local grid is up; Ray dashboard: {grid.dashboard_url()}")

@@ -35,19 +35,30 @@ def _show(execution: ExecutionView) -> None:
     e = execution
     out.print(f"[bold]{e.id}[/bold]  {e.status}" + (f" ({e.failure_reason})" if e.failure_reason else ""))
     out.print(f"  script    {e.script} {' '.join(e.args)}")
-    out.print(f"  resources {e.resources.cpu:g} cpu, {e.resources.memory_mb} MiB, "
-              f"timeout {e.resources.timeout_s:g} s, runtime {e.runtime}")
-    out.print(f"  created   {_when(e.created_at)}   finished {_when(e.finished_at)}"
-              + (f"   took {e.duration_s:.2f} s" if e.duration_s is not None else ""))
+    out.print(
+        f"  resources {e.resources.cpu:g} cpu, {e.resources.memory_mb} MiB, "
+        f"timeout {e.resources.timeout_s:g} s, runtime {e.runtime}"
+    )
+    out.print(
+        f"  created   {_when(e.created_at)}   finished {_when(e.finished_at)}"
+        + (f"   took {e.duration_s:.2f} s" if e.duration_s is not None else "")
+    )
     if e.exit_code is not None:
         out.print(f"  exit code {e.exit_code}")
     if e.attempts:
-        table = Table("attempt", "status", "worker", "started", "finished", "exit", "reason",
-                      box=None, pad_edge=False)
+        table = Table(
+            "attempt", "status", "worker", "started", "finished", "exit", "reason", box=None, pad_edge=False
+        )
         for a in e.attempts:
-            table.add_row(str(a.number), a.status, a.worker or "-", _when(a.started_at),
-                          _when(a.finished_at), "-" if a.exit_code is None else str(a.exit_code),
-                          a.failure_reason or "-")
+            table.add_row(
+                str(a.number),
+                a.status,
+                a.worker or "-",
+                _when(a.started_at),
+                _when(a.finished_at),
+                "-" if a.exit_code is None else str(a.exit_code),
+                a.failure_reason or "-",
+            )
         out.print(table)
 
 
@@ -62,9 +73,11 @@ def status(execution_id: IdArg, json_out: JsonFlag = False) -> int:
     return 0
 
 
-def logs(execution_id: IdArg,
-         follow_: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until it ends.")] = False,
-         json_out: JsonFlag = False) -> int:
+def logs(
+    execution_id: IdArg,
+    follow_: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until it ends.")] = False,
+    json_out: JsonFlag = False,
+) -> int:
     """Print an execution's output (stdout to stdout, stderr to stderr)."""
     with connect(start_local=False) as client:
         if follow_ and not json_out:
@@ -85,8 +98,9 @@ def logs(execution_id: IdArg,
     return 0
 
 
-def list_(limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
-          json_out: JsonFlag = False) -> int:
+def list_(
+    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20, json_out: JsonFlag = False
+) -> int:
     """List your executions, newest first."""
     with connect(start_local=False) as client:
         page: ExecutionList = client.list_executions(limit)
@@ -95,9 +109,13 @@ def list_(limit: Annotated[int, typer.Option(help="How many, newest first.")] = 
         return 0
     table = Table("id", "status", "script", "created", "took", box=None, pad_edge=False)
     for e in page.executions:
-        table.add_row(e.id, e.status + (f" ({e.failure_reason})" if e.failure_reason else ""),
-                      " ".join([e.script, *e.args])[:60], _when(e.created_at),
-                      f"{e.duration_s:.2f} s" if e.duration_s is not None else "-")
+        table.add_row(
+            e.id,
+            e.status + (f" ({e.failure_reason})" if e.failure_reason else ""),
+            " ".join([e.script, *e.args])[:60],
+            _when(e.created_at),
+            f"{e.duration_s:.2f} s" if e.duration_s is not None else "-",
+        )
     out.print(table)
     return 0
 
@@ -116,28 +134,34 @@ def retry(execution_id: IdArg, json_out: JsonFlag = False) -> int:
     return _emit(json_out, execution, execution.id)
 
 
-def download_(execution_id: IdArg,
-              dest: Annotated[str, typer.Argument(help="Folder to put outputs in.")] = ".",
-              json_out: JsonFlag = False) -> int:
+def download_(
+    execution_id: IdArg,
+    dest: Annotated[str, typer.Argument(help="Folder to put outputs in.")] = ".",
+    json_out: JsonFlag = False,
+) -> int:
     """Download an execution's outputs into DEST (default: here)."""
     with connect(start_local=False) as client:
         paths = fetch_outputs(client, execution_id, Path(dest))
     return _emit(json_out, [str(p) for p in paths], "\n".join(str(p) for p in paths))
 
 
-def workers(all_: Annotated[bool, typer.Option("--all", help="Include nodes that left or died.")] = False,
-            json_out: JsonFlag = False) -> int:
+def workers(
+    all_: Annotated[bool, typer.Option("--all", help="Include nodes that left or died.")] = False,
+    json_out: JsonFlag = False,
+) -> int:
     """List worker nodes: status, heartbeat age, running executions."""
     with connect(start_local=False) as client:
         listing = client.workers(include_ended=all_)
     if json_out:
         print_json(listing)
         return 0
-    table = Table("worker", "status", "heartbeat", "running", "runtimes", "sandbox", "pid",
-                  box=None, pad_edge=False)
+    table = Table(
+        "worker", "status", "heartbeat", "running", "runtimes", "sandbox", "pid", box=None, pad_edge=False
+    )
     for w in listing.workers:
         age = f"{w.heartbeat_age_s:.1f} s ago" if w.heartbeat_age_s is not None else "-"
-        table.add_row(w.id, w.status, age, str(w.running), ", ".join(w.runtimes), w.sandbox,
-                      str(w.pid or "-"))
+        table.add_row(
+            w.id, w.status, age, str(w.running), ", ".join(w.runtimes), w.sandbox, str(w.pid or "-")
+        )
     out.print(table)
     return 0

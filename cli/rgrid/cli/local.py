@@ -16,7 +16,12 @@ local_app = typer.Typer(help="The embedded grid on this machine.", no_args_is_he
 
 
 @local_app.command()
-def up(workers: Annotated[int | None, typer.Option(help="Extra worker nodes beside the head (kept until changed).", min=0, max=16)] = None) -> int:
+def up(
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Extra worker nodes beside the head (kept until changed).", min=0, max=16),
+    ] = None,
+) -> int:
     """Start (or repair) the local grid in the background."""
     grid = LocalGrid(rgrid_home())
     grid.up(say, workers)
@@ -38,17 +43,26 @@ def status_(json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")
     pieces = LocalGrid(rgrid_home()).status()
     healthy = 0 if all(p.state == "running" for p in pieces) else 1
     if json_out:
-        print_json({"pieces": [{"name": p.name, "state": p.state, "pid": p.pid, "url": p.url,
-                                "log": str(p.log)} for p in pieces],
-                    "node": LocalGrid(rgrid_home()).node_info()})
+        print_json(
+            {
+                "pieces": [
+                    {"name": p.name, "state": p.state, "pid": p.pid, "url": p.url, "log": str(p.log)}
+                    for p in pieces
+                ],
+                "node": LocalGrid(rgrid_home()).node_info(),
+            }
+        )
         return healthy
     labels = {"ray": "Ray dashboard", "api": "rgrid API", "s3": "S3 (SeaweedFS)"}
-    labels.update({p.name: f"worker node {p.name.split('-')[1]}" for p in pieces if p.name.startswith("worker-")})
+    labels.update(
+        {p.name: f"worker node {p.name.split('-')[1]}" for p in pieces if p.name.startswith("worker-")}
+    )
     table = Table("piece", "state", "url", "pid", "log", box=None, pad_edge=False)
     for p in pieces:
         colour = {"running": "green", "stopped": "dim"}.get(p.state, "red")
-        table.add_row(labels[p.name], f"[{colour}]{p.state}[/{colour}]", p.url or "-",
-                      str(p.pid or "-"), str(p.log))
+        table.add_row(
+            labels[p.name], f"[{colour}]{p.state}[/{colour}]", p.url or "-", str(p.pid or "-"), str(p.log)
+        )
     out.print(table)
     node = LocalGrid(rgrid_home()).node_info()
     if node:
@@ -57,8 +71,10 @@ def status_(json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")
     return healthy
 
 
-def init(api_url: Annotated[str, typer.Option(prompt="rgrid API URL", help="e.g. https://rgrid.example.com")],
-         api_key: Annotated[str, typer.Option(prompt="API key", hide_input=True, help="Your rgrid API key.")]) -> int:
+def init(
+    api_url: Annotated[str, typer.Option(prompt="rgrid API URL", help="e.g. https://rgrid.example.com")],
+    api_key: Annotated[str, typer.Option(prompt="API key", hide_input=True, help="Your rgrid API key.")],
+) -> int:
     """Point the CLI at a remote API and store its key (mode 0600)."""
     with Client(Target(api_url=api_url.rstrip("/"), api_key=api_key)) as client:
         client.list_executions(limit=1)

@@ -15,13 +15,16 @@ from rgrid.cli import inspect, local, run
 from rgrid.cli.console import err
 from rgrid.errors import EXIT_CANCELLED, EXIT_INFRA, EXIT_USAGE, RgridError
 
-CLIENT_COMMANDS = {"run", "status", "logs", "list", "cancel", "retry", "download", "init", "local",
-                   "workers"}
+CLIENT_COMMANDS = {"run", "status", "logs", "list", "cancel", "retry", "download", "init", "local", "workers"}
 
 
 def build_app(with_plugins: bool) -> typer.Typer:
-    app = typer.Typer(help="Run scripts on a Ray grid as if they ran here.", no_args_is_help=True,
-                      pretty_exceptions_enable=False, add_completion=False)
+    app = typer.Typer(
+        help="Run scripts on a Ray grid as if they ran here.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        add_completion=False,
+    )
     # Everything after the script belongs to the script, options included.
     script_args = {"allow_interspersed_args": False}
     app.command(context_settings=script_args)(run.run)
@@ -63,10 +66,12 @@ def main() -> None:
     except (typer.Abort, KeyboardInterrupt):
         err.print("rgrid: interrupted")
         sys.exit(EXIT_CANCELLED)
-    except Exception as exc:  # noqa: BLE001 - a bug must still end in one clear line
+    except Exception as exc:
         if os.environ.get("RGRID_DEBUG"):
             raise
-        err.print(f"[red]rgrid: internal error:[/red] {exc.__class__.__name__}: {exc} "
-                  "(set RGRID_DEBUG=1 for the traceback)")
+        err.print(
+            f"[red]rgrid: internal error:[/red] {exc.__class__.__name__}: {exc} "
+            "(set RGRID_DEBUG=1 for the traceback)"
+        )
         sys.exit(EXIT_INFRA)
     sys.exit(result if isinstance(result, int) else 0)

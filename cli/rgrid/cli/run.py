@@ -26,8 +26,14 @@ def _progress_factory(enabled: bool):  # type: ignore[no-untyped-def]
             return lambda _n: None
         from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-        bar = Progress("[dim]rgrid: uploading", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                       console=err, transient=True)
+        bar = Progress(
+            "[dim]rgrid: uploading",
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=err,
+            transient=True,
+        )
         bar.start()
         task = bar.add_task("upload", total=total)
 
@@ -73,9 +79,17 @@ def _requirements(script: str, explicit: str | None, disabled: bool) -> str | No
         raise UsageError(f"cannot read requirements file {path}: {exc.__class__.__name__}") from None
 
 
-def _submit(client: Client, plan: RunPlan, env: dict[str, str], runtime: str,
-            resources: Resources, retries: int, show_progress: bool,
-            requirements: str | None, network: bool) -> ExecutionView:
+def _submit(
+    client: Client,
+    plan: RunPlan,
+    env: dict[str, str],
+    runtime: str,
+    resources: Resources,
+    retries: int,
+    show_progress: bool,
+    requirements: str | None,
+    network: bool,
+) -> ExecutionView:
     shas = {f.remote: sha256_file(f.local) for f in plan.files}
     by_sha = {shas[f.remote]: f.local for f in plan.files}
     sizes = {shas[f.remote]: f.size for f in plan.files}
@@ -84,8 +98,12 @@ def _submit(client: Client, plan: RunPlan, env: dict[str, str], runtime: str,
         script=InputFile(sha256=shas[plan.script.remote], path=plan.script.remote),
         args=plan.args,
         inputs=[InputFile(sha256=shas[f.remote], path=f.remote) for f in plan.inputs],
-        env=env, runtime=runtime, resources=resources, retries=retries,
-        requirements=requirements, network=network,
+        env=env,
+        runtime=runtime,
+        resources=resources,
+        retries=retries,
+        requirements=requirements,
+        network=network,
     )
     return client.create_execution(body)
 
@@ -110,17 +128,33 @@ def run(
     cpu: Annotated[float, typer.Option(help="CPUs the script gets.")] = 1.0,
     memory: Annotated[str, typer.Option(help="Memory limit, e.g. 512M or 2G.")] = "1G",
     timeout: Annotated[str, typer.Option(help="Wall-time limit, e.g. 90s, 30m, 2h.")] = "1h",
-    env: Annotated[list[str] | None, typer.Option("--env", help="NAME=value for the script (repeatable).")] = None,
-    include: Annotated[list[str] | None, typer.Option("--include", help="Extra file or folder to ship (repeatable).")] = None,
+    env: Annotated[
+        list[str] | None, typer.Option("--env", help="NAME=value for the script (repeatable).")
+    ] = None,
+    include: Annotated[
+        list[str] | None, typer.Option("--include", help="Extra file or folder to ship (repeatable).")
+    ] = None,
     output_dir: Annotated[str, typer.Option("--output-dir", help="Where outputs land.")] = ".",
     remote_only: Annotated[bool, typer.Option("--remote-only", help="Leave outputs on the grid.")] = False,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Submit and return at once.")] = False,
     retries: Annotated[int, typer.Option(help="Extra attempts after infrastructure failures.")] = 2,
-    requirements: Annotated[str | None, typer.Option("--requirements", help="Requirements file to install (default: requirements.txt beside the script).")] = None,
-    no_requirements: Annotated[bool, typer.Option("--no-requirements", help="Install nothing, even if requirements.txt exists.")] = False,
-    network: Annotated[str, typer.Option(help="'default' (the job may use the network) or 'none'.")] = "default",
+    requirements: Annotated[
+        str | None,
+        typer.Option(
+            "--requirements",
+            help="Requirements file to install (default: requirements.txt beside the script).",
+        ),
+    ] = None,
+    no_requirements: Annotated[
+        bool, typer.Option("--no-requirements", help="Install nothing, even if requirements.txt exists.")
+    ] = False,
+    network: Annotated[
+        str, typer.Option(help="'default' (the job may use the network) or 'none'.")
+    ] = "default",
     json_out: Annotated[bool, typer.Option("--json", help="Print the execution as JSON.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be shipped; run nothing.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be shipped; run nothing.")
+    ] = False,
 ) -> int:
     """Run SCRIPT on the grid as if it ran here; exit with its exit code."""
     plan = plan_run(script, args or [], include or [])
@@ -133,9 +167,17 @@ def run(
         _print_dry_run(plan, json_out)
         return 0
     with connect(start_local=True) as client:
-        execution = _submit(client, plan, env_values, runtime, resources, retries,
-                            show_progress=not json_out and err.is_terminal,
-                            requirements=reqs, network=network != "none")
+        execution = _submit(
+            client,
+            plan,
+            env_values,
+            runtime,
+            resources,
+            retries,
+            show_progress=not json_out and err.is_terminal,
+            requirements=reqs,
+            network=network != "none",
+        )
         if detach:
             if json_out:
                 print_json(execution)
@@ -145,8 +187,10 @@ def run(
         try:
             final = follow(client, execution.id, on_chunk=(lambda _c: None) if json_out else write_chunk)
         except KeyboardInterrupt:
-            say(f"detached; {execution.id} goes on. Follow: rgrid logs {execution.id} --follow"
-                f"  Cancel: rgrid cancel {execution.id}")
+            say(
+                f"detached; {execution.id} goes on. Follow: rgrid logs {execution.id} --follow"
+                f"  Cancel: rgrid cancel {execution.id}"
+            )
             return 130
         if not remote_only and final.status != Status.CANCELLED:
             fetch_outputs(client, final.id, Path(output_dir))
@@ -155,4 +199,3 @@ def run(
         else:
             _explain(final)
         return exit_code_for(final)
-

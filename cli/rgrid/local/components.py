@@ -14,10 +14,8 @@ import httpx
 
 from rgrid.local.procs import port_open
 
-RAY_PORTS = ("gcs", "dashboard", "client", "agent_listen", "agent_grpc", "metrics",
-             "runtime_env_agent")
-S3_PORTS = ("s3", "s3_grpc", "master", "master_grpc", "volume", "volume_grpc", "filer",
-            "filer_grpc")
+RAY_PORTS = ("gcs", "dashboard", "client", "agent_listen", "agent_grpc", "metrics", "runtime_env_agent")
+S3_PORTS = ("s3", "s3_grpc", "master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc")
 API_PORTS = ("api",)
 WORKER_PORTS = ("agent_listen", "agent_grpc", "metrics", "runtime_env_agent")
 
@@ -50,11 +48,17 @@ def _base_env() -> dict[str, str]:
 
 def s3_launch(local_dir: Path, ports: dict[str, int], secrets: dict[str, str]) -> Launch:
     config = local_dir / "s3-identities.json"
-    identities = {"identities": [{
-        "name": "rgrid",
-        "credentials": [{"accessKey": secrets["s3_access_key"], "secretKey": secrets["s3_secret_key"]}],
-        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-    }]}
+    identities = {
+        "identities": [
+            {
+                "name": "rgrid",
+                "credentials": [
+                    {"accessKey": secrets["s3_access_key"], "secretKey": secrets["s3_secret_key"]}
+                ],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+            }
+        ]
+    }
     fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         json.dump(identities, fh)
@@ -62,13 +66,27 @@ def s3_launch(local_dir: Path, ports: dict[str, int], secrets: dict[str, str]) -
     data.mkdir(parents=True, exist_ok=True)
     p = ports
     argv = [
-        venv_bin("weed"), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={data}",
-        f"-master.port={p['master']}", f"-master.port.grpc={p['master_grpc']}",
-        f"-volume.port={p['volume']}", f"-volume.port.grpc={p['volume_grpc']}",
-        "-filer", f"-filer.port={p['filer']}", f"-filer.port.grpc={p['filer_grpc']}",
-        "-s3", f"-s3.port={p['s3']}", f"-s3.port.grpc={p['s3_grpc']}",
-        "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={config}", "-s3.iam=false",
-        "-master.volumeSizeLimitMB=1024", "-volume.max=0",
+        venv_bin("weed"),
+        "server",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-dir={data}",
+        f"-master.port={p['master']}",
+        f"-master.port.grpc={p['master_grpc']}",
+        f"-volume.port={p['volume']}",
+        f"-volume.port.grpc={p['volume_grpc']}",
+        "-filer",
+        f"-filer.port={p['filer']}",
+        f"-filer.port.grpc={p['filer_grpc']}",
+        "-s3",
+        f"-s3.port={p['s3']}",
+        f"-s3.port.grpc={p['s3_grpc']}",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        f"-s3.config={config}",
+        "-s3.iam=false",
+        "-master.volumeSizeLimitMB=1024",
+        "-volume.max=0",
     ]
     return Launch(argv, _base_env())
 
@@ -76,24 +94,40 @@ def s3_launch(local_dir: Path, ports: dict[str, int], secrets: dict[str, str]) -
 def _agent_env(api_url: str, secrets: dict[str, str], work_root: Path) -> dict[str, str]:
     env = _base_env()
     env.update(ray_env())
-    env.update(RGRID_WORK_ROOT=str(work_root), RGRID_API_URL=api_url,
-               RGRID_WORKER_TOKEN=secrets["worker_token"])
+    env.update(
+        RGRID_WORK_ROOT=str(work_root), RGRID_API_URL=api_url, RGRID_WORKER_TOKEN=secrets["worker_token"]
+    )
     return env
 
 
-def ray_launch(home: Path, ports: dict[str, int], work_root: Path, api_url: str,
-               secrets: dict[str, str], num_cpus: int | None = None) -> Launch:
+def ray_launch(
+    home: Path,
+    ports: dict[str, int],
+    work_root: Path,
+    api_url: str,
+    secrets: dict[str, str],
+    num_cpus: int | None = None,
+) -> Launch:
     """The Ray head, started through `rgrid worker` (the node agent) so that
     it registers, heartbeats, advertises this machine's runtimes and runs
     attempts in its sandbox."""
     p = ports
     argv = [
-        sys.executable, "-m", "rgrid", "worker", "--head", f"--info-file={node_info_path(home)}",
-        "--worker-id=local-head", "--node-ip-address=127.0.0.1",
-        f"--port={p['gcs']}", "--dashboard-host=127.0.0.1", f"--dashboard-port={p['dashboard']}",
+        sys.executable,
+        "-m",
+        "rgrid",
+        "worker",
+        "--head",
+        f"--info-file={node_info_path(home)}",
+        "--worker-id=local-head",
+        "--node-ip-address=127.0.0.1",
+        f"--port={p['gcs']}",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={p['dashboard']}",
         f"--ray-client-server-port={p['client']}",
         f"--dashboard-agent-listen-port={p['agent_listen']}",
-        f"--dashboard-agent-grpc-port={p['agent_grpc']}", f"--metrics-export-port={p['metrics']}",
+        f"--dashboard-agent-grpc-port={p['agent_grpc']}",
+        f"--metrics-export-port={p['metrics']}",
         f"--runtime-env-agent-port={p['runtime_env_agent']}",
         f"--temp-dir={ray_temp_dir(home)}",
         f"--num-cpus={os.cpu_count() or 1 if num_cpus is None else num_cpus}",
@@ -102,16 +136,32 @@ def ray_launch(home: Path, ports: dict[str, int], work_root: Path, api_url: str,
     return Launch(argv, _agent_env(api_url, secrets, work_root))
 
 
-def worker_launch(home: Path, worker_id: str, ports: dict[str, int], gcs_port: int,
-                  work_root: Path, api_url: str, secrets: dict[str, str], num_cpus: int = 1) -> Launch:
+def worker_launch(
+    home: Path,
+    worker_id: str,
+    ports: dict[str, int],
+    gcs_port: int,
+    work_root: Path,
+    api_url: str,
+    secrets: dict[str, str],
+    num_cpus: int = 1,
+) -> Launch:
     """An extra worker node: its own agent and raylet, joining the head on loopback."""
     p = ports
     argv = [
-        sys.executable, "-m", "rgrid", "worker", f"--address=127.0.0.1:{gcs_port}",
-        f"--worker-id={worker_id}", "--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}",
+        sys.executable,
+        "-m",
+        "rgrid",
+        "worker",
+        f"--address=127.0.0.1:{gcs_port}",
+        f"--worker-id={worker_id}",
+        "--node-ip-address=127.0.0.1",
+        f"--num-cpus={num_cpus}",
         f"--dashboard-agent-listen-port={p['agent_listen']}",
-        f"--dashboard-agent-grpc-port={p['agent_grpc']}", f"--metrics-export-port={p['metrics']}",
-        f"--runtime-env-agent-port={p['runtime_env_agent']}", f"--temp-dir={ray_temp_dir(home)}",
+        f"--dashboard-agent-grpc-port={p['agent_grpc']}",
+        f"--metrics-export-port={p['metrics']}",
+        f"--runtime-env-agent-port={p['runtime_env_agent']}",
+        f"--temp-dir={ray_temp_dir(home)}",
         "--disable-usage-stats",
     ]
     return Launch(argv, _agent_env(api_url, secrets, work_root))
@@ -135,27 +185,32 @@ def ray_env() -> dict[str, str]:
     driver's current directory as the workers' working_dir, which uploads
     whatever lies there (the local grid's database) and breaks SQLite's
     locks by opening its files."""
-    return {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
-            "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
+    return {
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
+    }
 
 
 def api_launch(local_dir: Path, ports: dict[str, int], secrets: dict[str, str]) -> Launch:
     env = _base_env()
     env.update(ray_env())
-    env.update({
-        "RGRID_DATABASE_URL": f"sqlite:///{local_dir / 'rgrid.db'}",
-        "RGRID_S3_ENDPOINT": f"127.0.0.1:{ports['s3']}",
-        "RGRID_S3_ACCESS_KEY": secrets["s3_access_key"],
-        "RGRID_S3_SECRET_KEY": secrets["s3_secret_key"],
-        "RGRID_RAY_ADDRESS": f"127.0.0.1:{ports['gcs']}",
-        "RGRID_RUNNER_API_URL": f"http://127.0.0.1:{ports['api']}",
-        "RGRID_RUNNER_SECRET": secrets["runner_secret"],
-        "RGRID_WORKER_TOKEN": secrets["worker_token"],
-        "RGRID_BOOTSTRAP_API_KEY": secrets["api_key"],
-        "RGRID_BOOTSTRAP_OWNER": "local",
-        "RGRID_HOST": "127.0.0.1",
-        "RGRID_PORT": str(ports["api"]),
-    })
+    env.update(
+        {
+            "RGRID_DATABASE_URL": f"sqlite:///{local_dir / 'rgrid.db'}",
+            "RGRID_S3_ENDPOINT": f"127.0.0.1:{ports['s3']}",
+            "RGRID_S3_ACCESS_KEY": secrets["s3_access_key"],
+            "RGRID_S3_SECRET_KEY": secrets["s3_secret_key"],
+            "RGRID_RAY_ADDRESS": f"127.0.0.1:{ports['gcs']}",
+            "RGRID_RUNNER_API_URL": f"http://127.0.0.1:{ports['api']}",
+            "RGRID_RUNNER_SECRET": secrets["runner_secret"],
+            "RGRID_WORKER_TOKEN": secrets["worker_token"],
+            "RGRID_BOOTSTRAP_API_KEY": secrets["api_key"],
+            "RGRID_BOOTSTRAP_OWNER": "local",
+            "RGRID_HOST": "127.0.0.1",
+            "RGRID_PORT": str(ports["api"]),
+        }
+    )
     return Launch([sys.executable, "-m", "rgrid", "server"], env)
 
 

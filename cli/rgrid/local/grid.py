@@ -31,8 +31,7 @@ from rgrid.local.procs import (
 START_TIMEOUT_S = {"s3": 60.0, "ray": 90.0, "api": 60.0, "worker": 60.0}
 ORDER = ("s3", "ray", "api")
 PORT_NAMES = {"s3": c.S3_PORTS, "ray": c.RAY_PORTS, "api": c.API_PORTS, "worker": c.WORKER_PORTS}
-HEALTH = {"s3": c.s3_healthy, "ray": c.ray_healthy, "api": c.api_healthy,
-          "worker": c.worker_healthy}
+HEALTH = {"s3": c.s3_healthy, "ray": c.ray_healthy, "api": c.api_healthy, "worker": c.worker_healthy}
 
 
 def kind(name: str) -> str:
@@ -118,7 +117,7 @@ class LocalGrid:
         state = self._state()
         pieces = state.get("pieces", {})
         out = []
-        for name in ["ray", "api", "s3", *self._names(state)[len(ORDER):]]:
+        for name in ["ray", "api", "s3", *self._names(state)[len(ORDER) :]]:
             piece = pieces.get(name)
             if piece is None:
                 out.append(PieceStatus(name, "stopped", None, None, self.log_path(name)))
@@ -160,7 +159,7 @@ class LocalGrid:
             for name in sorted(restarted, key=ORDER.index):
                 self._wait_healthy(name, pieces[name])
             # Joining before the head's GCS listens can hang `ray start`.
-            for name in self._names(state)[len(ORDER):]:
+            for name in self._names(state)[len(ORDER) :]:
                 if "ray" in restarted or not self._healthy(pieces.get(name), "worker"):
                     self._start(name, pieces, state, say)
                     self._wait_healthy(name, pieces[name])
@@ -185,8 +184,11 @@ class LocalGrid:
         """Reuse the previous ports when they are all free (or `keep`: still
         in use by the running piece itself), else pick new ones."""
         old = (previous or {}).get("ports", {})
-        if old and set(old) == set(PORT_NAMES[kind(name)]) and (
-                keep or not any(port_in_use(p) for p in old.values())):
+        if (
+            old
+            and set(old) == set(PORT_NAMES[kind(name)])
+            and (keep or not any(port_in_use(p) for p in old.values()))
+        ):
             return old
         return {p: free_port() for p in PORT_NAMES[kind(name)]}
 
@@ -209,11 +211,15 @@ class LocalGrid:
         elif name == "ray":
             launch = c.ray_launch(self.home, ports, work_root, api_url, secrets)
         elif name == "api":
-            launch = c.api_launch(self.dir, {**ports, "s3": pieces["s3"]["ports"]["s3"],
-                                             "gcs": pieces["ray"]["ports"]["gcs"]}, secrets)
+            launch = c.api_launch(
+                self.dir,
+                {**ports, "s3": pieces["s3"]["ports"]["s3"], "gcs": pieces["ray"]["ports"]["gcs"]},
+                secrets,
+            )
         else:
-            launch = c.worker_launch(self.home, f"local-{name}", ports, pieces["ray"]["ports"]["gcs"],
-                                     work_root, api_url, secrets)
+            launch = c.worker_launch(
+                self.home, f"local-{name}", ports, pieces["ray"]["ports"]["gcs"], work_root, api_url, secrets
+            )
         say(f"starting {name}")
         pid = spawn(launch.argv, launch.env, self.log_path(name), self.dir)
         pieces[name] = {"pid": pid, "ports": ports, "started_at": time.time()}
@@ -227,8 +233,10 @@ class LocalGrid:
             if not alive(piece["pid"]):
                 raise RgridError(f"local {name} exited while starting; see {self.log_path(name)}")
             time.sleep(0.1)
-        raise RgridError(f"local {name} did not become healthy in {START_TIMEOUT_S[kind(name)]:.0f} s; "
-                         f"see {self.log_path(name)}")
+        raise RgridError(
+            f"local {name} did not become healthy in {START_TIMEOUT_S[kind(name)]:.0f} s; "
+            f"see {self.log_path(name)}"
+        )
 
 
 def _url(name: str, ports: dict[str, int]) -> str | None:

@@ -53,8 +53,15 @@ def alive(pid: int | None) -> bool:
 def spawn(argv: list[str], env: dict[str, str], log_path: Path, cwd: Path) -> int:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     return proc.pid
 
 
@@ -86,8 +93,7 @@ def _signal_session(sid: int, sig: signal.Signals) -> None:
             pass
 
 
-def stop_session(sid: int, grace_s: float = STOP_GRACE_S,
-                 first: signal.Signals = signal.SIGTERM) -> None:
+def stop_session(sid: int, grace_s: float = STOP_GRACE_S, first: signal.Signals = signal.SIGTERM) -> None:
     """Signal the session's processes (SIGTERM unless told), SIGKILL whatever
     is left after the grace period."""
     _signal_session(sid, first)
