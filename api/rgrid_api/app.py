@@ -114,6 +114,6 @@ def create_app(settings: Settings, with_dispatcher: bool = True) -> FastAPI:
     @app.exception_handler(Invalid)
     @app.exception_handler(StaleAttempt)
     async def domain_error(_request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=exc.status_code)  # type: ignore[attr-defined]
+        return JSONResponse({"detail": str(exc)}, status_code=getattr(exc, "status_code", 500))
 
     return app

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from rgrid.wire import (
@@ -24,11 +24,13 @@ from rgrid.wire import (
     RunnerSpec,
     RunnerStart,
     Status,
+    WorkerStatus,
+    relative_path,
 )
 from rgrid_api.db.engine import is_postgres
 from rgrid_api.db.models import Attempt, Execution, LogChunkRow, Output, Worker
 from rgrid_api.errors import Invalid, StaleAttempt
-from rgrid_api.executions import check_relative_path
+from rgrid_api.executions import last_log_seq
 from rgrid_api.storage import Storage, object_key, output_key
 from rgrid_api.workers import set_ray_node
 
@@ -112,7 +114,7 @@ def start_attempt(
         raise StaleAttempt(f"{execution_id} was cancelled before it started")
     worker = session.get(Worker, start.worker_id) if start.worker_id else None
     if worker is not None:
-        if worker.status != "active":
+        if worker.status != WorkerStatus.ACTIVE:
             # A draining or dead node takes no new work; this is no fault of
             # the execution, so it does not count against its retries.
             _requeue(execution, row, now, reason=FailureReason.WORKER_LOST, counted=False)
@@ -162,9 +164,7 @@ def append_logs(
     session: Session, execution_id: str, attempt: int, lines: list[RunnerLogLine], lease_s: float
 ) -> bool:
     execution, row = _current(session, execution_id, attempt)
-    seq = session.scalar(
-        select(func.coalesce(func.max(LogChunkRow.seq), 0)).where(LogChunkRow.execution_id == execution_id)
-    )
+    seq = last_log_seq(session, execution_id)
     now = _now()
     for line in lines:
         seq += 1
@@ -188,7 +188,7 @@ def output_upload_urls(
 ) -> dict[str, str]:
     _current(session, execution_id, attempt)
     session.rollback()
-    return {p: storage.presign_put(output_key(execution_id, attempt, check_relative_path(p))) for p in paths}
+    return {p: storage.presign_put(output_key(execution_id, attempt, p)) for p in paths}
 
 
 def _final_status(result: RunnerResult) -> tuple[Status, str | None]:
@@ -210,7 +210,11 @@ def complete_attempt(
     execution, row = _current(session, execution_id, attempt)
     outputs: list[OutputFile] = result.outputs
     for out in outputs:
-        key = output_key(execution_id, attempt, check_relative_path(out.path))
+        try:
+            relative_path(out.path)
+        except ValueError as exc:
+            raise Invalid(str(exc)) from None
+        key = output_key(execution_id, attempt, out.path)
         if storage.size(key) != out.size:
             raise Invalid(f"output {out.path!r} is missing or incomplete in storage")
     status, reason = _final_status(result)

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from rgrid_api.settings import Settings
 
 server_app = typer.Typer(
     help="Run the API server (dispatcher included).", invoke_without_command=True, no_args_is_help=False
@@ -16,7 +19,7 @@ server_app = typer.Typer(
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 
 
-def _settings():  # type: ignore[no-untyped-def]
+def _settings() -> Settings:
     from rgrid_api.settings import Settings
 
     return Settings()

@@ -17,13 +17,18 @@ import time
 import ray
 from sqlalchemy.orm import sessionmaker
 
-from rgrid.wire import FailureReason
+from rgrid.wire import (
+    RUNTIME_REQUESTED_AMOUNT,
+    AttemptTicket,
+    FailureReason,
+    resource_name,
+    runtime_of_resource,
+)
 from rgrid_api.attempts import Claimed, attempt_lost, claim_queued, renew_dispatched
 from rgrid_api.auth import runner_token
 from rgrid_api.notify import ChangeFeed
 from rgrid_api.settings import Settings
-from rgrid_runner.runtimes import REQUESTED_AMOUNT, resource_name, runtime_of_resource
-from rgrid_runner.task import AttemptTicket, run_attempt
+from rgrid_runner.task import run_attempt
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +131,7 @@ class Dispatcher:
             num_cpus=c.cpu,
             memory=c.memory_mb * MIB,
             name=f"rgrid:{c.execution_id}:{c.attempt}",
-            resources={resource_name(c.runtime): REQUESTED_AMOUNT},
+            resources={resource_name(c.runtime): RUNTIME_REQUESTED_AMOUNT},
         ).remote(ticket)
         with self._lock:
             self._inflight[ref] = c

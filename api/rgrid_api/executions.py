@@ -4,26 +4,17 @@ and outputs. Every query is scoped by owner; another owner's id is a 404."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import PurePosixPath
+from typing import cast
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from rgrid.wire import ExecutionCreate, LogChunk, OutputFile, Status
+from rgrid.wire import ALLOWED_RUNTIMES, ExecutionCreate, LogChunk, OutputFile, Status, Stream
 from rgrid_api.db.models import Execution, LogChunkRow, Output
 from rgrid_api.errors import Conflict, Invalid, NotFound
 from rgrid_api.ids import new_execution_id
 from rgrid_api.storage import Storage
 from rgrid_api.uploads import require_complete
-from rgrid_runner.runtimes import ALLOWED as ALLOWED_RUNTIMES
-
-
-def check_relative_path(path: str) -> str:
-    """A path a file may take inside the work dir: relative, no '..'."""
-    p = PurePosixPath(path)
-    if p.is_absolute() or not p.parts or ".." in p.parts or "\x00" in path:
-        raise Invalid(f"invalid path {path!r}: must be relative and stay inside the work dir")
-    return str(p)
 
 
 def resolve_runtime(requested: str, default: str, available: set[str] | None) -> str:
@@ -41,7 +32,7 @@ def resolve_runtime(requested: str, default: str, available: set[str] | None) ->
 def create_execution(
     session: Session, owner: str, body: ExecutionCreate, runtime: str, retry_of: str | None = None
 ) -> Execution:
-    paths = [check_relative_path(f.path) for f in [body.script, *body.inputs]]
+    paths = [f.path for f in [body.script, *body.inputs]]
     if len(set(paths)) != len(paths):
         raise Invalid("two inputs would land on the same path in the work dir")
     require_complete(session, owner, {f.sha256 for f in [body.script, *body.inputs]})
@@ -119,13 +110,12 @@ def read_logs(session: Session, execution_id: str, after: int, limit: int = 1000
         .order_by(LogChunkRow.seq)
         .limit(limit)
     )
-    return [LogChunk(seq=r.seq, attempt=r.attempt, stream=r.stream, data=r.data) for r in rows]
+    return [LogChunk(seq=r.seq, attempt=r.attempt, stream=cast(Stream, r.stream), data=r.data) for r in rows]
 
 
 def last_log_seq(session: Session, execution_id: str) -> int:
-    return session.scalar(
-        select(func.coalesce(func.max(LogChunkRow.seq), 0)).where(LogChunkRow.execution_id == execution_id)
-    )
+    seq = session.scalar(select(func.max(LogChunkRow.seq)).where(LogChunkRow.execution_id == execution_id))
+    return seq or 0
 
 
 def list_outputs(session: Session, storage: Storage, execution: Execution) -> list[OutputFile]:

@@ -1,28 +1,25 @@
 """The monitor: finds dead workers and expired leases and gives their
 attempts back to the queue (or fails them as worker_lost).
 
-One monitor is active per database: on Postgres it holds a session advisory
-lock on a dedicated connection (another server takes over when it dies); on
-SQLite, a file lock beside the database. After it becomes active, and after
+One monitor is active per database (`rgrid_api.leader`: a Postgres advisory
+lock, or a file lock beside a SQLite database); another server takes over
+when the active one dies. After it becomes active, and after
 any database error, it waits one heartbeat timeout before declaring a worker
 dead, since heartbeats may not have been recorded meanwhile.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-from sqlalchemy import Connection, text
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
-from rgrid.wire import FailureReason
+from rgrid.wire import FailureReason, WorkerStatus
 from rgrid_api.attempts import attempt_lost, attempts_on_workers, expired_attempts
-from rgrid_api.db.engine import is_postgres
+from rgrid_api.leader import LeaderLock
 from rgrid_api.notify import ChangeFeed
 from rgrid_api.settings import Settings
 from rgrid_api.workers import set_status, stale_workers
@@ -46,8 +43,7 @@ class Monitor:
         self.cancel_task = cancel_task
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rgrid-monitor", daemon=True)
-        self._lock_conn: Connection | None = None
-        self._lock_file = None
+        self._leader = LeaderLock(sessions.kw["bind"], ADVISORY_LOCK_KEY, "monitor")
         self._trusted_since: float | None = None
         self.active = threading.Event()
 
@@ -72,53 +68,19 @@ class Monitor:
 
     def _lead(self) -> bool:
         """Hold the single-monitor lock; True while this process holds it."""
-        if self.active.is_set() and self._holds_lock():
-            return True
-        engine = self.sessions.kw["bind"]
-        if is_postgres(engine):
-            conn = engine.connect()
-            got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY}).scalar()
-            conn.commit()
-            if not got:
-                conn.close()
-                return False
-            self._lock_conn = conn
-        else:
-            path = Path(engine.url.database or "rgrid.db").with_suffix(".monitor.lock")
-            fh = open(path, "w")
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                fh.close()
-                return False
-            self._lock_file = fh
-        self.active.set()
-        self._trusted_since = None
-        log.info("monitor active")
-        return True
-
-    def _holds_lock(self) -> bool:
-        if self._lock_conn is None:
-            return self._lock_file is not None
-        try:
-            self._lock_conn.execute(text("SELECT 1"))
-            self._lock_conn.commit()
-            return True
-        except Exception:  # noqa: BLE001 - a broken lock connection means the lock is gone
-            self._release()
+        was_active = self.active.is_set()
+        if not self._leader.hold():
+            self.active.clear()
             return False
+        if not was_active:
+            self.active.set()
+            self._trusted_since = None
+            log.info("monitor active")
+        return True
 
     def _release(self) -> None:
         self.active.clear()
-        if self._lock_conn is not None:
-            try:
-                self._lock_conn.close()
-            except Exception:  # noqa: BLE001 - closing a dead connection
-                pass
-            self._lock_conn = None
-        if self._lock_file is not None:
-            self._lock_file.close()
-            self._lock_file = None
+        self._leader.release()
 
     def _sweep(self) -> None:
         now = time.monotonic()
@@ -129,11 +91,11 @@ class Monitor:
                 dead = stale_workers(session, self.settings.heartbeat_timeout_s)
                 for worker_id in dead:
                     log.warning("worker %s missed its heartbeats: marking it dead", worker_id)
-                    set_status(session, worker_id, "dead")
+                    set_status(session, worker_id, WorkerStatus.DEAD)
                 self._give_back(session, attempts_on_workers(session, dead) if dead else [])
             self._give_back(session, expired_attempts(session))
 
-    def _give_back(self, session, keys: list[tuple[str, int]]) -> None:  # type: ignore[no-untyped-def]
+    def _give_back(self, session: Session, keys: list[tuple[str, int]]) -> None:
         requeued = False
         for execution_id, number in keys:
             self.cancel_task(execution_id, number)

@@ -28,14 +28,18 @@ class Storage:
         self.bucket = settings.s3_bucket
         self.expiry = timedelta(seconds=settings.presign_expiry_s)
         secret = settings.s3_secret_key.get_secret_value()
-        common = dict(
-            access_key=settings.s3_access_key,
-            secret_key=secret,
-            secure=settings.s3_secure,
-            region=settings.s3_region,
-        )
-        self.client = Minio(settings.s3_endpoint, **common)
-        self.signer = Minio(presign_endpoint, **common)
+
+        def client(endpoint: str) -> Minio:
+            return Minio(
+                endpoint,
+                access_key=settings.s3_access_key,
+                secret_key=secret,
+                secure=settings.s3_secure,
+                region=settings.s3_region,
+            )
+
+        self.client = client(settings.s3_endpoint)
+        self.signer = client(presign_endpoint)
 
     def ensure_bucket(self) -> None:
         if not self.client.bucket_exists(self.bucket):

@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
-from rgrid.wire import AttemptView, ExecutionView, Resources
+from rgrid.wire import AttemptView, ExecutionView, FailureReason, Resources, Status
 from rgrid_api.db.models import Attempt, Execution
 
 
 def attempt_view(a: Attempt) -> AttemptView:
     return AttemptView(
         number=a.number,
-        status=a.status,
+        status=Status(a.status),
         worker=a.worker,
         started_at=a.started_at,
         finished_at=a.finished_at,
         exit_code=a.exit_code,
-        failure_reason=a.failure_reason,
+        failure_reason=FailureReason(a.failure_reason) if a.failure_reason else None,
     )
 
 
 def execution_view(e: Execution) -> ExecutionView:
     return ExecutionView(
         id=e.id,
-        status=e.status,
+        status=Status(e.status),
         script=e.script_name,
         args=e.args,
         runtime=e.runtime,
@@ -30,7 +30,7 @@ def execution_view(e: Execution) -> ExecutionView:
         started_at=e.started_at,
         finished_at=e.finished_at,
         exit_code=e.exit_code,
-        failure_reason=e.failure_reason,
+        failure_reason=FailureReason(e.failure_reason) if e.failure_reason else None,
         duration_s=e.duration_s,
         retry_of=e.retry_of,
         attempts=[attempt_view(a) for a in e.attempts],

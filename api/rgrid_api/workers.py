@@ -10,12 +10,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from rgrid.wire import Status, WorkerRegistration, WorkerView
+from rgrid.wire import LIVE_WORKER_STATES, Status, WorkerRegistration, WorkerStatus, WorkerView
 from rgrid_api.db.engine import is_postgres
 from rgrid_api.db.models import Attempt, Worker, WorkerHeartbeat
 from rgrid_api.errors import NotFound
-
-LIVE = ("active", "draining")
 
 
 def _now() -> datetime:
@@ -37,7 +35,7 @@ def register(session: Session, reg: WorkerRegistration) -> None:
     worker.pid = reg.pid
     worker.version = reg.version
     worker.ray_node_id = reg.ray_node_id or worker.ray_node_id
-    worker.status = "active"
+    worker.status = WorkerStatus.ACTIVE
     worker.ended_at = None
     session.flush()
     _beat(session, reg.id, now)
@@ -50,25 +48,25 @@ def _beat(session: Session, worker_id: str, now: datetime) -> None:
     session.execute(stmt.on_conflict_do_update(index_elements=["worker_id"], set_={"last_heartbeat_at": now}))
 
 
-def heartbeat(session: Session, worker_id: str) -> str:
+def heartbeat(session: Session, worker_id: str) -> WorkerStatus:
     """Record a heartbeat; answer the worker's status. A dead worker's
     heartbeat is not recorded: it has to stop and register anew."""
     worker = session.get(Worker, worker_id)
     if worker is None:
         raise NotFound(f"no worker {worker_id!r}")
-    if worker.status in LIVE:
+    if worker.status in LIVE_WORKER_STATES:
         _beat(session, worker_id, _now())
     session.commit()
-    return worker.status
+    return WorkerStatus(worker.status)
 
 
-def set_status(session: Session, worker_id: str, status: str) -> None:
+def set_status(session: Session, worker_id: str, status: WorkerStatus) -> None:
     worker = session.get(Worker, worker_id)
     if worker is None:
         raise NotFound(f"no worker {worker_id!r}")
-    if worker.status in LIVE:
+    if worker.status in LIVE_WORKER_STATES:
         worker.status = status
-        if status in ("left", "dead"):
+        if not status.live:
             worker.ended_at = _now()
     session.commit()
 
@@ -87,7 +85,7 @@ def stale_workers(session: Session, timeout_s: float) -> list[str]:
         session.scalars(
             select(Worker.id)
             .join(WorkerHeartbeat, WorkerHeartbeat.worker_id == Worker.id)
-            .where(Worker.status.in_(LIVE), WorkerHeartbeat.last_heartbeat_at < cutoff)
+            .where(Worker.status.in_(LIVE_WORKER_STATES), WorkerHeartbeat.last_heartbeat_at < cutoff)
         )
     )
 
@@ -97,11 +95,12 @@ OPEN = (Status.DISPATCHED, Status.RUNNING)
 
 def open_attempts(session: Session, worker_id: str) -> int:
     """Attempts still open on one worker (a draining node waits for 0)."""
-    return session.scalar(
+    count = session.scalar(
         select(func.count())
         .select_from(Attempt)
         .where(Attempt.worker_id == worker_id, Attempt.status.in_(OPEN))
     )
+    return count or 0
 
 
 def list_workers(session: Session, include_ended: bool = False) -> list[WorkerView]:
@@ -119,7 +118,7 @@ def list_workers(session: Session, include_ended: bool = False) -> list[WorkerVi
         .order_by(Worker.started_at)
     )
     if not include_ended:
-        query = query.where(Worker.status.in_(LIVE))
+        query = query.where(Worker.status.in_(LIVE_WORKER_STATES))
     views = []
     for worker, beat in session.execute(query):
         age = (now - _aware(beat)).total_seconds() if beat else None
@@ -127,7 +126,7 @@ def list_workers(session: Session, include_ended: bool = False) -> list[WorkerVi
             WorkerView(
                 id=worker.id,
                 host_name=worker.host_name,
-                status=worker.status,
+                status=WorkerStatus(worker.status),
                 heartbeat_age_s=age,
                 running=running.get(worker.id, 0),
                 runtimes=worker.runtimes,

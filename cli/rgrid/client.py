@@ -1,13 +1,12 @@
 """The small Python client the CLI is built on: one method per API call.
 
-Transport failures and 5xx answers are retried a few times with backoff
-(uploads and reads are idempotent; creating an execution is the one call
-that is not retried once the server may have accepted it).
+Calls are retried under the shared policy (`rgrid.retry`): uploads and reads
+are idempotent; creating an execution is the one call that is not retried
+once the server may have accepted it.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any, TypeVar
 
 import httpx
@@ -15,6 +14,7 @@ from pydantic import BaseModel
 
 from rgrid.config import Target
 from rgrid.errors import ApiError, AuthRefused, Unreachable
+from rgrid.retry import API_CALLS, Backoff, call_with_retry, raise_for_retryable
 from rgrid.wire import (
     ExecutionCreate,
     ExecutionList,
@@ -30,8 +30,9 @@ from rgrid.wire import (
 )
 
 M = TypeVar("M", bound=BaseModel)
-RETRIES = 4
-BACKOFF_S = 0.25
+# Creating an execution is not idempotent: once the server may have accepted
+# it, the call is not repeated.
+ONCE = Backoff(tries=1, first_s=0.0, max_s=0.0)
 
 
 class Client:
@@ -68,35 +69,32 @@ class Client:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
-    def _call(
-        self,
-        method: str,
-        path: str,
-        model: type[M] | None,
-        *,
-        retry: bool = True,
-        timeout: float | None = None,
-        **kwargs: Any,
-    ) -> M | None:
-        delay = BACKOFF_S
-        tries = RETRIES if retry else 1
-        for attempt in range(tries):
-            try:
-                extra = {"timeout": timeout} if timeout is not None else {}
-                resp = self._http.request(method, path, **kwargs, **extra)
-            except httpx.TransportError as exc:
-                if attempt == tries - 1:
-                    raise Unreachable(
-                        f"cannot reach the rgrid API at {self.target.api_url} ({exc.__class__.__name__})"
-                    ) from None
-            else:
-                if resp.status_code < 500 or attempt == tries - 1:
-                    return self._decode(resp, model)
-            time.sleep(delay)
-            delay *= 2
-        raise AssertionError("unreachable")
+    def _request(
+        self, method: str, path: str, *, retry: bool = True, timeout: float | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        """One API call under the shared retry policy; an error answer becomes
+        the matching RgridError."""
 
-    def _decode(self, resp: httpx.Response, model: type[M] | None) -> M | None:
+        def attempt() -> httpx.Response:
+            if timeout is not None:
+                kwargs["timeout"] = timeout
+            return raise_for_retryable(self._http.request(method, path, **kwargs))
+
+        try:
+            resp = call_with_retry(attempt, API_CALLS if retry else ONCE, f"{method} {path}")
+        except httpx.TransportError as exc:
+            raise Unreachable(
+                f"cannot reach the rgrid API at {self.target.api_url} ({exc.__class__.__name__})"
+            ) from None
+        except httpx.HTTPStatusError as exc:
+            resp = exc.response
+        self._check(resp)
+        return resp
+
+    def _call(self, method: str, path: str, model: type[M], **kwargs: Any) -> M:
+        return model.model_validate_json(self._request(method, path, **kwargs).content)
+
+    def _check(self, resp: httpx.Response) -> None:
         if resp.status_code == 401:
             raise AuthRefused(
                 f"the API at {self.target.api_url} refused the API key "
@@ -114,9 +112,6 @@ class Client:
                     else str(detail)
                 )
             raise ApiError(resp.status_code, f"API error {resp.status_code}: {detail.strip()[:300]}")
-        if model is None:
-            return None
-        return model.model_validate_json(resp.content)
 
     def health(self) -> Health:
         return self._call("GET", "/healthz", Health)
@@ -126,7 +121,7 @@ class Client:
         return self._call("POST", "/v1/uploads/plan", UploadPlan, json=body)
 
     def complete_upload(self, done: UploadCompletion) -> None:
-        self._call("POST", "/v1/uploads/complete", None, json=done.model_dump(mode="json"), timeout=600.0)
+        self._request("POST", "/v1/uploads/complete", json=done.model_dump(mode="json"), timeout=600.0)
 
     def create_execution(self, body: ExecutionCreate) -> ExecutionView:
         return self._call(

@@ -40,12 +40,17 @@ def read_json(path: Path) -> dict:
         return {}
 
 
+def env_api_key() -> str | None:
+    """RGRID_API_KEY overrides every stored key, the local grid's included."""
+    return os.environ.get("RGRID_API_KEY") or None
+
+
 def remote_target(home: Path) -> Target | None:
     """The configured remote API, or None when the local grid should be used."""
     url = os.environ.get("RGRID_API_URL") or read_json(home / "config.json").get("api_url")
     if not url:
         return None
-    key = os.environ.get("RGRID_API_KEY") or read_json(home / "credentials.json").get("api_key", "")
+    key = env_api_key() or read_json(home / "credentials.json").get("api_key", "")
     return Target(api_url=url.rstrip("/"), api_key=key)
 
 

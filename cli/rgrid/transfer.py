@@ -11,21 +11,26 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import httpx
 
 from rgrid.client import Client
 from rgrid.errors import RgridError, UsageError
-from rgrid.wire import CompletedPart, ObjectSpec, OutputFile, UploadCompletion, UploadTicket
+from rgrid.retry import TRANSFERS, call_with_retry
+from rgrid.wire import (
+    CompletedPart,
+    ObjectSpec,
+    OutputFile,
+    UploadCompletion,
+    UploadTicket,
+    relative_path,
+)
 
 CHUNK = 1024 * 1024
 PART_WORKERS = 4
-# Backoff between tries of one PUT: storage restarting takes a few seconds.
-PUT_BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
 
 Progress = Callable[[int], None]
 
@@ -38,7 +43,7 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _read_range(path: Path, offset: int, length: int, progress: Progress):  # type: ignore[no-untyped-def]
+def _read_range(path: Path, offset: int, length: int, progress: Progress) -> Iterator[bytes]:
     with open(path, "rb") as fh:
         fh.seek(offset)
         left = length
@@ -52,9 +57,10 @@ def _read_range(path: Path, offset: int, length: int, progress: Progress):  # ty
 
 
 def _put(http: httpx.Client, url: str, path: Path, offset: int, length: int, progress: Progress) -> str:
-    last: Exception | None = None
-    for pause in (0.0, *PUT_BACKOFF_S):
-        time.sleep(pause)
+    """PUT one byte range to a presigned URL; what a failed try had counted
+    as progress is taken back before the next."""
+
+    def once() -> str:
         sent = 0
 
         def counted(n: int) -> None:
@@ -68,14 +74,20 @@ def _put(http: httpx.Client, url: str, path: Path, offset: int, length: int, pro
                 content=_read_range(path, offset, length, counted),
                 headers={"Content-Length": str(length)},
             )
-            if resp.status_code < 300:
-                return resp.headers.get("etag", "")
-            last = RgridError(f"storage refused the upload of {path.name} (HTTP {resp.status_code})")
-        except httpx.TransportError as exc:
-            last = RgridError(f"upload of {path.name} failed: {exc.__class__.__name__}")
-        progress(-sent)
-    assert last is not None
-    raise last
+            resp.raise_for_status()
+        except BaseException:
+            progress(-sent)
+            raise
+        return resp.headers.get("etag", "")
+
+    try:
+        return call_with_retry(once, TRANSFERS, f"upload of {path.name}")
+    except httpx.HTTPStatusError as exc:
+        raise RgridError(
+            f"storage refused the upload of {path.name} (HTTP {exc.response.status_code})"
+        ) from None
+    except httpx.TransportError as exc:
+        raise RgridError(f"upload of {path.name} failed: {exc.__class__.__name__}") from None
 
 
 def upload_object(client: Client, ticket: UploadTicket, path: Path, progress: Progress) -> None:
@@ -84,11 +96,13 @@ def upload_object(client: Client, ticket: UploadTicket, path: Path, progress: Pr
         _put(client.storage, ticket.url, path, 0, ticket.size, progress)
         client.complete_upload(UploadCompletion(sha256=ticket.sha256, size=ticket.size))
         return
-    assert ticket.part_size is not None
+    part_size = ticket.part_size
+    if part_size is None:
+        raise RgridError(f"the API sent an upload ticket for {path.name} with neither URL nor parts")
 
     def send(part_no: int, url: str) -> CompletedPart:
-        offset = (part_no - 1) * ticket.part_size
-        length = min(ticket.part_size, ticket.size - offset)
+        offset = (part_no - 1) * part_size
+        length = min(part_size, ticket.size - offset)
         return CompletedPart(number=part_no, etag=_put(client.storage, url, path, offset, length, progress))
 
     with ThreadPoolExecutor(PART_WORKERS) as pool:
@@ -117,9 +131,10 @@ def upload_missing(
 
 def output_target(dest: Path, rel: str) -> Path:
     """Where an output goes under dest; refuses anything that would escape it."""
-    pure = PurePosixPath(rel)
-    if pure.is_absolute() or ".." in pure.parts or not pure.parts or "\x00" in rel:
-        raise UsageError(f"refusing output path {rel!r}: it would land outside {dest}")
+    try:
+        pure = relative_path(rel)
+    except ValueError:
+        raise UsageError(f"refusing output path {rel!r}: it would land outside {dest}") from None
     target = dest.joinpath(*pure.parts)
     root = dest.resolve()
     if not target.parent.resolve().is_relative_to(root):
@@ -128,6 +143,8 @@ def output_target(dest: Path, rel: str) -> Path:
 
 
 def download(http: httpx.Client, out: OutputFile, dest: Path) -> Path:
+    if out.url is None:
+        raise RgridError(f"the API sent no download URL for {out.path}")
     target = output_target(dest, out.path)
     target.parent.mkdir(parents=True, exist_ok=True)
     if not target.parent.resolve().is_relative_to(dest.resolve()):

@@ -6,11 +6,14 @@ drift from the other: the API, the runner and the CLI all import these.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from pathlib import PurePosixPath
+from typing import Annotated, Literal
 
+from pydantic import AfterValidator, ConfigDict, Field
 from pydantic import BaseModel as _PydanticModel
-from pydantic import ConfigDict, Field
 
 
 class Status(StrEnum):
@@ -45,6 +48,81 @@ class FailureReason(StrEnum):
 
 
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
+
+
+class WorkerStatus(StrEnum):
+    """A node's life as the control plane sees it: `active` takes work,
+    `draining` finishes what it runs, `left` stopped cleanly, `dead` missed
+    its heartbeats (its attempts were given to others)."""
+
+    ACTIVE = "active"
+    DRAINING = "draining"
+    LEFT = "left"
+    DEAD = "dead"
+
+    @property
+    def live(self) -> bool:
+        return self in (WorkerStatus.ACTIVE, WorkerStatus.DRAINING)
+
+
+LIVE_WORKER_STATES = (WorkerStatus.ACTIVE, WorkerStatus.DRAINING)
+
+# Which of the script's output streams a piece of log belongs to.
+Stream = Literal["stdout", "stderr"]
+
+
+def relative_path(path: str) -> PurePosixPath:
+    """The one rule for a path inside a work dir or an output dir, applied by
+    the CLI (outputs it downloads), the API (inputs and outputs it records)
+    and the runner (files it lays out): relative, non-empty, no `..`, no NUL.
+    Raises ValueError; each side maps it to its own error."""
+    pure = PurePosixPath(path)
+    if "\x00" in path or pure.is_absolute() or not pure.parts or ".." in pure.parts:
+        raise ValueError(f"invalid path {path!r}: must be relative and stay inside its folder")
+    return pure
+
+
+def _normal_relative(path: str) -> str:
+    return str(relative_path(path))
+
+
+# A relative path, validated and normalised where a model is parsed.
+RelativePath = Annotated[str, AfterValidator(_normal_relative)]
+
+
+# Runtimes: a job asks for one by name; a worker advertises each runtime it
+# has to Ray as a custom resource, and every attempt requests its runtime's
+# resource, so Ray places it only on a node with that interpreter.
+ALLOWED_RUNTIMES = ("python:3.10", "python:3.11", "python:3.12", "python:3.13")
+RUNTIME_RESOURCE_PREFIX = "rgrid_runtime_"
+# Ray needs a positive amount: a node advertises plenty, an attempt takes a sliver.
+RUNTIME_ADVERTISED_AMOUNT = 10_000
+RUNTIME_REQUESTED_AMOUNT = 0.001
+
+
+def resource_name(runtime: str) -> str:
+    """`python:3.12` -> `rgrid_runtime_python_3_12`."""
+    return RUNTIME_RESOURCE_PREFIX + runtime.replace(":", "_").replace(".", "_")
+
+
+def runtime_of_resource(name: str) -> str | None:
+    """The inverse of resource_name; None for any other Ray resource."""
+    if not name.startswith(RUNTIME_RESOURCE_PREFIX):
+        return None
+    family, _, version = name.removeprefix(RUNTIME_RESOURCE_PREFIX).partition("_")
+    return f"{family}:{version.replace('_', '.')}"
+
+
+@dataclass(frozen=True)
+class AttemptTicket:
+    """What the dispatcher hands Ray for one attempt, and all a runner gets:
+    ids, where to call back, and a token valid for this attempt only. The
+    spec itself is fetched at start, which is also the fencing check."""
+
+    execution_id: str
+    attempt: int
+    api_url: str
+    token: str
 
 
 class BaseModel(_PydanticModel):
@@ -101,7 +179,7 @@ class InputFile(BaseModel):
     """An uploaded object and the relative path it gets in the work dir."""
 
     sha256: str = Field(pattern=SHA256_PATTERN)
-    path: str = Field(min_length=1, max_length=1024)
+    path: Annotated[RelativePath, Field(min_length=1, max_length=1024)]
 
 
 class Resources(BaseModel):
@@ -157,7 +235,7 @@ class ExecutionList(BaseModel):
 class LogChunk(BaseModel):
     seq: int
     attempt: int
-    stream: str
+    stream: Stream
     data: str
 
 
@@ -202,13 +280,13 @@ class WorkerAck(BaseModel):
     """The worker's status as the control plane sees it: a worker told it is
     `dead` must stop its node (its attempts were given to others)."""
 
-    status: str
+    status: WorkerStatus
 
 
 class WorkerView(BaseModel):
     id: str
     host_name: str
-    status: str
+    status: WorkerStatus
     heartbeat_age_s: float | None
     running: int
     runtimes: list[str]
@@ -259,7 +337,7 @@ class RunnerSpec(BaseModel):
 
 
 class RunnerLogLine(BaseModel):
-    stream: str
+    stream: Stream
     data: str
 
 
@@ -274,7 +352,7 @@ class RunnerAck(BaseModel):
 
 
 class RunnerOutputRequest(BaseModel):
-    paths: list[str]
+    paths: list[RelativePath]
 
 
 class RunnerOutputUrls(BaseModel):

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import httpx
 
-from rgrid.wire import WorkerAck, WorkerRegistration
+from rgrid.wire import WorkerAck, WorkerRegistration, WorkerStatus
+from rgrid_runner.ray_compat import alive_node_ids, drain_node
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class NodeAgent:
                 registered = self._post("register", registration) is not None or registered
             else:
                 ack = self._post(f"{self.worker_id}/heartbeat")
-                if ack is not None and ack.status == "dead":
+                if ack is not None and ack.status == WorkerStatus.DEAD:
                     log.error("the control plane declared this node dead; stopping it")
                     self._stop_raylet()
                     return 1
@@ -111,38 +112,24 @@ class NodeAgent:
         self._post(f"{self.worker_id}/leave")
         return 0
 
-    def _gcs(self):  # type: ignore[no-untyped-def]
-        from ray._raylet import GcsClient
-
-        return GcsClient(address=self.config.gcs_address)
-
     def _ray_node_id(self) -> str | None:
         """This node's id in Ray: the alive node carrying our marker resource."""
         if not self.config.gcs_address:
             return None
-        marker = f"rgrid_worker_{self.worker_id}"
         try:
-            for node_id, info in self._gcs().get_all_node_info().items():
-                if marker in info.resources_total and info.state == 0:  # 0: ALIVE
-                    return node_id.hex()
+            found = alive_node_ids(self.config.gcs_address, f"rgrid_worker_{self.worker_id}")
         except Exception as exc:  # noqa: BLE001 - the GCS may still be starting
             log.info("Ray node id not known yet: %s", exc)
-        return None
+            return None
+        return found[0] if found else None
 
     def _drain_in_ray(self) -> None:
         """Ask Ray's GCS to place nothing more on this node."""
         node_id = self._ray_node_id()
-        if node_id is None:
+        if node_id is None or not self.config.gcs_address:
             return
         try:
-            from ray.core.generated import autoscaler_pb2
-
-            accepted, why = self._gcs().drain_node(
-                node_id,
-                autoscaler_pb2.DrainNodeReason.Value("DRAIN_NODE_REASON_PREEMPTION"),
-                "rgrid worker stopping",
-                0,
-            )
+            accepted, why = drain_node(self.config.gcs_address, node_id, "rgrid worker stopping")
             if not accepted:
                 log.warning("Ray refused to drain the node: %s", why)
         except Exception as exc:  # noqa: BLE001 - drain is best effort; the API refuses new work anyway

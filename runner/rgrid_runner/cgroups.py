@@ -13,21 +13,15 @@ import os
 import shlex
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
+
+from rgrid_runner.limits import Limits
 
 log = logging.getLogger(__name__)
 
 ROOT = Path("/sys/fs/cgroup")
 GROUP = "rgrid"
 CPU_PERIOD_US = 100_000
-
-
-@dataclass(frozen=True)
-class Limits:
-    memory_bytes: int
-    cpu: float
-    max_pids: int
 
 
 def _write(path: Path, value: str) -> None:

@@ -59,7 +59,8 @@ def worker(
     from rgrid.wire import WorkerRegistration
     from rgrid_runner.agent import AgentConfig, NodeAgent
     from rgrid_runner.runtimes import detect, encode, ray_resources
-    from rgrid_runner.sandbox import choose
+    from rgrid_runner.sandbox import JobUser, choose
+    from rgrid_runner.settings import runner_settings
 
     if not head and not address:
         raise typer.BadParameter("give --head or --address")
@@ -69,7 +70,8 @@ def worker(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     worker_id = worker_id or f"{socket.gethostname()}-{secrets.token_hex(3)}"
     runtimes = detect()
-    sandbox = choose()
+    settings = runner_settings()
+    sandbox = choose(settings.sandbox, JobUser(settings.sandbox_uid, settings.sandbox_gid))
     offer = {"runtimes": sorted(runtimes), "sandbox": sandbox.name, "isolated": sandbox.isolated}
     if info_file:
         Path(info_file).parent.mkdir(parents=True, exist_ok=True)

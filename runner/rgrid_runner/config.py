@@ -1,9 +1,8 @@
-"""A worker's runner configuration: read once per worker process from the
-environment the node agent gave Ray (RGRID_* variables), with defaults."""
+"""A worker process's runner configuration: the settings (`settings.py`)
+turned into the objects an attempt uses, built once per worker process."""
 
 from __future__ import annotations
 
-import os
 import tempfile
 from dataclasses import dataclass
 from functools import cache
@@ -12,14 +11,8 @@ from pathlib import Path
 from rgrid_runner.cgroups import CgroupManager
 from rgrid_runner.envs import EnvCache
 from rgrid_runner.runtimes import Interpreter, detect
-from rgrid_runner.sandbox import Sandbox, choose
-
-GIB = 1024**3
-MIB = 1024**2
-
-
-def _int(name: str, default: int) -> int:
-    return int(os.environ.get(name, default))
+from rgrid_runner.sandbox import JobUser, Sandbox, choose
+from rgrid_runner.settings import runner_settings
 
 
 @dataclass(frozen=True)
@@ -38,22 +31,23 @@ class RunnerConfig:
 
 @cache
 def runner_config() -> RunnerConfig:
-    root = Path(os.environ.get("RGRID_WORK_ROOT") or Path(tempfile.gettempdir()) / "rgrid-work")
+    s = runner_settings()
+    root = s.work_root or Path(tempfile.gettempdir()) / "rgrid-work"
     root.mkdir(parents=True, exist_ok=True)
     # Jobs run as another uid: they may pass through to their own dir, never list others.
     root.chmod(0o711)
-    cache_root = Path(os.environ.get("RGRID_ENV_CACHE") or root.parent / f"{root.name}-envs")
+    cache_root = s.env_cache or root.parent / f"{root.name}-envs"
     cache_root.mkdir(parents=True, exist_ok=True)
     cache_root.chmod(0o755)
     return RunnerConfig(
         work_root=root,
-        sandbox=choose(),
+        sandbox=choose(s.sandbox, JobUser(s.sandbox_uid, s.sandbox_gid)),
         cgroups=CgroupManager(),
         runtimes=detect(),
-        envs=EnvCache(cache_root, max_envs=_int("RGRID_ENV_CACHE_MAX", 20)),
-        max_pids=_int("RGRID_MAX_PIDS", 512),
-        max_output_files=_int("RGRID_MAX_OUTPUT_FILES", 10_000),
-        max_output_bytes=_int("RGRID_MAX_OUTPUT_BYTES", 10 * GIB),
-        max_log_bytes=_int("RGRID_MAX_LOG_BYTES", 64 * MIB),
-        max_workdir_bytes=_int("RGRID_MAX_WORKDIR_BYTES", 20 * GIB),
+        envs=EnvCache(cache_root, max_envs=s.env_cache_max),
+        max_pids=s.max_pids,
+        max_output_files=s.max_output_files,
+        max_output_bytes=s.max_output_bytes,
+        max_log_bytes=s.max_log_bytes,
+        max_workdir_bytes=s.max_workdir_bytes,
     )

@@ -9,7 +9,6 @@ environments are evicted first.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import shutil
@@ -21,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from rgrid.filelock import FileLock
 from rgrid_runner.runtimes import Interpreter
 
 USED_MARK = ".rgrid-used"
@@ -79,21 +79,6 @@ def _uv() -> str:
     return str(beside) if beside.exists() else shutil.which("uv") or "uv"
 
 
-@contextmanager
-def _locked(path: Path, blocking: bool = True) -> Iterator[bool]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 class EnvCache:
     def __init__(self, root: Path, max_envs: int = 20) -> None:
         self.root = root
@@ -108,24 +93,22 @@ class EnvCache:
         Installer output goes to `log` (the job's stderr)."""
         key = env_key(interp.runtime, requirements)
         final = self.root / key
-        lock_path = self.root / f"{key}.lock"
+        lock = FileLock(self.root / f"{key}.lock")
         self.root.mkdir(parents=True, exist_ok=True)
-        fh = open(lock_path, "w")
         try:
             while True:
-                fcntl.flock(fh, fcntl.LOCK_SH)
+                lock.acquire(shared=True)
                 if (final / USED_MARK).exists():
                     break
-                fcntl.flock(fh, fcntl.LOCK_UN)
-                with _locked(lock_path):
+                lock.release()
+                with lock.hold():
                     if not (final / USED_MARK).exists():
                         self._build(interp, requirements, final, log)
             (final / USED_MARK).touch()
             self._evict(keep=key)
             yield Environment(final)
         finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-            fh.close()
+            lock.release()
 
     def _build(self, interp: Interpreter, requirements: str, final: Path, log: Callable[[str], None]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -167,6 +150,9 @@ class EnvCache:
         for path in envs[: len(envs) - self.max_envs]:
             if path.name == keep:
                 continue
-            with _locked(self.root / f"{path.name}.lock", blocking=False) as got:
-                if got:
+            lock = FileLock(self.root / f"{path.name}.lock")
+            if lock.acquire(wait=False):
+                try:
                     shutil.rmtree(path, ignore_errors=True)
+                finally:
+                    lock.release()

@@ -1,28 +1,46 @@
-"""Caps the runner enforces itself, beside the kernel's: log volume, work
-dir size, and rlimits where cgroups are not available."""
+"""What one attempt may use, and the caps the runner enforces itself beside
+the kernel's: log volume, work dir size, and rlimits where cgroups are not
+available.
+
+`Limits` is built once per attempt from the spec's resources and handed to
+whichever enforces it: the cgroup, the Docker command, or the rlimits.
+"""
 
 from __future__ import annotations
 
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from rgrid_runner.sandbox import Job
+from rgrid.wire import Resources, Stream
 
 DISK_CHECK_EVERY_S = 2.0
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory_bytes: int
+    cpu: float
+    max_pids: int
+
+    @classmethod
+    def for_attempt(cls, resources: Resources, max_pids: int) -> Limits:
+        return cls(memory_bytes=resources.memory_mb * MIB, cpu=resources.cpu, max_pids=max_pids)
 
 
 class LogBudget:
     """Passes output through until `limit` bytes, then drops it and reports."""
 
-    def __init__(self, limit: int, sink: Callable[[str, str], None]) -> None:
+    def __init__(self, limit: int, sink: Callable[[Stream, str], None]) -> None:
         self.limit = limit
         self.sink = sink
         self.used = 0
         self.over = False
 
-    def write(self, stream: str, data: str) -> None:
+    def write(self, stream: Stream, data: str) -> None:
         if self.over:
             return
         self.used += len(data.encode("utf-8", "replace"))
@@ -63,9 +81,9 @@ def _tree_bytes(root: Path) -> int:
     return total
 
 
-def rlimit_command(argv: list[str], job: Job) -> list[str]:
+def rlimit_command(argv: list[str], limits: Limits) -> list[str]:
     """Without cgroups: address-space and process-count rlimits via prlimit.
     Weaker (RLIMIT_NPROC counts all processes of the uid; RLIMIT_AS counts
     virtual memory), and an exceeded memory rlimit is not told apart from
     another failure."""
-    return ["prlimit", f"--as={job.memory_bytes}", f"--nproc={job.max_pids}", "--", *argv]
+    return ["prlimit", f"--as={limits.memory_bytes}", f"--nproc={limits.max_pids}", "--", *argv]

@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 
-from rgrid.wire import RunnerLogLine
+from rgrid.wire import RunnerLogLine, Stream
 from rgrid_runner.reporter import Reporter, StaleAttempt
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class LogShipper:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
-    def write(self, stream: str, data: str) -> None:
+    def write(self, stream: Stream, data: str) -> None:
         with self._cond:
             if self._pending and self._pending[-1].stream == stream:
                 self._pending[-1].data += data

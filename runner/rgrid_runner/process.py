@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from rgrid.wire import Stream
+
 READ_SIZE = 64 * 1024
 KILL_GRACE_S = 3.0
 # How long to keep reading pipes after the script exited (a detached child
@@ -57,7 +59,7 @@ def run_supervised(
     cwd: Path,
     env: dict[str, str],
     timeout_s: float,
-    sink: Callable[[str, str], None],
+    sink: Callable[[Stream, str], None],
     stop: threading.Event,
     check: Check | None = None,
 ) -> ProcessOutcome:
@@ -76,12 +78,15 @@ def run_supervised(
         start_new_session=True,
     )
     pgid = proc.pid
+    if proc.stdout is None or proc.stderr is None:
+        raise RuntimeError("the script's output pipes were not created")
+    pipes = {"stdout": proc.stdout, "stderr": proc.stderr}
     deadline = started + timeout_s
     timed_out = stopped = False
     kill_at: float | None = None
     sel = selectors.DefaultSelector()
     decoders = {}
-    for stream, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr)):
+    for stream, pipe in pipes.items():
         sel.register(pipe, selectors.EVENT_READ, stream)
         decoders[stream] = codecs.getincrementaldecoder("utf-8")(errors="replace")
     open_pipes = 2
@@ -120,7 +125,7 @@ def run_supervised(
                 sink(key.data, decoders[key.data].decode(data))
     finally:
         sel.close()
-        for pipe in (proc.stdout, proc.stderr):
+        for pipe in pipes.values():
             pipe.close()
         if proc.poll() is None:
             _signal_group(pgid, signal.SIGKILL)

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import sys
 
+from rgrid_runner.ray_compat import keep_loopback_node_address
+
 
 def main() -> None:
-    import ray._private.services as services
     from ray.scripts.scripts import main as ray_main
 
-    original = services.resolve_ip_for_localhost
-    services.resolve_ip_for_localhost = lambda host: host if host == "127.0.0.1" else original(host)
+    keep_loopback_node_address()
     sys.argv = ["ray", *sys.argv[1:]]
     ray_main()
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import logging
-import time
-
 import httpx
+from pydantic import BaseModel
 
+from rgrid.retry import RUNNER_CALLS, call_with_retry, raise_for_retryable
 from rgrid.wire import (
     RunnerAck,
     RunnerLogBatch,
@@ -17,11 +16,6 @@ from rgrid.wire import (
     RunnerSpec,
     RunnerStart,
 )
-
-log = logging.getLogger(__name__)
-
-RETRIES = 5
-BACKOFF_S = 0.2
 
 
 class StaleAttempt(Exception):
@@ -39,27 +33,18 @@ class Reporter:
     def close(self) -> None:
         self._http.close()
 
-    def _post(self, path: str, body: object | None = None) -> httpx.Response:
-        """POST with retries on transport errors and 5xx; 409 means fenced."""
-        payload = body.model_dump(mode="json") if body is not None else None  # type: ignore[attr-defined]
-        delay = BACKOFF_S
-        for attempt in range(RETRIES):
-            try:
-                resp = self._http.post(path, json=payload)
-            except httpx.TransportError as exc:
-                if attempt == RETRIES - 1:
-                    raise
-                log.warning("runner call %s failed (%s); retrying", path, exc)
-            else:
-                if resp.status_code == 409:
-                    raise StaleAttempt(resp.json().get("detail", "stale attempt"))
-                if resp.status_code < 500 or attempt == RETRIES - 1:
-                    resp.raise_for_status()
-                    return resp
-                log.warning("runner call %s got %d; retrying", path, resp.status_code)
-            time.sleep(delay)
-            delay *= 2
-        raise AssertionError("unreachable")
+    def _post(self, path: str, body: BaseModel | None = None) -> httpx.Response:
+        """POST under the shared retry policy; 409 means this attempt was fenced off."""
+        payload = body.model_dump(mode="json") if body is not None else None
+
+        def once() -> httpx.Response:
+            return raise_for_retryable(self._http.post(path, json=payload))
+
+        resp = call_with_retry(once, RUNNER_CALLS, f"runner call {path}")
+        if resp.status_code == 409:
+            raise StaleAttempt(resp.json().get("detail", "stale attempt"))
+        resp.raise_for_status()
+        return resp
 
     def start(self, start: RunnerStart) -> RunnerSpec:
         return RunnerSpec.model_validate_json(self._post("/start", start).content)

@@ -2,8 +2,8 @@
 finds them.
 
 A worker advertises each runtime it can run to Ray as a custom resource
-(`rgrid_runtime_python_3_12`), and every attempt asks for its runtime's
-resource, so Ray only places it on a node that has that interpreter.
+(named by `rgrid.wire.resource_name`), and every attempt asks for its
+runtime's resource, so Ray only places it on a node that has that interpreter.
 RGRID_RUNTIMES (`python:3.12=/opt/py312/bin/python3,…`) names interpreters
 explicitly; otherwise real interpreters on PATH and pyenv installs are found
 and verified by running them.
@@ -18,11 +18,8 @@ import shutil
 import subprocess
 from dataclasses import asdict, dataclass
 
-ALLOWED = ("python:3.10", "python:3.11", "python:3.12", "python:3.13")
-RESOURCE_PREFIX = "rgrid_runtime_"
-# Ray needs a positive amount; every attempt takes a sliver of it.
-ADVERTISED_AMOUNT = 10_000
-REQUESTED_AMOUNT = 0.001
+from rgrid.wire import ALLOWED_RUNTIMES, RUNTIME_ADVERTISED_AMOUNT, resource_name
+from rgrid_runner.settings import runner_settings
 
 
 @dataclass(frozen=True)
@@ -30,17 +27,6 @@ class Interpreter:
     runtime: str
     executable: str
     prefix: str  # sys.base_prefix: the tree a sandbox must show the job
-
-
-def resource_name(runtime: str) -> str:
-    return RESOURCE_PREFIX + runtime.replace(":", "_").replace(".", "_")
-
-
-def runtime_of_resource(name: str) -> str | None:
-    if not name.startswith(RESOURCE_PREFIX):
-        return None
-    family, _, version = name.removeprefix(RESOURCE_PREFIX).partition("_")
-    return f"{family}:{version.replace('_', '.')}"
 
 
 def _probe(executable: str, runtime: str) -> Interpreter | None:
@@ -70,10 +56,11 @@ def _candidates(version: str) -> list[str]:
 
 
 def detect() -> dict[str, Interpreter]:
-    configured = os.environ.get("RGRID_RUNTIMES_CONFIG")
+    settings = runner_settings()
+    configured = settings.runtimes_config
     if configured:
         return {k: Interpreter(**v) for k, v in json.loads(configured).items()}
-    explicit = os.environ.get("RGRID_RUNTIMES")
+    explicit = settings.runtimes
     found: dict[str, Interpreter] = {}
     if explicit:
         for item in explicit.split(","):
@@ -83,7 +70,7 @@ def detect() -> dict[str, Interpreter]:
                 raise RuntimeError(f"RGRID_RUNTIMES: {executable} is not {runtime}")
             found[runtime] = interp
         return found
-    for runtime in ALLOWED:
+    for runtime in ALLOWED_RUNTIMES:
         version = runtime.split(":")[1]
         for candidate in _candidates(version):
             interp = _probe(candidate, runtime)
@@ -99,4 +86,4 @@ def encode(found: dict[str, Interpreter]) -> str:
 
 
 def ray_resources(found: dict[str, Interpreter]) -> dict[str, float]:
-    return {resource_name(r): ADVERTISED_AMOUNT for r in found}
+    return {resource_name(r): RUNTIME_ADVERTISED_AMOUNT for r in found}

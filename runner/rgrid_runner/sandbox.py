@@ -23,9 +23,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from rgrid_runner.limits import Limits
+
 JOB_DIR = "/job"
-JOB_UID = int(os.environ.get("RGRID_SANDBOX_UID", "65534"))
-JOB_GID = int(os.environ.get("RGRID_SANDBOX_GID", "65534"))
+
+
+@dataclass(frozen=True)
+class JobUser:
+    """The unprivileged uid/gid jobs run as (RGRID_SANDBOX_UID/GID)."""
+
+    uid: int = 65534
+    gid: int = 65534
+
 
 # What of the host's /etc a job may read: name resolution, TLS roots, users,
 # time zone. Nothing else (an operator may keep secrets in /etc).
@@ -59,11 +68,9 @@ class Job:
     argv: list[str]
     workdir: Path
     env: dict[str, str]
+    limits: Limits
     readonly: list[Path] = field(default_factory=list)
     network: bool = True
-    cpu: float = 1.0
-    memory_bytes: int = 1024**3
-    max_pids: int = 512
     name: str = "rgrid-job"
     image: str | None = None
 
@@ -112,11 +119,12 @@ class Bubblewrap:
     name = "bubblewrap"
     isolated = True
 
-    def __init__(self, bwrap: str = "bwrap") -> None:
+    def __init__(self, bwrap: str = "bwrap", user: JobUser = JobUser()) -> None:
         self.bwrap = bwrap
+        self.user = user
 
     def prepare(self, workdir: Path) -> None:
-        _chown_tree(workdir, JOB_UID, JOB_GID)
+        _chown_tree(workdir, self.user.uid, self.user.gid)
 
     def launch(self, job: Job) -> Launch:
         argv = [
@@ -145,8 +153,8 @@ class Bubblewrap:
         argv += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"]
         for ancestor in _ancestors(job.readonly):
             argv += ["--perms", "0755", "--dir", ancestor]
-        for path in job.readonly:
-            argv += ["--ro-bind", str(path), str(path)]
+        for tree in job.readonly:
+            argv += ["--ro-bind", str(tree), str(tree)]
         argv += ["--bind", str(job.workdir), JOB_DIR, "--chdir", JOB_DIR, "--clearenv"]
         env = {**job.env, "HOME": JOB_DIR, "TMPDIR": "/tmp"}
         for key, value in env.items():
@@ -154,8 +162,8 @@ class Bubblewrap:
         argv += [
             "--",
             "setpriv",
-            f"--reuid={JOB_UID}",
-            f"--regid={JOB_GID}",
+            f"--reuid={self.user.uid}",
+            f"--regid={self.user.gid}",
             "--clear-groups",
             "--no-new-privs",
             "--inh-caps=-all",
@@ -170,16 +178,17 @@ class Docker:
     name = "docker"
     isolated = True
 
-    def __init__(self, docker: str = "docker") -> None:
+    def __init__(self, docker: str = "docker", user: JobUser = JobUser()) -> None:
         self.docker = docker
+        self.user = user
 
     def prepare(self, workdir: Path) -> None:
-        _chown_tree(workdir, JOB_UID, JOB_GID)
+        _chown_tree(workdir, self.user.uid, self.user.gid)
 
     def launch(self, job: Job) -> Launch:
         if job.image is None:
             raise ValueError("the docker sandbox needs an image for the runtime")
-        memory = f"{job.memory_bytes}b"
+        memory = f"{job.limits.memory_bytes}b"
         argv = [
             self.docker,
             "run",
@@ -187,11 +196,11 @@ class Docker:
             "--init",
             "--name",
             job.name,
-            f"--cpus={job.cpu:g}",
+            f"--cpus={job.limits.cpu:g}",
             f"--memory={memory}",
             f"--memory-swap={memory}",
-            f"--pids-limit={job.max_pids}",
-            f"--user={JOB_UID}:{JOB_GID}",
+            f"--pids-limit={job.limits.max_pids}",
+            f"--user={self.user.uid}:{self.user.gid}",
             "--cap-drop=ALL",
             "--security-opt=no-new-privileges",
             "--read-only",
@@ -240,24 +249,24 @@ def _docker_works(docker: str) -> bool:
         return False
 
 
-def choose(preference: str | None = None) -> Sandbox:
-    """RGRID_SANDBOX=bubblewrap|docker|process, or auto: bubblewrap where it
-    works, else docker where an engine answers, else a plain process."""
-    wanted = (preference or os.environ.get("RGRID_SANDBOX") or "auto").lower()
+def choose(wanted: str = "auto", user: JobUser = JobUser()) -> Sandbox:
+    """bubblewrap | docker | process, or auto: bubblewrap where it works,
+    else docker where an engine answers, else a plain process."""
+    wanted = wanted.lower()
     bwrap = shutil.which("bwrap")
     docker = shutil.which("docker")
     if wanted in ("bubblewrap", "bwrap"):
         if not bwrap or not _bwrap_works(bwrap):
             raise RuntimeError("RGRID_SANDBOX=bubblewrap but bwrap is missing or cannot run here")
-        return Bubblewrap(bwrap)
+        return Bubblewrap(bwrap, user)
     if wanted == "docker":
         if not docker or not _docker_works(docker):
             raise RuntimeError("RGRID_SANDBOX=docker but no Docker engine answers")
-        return Docker(docker)
+        return Docker(docker, user)
     if wanted == "process":
         return Plain()
     if bwrap and _bwrap_works(bwrap):
-        return Bubblewrap(bwrap)
+        return Bubblewrap(bwrap, user)
     if docker and _docker_works(docker):
-        return Docker(docker)
+        return Docker(docker, user)
     return Plain()

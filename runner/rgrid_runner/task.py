@@ -3,6 +3,12 @@
 The task carries only a ticket (ids, API URL, attempt token). The spec and
 fresh presigned URLs are fetched at start, which is also the fencing check:
 if this attempt is no longer current the task ends without running anything.
+
+An attempt then runs in three steps (`AttemptRun`): prepare the job and
+launch it in the sandbox; supervise it to an outcome and a failure reason;
+collect the files it wrote. The log shipper is open the whole time: it
+renews the lease, and it is the one way rgrid's own notes ("killed after the
+timeout") reach the job's stderr.
 """
 
 from __future__ import annotations
@@ -12,31 +18,34 @@ import logging
 import os
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
 
 from rgrid.wire import (
+    AttemptTicket,
     FailureReason,
     OutputFile,
-    RunnerLogLine,
     RunnerResult,
     RunnerSpec,
     RunnerStart,
 )
-from rgrid_runner.cgroups import Cgroup, Limits
+from rgrid_runner.cgroups import Cgroup
 from rgrid_runner.config import RunnerConfig, runner_config
 from rgrid_runner.envs import InstallFailed
 from rgrid_runner.lifeline import ensure_lifeline
-from rgrid_runner.limits import LogBudget, WorkdirWatch, rlimit_command
+from rgrid_runner.limits import Limits, LogBudget, WorkdirWatch, rlimit_command
 from rgrid_runner.logship import LogShipper
 from rgrid_runner.process import ProcessOutcome, run_supervised
 from rgrid_runner.reporter import Reporter, StaleAttempt
+from rgrid_runner.runtimes import Interpreter
 from rgrid_runner.sandbox import Job
+from rgrid_runner.settings import runner_settings
 from rgrid_runner.workdir import (
     OutputLimitExceeded,
     OutputLimits,
+    Snapshot,
     changed_files,
     fetch,
     make_workdir,
@@ -48,16 +57,7 @@ from rgrid_runner.workdir import (
 log = logging.getLogger(__name__)
 
 RENEW_S = 1.0
-MIB = 1024 * 1024
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
-
-
-@dataclass(frozen=True)
-class AttemptTicket:
-    execution_id: str
-    attempt: int
-    api_url: str
-    token: str
 
 
 def ray_node_id() -> str | None:
@@ -72,7 +72,7 @@ def ray_node_id() -> str | None:
 def runner_start() -> RunnerStart:
     """Who runs this attempt: the node agent's worker id (from the raylet's
     environment) and Ray's node id."""
-    worker_id = os.environ.get("RGRID_WORKER_ID")
+    worker_id = runner_settings().worker_id
     return RunnerStart(
         worker=worker_id or socket.gethostname(), worker_id=worker_id, ray_node_id=ray_node_id()
     )
@@ -102,7 +102,7 @@ def run_attempt(ticket: AttemptTicket) -> str:
     cfg = runner_config()
     workdir = make_workdir(cfg.work_root, spec.execution_id, spec.attempt)
     try:
-        return _execute(cfg, reporter, spec, workdir)
+        return AttemptRun(cfg, reporter, spec, workdir).execute()
     except StaleAttempt:
         log.warning("attempt %d of %s was superseded", spec.attempt, spec.execution_id)
         return "stale"
@@ -111,109 +111,156 @@ def run_attempt(ticket: AttemptTicket) -> str:
         reporter.close()
 
 
-@contextlib.contextmanager
-def _cgroup(cfg: RunnerConfig, spec: RunnerSpec) -> Iterator[Cgroup | None]:
-    if not cfg.cgroups.available:
-        yield None
-        return
-    limits = Limits(
-        memory_bytes=spec.resources.memory_mb * MIB, cpu=spec.resources.cpu, max_pids=cfg.max_pids
-    )
-    group = cfg.cgroups.create(f"{spec.execution_id}-{spec.attempt}", limits)
-    try:
-        yield group
-    finally:
-        group.remove()
+@dataclass(frozen=True)
+class Verdict:
+    """How an attempt ended, before outputs: what the runner reports."""
+
+    exit_code: int | None
+    reason: FailureReason | None
+    duration_s: float = 0.0
 
 
-def _execute(cfg: RunnerConfig, reporter: Reporter, spec: RunnerSpec, workdir: Path) -> str:
-    interp = cfg.runtimes.get(spec.runtime)
-    if interp is None:
-        return _finish(
-            reporter,
-            spec,
-            127,
-            FailureReason.RUNTIME_UNAVAILABLE,
-            0.0,
-            [],
-            f"rgrid: runtime {spec.runtime} is not installed on this worker\n",
+class AttemptRun:
+    """One attempt on this worker, from the fetched spec to the report."""
+
+    def __init__(self, cfg: RunnerConfig, reporter: Reporter, spec: RunnerSpec, workdir: Path) -> None:
+        self.cfg = cfg
+        self.reporter = reporter
+        self.spec = spec
+        self.workdir = workdir
+        self.limits = Limits.for_attempt(spec.resources, cfg.max_pids)
+        self.shipper = LogShipper(reporter, RENEW_S)
+
+    def execute(self) -> str:
+        with self.shipper, httpx.Client(timeout=60.0) as http:
+            verdict, outputs = self._run(http)
+        # The shipper is closed: everything the job and rgrid wrote was sent
+        # before the result, so a follower sees all of it.
+        self.reporter.complete(
+            RunnerResult(
+                exit_code=verdict.exit_code,
+                failure_reason=verdict.reason,
+                duration_s=verdict.duration_s,
+                outputs=outputs,
+            )
         )
-    with httpx.Client(timeout=60.0) as http:
-        fetch(http, workdir, [spec.script, *spec.inputs])
-        before = snapshot(workdir)
-        with LogShipper(reporter, RENEW_S) as shipper, contextlib.ExitStack() as stack:
-            note = lambda text: shipper.write("stderr", text)  # noqa: E731
-            python, readonly, path = interp.executable, [Path(interp.prefix)], SYSTEM_PATH
-            path = f"{Path(interp.executable).parent}:{path}"
-            if spec.requirements:
-                try:
-                    env = stack.enter_context(cfg.envs.use(interp, spec.requirements, note))
-                except InstallFailed as exc:
-                    note(f"rgrid: {exc}\n")
-                    shipper.close()
-                    return _finish(reporter, spec, 1, FailureReason.DEPENDENCY_INSTALL, 0.0, [])
-                python, path = env.python, f"{env.bin}:{path}"
-                readonly.append(env.path)
-            cfg.sandbox.prepare(workdir)
-            job = Job(
-                argv=[python, spec.script.path, *spec.args],
-                workdir=workdir,
-                env=job_env(spec, path),
-                readonly=readonly,
-                network=spec.network,
-                cpu=spec.resources.cpu,
-                memory_bytes=spec.resources.memory_mb * MIB,
-                max_pids=cfg.max_pids,
-                name=f"rgrid-{spec.execution_id}-{spec.attempt}",
-                image=f"python:{spec.runtime.split(':')[-1]}-slim",
-            )
-            launch = cfg.sandbox.launch(job)
-            group = stack.enter_context(_cgroup(cfg, spec))
-            argv = group.join_command(launch.argv) if group else rlimit_command(launch.argv, job)
-            budget = LogBudget(cfg.max_log_bytes, shipper.write)
-            watch = WorkdirWatch(workdir, cfg.max_workdir_bytes)
-            outcome = run_supervised(
-                argv,
-                launch.cwd,
-                launch.env,
-                spec.resources.timeout_s,
-                budget.write,
-                shipper.stop_requested,
-                check=lambda: budget.exceeded() or watch.exceeded(),
-            )
-            oom = group.oom_killed() if group else False
-            pids_hit = group.hit_pid_limit() if group else False
-            if shipper.stale.is_set():
-                raise StaleAttempt("superseded while running")
-            reason = _failure_reason(outcome, shipper.cancel_requested.is_set(), oom, pids_hit)
-            explain = _explanation(reason, outcome, spec, cfg)
-            if explain:
-                note(explain)
-        outputs: list[OutputFile] = []
-        if reason in (None, FailureReason.EXIT_CODE):
+        return verdict.reason or "ok"
+
+    def note(self, text: str) -> None:
+        """A line from rgrid itself in the job's stderr."""
+        self.shipper.write("stderr", f"rgrid: {text}\n")
+
+    def _run(self, http: httpx.Client) -> tuple[Verdict, list[OutputFile]]:
+        interp = self.cfg.runtimes.get(self.spec.runtime)
+        if interp is None:
+            self.note(f"runtime {self.spec.runtime} is not installed on this worker")
+            return Verdict(127, FailureReason.RUNTIME_UNAVAILABLE), []
+        fetch(http, self.workdir, [self.spec.script, *self.spec.inputs])
+        before = snapshot(self.workdir)
+        with contextlib.ExitStack() as stack:
             try:
-                outputs = _upload_outputs(http, reporter, workdir, before, cfg)
-            except OutputLimitExceeded as exc:
-                reporter.logs([RunnerLogLine(stream="stderr", data=f"rgrid: {exc}\n")])
-                reason = FailureReason.OUTPUT_TOO_LARGE
-    return _finish(reporter, spec, outcome.exit_code, reason, outcome.duration_s, outputs)
+                job = self._prepare(interp, stack)
+            except InstallFailed as exc:
+                self.note(str(exc))
+                return Verdict(1, FailureReason.DEPENDENCY_INSTALL), []
+            verdict = self._supervise(job, stack)
+        if verdict.reason not in (None, FailureReason.EXIT_CODE):
+            return verdict, []
+        try:
+            return verdict, self._collect(http, before)
+        except OutputLimitExceeded as exc:
+            self.note(str(exc))
+            return replace(verdict, reason=FailureReason.OUTPUT_TOO_LARGE), []
 
+    # -- step 1: prepare and launch -------------------------------------------
+    def _prepare(self, interp: Interpreter, stack: contextlib.ExitStack) -> Job:
+        """The job as the sandbox will run it: the interpreter, or the cached
+        environment with the requirements (held while the job runs), the
+        trees it may read, and its limits."""
+        python, readonly = interp.executable, [Path(interp.prefix)]
+        path = f"{Path(interp.executable).parent}:{SYSTEM_PATH}"
+        if self.spec.requirements:
+            env = stack.enter_context(self.cfg.envs.use(interp, self.spec.requirements, self._installer_log))
+            python, path = env.python, f"{env.bin}:{path}"
+            readonly.append(env.path)
+        self.cfg.sandbox.prepare(self.workdir)
+        return Job(
+            argv=[python, self.spec.script.path, *self.spec.args],
+            workdir=self.workdir,
+            env=job_env(self.spec, path),
+            limits=self.limits,
+            readonly=readonly,
+            network=self.spec.network,
+            name=f"rgrid-{self.spec.execution_id}-{self.spec.attempt}",
+            image=f"python:{self.spec.runtime.split(':')[-1]}-slim",
+        )
 
-def _finish(
-    reporter: Reporter,
-    spec: RunnerSpec,
-    exit_code: int | None,
-    reason: FailureReason | None,
-    duration_s: float,
-    outputs: list[OutputFile],
-    message: str | None = None,
-) -> str:
-    if message:
-        reporter.logs([RunnerLogLine(stream="stderr", data=message)])
-    reporter.complete(
-        RunnerResult(exit_code=exit_code, failure_reason=reason, duration_s=duration_s, outputs=outputs)
-    )
-    return reason or "ok"
+    def _installer_log(self, text: str) -> None:
+        self.shipper.write("stderr", text)
+
+    # -- step 2: supervise --------------------------------------------------
+    def _supervise(self, job: Job, stack: contextlib.ExitStack) -> Verdict:
+        """Run the job inside its cgroup (or rlimits) to its end, a cap, the
+        timeout, a cancel or fencing; say why it ended."""
+        launch = self.cfg.sandbox.launch(job)
+        group = stack.enter_context(self._cgroup())
+        argv = group.join_command(launch.argv) if group else rlimit_command(launch.argv, self.limits)
+        budget = LogBudget(self.cfg.max_log_bytes, self.shipper.write)
+        watch = WorkdirWatch(self.workdir, self.cfg.max_workdir_bytes)
+        outcome = run_supervised(
+            argv,
+            launch.cwd,
+            launch.env,
+            self.spec.resources.timeout_s,
+            budget.write,
+            self.shipper.stop_requested,
+            check=lambda: budget.exceeded() or watch.exceeded(),
+        )
+        if self.shipper.stale.is_set():
+            raise StaleAttempt("superseded while running")
+        reason = _failure_reason(
+            outcome,
+            cancelled=self.shipper.cancel_requested.is_set(),
+            oom=group.oom_killed() if group else False,
+            pids_hit=group.hit_pid_limit() if group else False,
+        )
+        explanation = self._explanation(reason, outcome)
+        if explanation:
+            self.note(explanation)
+        return Verdict(outcome.exit_code, reason, outcome.duration_s)
+
+    @contextlib.contextmanager
+    def _cgroup(self) -> Iterator[Cgroup | None]:
+        if not self.cfg.cgroups.available:
+            yield None
+            return
+        group = self.cfg.cgroups.create(f"{self.spec.execution_id}-{self.spec.attempt}", self.limits)
+        try:
+            yield group
+        finally:
+            group.remove()
+
+    def _explanation(self, reason: FailureReason | None, outcome: ProcessOutcome) -> str | None:
+        """Why rgrid stopped the script, for the user reading its stderr."""
+        if reason == FailureReason.TIMEOUT:
+            return f"killed after the {self.spec.resources.timeout_s:g} s timeout"
+        if reason == FailureReason.OUT_OF_MEMORY:
+            return f"killed for exceeding its memory limit ({self.spec.resources.memory_mb} MiB)"
+        if reason == FailureReason.OUTPUT_TOO_LARGE:
+            return f"stopped: {outcome.limit}"
+        if reason == FailureReason.PROCESS_LIMIT:
+            return f"the script hit the process limit ({self.limits.max_pids} processes)"
+        return None
+
+    # -- step 3: collect outputs --------------------------------------------
+    def _collect(self, http: httpx.Client, before: Snapshot) -> list[OutputFile]:
+        """Upload every file created or changed under the work dir."""
+        limits = OutputLimits(max_files=self.cfg.max_output_files, max_total_bytes=self.cfg.max_output_bytes)
+        paths = changed_files(self.workdir, before, limits)
+        if not paths:
+            return []
+        urls = self.reporter.output_urls(paths)
+        return [upload(http, self.workdir, p, urls[p]) for p in paths]
 
 
 def _failure_reason(
@@ -230,33 +277,3 @@ def _failure_reason(
     if outcome.exit_code != 0:
         return FailureReason.PROCESS_LIMIT if pids_hit else FailureReason.EXIT_CODE
     return None
-
-
-def _explanation(
-    reason: FailureReason | None, outcome: ProcessOutcome, spec: RunnerSpec, cfg: RunnerConfig
-) -> str | None:
-    """One line from rgrid in the job's stderr saying why it was stopped."""
-    if reason == FailureReason.TIMEOUT:
-        return f"rgrid: killed after the {spec.resources.timeout_s:g} s timeout\n"
-    if reason == FailureReason.OUT_OF_MEMORY:
-        return f"rgrid: killed for exceeding its memory limit ({spec.resources.memory_mb} MiB)\n"
-    if reason == FailureReason.OUTPUT_TOO_LARGE:
-        return f"rgrid: stopped: {outcome.limit}\n"
-    if reason == FailureReason.PROCESS_LIMIT:
-        return f"rgrid: the script hit the process limit ({cfg.max_pids} processes)\n"
-    return None
-
-
-def _upload_outputs(
-    http: httpx.Client,
-    reporter: Reporter,
-    workdir: Path,
-    before: dict[str, tuple[int, int]],
-    cfg: RunnerConfig,
-) -> list[OutputFile]:
-    limits = OutputLimits(max_files=cfg.max_output_files, max_total_bytes=cfg.max_output_bytes)
-    paths = changed_files(workdir, before, limits)
-    if not paths:
-        return []
-    urls = reporter.output_urls(paths)
-    return [upload(http, workdir, p, urls[p]) for p in paths]

@@ -8,45 +8,21 @@ host file by linking to it; count and total size are capped.
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import shutil
 import stat
 import tempfile
-import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from typing import TypeVar
+from functools import partial
+from pathlib import Path
 
 import httpx
 
-from rgrid.wire import OutputFile, RunnerFile
+from rgrid.retry import TRANSFERS, call_with_retry
+from rgrid.wire import OutputFile, RunnerFile, relative_path
 
 COPY_CHUNK = 1024 * 1024
-# Storage that restarts answers errors for some seconds; retry transfers
-# this long before the attempt is given up (and requeued).
-BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
-
-log = logging.getLogger(__name__)
-T = TypeVar("T")
-
-
-def _retrying(action: Callable[[], T], what: str) -> T:
-    last: Exception | None = None
-    for pause in (0.0, *BACKOFF_S):
-        time.sleep(pause)
-        try:
-            return action()
-        except httpx.TransportError as exc:
-            last = exc
-        except httpx.HTTPStatusError as exc:
-            if exc.response.status_code < 500:
-                raise
-            last = exc
-        log.warning("%s failed (%s); retrying", what, last)
-    assert last is not None
-    raise last
 
 
 class OutputLimitExceeded(Exception):
@@ -63,10 +39,8 @@ Snapshot = dict[str, tuple[int, int]]
 
 
 def safe_join(root: Path, rel: str) -> Path:
-    parts = PurePosixPath(rel).parts
-    if not parts or PurePosixPath(rel).is_absolute() or ".." in parts:
-        raise ValueError(f"path {rel!r} leaves the work dir")
-    return root.joinpath(*parts)
+    """rel under root, by the one relative-path rule (ValueError otherwise)."""
+    return root.joinpath(*relative_path(rel).parts)
 
 
 def make_workdir(base: Path | None, execution_id: str, attempt: int) -> Path:
@@ -83,7 +57,7 @@ def fetch(http: httpx.Client, root: Path, files: list[RunnerFile]) -> None:
     for f in files:
         target = safe_join(root, f.path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        _retrying(lambda f=f, target=target: _download(http, f.url, target), f"download of {f.path}")
+        call_with_retry(partial(_download, http, f.url, target), TRANSFERS, f"download of {f.path}")
 
 
 def _download(http: httpx.Client, url: str, target: Path) -> None:
@@ -94,7 +68,7 @@ def _download(http: httpx.Client, url: str, target: Path) -> None:
                 out.write(chunk)
 
 
-def _walk(root: Path):  # type: ignore[no-untyped-def]
+def _walk(root: Path) -> Iterator[os.DirEntry[str]]:
     """Regular files under root, without following any symlink."""
     stack = [root]
     while stack:
@@ -139,7 +113,7 @@ def changed_files(root: Path, before: Snapshot, limits: OutputLimits) -> list[st
 
 def upload(http: httpx.Client, root: Path, rel: str, url: str) -> OutputFile:
     """PUT one output (retried while storage errs)."""
-    return _retrying(lambda: _upload_once(http, root, rel, url), f"upload of {rel}")
+    return call_with_retry(lambda: _upload_once(http, root, rel, url), TRANSFERS, f"upload of {rel}")
 
 
 def _upload_once(http: httpx.Client, root: Path, rel: str, url: str) -> OutputFile:
@@ -150,7 +124,7 @@ def _upload_once(http: httpx.Client, root: Path, rel: str, url: str) -> OutputFi
     with os.fdopen(fd, "rb") as fh:
         size = os.fstat(fh.fileno()).st_size
 
-        def chunks():  # type: ignore[no-untyped-def]
+        def chunks() -> Iterator[bytes]:
             sent = 0
             while sent < size:
                 chunk = fh.read(min(COPY_CHUNK, size - sent))

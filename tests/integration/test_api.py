@@ -78,7 +78,7 @@ def test_storage_failure_gives_a_clear_error_and_registers_nothing(
     f = make_file(tmp_path, "fails.bin", os.urandom(4096))
     s3_proxy.fail_puts = 100
     try:
-        with pytest.raises(RgridError, match="storage refused the upload of fails.bin"):
+        with pytest.raises(RgridError, match=r"storage refused the upload of fails\.bin"):
             upload(client, f)
     finally:
         s3_proxy.fail_puts = 0

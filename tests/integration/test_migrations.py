@@ -76,7 +76,7 @@ def _transitions_refused(url: str) -> None:
         )
         conn.exec_driver_sql("UPDATE executions SET status = 'cancelled' WHERE id = 't1'")
     for illegal in ("queued", "running", "succeeded"):
-        with pytest.raises(Exception, match="transition|cannot go"), engine.begin() as conn:
+        with pytest.raises(Exception, match=r"transition|cannot go"), engine.begin() as conn:
             conn.exec_driver_sql(f"UPDATE executions SET status = '{illegal}' WHERE id = 't1'")
     engine.dispose()
 

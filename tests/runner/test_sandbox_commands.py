@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from rgrid_runner.sandbox import JOB_GID, JOB_UID, Bubblewrap, Docker, Job, Plain
+from rgrid_runner.limits import Limits
+from rgrid_runner.sandbox import Bubblewrap, Docker, Job, JobUser, Plain
+
+JOB_UID, JOB_GID = JobUser().uid, JobUser().gid
 
 
 def job(tmp_path: Path, **kw: object) -> Job:
@@ -18,9 +21,7 @@ def job(tmp_path: Path, **kw: object) -> Job:
         workdir=tmp_path,
         env={"PATH": "/usr/bin", "K": "v"},
         readonly=[Path("/opt/py/3.12")],
-        cpu=1.5,
-        memory_bytes=512 * 1024**2,
-        max_pids=64,
+        limits=Limits(memory_bytes=512 * 1024**2, cpu=1.5, max_pids=64),
         name="rgrid-x-1",
         image="python:3.12-slim",
     )
@@ -73,10 +74,12 @@ def test_bubblewrap_command_isolates(tmp_path: Path) -> None:
     ):
         assert flag in argv
     assert argv[argv.index("--bind") + 1 : argv.index("--bind") + 3] == [str(tmp_path), "/job"]
-    assert (
-        "/opt/py/3.12" in argv
-        and argv[argv.index("/opt") - 3 : argv.index("/opt") + 1] == ["--perms", "0755", "--dir", "/opt"]
-    )
+    assert "/opt/py/3.12" in argv and argv[argv.index("/opt") - 3 : argv.index("/opt") + 1] == [
+        "--perms",
+        "0755",
+        "--dir",
+        "/opt",
+    ]
     tail = argv[argv.index("setpriv") :]
     assert (
         f"--reuid={JOB_UID}" in tail and "--no-new-privs" in tail and tail[-3:] == ["python", "s.py", "a b"]

@@ -1,24 +1,22 @@
-"""Apply the Alembic chain in migrations/ to a database URL."""
+"""Apply the Alembic chain to a database URL.
+
+The chain ships inside the package (`rgrid_api/db/migrations`), so an
+installed wheel migrates its database exactly as this checkout does.
+"""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 
-_REPO_MIGRATIONS = Path(__file__).resolve().parents[3] / "migrations"
-
-
-def migrations_dir() -> Path:
-    """The migrations folder: RGRID_MIGRATIONS_DIR, else the one beside the code."""
-    return Path(os.environ.get("RGRID_MIGRATIONS_DIR", _REPO_MIGRATIONS))
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
 def alembic_config(url: str) -> Config:
     cfg = Config()
-    cfg.set_main_option("script_location", str(migrations_dir()))
+    cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
 

@@ -7,7 +7,16 @@ import asyncio
 from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
-from rgrid.wire import ExecutionCreate, ExecutionList, ExecutionView, LogPage, OutputList, Status
+from rgrid.wire import (
+    ExecutionCreate,
+    ExecutionList,
+    ExecutionView,
+    InputFile,
+    LogPage,
+    OutputList,
+    Resources,
+    Status,
+)
 from rgrid_api.deps import DB, AppState, Owner, State
 from rgrid_api.executions import (
     cancel_execution,
@@ -58,12 +67,12 @@ def cancel(execution_id: str, owner: Owner, session: DB, state: State) -> Execut
 def retry(execution_id: str, owner: Owner, session: DB, state: State) -> ExecutionView:
     old = find_execution(session, owner, execution_id)
     body = ExecutionCreate(
-        script={"sha256": old.script_sha256, "path": old.script_name},
+        script=InputFile(sha256=old.script_sha256, path=old.script_name),
         args=old.args,
-        inputs=old.inputs,
+        inputs=[InputFile.model_validate(i) for i in old.inputs],
         env=old.env,
         runtime=old.runtime,
-        resources={"cpu": old.cpu, "memory_mb": old.memory_mb, "timeout_s": old.timeout_s},
+        resources=Resources(cpu=old.cpu, memory_mb=old.memory_mb, timeout_s=old.timeout_s),
         retries=old.retries,
         requirements=old.requirements,
         network=old.network,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query
 
-from rgrid.wire import WorkerAck, WorkerList, WorkerRegistration
+from rgrid.wire import WorkerAck, WorkerList, WorkerRegistration, WorkerStatus
 from rgrid_api.deps import DB, Owner, worker_auth
 from rgrid_api.workers import heartbeat, list_workers, open_attempts, register, set_status
 
@@ -20,7 +20,7 @@ def index(_owner: Owner, session: DB, all_: bool = Query(False, alias="all")) ->
 @agents.post("/register", response_model=WorkerAck)
 def register_worker(body: WorkerRegistration, session: DB) -> WorkerAck:
     register(session, body)
-    return WorkerAck(status="active")
+    return WorkerAck(status=WorkerStatus.ACTIVE)
 
 
 @agents.post("/{worker_id}/heartbeat", response_model=WorkerAck)
@@ -30,14 +30,14 @@ def beat(worker_id: str, session: DB) -> WorkerAck:
 
 @agents.post("/{worker_id}/drain", response_model=WorkerAck)
 def drain(worker_id: str, session: DB) -> WorkerAck:
-    set_status(session, worker_id, "draining")
-    return WorkerAck(status="draining")
+    set_status(session, worker_id, WorkerStatus.DRAINING)
+    return WorkerAck(status=WorkerStatus.DRAINING)
 
 
 @agents.post("/{worker_id}/leave", response_model=WorkerAck)
 def leave(worker_id: str, session: DB) -> WorkerAck:
-    set_status(session, worker_id, "left")
-    return WorkerAck(status="left")
+    set_status(session, worker_id, WorkerStatus.LEFT)
+    return WorkerAck(status=WorkerStatus.LEFT)
 
 
 @agents.get("/{worker_id}/running", response_model=int)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rgrid.cli.console import say
 from rgrid.client import Client
-from rgrid.config import remote_target, rgrid_home
+from rgrid.config import Target, env_api_key, remote_target, rgrid_home
 from rgrid.errors import Unreachable
 from rgrid.local.grid import LocalGrid
 
@@ -25,4 +25,7 @@ def connect(start_local: bool) -> Client:
         say("starting the local grid in the background (first start takes a few seconds)")
         grid.up(lambda _msg: None)
         say(f"local grid is up; Ray dashboard: {grid.dashboard_url()}")
-    return Client(grid.target())
+    local = grid.target()
+    # A key the user set is the one used, so a wrong one is refused (77)
+    # instead of being silently replaced by the grid's own.
+    return Client(Target(api_url=local.api_url, api_key=env_api_key() or local.api_key))

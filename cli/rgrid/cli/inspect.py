@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import BaseModel
 from rich.table import Table
 
 from rgrid.cli.connect import connect
@@ -18,7 +20,7 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON, for scripts.
 IdArg = Annotated[str, typer.Argument(help="Execution id or a unique prefix of it.")]
 
 
-def _emit(json_out: bool, value: object, human: str) -> int:
+def _emit(json_out: bool, value: BaseModel | dict | list, human: str) -> int:
     """Every reading command prints JSON with --json, one human line otherwise."""
     if json_out:
         print_json(value)
@@ -27,7 +29,7 @@ def _emit(json_out: bool, value: object, human: str) -> int:
     return 0
 
 
-def _when(value) -> str:  # type: ignore[no-untyped-def]
+def _when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
 
 

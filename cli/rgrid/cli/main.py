@@ -9,7 +9,6 @@ import sys
 from importlib.metadata import entry_points
 
 import typer
-from typer._click.exceptions import ClickException
 
 from rgrid.cli import inspect, local, run
 from rgrid.cli.console import err
@@ -58,7 +57,7 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except ClickException as exc:
+    except typer.TyperException as exc:
         ctx = getattr(exc, "ctx", None)
         where = ctx.command_path if ctx is not None else "rgrid"
         err.print(f"[red]rgrid: error:[/red] {exc.format_message()} (see `{where} --help`)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -13,15 +14,15 @@ from rgrid.client import Client
 from rgrid.errors import UsageError, exit_code_for
 from rgrid.follow import follow, write_chunk
 from rgrid.inputs import RunPlan, plan_run
-from rgrid.transfer import download, sha256_file, upload_missing
+from rgrid.transfer import Progress, download, sha256_file, upload_missing
 from rgrid.units import parse_duration_s, parse_env, parse_memory_mb
 from rgrid.wire import ExecutionCreate, ExecutionView, InputFile, Resources, Status
 
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024
 
 
-def _progress_factory(enabled: bool):  # type: ignore[no-untyped-def]
-    def factory(total: int):  # type: ignore[no-untyped-def]
+def _progress_factory(enabled: bool) -> Callable[[int], Progress]:
+    def factory(total: int) -> Progress:
         if not enabled or total < PROGRESS_MIN_BYTES:
             return lambda _n: None
         from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn

@@ -8,16 +8,16 @@ state.json. A file lock keeps two CLIs from starting the grid at once.
 
 from __future__ import annotations
 
-import fcntl
 import secrets as pysecrets
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
 from rgrid.config import Target, read_json, write_private
 from rgrid.errors import RgridError
+from rgrid.filelock import FileLock
 from rgrid.local import components as c
 from rgrid.local.procs import (
     alive,
@@ -82,15 +82,10 @@ class LocalGrid:
     def log_path(self, name: str) -> Path:
         return self.dir / "logs" / f"{name}.log"
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
+    def _locked(self) -> AbstractContextManager[None]:
+        """Two CLIs never start or stop the grid at once."""
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with open(self.dir / "lock", "w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        return FileLock(self.dir / "lock").hold()
 
     # -- queries -----------------------------------------------------------
     def running(self) -> bool:
@@ -124,10 +119,10 @@ class LocalGrid:
                 continue
             pid = piece["pid"]
             if not alive(pid):
-                state = "crashed"
+                health = "crashed"
             else:
-                state = "running" if HEALTH[kind(name)](piece["ports"]) else "unhealthy"
-            out.append(PieceStatus(name, state, pid, _url(name, piece["ports"]), self.log_path(name)))
+                health = "running" if HEALTH[kind(name)](piece["ports"]) else "unhealthy"
+            out.append(PieceStatus(name, health, pid, _url(name, piece["ports"]), self.log_path(name)))
         return out
 
     # -- actions -----------------------------------------------------------
@@ -178,7 +173,7 @@ class LocalGrid:
             return stopped
 
     def _healthy(self, piece: dict | None, name: str) -> bool:
-        return bool(piece) and alive(piece["pid"]) and HEALTH[kind(name)](piece["ports"])
+        return piece is not None and alive(piece["pid"]) and HEALTH[kind(name)](piece["ports"])
 
     def _ports(self, name: str, previous: dict | None, keep: bool = False) -> dict[str, int]:
         """Reuse the previous ports when they are all free (or `keep`: still

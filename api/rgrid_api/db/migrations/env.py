@@ -16,6 +16,8 @@ config = context.config
 
 def run_migrations_online() -> None:
     url = config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise RuntimeError("no database URL: run migrations through rgrid_api.db.migrate")
     engine = make_engine(url)
     with engine.connect() as connection:
         context.configure(

@@ -1,0 +1,53 @@
+"""Every use of Ray's private internals, in one place.
+
+Ray has no public API for what a node agent needs without becoming a driver
+(which would tie the agent's life to the head): list the nodes from the GCS,
+ask the GCS to drain a node, and keep a loopback node address when joining.
+These internals may change with any Ray release, so pyproject.toml pins Ray
+to the minor version they were checked against, and
+tests/runner/test_ray_compat.py fails loudly if one disappears.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib import import_module
+from typing import Any
+
+# The Ray versions these internals were checked against (pyproject.toml pins the same).
+CHECKED_RAY = "2.60"
+
+
+def gcs_client(address: str) -> Any:
+    """A client of the GCS at host:port (ray._raylet.GcsClient)."""
+    return import_module("ray._raylet").GcsClient(address=address)
+
+
+def alive_node_ids(address: str, with_resource: str) -> list[str]:
+    """Hex ids of the alive nodes that advertise `with_resource`."""
+    alive = import_module("ray.core.generated.gcs_pb2").GcsNodeInfo.GcsNodeState.Value("ALIVE")
+    nodes = gcs_client(address).get_all_node_info().items()
+    return [
+        node_id.hex()
+        for node_id, info in nodes
+        if with_resource in info.resources_total and info.state == alive
+    ]
+
+
+def drain_node(address: str, node_id: str, message: str) -> tuple[bool, str]:
+    """Ask the GCS to place nothing more on a node (preemption drain, no
+    deadline); returns (accepted, why not)."""
+    reason = import_module("ray.core.generated.autoscaler_pb2").DrainNodeReason.Value(
+        "DRAIN_NODE_REASON_PREEMPTION"
+    )
+    accepted, why = gcs_client(address).drain_node(node_id, reason, message, 0)
+    return bool(accepted), str(why)
+
+
+def keep_loopback_node_address() -> None:
+    """Make `ray start` keep 127.0.0.1 as the node address. Joining a cluster
+    otherwise replaces it with the machine's outward address, and the
+    embedded grid must stay on loopback. Other addresses are untouched."""
+    services: Any = import_module("ray._private.services")
+    original: Callable[[str], str] = services.resolve_ip_for_localhost
+    services.resolve_ip_for_localhost = lambda host: host if host == "127.0.0.1" else original(host)

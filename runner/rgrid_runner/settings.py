@@ -1,0 +1,47 @@
+"""The runner's settings: every RGRID_* variable a worker process reads, in
+one place, read once per process (the node agent passes them to Ray's
+workers through the raylet's environment)."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+GIB = 1024**3
+MIB = 1024**2
+
+
+class RunnerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RGRID_", extra="ignore")
+
+    # Where attempts' work dirs go (default: <tmp>/rgrid-work) and where
+    # requirement environments are cached (default: beside it).
+    work_root: Path | None = None
+    env_cache: Path | None = None
+    env_cache_max: int = 20
+
+    # bubblewrap | docker | process | auto; and the uid/gid jobs run as.
+    sandbox: str = "auto"
+    sandbox_uid: int = 65534
+    sandbox_gid: int = 65534
+
+    # Interpreters: `python:3.12=/path,…` names them; runtimes_config is the
+    # node agent's detection result, handed on so it runs once per node.
+    runtimes: str | None = None
+    runtimes_config: str | None = None
+
+    # Set by the node agent: which worker this process belongs to.
+    worker_id: str | None = None
+
+    max_pids: int = 512
+    max_output_files: int = 10_000
+    max_output_bytes: int = 10 * GIB
+    max_log_bytes: int = 64 * MIB
+    max_workdir_bytes: int = 20 * GIB
+
+
+@cache
+def runner_settings() -> RunnerSettings:
+    return RunnerSettings()
