@@ -32,6 +32,15 @@ from tests.support.services import (
 )
 
 REQUIRE_POSTGRES = os.environ.get("RGRID_REQUIRE_POSTGRES") == "1"
+# Tests in these rooms start real services (Ray, S3, PostgreSQL, API
+# servers) or run chaos scenarios: `-m "not slow"` leaves them out.
+SLOW_ROOMS = frozenset({"integration", "chaos"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_ROOMS & set(item.path.parts):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -287,24 +287,22 @@ def attempt_lost(session: Session, execution_id: str, attempt: int, reason: str)
 
 def attempts_on_workers(session: Session, worker_ids: list[str]) -> list[tuple[str, int]]:
     """Open attempts placed on these workers."""
-    return list(
-        session.execute(
-            select(Attempt.execution_id, Attempt.number).where(
-                Attempt.worker_id.in_(worker_ids), Attempt.status.in_([Status.DISPATCHED, Status.RUNNING])
-            )
-        ).tuples()
+    rows = session.execute(
+        select(Attempt.execution_id, Attempt.number).where(
+            Attempt.worker_id.in_(worker_ids), Attempt.status.in_([Status.DISPATCHED, Status.RUNNING])
+        )
     )
+    return [(execution_id, number) for execution_id, number in rows]
 
 
 def expired_attempts(session: Session) -> list[tuple[str, int]]:
     """Open attempts whose lease ran out: their runner or dispatcher is gone."""
-    return list(
-        session.execute(
-            select(Attempt.execution_id, Attempt.number).where(
-                Attempt.status.in_([Status.DISPATCHED, Status.RUNNING]), Attempt.lease_expires_at < _now()
-            )
-        ).tuples()
+    rows = session.execute(
+        select(Attempt.execution_id, Attempt.number).where(
+            Attempt.status.in_([Status.DISPATCHED, Status.RUNNING]), Attempt.lease_expires_at < _now()
+        )
     )
+    return [(execution_id, number) for execution_id, number in rows]
 
 
 def renew_dispatched(session: Session, keys: list[tuple[str, int]], lease_s: float) -> None:

@@ -95,6 +95,6 @@ def call_with_retry(
         except Exception as exc:
             if not retry_if(exc):
                 raise
-            log.warning("%s failed (%s); retrying in %.2f s", what, exc.__class__.__name__, pause)
+            log.info("%s failed (%s); retrying in %.2f s", what, exc.__class__.__name__, pause)
         sleep(pause)
     return action()

@@ -50,6 +50,13 @@ def test_local_grid_lifecycle(tmp_path: Path, local_env: dict[str, str]) -> None
     assert second.returncode == 0
     assert "starting" not in second.stderr
 
+    # RGRID_API_KEY overrides the local grid's own key: a wrong one is refused.
+    wrong_key = {**local_env, "RGRID_API_KEY": "rg_not-a-key"}
+    refused = run_cli(["run", "examples/hello.py", "examples/data.csv"], project, wrong_key)
+    assert refused.returncode == 77, refused.stderr
+    assert "refused the API key" in refused.stderr
+    assert run_cli(["list"], project, wrong_key).returncode == 77
+
     home = Path(local_env["RGRID_HOME"])
     for secret in (home / "local" / "secrets.json", home / "local" / "state.json"):
         assert stat.S_IMODE(secret.stat().st_mode) == 0o600

@@ -1,0 +1,228 @@
+"""Attempts, called directly: dispatch claims, start (the fencing check),
+leases, logs, outputs, completion, requeue and retry accounting, cancel
+before start, and the state triggers in the database itself."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from rgrid.wire import (
+    FailureReason,
+    OutputFile,
+    RunnerLogLine,
+    RunnerResult,
+    RunnerStart,
+    Status,
+    WorkerStatus,
+)
+from rgrid_api.attempts import (
+    append_logs,
+    attempt_lost,
+    claim_queued,
+    complete_attempt,
+    expired_attempts,
+    output_upload_urls,
+    renew_lease,
+    start_attempt,
+)
+from rgrid_api.db.models import Attempt, Execution, Output
+from rgrid_api.errors import Invalid, StaleAttempt
+from rgrid_api.executions import cancel_execution, read_logs
+from rgrid_api.storage import output_key
+from rgrid_api.workers import set_status
+from tests.api.conftest import LEASE_S, add_worker, submit
+from tests.support.memstorage import MemoryStorage
+
+START = RunnerStart(worker="host-a")
+
+
+def state(session: Session, execution_id: str) -> tuple[str, int, int]:
+    session.expire_all()
+    e = session.get(Execution, execution_id)
+    assert e is not None
+    return e.status, e.attempt, e.lost_attempts
+
+
+def attempt_row(session: Session, execution_id: str, number: int) -> Attempt:
+    session.expire_all()
+    row = session.query(Attempt).filter_by(execution_id=execution_id, number=number).one()
+    return row
+
+
+def test_claim_opens_attempt_one_with_a_lease(session: Session, storage: MemoryStorage) -> None:
+    e = submit(session, storage)
+    claimed = claim_queued(session, LEASE_S)
+    assert [(c.execution_id, c.attempt) for c in claimed] == [(e.id, 1)]
+    assert state(session, e.id) == (Status.DISPATCHED, 1, 0)
+    row = attempt_row(session, e.id, 1)
+    assert row.status == Status.DISPATCHED and row.lease_expires_at is not None
+    assert claim_queued(session, LEASE_S) == []
+
+
+def test_start_hands_the_runner_fresh_urls_and_runs(session: Session, storage: MemoryStorage) -> None:
+    e = submit(session, storage, inputs={"data/a.csv": b"1,2\n"})
+    claim_queued(session, LEASE_S)
+    spec = start_attempt(session, storage, e.id, 1, START, LEASE_S)
+    assert spec.script.path == "job.py" and spec.script.url.startswith("memory://get/objects/alice/")
+    assert [i.path for i in spec.inputs] == ["data/a.csv"]
+    assert state(session, e.id)[0] == Status.RUNNING
+    assert attempt_row(session, e.id, 1).worker == "host-a"
+
+
+def test_a_stale_runner_is_fenced_off_everywhere(session: Session, storage: MemoryStorage) -> None:
+    e = submit(session, storage)
+    claim_queued(session, LEASE_S)
+    start_attempt(session, storage, e.id, 1, START, LEASE_S)
+    assert attempt_lost(session, e.id, 1, FailureReason.WORKER_LOST) is True
+    assert state(session, e.id) == (Status.QUEUED, 1, 1)
+    claim_queued(session, LEASE_S)
+    start_attempt(session, storage, e.id, 2, START, LEASE_S)
+    # Runner 1 comes back from a partition: every call it makes is refused.
+    with pytest.raises(StaleAttempt):
+        renew_lease(session, e.id, 1, LEASE_S)
+    with pytest.raises(StaleAttempt):
+        append_logs(session, e.id, 1, [RunnerLogLine(stream="stdout", data="late\n")], LEASE_S)
+    with pytest.raises(StaleAttempt):
+        complete_attempt(session, storage, e.id, 1, RunnerResult(exit_code=0, duration_s=1))
+    with pytest.raises(StaleAttempt):
+        start_attempt(session, storage, e.id, 1, START, LEASE_S)
+    complete_attempt(session, storage, e.id, 2, RunnerResult(exit_code=0, duration_s=1))
+    assert state(session, e.id) == (Status.SUCCEEDED, 2, 1)
+    # Losing an attempt that already ended is a no-op, never a second requeue.
+    assert attempt_lost(session, e.id, 2, FailureReason.WORKER_LOST) is False
+    assert state(session, e.id) == (Status.SUCCEEDED, 2, 1)
+
+
+def test_lost_attempts_beyond_retries_fail_as_worker_lost(session: Session, storage: MemoryStorage) -> None:
+    e = submit(session, storage, retries=1)
+    for number in (1, 2):
+        claim_queued(session, LEASE_S)
+        requeued = attempt_lost(session, e.id, number, FailureReason.WORKER_LOST)
+        assert requeued is (number == 1)
+    session.expire_all()
+    execution = session.get(Execution, e.id)
+    assert execution is not None
+    assert (execution.status, execution.failure_reason, execution.lost_attempts) == (
+        Status.FAILED,
+        FailureReason.WORKER_LOST,
+        2,
+    )
+
+
+def test_cancel_queued_is_immediate(session: Session, storage: MemoryStorage) -> None:
+    e = submit(session, storage)
+    cancel_execution(session, "alice", e.id)
+    assert state(session, e.id)[0] == Status.CANCELLED
+    assert claim_queued(session, LEASE_S) == []
+
+
+def test_cancel_before_start_stops_the_runner(session: Session, storage: MemoryStorage) -> None:
+    e = submit(session, storage)
+    claim_queued(session, LEASE_S)
+    cancel_execution(session, "alice", e.id)
+    assert state(session, e.id)[0] == Status.DISPATCHED
+    with pytest.raises(StaleAttempt):
+        start_attempt(session, storage, e.id, 1, START, LEASE_S)
+    assert state(session, e.id)[0] == Status.CANCELLED
+    assert attempt_row(session, e.id, 1).failure_reason == FailureReason.CANCELLED
+
+
+def test_cancel_while_running_is_told_on_the_next_call(session: Session, storage: MemoryStorage) -> None:
+    e = submit(session, storage)
+    claim_queued(session, LEASE_S)
+    start_attempt(session, storage, e.id, 1, START, LEASE_S)
+    assert renew_lease(session, e.id, 1, LEASE_S) is False
+    cancel_execution(session, "alice", e.id)
+    assert renew_lease(session, e.id, 1, LEASE_S) is True
+    complete_attempt(
+        session,
+        storage,
+        e.id,
+        1,
+        RunnerResult(exit_code=None, failure_reason=FailureReason.CANCELLED, duration_s=1),
+    )
+    assert state(session, e.id)[0] == Status.CANCELLED
+
+
+def test_a_draining_worker_gives_work_back_without_counting_it(
+    session: Session, storage: MemoryStorage
+) -> None:
+    worker = add_worker(session)
+    set_status(session, worker, WorkerStatus.DRAINING)
+    e = submit(session, storage)
+    claim_queued(session, LEASE_S)
+    with pytest.raises(StaleAttempt):
+        start_attempt(session, storage, e.id, 1, RunnerStart(worker="h", worker_id=worker), LEASE_S)
+    assert state(session, e.id) == (Status.QUEUED, 1, 0)
+
+
+def test_logs_are_sequenced_and_renew_the_lease(session: Session, storage: MemoryStorage) -> None:
+    e = submit(session, storage)
+    claim_queued(session, LEASE_S)
+    start_attempt(session, storage, e.id, 1, START, LEASE_S)
+    lines = [RunnerLogLine(stream="stdout", data="a\n"), RunnerLogLine(stream="stderr", data="b\n")]
+    append_logs(session, e.id, 1, lines, LEASE_S)
+    append_logs(session, e.id, 1, [RunnerLogLine(stream="stdout", data="c\n")], LEASE_S)
+    chunks = read_logs(session, e.id, after=0)
+    assert [(c.seq, c.stream, c.data) for c in chunks] == [
+        (1, "stdout", "a\n"),
+        (2, "stderr", "b\n"),
+        (3, "stdout", "c\n"),
+    ]
+    assert [c.seq for c in read_logs(session, e.id, after=2)] == [3]
+
+
+def test_outputs_must_be_in_storage_before_they_count(session: Session, storage: MemoryStorage) -> None:
+    e = submit(session, storage)
+    claim_queued(session, LEASE_S)
+    start_attempt(session, storage, e.id, 1, START, LEASE_S)
+    urls = output_upload_urls(session, storage, e.id, 1, ["out/r.txt"])
+    assert urls == {"out/r.txt": f"memory://put/{output_key(e.id, 1, 'out/r.txt')}"}
+    result = RunnerResult(
+        exit_code=0, duration_s=1, outputs=[OutputFile(path="out/r.txt", size=3, sha256="0" * 64)]
+    )
+    with pytest.raises(Invalid, match="missing or incomplete"):
+        complete_attempt(session, storage, e.id, 1, result)
+    storage.put(output_key(e.id, 1, "out/r.txt"), b"abc")
+    complete_attempt(session, storage, e.id, 1, result)
+    assert [o.path for o in session.query(Output).filter_by(execution_id=e.id)] == ["out/r.txt"]
+
+
+@pytest.mark.parametrize("bad", ["../escape.txt", "/etc/passwd", ""])
+def test_an_output_path_outside_the_work_dir_is_refused(
+    session: Session, storage: MemoryStorage, bad: str
+) -> None:
+    e = submit(session, storage)
+    claim_queued(session, LEASE_S)
+    start_attempt(session, storage, e.id, 1, START, LEASE_S)
+    result = RunnerResult(exit_code=0, duration_s=1, outputs=[OutputFile(path=bad, size=0, sha256="0" * 64)])
+    with pytest.raises(Invalid):
+        complete_attempt(session, storage, e.id, 1, result)
+    assert state(session, e.id)[0] == Status.RUNNING
+
+
+def test_an_expired_lease_is_found(session: Session, storage: MemoryStorage) -> None:
+    e = submit(session, storage)
+    claim_queued(session, lease_s=-1.0)
+    assert expired_attempts(session) == [(e.id, 1)]
+
+
+def test_the_database_refuses_transitions_outside_the_diagram(
+    session: Session, storage: MemoryStorage
+) -> None:
+    e = submit(session, storage)
+    claim_queued(session, LEASE_S)
+    start_attempt(session, storage, e.id, 1, START, LEASE_S)
+    complete_attempt(session, storage, e.id, 1, RunnerResult(exit_code=0, duration_s=1))
+    with pytest.raises(DBAPIError, match="invalid execution status transition"):
+        session.execute(text("UPDATE executions SET status='running' WHERE id=:id"), {"id": e.id})
+    session.rollback()
+    with pytest.raises(DBAPIError, match="attempt already ended"):
+        session.execute(
+            text("UPDATE attempts SET status='failed' WHERE execution_id=:id AND number=1"), {"id": e.id}
+        )
+    session.rollback()
+    assert state(session, e.id)[0] == Status.SUCCEEDED
