@@ -1,3 +1,3 @@
-from rgrid.cli.main import main
+from rgrid.cli.entry import main
 
 main()

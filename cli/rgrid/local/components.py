@@ -100,6 +100,26 @@ def _agent_env(api_url: str, secrets: dict[str, str], work_root: Path) -> dict[s
     return env
 
 
+def _node_argv(home: Path, worker_id: str, ports: dict[str, int], role: list[str]) -> list[str]:
+    """`rgrid worker` for one node of the embedded grid: the node agent and
+    its raylet, every port of the node on loopback and chosen by us."""
+    return [
+        sys.executable,
+        "-m",
+        "rgrid",
+        "worker",
+        *role,
+        f"--worker-id={worker_id}",
+        "--node-ip-address=127.0.0.1",
+        f"--dashboard-agent-listen-port={ports['agent_listen']}",
+        f"--dashboard-agent-grpc-port={ports['agent_grpc']}",
+        f"--metrics-export-port={ports['metrics']}",
+        f"--runtime-env-agent-port={ports['runtime_env_agent']}",
+        f"--temp-dir={ray_temp_dir(home)}",
+        "--disable-usage-stats",
+    ]
+
+
 def ray_launch(
     home: Path,
     ports: dict[str, int],
@@ -111,29 +131,16 @@ def ray_launch(
     """The Ray head, started through `rgrid worker` (the node agent) so that
     it registers, heartbeats, advertises this machine's runtimes and runs
     attempts in its sandbox."""
-    p = ports
-    argv = [
-        sys.executable,
-        "-m",
-        "rgrid",
-        "worker",
+    role = [
         "--head",
         f"--info-file={node_info_path(home)}",
-        "--worker-id=local-head",
-        "--node-ip-address=127.0.0.1",
-        f"--port={p['gcs']}",
+        f"--port={ports['gcs']}",
         "--dashboard-host=127.0.0.1",
-        f"--dashboard-port={p['dashboard']}",
-        f"--ray-client-server-port={p['client']}",
-        f"--dashboard-agent-listen-port={p['agent_listen']}",
-        f"--dashboard-agent-grpc-port={p['agent_grpc']}",
-        f"--metrics-export-port={p['metrics']}",
-        f"--runtime-env-agent-port={p['runtime_env_agent']}",
-        f"--temp-dir={ray_temp_dir(home)}",
+        f"--dashboard-port={ports['dashboard']}",
+        f"--ray-client-server-port={ports['client']}",
         f"--num-cpus={os.cpu_count() or 1 if num_cpus is None else num_cpus}",
-        "--disable-usage-stats",
     ]
-    return Launch(argv, _agent_env(api_url, secrets, work_root))
+    return Launch(_node_argv(home, "local-head", ports, role), _agent_env(api_url, secrets, work_root))
 
 
 def worker_launch(
@@ -147,24 +154,8 @@ def worker_launch(
     num_cpus: int = 1,
 ) -> Launch:
     """An extra worker node: its own agent and raylet, joining the head on loopback."""
-    p = ports
-    argv = [
-        sys.executable,
-        "-m",
-        "rgrid",
-        "worker",
-        f"--address=127.0.0.1:{gcs_port}",
-        f"--worker-id={worker_id}",
-        "--node-ip-address=127.0.0.1",
-        f"--num-cpus={num_cpus}",
-        f"--dashboard-agent-listen-port={p['agent_listen']}",
-        f"--dashboard-agent-grpc-port={p['agent_grpc']}",
-        f"--metrics-export-port={p['metrics']}",
-        f"--runtime-env-agent-port={p['runtime_env_agent']}",
-        f"--temp-dir={ray_temp_dir(home)}",
-        "--disable-usage-stats",
-    ]
-    return Launch(argv, _agent_env(api_url, secrets, work_root))
+    role = [f"--address=127.0.0.1:{gcs_port}", f"--num-cpus={num_cpus}"]
+    return Launch(_node_argv(home, worker_id, ports, role), _agent_env(api_url, secrets, work_root))
 
 
 def worker_healthy(ports: dict[str, int]) -> bool:
