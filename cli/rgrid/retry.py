@@ -67,8 +67,14 @@ class Backoff:
 
     @property
     def longest_s(self) -> float:
-        """The most the pauses can add up to (for docs and tests)."""
+        """The most the pauses can add up to."""
         return sum(self.pauses(rand=lambda: 1.0))
+
+    @property
+    def shortest_s(self) -> float:
+        """The least the pauses can add up to: how long a failure is ridden out
+        at minimum, whatever the jitter draws."""
+        return sum(self.pauses(rand=lambda: 0.0))
 
 
 # The CLI's calls to the API: a user is waiting, give up within seconds.
@@ -76,8 +82,9 @@ API_CALLS = Backoff(tries=4, first_s=0.25, max_s=2.0)
 # A runner's calls to the API: an API restart takes a few seconds; the
 # attempt's lease (30 s) bounds how long waiting makes sense.
 RUNNER_CALLS = Backoff(tries=6, first_s=0.2, max_s=4.0)
-# Transfers to storage: a restarting S3 server errs for tens of seconds.
-TRANSFERS = Backoff(tries=7, first_s=0.5, max_s=15.0)
+# Transfers to storage: a restarting S3 server errs for tens of seconds, so
+# they ride out at least 30 s (at most about a minute).
+TRANSFERS = Backoff(tries=9, first_s=0.5, max_s=15.0)
 
 
 def call_with_retry(
