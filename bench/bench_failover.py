@@ -50,6 +50,9 @@ def main() -> None:
     # Ray reads this when imported: without it the driver looks for its
     # raylet on the machine's outward address instead of loopback.
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    # The grid's Ray requires its token.
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(work / "home" / "local" / "ray-token")
     import ray
 
     results = []

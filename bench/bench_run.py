@@ -101,7 +101,14 @@ def main() -> None:
 
         status = json.loads(rgrid(["local", "status", "--json"], project, env).stdout)["pieces"]
         dashboard = next(p["url"] for p in status if p["name"] == "ray")
-        ray_env = {**env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_ADDRESS": dashboard}
+        ray_env = {
+            **env,
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+            "RAY_ADDRESS": dashboard,
+            # The grid's Ray requires its token (RGRID_HOME/local/ray-token).
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN_PATH": str(Path(env["RGRID_HOME"]) / "local" / "ray-token"),
+        }
         ray_argv = [
             str(Path(sys.executable).parent / "ray"),
             "job",

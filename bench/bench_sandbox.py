@@ -12,6 +12,7 @@ Run by hand as root (bubblewrap drops jobs to their own uid only as root):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
@@ -21,45 +22,70 @@ import tempfile
 import time
 from pathlib import Path
 
-from rgrid_runner.cgroups import CgroupManager, Limits
-from rgrid_runner.runtimes import detect
-from rgrid_runner.sandbox import Bubblewrap, Job, Plain
+from rgrid_runner.cgroups import CgroupManager
+from rgrid_runner.jobnet import JobNetwork, job_network
+from rgrid_runner.limits import Limits
+from rgrid_runner.runtimes import Interpreter, detect
+from rgrid_runner.sandbox import Bubblewrap, Job, Plain, Sandbox
+from rgrid_runner.settings import RunnerSettings
+
+LIMITS = Limits(memory_bytes=1024**3, cpu=1.0, max_pids=512)
 
 
-def time_launch(sandbox, interp, workdir: Path, cgroups: CgroupManager | None, n: int) -> list[float]:  # type: ignore[no-untyped-def]
-    times = []
-    for i in range(n):
+def run_once(
+    sandbox: Sandbox,
+    interp: Interpreter,
+    workdir: Path,
+    cgroups: CgroupManager | None,
+    network: JobNetwork | None,
+    tag: str,
+) -> float:
+    """One launch, timed from before its namespace and cgroup exist to after
+    they are gone: what the runner pays per attempt."""
+    sandbox.prepare(workdir)
+    started = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        netns = stack.enter_context(network.attach(tag)) if network is not None else None
         job = Job(
             argv=[interp.executable, "s.py"],
             workdir=workdir,
             env={"PATH": "/usr/bin:/bin"},
+            limits=LIMITS,
             readonly=[Path(interp.prefix)],
+            network=isinstance(sandbox, Plain) or netns is not None,
+            netns=netns,
+            resolv_conf=network.resolv_path if network is not None else None,
         )
-        sandbox.prepare(workdir)
         launch = sandbox.launch(job)
-        started = time.perf_counter()
-        group = None
         argv = launch.argv
         if cgroups is not None:
-            group = cgroups.create(f"bench-{os.getpid()}-{i}", Limits(1024**3, 1.0, 512))
+            group = cgroups.create(tag, LIMITS)
+            stack.callback(group.remove)
             argv = group.join_command(argv)
         subprocess.run(argv, env=launch.env, cwd=launch.cwd, check=True, capture_output=True)
-        if group is not None:
-            group.remove()
-        times.append(time.perf_counter() - started)
-    return times
+    return time.perf_counter() - started
 
 
-def sandbox_overhead(n: int) -> tuple[list[float], list[float]]:
+def sandbox_overhead(n: int) -> dict[str, list[float]]:
+    """Plain process, bubblewrap + cgroup without network, and the same with
+    the job network (its own namespace, veth, the node's rules), taken in
+    turn so that drift on a noisy machine hits all three alike."""
     interp = detect()["python:3.11"]
     workdir = Path(tempfile.mkdtemp(prefix="rgrid-bench-sbx-"))
     (workdir / "s.py").write_text("print('hi')\n")
+    network = job_network(RunnerSettings(), owner="bench")
+    network.install()
+    cgroups = CgroupManager()
+    times: dict[str, list[float]] = {"plain": [], "bwrap": [], "bwrap+net": []}
     try:
-        plain = time_launch(Plain(), interp, workdir, None, n)
-        boxed = time_launch(Bubblewrap(), interp, workdir, CgroupManager(), n)
+        for i in range(n):
+            tag = f"bench-{os.getpid()}-{i}"
+            times["plain"].append(run_once(Plain(), interp, workdir, None, None, tag))
+            times["bwrap"].append(run_once(Bubblewrap(), interp, workdir, cgroups, None, tag))
+            times["bwrap+net"].append(run_once(Bubblewrap(), interp, workdir, cgroups, network, tag))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    return plain, boxed
+    return times
 
 
 def cached_env_overhead(n: int) -> tuple[list[float], list[float]]:
@@ -96,11 +122,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=30)
     runs = parser.parse_args().runs
-    plain, boxed = sandbox_overhead(runs)
+    times = sandbox_overhead(runs)
     med = statistics.median
-    print(f"plain subprocess        : median {med(plain) * 1000:6.1f} ms")
-    print(f"bubblewrap + cgroup     : median {med(boxed) * 1000:6.1f} ms")
-    print(f"sandbox overhead        : median {(med(boxed) - med(plain)) * 1000:6.1f} ms")
+    plain, boxed, networked = (med(times[k]) for k in ("plain", "bwrap", "bwrap+net"))
+    print(f"plain subprocess             : median {plain * 1000:6.1f} ms")
+    print(f"bubblewrap + cgroup, no net  : median {boxed * 1000:6.1f} ms")
+    print(f"bubblewrap + cgroup + jobnet : median {networked * 1000:6.1f} ms")
+    print(f"sandbox overhead (no net)    : median {(boxed - plain) * 1000:6.1f} ms")
+    print(f"sandbox overhead (jobnet)    : median {(networked - plain) * 1000:6.1f} ms")
+    print(f"job network's own cost       : median {(networked - boxed) * 1000:6.1f} ms")
     with_env, without_env = cached_env_overhead(max(10, runs // 3))
     print(f"rgrid run, no reqs      : median {med(without_env):.3f} s")
     print(f"rgrid run, cached env   : median {med(with_env):.3f} s")

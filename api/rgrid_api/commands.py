@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from rgrid.errors import UsageError
+
 if TYPE_CHECKING:
     from rgrid_api.settings import Settings
 
@@ -41,12 +43,16 @@ def server(
 
     from rgrid_api.app import create_app
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = _settings()
+    bind = host or settings.host
+    if defaults := settings.default_secrets_in_use(bind):
+        raise UsageError(
+            f"refusing to serve on {bind} with the built-in {' and '.join(defaults)}: "
+            "set each to a long random value (only loopback may use the defaults)"
+        )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings)
-    uvicorn.run(
-        app, host=host or settings.host, port=port or settings.port, log_level="warning", access_log=False
-    )
+    uvicorn.run(app, host=bind, port=port or settings.port, log_level="warning", access_log=False)
 
 
 @server_app.command("create-key")

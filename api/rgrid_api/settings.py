@@ -9,6 +9,13 @@ from __future__ import annotations
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from rgrid.hosts import is_loopback
+
+# Built-in values of the secrets: fine for a server only this machine can
+# reach, refused anywhere else (see `default_secrets_in_use`).
+DEFAULT_RUNNER_SECRET = "change-me"
+DEFAULT_WORKER_TOKEN = "change-me-too"
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RGRID_", extra="ignore")
@@ -35,13 +42,13 @@ class Settings(BaseSettings):
     # The URL runners use to call back into the API.
     runner_api_url: str = "http://127.0.0.1:8080"
     # Signs per-attempt runner tokens; a job never sees it.
-    runner_secret: SecretStr = SecretStr("change-me")
+    runner_secret: SecretStr = SecretStr(DEFAULT_RUNNER_SECRET)
 
     # What `--runtime python` means.
     default_runtime: str = "python:3.11"
 
     # Node agents authenticate with this token; a job never sees it.
-    worker_token: SecretStr = SecretStr("change-me-too")
+    worker_token: SecretStr = SecretStr(DEFAULT_WORKER_TOKEN)
     heartbeat_timeout_s: float = 10.0
     monitor_interval_s: float = 1.0
 
@@ -54,6 +61,19 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8080
+
+    def default_secrets_in_use(self, host: str) -> list[str]:
+        """The variables still at their built-in value, when the server binds
+        to anything but loopback (anyone could then mint runner tokens or
+        register workers)."""
+        if is_loopback(host):
+            return []
+        found = []
+        if self.runner_secret.get_secret_value() == DEFAULT_RUNNER_SECRET:
+            found.append("RGRID_RUNNER_SECRET")
+        if self.worker_token.get_secret_value() == DEFAULT_WORKER_TOKEN:
+            found.append("RGRID_WORKER_TOKEN")
+        return found
 
     @property
     def client_presign_endpoint(self) -> str:

@@ -13,12 +13,21 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import socket
+import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+from rgrid.errors import RgridError, UsageError
+from rgrid.hosts import url_is_loopback
+
+if TYPE_CHECKING:
+    from rgrid_runner.sandbox import Sandbox
+    from rgrid_runner.settings import RunnerSettings
 
 ENV_API = "RGRID_API_URL"
 ENV_TOKEN = "RGRID_WORKER_TOKEN"
@@ -39,6 +48,35 @@ def _version() -> str:
         return version("rgrid")
     except PackageNotFoundError:
         return "0+unknown"
+
+
+def protect_node(sandbox: Sandbox, settings: RunnerSettings, worker_id: str, api_url: str) -> None:
+    """Before the node takes work: the job network in place for an isolated
+    sandbox; the unisolated process sandbox only on a laptop's own grid, or
+    where the operator said so."""
+    from rgrid_runner.jobnet import DOCKER_NETWORK, JobNetError, job_network
+
+    if not sandbox.isolated:
+        if not url_is_loopback(api_url) and not settings.allow_unisolated:
+            raise UsageError(
+                "this node would run jobs as plain processes (no bubblewrap as root, no Docker), "
+                "which isolates nothing from the grid: install bubblewrap and run as root, "
+                "or set RGRID_ALLOW_UNISOLATED=1 to accept that"
+            )
+        return
+    network = job_network(settings, worker_id)
+    try:
+        network.install()
+    except JobNetError as exc:
+        raise RgridError(f"cannot protect the grid from this node's jobs: {exc}") from None
+    if sandbox.name == "docker":
+        docker = shutil.which("docker") or "docker"
+        exists = subprocess.run([docker, "network", "inspect", DOCKER_NETWORK], capture_output=True)
+        if exists.returncode != 0:
+            create = network.docker_network_command(docker, settings.job_docker_subnet)
+            made = subprocess.run(create, capture_output=True, text=True)
+            if made.returncode != 0:
+                raise RgridError(f"cannot create the jobs' Docker network: {made.stderr.strip()[:300]}")
 
 
 def worker(
@@ -67,11 +105,19 @@ def worker(
     api_url, token = os.environ.get(ENV_API), os.environ.get(ENV_TOKEN)
     if not api_url or not token:
         raise typer.BadParameter(f"set {ENV_API} and {ENV_TOKEN} so the node can register")
+    if os.environ.get("RAY_AUTH_MODE") != "token" or not (
+        os.environ.get("RAY_AUTH_TOKEN_PATH") or os.environ.get("RAY_AUTH_TOKEN")
+    ):
+        raise typer.BadParameter(
+            "set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH (the grid's Ray token): "
+            "without it anyone who reaches Ray's ports can run code on the grid"
+        )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     worker_id = worker_id or f"{socket.gethostname()}-{secrets.token_hex(3)}"
     runtimes = detect()
     settings = runner_settings()
     sandbox = choose(settings.sandbox, JobUser(settings.sandbox_uid, settings.sandbox_gid))
+    protect_node(sandbox, settings, worker_id, api_url)
     offer = {"runtimes": sorted(runtimes), "sandbox": sandbox.name, "isolated": sandbox.isolated}
     if info_file:
         Path(info_file).parent.mkdir(parents=True, exist_ok=True)

@@ -3,13 +3,13 @@ turned into the objects an attempt uses, built once per worker process."""
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 from rgrid_runner.cgroups import CgroupManager
 from rgrid_runner.envs import EnvCache
+from rgrid_runner.jobnet import JobNetwork, job_network
 from rgrid_runner.runtimes import Interpreter, detect
 from rgrid_runner.sandbox import JobUser, Sandbox, choose
 from rgrid_runner.settings import runner_settings
@@ -22,6 +22,7 @@ class RunnerConfig:
     cgroups: CgroupManager
     runtimes: dict[str, Interpreter]
     envs: EnvCache
+    jobnet: JobNetwork
     max_pids: int
     max_output_files: int
     max_output_bytes: int
@@ -32,7 +33,7 @@ class RunnerConfig:
 @cache
 def runner_config() -> RunnerConfig:
     s = runner_settings()
-    root = s.work_root or Path(tempfile.gettempdir()) / "rgrid-work"
+    root = s.work_dir()
     root.mkdir(parents=True, exist_ok=True)
     # Jobs run as another uid: they may pass through to their own dir, never list others.
     root.chmod(0o711)
@@ -45,6 +46,7 @@ def runner_config() -> RunnerConfig:
         cgroups=CgroupManager(),
         runtimes=detect(),
         envs=EnvCache(cache_root, max_envs=s.env_cache_max),
+        jobnet=job_network(s),
         max_pids=s.max_pids,
         max_output_files=s.max_output_files,
         max_output_bytes=s.max_output_bytes,

@@ -1,7 +1,8 @@
 """Where a script runs: one interface, three sandboxes, chosen per worker.
 
-- bubblewrap: new mount, pid, ipc and uts namespaces (and net with
-  network=none); the host is read-only and mostly invisible, the work dir is
+- bubblewrap: new mount, pid, ipc and uts namespaces, and the attempt's own
+  network namespace (rgrid_runner.jobnet; none at all with network=none);
+  the host is read-only and mostly invisible, the work dir is
   the only writable place besides a private /tmp; the script runs as an
   unprivileged uid without capabilities and with no_new_privs; it dies with
   its runner.
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from rgrid_runner.jobnet import DOCKER_NETWORK
 from rgrid_runner.limits import Limits
 
 JOB_DIR = "/job"
@@ -73,6 +75,10 @@ class Job:
     network: bool = True
     name: str = "rgrid-job"
     image: str | None = None
+    # With network: the attempt's own namespace (rgrid_runner.jobnet) and the
+    # resolv.conf naming the resolvers a job can reach from it.
+    netns: Path | None = None
+    resolv_conf: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,9 @@ class Launch:
 class Sandbox(Protocol):
     name: str
     isolated: bool
+    # True when a networked job needs the runner to give it a network
+    # namespace of its own (Job.netns); Docker brings its own network.
+    needs_netns: bool
 
     def prepare(self, workdir: Path) -> None:
         """Make the work dir usable by the job's user."""
@@ -118,6 +127,7 @@ def _ancestors(paths: list[Path]) -> list[str]:
 class Bubblewrap:
     name = "bubblewrap"
     isolated = True
+    needs_netns = True
 
     def __init__(self, bwrap: str = "bwrap", user: JobUser = JobUser()) -> None:
         self.bwrap = bwrap
@@ -138,8 +148,15 @@ class Bubblewrap:
             "--hostname",
             "rgrid",
         ]
+        prefix: list[str] = []
         if not job.network:
             argv.append("--unshare-net")
+        elif job.netns is None:
+            raise ValueError("a networked job runs only in its own network namespace (jobnet)")
+        else:
+            # Enter the attempt's namespace first: the job's traffic then
+            # passes the node's job-network rules, and loopback is its own.
+            prefix = ["nsenter", f"--net={job.netns}", "--"]
         for d in SYSTEM_DIRS:
             if os.path.islink(d):
                 argv += ["--symlink", os.readlink(d), d]
@@ -147,7 +164,9 @@ class Bubblewrap:
                 argv += ["--ro-bind", d, d]
         for name in ETC_ALLOWED:
             path = f"/etc/{name}"
-            if os.path.exists(path):
+            if name == "resolv.conf" and job.network and job.resolv_conf is not None:
+                argv += ["--ro-bind", str(job.resolv_conf), path]
+            elif os.path.exists(path):
                 argv += ["--ro-bind", path, path]
         # /tmp first: binds below it (an env cache under the host's /tmp) go on top.
         argv += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"]
@@ -171,12 +190,13 @@ class Bubblewrap:
             "--",
             *job.argv,
         ]
-        return Launch(argv=argv, env={"PATH": "/usr/bin:/bin"}, cwd=job.workdir)
+        return Launch(argv=[*prefix, *argv], env={"PATH": "/usr/bin:/bin"}, cwd=job.workdir)
 
 
 class Docker:
     name = "docker"
     isolated = True
+    needs_netns = False
 
     def __init__(self, docker: str = "docker", user: JobUser = JobUser()) -> None:
         self.docker = docker
@@ -205,7 +225,9 @@ class Docker:
             "--security-opt=no-new-privileges",
             "--read-only",
             "--tmpfs=/tmp:rw,nosuid,nodev",
-            f"--network={'bridge' if job.network else 'none'}",
+            # The job network's bridge (rgrid_runner.jobnet): the node's rules
+            # keep jobs off the node, the grid and private ranges.
+            f"--network={DOCKER_NETWORK if job.network else 'none'}",
             f"--volume={job.workdir}:{JOB_DIR}:rw",
             f"--workdir={JOB_DIR}",
         ]
@@ -218,6 +240,7 @@ class Docker:
 class Plain:
     name = "process"
     isolated = False
+    needs_netns = False
 
     def prepare(self, workdir: Path) -> None:
         return None

@@ -4,6 +4,7 @@ workers through the raylet's environment)."""
 
 from __future__ import annotations
 
+import tempfile
 from functools import cache
 from pathlib import Path
 
@@ -35,11 +36,28 @@ class RunnerSettings(BaseSettings):
     # Set by the node agent: which worker this process belongs to.
     worker_id: str | None = None
 
+    # The job network (rgrid_runner.jobnet): the range job namespaces are
+    # numbered from (must not overlap the node's networks), what jobs may not
+    # reach (default: loopback, link-local, RFC 1918, CGNAT, multicast, ...),
+    # ranges an operator allows anyway, the resolvers jobs use (default: the
+    # node's), and the Docker sandbox's bridge range.
+    job_subnet: str = "10.254.0.0/16"
+    job_deny_cidrs: str | None = None
+    job_allow_cidrs: str = ""
+    job_dns: str | None = None
+    job_docker_subnet: str = "10.253.0.0/24"
+    # A worker joining a remote grid refuses the unisolated `process` sandbox
+    # unless the operator opts in.
+    allow_unisolated: bool = False
+
     max_pids: int = 512
     max_output_files: int = 10_000
     max_output_bytes: int = 10 * GIB
     max_log_bytes: int = 64 * MIB
     max_workdir_bytes: int = 20 * GIB
+
+    def work_dir(self) -> Path:
+        return self.work_root or Path(tempfile.gettempdir()) / "rgrid-work"
 
 
 @cache

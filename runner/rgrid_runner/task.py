@@ -176,13 +176,19 @@ class AttemptRun:
     def _prepare(self, interp: Interpreter, stack: contextlib.ExitStack) -> Job:
         """The job as the sandbox will run it: the interpreter, or the cached
         environment with the requirements (held while the job runs), the
-        trees it may read, and its limits."""
+        trees it may read, its limits, and its own network namespace (held
+        while the job runs)."""
         python, readonly = interp.executable, [Path(interp.prefix)]
         path = f"{Path(interp.executable).parent}:{SYSTEM_PATH}"
         if self.spec.requirements:
             env = stack.enter_context(self.cfg.envs.use(interp, self.spec.requirements, self._installer_log))
             python, path = env.python, f"{env.bin}:{path}"
             readonly.append(env.path)
+        netns = None
+        if self.spec.network and self.cfg.sandbox.needs_netns:
+            netns = stack.enter_context(
+                self.cfg.jobnet.attach(f"{self.spec.execution_id}-{self.spec.attempt}")
+            )
         self.cfg.sandbox.prepare(self.workdir)
         return Job(
             argv=[python, self.spec.script.path, *self.spec.args],
@@ -193,6 +199,8 @@ class AttemptRun:
             network=self.spec.network,
             name=f"rgrid-{self.spec.execution_id}-{self.spec.attempt}",
             image=f"python:{self.spec.runtime.split(':')[-1]}-slim",
+            netns=netns,
+            resolv_conf=self.cfg.jobnet.resolv_path,
         )
 
     def _installer_log(self, text: str) -> None:

@@ -8,15 +8,15 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
+import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import run_cli
+from tests.support.testhosts import NetHost
 
 SLEEPER = (
     "import sys, time, urllib.request\n"
@@ -31,35 +31,25 @@ SLEEPER = (
 
 
 class Gate:
-    """A loopback URL the sandboxed script polls; the test opens it."""
+    """A URL the sandboxed script polls, on the "public" test host (a job
+    reaches nothing of its node, so no loopback server would do); the test
+    opens it by changing the file the host serves."""
 
-    def __init__(self) -> None:
-        self.state = b"closed"
-        gate = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(gate.state)))
-                self.end_headers()
-                self.wfile.write(gate.state)
-
-            def log_message(self, *_args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+    def __init__(self, host: NetHost) -> None:
+        name = f"gate-{uuid.uuid4().hex}"
+        self.path = host.served / name
+        self.path.write_bytes(b"closed")
+        self.url = f"http://{host.address}:{host.port}/{name}"
 
     def open(self) -> None:
-        self.state = b"open"
+        self.path.write_bytes(b"open")
 
 
 @pytest.fixture
-def gate() -> Iterator[Gate]:
-    g = Gate()
+def gate(net_hosts: dict[str, NetHost]) -> Iterator[Gate]:
+    g = Gate(net_hosts["public"])
     yield g
-    g.server.shutdown()
+    g.path.unlink(missing_ok=True)
 
 
 def one_line_error(result: subprocess.CompletedProcess[str]) -> str:

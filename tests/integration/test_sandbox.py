@@ -16,7 +16,8 @@ import pytest
 import rgrid_runner
 from tests.conftest import run_cli
 from tests.integration.test_cli_contract import processes_with
-from tests.support.services import ApiServer, RayHead
+from tests.support.services import RayHead
+from tests.support.testhosts import NetHost
 
 pytestmark = pytest.mark.parametrize("api", ["sqlite"], indirect=True)
 
@@ -188,21 +189,21 @@ def test_work_dir_cannot_fill_the_disk(tmp_path: Path, rgrid_env: dict[str, str]
     assert "work dir grew over" in result.stderr
 
 
-def test_network_none(tmp_path: Path, rgrid_env: dict[str, str], api: ApiServer) -> None:
-    """By default a job reaches the network (here: the API on the host's
-    loopback); with --network none it has its own empty network namespace."""
-    port = api.url.rsplit(":", 1)[1]
+def test_network_none(tmp_path: Path, rgrid_env: dict[str, str], net_hosts: dict[str, NetHost]) -> None:
+    """By default a job reaches public addresses (here: a test host in a
+    documentation range); with --network none it has no network at all."""
+    public = net_hosts["public"]
     code = (
-        "import socket\ntry:\n"
-        f"    socket.create_connection(('127.0.0.1', {port}), timeout=2).close()\n"
-        "    print('connected')\n"
+        "import urllib.request\ntry:\n"
+        f"    print(urllib.request.urlopen({public.url!r}, timeout=5).read().decode())\n"
         "except OSError as exc:\n    print(type(exc).__name__)\n"
     )
     name = script(tmp_path, "net.py", code)
-    assert run_cli(["run", name], tmp_path, rgrid_env).stdout == "connected\n"
+    with_network = run_cli(["run", name], tmp_path, rgrid_env)
+    assert with_network.stdout == f"{public.body}\n", with_network.stderr
     without = run_cli(["run", "--network", "none", name], tmp_path, rgrid_env)
     assert without.returncode == 0
-    assert without.stdout == "ConnectionRefusedError\n"
+    assert without.stdout == "URLError\n"
 
 
 def test_runtimes_resolve_and_unknown_ones_fail_at_submission(

@@ -58,7 +58,7 @@ def test_docker_command(tmp_path: Path) -> None:
         "s.py",
         "a b",
     ]
-    assert "--network=bridge" in Docker().launch(job(tmp_path)).argv
+    assert "--network=rgrid-jobs" in Docker().launch(job(tmp_path)).argv
 
 
 def test_bubblewrap_command_isolates(tmp_path: Path) -> None:
@@ -84,7 +84,19 @@ def test_bubblewrap_command_isolates(tmp_path: Path) -> None:
     assert (
         f"--reuid={JOB_UID}" in tail and "--no-new-privs" in tail and tail[-3:] == ["python", "s.py", "a b"]
     )
-    assert "--unshare-net" not in Bubblewrap().launch(job(tmp_path)).argv
+
+
+def test_bubblewrap_networked_job_enters_its_own_namespace(tmp_path: Path) -> None:
+    resolv = tmp_path / "resolv.conf"
+    launch = Bubblewrap("bwrap").launch(
+        job(tmp_path, netns=Path("/run/netns/rgrid.w.x-1"), resolv_conf=resolv)
+    )
+    assert launch.argv[:4] == ["nsenter", "--net=/run/netns/rgrid.w.x-1", "--", "bwrap"]
+    assert "--unshare-net" not in launch.argv
+    i = launch.argv.index("/etc/resolv.conf")
+    assert launch.argv[i - 2 : i] == ["--ro-bind", str(resolv)]
+    with pytest.raises(ValueError, match="own network namespace"):
+        Bubblewrap().launch(job(tmp_path))
 
 
 def test_process_sandbox_is_unisolated(tmp_path: Path) -> None:

@@ -85,6 +85,8 @@ class RayHead:
     proc: Proc
     ports: dict[str, int] = field(default_factory=dict)
     temp_dir: Path | None = None
+    # The cluster's Ray token: every Ray process of the test grid presents it.
+    token_path: Path = Path()
 
     def stop(self) -> None:
         """Stop the head and remove Ray's temp dir (sessions, sockets, logs)."""
@@ -103,8 +105,9 @@ def start_ray(
     may start later: the agent keeps trying)."""
     ports = {p: free_port() for p in components.RAY_PORTS}
     root.mkdir(parents=True, exist_ok=True)
+    token = components.ensure_ray_token(root / "ray-token")
     launch = components.ray_launch(
-        root, ports, root / "work", api_url, {"worker_token": WORKER_TOKEN}, num_cpus
+        root, ports, root / "work", api_url, {"worker_token": WORKER_TOKEN}, token, num_cpus
     )
     launch.env.update(extra_env or {})
     log = root / "ray.log"
@@ -116,6 +119,7 @@ def start_ray(
         proc,
         ports,
         components.ray_temp_dir(root),
+        token,
     )
 
 
@@ -239,7 +243,7 @@ def start_api(
     port = port or free_port()
     key = "rg_test_alice_" + os.urandom(8).hex()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_")}
-    env.update(components.ray_env())
+    env.update(components.ray_env(ray.token_path))
     env.update(
         {
             "RGRID_DATABASE_URL": database_url,
@@ -287,6 +291,7 @@ def start_worker(root: Path, worker_id: str, head: RayHead, api_url: str, num_cp
         root / "work",
         api_url,
         {"worker_token": WORKER_TOKEN},
+        head.token_path,
         num_cpus,
     )
     log = root / f"{worker_id}.log"

@@ -68,6 +68,9 @@ def status_(json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")
     if node:
         warning = "" if node["isolated"] else "  [red](unisolated: jobs run as plain processes)[/red]"
         out.print(f"sandbox: {node['sandbox']}{warning}   runtimes: {', '.join(node['runtimes'])}")
+    token = LocalGrid(rgrid_home()).ray_token_path()
+    if token.exists():
+        out.print(f"Ray token (the dashboard asks for it): {token}")
     return healthy
 
 

@@ -9,6 +9,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from secrets import token_hex
 
 import httpx
 
@@ -91,9 +92,9 @@ def s3_launch(local_dir: Path, ports: dict[str, int], secrets: dict[str, str]) -
     return Launch(argv, _base_env())
 
 
-def _agent_env(api_url: str, secrets: dict[str, str], work_root: Path) -> dict[str, str]:
+def _agent_env(api_url: str, secrets: dict[str, str], work_root: Path, ray_token: Path) -> dict[str, str]:
     env = _base_env()
-    env.update(ray_env())
+    env.update(ray_env(ray_token))
     env.update(
         RGRID_WORK_ROOT=str(work_root), RGRID_API_URL=api_url, RGRID_WORKER_TOKEN=secrets["worker_token"]
     )
@@ -126,6 +127,7 @@ def ray_launch(
     work_root: Path,
     api_url: str,
     secrets: dict[str, str],
+    ray_token: Path,
     num_cpus: int | None = None,
 ) -> Launch:
     """The Ray head, started through `rgrid worker` (the node agent) so that
@@ -140,7 +142,9 @@ def ray_launch(
         f"--ray-client-server-port={ports['client']}",
         f"--num-cpus={os.cpu_count() or 1 if num_cpus is None else num_cpus}",
     ]
-    return Launch(_node_argv(home, "local-head", ports, role), _agent_env(api_url, secrets, work_root))
+    return Launch(
+        _node_argv(home, "local-head", ports, role), _agent_env(api_url, secrets, work_root, ray_token)
+    )
 
 
 def worker_launch(
@@ -151,11 +155,14 @@ def worker_launch(
     work_root: Path,
     api_url: str,
     secrets: dict[str, str],
+    ray_token: Path,
     num_cpus: int = 1,
 ) -> Launch:
     """An extra worker node: its own agent and raylet, joining the head on loopback."""
     role = [f"--address=127.0.0.1:{gcs_port}", f"--num-cpus={num_cpus}"]
-    return Launch(_node_argv(home, worker_id, ports, role), _agent_env(api_url, secrets, work_root))
+    return Launch(
+        _node_argv(home, worker_id, ports, role), _agent_env(api_url, secrets, work_root, ray_token)
+    )
 
 
 def worker_healthy(ports: dict[str, int]) -> bool:
@@ -167,8 +174,27 @@ def node_info_path(home: Path) -> Path:
     return home / "local" / "node.json"
 
 
-def ray_env() -> dict[str, str]:
+def ensure_ray_token(path: Path) -> Path:
+    """The grid's Ray token, generated once, readable by its owner only. Every
+    Ray process of the grid (head, workers, the API's driver) presents it;
+    without it Ray refuses connections to the GCS and the dashboard."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(token_hex(32))
+        os.replace(tmp, path)
+    return path
+
+
+def ray_env(token_path: Path) -> dict[str, str]:
     """Environment for every Ray process of the grid.
+
+    RAY_AUTH_MODE=token with RAY_AUTH_TOKEN_PATH: Ray requires the token on
+    every connection (GCS, raylets, dashboard). It is passed as a path, to a
+    file no sandbox binds, so no job can read it (a job's environment is
+    built from nothing).
 
     RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 keeps Ray on loopback: otherwise it
     swaps 127.0.0.1 for the machine's outward address and listens there.
@@ -177,15 +203,17 @@ def ray_env() -> dict[str, str]:
     whatever lies there (the local grid's database) and breaks SQLite's
     locks by opening its files."""
     return {
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": str(token_path),
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
         "RAY_USAGE_STATS_ENABLED": "0",
         "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
     }
 
 
-def api_launch(local_dir: Path, ports: dict[str, int], secrets: dict[str, str]) -> Launch:
+def api_launch(local_dir: Path, ports: dict[str, int], secrets: dict[str, str], ray_token: Path) -> Launch:
     env = _base_env()
-    env.update(ray_env())
+    env.update(ray_env(ray_token))
     env.update(
         {
             "RGRID_DATABASE_URL": f"sqlite:///{local_dir / 'rgrid.db'}",
@@ -218,7 +246,10 @@ def s3_healthy(ports: dict[str, int]) -> bool:
 
 
 def ray_healthy(ports: dict[str, int]) -> bool:
-    return port_open(ports["gcs"]) and _http_ok(f"http://127.0.0.1:{ports['dashboard']}/api/version")
+    """The GCS listens and the dashboard answers (401 without the token)."""
+    return port_open(ports["gcs"]) and _http_ok(
+        f"http://127.0.0.1:{ports['dashboard']}/api/version", accept_any=True
+    )
 
 
 def api_healthy(ports: dict[str, int]) -> bool:

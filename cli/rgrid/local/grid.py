@@ -79,6 +79,9 @@ class LocalGrid:
             write_private(self.secrets_path, data)
         return data
 
+    def ray_token_path(self) -> Path:
+        return self.dir / "ray-token"
+
     def log_path(self, name: str) -> Path:
         return self.dir / "logs" / f"{name}.log"
 
@@ -195,6 +198,7 @@ class LocalGrid:
             # A crashed leader may leave members behind (a raylet holding ports).
             stop_session(previous["pid"])
         secrets = self.secrets()
+        ray_token = c.ensure_ray_token(self.ray_token_path())
         api_url = f"http://127.0.0.1:{state['api_ports']['api']}"
         work_root = self.dir / "work"
         if name == "api":
@@ -204,16 +208,24 @@ class LocalGrid:
         if name == "s3":
             launch = c.s3_launch(self.dir, ports, secrets)
         elif name == "ray":
-            launch = c.ray_launch(self.home, ports, work_root, api_url, secrets)
+            launch = c.ray_launch(self.home, ports, work_root, api_url, secrets, ray_token)
         elif name == "api":
             launch = c.api_launch(
                 self.dir,
                 {**ports, "s3": pieces["s3"]["ports"]["s3"], "gcs": pieces["ray"]["ports"]["gcs"]},
                 secrets,
+                ray_token,
             )
         else:
             launch = c.worker_launch(
-                self.home, f"local-{name}", ports, pieces["ray"]["ports"]["gcs"], work_root, api_url, secrets
+                self.home,
+                f"local-{name}",
+                ports,
+                pieces["ray"]["ports"]["gcs"],
+                work_root,
+                api_url,
+                secrets,
+                ray_token,
             )
         say(f"starting {name}")
         pid = spawn(launch.argv, launch.env, self.log_path(name), self.dir)

@@ -1,0 +1,196 @@
+"""The job network, attacked as a hostile job would: a job reaches public
+addresses and nothing of the grid. Kernel-enforced (rgrid_runner.jobnet):
+checked here on real namespaces, veth pairs and nftables rules, with test
+hosts of our own (tests/support/testhosts.py) whose traffic never leaves
+this machine."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rgrid_runner.jobnet import job_network
+from rgrid_runner.settings import RunnerSettings
+from tests.conftest import run_cli
+from tests.support.services import ApiServer, RayHead
+from tests.support.testhosts import NetHost
+
+# The end-to-end tests need one database backend: nothing here touches it.
+ONE_BACKEND = pytest.mark.parametrize("api", ["sqlite"], indirect=True)
+
+# Tries every (host, port) it is given and GETs every URL; prints what happened.
+PROBE = r"""
+import json, socket, sys, urllib.request
+targets = json.loads(sys.argv[1])
+gateway = None
+for line in open("/proc/net/route").read().splitlines()[1:]:
+    f = line.split()
+    if f[1] == "00000000":
+        gateway = socket.inet_ntoa(bytes.fromhex(f[2])[::-1])
+hosts = [h if h != "GATEWAY" else gateway for h in targets["hosts"]]
+result = {"connects": {}, "urls": {}, "gateway": gateway}
+for host in hosts:
+    for port in targets["ports"]:
+        try:
+            socket.create_connection((host, port), timeout=3).close()
+            result["connects"][f"{host}:{port}"] = "open"
+        except OSError as exc:
+            result["connects"][f"{host}:{port}"] = type(exc).__name__
+for url in targets["urls"]:
+    try:
+        result["urls"][url] = urllib.request.urlopen(url, timeout=5).read().decode()
+    except OSError as exc:
+        result["urls"][url] = type(exc).__name__
+for dashboard in targets.get("dashboards", []):
+    body = json.dumps({"entrypoint": "touch " + targets["marker"]}).encode()
+    request = urllib.request.Request(dashboard + "/api/jobs/", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        result["urls"][dashboard] = urllib.request.urlopen(request, timeout=5).status
+    except OSError as exc:
+        result["urls"][dashboard] = type(exc).__name__
+print(json.dumps(result))
+"""
+
+
+def listening_ports() -> list[int]:
+    """Every TCP port something listens on in this machine's namespace: the
+    grid's (Ray's GCS, dashboard, raylets, the API, S3, PostgreSQL) and more."""
+    ports: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A":  # LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return sorted(ports)
+
+
+def node_address() -> str:
+    """This machine's own outward address (routing only, nothing is sent)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("203.0.113.10", 9))
+        return str(s.getsockname()[0])
+
+
+@pytest.fixture
+def listener() -> Iterator[int]:
+    """A service of the node on all its addresses, as a grid daemon would be."""
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        s.listen()
+        yield s.getsockname()[1]
+
+
+def probe_in_namespace(netns: Path, targets: dict) -> dict:
+    result = subprocess.run(
+        ["nsenter", f"--net={netns}", "--", sys.executable, "-c", PROBE, json.dumps(targets)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_policy_in_the_kernel(net_hosts: dict[str, NetHost], listener: int) -> None:
+    """The node's rules, on a namespace as the runner makes one: public yes;
+    private range, metadata, the node's addresses and ports no."""
+    network = job_network(RunnerSettings(), owner="test-policy")
+    network.install()
+    with network.attach("probe-1") as netns:
+        found = probe_in_namespace(
+            netns,
+            {
+                "hosts": ["127.0.0.1", node_address(), "GATEWAY", "10.99.77.10", "169.254.169.254"],
+                "ports": [listener, 8080],
+                "urls": [h.url for h in net_hosts.values()],
+            },
+        )
+    assert found["urls"][net_hosts["public"].url] == net_hosts["public"].body
+    assert found["urls"][net_hosts["private"].url] != net_hosts["private"].body
+    assert found["urls"][net_hosts["metadata"].url] != net_hosts["metadata"].body
+    assert "open" not in found["connects"].values(), found["connects"]
+    assert found["gateway"] is not None
+    assert not any(line.startswith("rgrid.test-policy.") for line in _namespaces())
+
+
+def test_an_operator_may_allow_a_range(net_hosts: dict[str, NetHost]) -> None:
+    private = net_hosts["private"]
+    allowing = job_network(RunnerSettings(job_allow_cidrs="10.99.77.0/24"), owner="test-allow")
+    try:
+        allowing.install()
+        with allowing.attach("probe-2") as netns:
+            found = probe_in_namespace(netns, {"hosts": [], "ports": [], "urls": [private.url]})
+        assert found["urls"][private.url] == private.body
+    finally:
+        # Back to the rules every node agent of this test session installed.
+        job_network(RunnerSettings(), owner="test-allow").install()
+
+
+def _namespaces() -> list[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    return out.splitlines()
+
+
+@ONE_BACKEND
+def test_a_hostile_job_cannot_take_over_the_grid(
+    tmp_path: Path,
+    rgrid_env: dict[str, str],
+    net_hosts: dict[str, NetHost],
+    api: ApiServer,
+    ray_head: RayHead,
+    listener: int,
+) -> None:
+    """The attack from issue 8, through `rgrid run` on the real grid: the job
+    tries every listening port of the node on loopback, the node's address and
+    its gateway, submits a Ray job through the dashboard, and goes for the
+    private range and the metadata service. All of it fails; the public host
+    answers; nothing ran outside the sandbox."""
+    marker = Path("/tmp") / f"rgrid-pwned-{uuid.uuid4().hex}"
+    dashboard_port = int(ray_head.dashboard.rsplit(":", 1)[1])
+    ports = listening_ports()
+    assert dashboard_port in ports and int(api.url.rsplit(":", 1)[1]) in ports
+    targets = {
+        "hosts": ["127.0.0.1", node_address(), "GATEWAY"],
+        "ports": ports,
+        "urls": [h.url for h in net_hosts.values()],
+        "dashboards": [f"http://{host}:{dashboard_port}" for host in ("127.0.0.1", node_address())],
+        "marker": str(marker),
+    }
+    (tmp_path / "attack.py").write_text(PROBE)
+    result = run_cli(["run", "attack.py", json.dumps(targets)], tmp_path, rgrid_env, timeout=600)
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    opened = [target for target, outcome in found["connects"].items() if outcome == "open"]
+    assert opened == [], f"the job reached {opened}"
+    assert found["urls"][net_hosts["public"].url] == net_hosts["public"].body
+    for name in ("private", "metadata"):
+        assert found["urls"][net_hosts[name].url] != net_hosts[name].body
+    for dashboard in targets["dashboards"]:
+        assert found["urls"][dashboard] not in (200, 201)
+    assert not marker.exists()
+
+
+@ONE_BACKEND
+def test_the_job_sees_no_grid_secret_on_disk(
+    tmp_path: Path, rgrid_env: dict[str, str], ray_head: RayHead
+) -> None:
+    """The Ray token is passed as a path no sandbox binds: not in the job's
+    environment, not readable from inside."""
+    code = (
+        "import os\n"
+        "print(any(k.startswith('RAY_') for k in os.environ if k != 'RAY_TOKEN_AT'))\n"
+        "print(os.path.exists(os.environ['RAY_TOKEN_AT']))\n"
+    )
+    (tmp_path / "look.py").write_text(code)
+    # Named through --env, not as an argument: a path argument would be shipped.
+    result = run_cli(["run", "--env", f"RAY_TOKEN_AT={ray_head.token_path}", "look.py"], tmp_path, rgrid_env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "False"]
