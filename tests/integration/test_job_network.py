@@ -73,9 +73,10 @@ def listening_ports() -> list[int]:
 
 
 def node_address() -> str:
-    """This machine's own outward address (routing only, nothing is sent)."""
+    """This machine's own outward address: the source of its default route
+    (a UDP connect only routes, nothing is sent)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.connect(("203.0.113.10", 9))
+        s.connect(("9.9.9.9", 9))
         return str(s.getsockname()[0])
 
 
@@ -108,7 +109,7 @@ def test_policy_in_the_kernel(net_hosts: dict[str, NetHost], listener: int) -> N
         found = probe_in_namespace(
             netns,
             {
-                "hosts": ["127.0.0.1", node_address(), "GATEWAY", "10.99.77.10", "169.254.169.254"],
+                "hosts": ["127.0.0.1", node_address(), "GATEWAY", "10.99.77.250", "169.254.169.254"],
                 "ports": [listener, 8080],
                 "urls": [h.url for h in net_hosts.values()],
             },
@@ -123,7 +124,7 @@ def test_policy_in_the_kernel(net_hosts: dict[str, NetHost], listener: int) -> N
 
 def test_an_operator_may_allow_a_range(net_hosts: dict[str, NetHost]) -> None:
     private = net_hosts["private"]
-    allowing = job_network(RunnerSettings(job_allow_cidrs="10.99.77.0/24"), owner="test-allow")
+    allowing = job_network(RunnerSettings(job_allow_cidrs="10.99.77.240/28"), owner="test-allow")
     try:
         allowing.install()
         with allowing.attach("probe-2") as netns:

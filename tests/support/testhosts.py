@@ -6,6 +6,7 @@ network's own)."""
 
 from __future__ import annotations
 
+import ipaddress
 import subprocess
 import sys
 import time
@@ -42,11 +43,24 @@ def _reachable(host: NetHost) -> bool:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=30).returncode == 0
 
 
+def _refuse_if_used(cidr: str) -> None:
+    """A test range must be one this machine neither has on an interface nor
+    routes anywhere but by its default route: otherwise the test would take
+    over real traffic."""
+    network = ipaddress.ip_network(cidr, strict=False)
+    routes = subprocess.run(["ip", "-4", "route", "show"], capture_output=True, text=True, check=True).stdout
+    for line in routes.splitlines():
+        dest = line.split()[0]
+        if dest != "default" and ipaddress.ip_network(dest, strict=False).overlaps(network):
+            raise RuntimeError(f"test range {network} overlaps this machine's route: {line}")
+
+
 @contextmanager
 def net_host(root: Path, name: str, host_side: str, address: str, prefix: int) -> Iterator[NetHost]:
     """An HTTP server at `address` in namespace rgt-<name>, the machine at
     `host_side` on the same link."""
     netns, link = f"rgt-{name}", f"rgt{name}"[:15]
+    _refuse_if_used(f"{host_side}/{prefix}")
     served = root / name
     served.mkdir(parents=True, exist_ok=True)
     host = NetHost(name, address, PORT, f"hello from {name}", served)
