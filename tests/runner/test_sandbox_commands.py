@@ -121,7 +121,8 @@ def test_docker_runs_a_job(tmp_path: Path) -> None:
     (tmp_path / "s.py").write_text("import os\nprint(os.getuid())\nopen('out.txt', 'w').write('x')\n")
     sandbox = Docker()
     sandbox.prepare(tmp_path)
-    launch = sandbox.launch(job(tmp_path, argv=["python", "s.py"], readonly=[]))
+    # Without network: the jobs' Docker network is the node agent's to create.
+    launch = sandbox.launch(job(tmp_path, argv=["python", "s.py"], readonly=[], network=False))
     out = subprocess.run(launch.argv, env=launch.env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == str(JOB_UID)
