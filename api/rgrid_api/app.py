@@ -45,9 +45,7 @@ def build_state(settings: Settings, with_dispatcher: bool = True) -> AppState:
     _wait_for_storage(storage, settings.storage_wait_s)
     feed = ChangeFeed()
     dispatcher = Dispatcher(settings, sessions, feed) if with_dispatcher else None
-    monitor = Monitor(
-        settings, sessions, feed, dispatcher.cancel_task if dispatcher else (lambda _e, _a: None)
-    )
+    monitor = Monitor(settings, sessions, feed, dispatcher)
     return AppState(
         settings=settings,
         sessions=sessions,

@@ -28,6 +28,7 @@ from rgrid_api.attempts import Claimed, attempt_lost, claim_queued, renew_dispat
 from rgrid_api.auth import runner_token
 from rgrid_api.notify import ChangeFeed
 from rgrid_api.settings import Settings
+from rgrid_runner.ray_compat import drain_node
 from rgrid_runner.task import run_attempt
 
 log = logging.getLogger(__name__)
@@ -155,6 +156,17 @@ class Dispatcher:
                 ray.cancel(ref, force=True)
             except Exception as exc:  # noqa: BLE001 - the task may be gone already
                 log.info("cancel of %s attempt %d: %s", execution_id, attempt, exc)
+
+    def fence_node(self, ray_node_id: str) -> None:
+        """Ask Ray's GCS to place nothing more on a node the monitor declared
+        dead (its raylet may live on behind a hung agent)."""
+        try:
+            accepted, why = drain_node(self.settings.ray_address, ray_node_id, "declared dead by rgrid")
+        except Exception as exc:  # noqa: BLE001 - the node or the GCS may be gone already
+            log.info("fencing Ray node %s: %s", ray_node_id, exc)
+            return
+        if not accepted:
+            log.info("Ray did not fence node %s: %s", ray_node_id, why)
 
     def _renew_leases(self) -> None:
         with self._lock:

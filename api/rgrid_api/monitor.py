@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from typing import Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -22,9 +22,20 @@ from rgrid_api.attempts import attempt_lost, attempts_on_workers, expired_attemp
 from rgrid_api.leader import LeaderLock
 from rgrid_api.notify import ChangeFeed
 from rgrid_api.settings import Settings
-from rgrid_api.workers import set_status, stale_workers
+from rgrid_api.workers import ray_node_ids, set_status, stale_workers
 
 log = logging.getLogger(__name__)
+
+
+class Transport(Protocol):
+    """What the monitor asks of the transport (the dispatcher's Ray driver)."""
+
+    def cancel_task(self, execution_id: str, attempt: int) -> None:
+        """Force-cancel the Ray task of an attempt that was given back."""
+
+    def fence_node(self, ray_node_id: str) -> None:
+        """Have Ray place no new task on a node declared dead."""
+
 
 ADVISORY_LOCK_KEY = 0x726772696401  # "rgrid" + 1
 
@@ -35,12 +46,12 @@ class Monitor:
         settings: Settings,
         sessions: sessionmaker,
         feed: ChangeFeed,
-        cancel_task: Callable[[str, int], None],
+        transport: Transport | None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.feed = feed
-        self.cancel_task = cancel_task
+        self.transport = transport
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rgrid-monitor", daemon=True)
         self._leader = LeaderLock(sessions.kw["bind"], ADVISORY_LOCK_KEY, "monitor")
@@ -92,13 +103,21 @@ class Monitor:
                 for worker_id in dead:
                     log.warning("worker %s missed its heartbeats: marking it dead", worker_id)
                     set_status(session, worker_id, WorkerStatus.DEAD)
+                # A node that stopped heartbeating may still run its raylet
+                # (a hung agent, a partition): Ray must place nothing more
+                # there, or each attempt it gets would be refused and requeued
+                # back onto it, forever.
+                if dead and self.transport is not None:
+                    for node in ray_node_ids(session, dead):
+                        self.transport.fence_node(node)
                 self._give_back(session, attempts_on_workers(session, dead) if dead else [])
             self._give_back(session, expired_attempts(session))
 
     def _give_back(self, session: Session, keys: list[tuple[str, int]]) -> None:
         requeued = False
         for execution_id, number in keys:
-            self.cancel_task(execution_id, number)
+            if self.transport is not None:
+                self.transport.cancel_task(execution_id, number)
             if attempt_lost(session, execution_id, number, FailureReason.WORKER_LOST):
                 requeued = True
                 log.warning("requeued %s after attempt %d was lost", execution_id, number)

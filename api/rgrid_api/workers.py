@@ -71,6 +71,13 @@ def set_status(session: Session, worker_id: str, status: WorkerStatus) -> None:
     session.commit()
 
 
+def ray_node_ids(session: Session, worker_ids: list[str]) -> list[str]:
+    """The Ray node ids these workers registered (those that have one)."""
+    return [
+        node for node in session.scalars(select(Worker.ray_node_id).where(Worker.id.in_(worker_ids))) if node
+    ]
+
+
 def set_ray_node(session: Session, worker_id: str, ray_node_id: str) -> None:
     session.execute(
         update(Worker)

@@ -91,6 +91,9 @@ def submit(
     return create_execution(session, owner, body, "python:3.11")
 
 
-def add_worker(session: Session, worker_id: str = "node-1") -> str:
-    register(session, WorkerRegistration(id=worker_id, host_name="h", runtimes=["python:3.11"]))
+def add_worker(session: Session, worker_id: str = "node-1", ray_node_id: str | None = None) -> str:
+    register(
+        session,
+        WorkerRegistration(id=worker_id, host_name="h", runtimes=["python:3.11"], ray_node_id=ray_node_id),
+    )
     return worker_id

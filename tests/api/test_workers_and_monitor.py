@@ -32,9 +32,23 @@ def age_heartbeat(session: Session, worker_id: str, seconds: float) -> None:
     session.commit()
 
 
-def monitor(sessions: sessionmaker[Session], cancelled: list[tuple[str, int]]) -> Monitor:
+class RecordingTransport:
+    """Stands in for the dispatcher's Ray driver: records what it was asked."""
+
+    def __init__(self) -> None:
+        self.cancelled: list[tuple[str, int]] = []
+        self.fenced: list[str] = []
+
+    def cancel_task(self, execution_id: str, attempt: int) -> None:
+        self.cancelled.append((execution_id, attempt))
+
+    def fence_node(self, ray_node_id: str) -> None:
+        self.fenced.append(ray_node_id)
+
+
+def monitor(sessions: sessionmaker[Session], transport: RecordingTransport) -> Monitor:
     settings = Settings(heartbeat_timeout_s=TIMEOUT_S, database_url="sqlite://")
-    return Monitor(settings, sessions, ChangeFeed(), lambda e, a: cancelled.append((e, a)))
+    return Monitor(settings, sessions, ChangeFeed(), transport)
 
 
 def running_on(session: Session, storage: MemoryStorage, worker_id: str) -> str:
@@ -70,11 +84,11 @@ def test_registry_heartbeats_and_staleness(session: Session) -> None:
 def test_a_dead_worker_is_declared_only_after_one_timeout_of_trust(
     sessions: sessionmaker[Session], session: Session, storage: MemoryStorage
 ) -> None:
-    worker = add_worker(session)
+    worker = add_worker(session, ray_node_id="ab" * 28)
     execution_id = running_on(session, storage, worker)
     age_heartbeat(session, worker, TIMEOUT_S + 5)
-    cancelled: list[tuple[str, int]] = []
-    m = monitor(sessions, cancelled)
+    transport = RecordingTransport()
+    m = monitor(sessions, transport)
     assert m._lead()
     m._sweep()
     # Just became active: heartbeats may not have been recorded meanwhile.
@@ -83,12 +97,15 @@ def test_a_dead_worker_is_declared_only_after_one_timeout_of_trust(
     m._trusted_since -= TIMEOUT_S
     m._sweep()
     assert status_of(session, execution_id) == Status.QUEUED
-    assert cancelled == [(execution_id, 1)]
+    assert transport.cancelled == [(execution_id, 1)]
+    # Ray is told to place nothing more on the dead node's raylet.
+    assert transport.fenced == ["ab" * 28]
     assert open_attempts(session, worker) == 0
     session.rollback()
     # A second sweep finds nothing more to give back.
     m._sweep()
-    assert cancelled == [(execution_id, 1)]
+    assert transport.cancelled == [(execution_id, 1)]
+    assert transport.fenced == ["ab" * 28]
     m._release()
 
 
@@ -97,17 +114,18 @@ def test_an_expired_lease_is_given_back(
 ) -> None:
     e = submit(session, storage)
     claim_queued(session, lease_s=-1.0)
-    cancelled: list[tuple[str, int]] = []
-    m = monitor(sessions, cancelled)
+    transport = RecordingTransport()
+    m = monitor(sessions, transport)
     assert m._lead()
     m._sweep()
     assert status_of(session, e.id) == Status.QUEUED
-    assert cancelled == [(e.id, 1)]
+    assert transport.cancelled == [(e.id, 1)]
+    assert transport.fenced == []
     m._release()
 
 
 def test_one_monitor_acts_per_database(sessions: sessionmaker[Session]) -> None:
-    first, second = monitor(sessions, []), monitor(sessions, [])
+    first, second = monitor(sessions, RecordingTransport()), monitor(sessions, RecordingTransport())
     assert first._lead()
     assert not second._lead()
     assert first._lead()
