@@ -26,6 +26,7 @@ import ipaddress
 import logging
 import random
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,9 @@ DOCKER_NETWORK = "rgrid-jobs"
 NETNS_DIR = Path("/run/netns")
 NETNS_PREFIX = "rgrid."
 NETNS_SLOT_TRIES = 64
+# A job namespace with no process in it for this long was left by a runner
+# that died (node crash, SIGKILL): its `finally` never ran.
+ABANDONED_AFTER_S = 60.0
 
 DEFAULT_DENY = (
     "0.0.0.0/8",
@@ -178,20 +182,38 @@ def _check(result: subprocess.CompletedProcess[str], what: str) -> None:
         raise JobNetError(f"{what} failed: {(result.stderr or result.stdout).strip()[:300]}")
 
 
+def abandoned_namespaces(older_than_s: float = ABANDONED_AFTER_S) -> list[str]:
+    """Job namespaces of any worker on this machine (a restarted agent has a
+    new worker id) with no process inside and older than `older_than_s`: a
+    live attempt's namespace holds its job, and a new one is young."""
+    now = time.time()
+    found = []
+    for line in _run(["ip", "netns", "list"]).stdout.splitlines():
+        name = line.split()[0] if line.strip() else ""
+        if not name.startswith(NETNS_PREFIX):
+            continue
+        try:
+            age = now - (NETNS_DIR / name).stat().st_mtime
+        except FileNotFoundError:
+            continue
+        if age > older_than_s and not _run(["ip", "netns", "pids", name]).stdout.strip():
+            found.append(name)
+    return found
+
+
 class JobNetwork:
     """Installs the policy on a node and gives each attempt its namespace."""
 
     def __init__(self, policy: JobNetPolicy, owner: str, state_dir: Path) -> None:
         self.policy = policy
-        # Namespaces are named after the worker, so one node agent's clean-up
-        # never touches another's (several agents may share a machine).
+        # Named after the worker, so an operator sees whose job it is.
         self.prefix = f"{NETNS_PREFIX}{owner}."
         self.resolv_path = state_dir / "job-resolv.conf"
 
     def install(self) -> None:
         """Once per node, as root: forwarding on, the rules in place, the
-        jobs' resolv.conf written, and namespaces a crashed runner of this
-        worker left behind removed. Idempotent."""
+        jobs' resolv.conf written, and namespaces that crashed runners left
+        behind removed (with their veth pairs). Idempotent."""
         try:
             Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
         except OSError as exc:
@@ -200,12 +222,9 @@ class JobNetwork:
         self.resolv_path.parent.mkdir(parents=True, exist_ok=True)
         self.resolv_path.write_text(self.policy.resolv_conf())
         self.resolv_path.chmod(0o644)
-        for name in self._own_namespaces():
+        for name in abandoned_namespaces():
+            log.info("removing job network namespace %s left by a runner that died", name)
             _run(["ip", "netns", "del", name])
-
-    def _own_namespaces(self) -> list[str]:
-        listing = _run(["ip", "netns", "list"]).stdout.split("\n")
-        return [line.split()[0] for line in listing if line.startswith(self.prefix)]
 
     @contextlib.contextmanager
     def attach(self, name: str) -> Iterator[Path]:

@@ -10,13 +10,14 @@ import json
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from rgrid_runner.jobnet import job_network
+from rgrid_runner.jobnet import abandoned_namespaces, job_network
 from rgrid_runner.settings import RunnerSettings
 from tests.conftest import run_cli
 from tests.support.services import ApiServer, RayHead
@@ -195,3 +196,27 @@ def test_the_job_sees_no_grid_secret_on_disk(
     result = run_cli(["run", "--env", f"RAY_TOKEN_AT={ray_head.token_path}", "look.py"], tmp_path, rgrid_env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "False"]
+
+
+def test_namespaces_left_by_dead_runners_are_found(tmp_path: Path) -> None:
+    """A runner killed with its node never removes its namespace, and the
+    restarted agent has a new worker id: any agent's start removes job
+    namespaces that are old and empty (JobNetwork.install), never a young
+    one or one in use."""
+    old, busy, young = "rgrid.gone-1.a-1", "rgrid.gone-1.b-1", "rgrid.gone-1.c-1"
+    job = None
+    try:
+        for name in (old, busy):
+            subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
+        job = subprocess.Popen(["ip", "netns", "exec", busy, "sleep", "60"])
+        time.sleep(1.5)
+        subprocess.run(["ip", "netns", "add", young], check=True, capture_output=True)
+        found = abandoned_namespaces(older_than_s=1.0)
+        assert old in found
+        assert busy not in found and young not in found
+    finally:
+        if job is not None:
+            job.kill()
+            job.wait()
+        for name in (old, busy, young):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
