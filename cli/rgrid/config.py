@@ -24,12 +24,18 @@ class Target:
 
 
 def write_private(path: Path, data: dict) -> None:
-    """Write JSON readable by the owner only, created with 0600 from the start."""
+    """Write JSON readable by the owner only."""
+    write_private_text(path, json.dumps(data, indent=2))
+
+
+def write_private_text(path: Path, text: str) -> None:
+    """Write a file readable by the owner only, created with 0600 from the
+    start and renamed into place, so no reader sees it half-written."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2)
+        fh.write(text)
     os.replace(tmp, path)
 
 

@@ -62,7 +62,7 @@ class WorkerStatus(StrEnum):
 
     @property
     def live(self) -> bool:
-        return self in (WorkerStatus.ACTIVE, WorkerStatus.DRAINING)
+        return self in LIVE_WORKER_STATES
 
 
 LIVE_WORKER_STATES = (WorkerStatus.ACTIVE, WorkerStatus.DRAINING)

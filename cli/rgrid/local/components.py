@@ -13,6 +13,7 @@ from secrets import token_hex
 
 import httpx
 
+from rgrid.config import write_private_text
 from rgrid.local.procs import port_open
 
 RAY_PORTS = ("gcs", "dashboard", "client", "agent_listen", "agent_grpc", "metrics", "runtime_env_agent")
@@ -179,12 +180,7 @@ def ensure_ray_token(path: Path) -> Path:
     Ray process of the grid (head, workers, the API's driver) presents it;
     without it Ray refuses connections to the GCS and the dashboard."""
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(token_hex(32))
-        os.replace(tmp, path)
+        write_private_text(path, token_hex(32))
     return path
 
 
