@@ -45,7 +45,7 @@ def build_state(settings: Settings, with_dispatcher: bool = True) -> AppState:
     _wait_for_storage(storage, settings.storage_wait_s)
     feed = ChangeFeed()
     dispatcher = Dispatcher(settings, sessions, feed) if with_dispatcher else None
-    monitor = Monitor(settings, sessions, feed, dispatcher)
+    monitor = Monitor(settings, sessions, feed, dispatcher.transport if dispatcher else None)
     return AppState(
         settings=settings,
         sessions=sessions,

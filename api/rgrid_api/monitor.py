@@ -13,28 +13,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Protocol
 
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import sessionmaker
 
-from rgrid.wire import FailureReason, WorkerStatus
-from rgrid_api.attempts import attempt_lost, attempts_on_workers, expired_attempts
+from rgrid.wire import WorkerStatus
+from rgrid_api.attempts import attempts_on_workers, expired_attempts
+from rgrid_api.giveback import Transport, give_back
 from rgrid_api.leader import LeaderLock
 from rgrid_api.notify import ChangeFeed
 from rgrid_api.settings import Settings
 from rgrid_api.workers import ray_node_ids, set_status, stale_workers
 
 log = logging.getLogger(__name__)
-
-
-class Transport(Protocol):
-    """What the monitor asks of the transport (the dispatcher's Ray driver)."""
-
-    def cancel_task(self, execution_id: str, attempt: int) -> None:
-        """Force-cancel the Ray task of an attempt that was given back."""
-
-    def fence_node(self, ray_node_id: str) -> None:
-        """Have Ray place no new task on a node declared dead."""
 
 
 ADVISORY_LOCK_KEY = 0x726772696401  # "rgrid" + 1
@@ -110,17 +100,8 @@ class Monitor:
                 if dead and self.transport is not None:
                     for node in ray_node_ids(session, dead):
                         self.transport.fence_node(node)
-                self._give_back(session, attempts_on_workers(session, dead) if dead else [])
-            self._give_back(session, expired_attempts(session))
-
-    def _give_back(self, session: Session, keys: list[tuple[str, int]]) -> None:
-        requeued = False
-        for execution_id, number in keys:
-            if self.transport is not None:
-                self.transport.cancel_task(execution_id, number)
-            if attempt_lost(session, execution_id, number, FailureReason.WORKER_LOST):
-                requeued = True
-                log.warning("requeued %s after attempt %d was lost", execution_id, number)
-            self.feed.changed(execution_id)
-        if requeued:
-            self.feed.work_queued()
+                if dead:
+                    give_back(
+                        session, attempts_on_workers(session, dead), self.feed, self.transport, "worker dead"
+                    )
+            give_back(session, expired_attempts(session), self.feed, self.transport, "lease expired")

@@ -3,6 +3,7 @@ the monitor reads it to find dead nodes; users list it."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select, update
@@ -20,7 +21,17 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(frozen=True)
+class Head:
+    """Where the cluster's Ray head is, as its agent announced it."""
+
+    address: str
+    ray_node_id: str
+
+
 def register(session: Session, reg: WorkerRegistration) -> None:
+    """Upsert the worker; the node ids it announces replace the old ones (a
+    restarted node is a new Ray node)."""
     now = _now()
     worker = session.get(Worker, reg.id)
     if worker is None:
@@ -34,12 +45,38 @@ def register(session: Session, reg: WorkerRegistration) -> None:
     worker.server_id = reg.server_id
     worker.pid = reg.pid
     worker.version = reg.version
-    worker.ray_node_id = reg.ray_node_id or worker.ray_node_id
+    worker.ray_node_id = reg.ray_node_id
+    worker.ray_address = reg.ray_address
     worker.status = WorkerStatus.ACTIVE
     worker.ended_at = None
     session.flush()
     _beat(session, reg.id, now)
     session.commit()
+
+
+def current_head(session: Session) -> Head | None:
+    """The live head that beat last (there is normally one)."""
+    row = session.execute(
+        select(Worker.ray_address, Worker.ray_node_id)
+        .join(WorkerHeartbeat, WorkerHeartbeat.worker_id == Worker.id)
+        .where(
+            Worker.status.in_(LIVE_WORKER_STATES),
+            Worker.ray_address.is_not(None),
+            Worker.ray_node_id.is_not(None),
+        )
+        .order_by(WorkerHeartbeat.last_heartbeat_at.desc())
+        .limit(1)
+    ).first()
+    return Head(row[0], row[1]) if row and row[0] and row[1] else None
+
+
+def offered_runtimes(session: Session) -> set[str] | None:
+    """Runtimes the live workers offer; None while no worker is live (the
+    grid is starting: refuse nothing yet)."""
+    rows = session.scalars(select(Worker.runtimes).where(Worker.status == WorkerStatus.ACTIVE)).all()
+    if not rows:
+        return None
+    return {runtime for runtimes in rows for runtime in runtimes}
 
 
 def _beat(session: Session, worker_id: str, now: datetime) -> None:

@@ -274,13 +274,21 @@ class WorkerRegistration(BaseModel):
     pid: int | None = None
     version: str = "0"
     ray_node_id: str | None = None
+    # A head node's GCS address (host:port), as the cluster's other nodes reach it.
+    ray_address: str | None = None
+    # True when the agent is about to start a fresh raylet: whatever this
+    # worker id ran before is gone, so its open attempts are given back.
+    starting: bool = False
 
 
 class WorkerAck(BaseModel):
-    """The worker's status as the control plane sees it: a worker told it is
-    `dead` must stop its node (its attempts were given to others)."""
+    """The worker's status as the control plane sees it, and where the Ray
+    head is now. A worker told it is `dead` must restart its node afresh (its
+    attempts were given to others); one whose raylet joined another head
+    address must rejoin at `ray_address`."""
 
     status: WorkerStatus
+    ray_address: str | None = None
 
 
 class WorkerView(BaseModel):

@@ -1,18 +1,28 @@
-"""The node agent: runs beside the raylet on every node.
+"""The node agent: runs beside the raylet on every node and keeps it joined.
 
-It starts the raylet as its child in its own process group (killing that
-group is a node crash), registers the node with the API, heartbeats every
-`heartbeat_s`, and stops the node if the control plane declared it dead
-(its attempts were given to others). SIGTERM drains: the node is marked
-draining (the API gives it no new attempt, Ray is asked to place nothing
-more there), running attempts finish, then the raylet stops and the node
+It starts the raylet as its child (killing the agent's session is a node
+crash), registers the node with the API, heartbeats every
+`heartbeat_s`, and supervises the raylet: one that exits, or that the
+cluster no longer knows (the head restarted, which makes a new cluster), is
+replaced by a fresh one joining wherever the head is now. The API names the
+head's address in every answer, so a head that moved is followed without
+anyone typing a command. Restarts follow the grid's restart schedule.
+
+Before each fresh raylet the agent registers as `starting`: the API then
+gives back whatever the node's previous raylet left open, before anything
+new can land here. A node the control plane declared dead is restarted the
+same way (its attempts were already given to others). SIGTERM drains: the
+node is marked draining (no new attempt; Ray is asked to place nothing
+more here), running attempts finish, then the raylet stops and the node
 leaves.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -20,14 +30,17 @@ from dataclasses import dataclass
 
 import httpx
 
+from rgrid.restarts import RestartPolicy
 from rgrid.wire import WorkerAck, WorkerRegistration, WorkerStatus
-from rgrid_runner.ray_compat import alive_node_ids, drain_node
+from rgrid_runner.ray_compat import RayNode, alive_nodes, drain_node
 
 log = logging.getLogger(__name__)
 
+TICK_S = 0.5
 DRAIN_POLL_S = 1.0
-NODE_ID_WAIT_S = 30.0
 RAYLET_STOP_GRACE_S = 15.0
+GCS_CHECK_S = 1.0
+GCS_CONNECT_TIMEOUT_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -35,8 +48,55 @@ class AgentConfig:
     api_url: str
     token: str
     registration: WorkerRegistration
+    # A head serves the GCS at `address`; a worker joins `address` until the
+    # API names another head address (None: wait for the API to name one).
+    head: bool = False
+    address: str | None = None
     heartbeat_s: float = 2.0
-    gcs_address: str | None = None
+
+
+@dataclass(frozen=True)
+class ClusterSnapshot:
+    address: str
+    reachable: bool
+    node: RayNode | None
+    taken_at: float
+
+
+class ClusterView:
+    """What the GCS says about this node, refreshed in a thread of its own:
+    Ray's client takes some 40 s to give up on a GCS that is down, and
+    heartbeats must never wait for that."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+        self.address: str | None = None
+        self.latest: ClusterSnapshot | None = None
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, name="rgrid-cluster-view", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(GCS_CHECK_S):
+            address = self.address
+            if address is not None:
+                self.latest = self._look(address)
+
+    def _look(self, address: str) -> ClusterSnapshot:
+        taken_at = time.monotonic()
+        host, _, port = address.rpartition(":")
+        try:
+            with socket.create_connection((host, int(port)), timeout=GCS_CONNECT_TIMEOUT_S):
+                pass
+            found = alive_nodes(address, self.marker)
+        except Exception as exc:  # noqa: BLE001 - a GCS that is down or starting answers in many ways
+            log.debug("GCS at %s not answering: %s", address, exc)
+            return ClusterSnapshot(address, False, None, taken_at)
+        return ClusterSnapshot(address, True, found[0] if found else None, taken_at)
 
 
 class NodeAgent:
@@ -50,7 +110,16 @@ class NodeAgent:
             timeout=10.0,
         )
         self._drain = threading.Event()
+        self.view = ClusterView(f"rgrid_worker_{self.worker_id}")
+        self.policy = RestartPolicy()
         self.raylet: subprocess.Popen[bytes] | None = None
+        self.joined: str | None = None  # the GCS address the raylet joined
+        self.started_at = 0.0
+        self.node: RayNode | None = None
+        self.announced = False
+        self.head_address = config.address
+        self._next_beat = 0.0
+        self._api_failing = False
 
     @property
     def worker_id(self) -> str:
@@ -59,39 +128,121 @@ class NodeAgent:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, lambda *_: self._drain.set())
         signal.signal(signal.SIGINT, lambda *_: self._drain.set())
-        self.raylet = subprocess.Popen(self.raylet_argv, env=self.raylet_env)
-        started = time.monotonic()
-        registered = False
-        node_id: str | None = None
-        while True:
-            if self.raylet.poll() is not None:
-                log.error("raylet exited with %s; the node is gone", self.raylet.returncode)
-                self._post(f"{self.worker_id}/leave")
-                return self.raylet.returncode or 1
-            if self._drain.is_set():
-                return self._drain_and_leave()
-            if not registered or (node_id is None and time.monotonic() - started < NODE_ID_WAIT_S):
-                # Register at once (attempts may start as soon as the raylet
-                # joins); register again, an upsert, once Ray names the node.
-                node_id = self._ray_node_id()
-                registration = self.config.registration.model_copy(update={"ray_node_id": node_id})
-                registered = self._post("register", registration) is not None or registered
-            else:
-                ack = self._post(f"{self.worker_id}/heartbeat")
-                if ack is not None and ack.status == WorkerStatus.DEAD:
-                    log.error("the control plane declared this node dead; stopping it")
-                    self._stop_raylet()
-                    return 1
-            self._drain.wait(self.config.heartbeat_s)
+        self.view.start()
+        try:
+            while not self._drain.is_set():
+                self._tend()
+                self._drain.wait(TICK_S)
+            return self._drain_and_leave()
+        finally:
+            self.view.stop()
+
+    # -- the raylet's life ---------------------------------------------------
+    def _tend(self) -> None:
+        if self.raylet is not None:
+            code = self.raylet.poll()
+            if code is not None:
+                self._node_gone(f"raylet exited with {code}", crashed=True)
+            elif why := self._lost_by_cluster():
+                self._stop_raylet(graceful=False)
+                self._node_gone(why, crashed=False)
+        if self.raylet is None:
+            self._start_node()
+        else:
+            self._report()
+
+    def _lost_by_cluster(self) -> str | None:
+        """Why the raylet no longer belongs to the cluster, if it does not."""
+        snap = self.view.latest
+        if self.node is None or snap is None or snap.taken_at < self.started_at:
+            return None
+        if snap.address == self.joined and snap.reachable and snap.node != self.node:
+            return f"the cluster at {snap.address} no longer knows this node (the head restarted)"
+        return None
+
+    def _start_node(self) -> None:
+        """Register as starting (the API gives back what the old node left
+        open), then start a fresh raylet at the head's current address."""
+        if not self.policy.may_start():
+            return
+        ack = self._post("register", self._registration(starting=True))
+        if ack is None:
+            return
+        address = self.config.address if self.config.head else (ack.ray_address or self.head_address)
+        if address is None:
+            return  # no head known yet: the next answer may name one
+        self.head_address = address
+        argv = [*self.raylet_argv, "--head" if self.config.head else f"--address={address}"]
+        log.info("starting the raylet (%s)", "head" if self.config.head else f"joining {address}")
+        # Its own process group (in the agent's session), so the agent can
+        # kill the whole node (raylet, GCS, dashboard) without killing itself.
+        self.raylet = subprocess.Popen(argv, env=self.raylet_env, process_group=0)
+        self.joined = address
+        self.view.address = address
+        self.started_at = time.monotonic()
+        self.policy.started()
+        self._next_beat = 0.0
+
+    def _node_gone(self, why: str, crashed: bool) -> None:
+        pause = self.policy.crashed() if crashed else 0.0
+        log.warning("%s; starting a fresh raylet in %.0f s", why, pause)
+        self.raylet = None
+        self.node = None
+        self.announced = False
+
+    # -- talking to the API ----------------------------------------------------
+    def _registration(self, starting: bool) -> WorkerRegistration:
+        node = self.node
+        announced = None
+        if self.config.head and node is not None and self.joined is not None:
+            # Other nodes reach the head at the address Ray gave its node.
+            announced = f"{node.ip}:{self.joined.rpartition(':')[2]}"
+        return self.config.registration.model_copy(
+            update={
+                "starting": starting,
+                "ray_node_id": node.node_id if node else None,
+                "ray_address": announced,
+            }
+        )
+
+    def _report(self) -> None:
+        """Announce the node once Ray names it, and heartbeat."""
+        snap = self.view.latest
+        if self.node is None and snap is not None and snap.taken_at >= self.started_at and snap.node:
+            self.node = snap.node
+        if self.node is not None and not self.announced:
+            self.announced = self._post("register", self._registration(starting=False)) is not None
+            return
+        if time.monotonic() < self._next_beat:
+            return
+        self._next_beat = time.monotonic() + self.config.heartbeat_s
+        ack = self._post(f"{self.worker_id}/heartbeat")
+        if ack is None:
+            return
+        if ack.status == WorkerStatus.DEAD:
+            self._stop_raylet(graceful=False)
+            self._node_gone("the control plane declared this node dead", crashed=True)
+        elif not self.config.head and ack.ray_address and ack.ray_address != self.joined:
+            self.head_address = ack.ray_address
+            self._stop_raylet(graceful=False)
+            self._node_gone(f"the head moved to {ack.ray_address}", crashed=False)
 
     def _post(self, path: str, body: WorkerRegistration | None = None) -> WorkerAck | None:
+        """One call to the API; a failure is logged when the API goes away
+        and when it is back, not on every tick in between."""
         try:
             resp = self.http.post(f"/{path}", json=body.model_dump() if body else None)
             resp.raise_for_status()
-            return WorkerAck.model_validate_json(resp.content)
+            ack = WorkerAck.model_validate_json(resp.content)
         except (httpx.HTTPError, ValueError) as exc:
-            log.warning("API call %s failed: %s", path, exc)
+            if not self._api_failing:
+                log.warning("API call %s failed: %s (retrying quietly)", path, exc)
+            self._api_failing = True
             return None
+        if self._api_failing:
+            log.info("the API answers again")
+            self._api_failing = False
+        return ack
 
     def _running(self) -> int:
         try:
@@ -101,6 +252,7 @@ class NodeAgent:
         except (httpx.HTTPError, ValueError):
             return -1
 
+    # -- stopping ----------------------------------------------------------------
     def _drain_and_leave(self) -> int:
         log.info("draining: no new work, waiting for running attempts")
         self._post(f"{self.worker_id}/drain")
@@ -108,39 +260,37 @@ class NodeAgent:
         while self.raylet is not None and self.raylet.poll() is None and self._running() != 0:
             self._post(f"{self.worker_id}/heartbeat")
             time.sleep(DRAIN_POLL_S)
-        self._stop_raylet()
+        self._stop_raylet(graceful=True)
         self._post(f"{self.worker_id}/leave")
         return 0
 
-    def _ray_node_id(self) -> str | None:
-        """This node's id in Ray: the alive node carrying our marker resource."""
-        if not self.config.gcs_address:
-            return None
-        try:
-            found = alive_node_ids(self.config.gcs_address, f"rgrid_worker_{self.worker_id}")
-        except Exception as exc:  # noqa: BLE001 - the GCS may still be starting
-            log.info("Ray node id not known yet: %s", exc)
-            return None
-        return found[0] if found else None
-
     def _drain_in_ray(self) -> None:
         """Ask Ray's GCS to place nothing more on this node."""
-        node_id = self._ray_node_id()
-        if node_id is None or not self.config.gcs_address:
+        if self.node is None or self.joined is None:
             return
         try:
-            accepted, why = drain_node(self.config.gcs_address, node_id, "rgrid worker stopping")
+            accepted, why = drain_node(self.joined, self.node.node_id, "rgrid worker stopping")
             if not accepted:
                 log.warning("Ray refused to drain the node: %s", why)
         except Exception as exc:  # noqa: BLE001 - drain is best effort; the API refuses new work anyway
             log.warning("could not drain the node in Ray: %s", exc)
 
-    def _stop_raylet(self) -> None:
+    def _stop_raylet(self, graceful: bool) -> None:
+        """`ray start` leads a process group of its own (raylet, GCS, agents).
+        Gracefully, SIGTERM stops them in order (the group is killed if that
+        hangs); a raylet whose cluster is gone has nothing left to finish,
+        so its group is killed at once."""
         if self.raylet is None or self.raylet.poll() is not None:
             return
-        self.raylet.terminate()
+        if graceful:
+            self.raylet.terminate()
+            try:
+                self.raylet.wait(RAYLET_STOP_GRACE_S)
+                return
+            except subprocess.TimeoutExpired:
+                pass
         try:
-            self.raylet.wait(RAYLET_STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            self.raylet.kill()
-            self.raylet.wait()
+            os.killpg(self.raylet.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.raylet.wait()

@@ -33,9 +33,8 @@ ENV_API = "RGRID_API_URL"
 ENV_TOKEN = "RGRID_WORKER_TOKEN"
 
 
-def _gcs_address(head: bool, address: str | None, extra: list[str]) -> str | None:
-    if not head:
-        return address
+def _head_gcs_address(extra: list[str]) -> str:
+    """Where a head's own GCS listens, from the options passed to `ray start`."""
     port = next((a.split("=", 1)[1] for a in extra if a.startswith("--port=")), "6379")
     ip = next((a.split("=", 1)[1] for a in extra if a.startswith("--node-ip-address=")), "127.0.0.1")
     return f"{ip}:{port}"
@@ -84,7 +83,10 @@ def worker(
     head: Annotated[
         bool, typer.Option("--head", help="Start a Ray head node instead of joining one.")
     ] = False,
-    address: Annotated[str | None, typer.Option(help="Ray head to join, host:port.")] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(help="Ray head to join, host:port (default: wherever the API says the head is)."),
+    ] = None,
     worker_id: Annotated[
         str | None, typer.Option(help="This node's id (default: host name + random).")
     ] = None,
@@ -100,8 +102,6 @@ def worker(
     from rgrid_runner.sandbox import JobUser, choose
     from rgrid_runner.settings import runner_settings
 
-    if not head and not address:
-        raise typer.BadParameter("give --head or --address")
     api_url, token = os.environ.get(ENV_API), os.environ.get(ENV_TOKEN)
     if not api_url or not token:
         raise typer.BadParameter(f"set {ENV_API} and {ENV_TOKEN} so the node can register")
@@ -141,7 +141,6 @@ def worker(
         "--block",
         f"--resources={json.dumps(resources)}",
     ]
-    argv += ["--head"] if head else [f"--address={address}"]
     argv += ctx.args
     cpus = next(
         (float(a.split("=", 1)[1]) for a in ctx.args if a.startswith("--num-cpus=")),
@@ -163,7 +162,8 @@ def worker(
             api_url=api_url,
             token=token,
             registration=registration,
-            gcs_address=_gcs_address(head, address, ctx.args),
+            head=head,
+            address=_head_gcs_address(ctx.args) if head else address,
         ),
         argv,
         env,

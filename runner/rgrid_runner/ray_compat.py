@@ -11,6 +11,7 @@ tests/runner/test_ray_compat.py fails loudly if one disappears.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import import_module
 from typing import Any
 
@@ -23,12 +24,18 @@ def gcs_client(address: str) -> Any:
     return import_module("ray._raylet").GcsClient(address=address)
 
 
-def alive_node_ids(address: str, with_resource: str) -> list[str]:
-    """Hex ids of the alive nodes that advertise `with_resource`."""
+@dataclass(frozen=True)
+class RayNode:
+    node_id: str  # hex
+    ip: str  # the address other nodes reach it at
+
+
+def alive_nodes(address: str, with_resource: str) -> list[RayNode]:
+    """The alive nodes that advertise `with_resource`."""
     alive = import_module("ray.core.generated.gcs_pb2").GcsNodeInfo.GcsNodeState.Value("ALIVE")
     nodes = gcs_client(address).get_all_node_info().items()
     return [
-        node_id.hex()
+        RayNode(node_id.hex(), info.node_manager_address)
         for node_id, info in nodes
         if with_resource in info.resources_total and info.state == alive
     ]

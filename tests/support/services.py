@@ -49,7 +49,7 @@ class Proc:
     def restart(self) -> None:
         """Stop and start the same command again (same ports, same data)."""
         self.stop()
-        self.pid = spawn(self.argv, self.env, self.log, self.cwd or self.log.parent)
+        self.pid = spawn(self.argv, self.env, self.log, self.cwd or self.log.parent).pid
 
 
 @dataclass
@@ -71,7 +71,7 @@ def start_s3(root: Path) -> S3Server:
     root.mkdir(parents=True, exist_ok=True)
     launch = components.s3_launch(root, ports, secrets)
     log = root / "weed.log"
-    proc = Proc(spawn(launch.argv, launch.env, log, root), log, launch.argv, launch.env, root)
+    proc = Proc(spawn(launch.argv, launch.env, log, root).pid, log, launch.argv, launch.env, root)
     wait_until(lambda: components.s3_healthy(ports), 60, "SeaweedFS", log)
     return S3Server(
         f"127.0.0.1:{ports['s3']}", secrets["s3_access_key"], secrets["s3_secret_key"], proc, ports
@@ -111,7 +111,7 @@ def start_ray(
     )
     launch.env.update(extra_env or {})
     log = root / "ray.log"
-    proc = Proc(spawn(launch.argv, launch.env, log, root), log)
+    proc = Proc(spawn(launch.argv, launch.env, log, root).pid, log)
     wait_until(lambda: components.ray_healthy(ports), 120, "Ray head", log)
     return RayHead(
         f"127.0.0.1:{ports['gcs']}",
@@ -197,7 +197,9 @@ def start_postgres() -> Postgres:
         "max_connections=200",
     ]
     # SIGINT: PostgreSQL's fast shutdown (SIGTERM would wait for every client).
-    proc = Proc(spawn(argv, dict(os.environ), log, root), log, argv, dict(os.environ), root, signal.SIGINT)
+    proc = Proc(
+        spawn(argv, dict(os.environ).pid, log, root), log, argv, dict(os.environ), root, signal.SIGINT
+    )
 
     def ready() -> bool:
         r = subprocess.run([_pg_tool("pg_isready"), "-h", "127.0.0.1", "-p", str(port)], capture_output=True)
@@ -266,7 +268,7 @@ def start_api(
         }
     )
     log = root / "api.log"
-    proc = Proc(spawn([sys.executable, "-m", "rgrid", "server"], env, log, root), log)
+    proc = Proc(spawn([sys.executable, "-m", "rgrid", "server"], env, log, root).pid, log)
     url = f"http://127.0.0.1:{port}"
 
     def healthy() -> bool:
@@ -295,6 +297,6 @@ def start_worker(root: Path, worker_id: str, head: RayHead, api_url: str, num_cp
         num_cpus,
     )
     log = root / f"{worker_id}.log"
-    proc = Proc(spawn(launch.argv, launch.env, log, root), log)
+    proc = Proc(spawn(launch.argv, launch.env, log, root).pid, log)
     wait_until(lambda: components.worker_healthy(ports), 90, f"worker {worker_id}", log)
     return proc

@@ -86,7 +86,7 @@ def net_host(root: Path, name: str, host_side: str, address: str, prefix: int) -
             address,
             str(PORT),
         ]
-        pid = spawn(argv, {"PATH": "/usr/bin:/bin"}, root / f"{name}.log", served)
+        pid = spawn(argv, {"PATH": "/usr/bin:/bin"}, root / f"{name}.log", served).pid
         deadline = time.monotonic() + 30
         while not _reachable(host):
             if time.monotonic() > deadline:

@@ -136,6 +136,9 @@ class Worker(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     host_name: Mapped[str] = mapped_column(String(256))
     ray_node_id: Mapped[str | None] = mapped_column(String(64))
+    # Set by a head node's agent only: the GCS address other nodes and the
+    # dispatcher join. It moves when the head restarts elsewhere.
+    ray_address: Mapped[str | None] = mapped_column(String(256))
     resources: Mapped[dict] = mapped_column(JSON)
     runtimes: Mapped[list] = mapped_column(JSON)
     sandbox: Mapped[str] = mapped_column(String(32))

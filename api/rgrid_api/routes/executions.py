@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter, Query
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from rgrid.wire import (
@@ -28,6 +29,7 @@ from rgrid_api.executions import (
     resolve_runtime,
 )
 from rgrid_api.views import execution_view
+from rgrid_api.workers import offered_runtimes
 
 router = APIRouter(prefix="/v1/executions", tags=["executions"])
 
@@ -36,14 +38,14 @@ RECHECK_S = 0.5
 
 @router.post("", response_model=ExecutionView, status_code=201)
 def create(body: ExecutionCreate, owner: Owner, session: DB, state: State) -> ExecutionView:
-    execution = create_execution(session, owner, body, _runtime(state, body.runtime))
+    execution = create_execution(session, owner, body, _runtime(state, session, body.runtime))
     state.feed.work_queued()
     return execution_view(execution)
 
 
-def _runtime(state: AppState, requested: str) -> str:
-    offered = state.dispatcher.offered_runtimes() if state.dispatcher else None
-    return resolve_runtime(requested, state.settings.default_runtime, offered)
+def _runtime(state: AppState, session: Session, requested: str) -> str:
+    """The runtime an execution gets; one no live worker offers is refused."""
+    return resolve_runtime(requested, state.settings.default_runtime, offered_runtimes(session))
 
 
 @router.get("", response_model=ExecutionList)
@@ -77,7 +79,7 @@ def retry(execution_id: str, owner: Owner, session: DB, state: State) -> Executi
         requirements=old.requirements,
         network=old.network,
     )
-    execution = create_execution(session, owner, body, _runtime(state, old.runtime), retry_of=old.id)
+    execution = create_execution(session, owner, body, _runtime(state, session, old.runtime), retry_of=old.id)
     state.feed.work_queued()
     return execution_view(execution)
 

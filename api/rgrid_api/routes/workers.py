@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query
+from sqlalchemy.orm import Session
 
 from rgrid.wire import WorkerAck, WorkerList, WorkerRegistration, WorkerStatus
-from rgrid_api.deps import DB, Owner, worker_auth
-from rgrid_api.workers import heartbeat, list_workers, open_attempts, register, set_status
+from rgrid_api.attempts import attempts_on_workers
+from rgrid_api.deps import DB, Owner, State, worker_auth
+from rgrid_api.giveback import give_back
+from rgrid_api.workers import current_head, heartbeat, list_workers, open_attempts, register, set_status
 
 router = APIRouter(prefix="/v1/workers", tags=["workers"])
 agents = APIRouter(prefix="/v1/workers", tags=["workers"], dependencies=[Depends(worker_auth)])
@@ -17,15 +20,26 @@ def index(_owner: Owner, session: DB, all_: bool = Query(False, alias="all")) ->
     return WorkerList(workers=list_workers(session, include_ended=all_))
 
 
+def _ack(session: Session, status: WorkerStatus) -> WorkerAck:
+    """Every answer to an agent says where the Ray head is now."""
+    head = current_head(session)
+    session.rollback()
+    return WorkerAck(status=status, ray_address=head.address if head else None)
+
+
 @agents.post("/register", response_model=WorkerAck)
-def register_worker(body: WorkerRegistration, session: DB) -> WorkerAck:
+def register_worker(body: WorkerRegistration, session: DB, state: State) -> WorkerAck:
     register(session, body)
-    return WorkerAck(status=WorkerStatus.ACTIVE)
+    if body.starting:
+        # A fresh raylet is about to start here: nothing the old one ran lives on.
+        transport = state.dispatcher.transport if state.dispatcher else None
+        give_back(session, attempts_on_workers(session, [body.id]), state.feed, transport, "node restarted")
+    return _ack(session, WorkerStatus.ACTIVE)
 
 
 @agents.post("/{worker_id}/heartbeat", response_model=WorkerAck)
 def beat(worker_id: str, session: DB) -> WorkerAck:
-    return WorkerAck(status=heartbeat(session, worker_id))
+    return _ack(session, heartbeat(session, worker_id))
 
 
 @agents.post("/{worker_id}/drain", response_model=WorkerAck)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 import typer
@@ -21,10 +22,17 @@ def up(
         int | None,
         typer.Option(help="Extra worker nodes beside the head (kept until changed).", min=0, max=16),
     ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Run the grid's API on this database, e.g. postgresql://... "
+            "(kept until changed; an empty value goes back to SQLite in RGRID_HOME)."
+        ),
+    ] = None,
 ) -> int:
-    """Start (or repair) the local grid in the background."""
+    """Start the local grid in the background; its supervisor keeps it running."""
     grid = LocalGrid(rgrid_home())
-    grid.up(say, workers)
+    grid.up(say, workers, database_url)
     say(f"local grid is up; Ray dashboard: {grid.dashboard_url()}")
     return 0
 
@@ -39,17 +47,29 @@ def down() -> int:
 
 @local_app.command("status")
 def status_(json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> int:
-    """Print every piece of the local grid, its URL and health (Ray dashboard first)."""
-    pieces = LocalGrid(rgrid_home()).status()
-    healthy = 0 if all(p.state == "running" for p in pieces) else 1
+    """Print every piece of the local grid, its URL, health and restarts (Ray dashboard first)."""
+    grid = LocalGrid(rgrid_home())
+    pieces = grid.status()
+    supervisor = grid.supervisor_pid()
+    healthy = 0 if supervisor and all(p.state == "running" for p in pieces) else 1
     if json_out:
         print_json(
             {
+                "supervisor": {"pid": supervisor, "log": str(grid.log_path("supervisor"))},
                 "pieces": [
-                    {"name": p.name, "state": p.state, "pid": p.pid, "url": p.url, "log": str(p.log)}
+                    {
+                        "name": p.name,
+                        "state": p.state,
+                        "pid": p.pid,
+                        "url": p.url,
+                        "log": str(p.log),
+                        "restarts": p.restarts,
+                        "last_reason": p.last_reason,
+                        "last_crash_at": p.last_crash_at,
+                    }
                     for p in pieces
                 ],
-                "node": LocalGrid(rgrid_home()).node_info(),
+                "node": grid.node_info(),
             }
         )
         return healthy
@@ -57,21 +77,36 @@ def status_(json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")
     labels.update(
         {p.name: f"worker node {p.name.split('-')[1]}" for p in pieces if p.name.startswith("worker-")}
     )
-    table = Table("piece", "state", "url", "pid", "log", box=None, pad_edge=False)
+    table = Table("piece", "state", "url", "pid", "restarts", "last restart", box=None, pad_edge=False)
     for p in pieces:
         colour = {"running": "green", "stopped": "dim"}.get(p.state, "red")
+        last = f"{_ago(p.last_crash_at)}: {p.last_reason}" if p.last_crash_at else "-"
         table.add_row(
-            labels[p.name], f"[{colour}]{p.state}[/{colour}]", p.url or "-", str(p.pid or "-"), str(p.log)
+            labels[p.name],
+            f"[{colour}]{p.state}[/{colour}]",
+            p.url or "-",
+            str(p.pid or "-"),
+            str(p.restarts),
+            last,
         )
     out.print(table)
-    node = LocalGrid(rgrid_home()).node_info()
+    if supervisor:
+        out.print(f"supervisor: pid {supervisor}; logs in {grid.log_path('supervisor').parent}")
+    elif any(p.state != "stopped" for p in pieces):
+        out.print("[red]supervisor: not running[/red] (`rgrid local up` starts it again)")
+    node = grid.node_info()
     if node:
         warning = "" if node["isolated"] else "  [red](unisolated: jobs run as plain processes)[/red]"
         out.print(f"sandbox: {node['sandbox']}{warning}   runtimes: {', '.join(node['runtimes'])}")
-    token = LocalGrid(rgrid_home()).ray_token_path()
+    token = grid.ray_token_path()
     if token.exists():
         out.print(f"Ray token (the dashboard asks for it): {token}")
     return healthy
+
+
+def _ago(at: float) -> str:
+    seconds = max(0, int(time.time() - at))
+    return f"{seconds} s ago" if seconds < 120 else f"{seconds // 60} min ago"
 
 
 def init(

@@ -207,12 +207,19 @@ def ray_env(token_path: Path) -> dict[str, str]:
     }
 
 
-def api_launch(local_dir: Path, ports: dict[str, int], secrets: dict[str, str], ray_token: Path) -> Launch:
+def api_launch(
+    local_dir: Path,
+    ports: dict[str, int],
+    secrets: dict[str, str],
+    ray_token: Path,
+    database_url: str | None = None,
+) -> Launch:
+    """The API server on SQLite in the grid's folder, unless told another database."""
     env = _base_env()
     env.update(ray_env(ray_token))
     env.update(
         {
-            "RGRID_DATABASE_URL": f"sqlite:///{local_dir / 'rgrid.db'}",
+            "RGRID_DATABASE_URL": database_url or f"sqlite:///{local_dir / 'rgrid.db'}",
             "RGRID_S3_ENDPOINT": f"127.0.0.1:{ports['s3']}",
             "RGRID_S3_ACCESS_KEY": secrets["s3_access_key"],
             "RGRID_S3_SECRET_KEY": secrets["s3_secret_key"],

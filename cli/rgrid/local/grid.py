@@ -1,14 +1,20 @@
-"""The embedded grid in RGRID_HOME/local: S3 server, Ray head, API server.
+"""The embedded grid in RGRID_HOME/local: S3 server, API server, Ray head
+and extra worker nodes, kept running by the grid's supervisor
+(`rgrid.local.supervisor`), a background process of its own.
 
-`up` is idempotent and repairs: a piece that is not running (or not
-healthy) is started again, and the API is restarted whenever a piece it
-depends on was. `down` stops exactly the process groups recorded in
-state.json. A file lock keeps two CLIs from starting the grid at once.
+`up` starts the supervisor if it is not running (it adopts pieces that are
+still alive) and waits until every piece is healthy; `down` stops the
+supervisor, which stops exactly the process sessions it started. state.json
+is shared by both, under a file lock.
 """
 
 from __future__ import annotations
 
+import os
 import secrets as pysecrets
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -19,17 +25,11 @@ from rgrid.config import Target, read_json, write_private
 from rgrid.errors import RgridError
 from rgrid.filelock import FileLock
 from rgrid.local import components as c
-from rgrid.local.procs import (
-    alive,
-    free_port,
-    port_in_use,
-    session_members,
-    spawn,
-    stop_session,
-)
+from rgrid.local.procs import alive, session_members, spawn, stop_session
 
-START_TIMEOUT_S = {"s3": 60.0, "ray": 90.0, "api": 60.0, "worker": 60.0}
-ORDER = ("s3", "ray", "api")
+UP_TIMEOUT_S = 180.0
+SUPERVISOR_STOP_S = 60.0
+ORDER = ("s3", "api", "ray")
 PORT_NAMES = {"s3": c.S3_PORTS, "ray": c.RAY_PORTS, "api": c.API_PORTS, "worker": c.WORKER_PORTS}
 HEALTH = {"s3": c.s3_healthy, "ray": c.ray_healthy, "api": c.api_healthy, "worker": c.worker_healthy}
 
@@ -39,13 +39,20 @@ def kind(name: str) -> str:
     return "worker" if name.startswith("worker-") else name
 
 
+def healthy(name: str, piece: dict) -> bool:
+    return HEALTH[kind(name)](piece["ports"])
+
+
 @dataclass
 class PieceStatus:
     name: str
-    state: str  # running | unhealthy | crashed | stopped
+    state: str  # running | unhealthy | restarting | crashed | stopped
     pid: int | None
     url: str | None
     log: Path
+    restarts: int = 0
+    last_reason: str | None = None
+    last_crash_at: float | None = None
 
 
 class LocalGrid:
@@ -56,11 +63,16 @@ class LocalGrid:
         self.secrets_path = self.dir / "secrets.json"
 
     # -- state -------------------------------------------------------------
-    def _state(self) -> dict:
+    def read_state(self) -> dict:
         return read_json(self.state_path)
 
-    def _save(self, state: dict) -> None:
+    def save_state(self, state: dict) -> None:
         write_private(self.state_path, state)
+
+    def locked(self) -> AbstractContextManager[None]:
+        """One writer of state.json at a time (the CLI or the supervisor)."""
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return FileLock(self.dir / "lock").hold()
 
     def secrets(self) -> dict[str, str]:
         """The grid's secrets, generated on first use; a key added by a newer
@@ -85,26 +97,26 @@ class LocalGrid:
     def log_path(self, name: str) -> Path:
         return self.dir / "logs" / f"{name}.log"
 
-    def _locked(self) -> AbstractContextManager[None]:
-        """Two CLIs never start or stop the grid at once."""
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return FileLock(self.dir / "lock").hold()
-
-    # -- queries -----------------------------------------------------------
-    def running(self) -> bool:
-        """Cheap check used on every `rgrid run`: are all recorded pids alive?"""
-        pieces = self._state().get("pieces", {})
-        return all(alive(pieces.get(n, {}).get("pid")) for n in ORDER)
-
-    def _names(self, state: dict) -> list[str]:
+    def names(self, state: dict) -> list[str]:
         return [*ORDER, *(f"worker-{i}" for i in range(1, state.get("workers", 0) + 1))]
 
+    # -- queries -----------------------------------------------------------
+    def supervisor_pid(self) -> int | None:
+        pid = self.read_state().get("supervisor", {}).get("pid")
+        return pid if alive(pid) else None
+
+    def running(self) -> bool:
+        """Cheap check used on every `rgrid run`: the supervisor is alive
+        (it heals the rest) and the API has been started."""
+        state = self.read_state()
+        return self.supervisor_pid() is not None and bool(state.get("pieces", {}).get("api", {}).get("pid"))
+
     def target(self) -> Target:
-        ports = self._state()["pieces"]["api"]["ports"]
+        ports = self.read_state()["pieces"]["api"]["ports"]
         return Target(api_url=f"http://127.0.0.1:{ports['api']}", api_key=self.secrets()["api_key"])
 
     def dashboard_url(self) -> str | None:
-        ray = self._state().get("pieces", {}).get("ray")
+        ray = self.read_state().get("pieces", {}).get("ray")
         return f"http://127.0.0.1:{ray['ports']['dashboard']}" if ray else None
 
     def node_info(self) -> dict | None:
@@ -112,138 +124,99 @@ class LocalGrid:
         return read_json(c.node_info_path(self.home)) or None
 
     def status(self) -> list[PieceStatus]:
-        state = self._state()
+        state = self.read_state()
         pieces = state.get("pieces", {})
+        supervised = self.supervisor_pid() is not None
         out = []
-        for name in ["ray", "api", "s3", *self._names(state)[len(ORDER) :]]:
+        for name in ["ray", "api", "s3", *self.names(state)[len(ORDER) :]]:
             piece = pieces.get(name)
             if piece is None:
                 out.append(PieceStatus(name, "stopped", None, None, self.log_path(name)))
                 continue
-            pid = piece["pid"]
+            pid = piece.get("pid")
             if not alive(pid):
-                health = "crashed"
+                health = "restarting" if supervised else "crashed"
             else:
-                health = "running" if HEALTH[kind(name)](piece["ports"]) else "unhealthy"
-            out.append(PieceStatus(name, health, pid, _url(name, piece["ports"]), self.log_path(name)))
+                health = "running" if healthy(name, piece) else "unhealthy"
+            out.append(
+                PieceStatus(
+                    name,
+                    health,
+                    pid if alive(pid) else None,
+                    _url(name, piece["ports"]),
+                    self.log_path(name),
+                    piece.get("restarts", 0),
+                    piece.get("last_reason"),
+                    piece.get("last_crash_at"),
+                )
+            )
         return out
 
     # -- actions -----------------------------------------------------------
-    def up(self, say: Callable[[str], None], workers: int | None = None) -> None:
-        """Start what is not running healthily; `workers` sets how many extra
-        worker nodes run beside the head (kept from the last call if None)."""
-        with self._locked():
-            state = self._state()
-            pieces = state.setdefault("pieces", {})
+    def up(
+        self,
+        say: Callable[[str], None],
+        workers: int | None = None,
+        database_url: str | None = None,
+    ) -> None:
+        """Have the supervisor run the grid and wait until every piece is
+        healthy. `workers` (extra worker nodes beside the head) and
+        `database_url` (default: SQLite in RGRID_HOME) are kept until changed."""
+        with self.locked():
+            state = self.read_state()
             if workers is not None:
-                for n in range(workers + 1, state.get("workers", 0) + 1):
-                    gone = pieces.pop(f"worker-{n}", None)
-                    if gone:
-                        stop_session(gone["pid"])
                 state["workers"] = workers
-            api_ports = self._ports("api", pieces.get("api"), keep=self._healthy(pieces.get("api"), "api"))
-            api_moved = api_ports != state.get("api_ports")
-            state["api_ports"] = api_ports
-            restarted: set[str] = set()
-            if not self._healthy(pieces.get("s3"), "s3"):
-                self._start("s3", pieces, state, say)
-                restarted.add("s3")
-            if api_moved or not self._healthy(pieces.get("ray"), "ray"):
-                self._start("ray", pieces, state, say)
-                restarted.add("ray")
-            if restarted or not self._healthy(pieces.get("api"), "api"):
-                self._start("api", pieces, state, say)
-                restarted.add("api")
-            for name in sorted(restarted, key=ORDER.index):
-                self._wait_healthy(name, pieces[name])
-            # Joining before the head's GCS listens can hang `ray start`.
-            for name in self._names(state)[len(ORDER) :]:
-                if "ray" in restarted or not self._healthy(pieces.get(name), "worker"):
-                    self._start(name, pieces, state, say)
-                    self._wait_healthy(name, pieces[name])
-            self._save(state)
+            if database_url is not None and state.get("database_url") != (database_url or None):
+                state["database_url"] = database_url or None
+                api = state.get("pieces", {}).pop("api", None)
+                if api and api.get("pid"):
+                    stop_session(api["pid"])  # the supervisor starts it on the new database
+            self.save_state(state)
+            supervisor = None
+            if self.supervisor_pid() is None:
+                say("starting the supervisor")
+                supervisor = spawn(
+                    [sys.executable, "-m", "rgrid.local.supervisor", str(self.home)],
+                    _supervisor_env(),
+                    self.log_path("supervisor"),
+                    self.dir,
+                )
+        self._wait_healthy(supervisor)
+
+    def _wait_healthy(self, supervisor: subprocess.Popen[bytes] | None) -> None:
+        deadline = time.monotonic() + UP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if supervisor is not None and supervisor.poll() is not None and self.supervisor_pid() is None:
+                raise RgridError(f"the local grid's supervisor exited; see {self.log_path('supervisor')}")
+            if self.supervisor_pid() is not None and all(p.state == "running" for p in self.status()):
+                return
+            time.sleep(0.2)
+        waiting = [p for p in self.status() if p.state != "running"]
+        detail = "; ".join(f"{p.name} is {p.state} (see {p.log})" for p in waiting)
+        raise RgridError(f"the local grid did not become healthy in {UP_TIMEOUT_S:.0f} s: {detail}")
 
     def down(self) -> list[str]:
-        with self._locked():
-            state = self._state()
-            stopped = []
-            for name in reversed(self._names(state)):
+        """Stop the supervisor (it stops its pieces), then anything recorded
+        that is still alive (a supervisor that had died left it)."""
+        running = [p.name for p in self.status() if p.pid is not None]
+        pid = self.supervisor_pid()
+        if pid is not None:
+            stop_session(pid, grace_s=SUPERVISOR_STOP_S, first=signal.SIGTERM)
+        with self.locked():
+            state = self.read_state()
+            for name in reversed(self.names(state)):
                 piece = state.get("pieces", {}).pop(name, None)
-                if piece and session_members(piece["pid"]):
+                if piece and piece.get("pid") and session_members(piece["pid"]):
                     stop_session(piece["pid"])
-                    stopped.append(name)
-            self._save(state)
-            return stopped
+            state.pop("supervisor", None)
+            self.save_state(state)
+        return running
 
-    def _healthy(self, piece: dict | None, name: str) -> bool:
-        return piece is not None and alive(piece["pid"]) and HEALTH[kind(name)](piece["ports"])
 
-    def _ports(self, name: str, previous: dict | None, keep: bool = False) -> dict[str, int]:
-        """Reuse the previous ports when they are all free (or `keep`: still
-        in use by the running piece itself), else pick new ones."""
-        old = (previous or {}).get("ports", {})
-        if (
-            old
-            and set(old) == set(PORT_NAMES[kind(name)])
-            and (keep or not any(port_in_use(p) for p in old.values()))
-        ):
-            return old
-        return {p: free_port() for p in PORT_NAMES[kind(name)]}
-
-    def _start(self, name: str, pieces: dict, state: dict, say: Callable[[str], None]) -> None:
-        """Start one piece and record it at once, so that nothing started is
-        ever lost track of, even if a later step fails."""
-        previous = pieces.get(name)
-        if previous:
-            # A crashed leader may leave members behind (a raylet holding ports).
-            stop_session(previous["pid"])
-        secrets = self.secrets()
-        ray_token = c.ensure_ray_token(self.ray_token_path())
-        api_url = f"http://127.0.0.1:{state['api_ports']['api']}"
-        work_root = self.dir / "work"
-        if name == "api":
-            ports = state["api_ports"]
-        else:
-            ports = self._ports(name, previous)
-        if name == "s3":
-            launch = c.s3_launch(self.dir, ports, secrets)
-        elif name == "ray":
-            launch = c.ray_launch(self.home, ports, work_root, api_url, secrets, ray_token)
-        elif name == "api":
-            launch = c.api_launch(
-                self.dir,
-                {**ports, "s3": pieces["s3"]["ports"]["s3"], "gcs": pieces["ray"]["ports"]["gcs"]},
-                secrets,
-                ray_token,
-            )
-        else:
-            launch = c.worker_launch(
-                self.home,
-                f"local-{name}",
-                ports,
-                pieces["ray"]["ports"]["gcs"],
-                work_root,
-                api_url,
-                secrets,
-                ray_token,
-            )
-        say(f"starting {name}")
-        pid = spawn(launch.argv, launch.env, self.log_path(name), self.dir)
-        pieces[name] = {"pid": pid, "ports": ports, "started_at": time.time()}
-        self._save(state)
-
-    def _wait_healthy(self, name: str, piece: dict) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S[kind(name)]
-        while time.monotonic() < deadline:
-            if HEALTH[kind(name)](piece["ports"]):
-                return
-            if not alive(piece["pid"]):
-                raise RgridError(f"local {name} exited while starting; see {self.log_path(name)}")
-            time.sleep(0.1)
-        raise RgridError(
-            f"local {name} did not become healthy in {START_TIMEOUT_S[kind(name)]:.0f} s; "
-            f"see {self.log_path(name)}"
-        )
+def _supervisor_env() -> dict[str, str]:
+    """The supervisor passes on what its pieces need; the user's RGRID_*
+    settings (a remote API, a key) are not theirs."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("RGRID_") or k == "RGRID_HOME"}
 
 
 def _url(name: str, ports: dict[str, int]) -> str | None:

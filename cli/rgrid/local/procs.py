@@ -50,7 +50,8 @@ def alive(pid: int | None) -> bool:
     return fields is not None and fields[0] != "Z"
 
 
-def spawn(argv: list[str], env: dict[str, str], log_path: Path, cwd: Path) -> int:
+def spawn(argv: list[str], env: dict[str, str], log_path: Path, cwd: Path) -> subprocess.Popen[bytes]:
+    """Start a process as the leader of a new session, its output appended to `log_path`."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
@@ -62,7 +63,7 @@ def spawn(argv: list[str], env: dict[str, str], log_path: Path, cwd: Path) -> in
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    return proc.pid
+    return proc
 
 
 def _stat_fields(pid: int) -> list[str] | None:

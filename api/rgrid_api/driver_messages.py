@@ -1,0 +1,63 @@
+"""What the API server and its Ray driver process say to each other: one
+JSON object per line, the server writing to the driver's stdin and reading
+its stdout."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, TypeAdapter
+
+from rgrid.wire import AttemptTicket
+
+
+class Submit(BaseModel):
+    """Run one attempt as a Ray task asking for these resources."""
+
+    op: Literal["submit"] = "submit"
+    ticket: AttemptTicket
+    cpu: float
+    memory_mb: int
+    runtime: str
+
+
+class Cancel(BaseModel):
+    """Force-cancel an attempt's task, if the driver holds it."""
+
+    op: Literal["cancel"] = "cancel"
+    execution_id: str
+    attempt: int
+
+
+class Fence(BaseModel):
+    """Have the GCS place nothing more on a node declared dead."""
+
+    op: Literal["fence"] = "fence"
+    ray_node_id: str
+
+
+class Connected(BaseModel):
+    """The driver joined the cluster and takes submissions."""
+
+    op: Literal["connected"] = "connected"
+
+
+class Settled(BaseModel):
+    """An attempt's task ended; `error` says how it failed in Ray, if it did."""
+
+    op: Literal["settled"] = "settled"
+    execution_id: str
+    attempt: int
+    error: str | None = None
+
+
+TO_DRIVER: TypeAdapter[Submit | Cancel | Fence] = TypeAdapter(
+    Annotated[Submit | Cancel | Fence, Field(discriminator="op")]
+)
+FROM_DRIVER: TypeAdapter[Connected | Settled] = TypeAdapter(
+    Annotated[Connected | Settled, Field(discriminator="op")]
+)
+
+
+def line(message: BaseModel) -> bytes:
+    return message.model_dump_json().encode() + b"\n"

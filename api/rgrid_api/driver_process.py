@@ -1,0 +1,207 @@
+"""Keeps the server's Ray driver process (`rgrid_api.raydriver`) running
+against the cluster's current head.
+
+The server never joins Ray itself: Ray ends a driver whose GCS is gone, and
+the API must keep serving while the head is down. This supervisor starts
+the driver at the head's address (as the head's agent announced it in the
+database, else RGRID_RAY_ADDRESS), restarts it when it exits (with the
+grid's restart schedule), and replaces it when the head moved or restarted
+(a new head is a new cluster, which a driver cannot follow). Each driver
+process is one generation: when it ends, everything it held is reported
+lost at once, so the dispatcher gives those attempts back without waiting
+for their leases.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy.orm import sessionmaker
+
+from rgrid.restarts import RestartPolicy
+from rgrid_api.driver_messages import FROM_DRIVER, Cancel, Connected, Fence, Settled, Submit, line
+from rgrid_api.settings import Settings
+from rgrid_api.workers import current_head
+
+log = logging.getLogger(__name__)
+
+SUPERVISE_S = 0.5
+STOP_GRACE_S = 10.0
+
+
+@dataclass
+class _Driver:
+    generation: int
+    address: str
+    head_node: str | None
+    proc: subprocess.Popen[bytes]
+    connected: threading.Event = field(default_factory=threading.Event)
+    reader: threading.Thread | None = None
+
+
+class DriverProcess:
+    """The transport: Ray, through a supervised child process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: sessionmaker,
+        on_connected: Callable[[], None],
+        on_settled: Callable[[int, Settled], None],
+        on_lost: Callable[[int, str], None],
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.on_connected = on_connected
+        self.on_settled = on_settled
+        self.on_lost = on_lost
+        self.policy = RestartPolicy()
+        self.last_reason: str | None = None
+        self._driver: _Driver | None = None
+        self._generation = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._supervise, name="rgrid-driver-supervisor", daemon=True)
+
+    # -- lifecycle ---------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        driver = self._driver
+        if driver is not None:
+            self._end(driver, graceful=True)
+
+    # -- what the dispatcher and the monitor use ---------------------------
+    def ready(self) -> int | None:
+        """The generation of a connected driver, or None."""
+        driver = self._driver
+        return driver.generation if driver is not None and driver.connected.is_set() else None
+
+    def alive(self, generation: int) -> bool:
+        driver = self._driver
+        return driver is not None and driver.generation == generation
+
+    def submit(self, message: Submit) -> int | None:
+        """Hand an attempt to the driver; the generation that took it, or None."""
+        return self._send(message)
+
+    def cancel_task(self, execution_id: str, attempt: int) -> None:
+        self._send(Cancel(execution_id=execution_id, attempt=attempt))
+
+    def fence_node(self, ray_node_id: str) -> None:
+        self._send(Fence(ray_node_id=ray_node_id))
+
+    def _send(self, message: Submit | Cancel | Fence) -> int | None:
+        with self._lock:
+            driver = self._driver
+            if driver is None or driver.proc.stdin is None:
+                return None
+            try:
+                driver.proc.stdin.write(line(message))
+                driver.proc.stdin.flush()
+            except OSError:
+                return None  # it died; the supervisor reports its work lost
+            return driver.generation
+
+    # -- supervision -------------------------------------------------------
+    def _head(self) -> tuple[str, str | None]:
+        with self.sessions() as session:
+            head = current_head(session)
+            session.rollback()
+        return (head.address, head.ray_node_id) if head else (self.settings.ray_address, None)
+
+    def _supervise(self) -> None:
+        while not self._stop.wait(SUPERVISE_S):
+            try:
+                address, node = self._head()
+            except Exception as exc:  # noqa: BLE001 - the database may be away: keep what runs
+                log.warning("cannot read the Ray head's address: %s", exc)
+                continue
+            driver = self._driver
+            if driver is not None:
+                code = driver.proc.poll()
+                if code is not None:
+                    self._lost(driver, f"Ray driver exited ({_describe(code)})", crashed=True)
+                elif node is not None and (driver.address != address or driver.head_node not in (None, node)):
+                    log.warning("the Ray head is now %s (node %s): starting a new driver", address, node)
+                    self._end(driver, graceful=False)
+                    self._lost(driver, "the Ray head restarted or moved", crashed=False)
+                elif driver.head_node is None and node is not None and driver.connected.is_set():
+                    driver.head_node = node
+            if self._driver is None and self.policy.may_start() and not self._stop.is_set():
+                self._spawn(address, node)
+
+    def _spawn(self, address: str, node: str | None) -> None:
+        self._generation += 1
+        env = {**os.environ, "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rgrid_api.raydriver", address],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+        driver = _Driver(self._generation, address, node, proc)
+        driver.reader = threading.Thread(
+            target=self._read, args=(driver,), name=f"rgrid-driver-{driver.generation}", daemon=True
+        )
+        driver.reader.start()
+        self.policy.started()
+        with self._lock:
+            self._driver = driver
+        log.info("Ray driver %d starting for %s (pid %d)", driver.generation, address, proc.pid)
+
+    def _read(self, driver: _Driver) -> None:
+        assert driver.proc.stdout is not None
+        for raw in driver.proc.stdout:
+            try:
+                message = FROM_DRIVER.validate_json(raw)
+            except ValueError:
+                log.warning("unreadable line from the Ray driver: %r", raw[:200])
+                continue
+            if isinstance(message, Connected):
+                driver.connected.set()
+                self.on_connected()
+            else:
+                self.on_settled(driver.generation, message)
+
+    def _end(self, driver: _Driver, graceful: bool) -> None:
+        """Stop a driver: closing its stdin asks it to leave Ray."""
+        with self._lock:
+            if self._driver is driver:
+                self._driver = None
+            if driver.proc.stdin is not None:
+                try:
+                    driver.proc.stdin.close()
+                except OSError:
+                    pass
+        if not graceful:
+            driver.proc.kill()
+        try:
+            driver.proc.wait(STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            driver.proc.kill()
+            driver.proc.wait()
+
+    def _lost(self, driver: _Driver, reason: str, crashed: bool) -> None:
+        with self._lock:
+            if self._driver is driver:
+                self._driver = None
+        if driver.reader is not None:
+            driver.reader.join(timeout=5)  # settle what it reported before it went
+        self.last_reason = reason
+        pause = self.policy.crashed() if crashed else 0.0
+        log.warning("%s; restarting it in %.0f s", reason, pause)
+        self.on_lost(driver.generation, reason)
+
+
+def _describe(code: int) -> str:
+    return f"signal {-code}" if code < 0 else f"code {code}"

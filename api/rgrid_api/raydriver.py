@@ -1,0 +1,136 @@
+"""The Ray driver: the only process of the control plane that joins Ray.
+
+Ray ends a driver whose GCS stays unreachable, and a driver cannot move to a
+new cluster, so the driver lives in a child process of the API server
+(`rgrid_api.driver_process` starts and restarts it) and the server itself
+never imports Ray. It turns `Submit` lines on stdin into Ray tasks and
+reports each task's end on stdout; it holds no state the database does not.
+Stdin closing means the server is gone: the driver leaves Ray, and Ray
+stops the tasks it owned.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from typing import IO
+
+import ray
+
+from rgrid.wire import RUNTIME_REQUESTED_AMOUNT, resource_name
+from rgrid_api.driver_messages import TO_DRIVER, Cancel, Connected, Fence, Settled, Submit, line
+from rgrid_runner.ray_compat import drain_node
+from rgrid_runner.task import run_attempt
+
+log = logging.getLogger("rgrid_api.raydriver")
+
+MIB = 1024 * 1024
+WATCH_INTERVAL_S = 0.2
+EXIT_GRACE_S = 5.0
+
+
+class RayDriver:
+    def __init__(self, address: str, out: IO[bytes]) -> None:
+        self.address = address
+        self.out = out
+        self._out_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._inflight: dict[ray.ObjectRef, tuple[str, int]] = {}
+        self._has_inflight = threading.Event()
+        self._stop = threading.Event()
+        self._remote = ray.remote(max_retries=0)(run_attempt)
+
+    def run(self) -> int:
+        threading.Thread(target=self._read_commands, name="rgrid-driver-stdin", daemon=True).start()
+        ray.init(address=self.address, namespace="rgrid", log_to_driver=False, logging_level=logging.WARNING)
+        log.info("Ray driver connected to %s", self.address)
+        self._send(Connected())
+        try:
+            self._watch()
+        finally:
+            ray.shutdown()
+        return 0
+
+    def _send(self, message: Connected | Settled) -> None:
+        with self._out_lock:
+            self.out.write(line(message))
+            self.out.flush()
+
+    def _read_commands(self) -> None:
+        for raw in sys.stdin.buffer:
+            try:
+                command = TO_DRIVER.validate_json(raw)
+                if isinstance(command, Submit):
+                    self._submit(command)
+                elif isinstance(command, Cancel):
+                    self._cancel(command)
+                else:
+                    self._fence(command)
+            except Exception:
+                log.exception("command failed: %s", raw[:200])
+        # The server is gone: leave Ray now; if Ray hangs, leave anyway.
+        self._stop.set()
+        self._has_inflight.set()
+        threading.Timer(EXIT_GRACE_S, os._exit, (0,)).start()
+
+    def _submit(self, s: Submit) -> None:
+        ref = self._remote.options(
+            num_cpus=s.cpu,
+            memory=s.memory_mb * MIB,
+            name=f"rgrid:{s.ticket.execution_id}:{s.ticket.attempt}",
+            resources={resource_name(s.runtime): RUNTIME_REQUESTED_AMOUNT},
+        ).remote(s.ticket)
+        with self._lock:
+            self._inflight[ref] = (s.ticket.execution_id, s.ticket.attempt)
+        self._has_inflight.set()
+
+    def _cancel(self, c: Cancel) -> None:
+        with self._lock:
+            ref = next((r for r, key in self._inflight.items() if key == (c.execution_id, c.attempt)), None)
+        if ref is not None:
+            try:
+                ray.cancel(ref, force=True)
+            except Exception as exc:  # noqa: BLE001 - the task may be gone already
+                log.info("cancel of %s attempt %d: %s", c.execution_id, c.attempt, exc)
+
+    def _fence(self, f: Fence) -> None:
+        try:
+            accepted, why = drain_node(self.address, f.ray_node_id, "declared dead by rgrid")
+        except Exception as exc:  # noqa: BLE001 - the node or the GCS may be gone already
+            log.info("fencing Ray node %s: %s", f.ray_node_id, exc)
+            return
+        if not accepted:
+            log.info("Ray did not fence node %s: %s", f.ray_node_id, why)
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            self._has_inflight.wait(1.0)
+            with self._lock:
+                refs = list(self._inflight)
+                if not refs:
+                    self._has_inflight.clear()
+                    continue
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=WATCH_INTERVAL_S, fetch_local=False)
+            for ref in ready:
+                with self._lock:
+                    execution_id, attempt = self._inflight.pop(ref)
+                try:
+                    ray.get(ref)
+                    error = None
+                except Exception as exc:  # noqa: BLE001 - any task failure means the attempt is lost
+                    error = f"{exc.__class__.__name__}: {str(exc)[:300]}"
+                self._send(Settled(execution_id=execution_id, attempt=attempt, error=error))
+
+
+def main() -> None:
+    # Ray or a library may print to stdout; only protocol lines may go there.
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sys.exit(RayDriver(sys.argv[1], out).run())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,273 @@
+"""The local grid's supervisor: one background process per RGRID_HOME that
+starts every piece of the grid, watches it, and restarts it when it crashes
+or hangs, so that nobody has to type `rgrid local up` again.
+
+Pieces start in dependency order: the S3 server, the API (which needs S3),
+the Ray head (its agent registers with the API before it starts Ray), then
+the extra worker nodes. A piece is restarted when its process exits, or
+when it stays unhealthy for UNHEALTHY_S while everything it depends on is
+healthy; restarts follow the grid's restart schedule (`rgrid.restarts`).
+The Ray head's restart needs nothing else restarted: the API's driver and
+the worker agents follow the head through the database. Only a piece whose
+address changed makes the pieces configured with that address restart.
+
+Each restart is recorded in state.json (count, reason, time), which
+`rgrid local status` shows. SIGTERM stops every piece, in reverse order,
+and the supervisor with them. A supervisor that died leaves its pieces
+running; the next one adopts them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rgrid.filelock import FileLock
+from rgrid.local import components as c
+from rgrid.local.grid import PORT_NAMES, LocalGrid, healthy, kind
+from rgrid.local.procs import alive, free_port, port_in_use, spawn, stop_session
+from rgrid.restarts import RestartPolicy
+
+log = logging.getLogger("rgrid.local.supervisor")
+
+TICK_S = 0.5
+UNHEALTHY_S = 30.0
+START_TIMEOUT_S = {"s3": 60.0, "api": 60.0, "ray": 90.0, "worker": 90.0}
+DEPENDS = {"s3": (), "api": ("s3",), "ray": ("api",), "worker": ("api", "ray")}
+
+
+@dataclass
+class Watched:
+    """What the supervisor knows of one piece beyond state.json."""
+
+    policy: RestartPolicy = field(default_factory=RestartPolicy)
+    proc: subprocess.Popen[bytes] | None = None  # None: adopted from an earlier supervisor
+    started: float = 0.0
+    healthy_once: bool = False
+    unhealthy_since: float | None = None
+    ok: bool = False
+
+
+class Supervisor:
+    def __init__(self, grid: LocalGrid) -> None:
+        self.grid = grid
+        self.watched: dict[str, Watched] = {}
+        self._stop = threading.Event()
+
+    def run(self) -> int:
+        lock = FileLock(self.grid.dir / "supervisor.lock")
+        if not lock.acquire(wait=False):
+            log.info("another supervisor runs this grid")
+            return 0
+        signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
+        signal.signal(signal.SIGINT, lambda *_: self._stop.set())
+        with self.grid.locked():
+            state = self.grid.read_state()
+            state["supervisor"] = {"pid": os.getpid(), "started_at": time.time()}
+            self.grid.save_state(state)
+        log.info("supervising the local grid in %s", self.grid.dir)
+        try:
+            while not self._stop.is_set():
+                try:
+                    self._round()
+                except Exception:
+                    log.exception("supervision round failed; trying again")
+                self._stop.wait(TICK_S)
+        finally:
+            self._stop_all()
+            lock.release()
+        return 0
+
+    # -- one round ---------------------------------------------------------
+    def _round(self) -> None:
+        with self.grid.locked():
+            state = self.grid.read_state()
+            pieces = state.setdefault("pieces", {})
+            wanted = self.grid.names(state)
+            for name in [n for n in pieces if n not in wanted]:
+                self._retire(name, pieces)
+            changed = False
+            for name in wanted:
+                changed |= self._tend(name, state, pieces)
+            if changed:
+                self.grid.save_state(state)
+
+    def _tend(self, name: str, state: dict, pieces: dict) -> bool:
+        """Check one piece, start or restart it if due. True if state changed."""
+        w = self.watched.setdefault(name, Watched())
+        piece = pieces.get(name)
+        now = time.monotonic()
+        if piece is not None and piece.get("pid"):
+            why = self._failure(name, piece, w, pieces, now)
+            if why is None:
+                return False
+            self._record_crash(name, piece, w, why)
+            return True
+        if not all(self._ok(dep, pieces) for dep in DEPENDS[kind(name)]):
+            return False
+        if not w.policy.may_start():
+            return False
+        self._start(name, state, pieces, w)
+        return True
+
+    def _failure(self, name: str, piece: dict, w: Watched, pieces: dict, now: float) -> str | None:
+        """Why a recorded piece must be restarted, or None if it may run on."""
+        if w.proc is not None:
+            code = w.proc.poll()
+            if code is not None:
+                return _describe_exit(code)
+        elif not alive(piece["pid"]):
+            return "exited"
+        if w.proc is None and not w.started:
+            w.started = now  # adopted: give it the same chances as a fresh start
+        w.ok = healthy(name, piece)
+        if w.ok:
+            w.healthy_once = True
+            w.unhealthy_since = None
+            return None
+        if not all(self._ok(dep, pieces) for dep in DEPENDS[kind(name)]):
+            w.unhealthy_since = None  # not its fault: what it needs is down
+            return None
+        if not w.healthy_once:
+            if now - w.started > START_TIMEOUT_S[kind(name)]:
+                return f"not healthy {START_TIMEOUT_S[kind(name)]:.0f} s after start"
+            return None
+        w.unhealthy_since = w.unhealthy_since or now
+        if now - w.unhealthy_since > UNHEALTHY_S:
+            return f"unhealthy for {UNHEALTHY_S:.0f} s"
+        return None
+
+    def _ok(self, name: str, pieces: dict) -> bool:
+        w = self.watched.get(name)
+        return bool(pieces.get(name, {}).get("pid")) and w is not None and w.ok
+
+    def _record_crash(self, name: str, piece: dict, w: Watched, why: str) -> None:
+        stop_session(piece["pid"])  # whatever it left behind (a raylet holding ports)
+        pause = w.policy.crashed()
+        piece.update(
+            pid=None,
+            restarts=piece.get("restarts", 0) + 1,
+            last_reason=why,
+            last_crash_at=time.time(),
+            next_start_in_s=pause,
+        )
+        w.proc, w.ok, w.healthy_once, w.unhealthy_since = None, False, False, None
+        log.warning("%s %s; restarting it in %.0f s", name, why, pause)
+
+    # -- starting ----------------------------------------------------------
+    def _start(self, name: str, state: dict, pieces: dict, w: Watched) -> None:
+        previous = pieces.get(name) or {}
+        known = state.setdefault("ports", {}).get(name)
+        # A restarted head moves: on one machine, the other nodes' raylets
+        # still name the old GCS address, and Ray refuses to start a head
+        # there. The API and the agents follow it through the database.
+        ports = self.ports(name, state, fresh=name == "ray" and bool(previous))
+        moved = known not in (None, ports)
+        launch = self._launch(name, ports, state, pieces)
+        proc = spawn(launch.argv, launch.env, self.grid.log_path(name), self.grid.dir)
+        pieces[name] = {
+            "pid": proc.pid,
+            "ports": ports,
+            "started_at": time.time(),
+            "restarts": previous.get("restarts", 0),
+            "last_reason": previous.get("last_reason"),
+            "last_crash_at": previous.get("last_crash_at"),
+        }
+        w.proc, w.started, w.ok, w.healthy_once = proc, time.monotonic(), False, False
+        w.policy.started()
+        log.info("started %s (pid %d)", name, proc.pid)
+        if moved:
+            self._restart_dependents(name, pieces)
+
+    def _restart_dependents(self, name: str, pieces: dict) -> None:
+        """A piece on new ports: those started with its old address restart."""
+        for other in list(pieces):
+            if other != name and name in _configured_with(other):
+                piece = pieces.pop(other)
+                if piece.get("pid"):
+                    stop_session(piece["pid"])
+                self.watched.pop(other, None)
+                log.info("%s moved: restarting %s", name, other)
+
+    def ports(self, name: str, state: dict, fresh: bool = False) -> dict[str, int]:
+        """The piece's ports: the ones it had while they are all free (and
+        not `fresh`), else new ones. Kept in state.json across restarts, so
+        the pieces that know a piece's address keep working when it comes back."""
+        known = state.setdefault("ports", {}).get(name)
+        names = PORT_NAMES[kind(name)]
+        if fresh or not known or set(known) != set(names) or any(port_in_use(p) for p in known.values()):
+            known = {p: free_port() for p in names}
+            state["ports"][name] = known
+        return dict(known)
+
+    def _launch(self, name: str, ports: dict[str, int], state: dict, pieces: dict) -> c.Launch:
+        home, secrets = self.grid.home, self.grid.secrets()
+        token = c.ensure_ray_token(self.grid.ray_token_path())
+        work_root = self.grid.dir / "work"
+        if name == "s3":
+            return c.s3_launch(self.grid.dir, ports, secrets)
+        if name == "api":
+            # RGRID_RAY_ADDRESS is only where to look first: the head's agent
+            # announces where it really is through the database.
+            gcs = state["ports"].get("ray", {}).get("gcs") or self.ports("ray", state)["gcs"]
+            return c.api_launch(
+                self.grid.dir,
+                {**ports, "s3": pieces["s3"]["ports"]["s3"], "gcs": gcs},
+                secrets,
+                token,
+                state.get("database_url"),
+            )
+        # The API starts first; every node registers with it.
+        api_url = f"http://127.0.0.1:{state['ports']['api']['api']}"
+        if name == "ray":
+            return c.ray_launch(home, ports, work_root, api_url, secrets, token)
+        gcs = pieces["ray"]["ports"]["gcs"]
+        return c.worker_launch(home, f"local-{name}", ports, gcs, work_root, api_url, secrets, token)
+
+    # -- stopping ----------------------------------------------------------
+    def _retire(self, name: str, pieces: dict) -> None:
+        piece = pieces.pop(name)
+        self.watched.pop(name, None)
+        if piece.get("pid"):
+            stop_session(piece["pid"])
+        log.info("stopped %s (no longer wanted)", name)
+
+    def _stop_all(self) -> None:
+        with self.grid.locked():
+            state = self.grid.read_state()
+            pieces = state.get("pieces", {})
+            for name in reversed(self.grid.names(state)):
+                piece = pieces.pop(name, None)
+                if piece and piece.get("pid"):
+                    stop_session(piece["pid"])
+                    log.info("stopped %s", name)
+            state.pop("supervisor", None)
+            self.grid.save_state(state)
+
+
+def _configured_with(name: str) -> tuple[str, ...]:
+    """Pieces whose address is baked into this piece's configuration."""
+    return {"api": ("s3",), "ray": ("api",), "worker": ("api",)}.get(kind(name), ())
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exited with code {code}"
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # health checks, twice a second
+    sys.exit(Supervisor(LocalGrid(Path(sys.argv[1]))).run())
+
+
+if __name__ == "__main__":
+    main()
