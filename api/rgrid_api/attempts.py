@@ -120,9 +120,16 @@ def start_attempt(
             _requeue(execution, row, now, reason=FailureReason.WORKER_LOST, counted=False)
             session.commit()
             raise StaleAttempt(f"worker {start.worker_id} takes no new work")
+        if worker.ray_node_id and start.ray_node_id and start.ray_node_id != worker.ray_node_id:
+            # A runner of the node's previous raylet, starting late: that
+            # raylet is gone, and what it held was given back.
+            _requeue(execution, row, now, reason=FailureReason.WORKER_LOST, counted=False)
+            session.commit()
+            raise StaleAttempt(f"worker {start.worker_id} restarted its Ray node")
         if start.ray_node_id:
             set_ray_node(session, worker.id, start.ray_node_id)
     row.status = Status.RUNNING
+    row.ray_node_id = start.ray_node_id
     row.worker = start.worker
     # A node registered elsewhere (another control plane) is only covered by
     # the lease; one registered here is also watched through its heartbeats.
@@ -283,6 +290,20 @@ def attempt_lost(session: Session, execution_id: str, attempt: int, reason: str)
     requeued = _requeue(execution, row, _now(), reason)
     session.commit()
     return requeued
+
+
+def attempts_left_by_old_nodes(session: Session, worker_id: str, ray_node_id: str) -> list[tuple[str, int]]:
+    """Open attempts a worker's earlier Ray nodes ran: the worker now runs
+    `ray_node_id`, so they died with the raylet that held them."""
+    rows = session.execute(
+        select(Attempt.execution_id, Attempt.number).where(
+            Attempt.worker_id == worker_id,
+            Attempt.status.in_([Status.DISPATCHED, Status.RUNNING]),
+            Attempt.ray_node_id.is_not(None),
+            Attempt.ray_node_id != ray_node_id,
+        )
+    )
+    return [(execution_id, number) for execution_id, number in rows]
 
 
 def attempts_on_workers(session: Session, worker_ids: list[str]) -> list[tuple[str, int]]:

@@ -276,9 +276,6 @@ class WorkerRegistration(BaseModel):
     ray_node_id: str | None = None
     # A head node's GCS address (host:port), as the cluster's other nodes reach it.
     ray_address: str | None = None
-    # True when the agent is about to start a fresh raylet: whatever this
-    # worker id ran before is gone, so its open attempts are given back.
-    starting: bool = False
 
 
 class WorkerAck(BaseModel):

@@ -8,10 +8,11 @@ replaced by a fresh one joining wherever the head is now. The API names the
 head's address in every answer, so a head that moved is followed without
 anyone typing a command. Restarts follow the grid's restart schedule.
 
-Before each fresh raylet the agent registers as `starting`: the API then
-gives back whatever the node's previous raylet left open, before anything
-new can land here. A node the control plane declared dead is restarted the
-same way (its attempts were already given to others). SIGTERM drains: the
+Each raylet is a new Ray node. Once the agent registers the new node's id,
+the API gives back whatever the node's earlier raylets left open, and
+refuses a late runner of theirs. A node the control plane declared dead is
+restarted the same way (its attempts were already given to others).
+SIGTERM drains: the
 node is marked draining (no new attempt; Ray is asked to place nothing
 more here), running attempts finish, then the raylet stops and the node
 leaves.
@@ -116,7 +117,8 @@ class NodeAgent:
         self.joined: str | None = None  # the GCS address the raylet joined
         self.started_at = 0.0
         self.node: RayNode | None = None
-        self.announced = False
+        self.registered = False  # this raylet registered (its node id void until known)
+        self.announced = False  # ... and with its Ray node id
         self.head_address = config.address
         self._next_beat = 0.0
         self._api_failing = False
@@ -161,17 +163,16 @@ class NodeAgent:
         return None
 
     def _start_node(self) -> None:
-        """Register as starting (the API gives back what the old node left
-        open), then start a fresh raylet at the head's current address."""
+        """Start a fresh raylet at the head's current address (a worker
+        without one asks the API where the head is)."""
         if not self.policy.may_start():
             return
-        ack = self._post("register", self._registration(starting=True))
-        if ack is None:
-            return
-        address = self.config.address if self.config.head else (ack.ray_address or self.head_address)
+        address = self.config.address if self.config.head else self.head_address
         if address is None:
-            return  # no head known yet: the next answer may name one
-        self.head_address = address
+            ack = self._post("register", self._registration())
+            if ack is None or ack.ray_address is None:
+                return  # no head known yet: ask again on the next tick
+            address = self.head_address = ack.ray_address
         argv = [*self.raylet_argv, "--head" if self.config.head else f"--address={address}"]
         log.info("starting the raylet (%s)", "head" if self.config.head else f"joining {address}")
         # Its own process group (in the agent's session), so the agent can
@@ -181,6 +182,7 @@ class NodeAgent:
         self.view.address = address
         self.started_at = time.monotonic()
         self.policy.started()
+        self.registered = self.announced = False
         self._next_beat = 0.0
 
     def _node_gone(self, why: str, crashed: bool) -> None:
@@ -188,10 +190,9 @@ class NodeAgent:
         log.warning("%s; starting a fresh raylet in %.0f s", why, pause)
         self.raylet = None
         self.node = None
-        self.announced = False
 
     # -- talking to the API ----------------------------------------------------
-    def _registration(self, starting: bool) -> WorkerRegistration:
+    def _registration(self) -> WorkerRegistration:
         node = self.node
         announced = None
         if self.config.head and node is not None and self.joined is not None:
@@ -199,19 +200,22 @@ class NodeAgent:
             announced = f"{node.ip}:{self.joined.rpartition(':')[2]}"
         return self.config.registration.model_copy(
             update={
-                "starting": starting,
                 "ray_node_id": node.node_id if node else None,
                 "ray_address": announced,
             }
         )
 
     def _report(self) -> None:
-        """Announce the node once Ray names it, and heartbeat."""
+        """Register the fresh node at once (its old node id is void), again
+        once Ray names it, then heartbeat."""
         snap = self.view.latest
         if self.node is None and snap is not None and snap.taken_at >= self.started_at and snap.node:
             self.node = snap.node
-        if self.node is not None and not self.announced:
-            self.announced = self._post("register", self._registration(starting=False)) is not None
+        if not self.registered or (self.node is not None and not self.announced):
+            announcing = self.node is not None
+            if self._post("register", self._registration()) is not None:
+                self.registered = True
+                self.announced = announcing
             return
         if time.monotonic() < self._next_beat:
             return
@@ -232,6 +236,8 @@ class NodeAgent:
         and when it is back, not on every tick in between."""
         try:
             resp = self.http.post(f"/{path}", json=body.model_dump() if body else None)
+            if resp.status_code == 404:
+                self.registered = self.announced = False  # the API forgot us: register again
             resp.raise_for_status()
             ack = WorkerAck.model_validate_json(resp.content)
         except (httpx.HTTPError, ValueError) as exc:

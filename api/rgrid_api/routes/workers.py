@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Query
 from sqlalchemy.orm import Session
 
 from rgrid.wire import WorkerAck, WorkerList, WorkerRegistration, WorkerStatus
-from rgrid_api.attempts import attempts_on_workers
+from rgrid_api.attempts import attempts_left_by_old_nodes
 from rgrid_api.deps import DB, Owner, State, worker_auth
 from rgrid_api.giveback import give_back
 from rgrid_api.workers import current_head, heartbeat, list_workers, open_attempts, register, set_status
@@ -30,10 +30,11 @@ def _ack(session: Session, status: WorkerStatus) -> WorkerAck:
 @agents.post("/register", response_model=WorkerAck)
 def register_worker(body: WorkerRegistration, session: DB, state: State) -> WorkerAck:
     register(session, body)
-    if body.starting:
-        # A fresh raylet is about to start here: nothing the old one ran lives on.
+    if body.ray_node_id:
+        # The node runs this Ray node now: what its earlier ones ran is gone.
+        left = attempts_left_by_old_nodes(session, body.id, body.ray_node_id)
         transport = state.dispatcher.transport if state.dispatcher else None
-        give_back(session, attempts_on_workers(session, [body.id]), state.feed, transport, "node restarted")
+        give_back(session, left, state.feed, transport, "its node restarted")
     return _ack(session, WorkerStatus.ACTIVE)
 
 

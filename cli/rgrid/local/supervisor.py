@@ -2,9 +2,8 @@
 starts every piece of the grid, watches it, and restarts it when it crashes
 or hangs, so that nobody has to type `rgrid local up` again.
 
-Pieces start in dependency order: the S3 server, the API (which needs S3),
-the Ray head (its agent registers with the API before it starts Ray), then
-the extra worker nodes. A piece is restarted when its process exits, or
+Pieces start in dependency order: the S3 server and the Ray head at once,
+the API once S3 answers, the extra worker nodes once the head's GCS does. A piece is restarted when its process exits, or
 when it stays unhealthy for UNHEALTHY_S while everything it depends on is
 healthy; restarts follow the grid's restart schedule (`rgrid.restarts`).
 The Ray head's restart needs nothing else restarted: the API's driver and
@@ -40,7 +39,9 @@ log = logging.getLogger("rgrid.local.supervisor")
 TICK_S = 0.5
 UNHEALTHY_S = 30.0
 START_TIMEOUT_S = {"s3": 60.0, "api": 60.0, "ray": 90.0, "worker": 90.0}
-DEPENDS = {"s3": (), "api": ("s3",), "ray": ("api",), "worker": ("api", "ray")}
+# Started only once these are healthy (a node joining before the head's GCS
+# listens can hang), and only blamed for being unhealthy while they are.
+DEPENDS = {"s3": (), "api": ("s3",), "ray": (), "worker": ("ray",)}
 
 
 @dataclass
@@ -224,8 +225,7 @@ class Supervisor:
                 token,
                 state.get("database_url"),
             )
-        # The API starts first; every node registers with it.
-        api_url = f"http://127.0.0.1:{state['ports']['api']['api']}"
+        api_url = f"http://127.0.0.1:{(state['ports'].get('api') or self.ports('api', state))['api']}"
         if name == "ray":
             return c.ray_launch(home, ports, work_root, api_url, secrets, token)
         gcs = pieces["ray"]["ports"]["gcs"]
