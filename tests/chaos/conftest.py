@@ -4,7 +4,6 @@ nodes (agent + raylet each, killable as a group) and the API server."""
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import time
@@ -18,7 +17,7 @@ from sqlalchemy import create_engine
 from rgrid.client import Client
 from rgrid.config import Target
 from rgrid.errors import RgridError
-from rgrid.local.procs import free_port
+from rgrid.local.procs import free_port, stop_session
 from rgrid.transfer import sha256_file, upload_missing
 from rgrid.wire import ExecutionCreate, InputFile, Status
 from tests.support.services import (
@@ -67,11 +66,10 @@ class Cluster:
         return worker_id
 
     def crash(self, worker_id: str) -> float:
-        """SIGKILL the worker's process group (agent and raylet): a node crash."""
+        """SIGKILL every process of the node (agent, raylet, Ray workers): a node crash."""
         proc = self.workers.pop(worker_id)
         at = time.time()
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.stop()
+        stop_session(proc.pid, grace_s=0, first=signal.SIGKILL)
         return at
 
     def restart_api(self, extra_env: dict[str, str] | None = None) -> None:
@@ -89,23 +87,35 @@ class Cluster:
     def submit(
         self, client: Client, count: int, seconds: tuple[float, float], retries: int = 5, prefix: str = "job"
     ) -> dict[str, str]:
-        """Submit `count` jobs sleeping a random time; returns id -> name."""
-        script = self.root / "chaos_job.py"
-        script.write_text(JOB)
-        sha = sha256_file(script)
-        upload_missing(client, {sha: script}, {sha: script.stat().st_size}, lambda _t: lambda _n: None)
-        rng = random.Random(count)
-        ids = {}
-        for i in range(count):
-            name = f"{prefix}-{i}"
-            body = ExecutionCreate(
-                script=InputFile(sha256=sha, path="chaos_job.py"),
-                args=[name, f"{rng.uniform(*seconds):.2f}"],
-                retries=retries,
-                resources={"cpu": 1, "memory_mb": 256, "timeout_s": 300},
-            )
-            ids[client.create_execution(body).id] = name
-        return ids
+        return submit_jobs(client, self.root, count, seconds, retries, prefix)
+
+
+def submit_jobs(
+    client: Client,
+    root: Path,
+    count: int,
+    seconds: tuple[float, float],
+    retries: int = 5,
+    prefix: str = "job",
+) -> dict[str, str]:
+    """Submit `count` jobs sleeping a random time, each writing out/<name>.txt;
+    returns id -> name."""
+    script = root / "chaos_job.py"
+    script.write_text(JOB)
+    sha = sha256_file(script)
+    upload_missing(client, {sha: script}, {sha: script.stat().st_size}, lambda _t: lambda _n: None)
+    rng = random.Random(count)
+    ids = {}
+    for i in range(count):
+        name = f"{prefix}-{i}"
+        body = ExecutionCreate(
+            script=InputFile(sha256=sha, path="chaos_job.py"),
+            args=[name, f"{rng.uniform(*seconds):.2f}"],
+            retries=retries,
+            resources={"cpu": 1, "memory_mb": 256, "timeout_s": 300},
+        )
+        ids[client.create_execution(body).id] = name
+    return ids
 
 
 def wait_final(client: Client, ids: dict[str, str], timeout: float) -> None:
@@ -121,10 +131,10 @@ def wait_final(client: Client, ids: dict[str, str], timeout: float) -> None:
     wait_until(done, timeout, "all executions to end")
 
 
-def assert_exactly_once(cluster: Cluster, client: Client, ids: dict[str, str]) -> None:
+def assert_exactly_once(database_url: str, client: Client, ids: dict[str, str]) -> None:
     """Every execution succeeded once: one succeeded attempt, one output
     (written by that attempt) whose bytes are right."""
-    engine = create_engine(cluster.database_url.replace("postgresql://", "postgresql+psycopg://"))
+    engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
     with engine.connect() as conn:
         rows = conn.exec_driver_sql(
             "SELECT e.id, "

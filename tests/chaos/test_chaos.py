@@ -61,7 +61,7 @@ def test_worker_nodes_killed_three_times(cluster: Cluster) -> None:
         thread.join(timeout=240)
         wait_final(client, ids, timeout=300)
         assert len(kills) == 3
-        assert_exactly_once(cluster, client, ids)
+        assert_exactly_once(cluster.database_url, client, ids)
         delays = []
         for victim, at in kills:
             lost = [
@@ -92,7 +92,7 @@ def test_server_killed_mid_batch_and_restarted(cluster: Cluster) -> None:
     cluster.restart_api()
     with cluster.client() as client:
         wait_final(client, ids, timeout=300)
-        assert_exactly_once(cluster, client, ids)
+        assert_exactly_once(cluster.database_url, client, ids)
         finished = max(client.get_execution(i).finished_at.timestamp() for i in ids)
         print(f"\nserver kill -> batch done: {finished - killed_at:.1f} s")
 
@@ -113,7 +113,7 @@ def test_two_servers_never_dispatch_twice(cluster: Cluster) -> None:
             wait_final(one, ids, timeout=300)
             for i in ids:
                 assert len(one.get_execution(i).attempts) == 1, i
-            assert_exactly_once(cluster, one, ids)
+            assert_exactly_once(cluster.database_url, one, ids)
     finally:
         second.proc.stop()
 
@@ -138,7 +138,7 @@ def test_stale_runner_cannot_overwrite_the_new_attempt(cluster: Cluster) -> None
         assert [a.status for a in execution.attempts] == ["failed", "succeeded"]
         assert execution.attempts[0].failure_reason == "worker_lost"
         assert execution.attempts[1].worker != worker
-        assert_exactly_once(cluster, client, ids)
+        assert_exactly_once(cluster.database_url, client, ids)
         requeue = execution.attempts[0].finished_at.timestamp() - stopped_at
         assert requeue <= HEARTBEAT_TIMEOUT_S + 2
         print(f"\npartition -> requeue (heartbeat path): {requeue:.1f} s")
@@ -167,7 +167,7 @@ def test_database_restarted_and_connections_killed(cluster: Cluster, postgres: P
         time.sleep(3)
         postgres.restart()
         wait_final(client, ids, timeout=300)
-        assert_exactly_once(cluster, client, ids)
+        assert_exactly_once(cluster.database_url, client, ids)
 
 
 def test_storage_restarted_mid_upload_and_mid_output(cluster: Cluster, s3: S3Server, tmp_path: Path) -> None:
@@ -188,7 +188,7 @@ def test_storage_restarted_mid_upload_and_mid_output(cluster: Cluster, s3: S3Ser
         time.sleep(1)
         s3.restart()
         wait_final(client, ids, timeout=300)
-        assert_exactly_once(cluster, client, ids)
+        assert_exactly_once(cluster.database_url, client, ids)
 
 
 def test_graceful_stop_drains_the_node(cluster: Cluster) -> None:
@@ -207,7 +207,7 @@ def test_graceful_stop_drains_the_node(cluster: Cluster) -> None:
         wait_until(lambda: worker_status() == "draining", 20, "the node to drain")
         later = cluster.submit(client, 4, (0.5, 0.5), prefix="during-drain")
         wait_final(client, {**ids, **later}, timeout=120)
-        assert_exactly_once(cluster, client, {**ids, **later})
+        assert_exactly_once(cluster.database_url, client, {**ids, **later})
         assert [a.worker for a in client.get_execution(execution_id).attempts] == [worker]
         assert all(a.worker != worker for i in later for a in client.get_execution(i).attempts)
         wait_until(lambda: worker_status() == "left", 60, "the node to leave")

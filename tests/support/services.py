@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 
 from rgrid.local import components
-from rgrid.local.procs import free_port, spawn, stop_session
+from rgrid.local.procs import free_port, free_ports, spawn, stop_session
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -66,7 +66,7 @@ class S3Server:
 
 
 def start_s3(root: Path) -> S3Server:
-    ports = {p: free_port() for p in components.S3_PORTS}
+    ports = dict(zip(components.S3_PORTS, free_ports(len(components.S3_PORTS)), strict=True))
     secrets = {"s3_access_key": "testaccess", "s3_secret_key": "testsecret-0123456789"}
     root.mkdir(parents=True, exist_ok=True)
     launch = components.s3_launch(root, ports, secrets)
@@ -103,7 +103,7 @@ def start_ray(
 ) -> RayHead:
     """A Ray head whose node agent registers with the API at api_url (which
     may start later: the agent keeps trying)."""
-    ports = {p: free_port() for p in components.RAY_PORTS}
+    ports = dict(zip(components.RAY_PORTS, free_ports(len(components.RAY_PORTS)), strict=True))
     root.mkdir(parents=True, exist_ok=True)
     token = components.ensure_ray_token(root / "ray-token")
     launch = components.ray_launch(
@@ -198,7 +198,7 @@ def start_postgres() -> Postgres:
     ]
     # SIGINT: PostgreSQL's fast shutdown (SIGTERM would wait for every client).
     proc = Proc(
-        spawn(argv, dict(os.environ).pid, log, root), log, argv, dict(os.environ), root, signal.SIGINT
+        spawn(argv, dict(os.environ), log, root).pid, log, argv, dict(os.environ), root, signal.SIGINT
     )
 
     def ready() -> bool:
@@ -284,7 +284,7 @@ def start_api(
 def start_worker(root: Path, worker_id: str, head: RayHead, api_url: str, num_cpus: int = 2) -> Proc:
     """An extra worker node (agent + raylet) joining the head; its agent
     leads its process group, so killing the group is a node crash."""
-    ports = {p: free_port() for p in components.WORKER_PORTS}
+    ports = dict(zip(components.WORKER_PORTS, free_ports(len(components.WORKER_PORTS)), strict=True))
     launch = components.worker_launch(
         root,
         worker_id,

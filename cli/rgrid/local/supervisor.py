@@ -31,7 +31,7 @@ from pathlib import Path
 from rgrid.filelock import FileLock
 from rgrid.local import components as c
 from rgrid.local.grid import PORT_NAMES, LocalGrid, healthy, kind
-from rgrid.local.procs import alive, free_port, port_in_use, spawn, stop_session
+from rgrid.local.procs import alive, free_ports, port_in_use, spawn, stop_session
 from rgrid.restarts import RestartPolicy
 
 log = logging.getLogger("rgrid.local.supervisor")
@@ -180,6 +180,7 @@ class Supervisor:
             "restarts": previous.get("restarts", 0),
             "last_reason": previous.get("last_reason"),
             "last_crash_at": previous.get("last_crash_at"),
+            "next_start_in_s": previous.get("next_start_in_s"),
         }
         w.proc, w.started, w.ok, w.healthy_once = proc, time.monotonic(), False, False
         w.policy.started()
@@ -204,7 +205,7 @@ class Supervisor:
         known = state.setdefault("ports", {}).get(name)
         names = PORT_NAMES[kind(name)]
         if fresh or not known or set(known) != set(names) or any(port_in_use(p) for p in known.values()):
-            known = {p: free_port() for p in names}
+            known = dict(zip(names, free_ports(len(names)), strict=True))
             state["ports"][name] = known
         return dict(known)
 
