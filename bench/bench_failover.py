@@ -1,6 +1,6 @@
 """Failover timings on a local grid with extra worker nodes.
 
-A worker node is frozen (SIGSTOP on its agent's process group: a hung or
+A worker node is frozen (SIGSTOP on every process of its session: a hung or
 partitioned machine, where no task visibly dies). Measured from the freeze:
 - Ray's own node-death detection (the node shows as dead in ray.nodes()),
 - rgrid's requeue of the attempts that ran there (heartbeat timeout path),
@@ -55,6 +55,8 @@ def main() -> None:
     os.environ["RAY_AUTH_TOKEN_PATH"] = str(work / "home" / "local" / "ray-token")
     import ray
 
+    from rgrid.local.procs import session_members, stop_session
+
     results = []
     try:
         for r in range(n):
@@ -75,9 +77,10 @@ def main() -> None:
                 for nd in ray.nodes()
                 if f"rgrid_worker_{victim}" in nd["Resources"] and nd["Alive"]
             )
-            pgid = state["pieces"]["worker-1"]["pid"]
+            session = state["pieces"]["worker-1"]["pid"]
             frozen = time.time()
-            os.killpg(pgid, signal.SIGSTOP)
+            for pid in session_members(session):
+                os.kill(pid, signal.SIGSTOP)
             t_ray = t_requeue = t_done = None
             while time.time() < frozen + 120 and None in (t_ray, t_requeue, t_done):
                 now = time.time() - frozen
@@ -95,7 +98,7 @@ def main() -> None:
                 if t_done is None and lost and all(s["status"] == "succeeded" for s in statuses):
                     t_done = now
                 time.sleep(0.1)
-            os.killpg(pgid, signal.SIGKILL)
+            stop_session(session, grace_s=0, first=signal.SIGKILL)
             ray.shutdown()
             rgrid("local", "down")
             results.append((t_ray, t_requeue, t_done))

@@ -275,7 +275,7 @@ class WorkerRegistration(BaseModel):
     version: str = "0"
     ray_node_id: str | None = None
     # A head node's GCS address (host:port), as the cluster's other nodes reach it.
-    ray_address: str | None = None
+    ray_address: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.\-]{1,253}:\d{1,5}$")
 
 
 class WorkerAck(BaseModel):

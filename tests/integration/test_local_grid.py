@@ -1,5 +1,6 @@
 """The embedded grid: started by the first `rgrid run`, reused, reported,
-repaired after a crash, and stopped without leaving anything behind."""
+healed by its supervisor after a crash, and stopped without leaving
+anything behind."""
 
 from __future__ import annotations
 
@@ -86,18 +87,26 @@ def test_local_grid_lifecycle(tmp_path: Path, local_env: dict[str, str]) -> None
     assert registered_with_node_ids()
     state = pieces(local_env, project)
 
-    # A crashed piece is reported, and `up` repairs it.
+    # A crashed piece is restarted by the supervisor, nobody typing a command,
+    # and `status` tells how often and why.
     os.killpg(state["s3"]["pid"], signal.SIGKILL)
-    crashed = run_cli(["local", "status", "--json"], project, local_env)
-    assert crashed.returncode == 1
-    assert {p["name"]: p["state"] for p in json.loads(crashed.stdout)["pieces"]}["s3"] == "crashed"
-    assert run_cli(["local", "up"], project, local_env, timeout=240).returncode == 0
-    assert {p["state"] for p in pieces(local_env, project).values()} == {"running"}
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        s3 = pieces(local_env, project)["s3"]
+        if s3["restarts"] == 1 and s3["state"] == "running":
+            break
+        time.sleep(0.5)
+    assert (s3["restarts"], s3["state"]) == (1, "running")
+    assert s3["last_reason"] == "killed by SIGKILL"
+    assert s3["pid"] != state["s3"]["pid"]
+    table = run_cli(["local", "status"], project, local_env).stdout
+    assert "killed by SIGKILL" in table
     again = run_cli(["run", "examples/fail.py"], project, local_env)
     assert again.returncode == 3
 
-    # `down` stops every process of every piece, and nothing else.
-    sessions = [p["pid"] for p in pieces(local_env, project).values()]
+    # `down` stops the supervisor and every process of every piece, and nothing else.
+    status = json.loads(run_cli(["local", "status", "--json"], project, local_env).stdout)
+    sessions = [p["pid"] for p in status["pieces"]] + [status["supervisor"]["pid"]]
     down = run_cli(["local", "down"], project, local_env)
     assert down.returncode == 0
     assert all(session_members(pid) == [] for pid in sessions)
