@@ -11,6 +11,7 @@ from rich.table import Table
 from rgrid.cli.console import out, print_json, say
 from rgrid.client import Client
 from rgrid.config import Target, rgrid_home, save_remote
+from rgrid.errors import UsageError
 from rgrid.local.grid import LocalGrid
 
 local_app = typer.Typer(help="The embedded grid on this machine.", no_args_is_help=True)
@@ -31,6 +32,8 @@ def up(
     ] = None,
 ) -> int:
     """Start the local grid in the background; its supervisor keeps it running."""
+    if database_url and not database_url.startswith(("postgresql://", "sqlite:///")):
+        raise UsageError(f"--database-url must be postgresql://... or sqlite:///..., not {database_url!r}")
     grid = LocalGrid(rgrid_home())
     grid.up(say, workers, database_url)
     say(f"local grid is up; Ray dashboard: {grid.dashboard_url()}")
