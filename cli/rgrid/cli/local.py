@@ -80,19 +80,20 @@ def status_(json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")
     labels.update(
         {p.name: f"worker node {p.name.split('-')[1]}" for p in pieces if p.name.startswith("worker-")}
     )
-    table = Table("piece", "state", "url", "pid", "restarts", "last restart", box=None, pad_edge=False)
+    table = Table("piece", "state", "url", "pid", "restarts", box=None, pad_edge=False)
     for p in pieces:
         colour = {"running": "green", "stopped": "dim"}.get(p.state, "red")
-        last = f"{_ago(p.last_crash_at)}: {p.last_reason}" if p.last_crash_at else "-"
         table.add_row(
             labels[p.name],
             f"[{colour}]{p.state}[/{colour}]",
             p.url or "-",
             str(p.pid or "-"),
             str(p.restarts),
-            last,
         )
     out.print(table)
+    for p in pieces:
+        if p.last_crash_at:
+            out.print(f"{labels[p.name]} last restarted {_ago(p.last_crash_at)}: {p.last_reason}")
     if supervisor:
         out.print(f"supervisor: pid {supervisor}; logs in {grid.log_path('supervisor').parent}")
     elif any(p.state != "stopped" for p in pieces):
