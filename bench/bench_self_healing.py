@@ -21,7 +21,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LINE = re.compile(
-    r"^(?P<scenario>[^:\n]+): .*?first completion after (?P<first>[\d.]+) s, batch done after (?P<done>[\d.]+) s"
+    r"^(?P<scenario>[^:\n]+): .*?first completion after (?P<first>[\d.]+) s, "
+    r"first requeued one after (?P<requeued>[\d.]+) s, batch done after (?P<done>[\d.]+) s"
 )
 SECOND_RESTART = re.compile(r"second restart (?P<down>[\d.]+) s after the kill")
 
@@ -53,6 +54,7 @@ def main() -> None:
         for line in run.stdout.splitlines():
             if m := LINE.search(line):
                 figures[m["scenario"]]["first completion"].append(float(m["first"]))
+                figures[m["scenario"]]["first requeued done"].append(float(m["requeued"]))
                 figures[m["scenario"]]["batch done"].append(float(m["done"]))
             if m := SECOND_RESTART.search(line):
                 figures["head killed twice"]["second restart"].append(float(m["down"]))

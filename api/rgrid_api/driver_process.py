@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import subprocess
 import sys
 import threading
@@ -43,6 +44,9 @@ class _Driver:
     proc: subprocess.Popen[bytes]
     connected: threading.Event = field(default_factory=threading.Event)
     reader: threading.Thread | None = None
+    # Lines for its stdin, written by a thread of its own: a driver that
+    # stops reading must never block the dispatcher or this supervisor.
+    outbox: queue.SimpleQueue[bytes | None] = field(default_factory=queue.SimpleQueue)
 
 
 class DriverProcess:
@@ -103,14 +107,27 @@ class DriverProcess:
     def _send(self, message: Submit | Cancel | Fence) -> int | None:
         with self._lock:
             driver = self._driver
-            if driver is None or driver.proc.stdin is None:
+            if driver is None:
                 return None
-            try:
-                driver.proc.stdin.write(line(message))
-                driver.proc.stdin.flush()
-            except OSError:
-                return None  # it died; the supervisor reports its work lost
+            driver.outbox.put(line(message))
             return driver.generation
+
+    def _write(self, driver: _Driver) -> None:
+        """Feed the driver's stdin; None (or a driver gone) closes it, which
+        asks the driver to leave Ray."""
+        stdin = driver.proc.stdin
+        assert stdin is not None
+        try:
+            while (data := driver.outbox.get()) is not None:
+                stdin.write(data)
+                stdin.flush()
+        except OSError:
+            pass  # it died; the supervisor reports its work lost
+        finally:
+            try:
+                stdin.close()
+            except OSError:
+                pass
 
     # -- supervision -------------------------------------------------------
     def _head(self) -> tuple[str, str | None]:
@@ -154,6 +171,9 @@ class DriverProcess:
             target=self._read, args=(driver,), name=f"rgrid-driver-{driver.generation}", daemon=True
         )
         driver.reader.start()
+        threading.Thread(
+            target=self._write, args=(driver,), name=f"rgrid-driver-{driver.generation}-in", daemon=True
+        ).start()
         self.policy.started()
         with self._lock:
             self._driver = driver
@@ -178,11 +198,7 @@ class DriverProcess:
         with self._lock:
             if self._driver is driver:
                 self._driver = None
-            if driver.proc.stdin is not None:
-                try:
-                    driver.proc.stdin.close()
-                except OSError:
-                    pass
+        driver.outbox.put(None)
         if not graceful:
             driver.proc.kill()
         try:
@@ -195,6 +211,7 @@ class DriverProcess:
         with self._lock:
             if self._driver is driver:
                 self._driver = None
+        driver.outbox.put(None)  # its writer thread ends too
         if driver.reader is not None:
             driver.reader.join(timeout=5)  # settle what it reported before it went
         self.last_reason = reason

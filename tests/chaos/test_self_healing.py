@@ -86,13 +86,25 @@ def supervised(tmp_path: Path, postgres: Postgres) -> Iterator[SupervisedGrid]:
     shutil.rmtree(ray_temp_dir(home), ignore_errors=True)
 
 
-def run_batch_through(
-    grid: SupervisedGrid, tmp_path: Path, kill: list[str], count: int = 16
-) -> tuple[dict[str, str], list[float], float, float]:
+@dataclass
+class Recovery:
+    ids: dict[str, str]
+    kills: list[float]
+    first: float  # last kill -> first completion after it
+    first_requeued: float  # last kill -> first completion of a requeued execution
+    done: float  # last kill -> whole batch done
+
+    def summary(self) -> str:
+        return (
+            f"first completion after {self.first:.1f} s, first requeued one after "
+            f"{self.first_requeued:.1f} s, batch done after {self.done:.1f} s"
+        )
+
+
+def run_batch_through(grid: SupervisedGrid, tmp_path: Path, kill: list[str], count: int = 16) -> Recovery:
     """Submit a batch, kill the named pieces one after another mid-batch
     (each once the supervisor restarted the previous one), and wait for the
-    batch. Returns the ids, the kill times, and the seconds from the last
-    kill to the first completion after it and to the whole batch done."""
+    batch."""
     with grid.client() as client:
         ids = submit_jobs(client, tmp_path, count, (2.0, 4.0), retries=5, prefix="heal")
         wait_until(
@@ -107,9 +119,12 @@ def run_batch_through(
             grid.wait_restarted(name, old)
         wait_final(client, ids, timeout=300)
         done = time.time()
-        finished = [client.get_execution(i).finished_at for i in ids]
-    after = sorted(f.timestamp() - kills[-1] for f in finished if f and f.timestamp() > kills[-1])
-    return ids, kills, (after[0] if after else 0.0), done - kills[-1]
+        final = [client.get_execution(i) for i in ids]
+    last = kills[-1]
+    ended = [(e.finished_at.timestamp() - last, len(e.attempts) > 1) for e in final if e.finished_at]
+    after = sorted(t for t, _ in ended if t > 0)
+    requeued = sorted(t for t, again in ended if again)
+    return Recovery(ids, kills, after[0] if after else 0.0, requeued[0] if requeued else 0.0, done - last)
 
 
 def test_head_killed_mid_batch(supervised: SupervisedGrid, tmp_path: Path) -> None:
@@ -117,47 +132,46 @@ def test_head_killed_mid_batch(supervised: SupervisedGrid, tmp_path: Path) -> No
     back on new ports, both worker nodes rejoin it, the driver reconnects,
     and every execution succeeds exactly once with its own outputs."""
     api_pid = supervised.piece("api")["pid"]
-    ids, _kills, first, done = run_batch_through(supervised, tmp_path, ["ray"])
+    r = run_batch_through(supervised, tmp_path, ["ray"])
     with supervised.client() as client:
-        assert_exactly_once(supervised.database_url, client, ids)
+        assert_exactly_once(supervised.database_url, client, r.ids)
         workers = {w.id: w for w in client.workers().workers}
     assert supervised.piece("api")["pid"] == api_pid, "the API must survive the loss of Ray"
     assert supervised.piece("ray")["restarts"] == 1
     assert "SIGKILL" in supervised.piece("ray")["last_reason"]
     assert set(workers) == {"local-head", "local-worker-1", "local-worker-2"}
     assert all(w.status == "active" for w in workers.values())
-    print(f"\nhead kill: first completion after {first:.1f} s, batch done after {done:.1f} s")
+    print(f"\nhead kill: {r.summary()}")
 
 
 def test_api_killed_mid_batch(supervised: SupervisedGrid, tmp_path: Path) -> None:
     """SIGKILL the API server (and its Ray driver) mid-batch; no test code
     restarts it. The supervisor does; attempts its driver held are given
     back once their leases run out; nothing is lost or duplicated."""
-    ids, _kills, first, done = run_batch_through(supervised, tmp_path, ["api"])
+    r = run_batch_through(supervised, tmp_path, ["api"])
     with supervised.client() as client:
-        assert_exactly_once(supervised.database_url, client, ids)
+        assert_exactly_once(supervised.database_url, client, r.ids)
     status = json.loads(run_cli(["local", "status", "--json"], tmp_path, supervised.env).stdout)
     api = next(p for p in status["pieces"] if p["name"] == "api")
     assert (api["state"], api["restarts"]) == ("running", 1)
     assert "SIGKILL" in api["last_reason"]
-    print(f"\nAPI kill: first completion after {first:.1f} s, batch done after {done:.1f} s")
+    print(f"\nAPI kill: {r.summary()}")
 
 
 def test_head_killed_twice_within_a_minute(supervised: SupervisedGrid, tmp_path: Path) -> None:
     """Two head crashes in a row: the second restart waits the schedule's
     pause (not the first one's zero, not the cap), and the grid converges."""
-    ids, kills, first, done = run_batch_through(supervised, tmp_path, ["ray", "ray"])
-    assert kills[1] - kills[0] < 60
+    r = run_batch_through(supervised, tmp_path, ["ray", "ray"])
+    assert r.kills[1] - r.kills[0] < 60
     with supervised.client() as client:
-        assert_exactly_once(supervised.database_url, client, ids)
+        assert_exactly_once(supervised.database_url, client, r.ids)
     ray = supervised.piece("ray")
     assert ray["restarts"] == 2
     assert ray["next_start_in_s"] == pause_before_restart(2)
     # The backoff was honoured: the head came back no sooner than its pause.
     assert ray["started_at"] >= ray["last_crash_at"] + pause_before_restart(2)
-    down = ray["started_at"] - kills[1]
+    down = ray["started_at"] - r.kills[1]
     print(
         f"\nhead killed twice: second restart {down:.1f} s after the kill "
-        f"(pause {pause_before_restart(2):.0f} s); first completion after {first:.1f} s, "
-        f"batch done after {done:.1f} s"
+        f"(pause {pause_before_restart(2):.0f} s); {r.summary()}"
     )
