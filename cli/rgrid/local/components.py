@@ -4,7 +4,6 @@ is checked. Everything binds to 127.0.0.1 on ports picked at first start."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import sys
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from secrets import token_hex
 
 import httpx
 
-from rgrid.config import write_private_text
+from rgrid.config import write_private, write_private_text
 from rgrid.local.procs import port_open
 
 RAY_PORTS = ("gcs", "dashboard", "client", "agent_listen", "agent_grpc", "metrics", "runtime_env_agent")
@@ -41,7 +40,9 @@ class Launch:
     env: dict[str, str]
 
 
-def _base_env() -> dict[str, str]:
+def base_env() -> dict[str, str]:
+    """The environment every process of the grid starts from: the user's
+    RGRID_* settings (a remote API, a key) are not theirs."""
     env = dict(os.environ)
     for key in [k for k in env if k.startswith("RGRID_") and k != "RGRID_HOME"]:
         env.pop(key)
@@ -61,9 +62,7 @@ def s3_launch(local_dir: Path, ports: dict[str, int], secrets: dict[str, str]) -
             }
         ]
     }
-    fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(identities, fh)
+    write_private(config, identities)
     data = local_dir / "s3"
     data.mkdir(parents=True, exist_ok=True)
     p = ports
@@ -90,11 +89,11 @@ def s3_launch(local_dir: Path, ports: dict[str, int], secrets: dict[str, str]) -
         "-master.volumeSizeLimitMB=1024",
         "-volume.max=0",
     ]
-    return Launch(argv, _base_env())
+    return Launch(argv, base_env())
 
 
 def _agent_env(api_url: str, secrets: dict[str, str], work_root: Path, ray_token: Path) -> dict[str, str]:
-    env = _base_env()
+    env = base_env()
     env.update(ray_env(ray_token))
     env.update(
         RGRID_WORK_ROOT=str(work_root), RGRID_API_URL=api_url, RGRID_WORKER_TOKEN=secrets["worker_token"]
@@ -215,7 +214,7 @@ def api_launch(
     database_url: str | None = None,
 ) -> Launch:
     """The API server on SQLite in the grid's folder, unless told another database."""
-    env = _base_env()
+    env = base_env()
     env.update(ray_env(ray_token))
     env.update(
         {

@@ -10,7 +10,6 @@ is shared by both, under a file lock.
 
 from __future__ import annotations
 
-import os
 import secrets as pysecrets
 import signal
 import subprocess
@@ -177,7 +176,7 @@ class LocalGrid:
                 say("starting the supervisor")
                 supervisor = spawn(
                     [sys.executable, "-m", "rgrid.local.supervisor", str(self.home)],
-                    _supervisor_env(),
+                    c.base_env(),
                     self.log_path("supervisor"),
                     self.dir,
                 )
@@ -211,12 +210,6 @@ class LocalGrid:
             state.pop("supervisor", None)
             self.save_state(state)
         return running
-
-
-def _supervisor_env() -> dict[str, str]:
-    """The supervisor passes on what its pieces need; the user's RGRID_*
-    settings (a remote API, a key) are not theirs."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("RGRID_") or k == "RGRID_HOME"}
 
 
 def _url(name: str, ports: dict[str, int]) -> str | None:
