@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-UNITS = sorted((ROOT / "infra" / "systemd").glob("*.service"))
+UNITS = sorted((ROOT / "infra" / "rgrid_infra" / "systemd").glob("*.service"))
 # Keys systemd < 254 does not know yet; it ignores them (the unit then
 # restarts every RestartSec instead of backing off).
 NEWER_KEYS = ("RestartSteps", "RestartMaxDelaySec")

@@ -185,3 +185,87 @@ class LogChunkRow(Base):
     stream: Mapped[str] = mapped_column(String(8))
     data: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+INSTANCE_STATES = (
+    "requested",
+    "allocated",
+    "joined",
+    "draining",
+    "deleting",
+    "deleted",
+    "allocation_failed",
+    "join_timeout",
+)
+
+
+class Instance(Base):
+    """One server the autoscaler asked a provider for. Its name is chosen
+    (and this row written) before the create call, so a call whose answer
+    was lost is recognised by name and adopted, never made twice."""
+
+    __tablename__ = "instances"
+    __table_args__ = (
+        CheckConstraint(
+            "state IN (" + ",".join(f"'{s}'" for s in INSTANCE_STATES) + ")", name="ck_instances_state"
+        ),
+        Index("ix_instances_state", "state"),
+    )
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    server_id: Mapped[str | None] = mapped_column(String(64))
+    server_type: Mapped[str] = mapped_column(String(64))
+    location: Mapped[str] = mapped_column(String(64))
+    price_eur_per_hour: Mapped[float] = mapped_column(Float)
+    cpus: Mapped[float] = mapped_column(Float)
+    memory_mb: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(24))
+    reason: Mapped[str | None] = mapped_column(Text)
+    action_id: Mapped[str | None] = mapped_column(String(64))
+    requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    state_since: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class InstanceTransition(Base):
+    """Every state change of an instance: when, from what, and why."""
+
+    __tablename__ = "instance_transitions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    instance: Mapped[str] = mapped_column(ForeignKey("instances.name", ondelete="CASCADE"), index=True)
+    from_state: Mapped[str | None] = mapped_column(String(24))
+    to_state: Mapped[str] = mapped_column(String(24))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    reason: Mapped[str] = mapped_column(Text)
+
+
+class WorkerCredential(Base):
+    """A secret a node agent presents, bound to one worker id: a bootstrap
+    token (single use, short expiry, in user data) or the node's own
+    credential it was exchanged for (revoked when the node is deleted).
+    Stored only as sha256."""
+
+    __tablename__ = "worker_credentials"
+    __table_args__ = (CheckConstraint("kind IN ('bootstrap','node')", name="ck_worker_credentials_kind"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    worker_id: Mapped[str] = mapped_column(String(64), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AutoscalerReport(Base):
+    """What the active autoscaler last concluded (one row), so any server can
+    answer `rgrid autoscaler status`."""
+
+    __tablename__ = "autoscaler_report"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    report: Mapped[dict] = mapped_column(JSON)

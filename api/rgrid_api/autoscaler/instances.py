@@ -1,0 +1,155 @@
+"""The instances table: one row per server, its state machine, and what the
+planner needs to know of each (its worker's status and idle time)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from rgrid.wire import Status
+from rgrid_api.autoscaler import plan as p
+from rgrid_api.credentials import revoke
+from rgrid_api.db.models import Attempt, Execution, Instance, InstanceTransition, Worker
+
+OPEN = (Status.DISPATCHED, Status.RUNNING)
+# The transitions the state machine allows.
+EDGES = {
+    p.REQUESTED: {p.ALLOCATED, p.ALLOCATION_FAILED, p.DELETING},
+    p.ALLOCATED: {p.JOINED, p.JOIN_TIMEOUT, p.DELETING, p.DELETED},
+    p.JOINED: {p.DRAINING, p.DELETING, p.DELETED},
+    p.DRAINING: {p.DELETING, p.DELETED},
+    p.JOIN_TIMEOUT: {p.DELETING, p.DELETED},
+    p.DELETING: {p.DELETED},
+    p.DELETED: set(),
+    p.ALLOCATION_FAILED: set(),
+}
+ENDED = {p.DELETING, p.DELETED, p.ALLOCATION_FAILED, p.JOIN_TIMEOUT}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def add(session: Session, name: str, provider: str, create: p.Create, reason: str) -> None:
+    """Write the row before the create call (the caller commits)."""
+    now = _now()
+    session.add(
+        Instance(
+            name=name,
+            provider=provider,
+            server_type=create.server_type,
+            location=create.location,
+            price_eur_per_hour=create.price,
+            cpus=create.cpus,
+            memory_mb=create.memory_mb,
+            state=p.REQUESTED,
+            reason=reason,
+            requested_at=now,
+            state_since=now,
+        )
+    )
+    session.add(
+        InstanceTransition(instance=name, from_state=None, to_state=p.REQUESTED, at=now, reason=reason)
+    )
+
+
+def move(session: Session, name: str, state: str, reason: str, **fields: object) -> bool:
+    """Take one allowed transition and record it; False if not allowed now.
+    A node on its way out loses its credentials at once."""
+    row = session.get(Instance, name)
+    if row is None or state not in EDGES[row.state]:
+        return False
+    now = _now()
+    session.add(
+        InstanceTransition(instance=name, from_state=row.state, to_state=state, at=now, reason=reason)
+    )
+    row.state, row.reason, row.state_since = state, reason, now
+    for key, value in fields.items():
+        setattr(row, key, value)
+    if state in ENDED:
+        revoke(session, name)
+    if state in p.FINAL_STATES:
+        row.ended_at = now
+    return True
+
+
+def load(session: Session, action_errors: dict[str, str]) -> list[p.Instance]:
+    """The rows that are not final, with their workers' status and idle time."""
+    rows = session.scalars(select(Instance).where(Instance.state.not_in(p.FINAL_STATES))).all()
+    names = [r.name for r in rows]
+    workers = dict(session.execute(select(Worker.id, Worker.status).where(Worker.id.in_(names))).all())
+    busy = set(
+        session.scalars(
+            select(Attempt.worker_id).where(Attempt.worker_id.in_(names), Attempt.status.in_(OPEN)).distinct()
+        )
+    )
+    last_end = dict(
+        session.execute(
+            select(Attempt.worker_id, func.max(Attempt.finished_at))
+            .where(Attempt.worker_id.in_(names))
+            .group_by(Attempt.worker_id)
+        ).all()
+    )
+    started = dict(session.execute(select(Worker.id, Worker.started_at).where(Worker.id.in_(names))).all())
+    out = []
+    for r in rows:
+        idle_since = None
+        if r.name in workers and r.name not in busy:
+            ends = [_aware(t) for t in (last_end.get(r.name), started.get(r.name)) if t is not None]
+            idle_since = max(ends) if ends else None
+        out.append(
+            p.Instance(
+                name=r.name,
+                state=r.state,
+                server_id=r.server_id,
+                server_type=r.server_type,
+                location=r.location,
+                price=r.price_eur_per_hour,
+                requested_at=_aware(r.requested_at),
+                state_since=_aware(r.state_since),
+                action_id=r.action_id,
+                action_error=action_errors.get(r.name),
+                worker_status=workers.get(r.name),
+                idle_since=idle_since,
+            )
+        )
+    return out
+
+
+def demand(session: Session, limit: int = 10_000) -> list[p.Need]:
+    """Executions waiting for a place: queued, or handed to Ray and not yet
+    started anywhere (Ray holds them until a node fits)."""
+    rows = session.execute(
+        select(Execution.id, Execution.cpu, Execution.memory_mb, Execution.runtime)
+        .where(Execution.status.in_((Status.QUEUED, Status.DISPATCHED)))
+        .order_by(Execution.created_at)
+        .limit(limit)
+    ).all()
+    return [p.Need(key, cpu, memory_mb, runtime) for key, cpu, memory_mb, runtime in rows]
+
+
+def live_capacity(session: Session) -> list[p.Capacity]:
+    """Free room on every active worker: what it registered, less what its
+    open attempts asked for."""
+    used: dict[str | None, tuple[float, int]] = {}
+    for worker_id, cpu, memory in session.execute(
+        select(Attempt.worker_id, Execution.cpu, Execution.memory_mb)
+        .join(Execution, Execution.id == Attempt.execution_id)
+        .where(Attempt.status.in_(OPEN), Attempt.worker_id.is_not(None))
+    ):
+        c, m = used.get(worker_id, (0.0, 0))
+        used[worker_id] = (c + cpu, m + memory)
+    out = []
+    for worker in session.scalars(select(Worker).where(Worker.status == "active")):
+        c, m = used.get(worker.id, (0.0, 0))
+        cpus = float(worker.resources.get("CPU", 0))
+        memory = int(worker.resources.get("memory_mb", 1 << 40))
+        if cpus - c > 0:
+            out.append(p.Capacity(worker.id, cpus - c, memory - m, frozenset(worker.runtimes)))
+    return out

@@ -1,0 +1,93 @@
+"""Per-worker credentials. A provisioned server's user data carries one
+bootstrap token: single use, short expiry, bound to the server's worker id.
+Its agent exchanges it at first contact for the node's own credential,
+bound to the same worker id and revoked when the node is deleted. Both are
+stored only as sha256 (256-bit random secrets: a fast hash is enough)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import CursorResult, select, update
+from sqlalchemy.orm import Session
+
+from rgrid_api.db.models import WorkerCredential
+
+BOOTSTRAP = "bootstrap"
+NODE = "node"
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _issue(session: Session, worker_id: str, kind: str, expires_at: datetime | None) -> str:
+    secret = f"rgw_{kind[0]}_" + secrets.token_urlsafe(32)
+    session.add(
+        WorkerCredential(
+            worker_id=worker_id,
+            kind=kind,
+            secret_hash=_hash(secret),
+            created_at=datetime.now(UTC),
+            expires_at=expires_at,
+        )
+    )
+    return secret
+
+
+def issue_bootstrap(session: Session, worker_id: str, ttl_s: float) -> str:
+    """A token for one server's user data; the caller commits."""
+    return _issue(session, worker_id, BOOTSTRAP, datetime.now(UTC) + timedelta(seconds=ttl_s))
+
+
+def exchange(session: Session, token: str) -> tuple[str, str] | None:
+    """Spend a bootstrap token: (worker id, the node's credential), or None
+    if the token is unknown, spent, expired or revoked. Spending is one
+    conditional UPDATE, so two agents racing with one token get one credential."""
+    now = datetime.now(UTC)
+    row = session.scalar(
+        select(WorkerCredential).where(
+            WorkerCredential.secret_hash == _hash(token), WorkerCredential.kind == BOOTSTRAP
+        )
+    )
+    if row is None:
+        return None
+    spent: CursorResult = session.execute(  # type: ignore[assignment]
+        update(WorkerCredential)
+        .where(
+            WorkerCredential.id == row.id,
+            WorkerCredential.used_at.is_(None),
+            WorkerCredential.revoked_at.is_(None),
+            WorkerCredential.expires_at > now,
+        )
+        .values(used_at=now)
+    )
+    if spent.rowcount != 1:
+        session.rollback()
+        return None
+    credential = _issue(session, row.worker_id, NODE, None)
+    session.commit()
+    return row.worker_id, credential
+
+
+def worker_for(session: Session, credential: str) -> str | None:
+    """The worker id a node credential speaks for, while it is not revoked."""
+    row = session.scalar(
+        select(WorkerCredential).where(
+            WorkerCredential.secret_hash == _hash(credential), WorkerCredential.kind == NODE
+        )
+    )
+    if row is None or row.revoked_at is not None:
+        return None
+    return row.worker_id
+
+
+def revoke(session: Session, worker_id: str) -> None:
+    """Every credential of a worker stops working (its node is being deleted)."""
+    session.execute(
+        update(WorkerCredential)
+        .where(WorkerCredential.worker_id == worker_id, WorkerCredential.revoked_at.is_(None))
+        .values(revoked_at=datetime.now(UTC))
+    )
