@@ -14,6 +14,8 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
 from rgrid_api.auth import create_key
+from rgrid_api.autoscaler.loop import Autoscaler, config_from
+from rgrid_api.autoscaler.providers import make_provider, offered_runtimes
 from rgrid_api.db.engine import make_engine, make_sessionmaker
 from rgrid_api.db.migrate import upgrade
 from rgrid_api.deps import AppState, Owner
@@ -45,7 +47,13 @@ def build_state(settings: Settings, with_dispatcher: bool = True) -> AppState:
     _wait_for_storage(storage, settings.storage_wait_s)
     feed = ChangeFeed()
     dispatcher = Dispatcher(settings, sessions, feed) if with_dispatcher else None
-    monitor = Monitor(settings, sessions, feed, dispatcher.transport if dispatcher else None)
+    transport = dispatcher.transport if dispatcher else None
+    monitor = Monitor(settings, sessions, feed, transport)
+    provider = make_provider(settings)
+    autoscaler = None
+    if provider is not None:
+        config = config_from(settings, provider, offered_runtimes(settings))
+        autoscaler = Autoscaler(settings, sessions, feed, transport, provider, config)
     return AppState(
         settings=settings,
         sessions=sessions,
@@ -54,6 +62,7 @@ def build_state(settings: Settings, with_dispatcher: bool = True) -> AppState:
         feed=feed,
         dispatcher=dispatcher,
         monitor=monitor,
+        autoscaler=autoscaler,
     )
 
 
@@ -80,9 +89,13 @@ def create_app(settings: Settings, with_dispatcher: bool = True) -> FastAPI:
         if state.dispatcher is not None:
             state.dispatcher.start()
         state.monitor.start()
+        if state.autoscaler is not None:
+            state.autoscaler.start()
         try:
             yield
         finally:
+            if state.autoscaler is not None:
+                await asyncio.to_thread(state.autoscaler.stop)
             await asyncio.to_thread(state.monitor.stop)
             if state.dispatcher is not None:
                 await asyncio.to_thread(state.dispatcher.stop)
@@ -99,7 +112,6 @@ def create_app(settings: Settings, with_dispatcher: bool = True) -> FastAPI:
         executions.router,
         runner.router,
         workers.router,
-        workers.agents,
     ):
         app.include_router(router)
 

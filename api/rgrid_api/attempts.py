@@ -341,3 +341,27 @@ def renew_dispatched(session: Session, keys: list[tuple[str, int]], lease_s: flo
             .values(lease_expires_at=until)
         )
     session.commit()
+
+
+def fail_unschedulable(session: Session, execution_id: str, detail: str) -> int | None:
+    """Fail an execution no server could ever run, while it still waits
+    (queued, or dispatched and not started). Returns the attempt whose Ray
+    task is to be cancelled, if one was open."""
+    execution = session.get(Execution, execution_id)
+    if execution is None or execution.status not in (Status.QUEUED, Status.DISPATCHED):
+        return None
+    now = _now()
+    open_attempt = None
+    if execution.status == Status.DISPATCHED:
+        row = session.scalar(
+            select(Attempt).where(Attempt.execution_id == execution_id, Attempt.number == execution.attempt)
+        )
+        if row is not None and row.status == Status.DISPATCHED:
+            row.status, row.finished_at, row.failure_reason = Status.FAILED, now, FailureReason.UNSCHEDULABLE
+            open_attempt = row.number
+    execution.status = Status.FAILED
+    execution.failure_reason = FailureReason.UNSCHEDULABLE
+    execution.failure_detail = detail
+    execution.finished_at = now
+    session.commit()
+    return open_attempt

@@ -63,6 +63,7 @@ def exchange(session: Session, token: str) -> tuple[str, str] | None:
             WorkerCredential.expires_at > now,
         )
         .values(used_at=now)
+        .execution_options(synchronize_session=False)
     )
     if spent.rowcount != 1:
         session.rollback()

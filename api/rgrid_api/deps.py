@@ -11,6 +11,8 @@ from fastapi import Depends, Header, HTTPException, Request
 from sqlalchemy.orm import Session, sessionmaker
 
 from rgrid_api.auth import check_runner_token, owner_for_key
+from rgrid_api.autoscaler.loop import Autoscaler
+from rgrid_api.credentials import worker_for
 from rgrid_api.dispatcher import Dispatcher
 from rgrid_api.monitor import Monitor
 from rgrid_api.notify import ChangeFeed
@@ -27,6 +29,7 @@ class AppState:
     feed: ChangeFeed
     dispatcher: Dispatcher | None
     monitor: Monitor
+    autoscaler: Autoscaler | None = None
 
 
 def app_state(request: Request) -> AppState:
@@ -38,7 +41,7 @@ def db_session(state: Annotated[AppState, Depends(app_state)]) -> Iterator[Sessi
         yield session
 
 
-def _bearer(authorization: str | None) -> str:
+def bearer(authorization: str | None) -> str:
     if not authorization or not authorization.lower().startswith("bearer "):
         raise HTTPException(401, "missing API key", headers={"WWW-Authenticate": "Bearer"})
     return authorization[7:].strip()
@@ -47,7 +50,7 @@ def _bearer(authorization: str | None) -> str:
 def current_owner(
     session: Annotated[Session, Depends(db_session)], authorization: Annotated[str | None, Header()] = None
 ) -> str:
-    owner = owner_for_key(session, _bearer(authorization))
+    owner = owner_for_key(session, bearer(authorization))
     session.rollback()
     if owner is None:
         raise HTTPException(401, "API key refused", headers={"WWW-Authenticate": "Bearer"})
@@ -61,18 +64,39 @@ def runner_auth(
     authorization: Annotated[str | None, Header()] = None,
 ) -> None:
     secret = state.settings.runner_secret.get_secret_value()
-    if not check_runner_token(secret, execution_id, attempt, _bearer(authorization)):
+    if not check_runner_token(secret, execution_id, attempt, bearer(authorization)):
         raise HTTPException(401, "runner token refused")
 
 
+@dataclass(frozen=True)
+class WorkerCaller:
+    """A node agent: with the shared worker token (a node an operator set
+    up: it may speak for any worker id) or with its own credential (a
+    provisioned node: only for its own worker id)."""
+
+    worker_id: str | None
+
+    def check(self, worker_id: str) -> None:
+        if self.worker_id is not None and self.worker_id != worker_id:
+            raise HTTPException(403, f"this credential speaks for {self.worker_id}, not {worker_id}")
+
+
 def worker_auth(
-    state: Annotated[AppState, Depends(app_state)], authorization: Annotated[str | None, Header()] = None
-) -> None:
-    expected = state.settings.worker_token.get_secret_value()
-    if not hmac.compare_digest(_bearer(authorization), expected):
-        raise HTTPException(401, "worker token refused")
+    state: Annotated[AppState, Depends(app_state)],
+    session: Annotated[Session, Depends(db_session)],
+    authorization: Annotated[str | None, Header()] = None,
+) -> WorkerCaller:
+    presented = bearer(authorization)
+    if hmac.compare_digest(presented, state.settings.worker_token.get_secret_value()):
+        return WorkerCaller(None)
+    worker_id = worker_for(session, presented)
+    session.rollback()
+    if worker_id is None:
+        raise HTTPException(401, "worker credential refused")
+    return WorkerCaller(worker_id)
 
 
 Owner = Annotated[str, Depends(current_owner)]
 DB = Annotated[Session, Depends(db_session)]
 State = Annotated[AppState, Depends(app_state)]
+Agent = Annotated[WorkerCaller, Depends(worker_auth)]

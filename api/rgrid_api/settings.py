@@ -62,6 +62,32 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8080
 
+    # The autoscaler (docs/operations.md lists every setting): which
+    # provider, the caps, and the budget. `none` turns it off.
+    autoscaler_provider: str = "none"
+    autoscaler_min_nodes: int = 0
+    autoscaler_max_nodes: int = 4
+    autoscaler_max_pending: int = 4
+    autoscaler_max_creates_per_cycle: int = 2
+    autoscaler_idle_s: float = 300.0
+    autoscaler_join_timeout_s: float = 900.0
+    autoscaler_budget_eur_per_hour: float = 1.0
+    autoscaler_interval_s: float = 15.0
+    autoscaler_orphan_grace_s: float = 300.0
+    # Every server the autoscaler creates carries rgrid-cluster=<this>.
+    cluster_name: str = "rgrid"
+
+    hcloud_token: SecretStr | None = None
+    hcloud_endpoint: str = "https://api.hetzner.cloud/v1"
+    hcloud_server_types: str = "cx23,cx33,cx43"
+    hcloud_locations: str = "fsn1,nbg1"
+    hcloud_image: str = "debian-12"
+    hcloud_network: str | None = None
+    hcloud_firewall: str | None = None
+    hcloud_ssh_keys: str = ""
+    # Python versions a provisioned worker installs.
+    hcloud_runtimes: str = "3.11,3.12"
+
     def default_secrets_in_use(self, host: str) -> list[str]:
         """The variables still at their built-in value, when the server binds
         to anything but loopback (anyone could then mint runner tokens or

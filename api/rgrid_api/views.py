@@ -31,6 +31,7 @@ def execution_view(e: Execution) -> ExecutionView:
         finished_at=e.finished_at,
         exit_code=e.exit_code,
         failure_reason=FailureReason(e.failure_reason) if e.failure_reason else None,
+        failure_detail=e.failure_detail,
         duration_s=e.duration_s,
         retry_of=e.retry_of,
         attempts=[attempt_view(a) for a in e.attempts],

@@ -49,6 +49,8 @@ def exit_code_for(execution: ExecutionView) -> int:
     reason = execution.failure_reason
     if execution.status == Status.CANCELLED or reason == FailureReason.CANCELLED:
         return EXIT_CANCELLED
+    if reason == FailureReason.UNSCHEDULABLE:
+        return EXIT_USAGE
     if reason == FailureReason.TIMEOUT:
         return EXIT_TIMEOUT
     if reason == FailureReason.OUT_OF_MEMORY:

@@ -43,6 +43,9 @@ class FailureReason(StrEnum):
     RUNTIME_UNAVAILABLE = "runtime_unavailable"
     OUTPUT_TOO_LARGE = "output_too_large"
     PROCESS_LIMIT = "process_limit"
+    # No server the autoscaler may create could ever run it (too big, or a
+    # runtime none offers); failure_detail says which.
+    UNSCHEDULABLE = "unschedulable"
     WORKER_LOST = "worker_lost"
     INTERNAL = "internal"
 
@@ -223,6 +226,8 @@ class ExecutionView(BaseModel):
     finished_at: datetime | None = None
     exit_code: int | None = None
     failure_reason: FailureReason | None = None
+    # A sentence for the reasons that need one (unschedulable).
+    failure_detail: str | None = None
     duration_s: float | None = None
     retry_of: str | None = None
     attempts: list[AttemptView] = []
@@ -276,6 +281,16 @@ class WorkerRegistration(BaseModel):
     ray_node_id: str | None = None
     # A head node's GCS address (host:port), as the cluster's other nodes reach it.
     ray_address: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.\-]{1,253}:\d{1,5}$")
+
+
+class WorkerGrant(BaseModel):
+    """What a provisioned node's agent gets for its bootstrap token: the
+    worker id it is bound to, its own credential, and the grid's Ray token
+    (none of which may sit in user data)."""
+
+    worker_id: str
+    credential: str
+    ray_token: str | None = None
 
 
 class WorkerAck(BaseModel):

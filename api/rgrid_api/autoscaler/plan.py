@@ -190,6 +190,8 @@ def plan(state: State, demand: list[Need], config: Config, now: datetime) -> Pla
     if state.servers is not None:
         _scale_up(state, unmet, config, now, out)
         _scale_down(state, demand, config, now, out)
+    elif unmet:
+        out.blocked.append(state.held or "the provider's list of servers is unavailable")
     return out
 
 

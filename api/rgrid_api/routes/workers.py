@@ -1,23 +1,45 @@
-"""Node agents register, heartbeat, drain and leave; users list workers."""
+"""Node agents bootstrap, register, heartbeat, drain and leave; users list workers."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query
+import os
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Header, HTTPException, Query
 from sqlalchemy.orm import Session
 
-from rgrid.wire import WorkerAck, WorkerList, WorkerRegistration, WorkerStatus
+from rgrid.wire import WorkerAck, WorkerGrant, WorkerList, WorkerRegistration, WorkerStatus
 from rgrid_api.attempts import attempts_left_by_old_nodes
-from rgrid_api.deps import DB, Owner, State, worker_auth
+from rgrid_api.credentials import exchange
+from rgrid_api.deps import DB, Agent, Owner, State, bearer
 from rgrid_api.giveback import give_back
 from rgrid_api.workers import current_head, heartbeat, list_workers, open_attempts, register, set_status
 
 router = APIRouter(prefix="/v1/workers", tags=["workers"])
-agents = APIRouter(prefix="/v1/workers", tags=["workers"], dependencies=[Depends(worker_auth)])
 
 
 @router.get("", response_model=WorkerList)
 def index(_owner: Owner, session: DB, all_: bool = Query(False, alias="all")) -> WorkerList:
     return WorkerList(workers=list_workers(session, include_ended=all_))
+
+
+def _ray_token() -> str | None:
+    """The grid's Ray token, as this server's own Ray driver holds it."""
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if path and Path(path).is_file():
+        return Path(path).read_text().strip()
+    return os.environ.get("RAY_AUTH_TOKEN")
+
+
+@router.post("/bootstrap", response_model=WorkerGrant)
+def bootstrap(session: DB, authorization: Annotated[str | None, Header()] = None) -> WorkerGrant:
+    """Spend a provisioned node's single-use bootstrap token."""
+    granted = exchange(session, bearer(authorization))
+    if granted is None:
+        raise HTTPException(401, "bootstrap token refused (unknown, used, expired or revoked)")
+    worker_id, credential = granted
+    return WorkerGrant(worker_id=worker_id, credential=credential, ray_token=_ray_token())
 
 
 def _ack(session: Session, status: WorkerStatus) -> WorkerAck:
@@ -27,8 +49,11 @@ def _ack(session: Session, status: WorkerStatus) -> WorkerAck:
     return WorkerAck(status=status, ray_address=head.address if head else None)
 
 
-@agents.post("/register", response_model=WorkerAck)
-def register_worker(body: WorkerRegistration, session: DB, state: State) -> WorkerAck:
+@router.post("/register", response_model=WorkerAck)
+def register_worker(body: WorkerRegistration, agent: Agent, session: DB, state: State) -> WorkerAck:
+    agent.check(body.id)
+    if agent.worker_id is not None and body.ray_address is not None:
+        raise HTTPException(403, "a provisioned worker cannot announce itself as the Ray head")
     register(session, body)
     if body.ray_node_id:
         # The node runs this Ray node now: what its earlier ones ran is gone.
@@ -38,24 +63,28 @@ def register_worker(body: WorkerRegistration, session: DB, state: State) -> Work
     return _ack(session, WorkerStatus.ACTIVE)
 
 
-@agents.post("/{worker_id}/heartbeat", response_model=WorkerAck)
-def beat(worker_id: str, session: DB) -> WorkerAck:
+@router.post("/{worker_id}/heartbeat", response_model=WorkerAck)
+def beat(worker_id: str, agent: Agent, session: DB) -> WorkerAck:
+    agent.check(worker_id)
     return _ack(session, heartbeat(session, worker_id))
 
 
-@agents.post("/{worker_id}/drain", response_model=WorkerAck)
-def drain(worker_id: str, session: DB) -> WorkerAck:
+@router.post("/{worker_id}/drain", response_model=WorkerAck)
+def drain(worker_id: str, agent: Agent, session: DB) -> WorkerAck:
+    agent.check(worker_id)
     set_status(session, worker_id, WorkerStatus.DRAINING)
     return WorkerAck(status=WorkerStatus.DRAINING)
 
 
-@agents.post("/{worker_id}/leave", response_model=WorkerAck)
-def leave(worker_id: str, session: DB) -> WorkerAck:
+@router.post("/{worker_id}/leave", response_model=WorkerAck)
+def leave(worker_id: str, agent: Agent, session: DB) -> WorkerAck:
+    agent.check(worker_id)
     set_status(session, worker_id, WorkerStatus.LEFT)
     return WorkerAck(status=WorkerStatus.LEFT)
 
 
-@agents.get("/{worker_id}/running", response_model=int)
-def running(worker_id: str, session: DB) -> int:
+@router.get("/{worker_id}/running", response_model=int)
+def running(worker_id: str, agent: Agent, session: DB) -> int:
     """How many attempts are still open on this worker (drain waits for 0)."""
+    agent.check(worker_id)
     return open_attempts(session, worker_id)

@@ -36,6 +36,8 @@ def _when(value: datetime | None) -> str:
 def _show(execution: ExecutionView) -> None:
     e = execution
     out.print(f"[bold]{e.id}[/bold]  {e.status}" + (f" ({e.failure_reason})" if e.failure_reason else ""))
+    if e.failure_detail:
+        out.print(f"  why       {e.failure_detail}")
     out.print(f"  script    {e.script} {' '.join(e.args)}")
     out.print(
         f"  resources {e.resources.cpu:g} cpu, {e.resources.memory_mb} MiB, "

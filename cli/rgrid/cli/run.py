@@ -119,6 +119,8 @@ def _explain(execution: ExecutionView) -> None:
         return
     reason = execution.failure_reason or execution.status
     detail = f" (exit code {execution.exit_code})" if reason == "exit_code" else ""
+    if execution.failure_detail:
+        detail = f": {execution.failure_detail}"
     say(f"execution {execution.id} {execution.status}: {reason}{detail}")
 
 

@@ -1,4 +1,4 @@
-"""the autoscaler: instances and their transitions, per-worker credentials
+"""the autoscaler: why an execution could never be placed, instances and their transitions, per-worker credentials
 (bootstrap tokens and node credentials), and the autoscaler's last report
 
 Revision ID: 0005
@@ -27,6 +27,8 @@ STATES = (
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("executions") as batch:
+        batch.add_column(sa.Column("failure_detail", sa.Text(), nullable=True))
     op.create_table(
         "instances",
         sa.Column("name", sa.String(63), primary_key=True),
@@ -86,3 +88,5 @@ def downgrade() -> None:
     op.drop_table("worker_credentials")
     op.drop_table("instance_transitions")
     op.drop_table("instances")
+    with op.batch_alter_table("executions") as batch:
+        batch.drop_column("failure_detail")
