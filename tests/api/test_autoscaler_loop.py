@@ -163,8 +163,8 @@ def test_an_orphan_from_a_crash_before_the_database_write_is_deleted_after_the_g
 
 
 def test_a_server_deleted_outside_rgrid_has_its_work_requeued(sessions, session, fake) -> None:  # type: ignore[no-untyped-def]
-    from rgrid_api.attempts import claim_queued, start_attempt
     from rgrid.wire import RunnerStart
+    from rgrid_api.attempts import claim_queued, start_attempt
 
     (eid,) = queue(session, 1)
     a = scaler(sessions, fake)
