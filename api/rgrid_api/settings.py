@@ -6,6 +6,8 @@ several differently configured servers side by side.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -87,6 +89,15 @@ class Settings(BaseSettings):
     hcloud_ssh_keys: str = ""
     # Python versions a provisioned worker installs.
     hcloud_runtimes: str = "3.11,3.12"
+
+    # The local provider: worker nodes on this machine (`rgrid local up
+    # --max-workers N` sets these), their size and (for trying the budget) price.
+    local_nodes_dir: Path = Path("rgrid-nodes")
+    local_ray_temp_dir: Path | None = None
+    local_work_root: Path | None = None
+    local_node_cpus: float = 1.0
+    local_node_memory_mb: int = 2048
+    local_node_eur_per_hour: float = 0.0
 
     def default_secrets_in_use(self, host: str) -> list[str]:
         """The variables still at their built-in value, when the server binds

@@ -15,7 +15,9 @@ restarted the same way (its attempts were already given to others).
 SIGTERM drains: the
 node is marked draining (no new attempt; Ray is asked to place nothing
 more here), running attempts finish, then the raylet stops and the node
-leaves.
+leaves. The autoscaler drains a node the same way by marking it draining:
+the agent learns it from an answer, drains, leaves, and then waits for its
+server to be deleted (it does not exit, or systemd would start it again).
 """
 
 from __future__ import annotations
@@ -111,6 +113,7 @@ class NodeAgent:
             timeout=10.0,
         )
         self._drain = threading.Event()
+        self._stopped = threading.Event()  # a signal, as opposed to the control plane's request
         self.view = ClusterView(f"rgrid_worker_{self.worker_id}")
         self.policy = RestartPolicy()
         self.raylet: subprocess.Popen[bytes] | None = None
@@ -128,16 +131,24 @@ class NodeAgent:
         return self.config.registration.id
 
     def run(self) -> int:
-        signal.signal(signal.SIGTERM, lambda *_: self._drain.set())
-        signal.signal(signal.SIGINT, lambda *_: self._drain.set())
+        signal.signal(signal.SIGTERM, lambda *_: self._signalled())
+        signal.signal(signal.SIGINT, lambda *_: self._signalled())
         self.view.start()
         try:
             while not self._drain.is_set():
                 self._tend()
                 self._drain.wait(TICK_S)
-            return self._drain_and_leave()
+            code = self._drain_and_leave()
+            if not self._stopped.is_set():
+                log.info("drained at the control plane's request; waiting for this server to be deleted")
+                self._stopped.wait()
+            return code
         finally:
             self.view.stop()
+
+    def _signalled(self) -> None:
+        self._stopped.set()
+        self._drain.set()
 
     # -- the raylet's life ---------------------------------------------------
     def _tend(self) -> None:
@@ -223,7 +234,10 @@ class NodeAgent:
         ack = self._post(f"{self.worker_id}/heartbeat")
         if ack is None:
             return
-        if ack.status == WorkerStatus.DEAD:
+        if ack.status == WorkerStatus.DRAINING:
+            log.info("the control plane asks this node to drain")
+            self._drain.set()
+        elif ack.status == WorkerStatus.DEAD:
             self._stop_raylet(graceful=False)
             self._node_gone("the control plane declared this node dead", crashed=True)
         elif not self.config.head and ack.ray_address and ack.ray_address != self.joined:

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 
 ENV_API = "RGRID_API_URL"
 ENV_TOKEN = "RGRID_WORKER_TOKEN"
+ENV_BOOTSTRAP = "RGRID_BOOTSTRAP_TOKEN"
+ENV_CREDENTIAL_FILE = "RGRID_CREDENTIAL_FILE"
+SECRET_ENV = (ENV_TOKEN, ENV_API, ENV_BOOTSTRAP, ENV_CREDENTIAL_FILE)
 
 
 def _head_gcs_address(extra: list[str]) -> str:
@@ -95,16 +98,38 @@ def worker(
     info_file: Annotated[str | None, typer.Option(help="Write what this node offers here (JSON).")] = None,
 ) -> None:
     """Start a Ray node that runs rgrid attempts; extra options go to `ray start`.
-    The API is named by RGRID_API_URL, the agent's token by RGRID_WORKER_TOKEN."""
+    The API is named by RGRID_API_URL; the agent authenticates with
+    RGRID_WORKER_TOKEN, or (a provisioned node) exchanges RGRID_BOOTSTRAP_TOKEN
+    for a credential of its own, kept in RGRID_CREDENTIAL_FILE."""
     from rgrid.wire import WorkerRegistration
     from rgrid_runner.agent import AgentConfig, NodeAgent
     from rgrid_runner.runtimes import detect, encode, ray_resources
     from rgrid_runner.sandbox import JobUser, choose
     from rgrid_runner.settings import runner_settings
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     api_url, token = os.environ.get(ENV_API), os.environ.get(ENV_TOKEN)
+    bootstrap, credential_file = os.environ.get(ENV_BOOTSTRAP), os.environ.get(ENV_CREDENTIAL_FILE)
+    if api_url and not token and bootstrap:
+        if not credential_file:
+            raise typer.BadParameter(
+                f"{ENV_BOOTSTRAP} needs {ENV_CREDENTIAL_FILE}: where to keep the node's credential"
+            )
+        from rgrid_runner.bootstrap import node_credential
+
+        ray_token = os.environ.get("RAY_AUTH_TOKEN_PATH")
+        grant = node_credential(
+            api_url, bootstrap, Path(credential_file), Path(ray_token) if ray_token else None
+        )
+        if worker_id and worker_id != grant.worker_id:
+            raise typer.BadParameter(
+                f"this node's credential is bound to worker {grant.worker_id}, not {worker_id}"
+            )
+        token, worker_id = grant.credential, grant.worker_id
     if not api_url or not token:
-        raise typer.BadParameter(f"set {ENV_API} and {ENV_TOKEN} so the node can register")
+        raise typer.BadParameter(
+            f"set {ENV_API} and {ENV_TOKEN} (or {ENV_BOOTSTRAP}) so the node can register"
+        )
     if os.environ.get("RAY_AUTH_MODE") != "token" or not (
         os.environ.get("RAY_AUTH_TOKEN_PATH") or os.environ.get("RAY_AUTH_TOKEN")
     ):
@@ -112,7 +137,6 @@ def worker(
             "set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH (the grid's Ray token): "
             "without it anyone who reaches Ray's ports can run code on the grid"
         )
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     worker_id = worker_id or f"{socket.gethostname()}-{secrets.token_hex(3)}"
     runtimes = detect()
     settings = runner_settings()
@@ -123,7 +147,7 @@ def worker(
         Path(info_file).parent.mkdir(parents=True, exist_ok=True)
         Path(info_file).write_text(json.dumps(offer))
     resources = {**ray_resources(runtimes), f"rgrid_worker_{worker_id}": 1}
-    env = {k: v for k, v in os.environ.items() if k not in (ENV_TOKEN, ENV_API)}
+    env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
     env.update(
         RGRID_RUNTIMES_CONFIG=encode(runtimes),
         RGRID_SANDBOX=sandbox.name,
@@ -146,10 +170,14 @@ def worker(
         (float(a.split("=", 1)[1]) for a in ctx.args if a.startswith("--num-cpus=")),
         float(os.cpu_count() or 1),
     )
+    memory_mb = next(
+        (int(a.split("=", 1)[1]) // 2**20 for a in ctx.args if a.startswith("--memory=")),
+        os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20,
+    )
     registration = WorkerRegistration(
         id=worker_id,
         host_name=socket.gethostname(),
-        resources={"CPU": cpus, **resources},
+        resources={"CPU": cpus, "memory_mb": memory_mb, **resources},
         runtimes=sorted(runtimes),
         sandbox=sandbox.name,
         provider=provider,

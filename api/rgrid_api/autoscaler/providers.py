@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 from rgrid_api.settings import Settings
 from rgrid_infra.hetzner import HetznerConfig, HetznerProvider
+from rgrid_infra.local import LocalConfig, LocalProvider
 from rgrid_infra.provider import Provider
 
-PROVIDERS = ("none", "hetzner")
+PROVIDERS = ("none", "local", "hetzner")
 
 
 def _names(value: str) -> tuple[str, ...]:
@@ -19,6 +23,17 @@ def make_provider(settings: Settings) -> Provider | None:
     name = settings.autoscaler_provider
     if name == "none":
         return None
+    if name == "local":
+        return LocalProvider(
+            LocalConfig(
+                nodes_dir=settings.local_nodes_dir,
+                ray_temp_dir=settings.local_ray_temp_dir or Path(tempfile.gettempdir()) / "rgrid-nodes",
+                work_root=settings.local_work_root,
+                cpus=settings.local_node_cpus,
+                memory_mb=settings.local_node_memory_mb,
+                eur_per_hour=settings.local_node_eur_per_hour,
+            )
+        )
     if name == "hetzner":
         if settings.hcloud_token is None:
             raise ValueError("RGRID_AUTOSCALER_PROVIDER=hetzner needs RGRID_HCLOUD_TOKEN")
@@ -39,5 +54,10 @@ def make_provider(settings: Settings) -> Provider | None:
 
 
 def offered_runtimes(settings: Settings) -> frozenset[str]:
-    """What a node the autoscaler creates offers to jobs."""
+    """What a node the autoscaler creates offers to jobs: a local node, what
+    this machine has; a provisioned one, what its cloud-init installs."""
+    if settings.autoscaler_provider == "local":
+        from rgrid_runner.runtimes import detect
+
+        return frozenset(detect())
     return frozenset(f"python:{v}" for v in _names(settings.hcloud_runtimes))

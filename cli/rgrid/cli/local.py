@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Annotated
 
@@ -12,6 +13,7 @@ from rgrid.cli.console import out, print_json, say
 from rgrid.client import Client
 from rgrid.config import Target, rgrid_home, save_remote
 from rgrid.errors import UsageError
+from rgrid.local.components import passed_settings
 from rgrid.local.grid import LocalGrid
 
 local_app = typer.Typer(help="The embedded grid on this machine.", no_args_is_help=True)
@@ -30,12 +32,23 @@ def up(
             "(kept until changed; an empty value goes back to SQLite in RGRID_HOME)."
         ),
     ] = None,
+    max_workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Autoscale between 0 and N worker nodes on this machine (the head then runs no jobs; "
+            "0 turns it off; kept until changed).",
+            min=0,
+            max=16,
+        ),
+    ] = None,
 ) -> int:
-    """Start the local grid in the background; its supervisor keeps it running."""
+    """Start the local grid in the background; its supervisor keeps it running.
+    RGRID_AUTOSCALER_*, RGRID_HCLOUD_*, RGRID_LOCAL_NODE_* and RGRID_CLUSTER_NAME
+    set here are passed on to the grid's server."""
     if database_url and not database_url.startswith(("postgresql://", "sqlite:///")):
         raise UsageError(f"--database-url must be postgresql://... or sqlite:///..., not {database_url!r}")
     grid = LocalGrid(rgrid_home())
-    grid.up(say, workers, database_url)
+    grid.up(say, workers, database_url, max_workers, passed_settings(dict(os.environ)))
     say(f"local grid is up; Ray dashboard: {grid.dashboard_url()}")
     return 0
 
@@ -73,6 +86,10 @@ def status_(json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")
                     for p in pieces
                 ],
                 "node": grid.node_info(),
+                "autoscaled_nodes": [
+                    {"name": n["name"], "pid": n.get("pid"), "alive": n["alive"]}
+                    for n in grid.autoscaled_nodes()
+                ],
             }
         )
         return healthy
@@ -91,6 +108,10 @@ def status_(json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")
             str(p.restarts),
         )
     out.print(table)
+    autoscaled = grid.autoscaled_nodes()
+    if autoscaled:
+        names = ", ".join(n["name"] + ("" if n["alive"] else " (stopped)") for n in autoscaled)
+        out.print(f"autoscaled nodes: {names} (`rgrid autoscaler status` for more)")
     for p in pieces:
         if p.last_crash_at:
             out.print(f"{labels[p.name]} last restarted {_ago(p.last_crash_at)}: {p.last_reason}")

@@ -101,7 +101,7 @@ def _agent_env(api_url: str, secrets: dict[str, str], work_root: Path, ray_token
     return env
 
 
-def _node_argv(home: Path, worker_id: str, ports: dict[str, int], role: list[str]) -> list[str]:
+def node_argv(temp_dir: Path, worker_id: str, ports: dict[str, int], role: list[str]) -> list[str]:
     """`rgrid worker` for one node of the embedded grid: the node agent and
     its raylet, every port of the node on loopback and chosen by us."""
     return [
@@ -116,7 +116,7 @@ def _node_argv(home: Path, worker_id: str, ports: dict[str, int], role: list[str
         f"--dashboard-agent-grpc-port={ports['agent_grpc']}",
         f"--metrics-export-port={ports['metrics']}",
         f"--runtime-env-agent-port={ports['runtime_env_agent']}",
-        f"--temp-dir={ray_temp_dir(home)}",
+        f"--temp-dir={temp_dir}",
         "--disable-usage-stats",
     ]
 
@@ -143,7 +143,8 @@ def ray_launch(
         f"--num-cpus={os.cpu_count() or 1 if num_cpus is None else num_cpus}",
     ]
     return Launch(
-        _node_argv(home, "local-head", ports, role), _agent_env(api_url, secrets, work_root, ray_token)
+        node_argv(ray_temp_dir(home), "local-head", ports, role),
+        _agent_env(api_url, secrets, work_root, ray_token),
     )
 
 
@@ -161,7 +162,8 @@ def worker_launch(
     """An extra worker node: its own agent and raylet, joining the head on loopback."""
     role = [f"--address=127.0.0.1:{gcs_port}", f"--num-cpus={num_cpus}"]
     return Launch(
-        _node_argv(home, worker_id, ports, role), _agent_env(api_url, secrets, work_root, ray_token)
+        node_argv(ray_temp_dir(home), worker_id, ports, role),
+        _agent_env(api_url, secrets, work_root, ray_token),
     )
 
 
@@ -206,14 +208,47 @@ def ray_env(token_path: Path) -> dict[str, str]:
     }
 
 
+# Server settings `rgrid local up` hands on from its own environment, so the
+# autoscaler (even the Hetzner provider, against a fake API) can be tried here.
+PASSED_PREFIXES = ("RGRID_AUTOSCALER_", "RGRID_HCLOUD_", "RGRID_LOCAL_NODE_", "RGRID_CLUSTER_NAME")
+
+
+def passed_settings(environ: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in sorted(environ.items()) if k.startswith(PASSED_PREFIXES)}
+
+
+def autoscaler_env(home: Path, local_dir: Path, max_workers: int) -> dict[str, str]:
+    """The local provider between 0 and `max_workers` nodes, reacting in
+    seconds (a node here costs nothing to start or to keep)."""
+    return {
+        "RGRID_AUTOSCALER_PROVIDER": "local",
+        "RGRID_AUTOSCALER_MAX_NODES": str(max_workers),
+        "RGRID_AUTOSCALER_MAX_PENDING": str(max_workers),
+        "RGRID_AUTOSCALER_MAX_CREATES_PER_CYCLE": str(max_workers),
+        "RGRID_AUTOSCALER_INTERVAL_S": "2",
+        "RGRID_AUTOSCALER_IDLE_S": "30",
+        "RGRID_AUTOSCALER_JOIN_TIMEOUT_S": "120",
+        "RGRID_AUTOSCALER_ORPHAN_GRACE_S": "60",
+        "RGRID_LOCAL_NODES_DIR": str(nodes_dir(local_dir)),
+        "RGRID_LOCAL_RAY_TEMP_DIR": str(ray_temp_dir(home)),
+        "RGRID_LOCAL_WORK_ROOT": str(local_dir / "work"),
+    }
+
+
+def nodes_dir(local_dir: Path) -> Path:
+    return local_dir / "nodes"
+
+
 def api_launch(
     local_dir: Path,
     ports: dict[str, int],
     secrets: dict[str, str],
     ray_token: Path,
     database_url: str | None = None,
+    settings: dict[str, str] | None = None,
 ) -> Launch:
-    """The API server on SQLite in the grid's folder, unless told another database."""
+    """The API server on SQLite in the grid's folder, unless told another
+    database; `settings` are further server settings (the autoscaler's)."""
     env = base_env()
     env.update(ray_env(ray_token))
     env.update(
@@ -232,6 +267,7 @@ def api_launch(
             "RGRID_PORT": str(ports["api"]),
         }
     )
+    env.update(settings or {})
     return Launch([sys.executable, "-m", "rgrid", "server"], env)
 
 

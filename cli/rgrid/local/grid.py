@@ -24,6 +24,7 @@ from rgrid.config import Target, read_json, write_private
 from rgrid.errors import RgridError
 from rgrid.filelock import FileLock
 from rgrid.local import components as c
+from rgrid.local.nodes import records, remove_all
 from rgrid.local.procs import alive, session_members, spawn, stop_session
 
 UP_TIMEOUT_S = 180.0
@@ -118,6 +119,10 @@ class LocalGrid:
         ray = self.read_state().get("pieces", {}).get("ray")
         return f"http://127.0.0.1:{ray['ports']['dashboard']}" if ray else None
 
+    def autoscaled_nodes(self) -> list[dict]:
+        """The nodes the autoscaler started here (name, pid, alive)."""
+        return records(c.nodes_dir(self.dir))
+
     def node_info(self) -> dict | None:
         """What the local node offers (sandbox, runtimes), as its worker wrote it."""
         return read_json(c.node_info_path(self.home)) or None
@@ -157,19 +162,32 @@ class LocalGrid:
         say: Callable[[str], None],
         workers: int | None = None,
         database_url: str | None = None,
+        max_workers: int | None = None,
+        settings: dict[str, str] | None = None,
     ) -> None:
         """Have the supervisor run the grid and wait until every piece is
-        healthy. `workers` (extra worker nodes beside the head) and
-        `database_url` (default: SQLite in RGRID_HOME) are kept until changed."""
+        healthy. `workers` (extra worker nodes beside the head),
+        `database_url` (default: SQLite in RGRID_HOME), `max_workers` (the
+        autoscaler's local nodes; 0: off) and `settings` (server settings
+        passed on) are kept until changed."""
         with self.locked():
             state = self.read_state()
             if workers is not None:
                 state["workers"] = workers
+            restart: set[str] = set()
             if database_url is not None and state.get("database_url") != (database_url or None):
                 state["database_url"] = database_url or None
-                api = state.get("pieces", {}).pop("api", None)
-                if api and api.get("pid"):
-                    stop_session(api["pid"])  # the supervisor starts it on the new database
+                restart.add("api")  # the supervisor starts it on the new database
+            if max_workers is not None and state.get("max_workers", 0) != max_workers:
+                state["max_workers"] = max_workers
+                restart |= {"api", "ray"}  # the autoscaler's settings; the head's CPUs
+            if settings is not None and state.get("settings", {}) != settings:
+                state["settings"] = settings
+                restart.add("api")
+            for name in restart:
+                piece = state.get("pieces", {}).pop(name, None)
+                if piece and piece.get("pid"):
+                    stop_session(piece["pid"])
             self.save_state(state)
             supervisor = None
             if self.supervisor_pid() is None:
@@ -207,6 +225,7 @@ class LocalGrid:
                 piece = state.get("pieces", {}).pop(name, None)
                 if piece and piece.get("pid") and session_members(piece["pid"]):
                     stop_session(piece["pid"])
+            running += remove_all(c.nodes_dir(self.dir))
             state.pop("supervisor", None)
             self.save_state(state)
         return running

@@ -31,6 +31,7 @@ from pathlib import Path
 from rgrid.filelock import FileLock
 from rgrid.local import components as c
 from rgrid.local.grid import PORT_NAMES, LocalGrid, healthy, kind
+from rgrid.local.nodes import remove_all
 from rgrid.local.procs import alive, free_ports, port_in_use, spawn, stop_session
 from rgrid.restarts import RestartPolicy
 
@@ -219,16 +220,23 @@ class Supervisor:
             # RGRID_RAY_ADDRESS is only where to look first: the head's agent
             # announces where it really is through the database.
             gcs = state["ports"].get("ray", {}).get("gcs") or self.ports("ray", state)["gcs"]
+            settings = {}
+            if state.get("max_workers"):
+                settings.update(c.autoscaler_env(home, self.grid.dir, state["max_workers"]))
+            settings.update(state.get("settings", {}))
             return c.api_launch(
                 self.grid.dir,
                 {**ports, "s3": pieces["s3"]["ports"]["s3"], "gcs": gcs},
                 secrets,
                 token,
                 state.get("database_url"),
+                settings,
             )
         api_url = f"http://127.0.0.1:{(state['ports'].get('api') or self.ports('api', state))['api']}"
         if name == "ray":
-            return c.ray_launch(home, ports, work_root, api_url, secrets, token)
+            # Autoscaling: the head runs no jobs, so the grid really goes to zero.
+            cpus = 0 if state.get("max_workers") else None
+            return c.ray_launch(home, ports, work_root, api_url, secrets, token, num_cpus=cpus)
         gcs = pieces["ray"]["ports"]["gcs"]
         return c.worker_launch(home, f"local-{name}", ports, gcs, work_root, api_url, secrets, token)
 
@@ -249,6 +257,8 @@ class Supervisor:
                 if piece and piece.get("pid"):
                     stop_session(piece["pid"])
                     log.info("stopped %s", name)
+            for node in remove_all(c.nodes_dir(self.grid.dir)):
+                log.info("stopped autoscaled node %s", node)
             state.pop("supervisor", None)
             self.grid.save_state(state)
 

@@ -1,0 +1,111 @@
+"""The local provider: "servers" are worker nodes on this machine, each its
+own node agent and raylet in a session of its own, as `rgrid local up
+--workers` starts them. It makes autoscaling real on one machine: the
+autoscaler creates, lists, drains and deletes them exactly as it does
+Hetzner servers, and each one joins through a bootstrap token.
+
+The user data of a local server is the command that starts it (JSON).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rgrid.local import nodes
+from rgrid.local.components import WORKER_PORTS, base_env, node_argv, ray_env
+from rgrid.local.procs import free_ports, spawn
+from rgrid_infra.provider import BootContext, Created, CreateRequest, ProviderError, Server, ServerType
+
+LOCATION = "local"
+TYPE_NAME = "local"
+
+
+@dataclass(frozen=True)
+class LocalConfig:
+    nodes_dir: Path
+    ray_temp_dir: Path
+    work_root: Path | None = None
+    cpus: float = 1.0
+    memory_mb: int = 2048
+    eur_per_hour: float = 0.0
+
+
+class LocalProvider:
+    name = "local"
+    # Time on this machine costs nothing: an idle node may go at once.
+    billing_period_s: float | None = None
+
+    def __init__(self, config: LocalConfig) -> None:
+        self.config = config
+        config.nodes_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def server_types(self) -> list[ServerType]:
+        c = self.config
+        return [ServerType(TYPE_NAME, c.cpus, c.memory_mb, {LOCATION: c.eur_per_hour})]
+
+    def list_servers(self, labels: Mapping[str, str]) -> list[Server]:
+        return [
+            Server(
+                id=r["name"],
+                name=r["name"],
+                server_type=r["server_type"],
+                location=r["location"],
+                labels=r["labels"],
+                status="running" if r["alive"] else "off",
+                created_at=datetime.fromisoformat(r["created_at"]),
+                private_ip="127.0.0.1",
+            )
+            for r in nodes.records(self.config.nodes_dir)
+            if all(r.get("labels", {}).get(k) == v for k, v in labels.items())
+        ]
+
+    def create(self, request: CreateRequest) -> Created:
+        if nodes.record_path(self.config.nodes_dir, request.name).exists():
+            raise ProviderError(ProviderError.EXISTS, f"a local node named {request.name} exists")
+        if request.server_type != TYPE_NAME or request.location != LOCATION:
+            raise ProviderError(ProviderError.UNAVAILABLE, f"no {request.server_type} in {request.location}")
+        boot = json.loads(request.user_data)
+        log = self.config.nodes_dir / "logs" / f"{request.name}.log"
+        proc = spawn(boot["argv"], boot["env"], log, self.config.nodes_dir)
+        created_at = datetime.now(UTC)
+        record = {
+            "name": request.name,
+            "server_type": request.server_type,
+            "location": request.location,
+            "labels": dict(request.labels),
+            "pid": proc.pid,
+            "created_at": created_at.isoformat(),
+        }
+        nodes.write(self.config.nodes_dir, record)
+        return Created(
+            Server(request.name, request.name, TYPE_NAME, LOCATION, request.labels, "running", created_at)
+        )
+
+    def action_failed(self, action_id: str) -> str | None:
+        return None  # creation is synchronous: there is no action
+
+    def delete(self, server_id: str) -> None:
+        nodes.remove(self.config.nodes_dir, server_id)
+
+    def render_user_data(self, boot: BootContext) -> str:
+        """`rgrid worker` for a new node, every port on loopback and chosen
+        now; it joins wherever the API says the head is."""
+        c = self.config
+        own = nodes.node_dir(c.nodes_dir, boot.worker_id)
+        ports = dict(zip(WORKER_PORTS, free_ports(len(WORKER_PORTS)), strict=True))
+        role = [f"--num-cpus={boot.cpus:g}", f"--memory={boot.memory_mb * 2**20}"]
+        argv = node_argv(c.ray_temp_dir, boot.worker_id, ports, role)
+        env = base_env()
+        env.update(ray_env(own / "ray-token"))
+        env.update(
+            RGRID_API_URL=boot.api_url,
+            RGRID_BOOTSTRAP_TOKEN=boot.bootstrap_token,
+            RGRID_CREDENTIAL_FILE=str(own / "credential.json"),
+        )
+        if c.work_root is not None:
+            env["RGRID_WORK_ROOT"] = str(c.work_root)
+        return json.dumps({"argv": argv, "env": env})
