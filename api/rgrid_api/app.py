@@ -23,7 +23,7 @@ from rgrid_api.dispatcher import Dispatcher
 from rgrid_api.errors import Conflict, Invalid, NotFound, StaleAttempt
 from rgrid_api.monitor import Monitor
 from rgrid_api.notify import ChangeFeed
-from rgrid_api.routes import executions, health, runner, uploads, workers
+from rgrid_api.routes import autoscaler, executions, health, runner, uploads, workers
 from rgrid_api.settings import Settings
 from rgrid_api.storage import Storage
 from rgrid_api.version import VERSION
@@ -112,6 +112,7 @@ def create_app(settings: Settings, with_dispatcher: bool = True) -> FastAPI:
         executions.router,
         runner.router,
         workers.router,
+        autoscaler.router,
     ):
         app.include_router(router)
 

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from rgrid.wire import LIVE_WORKER_STATES, Status, WorkerRegistration, WorkerStatus, WorkerView
 from rgrid_api.db.engine import is_postgres
-from rgrid_api.db.models import Attempt, Worker, WorkerHeartbeat
+from rgrid_api.db.models import Attempt, Instance, Worker, WorkerHeartbeat
 from rgrid_api.errors import NotFound
 
 
@@ -163,8 +163,15 @@ def list_workers(session: Session, include_ended: bool = False) -> list[WorkerVi
     )
     if not include_ended:
         query = query.where(Worker.status.in_(LIVE_WORKER_STATES))
+    priced = {
+        name: (server_type, price)
+        for name, server_type, price in session.execute(
+            select(Instance.name, Instance.server_type, Instance.price_eur_per_hour)
+        )
+    }
     views = []
     for worker, beat in session.execute(query):
+        server_type, price = priced.get(worker.id, (None, None))
         age = (now - _aware(beat)).total_seconds() if beat else None
         views.append(
             WorkerView(
@@ -180,6 +187,8 @@ def list_workers(session: Session, include_ended: bool = False) -> list[WorkerVi
                 pid=worker.pid,
                 ray_node_id=worker.ray_node_id,
                 started_at=worker.started_at,
+                server_type=server_type,
+                price_eur_per_hour=price,
             )
         )
     return views

@@ -7,6 +7,7 @@ once the server may have accepted it.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, TypeVar
 
 import httpx
@@ -16,6 +17,9 @@ from rgrid.config import Target
 from rgrid.errors import ApiError, AuthRefused, Unreachable
 from rgrid.retry import API_CALLS, Backoff, call_with_retry, raise_for_retryable
 from rgrid.wire import (
+    AutoscalerStatus,
+    CostReport,
+    Estimate,
     ExecutionCreate,
     ExecutionList,
     ExecutionView,
@@ -148,6 +152,17 @@ class Client:
             params={"after": after, "wait": wait},
             timeout=wait + 30.0,
         )
+
+    def autoscaler(self) -> AutoscalerStatus:
+        return self._call("GET", "/v1/autoscaler", AutoscalerStatus)
+
+    def cost(self, since: datetime | None) -> CostReport:
+        params = {"since": since.isoformat()} if since else {}
+        return self._call("GET", "/v1/cost", CostReport, params=params)
+
+    def estimate(self, script_sha256: str, script_name: str, cpu: float) -> Estimate:
+        body = {"script_sha256": script_sha256, "script_name": script_name, "cpu": cpu}
+        return self._call("POST", "/v1/estimate", Estimate, json=body)
 
     def workers(self, include_ended: bool = False) -> WorkerList:
         return self._call("GET", "/v1/workers", WorkerList, params={"all": include_ended})

@@ -229,6 +229,8 @@ class ExecutionView(BaseModel):
     # A sentence for the reasons that need one (unschedulable).
     failure_detail: str | None = None
     duration_s: float | None = None
+    # Its share of its nodes' time, in €, once it is final (autoscaled nodes only).
+    cost_eur: float | None = None
     retry_of: str | None = None
     attempts: list[AttemptView] = []
 
@@ -316,6 +318,9 @@ class WorkerView(BaseModel):
     pid: int | None = None
     ray_node_id: str | None = None
     started_at: datetime
+    # Autoscaled nodes: what the provider calls the server's type, and its price.
+    server_type: str | None = None
+    price_eur_per_hour: float | None = None
 
 
 class WorkerList(BaseModel):
@@ -384,3 +389,63 @@ class RunnerResult(BaseModel):
     failure_reason: FailureReason | None = None
     duration_s: float
     outputs: list[OutputFile] = []
+
+
+class NodeCost(BaseModel):
+    name: str
+    provider: str
+    server_type: str
+    state: str
+    price_eur_per_hour: float
+    hours: float
+    eur: float
+
+
+class CostReport(BaseModel):
+    """Node-hours and € per autoscaled node since `since`; the caller's
+    executions' share of them; and what no execution used (idle)."""
+
+    since: datetime
+    nodes: list[NodeCost]
+    node_hours: float
+    nodes_eur: float
+    executions_eur: float
+    attempts: int
+    idle_eur: float
+
+
+class Estimate(BaseModel):
+    """A run's likely duration and cost, from the owner's history of the script."""
+
+    runs: int
+    basis: str
+    median_s: float | None = None
+    p90_s: float | None = None
+    cost_eur: float | None = None
+
+
+class InstanceView(BaseModel):
+    name: str
+    state: str
+    provider: str
+    server_type: str
+    location: str
+    price_eur_per_hour: float
+    age_s: float
+    reason: str | None = None
+
+
+class AutoscalerStatus(BaseModel):
+    """What the active autoscaler last concluded, and why it is not scaling
+    now (`blocked`: budget, max nodes, backoff, a disabled provider...)."""
+
+    provider: str
+    active: bool
+    report_age_s: float | None = None
+    caps: dict[str, float | int | None] = {}
+    spend_eur_per_hour: float = 0.0
+    demand: int = 0
+    unmet: int = 0
+    blocked: list[str] = []
+    backoff: dict[str, float] = {}
+    nodes: list[InstanceView] = []

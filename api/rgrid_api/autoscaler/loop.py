@@ -160,6 +160,10 @@ class Autoscaler:
             return self.cycle(now)
         return out
 
+    def known_types(self) -> list[ServerType]:
+        """The server types (with prices) the last cycle read."""
+        return list(self._types)
+
     def _hold_reason(self, t: float) -> str | None:
         if t < self.paused_until:
             return f"rate limited by the provider until {datetime.fromtimestamp(self.paused_until, UTC):%H:%M:%S}"

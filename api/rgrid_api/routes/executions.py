@@ -18,6 +18,7 @@ from rgrid.wire import (
     Resources,
     Status,
 )
+from rgrid_api.costs import execution_cost
 from rgrid_api.deps import DB, AppState, Owner, State
 from rgrid_api.executions import (
     cancel_execution,
@@ -44,8 +45,12 @@ def create(body: ExecutionCreate, owner: Owner, session: DB, state: State) -> Ex
 
 
 def _runtime(state: AppState, session: Session, requested: str) -> str:
-    """The runtime an execution gets; one no live worker offers is refused."""
-    return resolve_runtime(requested, state.settings.default_runtime, offered_runtimes(session))
+    """The runtime an execution gets; one that no live worker offers, and no
+    node the autoscaler may create would, is refused."""
+    offered = offered_runtimes(session)
+    if offered is not None and state.autoscaler is not None:
+        offered |= state.autoscaler.config.runtimes
+    return resolve_runtime(requested, state.settings.default_runtime, offered)
 
 
 @router.get("", response_model=ExecutionList)
@@ -55,7 +60,8 @@ def index(owner: Owner, session: DB, limit: int = Query(50, ge=1, le=1000)) -> E
 
 @router.get("/{execution_id}", response_model=ExecutionView)
 def get(execution_id: str, owner: Owner, session: DB) -> ExecutionView:
-    return execution_view(find_execution(session, owner, execution_id))
+    execution = find_execution(session, owner, execution_id)
+    return execution_view(execution).model_copy(update={"cost_eur": execution_cost(session, execution)})
 
 
 @router.post("/{execution_id}/cancel", response_model=ExecutionView)

@@ -160,12 +160,33 @@ def workers(
         print_json(listing)
         return 0
     table = Table(
-        "worker", "status", "heartbeat", "running", "runtimes", "sandbox", "pid", box=None, pad_edge=False
+        "worker",
+        "status",
+        "heartbeat",
+        "running",
+        "runtimes",
+        "sandbox",
+        "provider",
+        "type",
+        "€/h",
+        "pid",
+        box=None,
+        pad_edge=False,
     )
     for w in listing.workers:
         age = f"{w.heartbeat_age_s:.1f} s ago" if w.heartbeat_age_s is not None else "-"
+        price = f"{w.price_eur_per_hour:.4f}" if w.price_eur_per_hour is not None else "-"
         table.add_row(
-            w.id, w.status, age, str(w.running), ", ".join(w.runtimes), w.sandbox, str(w.pid or "-")
+            w.id,
+            w.status,
+            age,
+            str(w.running),
+            ", ".join(w.runtimes),
+            w.sandbox,
+            w.provider,
+            w.server_type or "-",
+            price,
+            str(w.pid or "-"),
         )
     out.print(table)
     return 0

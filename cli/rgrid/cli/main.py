@@ -10,11 +10,25 @@ from importlib.metadata import entry_points
 
 import typer
 
-from rgrid.cli import inspect, local, run
+from rgrid.cli import costs, inspect, local, run
 from rgrid.cli.console import err
 from rgrid.errors import EXIT_CANCELLED, EXIT_INFRA, EXIT_USAGE, RgridError
 
-CLIENT_COMMANDS = {"run", "status", "logs", "list", "cancel", "retry", "download", "init", "local", "workers"}
+CLIENT_COMMANDS = {
+    "run",
+    "status",
+    "logs",
+    "list",
+    "cancel",
+    "retry",
+    "download",
+    "init",
+    "local",
+    "workers",
+    "autoscaler",
+    "cost",
+    "estimate",
+}
 
 
 def build_app(with_plugins: bool) -> typer.Typer:
@@ -34,6 +48,9 @@ def build_app(with_plugins: bool) -> typer.Typer:
     app.command()(inspect.retry)
     app.command("download")(inspect.download_)
     app.command()(inspect.workers)
+    app.command()(costs.cost)
+    app.command(context_settings=script_args)(costs.estimate)
+    app.add_typer(costs.autoscaler_app, name="autoscaler")
     app.command()(local.init)
     app.add_typer(local.local_app, name="local")
     if with_plugins:

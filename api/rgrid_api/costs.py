@@ -1,0 +1,147 @@
+"""What runs cost. A node costs its hourly price for the time it exists;
+an execution costs its share of its node's time while it ran, by the CPU it
+asked for; whatever of a node's time no execution used is its idle cost,
+reported apart. Only autoscaled nodes have a price (an instance row); nodes
+an operator started cost nothing here.
+
+Hetzner bills started hours, so a node's own cost here is the time it
+existed at its hourly price; the autoscaler drains nodes near the end of a
+paid hour to waste little of it.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from rgrid.wire import CostReport, Estimate, NodeCost, Status
+from rgrid_api.db.models import Attempt, Execution, Instance
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _hours(start: datetime, end: datetime) -> float:
+    return max(0.0, (end - start).total_seconds() / 3600)
+
+
+@dataclass(frozen=True)
+class Price:
+    eur_per_hour: float
+    cpus: float
+
+
+def prices(session: Session, worker_ids: set[str]) -> dict[str, Price]:
+    """The price and size of the nodes among these workers that have one."""
+    if not worker_ids:
+        return {}
+    rows = session.execute(
+        select(Instance.name, Instance.price_eur_per_hour, Instance.cpus).where(Instance.name.in_(worker_ids))
+    )
+    return {name: Price(price, cpus) for name, price, cpus in rows}
+
+
+def _attempt_cost(a: Attempt, cpu: float, price: Price | None) -> float:
+    if price is None or a.started_at is None or a.finished_at is None or price.cpus <= 0:
+        return 0.0
+    share = min(1.0, cpu / price.cpus)
+    return _hours(_aware(a.started_at), _aware(a.finished_at)) * price.eur_per_hour * share
+
+
+def execution_cost(session: Session, execution: Execution) -> float | None:
+    """Its share of its nodes' time, once it is final (every attempt counts)."""
+    if not Status(execution.status).final:
+        return None
+    known = prices(session, {a.worker_id for a in execution.attempts if a.worker_id})
+    total = sum(_attempt_cost(a, execution.cpu, known.get(a.worker_id or "")) for a in execution.attempts)
+    return round(total, 6)
+
+
+def cost_report(session: Session, owner: str, since: datetime) -> CostReport:
+    """Node-hours and € per node since `since`, the owner's executions' share,
+    and the nodes' idle cost."""
+    now = datetime.now(UTC)
+    nodes = []
+    node_total = 0.0
+    for inst in session.scalars(select(Instance).where(Instance.state != "allocation_failed")):
+        start = max(_aware(inst.requested_at), since)
+        end = _aware(inst.ended_at) if inst.ended_at else now
+        hours = _hours(start, end)
+        if hours <= 0:
+            continue
+        eur = hours * inst.price_eur_per_hour
+        node_total += eur
+        nodes.append(
+            NodeCost(
+                name=inst.name,
+                provider=inst.provider,
+                server_type=inst.server_type,
+                state=inst.state,
+                price_eur_per_hour=inst.price_eur_per_hour,
+                hours=round(hours, 4),
+                eur=round(eur, 6),
+            )
+        )
+    used_by_all = 0.0
+    mine = 0.0
+    runs = 0
+    rows = session.execute(
+        select(Attempt, Execution.cpu, Execution.owner)
+        .join(Execution, Execution.id == Attempt.execution_id)
+        .where(Attempt.finished_at.is_not(None), Attempt.finished_at >= since, Attempt.worker_id.is_not(None))
+    ).all()
+    known = prices(session, {a.worker_id for a, _, _ in rows if a.worker_id})
+    for attempt, cpu, who in rows:
+        cost = _attempt_cost(attempt, cpu, known.get(attempt.worker_id or ""))
+        used_by_all += cost
+        if who == owner:
+            mine += cost
+            runs += 1
+    return CostReport(
+        since=since,
+        nodes=sorted(nodes, key=lambda n: n.name),
+        node_hours=round(sum(n.hours for n in nodes), 4),
+        nodes_eur=round(node_total, 6),
+        executions_eur=round(mine, 6),
+        attempts=runs,
+        idle_eur=round(max(0.0, node_total - used_by_all), 6),
+    )
+
+
+def estimate(
+    session: Session, owner: str, script_sha256: str, script_name: str, cpu: float, price: Price | None
+) -> Estimate:
+    """Duration and cost of a run, from the owner's succeeded runs of the same
+    script (same content first; else the same file name)."""
+    basis = "same script"
+    rows = _history(session, owner, Execution.script_sha256 == script_sha256)
+    if not rows:
+        basis = "same script name (its content changed)"
+        rows = _history(session, owner, Execution.script_name == script_name)
+    if not rows:
+        return Estimate(runs=0, basis="no history")
+    durations = sorted(d for d in rows)
+    median = statistics.median(durations)
+    p90 = durations[min(len(durations) - 1, int(0.9 * len(durations)))]
+    cost = None
+    if price is not None and price.cpus > 0:
+        cost = round(median / 3600 * price.eur_per_hour * min(1.0, cpu / price.cpus), 6)
+    return Estimate(runs=len(durations), basis=basis, median_s=median, p90_s=p90, cost_eur=cost)
+
+
+def _history(session: Session, owner: str, match: object) -> list[float]:
+    return [
+        d
+        for d in session.scalars(
+            select(Execution.duration_s)
+            .where(Execution.owner == owner, Execution.status == Status.SUCCEEDED, match)  # type: ignore[arg-type]
+            .order_by(Execution.finished_at.desc())
+            .limit(50)
+        )
+        if d is not None
+    ]

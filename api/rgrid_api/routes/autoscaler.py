@@ -1,0 +1,105 @@
+"""The autoscaler's state, and what runs cost."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from rgrid.wire import SHA256_PATTERN, AutoscalerStatus, CostReport, Estimate, InstanceView
+from rgrid_api.autoscaler.plan import FINAL_STATES
+from rgrid_api.costs import Price, cost_report, estimate
+from rgrid_api.db.models import AutoscalerReport, Instance
+from rgrid_api.deps import DB, Owner, State
+
+router = APIRouter(prefix="/v1", tags=["autoscaler"])
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+@router.get("/autoscaler", response_model=AutoscalerStatus)
+def status(_owner: Owner, session: DB, state: State) -> AutoscalerStatus:
+    now = datetime.now(UTC)
+    provider = state.settings.autoscaler_provider
+    rows = session.scalars(
+        select(Instance).where(Instance.state.not_in(FINAL_STATES)).order_by(Instance.requested_at)
+    )
+    nodes = [
+        InstanceView(
+            name=i.name,
+            state=i.state,
+            provider=i.provider,
+            server_type=i.server_type,
+            location=i.location,
+            price_eur_per_hour=i.price_eur_per_hour,
+            age_s=(now - _aware(i.requested_at)).total_seconds(),
+            reason=i.reason,
+        )
+        for i in rows
+    ]
+    if provider == "none":
+        return AutoscalerStatus(
+            provider=provider,
+            active=False,
+            nodes=nodes,
+            blocked=["autoscaling is off (RGRID_AUTOSCALER_PROVIDER=none)"],
+        )
+    row = session.scalar(select(AutoscalerReport).where(AutoscalerReport.id == 1))
+    session.rollback()
+    if row is None:
+        return AutoscalerStatus(
+            provider=provider, active=False, nodes=nodes, blocked=["no autoscaler cycle ran yet"]
+        )
+    age = (now - _aware(row.updated_at)).total_seconds()
+    report = row.report
+    # An autoscaler that has not reported for three cycles is not running.
+    active = age < 3 * state.settings.autoscaler_interval_s + 30
+    blocked = list(report.get("blocked", []))
+    if not active:
+        blocked.insert(0, f"no autoscaler has reported for {age:.0f} s")
+    return AutoscalerStatus(
+        provider=provider,
+        active=active,
+        report_age_s=age,
+        caps=report.get("caps", {}),
+        spend_eur_per_hour=report.get("spend_eur_per_hour", 0.0),
+        demand=report.get("demand", 0),
+        unmet=report.get("unmet", 0),
+        blocked=blocked,
+        backoff=report.get("backoff", {}),
+        nodes=nodes,
+    )
+
+
+@router.get("/cost", response_model=CostReport)
+def cost(owner: Owner, session: DB, since: datetime | None = None) -> CostReport:
+    start = _aware(since) if since else datetime.now(UTC) - timedelta(days=30)
+    return cost_report(session, owner, start)
+
+
+class EstimateRequest(BaseModel):
+    script_sha256: str = Field(pattern=SHA256_PATTERN)
+    script_name: str = Field(max_length=1024)
+    cpu: float = Field(1.0, gt=0, le=1024)
+
+
+@router.post("/estimate", response_model=Estimate)
+def estimate_run(body: EstimateRequest, owner: Owner, session: DB, state: State) -> Estimate:
+    """From the owner's history of the script; priced at the cheapest server
+    type the autoscaler may create that fits the run."""
+    price = None
+    if state.autoscaler is not None:
+        fitting = [
+            (p, t.cpus)
+            for t in state.autoscaler.known_types()
+            for p in t.prices.values()
+            if t.cpus >= body.cpu
+        ]
+        if fitting:
+            cheapest = min(fitting)
+            price = Price(cheapest[0], cheapest[1])
+    return estimate(session, owner, body.script_sha256, body.script_name, body.cpu, price)

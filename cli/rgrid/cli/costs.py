@@ -1,0 +1,144 @@
+"""`rgrid autoscaler status`, `rgrid cost` and `rgrid estimate`: what the
+grid is doing about machines, and what runs cost."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from rgrid.cli.connect import connect
+from rgrid.cli.console import out, print_json
+from rgrid.errors import UsageError
+from rgrid.transfer import sha256_file
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON, for scripts.")]
+autoscaler_app = typer.Typer(help="The autoscaler of the grid.", no_args_is_help=True)
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+@autoscaler_app.command("status")
+def autoscaler_status(json_out: JsonFlag = False) -> int:
+    """The provider and caps, each node (state, type, location, age, €/h), the
+    pending demand, and why it is not scaling now."""
+    with connect(start_local=False) as client:
+        status = client.autoscaler()
+    if json_out:
+        print_json(status)
+        return 0
+    caps = status.caps
+    state = "active" if status.active else "[red]not running[/red]"
+    out.print(f"provider: [bold]{status.provider}[/bold] ({state})")
+    if caps:
+        out.print(
+            f"caps: {caps.get('min_nodes')}–{caps.get('max_nodes')} nodes, at most {caps.get('max_pending')} "
+            f"pending, budget {caps.get('budget_eur_per_hour')} €/h (spending {status.spend_eur_per_hour:.4f} €/h)"
+        )
+    out.print(f"demand: {status.demand} waiting, {status.unmet} that fit no live or pending node")
+    table = Table("node", "state", "type", "location", "age", "€/h", "why", box=None, pad_edge=False)
+    for n in status.nodes:
+        table.add_row(
+            n.name,
+            n.state,
+            n.server_type,
+            n.location,
+            _age(n.age_s),
+            f"{n.price_eur_per_hour:.4f}",
+            n.reason or "",
+        )
+    if status.nodes:
+        out.print(table)
+    else:
+        out.print("nodes: none")
+    for why in status.blocked:
+        out.print(f"[yellow]not scaling up:[/yellow] {why}")
+    for where, until in status.backoff.items():
+        out.print(f"backed off: {where} until {datetime.fromtimestamp(until, UTC):%H:%M:%S} UTC")
+    return 0
+
+
+def parse_since(value: str | None) -> datetime | None:
+    """`24h`, `7d`, `30m`, or an ISO date or time."""
+    if value is None:
+        return None
+    m = re.fullmatch(r"(\d+)\s*([mhd])", value.strip())
+    if m:
+        unit = {"m": "minutes", "h": "hours", "d": "days"}[m[2]]
+        return datetime.now(UTC) - timedelta(**{unit: int(m[1])})
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise UsageError(f"--since takes 30m, 24h, 7d or an ISO date, not {value!r}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def cost(
+    since: Annotated[
+        str | None, typer.Option(help="From when: 30m, 24h, 7d or an ISO date (default: 30 days).")
+    ] = None,
+    json_out: JsonFlag = False,
+) -> int:
+    """Node-hours and € per node, your executions' share, and idle time."""
+    start = parse_since(since)
+    with connect(start_local=False) as client:
+        report = client.cost(start)
+    if json_out:
+        print_json(report)
+        return 0
+    table = Table("node", "provider", "type", "state", "€/h", "hours", "€", box=None, pad_edge=False)
+    for n in report.nodes:
+        table.add_row(
+            n.name,
+            n.provider,
+            n.server_type,
+            n.state,
+            f"{n.price_eur_per_hour:.4f}",
+            f"{n.hours:.2f}",
+            f"{n.eur:.4f}",
+        )
+    out.print(f"since {report.since:%Y-%m-%d %H:%M} UTC")
+    if report.nodes:
+        out.print(table)
+    out.print(f"nodes: {report.node_hours:.2f} node-hours, {report.nodes_eur:.4f} €")
+    out.print(f"your executions: {report.executions_eur:.4f} € over {report.attempts} attempts")
+    out.print(f"idle (no execution used it): {report.idle_eur:.4f} €")
+    return 0
+
+
+def estimate(
+    script: Annotated[str, typer.Argument(help="The script you would run.")],
+    args: Annotated[
+        list[str] | None, typer.Argument(help="Its arguments (not used for the estimate).")
+    ] = None,
+    cpu: Annotated[float, typer.Option(help="CPUs the run would ask for.")] = 1.0,
+    json_out: JsonFlag = False,
+) -> int:
+    """Predict a run's duration and cost from your history of the same script."""
+    path = Path(script)
+    if not path.is_file():
+        raise UsageError(f"no such script: {script}")
+    with connect(start_local=False) as client:
+        guess = client.estimate(sha256_file(path), path.name, cpu)
+    if json_out:
+        print_json(guess)
+        return 0
+    if not guess.runs or guess.median_s is None:
+        out.print(f"no succeeded run of {path.name} yet: nothing to estimate from")
+        return 0
+    cost_text = f"{guess.cost_eur:.5f} €" if guess.cost_eur is not None else "unknown (no priced server type)"
+    out.print(
+        f"{path.name}: about {guess.median_s:.1f} s (90% within {guess.p90_s:.1f} s), {cost_text}; "
+        f"from {guess.runs} runs of the {guess.basis}"
+    )
+    return 0
