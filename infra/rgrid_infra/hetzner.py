@@ -141,7 +141,7 @@ class HetznerProvider:
         return [_server(s) for s in self._call(self.client.servers.get_all, label_selector=selector)]
 
     def create(self, request: CreateRequest) -> Created:
-        extra = self._references()
+        extra = {k: v for k, v in self._references().items() if k != "private_cidr"}
         response = self._call(
             self.client.servers.create,
             name=request.name,
@@ -170,9 +170,16 @@ class HetznerProvider:
                 raise
 
     def render_user_data(self, boot: BootContext) -> str:
+        """Ray's ports open to the private network's range only (the
+        network's own range when one is configured)."""
+        private = self._references().get("private_cidr", "10.0.0.0/8")
         return render_worker(
             WorkerBoot(
-                boot=boot, runtimes=self.config.runtimes, package=self.config.package, provider=self.name
+                boot=boot,
+                runtimes=self.config.runtimes,
+                package=self.config.package,
+                provider=self.name,
+                private_cidr=private,
             )
         )
 
@@ -182,7 +189,9 @@ class HetznerProvider:
         if not self._refs:
             refs: dict[str, Any] = {}
             if self.config.network:
-                refs["networks"] = [Network(id=self._lookup(self.client.networks, self.config.network))]
+                network = self._find(self.client.networks, self.config.network)
+                refs["networks"] = [Network(id=network.id)]
+                refs["private_cidr"] = network.ip_range
             if self.config.firewall:
                 refs["firewalls"] = [Firewall(id=self._lookup(self.client.firewalls, self.config.firewall))]
             if self.config.ssh_keys:
@@ -193,12 +202,15 @@ class HetznerProvider:
         return self._refs
 
     def _lookup(self, resource: Any, name: str) -> int:
+        return int(self._find(resource, name).id)
+
+    def _find(self, resource: Any, name: str) -> Any:
         found = self._call(resource.get_by_name, name)
         if found is None:
             raise ProviderError(
                 ProviderError.OTHER, f"Hetzner has no {resource._base_url[1:-1]} named {name!r}"
             )
-        return int(found.id)
+        return found
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         self.rate.check()

@@ -3,6 +3,7 @@ SDK, real HTTP on loopback) and a real migrated database."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -226,3 +227,29 @@ def test_a_bootstrap_token_is_single_use_and_its_credential_dies_with_the_node(
     a.cycle(datetime.now(UTC) + timedelta(seconds=700))  # never joined: deleted
     session.expire_all()
     assert worker_for(session, granted[1]) is None
+
+
+def test_with_two_servers_one_autoscaler_acts_and_the_other_takes_over(sessions, session, fake) -> None:  # type: ignore[no-untyped-def]
+    queue(session, 1)
+    first = scaler(sessions, fake, autoscaler_interval_s=0.1)
+    second = scaler(sessions, fake, autoscaler_interval_s=0.1)
+    first.start()
+    second.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not (first.active.is_set() or second.active.is_set()):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(1.0)  # many cycles of both
+        assert first.active.is_set() != second.active.is_set()
+        assert len(fake.servers) == 1  # one create, not one per server
+        leader, other = (first, second) if first.active.is_set() else (second, first)
+        leader.stop()
+        deadline = time.monotonic() + 10
+        while not other.active.is_set():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert len(fake.servers) == 1
+    finally:
+        first.stop()
+        second.stop()

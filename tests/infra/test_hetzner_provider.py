@@ -130,3 +130,23 @@ def test_worker_user_data_is_small_and_holds_no_long_lived_secret(fake: FakeHclo
     assert "rgw_b_single-use" in data and "'rgrid==1.2.3'" in data
     for secret in ("RGRID_WORKER_TOKEN=", "RGRID_RUNNER_SECRET", "S3_SECRET", "RAY_AUTH_TOKEN=", TOKEN):
         assert secret not in data
+
+
+def test_network_firewall_and_ssh_keys_are_attached_by_name(fake: FakeHcloud) -> None:
+    p = provider(fake, network="rgrid", firewall="rgrid-workers", ssh_keys=("ops",))
+    p.create(request("test-1"))
+    boot = BootContext("test-2", "http://10.0.0.2:8080", "rgw_b_x", "1.2.3", 2, 4096)
+    # Ray's ports open to the network's own range only.
+    assert "ip saddr 10.0.0.0/16 accept" in p.render_user_data(boot)
+    with pytest.raises(ProviderError, match="no network named 'nope'"):
+        provider(fake, network="nope").create(request("test-3"))
+
+
+def test_the_control_server_generates_its_secrets_at_first_boot() -> None:
+    from rgrid_infra.cloudinit import render_control
+
+    data = render_control("1.2.3")
+    assert data.startswith("#cloud-config\n") and len(data.encode()) <= 32 * 1024
+    assert "'rgrid==1.2.3'" in data and "rgrid-server.service" in data and "rgrid-head.service" in data
+    # Secrets are made on the server (from /dev/urandom), never carried in.
+    assert "/dev/urandom" in data and "RGRID_HCLOUD_TOKEN=" not in data
