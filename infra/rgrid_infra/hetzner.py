@@ -33,7 +33,15 @@ from hcloud.servers import Server as HServer
 from hcloud.ssh_keys import SSHKey
 
 from rgrid_infra.cloudinit import WorkerBoot, render_worker
-from rgrid_infra.provider import BootContext, Created, CreateRequest, ProviderError, Server, ServerType
+from rgrid_infra.provider import (
+    ActionResult,
+    BootContext,
+    Created,
+    CreateRequest,
+    ProviderError,
+    Server,
+    ServerType,
+)
 
 log = logging.getLogger(__name__)
 
@@ -155,12 +163,16 @@ class HetznerProvider:
         action = response.action
         return Created(_server(response.server), str(action.id) if action else None)
 
-    def action_failed(self, action_id: str) -> str | None:
+    def action_result(self, action_id: str) -> ActionResult:
         action = self._call(self.client.actions.get_by_id, int(action_id))
+        if action.status == "running":
+            return ActionResult(done=False)
         if action.status != "error":
-            return None
+            return ActionResult(done=True)
         error = action.error or {}
-        return f"{error.get('code', 'error')}: {error.get('message', 'the action failed')}"
+        return ActionResult(
+            True, f"{error.get('code', 'error')}: {error.get('message', 'the action failed')}"
+        )
 
     def delete(self, server_id: str) -> None:
         try:

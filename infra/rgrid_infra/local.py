@@ -18,7 +18,15 @@ from pathlib import Path
 from rgrid.local import nodes
 from rgrid.local.components import WORKER_PORTS, base_env, node_argv, ray_env
 from rgrid.local.procs import free_ports, spawn
-from rgrid_infra.provider import BootContext, Created, CreateRequest, ProviderError, Server, ServerType
+from rgrid_infra.provider import (
+    ActionResult,
+    BootContext,
+    Created,
+    CreateRequest,
+    ProviderError,
+    Server,
+    ServerType,
+)
 
 LOCATION = "local"
 TYPE_NAME = "local"
@@ -85,8 +93,8 @@ class LocalProvider:
             Server(request.name, request.name, TYPE_NAME, LOCATION, request.labels, "running", created_at)
         )
 
-    def action_failed(self, action_id: str) -> str | None:
-        return None  # creation is synchronous: there is no action
+    def action_result(self, action_id: str) -> ActionResult:
+        return ActionResult(done=True)  # creation is synchronous: there is no action
 
     def delete(self, server_id: str) -> None:
         nodes.remove(self.config.nodes_dir, server_id)

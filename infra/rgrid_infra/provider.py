@@ -59,6 +59,14 @@ class Created:
 
 
 @dataclass(frozen=True)
+class ActionResult:
+    """A provider's action: still running, or done (with its error if it failed)."""
+
+    done: bool
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class CreateRequest:
     name: str
     server_type: str
@@ -120,9 +128,8 @@ class Provider(Protocol):
         """Create a server. A name that exists already raises EXISTS: the
         caller adopts that server instead of making a second one."""
 
-    def action_failed(self, action_id: str) -> str | None:
-        """The error of a failed creation action, or None while it runs or
-        once it succeeded."""
+    def action_result(self, action_id: str) -> ActionResult:
+        """Where a creation action stands."""
 
     def delete(self, server_id: str) -> None:
         """Delete a server; one that is already gone counts as deleted."""

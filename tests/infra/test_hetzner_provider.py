@@ -117,10 +117,16 @@ def test_a_failed_creation_action_is_reported(fake: FakeHcloud) -> None:
     created = p.create(request("test-bad"))
     assert created.action_id is not None
     deadline = time.monotonic() + 5
-    while p.action_failed(created.action_id) is None:
+    while not (result := p.action_result(created.action_id)).done:
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    assert "failed" in (p.action_failed(created.action_id) or "")
+    assert "failed" in (result.error or "")
+    good = p.create(request("test-good"))
+    assert good.action_id is not None
+    while not (result := p.action_result(good.action_id)).done:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert result.error is None
 
 
 def test_worker_user_data_is_small_and_holds_no_long_lived_secret(fake: FakeHcloud) -> None:

@@ -97,6 +97,7 @@ class Autoscaler:
         self.held_until: float | None = None  # None with a hold: until restart
         self.paused_until = 0.0  # 429: no call before this (epoch seconds)
         self.action_errors: dict[str, str] = {}
+        self._actions_done: set[str] = set()  # no need to ask again
         self._replan = False  # a create found no capacity: try the next type or location now
         self._types: list[ServerType] = []
         self._types_at = 0.0
@@ -184,13 +185,15 @@ class Autoscaler:
             pending = [
                 (i.name, i.action_id)
                 for i in instances.load(session, {})
-                if i.state == p.ALLOCATED and i.action_id and i.name not in self.action_errors
+                if i.state == p.ALLOCATED and i.action_id and i.action_id not in self._actions_done
             ]
             session.rollback()
         for name, action_id in pending:
-            error = self._call(self.provider.action_failed, action_id)
-            if error:
-                self.action_errors[name] = error
+            result = self._call(self.provider.action_result, action_id)
+            if result is not None and result.done:
+                self._actions_done.add(action_id)
+                if result.error:
+                    self.action_errors[name] = result.error
 
     # -- doing it ------------------------------------------------------------------
     def _carry_out(self, out: p.Plan, state: p.State) -> None:

@@ -181,6 +181,8 @@ class LocalGrid:
             if max_workers is not None and state.get("max_workers", 0) != max_workers:
                 state["max_workers"] = max_workers
                 restart |= {"api", "ray"}  # the autoscaler's settings; the head's CPUs
+                if not max_workers:
+                    remove_all(c.nodes_dir(self.dir))  # nobody would scale them down
             if settings is not None and state.get("settings", {}) != settings:
                 state["settings"] = settings
                 restart.add("api")
