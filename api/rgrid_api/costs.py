@@ -20,10 +20,7 @@ from sqlalchemy.orm import Session
 
 from rgrid.wire import CostReport, Estimate, NodeCost, Status
 from rgrid_api.db.models import Attempt, Execution, Instance
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+from rgrid_api.db.times import aware
 
 
 def _hours(start: datetime, end: datetime) -> float:
@@ -50,7 +47,7 @@ def _attempt_cost(a: Attempt, cpu: float, price: Price | None) -> float:
     if price is None or a.started_at is None or a.finished_at is None or price.cpus <= 0:
         return 0.0
     share = min(1.0, cpu / price.cpus)
-    return _hours(_aware(a.started_at), _aware(a.finished_at)) * price.eur_per_hour * share
+    return _hours(aware(a.started_at), aware(a.finished_at)) * price.eur_per_hour * share
 
 
 def execution_cost(session: Session, execution: Execution) -> float | None:
@@ -69,8 +66,8 @@ def cost_report(session: Session, owner: str, since: datetime) -> CostReport:
     nodes = []
     node_total = 0.0
     for inst in session.scalars(select(Instance).where(Instance.state != "allocation_failed")):
-        start = max(_aware(inst.requested_at), since)
-        end = _aware(inst.ended_at) if inst.ended_at else now
+        start = max(aware(inst.requested_at), since)
+        end = aware(inst.ended_at) if inst.ended_at else now
         hours = _hours(start, end)
         if hours <= 0:
             continue

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from rgrid.wire import LIVE_WORKER_STATES, Status, WorkerRegistration, WorkerStatus, WorkerView
 from rgrid_api.db.engine import is_postgres
 from rgrid_api.db.models import Attempt, Instance, Worker, WorkerHeartbeat
+from rgrid_api.db.times import aware
 from rgrid_api.errors import NotFound
 
 
@@ -172,7 +173,7 @@ def list_workers(session: Session, include_ended: bool = False) -> list[WorkerVi
     views = []
     for worker, beat in session.execute(query):
         server_type, price = priced.get(worker.id, (None, None))
-        age = (now - _aware(beat)).total_seconds() if beat else None
+        age = (now - aware(beat)).total_seconds() if beat else None
         views.append(
             WorkerView(
                 id=worker.id,
@@ -192,8 +193,3 @@ def list_workers(session: Session, include_ended: bool = False) -> list[WorkerVi
             )
         )
     return views
-
-
-def _aware(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; they were stored as UTC."""
-    return value if value.tzinfo else value.replace(tzinfo=UTC)

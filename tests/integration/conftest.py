@@ -7,11 +7,15 @@ metadata service."""
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import ExitStack
+from pathlib import Path
 
 import pytest
 
+from rgrid.local.components import ray_temp_dir
+from tests.conftest import run_cli
 from tests.support.testhosts import NetHost, net_host
 
 
@@ -26,3 +30,13 @@ def net_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Ne
             "private": stack.enter_context(net_host(root, "priv", "10.99.77.241", "10.99.77.250", 28)),
             "metadata": stack.enter_context(net_host(root, "meta", "169.254.169.241", "169.254.169.254", 28)),
         }
+
+
+@pytest.fixture
+def local_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The environment of a user with a local grid of their own (stopped at the end)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_")}
+    env["RGRID_HOME"] = str(tmp_path / "home")
+    yield env
+    run_cli(["local", "down"], tmp_path, env)
+    shutil.rmtree(ray_temp_dir(Path(env["RGRID_HOME"])), ignore_errors=True)

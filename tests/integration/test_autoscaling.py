@@ -21,10 +21,9 @@ from rgrid.config import Target
 from rgrid.local import nodes
 from rgrid.local.components import WORKER_PORTS, base_env, node_argv, ray_env, ray_temp_dir
 from rgrid.local.grid import LocalGrid
-from rgrid.local.procs import free_ports, spawn
+from rgrid.local.procs import free_ports, spawn, stop_session
 from rgrid.wire import Status
 from tests.conftest import run_cli
-from tests.integration.test_local_grid import local_env  # noqa: F401 - the fixture
 from tests.support.fake_hcloud import TOKEN, FakeHcloud, _type
 
 SLEEPY = "import sys, time\ntime.sleep(float(sys.argv[1]))\nprint('slept', sys.argv[1])\n"
@@ -101,7 +100,7 @@ def test_local_nodes_scale_from_zero_to_max_and_back_to_zero(
     request: pytest.FixtureRequest,
     backend: str,
     tmp_path: Path,
-    local_env: dict[str, str],  # noqa: F811
+    local_env: dict[str, str],
 ) -> None:
     project = tmp_path / "project"
     project.mkdir()
@@ -162,8 +161,6 @@ class LocalBoot:
     def halt(self, server: dict) -> None:
         proc = self.procs.pop(server["id"], None)
         if proc is not None:
-            from rgrid.local.procs import stop_session
-
             stop_session(proc.pid)
 
     def stop_all(self) -> None:
@@ -172,7 +169,7 @@ class LocalBoot:
 
 
 @pytest.fixture
-def hetzner(local_env: dict[str, str]) -> Iterator[tuple[FakeHcloud, LocalBoot]]:  # noqa: F811
+def hetzner(local_env: dict[str, str]) -> Iterator[tuple[FakeHcloud, LocalBoot]]:
     booter = LocalBoot(Path(local_env["RGRID_HOME"]))
     types = [_type(1, "cx23", 2, 4, {"fsn1": 0.0072, "nbg1": 0.0072})]
     with FakeHcloud(latency_s=0.02, boot=booter.boot, halt=booter.halt, server_types=types) as fake:
@@ -183,7 +180,7 @@ def hetzner(local_env: dict[str, str]) -> Iterator[tuple[FakeHcloud, LocalBoot]]
 
 def test_hetzner_servers_join_through_their_user_data_and_run_real_jobs(
     tmp_path: Path,
-    local_env: dict[str, str],  # noqa: F811
+    local_env: dict[str, str],
     hetzner: tuple[FakeHcloud, LocalBoot],
 ) -> None:
     fake, booter = hetzner

@@ -10,25 +10,12 @@ import shutil
 import signal
 import stat
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from rgrid.local.components import ray_temp_dir
 from rgrid.local.procs import session_members
 from tests.conftest import run_cli
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-
-@pytest.fixture
-def local_env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_")}
-    env["RGRID_HOME"] = str(tmp_path / "home")
-    yield env
-    run_cli(["local", "down"], tmp_path, env)
-    shutil.rmtree(ray_temp_dir(Path(env["RGRID_HOME"])), ignore_errors=True)
 
 
 def pieces(env: dict[str, str], cwd: Path) -> dict[str, dict]:

@@ -12,6 +12,7 @@ from rgrid.wire import Status
 from rgrid_api.autoscaler import plan as p
 from rgrid_api.credentials import revoke
 from rgrid_api.db.models import Attempt, Execution, Instance, InstanceTransition, Worker
+from rgrid_api.db.times import aware
 
 OPEN = (Status.DISPATCHED, Status.RUNNING)
 # The transitions the state machine allows.
@@ -30,10 +31,6 @@ ENDED = {p.DELETING, p.DELETED, p.ALLOCATION_FAILED, p.JOIN_TIMEOUT}
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def add(session: Session, name: str, provider: str, create: p.Create, reason: str) -> None:
@@ -101,7 +98,7 @@ def load(session: Session, action_errors: dict[str, str]) -> list[p.Instance]:
     for r in rows:
         idle_since = None
         if r.name in workers and r.name not in busy:
-            ends = [_aware(t) for t in (last_end.get(r.name), started.get(r.name)) if t is not None]
+            ends = [aware(t) for t in (last_end.get(r.name), started.get(r.name)) if t is not None]
             idle_since = max(ends) if ends else None
         out.append(
             p.Instance(
@@ -111,8 +108,8 @@ def load(session: Session, action_errors: dict[str, str]) -> list[p.Instance]:
                 server_type=r.server_type,
                 location=r.location,
                 price=r.price_eur_per_hour,
-                requested_at=_aware(r.requested_at),
-                state_since=_aware(r.state_since),
+                requested_at=aware(r.requested_at),
+                state_since=aware(r.state_since),
                 action_id=r.action_id,
                 action_error=action_errors.get(r.name),
                 worker_status=workers.get(r.name),

@@ -22,8 +22,10 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -52,6 +54,7 @@ from rgrid_infra.provider import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ADVISORY_LOCK_KEY = 0x726772696402  # "rgrid" + 2
 BACKOFF_S = 300.0
@@ -313,7 +316,7 @@ class Autoscaler:
             self.paused_until = max(self.paused_until, exc.retry_at or now + 60)
             log.warning("rate limited: no provider call until %s", time.ctime(self.paused_until))
 
-    def _call(self, fn, *args):  # type: ignore[no-untyped-def]
+    def _call(self, fn: Callable[..., T], *args: object) -> T | None:
         """A provider call whose failure is handled here; None if it failed."""
         if time.time() < self.paused_until:
             return None

@@ -12,13 +12,10 @@ from rgrid.wire import SHA256_PATTERN, AutoscalerStatus, CostReport, Estimate, I
 from rgrid_api.autoscaler.plan import FINAL_STATES
 from rgrid_api.costs import Price, cost_report, estimate
 from rgrid_api.db.models import AutoscalerReport, Instance
+from rgrid_api.db.times import aware
 from rgrid_api.deps import DB, Owner, State
 
 router = APIRouter(prefix="/v1", tags=["autoscaler"])
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 @router.get("/autoscaler", response_model=AutoscalerStatus)
@@ -36,7 +33,7 @@ def status(_owner: Owner, session: DB, state: State) -> AutoscalerStatus:
             server_type=i.server_type,
             location=i.location,
             price_eur_per_hour=i.price_eur_per_hour,
-            age_s=(now - _aware(i.requested_at)).total_seconds(),
+            age_s=(now - aware(i.requested_at)).total_seconds(),
             reason=i.reason,
         )
         for i in rows
@@ -54,7 +51,7 @@ def status(_owner: Owner, session: DB, state: State) -> AutoscalerStatus:
         return AutoscalerStatus(
             provider=provider, active=False, nodes=nodes, blocked=["no autoscaler cycle ran yet"]
         )
-    age = (now - _aware(row.updated_at)).total_seconds()
+    age = (now - aware(row.updated_at)).total_seconds()
     report = row.report
     # An autoscaler that has not reported for three cycles is not running.
     active = age < 3 * state.settings.autoscaler_interval_s + 30
@@ -77,7 +74,7 @@ def status(_owner: Owner, session: DB, state: State) -> AutoscalerStatus:
 
 @router.get("/cost", response_model=CostReport)
 def cost(owner: Owner, session: DB, since: datetime | None = None) -> CostReport:
-    start = _aware(since) if since else datetime.now(UTC) - timedelta(days=30)
+    start = aware(since) if since else datetime.now(UTC) - timedelta(days=30)
     return cost_report(session, owner, start)
 
 
