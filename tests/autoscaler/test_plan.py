@@ -121,9 +121,13 @@ def test_work_no_allowed_type_can_ever_run_fails_at_once() -> None:
 
 
 def test_a_live_worker_that_fits_keeps_big_work_from_failing() -> None:
-    live = [Capacity("hand-started", 64, 1 << 20, frozenset({PY}))]
+    live = [Capacity("hand-started", 64, 1 << 20, frozenset({PY}), 64, 1 << 20)]
     out = plan(state(live=live), [need("huge", cpu=64)], CONFIG, T0)
     assert out.unschedulable == {} and out.creates == []
+    # Busy now: the work waits for it rather than failing.
+    busy = [Capacity("hand-started", 0, 0, frozenset({PY}), 64, 1 << 20)]
+    out = plan(state(live=busy), [need("huge", cpu=64)], CONFIG, T0)
+    assert out.unschedulable == {}
 
 
 @pytest.mark.parametrize(
@@ -272,7 +276,9 @@ def test_nothing_is_reconciled_created_or_deleted_when_the_list_failed() -> None
         (inst("a1", ALLOCATED, since=-100), None),
         (inst("a1", ALLOCATED, worker_status="active"), ("move", JOINED)),
         (inst("a1", JOIN_TIMEOUT), ("delete", "never joined")),
-        (inst("a1", JOINED, worker_status="dead"), ("delete", "dead")),
+        (inst("a1", JOINED, worker_status="dead", worker_ended_at=at(-30)), None),
+        (inst("a1", JOINED, worker_status="dead", worker_ended_at=at(-200)), ("delete", "dead")),
+        (inst("a1", JOINED, worker_status="left"), ("delete", "left")),
     ],
 )
 def test_failed_nodes_end(row: Instance, expected: tuple | None) -> None:

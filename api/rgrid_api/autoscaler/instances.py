@@ -81,6 +81,11 @@ def load(session: Session, action_errors: dict[str, str]) -> list[p.Instance]:
     rows = session.scalars(select(Instance).where(Instance.state.not_in(p.FINAL_STATES))).all()
     names = [r.name for r in rows]
     workers = dict(session.execute(select(Worker.id, Worker.status).where(Worker.id.in_(names))).all())
+    ended = {
+        worker_id: aware(at)
+        for worker_id, at in session.execute(select(Worker.id, Worker.ended_at).where(Worker.id.in_(names)))
+        if at is not None
+    }
     busy = set(
         session.scalars(
             select(Attempt.worker_id).where(Attempt.worker_id.in_(names), Attempt.status.in_(OPEN)).distinct()
@@ -114,6 +119,7 @@ def load(session: Session, action_errors: dict[str, str]) -> list[p.Instance]:
                 action_error=action_errors.get(r.name),
                 worker_status=workers.get(r.name),
                 idle_since=idle_since,
+                worker_ended_at=ended.get(r.name),
             )
         )
     return out
@@ -147,6 +153,10 @@ def live_capacity(session: Session) -> list[p.Capacity]:
         c, m = used.get(worker.id, (0.0, 0))
         cpus = float(worker.resources.get("CPU", 0))
         memory = int(worker.resources.get("memory_mb", 1 << 40))
-        if cpus - c > 0:
-            out.append(p.Capacity(worker.id, cpus - c, memory - m, frozenset(worker.runtimes)))
+        if cpus > 0:
+            out.append(
+                p.Capacity(
+                    worker.id, max(0.0, cpus - c), memory - m, frozenset(worker.runtimes), cpus, memory
+                )
+            )
     return out

@@ -54,12 +54,15 @@ class Need:
 
 @dataclass(frozen=True)
 class Capacity:
-    """Room on a live worker or on a node still coming up."""
+    """Room on a live worker: free now, and its whole size (work as big as a
+    busy node still fits there later)."""
 
     name: str
     cpus: float
     memory_mb: int
     runtimes: frozenset[str]
+    size_cpus: float = 0.0
+    size_memory_mb: int = 0
 
 
 @dataclass(frozen=True)
@@ -77,9 +80,11 @@ class Instance:
     action_id: str | None = None
     action_error: str | None = None
     # The worker that registered under the instance's name: its status
-    # (active, draining, dead, left), and since when it has had no open attempt.
+    # (active, draining, dead, left), since when it has had no open attempt,
+    # and when it ended (dead or left).
     worker_status: str | None = None
     idle_since: datetime | None = None
+    worker_ended_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -183,6 +188,8 @@ def plan(state: State, demand: list[Need], config: Config, now: datetime) -> Pla
             unmet.append(need)
     if state.types:
         for need in list(unmet):
+            if any(_fits(need, c.size_cpus, c.size_memory_mb, c.runtimes) for c in state.live):
+                continue  # a live node of that size exists: it waits for it
             if not any(_fits(need, t.cpus, t.memory_mb, config.runtimes) for t in state.types):
                 out.unschedulable[need.key] = _why_never(need, state.types, config)
                 unmet.remove(need)
@@ -249,8 +256,14 @@ def _end_failed_nodes(state: State, config: Config, now: datetime, out: Plan) ->
                 )
         elif inst.state == JOIN_TIMEOUT:
             out.deletes[inst.name] = "it never joined"
-        elif inst.state == JOINED and inst.worker_status in ("dead", "left"):
-            out.deletes[inst.name] = f"its worker is {inst.worker_status}"
+        elif inst.state == JOINED and inst.worker_status == "left":
+            out.deletes[inst.name] = "its worker left"
+        elif inst.state == JOINED and inst.worker_status == "dead":
+            # An agent restarting misses a few heartbeats and comes back;
+            # one dead for the grace period is replaced.
+            ended = inst.worker_ended_at or inst.state_since
+            if _age(now, ended) > config.orphan_grace_s:
+                out.deletes[inst.name] = f"its worker has been dead for {config.orphan_grace_s:.0f} s"
         elif inst.state == DRAINING and inst.worker_status in ("dead", "left", None):
             out.deletes[inst.name] = "drained"
 
