@@ -87,8 +87,12 @@ class Settings(BaseSettings):
     hcloud_network: str | None = None
     hcloud_firewall: str | None = None
     hcloud_ssh_keys: str = ""
-    # Python versions a provisioned worker installs.
+    # Python versions a provisioned worker installs, and where it gets rgrid
+    # (always at exactly this server's version): the package name, and a
+    # folder of wheels (URL) if rgrid is not on the index.
     hcloud_runtimes: str = "3.11,3.12"
+    hcloud_package: str = "rgrid"
+    hcloud_find_links: str | None = None
 
     # The local provider: worker nodes on this machine (`rgrid local up
     # --max-workers N` sets these), their size and (for trying the budget) price.

@@ -38,6 +38,7 @@ class WorkerBoot:
     package: str  # what `uv pip install` gets, before ==version
     provider: str
     private_cidr: str = "10.0.0.0/8"
+    find_links: str | None = None  # a folder of wheels, for an rgrid not on the index
 
 
 def unit(name: str) -> str:
@@ -85,6 +86,7 @@ def render_worker(w: WorkerBoot) -> str:
         ]
     )
     pythons = " ".join(w.runtimes)
+    links = f" --find-links {w.find_links}" if w.find_links else ""
     runtimes = ",".join(f"python:{v}=/opt/rgrid/python/{v}/bin/python3" for v in w.runtimes)
     doc = {
         "package_update": True,
@@ -104,7 +106,7 @@ def render_worker(w: WorkerBoot) -> str:
                 for v in w.runtimes
             ],
             f"uv venv --python {w.runtimes[0]} {VENV}",
-            f"uv pip install --python {VENV}/bin/python '{w.package}=={b.version}'",
+            f"uv pip install --python {VENV}/bin/python{links} '{w.package}=={b.version}'",
             f'echo "RGRID_PRIVATE_IP=$({PRIVATE_IP})" >> /etc/rgrid/node.env',
             f'echo "RGRID_RUNTIMES={runtimes}" >> /etc/rgrid/node.env',
             f'echo "RGRID_PROVIDER={w.provider}" >> /etc/rgrid/node.env',

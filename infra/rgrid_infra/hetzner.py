@@ -77,6 +77,7 @@ class HetznerConfig:
     # where the rgrid wheel of exactly the server's version comes from.
     runtimes: tuple[str, ...] = ("3.11", "3.12")
     package: str = "rgrid"
+    find_links: str | None = None
 
 
 class _RateLimit:
@@ -190,6 +191,7 @@ class HetznerProvider:
                 boot=boot,
                 runtimes=self.config.runtimes,
                 package=self.config.package,
+                find_links=self.config.find_links,
                 provider=self.name,
                 private_cidr=private,
             )

@@ -122,8 +122,10 @@ def worker(
             api_url, bootstrap, Path(credential_file), Path(ray_token) if ray_token else None
         )
         if worker_id and worker_id != grant.worker_id:
-            raise typer.BadParameter(
-                f"this node's credential is bound to worker {grant.worker_id}, not {worker_id}"
+            logging.getLogger(__name__).warning(
+                "this node's credential is bound to worker %s: using that id, not %s",
+                grant.worker_id,
+                worker_id,
             )
         token, worker_id = grant.credential, grant.worker_id
     if not api_url or not token:

@@ -136,6 +136,8 @@ def test_worker_user_data_is_small_and_holds_no_long_lived_secret(fake: FakeHclo
     assert "rgw_b_single-use" in data and "'rgrid==1.2.3'" in data
     for secret in ("RGRID_WORKER_TOKEN=", "RGRID_RUNNER_SECRET", "S3_SECRET", "RAY_AUTH_TOKEN=", TOKEN):
         assert secret not in data
+    wheels = provider(fake, find_links="http://10.0.0.2:8000/wheels").render_user_data(boot)
+    assert "--find-links http://10.0.0.2:8000/wheels 'rgrid==1.2.3'" in wheels
 
 
 def test_network_firewall_and_ssh_keys_are_attached_by_name(fake: FakeHcloud) -> None:

@@ -48,6 +48,8 @@ def make_provider(settings: Settings) -> Provider | None:
                 firewall=settings.hcloud_firewall,
                 ssh_keys=_names(settings.hcloud_ssh_keys),
                 runtimes=_names(settings.hcloud_runtimes),
+                package=settings.hcloud_package,
+                find_links=settings.hcloud_find_links,
             )
         )
     raise ValueError(f"RGRID_AUTOSCALER_PROVIDER must be one of {', '.join(PROVIDERS)}, not {name!r}")
