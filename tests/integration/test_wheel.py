@@ -1,5 +1,6 @@
-"""An installed wheel, not only this checkout, migrates its database: the
-migrations ship inside rgrid_api."""
+"""An installed wheel, not only this checkout, migrates its database (the
+migrations ship inside rgrid_api) and renders cloud-init (the systemd units
+ship inside rgrid_infra)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,16 @@ def test_wheel_runs_db_upgrade_from_a_fresh_venv(tmp_path: Path) -> None:
     assert "up to date" in result.stdout
     engine = create_engine(url)
     try:
-        assert {"executions", "attempts", "workers"} <= set(inspect(engine).get_table_names())
+        assert {"executions", "attempts", "workers", "instances"} <= set(inspect(engine).get_table_names())
     finally:
         engine.dispose()
+    control = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "rgrid_infra.cloudinit", "control"],
+        cwd=work,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=60,
+    )
+    assert control.returncode == 0, control.stderr
+    assert "ExecStart=/opt/rgrid/.venv/bin/rgrid server" in control.stdout

@@ -390,7 +390,9 @@ class FakeHcloud:
                     if getattr(fake, "_hour", None) != hour:
                         fake._hour, fake.remaining = hour, fake.rate_limit
                     fake.remaining = max(0, fake.remaining - 1)
-                reset = math.ceil(max(fake.throttled_until, (hour + 1) * 3600 if fake.remaining == 0 else now))
+                reset = math.ceil(
+                    max(fake.throttled_until, (hour + 1) * 3600 if fake.remaining == 0 else now)
+                )
                 if self.headers.get("Authorization") != f"Bearer {TOKEN}":
                     status, payload = 401, {"error": {"code": "unauthorized", "message": "unable to authenticate",
                                                       "details": {}}}  # fmt: skip
