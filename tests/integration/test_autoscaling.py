@@ -1,7 +1,9 @@
 """Autoscaling end to end on the real local grid: real nodes (agent and
-raylet) appear for queued work, run it, and go when idle; the same through
-the Hetzner provider against the fake Hetzner API, whose boot hook starts a
-real local node from each server's own user data. SQLite and PostgreSQL."""
+raylet) appear for queued work, run it, and go when idle (on SQLite); the
+same through the Hetzner provider against the fake Hetzner API, whose boot
+hook starts a real local node from each server's own user data (on
+PostgreSQL). The autoscaler's decisions on both databases are also covered
+by tests/api and tests/autoscaler."""
 
 from __future__ import annotations
 
@@ -29,9 +31,8 @@ from tests.support.fake_hcloud import TOKEN, FakeHcloud, _type
 SLEEPY = "import sys, time\ntime.sleep(float(sys.argv[1]))\nprint('slept', sys.argv[1])\n"
 
 
-def database(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> str:
-    if backend == "sqlite":
-        return ""  # the local grid's own SQLite
+def postgres_database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh database on the test PostgreSQL server."""
     pg = request.getfixturevalue("postgres")
     name = f"autoscale_{tmp_path.name.replace('-', '_')}"[:60]
     admin = create_engine(
@@ -95,18 +96,14 @@ def all_done(client: Client, ids: list[str]) -> bool:
     return all(Status(client.get_execution(i).status).final for i in ids)
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_local_nodes_scale_from_zero_to_max_and_back_to_zero(
-    request: pytest.FixtureRequest,
-    backend: str,
-    tmp_path: Path,
-    local_env: dict[str, str],
+    tmp_path: Path, local_env: dict[str, str]
 ) -> None:
     project = tmp_path / "project"
     project.mkdir()
     (project / "sleepy.py").write_text(SLEEPY)
     env = {**local_env, "RGRID_AUTOSCALER_IDLE_S": "4"}
-    up = ["local", "up", "--max-workers", "2", "--database-url", database(request, backend, tmp_path)]
+    up = ["local", "up", "--max-workers", "2"]
     assert run_cli(up, project, env, timeout=240).returncode == 0
     with grid_client(env) as client:
         assert client.autoscaler().nodes == []  # zero nodes until there is work
@@ -179,6 +176,7 @@ def hetzner(local_env: dict[str, str]) -> Iterator[tuple[FakeHcloud, LocalBoot]]
 
 
 def test_hetzner_servers_join_through_their_user_data_and_run_real_jobs(
+    request: pytest.FixtureRequest,
     tmp_path: Path,
     local_env: dict[str, str],
     hetzner: tuple[FakeHcloud, LocalBoot],
@@ -199,7 +197,8 @@ def test_hetzner_servers_join_through_their_user_data_and_run_real_jobs(
         "RGRID_AUTOSCALER_IDLE_S": "3",
         "RGRID_CLUSTER_NAME": "e2e",
     }
-    assert run_cli(["local", "up", "--max-workers", "2"], project, env, timeout=240).returncode == 0
+    up = ["local", "up", "--max-workers", "2", "--database-url", postgres_database(request, tmp_path)]
+    assert run_cli(up, project, env, timeout=240).returncode == 0
     with grid_client(env) as client:
         ids = [submit(project, env, 1) for _ in range(3)]
         wait_for("the jobs", lambda: all_done(client, ids), 240, every=0.5)
