@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from rgrid.cli.connect import connect
-from rgrid.cli.console import out, print_json
+from rgrid.cli.console import make_table, out, print_json
 from rgrid.errors import UsageError
 from rgrid.transfer import sha256_file
 
@@ -39,6 +38,8 @@ def autoscaler_status(json_out: JsonFlag = False) -> int:
         return 0
     caps = status.caps
     state = "active" if status.active else "[red]not running[/red]"
+    if status.provider == "none":
+        state = "off"
     out.print(f"provider: [bold]{status.provider}[/bold] ({state})")
     if caps:
         out.print(
@@ -46,7 +47,7 @@ def autoscaler_status(json_out: JsonFlag = False) -> int:
             f"pending, budget {caps.get('budget_eur_per_hour')} €/h (spending {status.spend_eur_per_hour:.4f} €/h)"
         )
     out.print(f"demand: {status.demand} waiting, {status.unmet} that fit no live or pending node")
-    table = Table("node", "state", "type", "location", "age", "€/h", "why", box=None, pad_edge=False)
+    table = make_table("node", "state", "type", "location", "age", "€/h", "why")
     for n in status.nodes:
         table.add_row(
             n.name,
@@ -96,7 +97,7 @@ def cost(
     if json_out:
         print_json(report)
         return 0
-    table = Table("node", "provider", "type", "state", "€/h", "hours", "€", box=None, pad_edge=False)
+    table = make_table("node", "provider", "type", "state", "€/h", "hours", "€")
     for n in report.nodes:
         table.add_row(
             n.name,

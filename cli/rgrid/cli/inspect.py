@@ -8,10 +8,9 @@ from typing import Annotated
 
 import typer
 from pydantic import BaseModel
-from rich.table import Table
 
 from rgrid.cli.connect import connect
-from rgrid.cli.console import out, print_json
+from rgrid.cli.console import make_table, out, print_json
 from rgrid.cli.run import fetch_outputs
 from rgrid.follow import follow, write_chunk
 from rgrid.wire import ExecutionList, ExecutionView
@@ -50,9 +49,7 @@ def _show(execution: ExecutionView) -> None:
     if e.exit_code is not None:
         out.print(f"  exit code {e.exit_code}")
     if e.attempts:
-        table = Table(
-            "attempt", "status", "worker", "started", "finished", "exit", "reason", box=None, pad_edge=False
-        )
+        table = make_table("attempt", "status", "worker", "started", "finished", "exit", "reason")
         for a in e.attempts:
             table.add_row(
                 str(a.number),
@@ -111,7 +108,7 @@ def list_(
     if json_out:
         print_json(page)
         return 0
-    table = Table("id", "status", "script", "created", "took", box=None, pad_edge=False)
+    table = make_table("id", "status", "script", "created", "took")
     for e in page.executions:
         table.add_row(
             e.id,
@@ -159,19 +156,8 @@ def workers(
     if json_out:
         print_json(listing)
         return 0
-    table = Table(
-        "worker",
-        "status",
-        "heartbeat",
-        "running",
-        "runtimes",
-        "sandbox",
-        "provider",
-        "type",
-        "€/h",
-        "pid",
-        box=None,
-        pad_edge=False,
+    table = make_table(
+        "worker", "status", "heartbeat", "running", "runtimes", "sandbox", "provider", "type", "€/h", "pid"
     )
     for w in listing.workers:
         age = f"{w.heartbeat_age_s:.1f} s ago" if w.heartbeat_age_s is not None else "-"

@@ -7,9 +7,8 @@ import time
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from rgrid.cli.console import out, print_json, say
+from rgrid.cli.console import make_table, out, print_json, say
 from rgrid.client import Client
 from rgrid.config import Target, rgrid_home, save_remote
 from rgrid.errors import UsageError
@@ -97,7 +96,7 @@ def status_(json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")
     labels.update(
         {p.name: f"worker node {p.name.split('-')[1]}" for p in pieces if p.name.startswith("worker-")}
     )
-    table = Table("piece", "state", "url", "pid", "restarts", box=None, pad_edge=False)
+    table = make_table("piece", "state", "url", "pid", "restarts")
     for p in pieces:
         colour = {"running": "green", "stopped": "dim"}.get(p.state, "red")
         table.add_row(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import sys
-from importlib.metadata import entry_points
 
 import typer
 
@@ -54,6 +53,10 @@ def build_app(with_plugins: bool) -> typer.Typer:
     app.command()(local.init)
     app.add_typer(local.local_app, name="local")
     if with_plugins:
+        # Scanning installed packages' entry points costs tens of ms: only
+        # server-side commands pay for it.
+        from importlib.metadata import entry_points
+
         for ep in entry_points(group="rgrid.commands"):
             obj = ep.load()
             if isinstance(obj, typer.Typer):
