@@ -9,7 +9,7 @@ runner that was presumed dead from overwriting the result of its successor.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -29,6 +29,7 @@ from rgrid.wire import (
 )
 from rgrid_api.db.engine import is_postgres
 from rgrid_api.db.models import Attempt, Execution, LogChunkRow, Output, Worker
+from rgrid_api.db.times import utcnow
 from rgrid_api.errors import Invalid, StaleAttempt
 from rgrid_api.executions import last_log_seq
 from rgrid_api.storage import Storage, object_key, output_key
@@ -47,10 +48,6 @@ class Claimed:
     runtime: str
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 def claim_queued(session: Session, lease_s: float, limit: int = 32) -> list[Claimed]:
     """Move up to `limit` queued executions to dispatched and open their next
     attempt. On Postgres rows are locked with SKIP LOCKED so several servers
@@ -61,7 +58,7 @@ def claim_queued(session: Session, lease_s: float, limit: int = 32) -> list[Clai
     if is_postgres(session.get_bind()):
         query = query.with_for_update(skip_locked=True)
     claimed = []
-    now = _now()
+    now = utcnow()
     for execution in session.scalars(query):
         execution.attempt += 1
         execution.status = Status.DISPATCHED
@@ -107,7 +104,7 @@ def start_attempt(
     session: Session, storage: Storage, execution_id: str, attempt: int, start: RunnerStart, lease_s: float
 ) -> RunnerSpec:
     execution, row = _current(session, execution_id, attempt)
-    now = _now()
+    now = utcnow()
     if execution.cancel_requested:
         _finish(execution, row, Status.CANCELLED, FailureReason.CANCELLED, now)
         session.commit()
@@ -162,7 +159,7 @@ def start_attempt(
 def renew_lease(session: Session, execution_id: str, attempt: int, lease_s: float) -> bool:
     """Extend the lease; the answer says whether the user asked to cancel."""
     execution, row = _current(session, execution_id, attempt)
-    row.lease_expires_at = _now() + timedelta(seconds=lease_s)
+    row.lease_expires_at = utcnow() + timedelta(seconds=lease_s)
     session.commit()
     return execution.cancel_requested
 
@@ -172,7 +169,7 @@ def append_logs(
 ) -> bool:
     execution, row = _current(session, execution_id, attempt)
     seq = last_log_seq(session, execution_id)
-    now = _now()
+    now = utcnow()
     for line in lines:
         seq += 1
         session.add(
@@ -225,7 +222,7 @@ def complete_attempt(
         if storage.size(key) != out.size:
             raise Invalid(f"output {out.path!r} is missing or incomplete in storage")
     status, reason = _final_status(result)
-    _finish(execution, row, status, reason, _now(), result.exit_code)
+    _finish(execution, row, status, reason, utcnow(), result.exit_code)
     execution.duration_s = result.duration_s
     for out in outputs:
         session.add(
@@ -287,7 +284,7 @@ def attempt_lost(session: Session, execution_id: str, attempt: int, reason: str)
     except StaleAttempt:
         session.rollback()
         return False
-    requeued = _requeue(execution, row, _now(), reason)
+    requeued = _requeue(execution, row, utcnow(), reason)
     session.commit()
     return requeued
 
@@ -320,7 +317,7 @@ def expired_attempts(session: Session) -> list[tuple[str, int]]:
     """Open attempts whose lease ran out: their runner or dispatcher is gone."""
     rows = session.execute(
         select(Attempt.execution_id, Attempt.number).where(
-            Attempt.status.in_([Status.DISPATCHED, Status.RUNNING]), Attempt.lease_expires_at < _now()
+            Attempt.status.in_([Status.DISPATCHED, Status.RUNNING]), Attempt.lease_expires_at < utcnow()
         )
     )
     return [(execution_id, number) for execution_id, number in rows]
@@ -329,7 +326,7 @@ def expired_attempts(session: Session) -> list[tuple[str, int]]:
 def renew_dispatched(session: Session, keys: list[tuple[str, int]], lease_s: float) -> None:
     """The dispatcher vouches for attempts Ray still holds for it (waiting for
     a node, or starting), so their lease runs only while it is alive."""
-    until = _now() + timedelta(seconds=lease_s)
+    until = utcnow() + timedelta(seconds=lease_s)
     for execution_id, number in keys:
         session.execute(
             update(Attempt)
@@ -350,7 +347,7 @@ def fail_unschedulable(session: Session, execution_id: str, detail: str) -> int 
     execution = session.get(Execution, execution_id)
     if execution is None or execution.status not in (Status.QUEUED, Status.DISPATCHED):
         return None
-    now = _now()
+    now = utcnow()
     open_attempt = None
     if execution.status == Status.DISPATCHED:
         row = session.scalar(

@@ -4,7 +4,7 @@ the monitor reads it to find dead nodes; users list it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -14,12 +14,8 @@ from sqlalchemy.orm import Session
 from rgrid.wire import LIVE_WORKER_STATES, Status, WorkerRegistration, WorkerStatus, WorkerView
 from rgrid_api.db.engine import is_postgres
 from rgrid_api.db.models import Attempt, Instance, Worker, WorkerHeartbeat
-from rgrid_api.db.times import aware
+from rgrid_api.db.times import aware, utcnow
 from rgrid_api.errors import NotFound
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -33,7 +29,7 @@ class Head:
 def register(session: Session, reg: WorkerRegistration) -> None:
     """Upsert the worker; the node ids it announces replace the old ones (a
     restarted node is a new Ray node)."""
-    now = _now()
+    now = utcnow()
     worker = session.get(Worker, reg.id)
     if worker is None:
         worker = Worker(id=reg.id, started_at=now)
@@ -93,7 +89,7 @@ def heartbeat(session: Session, worker_id: str) -> WorkerStatus:
     if worker is None:
         raise NotFound(f"no worker {worker_id!r}")
     if worker.status in LIVE_WORKER_STATES:
-        _beat(session, worker_id, _now())
+        _beat(session, worker_id, utcnow())
     session.commit()
     return WorkerStatus(worker.status)
 
@@ -105,7 +101,7 @@ def set_status(session: Session, worker_id: str, status: WorkerStatus) -> None:
     if worker.status in LIVE_WORKER_STATES:
         worker.status = status
         if not status.live:
-            worker.ended_at = _now()
+            worker.ended_at = utcnow()
     session.commit()
 
 
@@ -125,7 +121,7 @@ def set_ray_node(session: Session, worker_id: str, ray_node_id: str) -> None:
 
 
 def stale_workers(session: Session, timeout_s: float) -> list[str]:
-    cutoff = _now() - timedelta(seconds=timeout_s)
+    cutoff = utcnow() - timedelta(seconds=timeout_s)
     return list(
         session.scalars(
             select(Worker.id)
@@ -149,7 +145,7 @@ def open_attempts(session: Session, worker_id: str) -> int:
 
 
 def list_workers(session: Session, include_ended: bool = False) -> list[WorkerView]:
-    now = _now()
+    now = utcnow()
     running = dict(
         session.execute(
             select(Attempt.worker_id, func.count())
@@ -164,14 +160,17 @@ def list_workers(session: Session, include_ended: bool = False) -> list[WorkerVi
     )
     if not include_ended:
         query = query.where(Worker.status.in_(LIVE_WORKER_STATES))
+    listed = session.execute(query).all()
     priced = {
         name: (server_type, price)
         for name, server_type, price in session.execute(
-            select(Instance.name, Instance.server_type, Instance.price_eur_per_hour)
+            select(Instance.name, Instance.server_type, Instance.price_eur_per_hour).where(
+                Instance.name.in_([worker.id for worker, _ in listed])
+            )
         )
     }
     views = []
-    for worker, beat in session.execute(query):
+    for worker, beat in listed:
         server_type, price = priced.get(worker.id, (None, None))
         age = (now - aware(beat)).total_seconds() if beat else None
         views.append(

@@ -121,6 +121,7 @@ class HetznerProvider:
         # a response hook sees every answer (pinned hcloud version).
         self.client._client._session.hooks["response"].append(self.rate.hook)
         self._refs: dict[str, Any] = {}
+        self._private_cidr: str | None = None  # the network's range, once looked up
 
     # -- the interface --------------------------------------------------------
     def server_types(self) -> list[ServerType]:
@@ -150,7 +151,7 @@ class HetznerProvider:
         return [_server(s) for s in self._call(self.client.servers.get_all, label_selector=selector)]
 
     def create(self, request: CreateRequest) -> Created:
-        extra = {k: v for k, v in self._references().items() if k != "private_cidr"}
+        extra = self._references()
         response = self._call(
             self.client.servers.create,
             name=request.name,
@@ -185,7 +186,8 @@ class HetznerProvider:
     def render_user_data(self, boot: BootContext) -> str:
         """Ray's ports open to the private network's range only (the
         network's own range when one is configured)."""
-        private = self._references().get("private_cidr", "10.0.0.0/8")
+        self._references()
+        private = self._private_cidr or "10.0.0.0/8"
         return render_worker(
             WorkerBoot(
                 boot=boot,
@@ -205,7 +207,7 @@ class HetznerProvider:
             if self.config.network:
                 network = self._find(self.client.networks, self.config.network)
                 refs["networks"] = [Network(id=network.id)]
-                refs["private_cidr"] = network.ip_range
+                self._private_cidr = network.ip_range
             if self.config.firewall:
                 refs["firewalls"] = [Firewall(id=self._lookup(self.client.firewalls, self.config.firewall))]
             if self.config.ssh_keys:

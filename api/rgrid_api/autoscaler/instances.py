@@ -3,8 +3,6 @@ planner needs to know of each (its worker's status and idle time)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -12,7 +10,7 @@ from rgrid.wire import Status
 from rgrid_api.autoscaler import plan as p
 from rgrid_api.credentials import revoke
 from rgrid_api.db.models import Attempt, Execution, Instance, InstanceTransition, Worker
-from rgrid_api.db.times import aware
+from rgrid_api.db.times import aware, utcnow
 
 OPEN = (Status.DISPATCHED, Status.RUNNING)
 # The transitions the state machine allows.
@@ -29,13 +27,9 @@ EDGES = {
 ENDED = {p.DELETING, p.DELETED, p.ALLOCATION_FAILED, p.JOIN_TIMEOUT}
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 def add(session: Session, name: str, provider: str, create: p.Create, reason: str) -> None:
     """Write the row before the create call (the caller commits)."""
-    now = _now()
+    now = utcnow()
     session.add(
         Instance(
             name=name,
@@ -62,7 +56,7 @@ def move(session: Session, name: str, state: str, reason: str, **fields: object)
     row = session.get(Instance, name)
     if row is None or state not in EDGES[row.state]:
         return False
-    now = _now()
+    now = utcnow()
     session.add(
         InstanceTransition(instance=name, from_state=row.state, to_state=state, at=now, reason=reason)
     )
@@ -76,15 +70,15 @@ def move(session: Session, name: str, state: str, reason: str, **fields: object)
     return True
 
 
-def load(session: Session, action_errors: dict[str, str]) -> list[p.Instance]:
+def load(session: Session) -> list[p.Instance]:
     """The rows that are not final, with their workers' status and idle time."""
     rows = session.scalars(select(Instance).where(Instance.state.not_in(p.FINAL_STATES))).all()
     names = [r.name for r in rows]
-    workers = dict(session.execute(select(Worker.id, Worker.status).where(Worker.id.in_(names))).all())
-    ended = {
-        worker_id: aware(at)
-        for worker_id, at in session.execute(select(Worker.id, Worker.ended_at).where(Worker.id.in_(names)))
-        if at is not None
+    workers = {
+        worker_id: (status, started_at, ended_at)
+        for worker_id, status, started_at, ended_at in session.execute(
+            select(Worker.id, Worker.status, Worker.started_at, Worker.ended_at).where(Worker.id.in_(names))
+        )
     }
     busy = set(
         session.scalars(
@@ -98,12 +92,12 @@ def load(session: Session, action_errors: dict[str, str]) -> list[p.Instance]:
             .group_by(Attempt.worker_id)
         ).all()
     )
-    started = dict(session.execute(select(Worker.id, Worker.started_at).where(Worker.id.in_(names))).all())
     out = []
     for r in rows:
+        status, started_at, ended_at = workers.get(r.name, (None, None, None))
         idle_since = None
-        if r.name in workers and r.name not in busy:
-            ends = [aware(t) for t in (last_end.get(r.name), started.get(r.name)) if t is not None]
+        if status is not None and r.name not in busy:
+            ends = [aware(t) for t in (last_end.get(r.name), started_at) if t is not None]
             idle_since = max(ends) if ends else None
         out.append(
             p.Instance(
@@ -116,10 +110,9 @@ def load(session: Session, action_errors: dict[str, str]) -> list[p.Instance]:
                 requested_at=aware(r.requested_at),
                 state_since=aware(r.state_since),
                 action_id=r.action_id,
-                action_error=action_errors.get(r.name),
-                worker_status=workers.get(r.name),
+                worker_status=status,
                 idle_since=idle_since,
-                worker_ended_at=ended.get(r.name),
+                worker_ended_at=aware(ended_at) if ended_at else None,
             )
         )
     return out

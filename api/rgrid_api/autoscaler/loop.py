@@ -23,7 +23,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -143,10 +143,14 @@ class Autoscaler:
         paused = t < self.paused_until
         servers = None if paused else self._call(self.provider.list_servers, self.labels)
         types = self._server_types(t) if not paused else self._types
-        self._check_actions(paused)
+        with self.sessions() as session:
+            rows = instances.load(session)
+            session.rollback()
+        if not paused:
+            self._check_actions(rows)
         with self.sessions() as session:
             state = p.State(
-                instances=instances.load(session, self.action_errors),
+                instances=[replace(i, action_error=self.action_errors.get(i.name)) for i in rows],
                 servers=servers,
                 live=instances.live_capacity(session),
                 types=types,
@@ -180,17 +184,13 @@ class Autoscaler:
                 self._types, self._types_at = found, t
         return self._types
 
-    def _check_actions(self, paused: bool) -> None:
-        """Creation actions of servers that have not joined yet."""
-        if paused:
-            return
-        with self.sessions() as session:
-            pending = [
-                (i.name, i.action_id)
-                for i in instances.load(session, {})
-                if i.state == p.ALLOCATED and i.action_id and i.action_id not in self._actions_done
-            ]
-            session.rollback()
+    def _check_actions(self, rows: list[p.Instance]) -> None:
+        """Creation actions of servers that have not joined yet, until each is done."""
+        pending = [
+            (i.name, i.action_id)
+            for i in rows
+            if i.state == p.ALLOCATED and i.action_id and i.action_id not in self._actions_done
+        ]
         for name, action_id in pending:
             result = self._call(self.provider.action_result, action_id)
             if result is not None and result.done:

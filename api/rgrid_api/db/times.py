@@ -1,8 +1,13 @@
-"""Datetimes as the database hands them back."""
+"""Datetimes as the control plane stores them, and as the database hands them back."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+
+
+def utcnow() -> datetime:
+    """The time the control plane stores: aware, in UTC."""
+    return datetime.now(UTC)
 
 
 def aware(value: datetime) -> datetime:
