@@ -13,10 +13,10 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
-from rgrid_api.auth import create_key
+from rgrid_api.auth import OwnerCache, create_key
 from rgrid_api.autoscaler.loop import Autoscaler, config_from
 from rgrid_api.autoscaler.providers import make_provider, offered_runtimes
-from rgrid_api.db.engine import make_engine, make_sessionmaker
+from rgrid_api.db.engine import make_engine, make_readers, make_sessionmaker
 from rgrid_api.db.migrate import upgrade
 from rgrid_api.deps import AppState, Owner
 from rgrid_api.dispatcher import Dispatcher
@@ -37,6 +37,7 @@ def build_state(settings: Settings, with_dispatcher: bool = True) -> AppState:
     upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
     sessions = make_sessionmaker(engine)
+    readers = make_readers(engine)
     if settings.bootstrap_api_key is not None:
         with sessions() as session:
             create_key(
@@ -57,6 +58,8 @@ def build_state(settings: Settings, with_dispatcher: bool = True) -> AppState:
     return AppState(
         settings=settings,
         sessions=sessions,
+        readers=readers,
+        owners=OwnerCache(readers, settings.key_cache_s),
         storage=storage,
         runner_storage=runner_storage,
         feed=feed,

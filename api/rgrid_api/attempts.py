@@ -168,8 +168,19 @@ def append_logs(
     session: Session, execution_id: str, attempt: int, lines: list[RunnerLogLine], lease_s: float
 ) -> bool:
     execution, row = _current(session, execution_id, attempt)
-    seq = last_log_seq(session, execution_id)
     now = utcnow()
+    _add_lines(session, execution_id, attempt, lines, now)
+    row.lease_expires_at = now + timedelta(seconds=lease_s)
+    session.commit()
+    return execution.cancel_requested
+
+
+def _add_lines(
+    session: Session, execution_id: str, attempt: int, lines: list[RunnerLogLine], now: datetime
+) -> None:
+    if not lines:
+        return
+    seq = last_log_seq(session, execution_id)
     for line in lines:
         seq += 1
         session.add(
@@ -182,9 +193,6 @@ def append_logs(
                 created_at=now,
             )
         )
-    row.lease_expires_at = now + timedelta(seconds=lease_s)
-    session.commit()
-    return execution.cancel_requested
 
 
 def output_upload_urls(
@@ -208,9 +216,9 @@ def _final_status(result: RunnerResult) -> tuple[Status, str | None]:
 def complete_attempt(
     session: Session, storage: Storage, execution_id: str, attempt: int, result: RunnerResult
 ) -> None:
-    """Record the final result and the outputs in one transaction. Outputs
-    are checked to exist in storage first, so a half-uploaded file is never
-    presented as an output."""
+    """Record the last output lines, the final result and the outputs in one
+    transaction. Outputs are checked to exist in storage first, so a
+    half-uploaded file is never presented as an output."""
     execution, row = _current(session, execution_id, attempt)
     outputs: list[OutputFile] = result.outputs
     for out in outputs:
@@ -222,7 +230,9 @@ def complete_attempt(
         if storage.size(key) != out.size:
             raise Invalid(f"output {out.path!r} is missing or incomplete in storage")
     status, reason = _final_status(result)
-    _finish(execution, row, status, reason, utcnow(), result.exit_code)
+    now = utcnow()
+    _add_lines(session, execution_id, attempt, result.logs, now)
+    _finish(execution, row, status, reason, now, result.exit_code)
     execution.duration_s = result.duration_s
     for out in outputs:
         session.add(

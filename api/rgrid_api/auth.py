@@ -6,10 +6,13 @@ import hashlib
 import hmac
 import re
 import secrets
+import threading
+import time
 from datetime import UTC, datetime
+from typing import Any, cast
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import CursorResult, select, update
+from sqlalchemy.orm import Session, sessionmaker
 
 from rgrid_api.db.models import ApiKey
 
@@ -42,6 +45,51 @@ def owner_for_key(session: Session, key: str) -> str | None:
     if row is None or row.revoked_at is not None:
         return None
     return row.owner
+
+
+def revoke_keys(session: Session, owner: str, name: str | None = None) -> int:
+    """Revoke OWNER's keys (only those called NAME, if given); returns how
+    many were still in force."""
+    query = update(ApiKey).where(ApiKey.owner == owner, ApiKey.revoked_at.is_(None))
+    if name is not None:
+        query = query.where(ApiKey.name == name)
+    result = cast(CursorResult[Any], session.execute(query.values(revoked_at=datetime.now(UTC))))
+    session.commit()
+    return result.rowcount
+
+
+class OwnerCache:
+    """Who an API key speaks for, remembered for a few seconds so that a
+    request costs no database round trip for it. A revoked key stops
+    working within `ttl_s`; a refused key is asked about again sooner, so a
+    key created a moment ago works at once."""
+
+    REFUSED_TTL_S = 1.0
+    MAX_ENTRIES = 10_000
+
+    def __init__(self, readers: sessionmaker, ttl_s: float) -> None:
+        self._readers = readers
+        self._ttl_s = ttl_s
+        self._entries: dict[str, tuple[str | None, float]] = {}
+        self._lock = threading.Lock()
+
+    def owner(self, key: str) -> str | None:
+        now = time.monotonic()
+        digest = hash_key(key)  # plain keys are never kept
+        with self._lock:
+            hit = self._entries.get(digest)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        with self._readers() as session:
+            owner = owner_for_key(session, key)
+        with self._lock:
+            if len(self._entries) >= self.MAX_ENTRIES:
+                self._entries = {k: v for k, v in self._entries.items() if v[1] > now}
+                if len(self._entries) >= self.MAX_ENTRIES:
+                    self._entries.clear()
+            ttl = self._ttl_s if owner else min(self._ttl_s, self.REFUSED_TTL_S)
+            self._entries[digest] = (owner, now + ttl)
+        return owner
 
 
 def runner_token(secret: str, execution_id: str, attempt: int) -> str:

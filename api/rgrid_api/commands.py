@@ -74,6 +74,24 @@ def create_key_cmd(
             raise typer.BadParameter(str(exc)) from None
 
 
+@server_app.command("revoke-key")
+def revoke_key_cmd(
+    owner: Annotated[str, typer.Option(help="Tenant whose keys to revoke.")],
+    name: Annotated[str | None, typer.Option(help="Only the keys with this label.")] = None,
+) -> None:
+    """Revoke OWNER's API keys (or only those called NAME). Servers stop
+    accepting them within RGRID_KEY_CACHE_S seconds."""
+    from rgrid_api.auth import revoke_keys
+    from rgrid_api.db.engine import make_engine, make_sessionmaker
+    from rgrid_api.db.migrate import upgrade
+
+    settings = _settings()
+    upgrade(settings.database_url)
+    with make_sessionmaker(make_engine(settings.database_url))() as session:
+        count = revoke_keys(session, owner, name)
+    typer.echo(f"revoked {count} key{'s' if count != 1 else ''}")
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply every pending migration to RGRID_DATABASE_URL."""

@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import Depends, Header, HTTPException, Request
 from sqlalchemy.orm import Session, sessionmaker
 
-from rgrid_api.auth import check_runner_token, owner_for_key
+from rgrid_api.auth import OwnerCache, check_runner_token
 from rgrid_api.autoscaler.loop import Autoscaler
 from rgrid_api.credentials import worker_for
 from rgrid_api.dispatcher import Dispatcher
@@ -24,6 +24,8 @@ from rgrid_api.storage import Storage
 class AppState:
     settings: Settings
     sessions: sessionmaker
+    readers: sessionmaker  # read-only sessions (no write lock on SQLite)
+    owners: OwnerCache
     storage: Storage  # signs URLs for clients
     runner_storage: Storage  # signs URLs for workers
     feed: ChangeFeed
@@ -41,6 +43,11 @@ def db_session(state: Annotated[AppState, Depends(app_state)]) -> Iterator[Sessi
         yield session
 
 
+def read_session(state: Annotated[AppState, Depends(app_state)]) -> Iterator[Session]:
+    with state.readers() as session:
+        yield session
+
+
 def bearer(authorization: str | None) -> str:
     if not authorization or not authorization.lower().startswith("bearer "):
         raise HTTPException(401, "missing API key", headers={"WWW-Authenticate": "Bearer"})
@@ -48,10 +55,9 @@ def bearer(authorization: str | None) -> str:
 
 
 def current_owner(
-    session: Annotated[Session, Depends(db_session)], authorization: Annotated[str | None, Header()] = None
+    state: Annotated[AppState, Depends(app_state)], authorization: Annotated[str | None, Header()] = None
 ) -> str:
-    owner = owner_for_key(session, bearer(authorization))
-    session.rollback()
+    owner = state.owners.owner(bearer(authorization))
     if owner is None:
         raise HTTPException(401, "API key refused", headers={"WWW-Authenticate": "Bearer"})
     return owner
@@ -98,5 +104,6 @@ def worker_auth(
 
 Owner = Annotated[str, Depends(current_owner)]
 DB = Annotated[Session, Depends(db_session)]
+ReadDB = Annotated[Session, Depends(read_session)]
 State = Annotated[AppState, Depends(app_state)]
 Agent = Annotated[WorkerCaller, Depends(worker_auth)]

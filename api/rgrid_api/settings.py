@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     log_wait_max_s: float = 25.0
 
     bootstrap_api_key: SecretStr | None = None
+    # How long a server trusts what it learned about an API key: a revoked
+    # key stops working within this many seconds.
+    key_cache_s: float = 5.0
     bootstrap_owner: str = "local"
 
     host: str = "127.0.0.1"

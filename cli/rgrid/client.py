@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from rgrid.config import Target
 from rgrid.errors import ApiError, AuthRefused, Unreachable
+from rgrid.http import http_client
 from rgrid.retry import API_CALLS, Backoff, call_with_retry, raise_for_retryable
 from rgrid.wire import (
     AutoscalerStatus,
@@ -42,14 +43,10 @@ ONCE = Backoff(tries=1, first_s=0.0, max_s=0.0)
 class Client:
     def __init__(self, target: Target, timeout: float = 30.0) -> None:
         self.target = target
-        # Building a TLS context costs tens of milliseconds on every CLI start;
-        # a plain-HTTP API (the local grid) needs none.
-        tls = target.api_url.startswith("https://")
-        self._http = httpx.Client(
+        self._http = http_client(
             base_url=target.api_url,
             headers={"Authorization": f"Bearer {target.api_key}"},
             timeout=timeout,
-            verify=tls,
         )
         self._timeout = timeout
         self._storage: httpx.Client | None = None
@@ -59,7 +56,7 @@ class Client:
         """Presigned URLs go to storage with their own signature; the API key
         must never travel there, so storage gets its own client without it."""
         if self._storage is None:
-            self._storage = httpx.Client(timeout=httpx.Timeout(self._timeout, read=300.0))
+            self._storage = http_client(timeout=httpx.Timeout(self._timeout, read=300.0))
         return self._storage
 
     def close(self) -> None:

@@ -389,6 +389,8 @@ class RunnerResult(BaseModel):
     failure_reason: FailureReason | None = None
     duration_s: float
     outputs: list[OutputFile] = []
+    # Output the log shipper had not sent yet (all of a short job's).
+    logs: list[RunnerLogLine] = []
 
 
 class NodeCost(BaseModel):

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from rgrid.http import http_client
 from rgrid.restarts import RestartPolicy
 from rgrid.wire import WorkerAck, WorkerRegistration, WorkerStatus
 from rgrid_runner.ray_compat import RayNode, alive_nodes, drain_node
@@ -107,7 +108,7 @@ class NodeAgent:
         self.config = config
         self.raylet_argv = raylet_argv
         self.raylet_env = raylet_env
-        self.http = httpx.Client(
+        self.http = http_client(
             base_url=config.api_url.rstrip("/") + "/v1/workers",
             headers={"Authorization": f"Bearer {config.token}"},
             timeout=10.0,

@@ -17,28 +17,31 @@ from rgrid.wire import (
     RunnerStart,
 )
 
+CALL_TIMEOUT_S = 30.0
+
 
 class StaleAttempt(Exception):
     """The API says this attempt is no longer current: stop at once."""
 
 
 class Reporter:
-    def __init__(self, api_url: str, execution_id: str, attempt: int, token: str) -> None:
-        self._http = httpx.Client(
-            base_url=f"{api_url.rstrip('/')}/v1/runner/{execution_id}/{attempt}",
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=30.0,
-        )
+    """Speaks for one attempt, over the worker process's shared client."""
 
-    def close(self) -> None:
-        self._http.close()
+    def __init__(self, http: httpx.Client, api_url: str, execution_id: str, attempt: int, token: str) -> None:
+        self._http = http
+        self._base = f"{api_url.rstrip('/')}/v1/runner/{execution_id}/{attempt}"
+        self._headers = {"Authorization": f"Bearer {token}"}
 
     def _post(self, path: str, body: BaseModel | None = None) -> httpx.Response:
         """POST under the shared retry policy; 409 means this attempt was fenced off."""
         payload = body.model_dump(mode="json") if body is not None else None
 
         def once() -> httpx.Response:
-            return raise_for_retryable(self._http.post(path, json=payload))
+            return raise_for_retryable(
+                self._http.post(
+                    self._base + path, json=payload, headers=self._headers, timeout=CALL_TIMEOUT_S
+                )
+            )
 
         resp = call_with_retry(once, RUNNER_CALLS, f"runner call {path}")
         if resp.status_code == 409:

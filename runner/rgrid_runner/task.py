@@ -34,6 +34,7 @@ from rgrid.wire import (
 from rgrid_runner.cgroups import Cgroup
 from rgrid_runner.config import RunnerConfig, runner_config
 from rgrid_runner.envs import InstallFailed
+from rgrid_runner.httpclient import process_client
 from rgrid_runner.lifeline import ensure_lifeline
 from rgrid_runner.limits import Limits, LogBudget, WorkdirWatch, rlimit_command
 from rgrid_runner.logship import LogShipper
@@ -93,22 +94,21 @@ def job_env(spec: RunnerSpec, path: str) -> dict[str, str]:
 
 def run_attempt(ticket: AttemptTicket) -> str:
     ensure_lifeline()
-    reporter = Reporter(ticket.api_url, ticket.execution_id, ticket.attempt, ticket.token)
+    http = process_client()
+    reporter = Reporter(http, ticket.api_url, ticket.execution_id, ticket.attempt, ticket.token)
     try:
         spec = reporter.start(runner_start())
     except StaleAttempt:
-        reporter.close()
         return "stale"
     cfg = runner_config()
     workdir = make_workdir(cfg.work_root, spec.execution_id, spec.attempt)
     try:
-        return AttemptRun(cfg, reporter, spec, workdir).execute()
+        return AttemptRun(cfg, reporter, http, spec, workdir).execute()
     except StaleAttempt:
         log.warning("attempt %d of %s was superseded", spec.attempt, spec.execution_id)
         return "stale"
     finally:
         remove_workdir(workdir)
-        reporter.close()
 
 
 @dataclass(frozen=True)
@@ -123,25 +123,32 @@ class Verdict:
 class AttemptRun:
     """One attempt on this worker, from the fetched spec to the report."""
 
-    def __init__(self, cfg: RunnerConfig, reporter: Reporter, spec: RunnerSpec, workdir: Path) -> None:
+    def __init__(
+        self, cfg: RunnerConfig, reporter: Reporter, http: httpx.Client, spec: RunnerSpec, workdir: Path
+    ) -> None:
         self.cfg = cfg
         self.reporter = reporter
+        self.http = http
         self.spec = spec
         self.workdir = workdir
         self.limits = Limits.for_attempt(spec.resources, cfg.max_pids)
         self.shipper = LogShipper(reporter, RENEW_S)
 
     def execute(self) -> str:
-        with self.shipper, httpx.Client(timeout=60.0) as http:
-            verdict, outputs = self._run(http)
-        # The shipper is closed: everything the job and rgrid wrote was sent
-        # before the result, so a follower sees all of it.
+        self.shipper.start()
+        try:
+            verdict, outputs = self._run()
+        finally:
+            tail = self.shipper.close()
+        # What the shipper had not sent travels with the result, which the
+        # API records in the same transaction: a follower sees all of it.
         self.reporter.complete(
             RunnerResult(
                 exit_code=verdict.exit_code,
                 failure_reason=verdict.reason,
                 duration_s=verdict.duration_s,
                 outputs=outputs,
+                logs=tail,
             )
         )
         return verdict.reason or "ok"
@@ -150,12 +157,12 @@ class AttemptRun:
         """A line from rgrid itself in the job's stderr."""
         self.shipper.write("stderr", f"rgrid: {text}\n")
 
-    def _run(self, http: httpx.Client) -> tuple[Verdict, list[OutputFile]]:
+    def _run(self) -> tuple[Verdict, list[OutputFile]]:
         interp = self.cfg.runtimes.get(self.spec.runtime)
         if interp is None:
             self.note(f"runtime {self.spec.runtime} is not installed on this worker")
             return Verdict(127, FailureReason.RUNTIME_UNAVAILABLE), []
-        fetch(http, self.workdir, [self.spec.script, *self.spec.inputs])
+        fetch(self.http, self.workdir, [self.spec.script, *self.spec.inputs])
         before = snapshot(self.workdir)
         with contextlib.ExitStack() as stack:
             try:
@@ -167,7 +174,7 @@ class AttemptRun:
         if verdict.reason not in (None, FailureReason.EXIT_CODE):
             return verdict, []
         try:
-            return verdict, self._collect(http, before)
+            return verdict, self._collect(before)
         except OutputLimitExceeded as exc:
             self.note(str(exc))
             return replace(verdict, reason=FailureReason.OUTPUT_TOO_LARGE), []
@@ -261,14 +268,14 @@ class AttemptRun:
         return None
 
     # -- step 3: collect outputs --------------------------------------------
-    def _collect(self, http: httpx.Client, before: Snapshot) -> list[OutputFile]:
+    def _collect(self, before: Snapshot) -> list[OutputFile]:
         """Upload every file created or changed under the work dir."""
         limits = OutputLimits(max_files=self.cfg.max_output_files, max_total_bytes=self.cfg.max_output_bytes)
         paths = changed_files(self.workdir, before, limits)
         if not paths:
             return []
         urls = self.reporter.output_urls(paths)
-        return [upload(http, self.workdir, p, urls[p]) for p in paths]
+        return [upload(self.http, self.workdir, p, urls[p]) for p in paths]
 
 
 def _failure_reason(

@@ -175,6 +175,25 @@ def test_logs_are_sequenced_and_renew_the_lease(session: Session, storage: Memor
     assert [c.seq for c in read_logs(session, e.id, after=2)] == [3]
 
 
+def test_the_last_lines_travel_with_the_result(session: Session, storage: MemoryStorage) -> None:
+    """A short job's output comes with its result, and is recorded with it:
+    after the lines already shipped, and not at all from a fenced-off runner."""
+    e = submit(session, storage)
+    claim_queued(session, LEASE_S)
+    start_attempt(session, storage, e.id, 1, START, LEASE_S)
+    append_logs(session, e.id, 1, [RunnerLogLine(stream="stdout", data="a\n")], LEASE_S)
+    tail = [RunnerLogLine(stream="stdout", data="b\n"), RunnerLogLine(stream="stderr", data="c\n")]
+    complete_attempt(session, storage, e.id, 1, RunnerResult(exit_code=0, duration_s=0.1, logs=tail))
+    assert [(c.seq, c.data) for c in read_logs(session, e.id, after=0)] == [
+        (1, "a\n"),
+        (2, "b\n"),
+        (3, "c\n"),
+    ]
+    with pytest.raises(StaleAttempt):
+        complete_attempt(session, storage, e.id, 1, RunnerResult(exit_code=0, duration_s=0.1, logs=tail))
+    assert len(read_logs(session, e.id, after=0)) == 3
+
+
 def test_outputs_must_be_in_storage_before_they_count(session: Session, storage: MemoryStorage) -> None:
     e = submit(session, storage)
     claim_queued(session, LEASE_S)

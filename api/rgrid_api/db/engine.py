@@ -5,14 +5,27 @@ from __future__ import annotations
 import sqlite3
 
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
+
+READ_ONLY = "rgrid_read_only"
+
+
+class ReadOnlySession(Session):
+    """A session for requests that only read: writing through one is a bug."""
+
+    def flush(self, objects: object = None) -> None:
+        if self.new or self.dirty or self.deleted:
+            raise RuntimeError("a read-only session was asked to write")
+        super().flush(objects)  # type: ignore[arg-type]
 
 
 def make_engine(url: str) -> Engine:
-    """Build an engine. SQLite gets WAL, a busy timeout and BEGIN IMMEDIATE:
-    a deferred transaction that reads and then writes fails at once with
-    'database is locked' when another writer got in between, so every
-    transaction takes the write lock up front (the embedded grid is small)."""
+    """Build an engine. SQLite gets WAL, a busy timeout and, for sessions
+    that may write, BEGIN IMMEDIATE: a deferred transaction that reads and
+    then writes fails at once with 'database is locked' when another writer
+    got in between, so a writing transaction takes the write lock up front.
+    Readers (`make_readers`) begin deferred: under WAL they read a snapshot
+    and never wait for the writer."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
@@ -27,7 +40,9 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Connection) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.exec_driver_sql(
+                "BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE"
+            )
 
         return engine
     if url.startswith("postgresql://"):
@@ -37,6 +52,12 @@ def make_engine(url: str) -> Engine:
 
 def make_sessionmaker(engine: Engine) -> sessionmaker:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def make_readers(engine: Engine) -> sessionmaker:
+    """Sessions for reading only. They share the engine's pool; on SQLite
+    their transactions begin deferred, so reads never queue behind writes."""
+    return sessionmaker(engine.execution_options(**{READ_ONLY: True}), class_=ReadOnlySession)
 
 
 def is_postgres(engine: Engine | Connection) -> bool:

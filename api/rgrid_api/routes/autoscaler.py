@@ -13,13 +13,13 @@ from rgrid_api.autoscaler.plan import FINAL_STATES
 from rgrid_api.costs import Price, cost_report, estimate
 from rgrid_api.db.models import AutoscalerReport, Instance
 from rgrid_api.db.times import aware
-from rgrid_api.deps import DB, Owner, State
+from rgrid_api.deps import Owner, ReadDB, State
 
 router = APIRouter(prefix="/v1", tags=["autoscaler"])
 
 
 @router.get("/autoscaler", response_model=AutoscalerStatus)
-def status(_owner: Owner, session: DB, state: State) -> AutoscalerStatus:
+def status(_owner: Owner, session: ReadDB, state: State) -> AutoscalerStatus:
     now = datetime.now(UTC)
     provider = state.settings.autoscaler_provider
     rows = session.scalars(
@@ -73,7 +73,7 @@ def status(_owner: Owner, session: DB, state: State) -> AutoscalerStatus:
 
 
 @router.get("/cost", response_model=CostReport)
-def cost(owner: Owner, session: DB, since: datetime | None = None) -> CostReport:
+def cost(owner: Owner, session: ReadDB, since: datetime | None = None) -> CostReport:
     start = aware(since) if since else datetime.now(UTC) - timedelta(days=30)
     return cost_report(session, owner, start)
 
@@ -85,7 +85,7 @@ class EstimateRequest(BaseModel):
 
 
 @router.post("/estimate", response_model=Estimate)
-def estimate_run(body: EstimateRequest, owner: Owner, session: DB, state: State) -> Estimate:
+def estimate_run(body: EstimateRequest, owner: Owner, session: ReadDB, state: State) -> Estimate:
     """From the owner's history of the script; priced at the cheapest server
     type the autoscaler may create that fits the run."""
     price = None

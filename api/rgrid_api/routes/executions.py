@@ -19,7 +19,7 @@ from rgrid.wire import (
     Status,
 )
 from rgrid_api.costs import execution_cost
-from rgrid_api.deps import DB, AppState, Owner, State
+from rgrid_api.deps import DB, AppState, Owner, ReadDB, State
 from rgrid_api.executions import (
     cancel_execution,
     create_execution,
@@ -54,12 +54,12 @@ def _runtime(state: AppState, session: Session, requested: str) -> str:
 
 
 @router.get("", response_model=ExecutionList)
-def index(owner: Owner, session: DB, limit: int = Query(50, ge=1, le=1000)) -> ExecutionList:
+def index(owner: Owner, session: ReadDB, limit: int = Query(50, ge=1, le=1000)) -> ExecutionList:
     return ExecutionList(executions=[execution_view(e) for e in list_executions(session, owner, limit)])
 
 
 @router.get("/{execution_id}", response_model=ExecutionView)
-def get(execution_id: str, owner: Owner, session: DB) -> ExecutionView:
+def get(execution_id: str, owner: Owner, session: ReadDB) -> ExecutionView:
     execution = find_execution(session, owner, execution_id)
     return execution_view(execution).model_copy(update={"cost_eur": execution_cost(session, execution)})
 
@@ -91,7 +91,7 @@ def retry(execution_id: str, owner: Owner, session: DB, state: State) -> Executi
 
 
 @router.get("/{execution_id}/outputs", response_model=OutputList)
-def outputs(execution_id: str, owner: Owner, session: DB, state: State) -> OutputList:
+def outputs(execution_id: str, owner: Owner, session: ReadDB, state: State) -> OutputList:
     execution = find_execution(session, owner, execution_id)
     return OutputList(outputs=list_outputs(session, state.storage, execution))
 
@@ -121,7 +121,7 @@ async def logs(
 
 
 def _read_page(state: AppState, owner: str, execution_id: str, after: int) -> tuple[str, LogPage]:
-    with state.sessions() as session:
+    with state.readers() as session:
         execution = find_execution(session, owner, execution_id)
         chunks = read_logs(session, execution.id, after)
         status = Status(execution.status)

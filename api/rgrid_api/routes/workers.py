@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from rgrid.wire import WorkerAck, WorkerGrant, WorkerList, WorkerRegistration, WorkerStatus
 from rgrid_api.attempts import attempts_left_by_old_nodes
 from rgrid_api.credentials import exchange
-from rgrid_api.deps import DB, Agent, Owner, State, bearer
+from rgrid_api.deps import DB, Agent, Owner, ReadDB, State, bearer
 from rgrid_api.giveback import give_back
 from rgrid_api.workers import current_head, heartbeat, list_workers, open_attempts, register, set_status
 
@@ -20,7 +20,7 @@ router = APIRouter(prefix="/v1/workers", tags=["workers"])
 
 
 @router.get("", response_model=WorkerList)
-def index(_owner: Owner, session: DB, all_: bool = Query(False, alias="all")) -> WorkerList:
+def index(_owner: Owner, session: ReadDB, all_: bool = Query(False, alias="all")) -> WorkerList:
     return WorkerList(workers=list_workers(session, include_ended=all_))
 
 
@@ -84,7 +84,7 @@ def leave(worker_id: str, agent: Agent, session: DB) -> WorkerAck:
 
 
 @router.get("/{worker_id}/running", response_model=int)
-def running(worker_id: str, agent: Agent, session: DB) -> int:
+def running(worker_id: str, agent: Agent, session: ReadDB) -> int:
     """How many attempts are still open on this worker (drain waits for 0)."""
     agent.check(worker_id)
     return open_attempts(session, worker_id)

@@ -1,0 +1,168 @@
+"""Throughput of trivial jobs through the API on the local grid, and the CPU
+each job costs, split by process.
+
+Run by hand:  uv run python bench/bench_throughput.py [--jobs 300] [--cpu 1]
+It starts a private local grid in a temp RGRID_HOME, warms it, submits
+--jobs executions of a one-line script through the client library (one
+`POST /v1/executions` each, detached), waits until all are final, and stops
+the grid. Figures go into docs/benchmarks.md.
+
+CPU is read from /proc for every process of the grid (the supervisor's
+descendants) before and after: a process's own time is `utime + stime`; what
+it reaped (`cutime + cstime`) is its children's. A Ray worker reaps the
+sandbox and the job, so that share is reported apart from the runner's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TICKS = os.sysconf("SC_CLK_TCK")
+SCRIPT = "print('ok')\n"
+
+
+def rgrid(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rgrid", *args], cwd=cwd, env=env, text=True, capture_output=True, check=True
+    )
+
+
+def _stat(pid: int) -> tuple[int, float, float] | None:
+    """(ppid, own CPU s, reaped children's CPU s) of one process."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2 :].split()
+    ppid = int(fields[1])
+    own = (int(fields[11]) + int(fields[12])) / TICKS
+    reaped = (int(fields[13]) + int(fields[14])) / TICKS
+    return ppid, own, reaped
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def role(cmd: str) -> str:
+    if "rgrid server" in cmd or "rgrid_api" in cmd:
+        return "api"
+    if "default_worker.py" in cmd or (cmd.startswith("ray::") and "Agent" not in cmd):
+        return "runner"
+    if "weed" in cmd:
+        return "s3"
+    return "ray (raylet, gcs, agents)"
+
+
+def grid_cpu(root: int) -> dict[int, tuple[str, float, float]]:
+    """Every descendant of `root`: (role, own CPU s, reaped CPU s)."""
+    stats = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (st := _stat(int(entry))) is not None:
+            stats[int(entry)] = st
+    children: dict[int, list[int]] = defaultdict(list)
+    for pid, (ppid, _own, _reaped) in stats.items():
+        children[ppid].append(pid)
+    found: dict[int, tuple[str, float, float]] = {}
+    stack = list(children[root])
+    while stack:
+        pid = stack.pop()
+        found[pid] = (role(_cmdline(pid)), stats[pid][1], stats[pid][2])
+        stack.extend(children[pid])
+    return found
+
+
+def cpu_split(before: dict, after: dict) -> dict[str, float]:
+    """CPU seconds spent between two readings, by role; processes that came
+    and went in between are counted in their parent's reaped time."""
+    split: dict[str, float] = defaultdict(float)
+    for pid, (kind, own, reaped) in after.items():
+        _k, own0, reaped0 = before.get(pid, (kind, 0.0, 0.0))
+        split[kind] += own - own0
+        child_kind = "sandbox and job" if kind == "runner" else kind
+        split[child_kind] += reaped - reaped0
+    return dict(split)
+
+
+def submit_all(env: dict[str, str], cwd: Path, jobs: int, cpu: float) -> dict:
+    """Submit `jobs` executions and wait for all of them, in a child process
+    that speaks to the grid through the client library."""
+    code = f"""
+import json, sys, time
+from pathlib import Path
+from rgrid.cli.connect import connect
+from rgrid.transfer import sha256_file, upload_missing
+from rgrid.wire import ExecutionCreate, InputFile, Resources
+client = connect(start_local=False)
+sha = sha256_file(Path("job.py"))
+upload_missing(client, {{sha: Path("job.py")}}, {{sha: Path("job.py").stat().st_size}}, lambda t: (lambda n: None))
+body = ExecutionCreate(script=InputFile(sha256=sha, path="job.py"), resources=Resources(cpu={cpu}))
+started = time.perf_counter()
+ids = [client.create_execution(body).id for _ in range({jobs})]
+submitted = time.perf_counter()
+pending = set(ids)
+while pending:
+    for ex in client.list_executions(limit=min(1000, {jobs})).executions:
+        if ex.id in pending and ex.status in ("succeeded", "failed", "cancelled"):
+            assert ex.status == "succeeded", ex
+            pending.discard(ex.id)
+    time.sleep(0.2)
+done = time.perf_counter()
+print(json.dumps({{"submit_s": submitted - started, "total_s": done - started}}))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, env=env, text=True, capture_output=True, check=True
+    )
+    return json.loads(out.stdout)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=300)
+    parser.add_argument("--cpu", type=float, default=1.0, help="CPUs each job asks for")
+    opts = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="rgrid-bench-"))
+    project = work / "project"
+    project.mkdir()
+    (project / "job.py").write_text(SCRIPT)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_")}
+    env["RGRID_HOME"] = str(work / "home")
+    try:
+        rgrid(["local", "up"], project, env)
+        for _ in range(3):
+            rgrid(["run", "job.py"], project, env)
+        supervisor = json.loads((work / "home" / "local" / "state.json").read_text())["supervisor"]["pid"]
+        before = grid_cpu(supervisor)
+        times = submit_all(env, project, opts.jobs, opts.cpu)
+        split = cpu_split(before, grid_cpu(supervisor))
+    finally:
+        subprocess.run(
+            [sys.executable, "-m", "rgrid", "local", "down"], cwd=project, env=env, capture_output=True
+        )
+        shutil.rmtree(work, ignore_errors=True)
+
+    n = opts.jobs
+    print(f"jobs                : {n} (cpu {opts.cpu:g} each)")
+    print(f"submitted in        : {times['submit_s']:.2f} s ({n / times['submit_s']:.0f} creates/s)")
+    print(f"all final after     : {times['total_s']:.2f} s -> {n / times['total_s']:.1f} jobs/s")
+    print("CPU per job (ms)    :")
+    for kind, seconds in sorted(split.items(), key=lambda kv: -kv[1]):
+        print(f"  {kind:<26} {seconds * 1000 / n:7.1f}")
+    print(f"  {'whole grid':<26} {sum(split.values()) * 1000 / n:7.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""Reads that never wait for a writer (SQLite under WAL), read-only sessions
+that refuse to write, and API keys resolved from a short cache that still
+lets a revocation take effect within seconds."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from rgrid.wire import Status
+from rgrid_api.auth import OwnerCache, create_key, revoke_keys
+from rgrid_api.db.engine import make_readers
+from rgrid_api.db.models import Execution
+from tests.api.conftest import submit
+from tests.support.memstorage import MemoryStorage
+
+
+def test_a_reader_is_not_held_up_by_an_open_write_transaction(
+    sessions: sessionmaker[Session], storage: MemoryStorage
+) -> None:
+    with sessions() as s:
+        e = submit(s, storage)
+    readers = make_readers(sessions.kw["bind"])
+    writer = sessions()
+    row = writer.get(Execution, e.id)  # BEGIN IMMEDIATE: the write lock is held from here
+    assert row is not None
+    row.status = Status.CANCELLED
+    writer.flush()
+    try:
+        done = threading.Event()
+        seen: list[str] = []
+
+        def read() -> None:
+            with readers() as r:
+                seen.append(r.scalar(select(Execution.status).where(Execution.id == e.id)) or "")
+            done.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        # A reader that waited for the lock would wait for the busy timeout (30 s).
+        assert done.wait(10), "the reader waited for the writer"
+        assert seen == [Status.QUEUED]  # the last committed state
+    finally:
+        writer.rollback()
+        writer.close()
+
+
+def test_a_read_only_session_refuses_to_write(sessions: sessionmaker[Session], storage: MemoryStorage) -> None:
+    with sessions() as s:
+        e = submit(s, storage)
+    with make_readers(sessions.kw["bind"])() as r:
+        row = r.get(Execution, e.id)
+        assert row is not None
+        row.status = Status.CANCELLED
+        with pytest.raises(RuntimeError, match="read-only"):
+            r.commit()
+
+
+def test_a_revoked_key_stops_working_within_the_cache_time(sessions: sessionmaker[Session]) -> None:
+    with sessions() as s:
+        key = create_key(s, "alice", "laptop")
+        other = create_key(s, "alice", "ci")
+    cache = OwnerCache(make_readers(sessions.kw["bind"]), ttl_s=0.3)
+    assert cache.owner(key) == "alice" and cache.owner(other) == "alice"
+    assert cache.owner("rg_not-a-key") is None
+    with sessions() as s:
+        assert revoke_keys(s, "alice", "laptop") == 1
+        assert revoke_keys(s, "alice", "laptop") == 0
+    deadline = time.monotonic() + 5
+    while cache.owner(key) is not None:
+        assert time.monotonic() < deadline, "the revoked key was still accepted after 5 s"
+        time.sleep(0.05)
+    assert cache.owner(other) == "alice"
+
+
+def test_a_new_key_is_accepted_soon_after_being_refused(sessions: sessionmaker[Session]) -> None:
+    cache = OwnerCache(make_readers(sessions.kw["bind"]), ttl_s=60)
+    key = "rg_" + "k" * 43
+    assert cache.owner(key) is None
+    with sessions() as s:
+        create_key(s, "bob", key=key)
+    deadline = time.monotonic() + 5
+    while cache.owner(key) != "bob":
+        assert time.monotonic() < deadline, "a refused answer was kept too long"
+        time.sleep(0.05)
