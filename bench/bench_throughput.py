@@ -57,7 +57,9 @@ def _cmdline(pid: int) -> str:
 
 
 def role(cmd: str) -> str:
-    if "rgrid server" in cmd or "rgrid_api" in cmd:
+    if "rgrid_api.raydriver" in cmd:
+        return "ray driver (dispatcher's)"
+    if "rgrid server" in cmd:
         return "api"
     if "default_worker.py" in cmd or (cmd.startswith("ray::") and "Agent" not in cmd):
         return "runner"
@@ -112,14 +114,18 @@ body = ExecutionCreate(script=InputFile(sha256=sha, path="job.py"), resources=Re
 started = time.perf_counter()
 ids = [client.create_execution(body).id for _ in range({jobs})]
 submitted = time.perf_counter()
-pending = set(ids)
-while pending:
-    for ex in client.list_executions(limit=min(1000, {jobs})).executions:
-        if ex.id in pending and ex.status in ("succeeded", "failed", "cancelled"):
-            assert ex.status == "succeeded", ex
-            pending.discard(ex.id)
-    time.sleep(0.2)
+# Cheap polling (one small read), so the bench does not load the API it
+# measures: the last execution until it ends, then the whole list.
+final = ("succeeded", "failed", "cancelled")
+while client.get_execution(ids[-1]).status not in final:
+    time.sleep(0.1)
+while True:
+    views = {{e.id: e for e in client.list_executions(limit=min(1000, {jobs})).executions}}
+    if all(views[i].status in final for i in ids):
+        break
+    time.sleep(0.1)
 done = time.perf_counter()
+assert all(views[i].status == "succeeded" for i in ids)
 print(json.dumps({{"submit_s": submitted - started, "total_s": done - started}}))
 """
     out = subprocess.run(

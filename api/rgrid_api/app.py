@@ -47,7 +47,7 @@ def build_state(settings: Settings, with_dispatcher: bool = True) -> AppState:
     runner_storage = Storage(settings, settings.runner_presign_endpoint)
     _wait_for_storage(storage, settings.storage_wait_s)
     feed = ChangeFeed()
-    dispatcher = Dispatcher(settings, sessions, feed) if with_dispatcher else None
+    dispatcher = Dispatcher(settings, sessions, readers, feed) if with_dispatcher else None
     transport = dispatcher.transport if dispatcher else None
     monitor = Monitor(settings, sessions, feed, transport)
     provider = make_provider(settings)

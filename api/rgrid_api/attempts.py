@@ -299,6 +299,17 @@ def attempt_lost(session: Session, execution_id: str, attempt: int, reason: str)
     return requeued
 
 
+def attempt_open(session: Session, execution_id: str, attempt: int) -> bool:
+    """Whether this attempt is still the execution's current, unfinished one
+    (a plain read: nothing is locked)."""
+    status = session.scalar(
+        select(Attempt.status)
+        .join(Execution, Execution.id == Attempt.execution_id)
+        .where(Attempt.execution_id == execution_id, Attempt.number == attempt, Execution.attempt == attempt)
+    )
+    return status is not None and not Status(status).final
+
+
 def attempts_left_by_old_nodes(session: Session, worker_id: str, ray_node_id: str) -> list[tuple[str, int]]:
     """Open attempts a worker's earlier Ray nodes ran: the worker now runs
     `ray_node_id`, so they died with the raylet that held them."""

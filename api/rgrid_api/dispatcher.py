@@ -21,7 +21,7 @@ import threading
 from sqlalchemy.orm import sessionmaker
 
 from rgrid.wire import AttemptTicket, FailureReason
-from rgrid_api.attempts import Claimed, attempt_lost, claim_queued, renew_dispatched
+from rgrid_api.attempts import Claimed, attempt_lost, attempt_open, claim_queued, renew_dispatched
 from rgrid_api.auth import runner_token
 from rgrid_api.driver_messages import Settled, Submit
 from rgrid_api.driver_process import DriverProcess
@@ -35,9 +35,12 @@ Key = tuple[str, int]
 
 
 class Dispatcher:
-    def __init__(self, settings: Settings, sessions: sessionmaker, feed: ChangeFeed) -> None:
+    def __init__(
+        self, settings: Settings, sessions: sessionmaker, readers: sessionmaker, feed: ChangeFeed
+    ) -> None:
         self.settings = settings
         self.sessions = sessions
+        self.readers = readers
         self.feed = feed
         self.transport = DriverProcess(
             settings, sessions, on_connected=feed.work_queued, on_settled=self._settle, on_lost=self._lost
@@ -105,13 +108,21 @@ class Dispatcher:
 
     def _settle(self, generation: int, s: Settled) -> None:
         """A task ended. If its runner reported, the attempt is already final
-        and attempt_lost is a no-op; otherwise the transport lost it."""
+        (a read says so, without the write lock); otherwise the transport
+        lost it."""
         with self._lock:
             if self._inflight.get((s.execution_id, s.attempt)) != generation:
                 return
             del self._inflight[(s.execution_id, s.attempt)]
         if s.error is not None:
             log.warning("attempt %d of %s lost in Ray: %s", s.attempt, s.execution_id, s.error)
+        else:
+            try:
+                with self.readers() as session:
+                    if not attempt_open(session, s.execution_id, s.attempt):
+                        return
+            except Exception:
+                log.exception("reading %s attempt %d failed", s.execution_id, s.attempt)
         reason = FailureReason.INTERNAL if s.error is None else FailureReason.WORKER_LOST
         try:
             with self.sessions() as session:

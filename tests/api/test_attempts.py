@@ -21,6 +21,7 @@ from rgrid.wire import (
 from rgrid_api.attempts import (
     append_logs,
     attempt_lost,
+    attempt_open,
     claim_queued,
     complete_attempt,
     expired_attempts,
@@ -173,6 +174,19 @@ def test_logs_are_sequenced_and_renew_the_lease(session: Session, storage: Memor
         (3, "stdout", "c\n"),
     ]
     assert [c.seq for c in read_logs(session, e.id, after=2)] == [3]
+
+
+def test_an_attempt_is_open_until_it_ends_or_is_superseded(session: Session, storage: MemoryStorage) -> None:
+    e = submit(session, storage)
+    claim_queued(session, LEASE_S)
+    assert attempt_open(session, e.id, 1)
+    attempt_lost(session, e.id, 1, FailureReason.WORKER_LOST)
+    assert not attempt_open(session, e.id, 1)
+    claim_queued(session, LEASE_S)
+    start_attempt(session, storage, e.id, 2, START, LEASE_S)
+    assert attempt_open(session, e.id, 2) and not attempt_open(session, e.id, 1)
+    complete_attempt(session, storage, e.id, 2, RunnerResult(exit_code=0, duration_s=0.1))
+    assert not attempt_open(session, e.id, 2)
 
 
 def test_the_last_lines_travel_with_the_result(session: Session, storage: MemoryStorage) -> None:

@@ -48,7 +48,9 @@ def test_a_reader_is_not_held_up_by_an_open_write_transaction(
         writer.close()
 
 
-def test_a_read_only_session_refuses_to_write(sessions: sessionmaker[Session], storage: MemoryStorage) -> None:
+def test_a_read_only_session_refuses_to_write(
+    sessions: sessionmaker[Session], storage: MemoryStorage
+) -> None:
     with sessions() as s:
         e = submit(s, storage)
     with make_readers(sessions.kw["bind"])() as r:
