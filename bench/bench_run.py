@@ -43,7 +43,8 @@ from rgrid.cli.connect import connect
 from rgrid.cli.run import fetch_outputs
 from rgrid.follow import follow
 from rgrid.inputs import plan_run
-from rgrid.transfer import sha256_file, upload_missing
+from rgrid.hashcache import sha256_file
+from rgrid.transfer import upload_missing
 from rgrid.wire import ExecutionCreate, InputFile
 from pathlib import Path
 t1 = time.perf_counter()

@@ -105,7 +105,8 @@ def submit_all(env: dict[str, str], cwd: Path, jobs: int, cpu: float) -> dict:
 import json, sys, time
 from pathlib import Path
 from rgrid.cli.connect import connect
-from rgrid.transfer import sha256_file, upload_missing
+from rgrid.hashcache import sha256_file
+from rgrid.transfer import upload_missing
 from rgrid.wire import ExecutionCreate, InputFile, Resources
 client = connect(start_local=False)
 sha = sha256_file(Path("job.py"))

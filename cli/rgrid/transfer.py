@@ -35,14 +35,6 @@ PART_WORKERS = 4
 Progress = Callable[[int], None]
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _read_range(path: Path, offset: int, length: int, progress: Progress) -> Iterator[bytes]:
     with open(path, "rb") as fh:
         fh.seek(offset)

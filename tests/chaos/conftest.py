@@ -17,8 +17,9 @@ from sqlalchemy import create_engine
 from rgrid.client import Client
 from rgrid.config import Target
 from rgrid.errors import RgridError
+from rgrid.hashcache import sha256_file
 from rgrid.local.procs import free_port, stop_session
-from rgrid.transfer import sha256_file, upload_missing
+from rgrid.transfer import upload_missing
 from rgrid.wire import ExecutionCreate, InputFile, Status
 from tests.support.services import (
     ApiServer,

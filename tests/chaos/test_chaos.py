@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine
 
+from rgrid.hashcache import sha256_file
 from rgrid.local.procs import session_members
-from rgrid.transfer import sha256_file, upload_missing
+from rgrid.transfer import upload_missing
 from rgrid.wire import ObjectSpec, Status
 from tests.chaos.conftest import Cluster, assert_exactly_once, wait_final
 from tests.support.services import Postgres, S3Server, start_api, wait_until

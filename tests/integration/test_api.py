@@ -13,7 +13,8 @@ import pytest
 from rgrid.client import Client
 from rgrid.config import Target
 from rgrid.errors import ApiError, AuthRefused, RgridError
-from rgrid.transfer import sha256_file, upload_missing
+from rgrid.hashcache import sha256_file
+from rgrid.transfer import upload_missing
 from rgrid.wire import ExecutionCreate, InputFile, ObjectSpec, UploadCompletion
 from tests.support.s3proxy import S3Proxy
 from tests.support.services import ApiServer

@@ -9,8 +9,9 @@ from pathlib import Path
 
 from rgrid.client import Client
 from rgrid.config import Target
+from rgrid.hashcache import sha256_file
 from rgrid.local.procs import alive, free_port
-from rgrid.transfer import sha256_file, upload_missing
+from rgrid.transfer import upload_missing
 from rgrid.wire import ExecutionCreate, InputFile, Status
 from tests.support.services import RayHead, S3Server, start_api
 

@@ -13,7 +13,7 @@ import typer
 from rgrid.cli.connect import connect
 from rgrid.cli.console import make_table, out, print_json
 from rgrid.errors import UsageError
-from rgrid.transfer import sha256_file
+from rgrid.hashcache import sha256_file
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON, for scripts.")]
 autoscaler_app = typer.Typer(help="The autoscaler of the grid.", no_args_is_help=True)

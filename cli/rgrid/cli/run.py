@@ -11,10 +11,12 @@ import typer
 from rgrid.cli.connect import connect
 from rgrid.cli.console import err, out, print_json, say
 from rgrid.client import Client
+from rgrid.config import rgrid_home
 from rgrid.errors import UsageError, exit_code_for
 from rgrid.follow import follow, write_chunk
+from rgrid.hashcache import sha256_files
 from rgrid.inputs import RunPlan, plan_run
-from rgrid.transfer import Progress, download, sha256_file, upload_missing
+from rgrid.transfer import Progress, download, upload_missing
 from rgrid.units import parse_duration_s, parse_env, parse_memory_mb
 from rgrid.wire import ExecutionCreate, ExecutionView, InputFile, Resources, Status
 
@@ -91,7 +93,8 @@ def _submit(
     requirements: str | None,
     network: bool,
 ) -> ExecutionView:
-    shas = {f.remote: sha256_file(f.local) for f in plan.files}
+    digests = sha256_files([f.local for f in plan.files], rgrid_home())
+    shas = {f.remote: digests[f.local] for f in plan.files}
     by_sha = {shas[f.remote]: f.local for f in plan.files}
     sizes = {shas[f.remote]: f.size for f in plan.files}
     upload_missing(client, by_sha, sizes, _progress_factory(show_progress))
