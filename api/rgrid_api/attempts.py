@@ -141,10 +141,14 @@ def start_attempt(
         execution_id=execution.id,
         attempt=attempt,
         script=RunnerFile(
-            path=execution.script_name, url=storage.presign_get(object_key(owner, execution.script_sha256))
+            path=execution.script_name,
+            url=storage.presign_get(object_key(owner, execution.script_sha256)),
+            sha256=execution.script_sha256,
         ),
         inputs=[
-            RunnerFile(path=i["path"], url=storage.presign_get(object_key(owner, i["sha256"])))
+            RunnerFile(
+                path=i["path"], url=storage.presign_get(object_key(owner, i["sha256"])), sha256=i["sha256"]
+            )
             for i in execution.inputs
         ],
         args=execution.args,

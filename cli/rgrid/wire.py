@@ -344,6 +344,7 @@ class RunnerStart(BaseModel):
 class RunnerFile(BaseModel):
     path: str
     url: str
+    sha256: str  # the worker's input cache is keyed by it, and checks it
 
 
 class RunnerSpec(BaseModel):

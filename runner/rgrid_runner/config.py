@@ -9,6 +9,7 @@ from pathlib import Path
 
 from rgrid_runner.cgroups import CgroupManager
 from rgrid_runner.envs import EnvCache
+from rgrid_runner.inputcache import InputCache
 from rgrid_runner.jobnet import JobNetwork, job_network
 from rgrid_runner.runtimes import Interpreter, detect
 from rgrid_runner.sandbox import JobUser, Sandbox, choose
@@ -22,6 +23,7 @@ class RunnerConfig:
     cgroups: CgroupManager
     runtimes: dict[str, Interpreter]
     envs: EnvCache
+    inputs: InputCache
     jobnet: JobNetwork
     max_pids: int
     max_output_files: int
@@ -46,6 +48,7 @@ def runner_config() -> RunnerConfig:
         cgroups=CgroupManager(),
         runtimes=detect(),
         envs=EnvCache(cache_root, max_envs=s.env_cache_max),
+        inputs=InputCache(s.input_cache or root.parent / f"{root.name}-inputs", s.input_cache_bytes),
         jobnet=job_network(s),
         max_pids=s.max_pids,
         max_output_files=s.max_output_files,

@@ -103,10 +103,17 @@ class Sandbox(Protocol):
 
 
 def _chown_tree(root: Path, uid: int, gid: int) -> None:
+    """Hand the work dir to the job's user, except read-only files: those
+    are the input cache's objects (rgrid_runner.inputcache), linked in, and
+    must stay the runner's."""
     os.chown(root, uid, gid)
     for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
+        for name in dirnames:
             os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if os.lstat(path).st_mode & 0o222:
+                os.chown(path, uid, gid, follow_symlinks=False)
 
 
 def _ancestors(paths: list[Path]) -> list[str]:

@@ -22,6 +22,10 @@ class RunnerSettings(BaseSettings):
     work_root: Path | None = None
     env_cache: Path | None = None
     env_cache_max: int = 20
+    # The content-addressed cache of scripts and inputs (default: beside
+    # the work root) and its size; least recently used objects go first.
+    input_cache: Path | None = None
+    input_cache_bytes: int = 10 * GIB
 
     # bubblewrap | docker | process | auto; and the uid/gid jobs run as.
     sandbox: str = "auto"

@@ -48,7 +48,6 @@ from rgrid_runner.workdir import (
     OutputLimits,
     Snapshot,
     changed_files,
-    fetch,
     make_workdir,
     remove_workdir,
     snapshot,
@@ -162,7 +161,9 @@ class AttemptRun:
         if interp is None:
             self.note(f"runtime {self.spec.runtime} is not installed on this worker")
             return Verdict(127, FailureReason.RUNTIME_UNAVAILABLE), []
-        fetch(self.http, self.workdir, [self.spec.script, *self.spec.inputs])
+        self.cfg.inputs.place(
+            self.http, [self.spec.script, *self.spec.inputs], self.workdir, share=self.cfg.sandbox.isolated
+        )
         before = snapshot(self.workdir)
         with contextlib.ExitStack() as stack:
             try:

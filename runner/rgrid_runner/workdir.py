@@ -1,5 +1,6 @@
-"""The per-attempt work dir: inputs laid out as the client asked, and the
-files the script created or changed collected afterwards.
+"""The per-attempt work dir, where inputs are laid out as the client asked
+(by `inputcache`), and the files the script created or changed collected
+afterwards.
 
 Symlinks are never followed when collecting, so a script cannot publish a
 host file by linking to it; count and total size are capped.
@@ -14,13 +15,12 @@ import stat
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import httpx
 
 from rgrid.retry import TRANSFERS, call_with_retry
-from rgrid.wire import OutputFile, RunnerFile, relative_path
+from rgrid.wire import OutputFile, relative_path
 
 COPY_CHUNK = 1024 * 1024
 
@@ -51,21 +51,6 @@ def make_workdir(base: Path | None, execution_id: str, attempt: int) -> Path:
 
 def remove_workdir(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
-
-
-def fetch(http: httpx.Client, root: Path, files: list[RunnerFile]) -> None:
-    for f in files:
-        target = safe_join(root, f.path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        call_with_retry(partial(_download, http, f.url, target), TRANSFERS, f"download of {f.path}")
-
-
-def _download(http: httpx.Client, url: str, target: Path) -> None:
-    with http.stream("GET", url) as resp:
-        resp.raise_for_status()
-        with open(target, "wb") as out:
-            for chunk in resp.iter_bytes(COPY_CHUNK):
-                out.write(chunk)
 
 
 def _walk(root: Path) -> Iterator[os.DirEntry[str]]:

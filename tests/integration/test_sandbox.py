@@ -303,3 +303,27 @@ def test_script_dies_with_its_runner(tmp_path: Path, rgrid_env: dict[str, str]) 
             break
         time.sleep(0.2)
     assert status["status"] == "failed" and status["failure_reason"] == "worker_lost"
+
+
+def test_a_job_cannot_change_its_cached_input(tmp_path: Path, rgrid_env: dict[str, str]) -> None:
+    """Inputs come from the worker's shared cache, read-only: a job that
+    tries to change one fails, and the next run reads the original."""
+    (tmp_path / "data.csv").write_text("original\n")
+    name = script(
+        tmp_path,
+        "tamper.py",
+        "import os, sys\n"
+        "for attempt in (lambda: open(sys.argv[1], 'a').write('x'), lambda: os.chmod(sys.argv[1], 0o666)):\n"
+        "    try:\n"
+        "        attempt()\n"
+        "        print('changed')\n"
+        "    except PermissionError:\n"
+        "        print('refused')\n",
+    )
+    result = run_cli(["run", name, "data.csv"], tmp_path, rgrid_env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["refused", "refused"]
+    reader = script(tmp_path, "read.py", "import sys\nprint(open(sys.argv[1]).read(), end='')\n")
+    again = run_cli(["run", reader, "data.csv"], tmp_path, rgrid_env)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == "original\n"

@@ -1,0 +1,103 @@
+"""The API's read latency under load: `wrk` (Debian package) against
+`GET /v1/executions/{id}` with 16 connections, on the local grid with
+SQLite and then with PostgreSQL, `/healthz` alongside as the ceiling of the
+HTTP stack itself.
+
+Run by hand:  uv run python bench/bench_api_reads.py [--seconds 15] [--connections 16]
+It starts a private local grid in a temp RGRID_HOME (and a private
+PostgreSQL for the second half), runs one job so there is an execution to
+read, and stops everything at the end. Figures go into docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.support.services import postgres_available, start_postgres  # noqa: E402
+
+
+def rgrid(args: list[str], cwd: Path, env: dict[str, str]) -> str:
+    return subprocess.run(
+        [sys.executable, "-m", "rgrid", *args], cwd=cwd, env=env, text=True, capture_output=True, check=True
+    ).stdout
+
+
+def wrk(url: str, key: str | None, seconds: int, connections: int) -> dict[str, str]:
+    argv = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "2s"]
+    if key:
+        argv += ["-H", f"Authorization: Bearer {key}"]
+    out = subprocess.run([*argv, url], text=True, capture_output=True, check=True).stdout
+    found = {"req/s": re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)}  # type: ignore[union-attr]
+    for pct in ("50", "99"):
+        m = re.search(rf"^\s+{pct}%\s+(\S+)", out, re.M)
+        found[f"p{pct}"] = m.group(1) if m else "?"
+    errors = re.search(r"Socket errors:.*timeout (\d+)", out)
+    found["timeouts"] = errors.group(1) if errors else "0"
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    found["non-2xx"] = non2xx.group(1) if non2xx else "0"
+    return found
+
+
+def measure(project: Path, env: dict[str, str], up_args: list[str], opts: argparse.Namespace) -> list[str]:
+    rgrid(["local", "up", *up_args], project, env)
+    try:
+        view = json.loads(rgrid(["run", "--json", "job.py"], project, env))
+        home = Path(env["RGRID_HOME"])
+        key = json.loads((home / "local" / "secrets.json").read_text())["api_key"]
+        api = json.loads((home / "local" / "state.json").read_text())["pieces"]["api"]["ports"]["api"]
+        base = f"http://127.0.0.1:{api}"
+        rows = []
+        for name, url, auth in (
+            ("GET /v1/executions/{id}", f"{base}/v1/executions/{view['id']}", key),
+            ("GET /healthz", f"{base}/healthz", None),
+        ):
+            r = wrk(url, auth, opts.seconds, opts.connections)
+            rows.append(
+                f"| {name} | {r['req/s']} | {r['p50']} | {r['p99']} | {r['timeouts']} | {r['non-2xx']} |"
+            )
+        return rows
+    finally:
+        rgrid(["local", "down"], project, env)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=15)
+    parser.add_argument("--connections", type=int, default=16)
+    opts = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="rgrid-bench-"))
+    project = work / "project"
+    project.mkdir()
+    (project / "job.py").write_text("print('ok')\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_")}
+    env["RGRID_HOME"] = str(work / "home")
+    header = "| route | req/s | p50 | p99 | timeouts | non-2xx |\n|---|---|---|---|---|---|"
+    try:
+        print(f"SQLite ({opts.connections} connections, {opts.seconds} s):\n{header}")
+        print("\n".join(measure(project, env, [], opts)))
+        if postgres_available():
+            pg = start_postgres()
+            try:
+                env["RGRID_HOME"] = str(work / "home-pg")
+                print(f"\nPostgreSQL ({opts.connections} connections, {opts.seconds} s):\n{header}")
+                print("\n".join(measure(project, env, ["--database-url", pg.url], opts)))
+            finally:
+                pg.stop()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
