@@ -21,6 +21,7 @@ from rgrid_api.db.migrate import upgrade
 from rgrid_api.deps import AppState, Owner
 from rgrid_api.dispatcher import Dispatcher
 from rgrid_api.errors import Conflict, Invalid, NotFound, StaleAttempt
+from rgrid_api.finalviews import FinalViews
 from rgrid_api.monitor import Monitor
 from rgrid_api.notify import ChangeFeed
 from rgrid_api.routes import autoscaler, executions, health, runner, uploads, workers
@@ -60,6 +61,7 @@ def build_state(settings: Settings, with_dispatcher: bool = True) -> AppState:
         sessions=sessions,
         readers=readers,
         owners=OwnerCache(readers, settings.key_cache_s),
+        final_views=FinalViews(),
         storage=storage,
         runner_storage=runner_storage,
         feed=feed,

@@ -73,13 +73,20 @@ class OwnerCache:
         self._entries: dict[str, tuple[str | None, float]] = {}
         self._lock = threading.Lock()
 
-    def owner(self, key: str) -> str | None:
-        now = time.monotonic()
-        digest = hash_key(key)  # plain keys are never kept
+    def cached(self, key: str) -> tuple[bool, str | None]:
+        """(known, owner) from memory alone: never waits for the database."""
         with self._lock:
-            hit = self._entries.get(digest)
-        if hit is not None and hit[1] > now:
-            return hit[0]
+            hit = self._entries.get(hash_key(key))  # plain keys are never kept
+        if hit is not None and hit[1] > time.monotonic():
+            return True, hit[0]
+        return False, None
+
+    def owner(self, key: str) -> str | None:
+        known, owner = self.cached(key)
+        if known:
+            return owner
+        now = time.monotonic()
+        digest = hash_key(key)
         with self._readers() as session:
             owner = owner_for_key(session, key)
         with self._lock:

@@ -1,19 +1,28 @@
-"""FastAPI dependencies: the per-request session and the caller's identity."""
+"""FastAPI dependencies: the per-request session and the caller's identity.
+
+They are `async` on purpose: FastAPI runs every sync dependency in its
+thread pool, and those hops (four or five per request) cost more CPU than
+a cached read itself. Nothing here blocks the event loop: a session does
+no I/O until the endpoint (in the thread pool) uses it, a key usually comes
+from the cache, and what does wait on the database is sent to the pool.
+"""
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from rgrid_api.auth import OwnerCache, check_runner_token
 from rgrid_api.autoscaler.loop import Autoscaler
 from rgrid_api.credentials import worker_for
 from rgrid_api.dispatcher import Dispatcher
+from rgrid_api.finalviews import FinalViews
 from rgrid_api.monitor import Monitor
 from rgrid_api.notify import ChangeFeed
 from rgrid_api.settings import Settings
@@ -26,6 +35,7 @@ class AppState:
     sessions: sessionmaker
     readers: sessionmaker  # read-only sessions (no write lock on SQLite)
     owners: OwnerCache
+    final_views: FinalViews
     storage: Storage  # signs URLs for clients
     runner_storage: Storage  # signs URLs for workers
     feed: ChangeFeed
@@ -34,18 +44,33 @@ class AppState:
     autoscaler: Autoscaler | None = None
 
 
-def app_state(request: Request) -> AppState:
+async def app_state(request: Request) -> AppState:
     return request.app.state.rgrid
 
 
-def db_session(state: Annotated[AppState, Depends(app_state)]) -> Iterator[Session]:
-    with state.sessions() as session:
-        yield session
+async def _closed(session: Session) -> None:
+    """Close a request's session; one still in a transaction ends it with a
+    database call, made in the thread pool."""
+    if session.in_transaction():
+        await run_in_threadpool(session.close)
+    else:
+        session.close()
 
 
-def read_session(state: Annotated[AppState, Depends(app_state)]) -> Iterator[Session]:
-    with state.readers() as session:
+async def db_session(state: Annotated[AppState, Depends(app_state)]) -> AsyncIterator[Session]:
+    session = state.sessions()
+    try:
         yield session
+    finally:
+        await _closed(session)
+
+
+async def read_session(state: Annotated[AppState, Depends(app_state)]) -> AsyncIterator[Session]:
+    session = state.readers()
+    try:
+        yield session
+    finally:
+        await _closed(session)
 
 
 def bearer(authorization: str | None) -> str:
@@ -54,16 +79,19 @@ def bearer(authorization: str | None) -> str:
     return authorization[7:].strip()
 
 
-def current_owner(
+async def current_owner(
     state: Annotated[AppState, Depends(app_state)], authorization: Annotated[str | None, Header()] = None
 ) -> str:
-    owner = state.owners.owner(bearer(authorization))
+    key = bearer(authorization)
+    known, owner = state.owners.cached(key)
+    if not known:
+        owner = await run_in_threadpool(state.owners.owner, key)
     if owner is None:
         raise HTTPException(401, "API key refused", headers={"WWW-Authenticate": "Bearer"})
     return owner
 
 
-def runner_auth(
+async def runner_auth(
     execution_id: str,
     attempt: int,
     state: Annotated[AppState, Depends(app_state)],
@@ -87,16 +115,18 @@ class WorkerCaller:
             raise HTTPException(403, f"this credential speaks for {self.worker_id}, not {worker_id}")
 
 
-def worker_auth(
-    state: Annotated[AppState, Depends(app_state)],
-    session: Annotated[Session, Depends(db_session)],
-    authorization: Annotated[str | None, Header()] = None,
+async def worker_auth(
+    state: Annotated[AppState, Depends(app_state)], authorization: Annotated[str | None, Header()] = None
 ) -> WorkerCaller:
     presented = bearer(authorization)
     if hmac.compare_digest(presented, state.settings.worker_token.get_secret_value()):
         return WorkerCaller(None)
-    worker_id = worker_for(session, presented)
-    session.rollback()
+
+    def lookup() -> str | None:
+        with state.readers() as session:
+            return worker_for(session, presented)
+
+    worker_id = await run_in_threadpool(lookup)
     if worker_id is None:
         raise HTTPException(401, "worker credential refused")
     return WorkerCaller(worker_id)

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from rgrid.wire import ALLOWED_RUNTIMES, ExecutionCreate, LogChunk, OutputFile, Status, Stream
 from rgrid_api.db.models import Execution, LogChunkRow, Output
 from rgrid_api.errors import Conflict, Invalid, NotFound
-from rgrid_api.ids import new_execution_id
+from rgrid_api.ids import ID_LENGTH, new_execution_id
 from rgrid_api.storage import Storage
 from rgrid_api.uploads import require_complete
 
@@ -66,9 +66,13 @@ def find_execution(session: Session, owner: str, id_or_prefix: str) -> Execution
     prefix = id_or_prefix.strip().lower()
     if not prefix or not prefix.isalnum():
         raise NotFound(f"no execution {id_or_prefix!r}")
-    rows = session.scalars(
-        select(Execution).where(Execution.owner == owner, Execution.id.startswith(prefix)).limit(2)
-    ).all()
+    # A range on the primary key, which both databases answer from the
+    # index (LIKE 'prefix%' is a scan on SQLite); ids are lower-case
+    # alphanumerics, all below "~".
+    matching = (
+        Execution.id == prefix if len(prefix) >= ID_LENGTH else Execution.id.between(prefix, prefix + "~")
+    )
+    rows = session.scalars(select(Execution).where(Execution.owner == owner, matching).limit(2)).all()
     if not rows:
         raise NotFound(f"no execution {id_or_prefix!r}")
     if len(rows) > 1:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -105,6 +108,49 @@ def test_owners_cannot_see_each_other(api: ApiServer, client: Client, tmp_path: 
         assert bob.plan_uploads([ObjectSpec(sha256=sha, size=script.stat().st_size)]).missing
         with pytest.raises(ApiError, match="not uploaded"):
             bob.create_execution(ExecutionCreate(script=InputFile(sha256=sha, path="s.py")))
+
+
+def test_a_final_answer_is_served_again_only_to_its_owner(
+    api: ApiServer, client: Client, tmp_path: Path
+) -> None:
+    """Final executions are answered from memory: the same answer, by exact
+    id or prefix, and still a 404 for another owner."""
+    script = make_file(tmp_path, "s.py", b"print('final')\n")
+    upload(client, script)
+    mine = client.create_execution(ExecutionCreate(script=InputFile(sha256=sha256_file(script), path="s.py")))
+    client.cancel(mine.id)
+    deadline = time.monotonic() + 60
+    while not (first := client.get_execution(mine.id)).status.final:
+        assert time.monotonic() < deadline, "the cancelled execution never ended"
+        time.sleep(0.2)
+    assert client.get_execution(mine.id) == first
+    assert client.get_execution(mine.id[:6]) == first
+    with Client(Target(api.url, api.create_key("carol"))) as carol:
+        with pytest.raises(ApiError) as err:
+            carol.get_execution(mine.id)
+        assert err.value.status == 404
+
+
+def test_a_revoked_key_is_refused_within_seconds(api: ApiServer) -> None:
+    key = api.create_key("dave")
+    with Client(Target(api.url, key)) as dave:
+        dave.list_executions()
+        out = subprocess.run(
+            [sys.executable, "-m", "rgrid", "server", "revoke-key", "--owner", "dave"],
+            env=api.env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        assert out.stdout.strip() == "revoked 1 key"
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                dave.list_executions()
+            except AuthRefused:
+                break
+            assert time.monotonic() < deadline, "the revoked key still worked after 15 s"
+            time.sleep(0.2)
 
 
 def test_wrong_key_is_refused(api: ApiServer) -> None:

@@ -38,7 +38,7 @@ def objects() -> Iterator[Objects]:
     store = Objects()
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        def do_GET(self) -> None:
             name = self.path.lstrip("/")
             store.gets.append(name)
             data = store.blobs.get(name)

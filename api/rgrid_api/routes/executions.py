@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -59,9 +59,23 @@ def index(owner: Owner, session: ReadDB, limit: int = Query(50, ge=1, le=1000)) 
 
 
 @router.get("/{execution_id}", response_model=ExecutionView)
-def get(execution_id: str, owner: Owner, session: ReadDB) -> ExecutionView:
-    execution = find_execution(session, owner, execution_id)
-    return execution_view(execution).model_copy(update={"cost_eur": execution_cost(session, execution)})
+async def get(execution_id: str, owner: Owner, state: State) -> Response:
+    """A final execution's answer comes from memory (`FinalViews`); the
+    encoded view is returned as it is, with no second validation."""
+    body = state.final_views.get(owner, execution_id)
+    if body is None:
+        body = await run_in_threadpool(_read_view, state, owner, execution_id)
+    return Response(body, media_type="application/json")
+
+
+def _read_view(state: AppState, owner: str, execution_id: str) -> bytes:
+    with state.readers() as session:
+        execution = find_execution(session, owner, execution_id)
+        view = execution_view(execution).model_copy(update={"cost_eur": execution_cost(session, execution)})
+    body = view.model_dump_json().encode()
+    if view.status.final:
+        state.final_views.put(owner, view.id, body)
+    return body
 
 
 @router.post("/{execution_id}/cancel", response_model=ExecutionView)
