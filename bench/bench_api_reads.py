@@ -1,7 +1,8 @@
 """The API's read latency under load: `wrk` (Debian package) against
 `GET /v1/executions/{id}` with 16 connections, on the local grid with
 SQLite and then with PostgreSQL, `/healthz` alongside as the ceiling of the
-HTTP stack itself.
+HTTP stack itself. Two executions are read: a finished one (answered from
+memory) and a running one (a database read on every request).
 
 Run by hand:  uv run python bench/bench_api_reads.py [--seconds 15] [--connections 16]
 It starts a private local grid in a temp RGRID_HOME (and a private
@@ -19,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,13 +55,17 @@ def measure(project: Path, env: dict[str, str], up_args: list[str], opts: argpar
     rgrid(["local", "up", *up_args], project, env)
     try:
         view = json.loads(rgrid(["run", "--json", "job.py"], project, env))
+        running = json.loads(rgrid(["run", "-d", "--json", "sleep.py"], project, env))
+        while json.loads(rgrid(["status", "--json", running["id"]], project, env))["status"] != "running":
+            time.sleep(0.2)
         home = Path(env["RGRID_HOME"])
         key = json.loads((home / "local" / "secrets.json").read_text())["api_key"]
         api = json.loads((home / "local" / "state.json").read_text())["pieces"]["api"]["ports"]["api"]
         base = f"http://127.0.0.1:{api}"
         rows = []
         for name, url, auth in (
-            ("GET /v1/executions/{id}", f"{base}/v1/executions/{view['id']}", key),
+            ("GET /v1/executions/{id}, finished", f"{base}/v1/executions/{view['id']}", key),
+            ("GET /v1/executions/{id}, running", f"{base}/v1/executions/{running['id']}", key),
             ("GET /healthz", f"{base}/healthz", None),
         ):
             r = wrk(url, auth, opts.seconds, opts.connections)
@@ -81,6 +87,7 @@ def main() -> None:
     project = work / "project"
     project.mkdir()
     (project / "job.py").write_text("print('ok')\n")
+    (project / "sleep.py").write_text("import time\ntime.sleep(600)\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_")}
     env["RGRID_HOME"] = str(work / "home")
     header = "| route | req/s | p50 | p99 | timeouts | non-2xx |\n|---|---|---|---|---|---|"

@@ -1,0 +1,130 @@
+"""A big input: its first upload against a raw parallel multipart PUT to the
+same S3 server, and what a rerun with the unchanged input costs on top of
+the script's own time.
+
+Run by hand:  uv run python bench/bench_big_input.py [--mib 1024] [--runs 3]
+It starts a private local grid in a temp RGRID_HOME, writes a random file of
+--mib MiB, and stops everything at the end. Figures go into docs/benchmarks.md.
+
+- raw: minio's `put_object` with 16 MiB parts, 4 in parallel (what rgrid's
+  client uses), straight to the grid's S3 server;
+- rgrid upload: the client library's whole path (sha256, `uploads/plan`,
+  parallel parts, `uploads/complete`, where the API verifies the sha256);
+- rerun: `rgrid run size.py big.bin` with the file already uploaded and
+  cached on the worker, against `rgrid run size.py small.bin`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SCRIPT = "import os, sys\nprint(os.path.getsize(sys.argv[1]))\n"
+
+
+def rgrid(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rgrid", *args], cwd=cwd, env=env, text=True, capture_output=True, check=True
+    )
+
+
+def timed_run(args: list[str], cwd: Path, env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    rgrid(args, cwd, env)
+    return time.perf_counter() - started
+
+
+def raw_put(home: Path, path: Path) -> float:
+    from minio import Minio
+
+    secrets = json.loads((home / "local" / "secrets.json").read_text())
+    port = json.loads((home / "local" / "state.json").read_text())["pieces"]["s3"]["ports"]["s3"]
+    s3 = Minio(f"127.0.0.1:{port}", secrets["s3_access_key"], secrets["s3_secret_key"], secure=False)
+    if not s3.bucket_exists("bench-raw"):
+        s3.make_bucket("bench-raw")
+    started = time.perf_counter()
+    with open(path, "rb") as fh:
+        s3.put_object(
+            "bench-raw",
+            "big.bin",
+            fh,
+            path.stat().st_size,
+            part_size=16 * 1024 * 1024,
+            num_parallel_uploads=4,
+        )
+    return time.perf_counter() - started
+
+
+def client_upload(cwd: Path, env: dict[str, str]) -> float:
+    code = """
+import time
+from pathlib import Path
+from rgrid.cli.connect import connect
+from rgrid.hashcache import sha256_file
+from rgrid.transfer import upload_missing
+client = connect(start_local=False)
+path = Path("big.bin")
+started = time.perf_counter()
+sha = sha256_file(path)
+upload_missing(client, {sha: path}, {sha: path.stat().st_size}, lambda t: (lambda n: None))
+print(time.perf_counter() - started)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, env=env, text=True, capture_output=True, check=True
+    )
+    return float(out.stdout)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mib", type=int, default=1024)
+    parser.add_argument("--runs", type=int, default=3)
+    opts = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="rgrid-bench-"))
+    project = work / "project"
+    project.mkdir()
+    (project / "size.py").write_text(SCRIPT)
+    (project / "small.bin").write_bytes(b"x")
+    with open(project / "big.bin", "wb") as fh:
+        for _ in range(opts.mib):
+            fh.write(os.urandom(1024 * 1024))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_")}
+    env["RGRID_HOME"] = str(work / "home")
+    try:
+        rgrid(["local", "up"], project, env)
+        rgrid(["run", "size.py", "small.bin"], project, env)
+        raw = raw_put(work / "home", project / "big.bin")
+        upload = client_upload(project, env)
+        first = timed_run(["run", "size.py", "big.bin"], project, env)
+        big = [timed_run(["run", "size.py", "big.bin"], project, env) for _ in range(opts.runs)]
+        small = [timed_run(["run", "size.py", "small.bin"], project, env) for _ in range(opts.runs)]
+    finally:
+        subprocess.run(
+            [sys.executable, "-m", "rgrid", "local", "down"], cwd=project, env=env, capture_output=True
+        )
+        shutil.rmtree(work, ignore_errors=True)
+
+    mib = opts.mib
+    print(f"raw multipart PUT, {mib} MiB        : {raw:.2f} s ({mib / raw:.0f} MiB/s)")
+    print(
+        f"rgrid upload (hash, parts, verify) : {upload:.2f} s ({mib / upload:.0f} MiB/s) -> {raw / upload:.2f}x raw"
+    )
+    print(f"first run on the worker (download) : {first:.2f} s")
+    print(
+        f"rerun, unchanged big input, median : {statistics.median(big):.3f} s {sorted(round(x, 3) for x in big)}"
+    )
+    print(f"same script, 1-byte input, median  : {statistics.median(small):.3f} s")
+    print(f"big input's cost on a rerun        : {statistics.median(big) - statistics.median(small):.3f} s")
+
+
+if __name__ == "__main__":
+    main()
