@@ -123,7 +123,7 @@ def start_attempt(
             _requeue(execution, row, now, reason=FailureReason.WORKER_LOST, counted=False)
             session.commit()
             raise StaleAttempt(f"worker {start.worker_id} restarted its Ray node")
-        if start.ray_node_id:
+        if start.ray_node_id and worker.ray_node_id is None:
             set_ray_node(session, worker.id, start.ray_node_id)
     row.status = Status.RUNNING
     row.ray_node_id = start.ray_node_id
