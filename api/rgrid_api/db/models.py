@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy import false as sa_false
 from sqlalchemy import true as sa_true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -62,12 +63,29 @@ class StoredObject(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class Batch(Base):
+    """One script over many inputs: an execution per input, at most
+    `parallel` of them dispatched or running at once."""
+
+    __tablename__ = "batches"
+    __table_args__ = (Index("ix_batches_owner_created", "owner", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    script_name: Mapped[str] = mapped_column(String(1024))
+    total: Mapped[int] = mapped_column(Integer)
+    parallel: Mapped[int | None] = mapped_column(Integer)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class Execution(Base):
     __tablename__ = "executions"
     __table_args__ = (
         CheckConstraint(_STATE_CHECK, name="ck_executions_status"),
         Index("ix_executions_owner_created", "owner", "created_at"),
         Index("ix_executions_status", "status"),
+        Index("ix_executions_batch_status", "batch_id", "status"),
     )
 
     id: Mapped[str] = mapped_column(String(16), primary_key=True)
@@ -94,6 +112,9 @@ class Execution(Base):
     failure_detail: Mapped[str | None] = mapped_column(Text)
     duration_s: Mapped[float | None] = mapped_column(Float)
     retry_of: Mapped[str | None] = mapped_column(String(16))
+    batch_id: Mapped[str | None] = mapped_column(ForeignKey("batches.id", name="fk_executions_batch"))
+    # The input this execution runs on, as the user named it (relative path).
+    batch_input: Mapped[str | None] = mapped_column(String(1024))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
