@@ -24,12 +24,15 @@ from rgrid_api.errors import Conflict, Invalid, NotFound, StaleAttempt
 from rgrid_api.finalviews import FinalViews
 from rgrid_api.monitor import Monitor
 from rgrid_api.notify import ChangeFeed
-from rgrid_api.routes import autoscaler, executions, health, runner, uploads, workers
+from rgrid_api.routes import autoscaler, batches, executions, health, runner, uploads, workers
 from rgrid_api.settings import Settings
 from rgrid_api.storage import Storage
 from rgrid_api.version import VERSION
 
 log = logging.getLogger(__name__)
+
+# The largest request is a batch of MAX_BATCH_ITEMS inputs (about 30 MB).
+MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
 def build_state(settings: Settings, with_dispatcher: bool = True) -> AppState:
@@ -108,13 +111,20 @@ def create_app(settings: Settings, with_dispatcher: bool = True) -> FastAPI:
     # /healthz is the only route without a key, so the schema is served
     # under /v1 behind the same Bearer auth as everything else.
     app = FastAPI(
-        title="rgrid", version=VERSION, lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None
+        title="rgrid",
+        version=VERSION,
+        lifespan=lifespan,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        max_body_size=MAX_BODY_BYTES,
     )
     app.state.rgrid = state
     for router in (
         health.router,
         uploads.router,
         executions.router,
+        batches.router,
         runner.router,
         workers.router,
         autoscaler.router,

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session, aliased
 
 from rgrid.wire import (
     FailureReason,
@@ -28,12 +28,14 @@ from rgrid.wire import (
     relative_path,
 )
 from rgrid_api.db.engine import is_postgres
-from rgrid_api.db.models import Attempt, Execution, LogChunkRow, Output, Worker
+from rgrid_api.db.models import Attempt, Batch, Execution, LogChunkRow, Output, Worker
 from rgrid_api.db.times import utcnow
 from rgrid_api.errors import Invalid, StaleAttempt
 from rgrid_api.executions import last_log_seq
 from rgrid_api.storage import Storage, object_key, output_key
 from rgrid_api.workers import set_ray_node
+
+IN_FLIGHT = (Status.DISPATCHED, Status.RUNNING)
 
 
 @dataclass(frozen=True)
@@ -50,16 +52,36 @@ class Claimed:
 
 def claim_queued(session: Session, lease_s: float, limit: int = 32) -> list[Claimed]:
     """Move up to `limit` queued executions to dispatched and open their next
-    attempt. On Postgres rows are locked with SKIP LOCKED so several servers
-    can dispatch from one database without taking the same execution."""
+    attempt, oldest first, never taking a batch past its `parallel` cap. On
+    Postgres rows are locked with SKIP LOCKED so several servers can
+    dispatch from one database without taking the same execution, and a
+    capped batch's row is locked while its room is counted, so together
+    they never exceed the cap either."""
+    other = aliased(Execution)
+    in_flight = (
+        select(func.count())
+        .select_from(other)
+        .where(other.batch_id == Execution.batch_id, other.status.in_(IN_FLIGHT))
+        .scalar_subquery()
+    )
     query = (
-        select(Execution).where(Execution.status == Status.QUEUED).order_by(Execution.created_at).limit(limit)
+        select(Execution)
+        .outerjoin(Batch, Batch.id == Execution.batch_id)
+        .where(Execution.status == Status.QUEUED, or_(Batch.parallel.is_(None), in_flight < Batch.parallel))
+        .order_by(Execution.created_at)
+        .limit(limit)
     )
     if is_postgres(session.get_bind()):
-        query = query.with_for_update(skip_locked=True)
+        query = query.with_for_update(skip_locked=True, of=Execution)
+    candidates = list(session.scalars(query))
+    room = _batch_room(session, {e.batch_id for e in candidates if e.batch_id})
     claimed = []
     now = utcnow()
-    for execution in session.scalars(query):
+    for execution in candidates:
+        if execution.batch_id in room:
+            if room[execution.batch_id] <= 0:
+                continue
+            room[execution.batch_id] -= 1
         execution.attempt += 1
         execution.status = Status.DISPATCHED
         session.add(
@@ -83,6 +105,27 @@ def claim_queued(session: Session, lease_s: float, limit: int = 32) -> list[Clai
         )
     session.commit()
     return claimed
+
+
+def _batch_room(session: Session, batch_ids: set[str | None]) -> dict[str | None, int]:
+    """How many more of each capped batch may be dispatched now."""
+    if not batch_ids:
+        return {}
+    query = select(Batch.id, Batch.parallel).where(Batch.id.in_(batch_ids), Batch.parallel.is_not(None))
+    if is_postgres(session.get_bind()):
+        query = query.with_for_update()
+    caps: dict[str, int | None] = {b: cap for b, cap in session.execute(query)}
+    if not caps:
+        return {}
+    busy: dict[str | None, int] = {
+        b: n
+        for b, n in session.execute(
+            select(Execution.batch_id, func.count())
+            .where(Execution.batch_id.in_(list(caps)), Execution.status.in_(IN_FLIGHT))
+            .group_by(Execution.batch_id)
+        )
+    }
+    return {b: (cap or 0) - busy.get(b, 0) for b, cap in caps.items()}
 
 
 def _current(session: Session, execution_id: str, attempt: int) -> tuple[Execution, Attempt]:

@@ -32,11 +32,26 @@ def resolve_runtime(requested: str, default: str, available: set[str] | None) ->
 def create_execution(
     session: Session, owner: str, body: ExecutionCreate, runtime: str, retry_of: str | None = None
 ) -> Execution:
+    require_complete(session, owner, {f.sha256 for f in [body.script, *body.inputs]})
+    execution = new_execution(owner, body, runtime, retry_of=retry_of)
+    session.add(execution)
+    session.commit()
+    return execution
+
+
+def new_execution(
+    owner: str,
+    body: ExecutionCreate,
+    runtime: str,
+    retry_of: str | None = None,
+    batch_id: str | None = None,
+    batch_input: str | None = None,
+) -> Execution:
+    """A queued execution row (not added): its files must not share a path."""
     paths = [f.path for f in [body.script, *body.inputs]]
     if len(set(paths)) != len(paths):
         raise Invalid("two inputs would land on the same path in the work dir")
-    require_complete(session, owner, {f.sha256 for f in [body.script, *body.inputs]})
-    execution = Execution(
+    return Execution(
         id=new_execution_id(),
         owner=owner,
         status=Status.QUEUED,
@@ -53,13 +68,13 @@ def create_execution(
         timeout_s=body.resources.timeout_s,
         retries=body.retries,
         attempt=0,
+        lost_attempts=0,
         cancel_requested=False,
         retry_of=retry_of,
+        batch_id=batch_id,
+        batch_input=batch_input,
         created_at=datetime.now(UTC),
     )
-    session.add(execution)
-    session.commit()
-    return execution
 
 
 def find_execution(session: Session, owner: str, id_or_prefix: str) -> Execution:

@@ -103,15 +103,25 @@ def complete_upload(session: Session, storage: Storage, owner: str, done: Upload
     session.commit()
 
 
+LOOKUP_CHUNK = 1000
+
+
 def require_complete(session: Session, owner: str, shas: set[str]) -> None:
-    found = set(
-        session.scalars(
-            select(StoredObject.sha256).where(
-                StoredObject.owner == owner,
-                StoredObject.sha256.in_(list(shas)),
-                StoredObject.complete.is_(True),
+    """Every object is this owner's and completely uploaded. Asked in chunks:
+    a batch may name tens of thousands (SQLite caps a statement's variables)."""
+    wanted = sorted(shas)
+    found: set[str] = set()
+    for start in range(0, len(wanted), LOOKUP_CHUNK):
+        found.update(
+            session.scalars(
+                select(StoredObject.sha256).where(
+                    StoredObject.owner == owner,
+                    StoredObject.sha256.in_(wanted[start : start + LOOKUP_CHUNK]),
+                    StoredObject.complete.is_(True),
+                )
             )
         )
-    )
-    if missing := shas - found:
-        raise Invalid(f"objects not uploaded: {', '.join(sorted(s[:12] for s in missing))}")
+    if missing := sorted(shas - found):
+        shown = ", ".join(s[:12] for s in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise Invalid(f"objects not uploaded: {shown}{more}")

@@ -239,6 +239,60 @@ class ExecutionList(BaseModel):
     executions: list[ExecutionView]
 
 
+MAX_BATCH_ITEMS = 100_000
+
+
+class BatchItem(BaseModel):
+    """One execution of a batch: the input it runs on (as the user named
+    it), the files only it gets, and its arguments."""
+
+    input: str = Field(min_length=1, max_length=1024)
+    inputs: list[InputFile] = []
+    args: list[str] = []
+
+
+class BatchCreate(BaseModel):
+    script: InputFile
+    shared: list[InputFile] = []  # files every execution of the batch gets
+    items: list[BatchItem] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
+    env: dict[str, str] = {}
+    runtime: str = "python"
+    resources: Resources = Resources()
+    retries: int = Field(default=2, ge=0, le=10)
+    requirements: str | None = Field(default=None, max_length=256 * 1024)
+    network: bool = True
+    # At most this many of the batch dispatched or running at once; none:
+    # the grid's capacity is the limit.
+    parallel: int | None = Field(default=None, ge=1)
+
+
+class BatchExecution(BaseModel):
+    id: str
+    input: str
+    status: Status
+    exit_code: int | None = None
+    failure_reason: FailureReason | None = None
+
+
+class BatchList(BaseModel):
+    batches: list[BatchView]
+
+
+class BatchView(BaseModel):
+    """`status`: running while any execution is unfinished; then cancelled
+    if the batch was cancelled, succeeded only if all succeeded, else failed."""
+
+    id: str
+    status: str
+    script: str
+    total: int
+    parallel: int | None = None
+    counts: dict[str, int]
+    created_at: datetime
+    finished_at: datetime | None = None
+    executions: list[BatchExecution] = []
+
+
 class LogChunk(BaseModel):
     seq: int
     attempt: int

@@ -39,12 +39,12 @@ RECHECK_S = 0.5
 
 @router.post("", response_model=ExecutionView, status_code=201)
 def create(body: ExecutionCreate, owner: Owner, session: DB, state: State) -> ExecutionView:
-    execution = create_execution(session, owner, body, _runtime(state, session, body.runtime))
+    execution = create_execution(session, owner, body, runtime_for(state, session, body.runtime))
     state.feed.work_queued()
     return execution_view(execution)
 
 
-def _runtime(state: AppState, session: Session, requested: str) -> str:
+def runtime_for(state: AppState, session: Session, requested: str) -> str:
     """The runtime an execution gets; one that no live worker offers, and no
     node the autoscaler may create would, is refused."""
     offered = offered_runtimes(session)
@@ -99,7 +99,9 @@ def retry(execution_id: str, owner: Owner, session: DB, state: State) -> Executi
         requirements=old.requirements,
         network=old.network,
     )
-    execution = create_execution(session, owner, body, _runtime(state, session, old.runtime), retry_of=old.id)
+    execution = create_execution(
+        session, owner, body, runtime_for(state, session, old.runtime), retry_of=old.id
+    )
     state.feed.work_queued()
     return execution_view(execution)
 

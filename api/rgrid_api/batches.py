@@ -1,0 +1,189 @@
+"""Batches: one script over many inputs, created in one transaction, read
+and cancelled as one. Every query is scoped by owner; another owner's batch
+is a 404. How many of a batch run at once is the dispatcher's business
+(`attempts.claim_queued`)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from rgrid.wire import (
+    BatchCreate,
+    BatchExecution,
+    BatchView,
+    ExecutionCreate,
+    FailureReason,
+    Status,
+)
+from rgrid_api.db.models import Batch, Execution
+from rgrid_api.errors import Conflict, NotFound
+from rgrid_api.executions import new_execution
+from rgrid_api.ids import BATCH_ID_LENGTH, BATCH_PREFIX, new_batch_id
+from rgrid_api.uploads import require_complete
+
+OPEN = (Status.QUEUED, Status.DISPATCHED, Status.RUNNING)
+
+
+def create_batch(session: Session, owner: str, body: BatchCreate, runtime: str) -> Batch:
+    """The batch and all its executions, queued in input order, or nothing."""
+    files = [body.script, *body.shared, *(f for item in body.items for f in item.inputs)]
+    require_complete(session, owner, {f.sha256 for f in files})
+    now = datetime.now(UTC)
+    batch = Batch(
+        id=new_batch_id(),
+        owner=owner,
+        script_name=body.script.path,
+        total=len(body.items),
+        parallel=body.parallel,
+        cancel_requested=False,
+        created_at=now,
+    )
+    session.add(batch)
+    for n, item in enumerate(body.items):
+        spec = ExecutionCreate(
+            script=body.script,
+            args=item.args,
+            inputs=[*body.shared, *item.inputs],
+            env=body.env,
+            runtime=runtime,
+            resources=body.resources,
+            retries=body.retries,
+            requirements=body.requirements,
+            network=body.network,
+        )
+        row = new_execution(owner, spec, runtime, batch_id=batch.id, batch_input=item.input)
+        row.created_at = now + timedelta(microseconds=n)  # the queue keeps input order
+        session.add(row)
+    session.commit()
+    return batch
+
+
+def find_batch(session: Session, owner: str, id_or_prefix: str) -> Batch:
+    prefix = id_or_prefix.strip().lower()
+    rest = prefix.removeprefix(BATCH_PREFIX)
+    if not prefix.startswith(BATCH_PREFIX) or not rest.isalnum():
+        raise NotFound(f"no batch {id_or_prefix!r}")
+    matching = (
+        Batch.id == prefix if len(prefix) >= BATCH_ID_LENGTH else Batch.id.between(prefix, prefix + "~")
+    )
+    rows = session.scalars(select(Batch).where(Batch.owner == owner, matching).limit(2)).all()
+    if not rows:
+        raise NotFound(f"no batch {id_or_prefix!r}")
+    if len(rows) > 1:
+        raise Conflict(f"{id_or_prefix!r} matches several batches; type more of the id")
+    return rows[0]
+
+
+def batch_counts(session: Session, batch_ids: list[str]) -> dict[str, dict[str, int]]:
+    """Executions by state, per batch."""
+    counts: dict[str, dict[str, int]] = {b: {} for b in batch_ids}
+    rows = session.execute(
+        select(Execution.batch_id, Execution.status, func.count())
+        .where(Execution.batch_id.in_(batch_ids))
+        .group_by(Execution.batch_id, Execution.status)
+    )
+    for batch_id, status, n in rows:
+        counts[str(batch_id)][status] = n
+    return counts
+
+
+def batch_status(batch: Batch, counts: dict[str, int]) -> str:
+    if any(counts.get(s, 0) for s in OPEN):
+        return "running"
+    if batch.cancel_requested:
+        return Status.CANCELLED
+    return Status.SUCCEEDED if counts.get(Status.SUCCEEDED, 0) == batch.total else Status.FAILED
+
+
+def batch_view(session: Session, batch: Batch, with_executions: bool = True) -> BatchView:
+    counts = batch_counts(session, [batch.id])[batch.id]
+    status = batch_status(batch, counts)
+    executions = []
+    if with_executions:
+        rows = session.execute(
+            select(
+                Execution.id,
+                Execution.batch_input,
+                Execution.status,
+                Execution.exit_code,
+                Execution.failure_reason,
+            )
+            .where(Execution.batch_id == batch.id)
+            .order_by(Execution.created_at)
+        )
+        executions = [
+            BatchExecution(
+                id=i,
+                input=inp or "",
+                status=Status(st),
+                exit_code=code,
+                failure_reason=FailureReason(reason) if reason else None,
+            )
+            for i, inp, st, code, reason in rows
+        ]
+    finished_at = None
+    if status != "running":
+        finished_at = session.scalar(
+            select(func.max(Execution.finished_at)).where(Execution.batch_id == batch.id)
+        )
+    return BatchView(
+        id=batch.id,
+        status=status,
+        script=batch.script_name,
+        total=batch.total,
+        parallel=batch.parallel,
+        counts=counts,
+        created_at=batch.created_at,
+        finished_at=finished_at,
+        executions=executions,
+    )
+
+
+def list_batches(session: Session, owner: str, limit: int) -> list[BatchView]:
+    batches = list(
+        session.scalars(
+            select(Batch).where(Batch.owner == owner).order_by(Batch.created_at.desc()).limit(limit)
+        )
+    )
+    counts = batch_counts(session, [b.id for b in batches])
+    return [
+        BatchView(
+            id=b.id,
+            status=batch_status(b, counts[b.id]),
+            script=b.script_name,
+            total=b.total,
+            parallel=b.parallel,
+            counts=counts[b.id],
+            created_at=b.created_at,
+        )
+        for b in batches
+    ]
+
+
+def cancel_batch(session: Session, owner: str, id_or_prefix: str) -> tuple[Batch, list[str]]:
+    """Everything not yet final: queued executions end at once, dispatched
+    and running ones are told on their runner's next call. Returns the ids
+    whose followers should hear of it."""
+    batch = find_batch(session, owner, id_or_prefix)
+    batch.cancel_requested = True
+    now = datetime.now(UTC)
+    touched = list(
+        session.scalars(
+            select(Execution.id).where(Execution.batch_id == batch.id, Execution.status.in_(OPEN))
+        )
+    )
+    session.execute(
+        update(Execution)
+        .where(Execution.batch_id == batch.id, Execution.status == Status.QUEUED)
+        .values(status=Status.CANCELLED, failure_reason=FailureReason.CANCELLED, finished_at=now)
+    )
+    session.execute(
+        update(Execution)
+        .where(Execution.batch_id == batch.id, Execution.status.in_([Status.DISPATCHED, Status.RUNNING]))
+        .values(cancel_requested=True)
+    )
+    session.commit()
+    return batch, touched

@@ -1,0 +1,38 @@
+"""Batches as their owner sees them."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query
+
+from rgrid.wire import BatchCreate, BatchList, BatchView
+from rgrid_api.batches import batch_view, cancel_batch, create_batch, find_batch, list_batches
+from rgrid_api.deps import DB, Owner, ReadDB, State
+from rgrid_api.routes.executions import runtime_for
+
+router = APIRouter(prefix="/v1/batches", tags=["batches"])
+
+
+@router.post("", response_model=BatchView, status_code=201)
+def create(body: BatchCreate, owner: Owner, session: DB, state: State) -> BatchView:
+    """Every execution of the batch in one transaction: all queued, or none."""
+    batch = create_batch(session, owner, body, runtime_for(state, session, body.runtime))
+    state.feed.work_queued()
+    return batch_view(session, batch)
+
+
+@router.get("", response_model=BatchList)
+def index(owner: Owner, session: ReadDB, limit: int = Query(50, ge=1, le=1000)) -> BatchList:
+    return BatchList(batches=list_batches(session, owner, limit))
+
+
+@router.get("/{batch_id}", response_model=BatchView)
+def get(batch_id: str, owner: Owner, session: ReadDB) -> BatchView:
+    return batch_view(session, find_batch(session, owner, batch_id))
+
+
+@router.post("/{batch_id}/cancel", response_model=BatchView)
+def cancel(batch_id: str, owner: Owner, session: DB, state: State) -> BatchView:
+    batch, touched = cancel_batch(session, owner, batch_id)
+    for execution_id in touched:
+        state.feed.changed(execution_id)
+    return batch_view(session, batch)
