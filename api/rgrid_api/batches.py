@@ -19,6 +19,7 @@ from rgrid.wire import (
     Status,
 )
 from rgrid_api.db.models import Batch, Execution
+from rgrid_api.db.times import aware
 from rgrid_api.errors import Conflict, NotFound
 from rgrid_api.executions import new_execution
 from rgrid_api.ids import BATCH_ID_LENGTH, BATCH_PREFIX, new_batch_id
@@ -136,8 +137,8 @@ def batch_view(session: Session, batch: Batch, with_executions: bool = True) -> 
         total=batch.total,
         parallel=batch.parallel,
         counts=counts,
-        created_at=batch.created_at,
-        finished_at=finished_at,
+        created_at=aware(batch.created_at),
+        finished_at=aware(finished_at) if finished_at else None,
         executions=executions,
     )
 
@@ -157,7 +158,7 @@ def list_batches(session: Session, owner: str, limit: int) -> list[BatchView]:
             total=b.total,
             parallel=b.parallel,
             counts=counts[b.id],
-            created_at=b.created_at,
+            created_at=aware(b.created_at),
         )
         for b in batches
     ]

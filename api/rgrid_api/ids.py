@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import secrets
 
+from rgrid.wire import BATCH_ID_PREFIX
+
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, no i/l/o/u
 ID_LENGTH = 10
 
@@ -13,7 +15,7 @@ def new_execution_id() -> str:
     return "".join(secrets.choice(_ALPHABET) for _ in range(ID_LENGTH))
 
 
-BATCH_PREFIX = "b-"
+BATCH_PREFIX = BATCH_ID_PREFIX
 BATCH_ID_LENGTH = len(BATCH_PREFIX) + 8
 
 

@@ -19,6 +19,9 @@ from rgrid.http import http_client
 from rgrid.retry import API_CALLS, Backoff, call_with_retry, raise_for_retryable
 from rgrid.wire import (
     AutoscalerStatus,
+    BatchCreate,
+    BatchList,
+    BatchView,
     CostReport,
     Estimate,
     ExecutionCreate,
@@ -149,6 +152,18 @@ class Client:
             params={"after": after, "wait": wait},
             timeout=wait + 30.0,
         )
+
+    def create_batch(self, body: BatchCreate) -> BatchView:
+        return self._call("POST", "/v1/batches", BatchView, retry=False, json=body.model_dump(mode="json"))
+
+    def get_batch(self, batch_id: str, executions: bool = True) -> BatchView:
+        return self._call("GET", f"/v1/batches/{batch_id}", BatchView, params={"executions": executions})
+
+    def list_batches(self, limit: int = 50) -> BatchList:
+        return self._call("GET", "/v1/batches", BatchList, params={"limit": limit})
+
+    def cancel_batch(self, batch_id: str) -> BatchView:
+        return self._call("POST", f"/v1/batches/{batch_id}/cancel", BatchView)
 
     def autoscaler(self) -> AutoscalerStatus:
         return self._call("GET", "/v1/autoscaler", AutoscalerStatus)

@@ -6,7 +6,7 @@ line and exits with its code, never with a traceback.
 
 from __future__ import annotations
 
-from rgrid.wire import ExecutionView, FailureReason, Status
+from rgrid.wire import BatchView, ExecutionView, FailureReason, Status
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -58,3 +58,19 @@ def exit_code_for(execution: ExecutionView) -> int:
     if reason in (FailureReason.EXIT_CODE, FailureReason.PROCESS_LIMIT) and execution.exit_code:
         return execution.exit_code
     return EXIT_INFRA
+
+
+# Failures that say nothing about the script: the grid could not run it.
+INFRA_REASONS = frozenset({FailureReason.WORKER_LOST, FailureReason.INTERNAL})
+
+
+def exit_code_for_batch(batch: BatchView) -> int:
+    """0 only if every input succeeded; 130 if the batch was cancelled; 75
+    if the grid failed some input; else 1 (the summary names the inputs)."""
+    if batch.status == Status.SUCCEEDED:
+        return EXIT_OK
+    if batch.status == Status.CANCELLED:
+        return EXIT_CANCELLED
+    if any(e.failure_reason in INFRA_REASONS for e in batch.executions):
+        return EXIT_INFRA
+    return 1

@@ -240,6 +240,11 @@ class ExecutionList(BaseModel):
 
 
 MAX_BATCH_ITEMS = 100_000
+BATCH_ID_PREFIX = "b-"  # no execution id has a dash: one argument names either
+
+
+def is_batch_id(value: str) -> bool:
+    return value.strip().lower().startswith(BATCH_ID_PREFIX)
 
 
 class BatchItem(BaseModel):

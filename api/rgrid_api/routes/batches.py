@@ -26,8 +26,9 @@ def index(owner: Owner, session: ReadDB, limit: int = Query(50, ge=1, le=1000)) 
 
 
 @router.get("/{batch_id}", response_model=BatchView)
-def get(batch_id: str, owner: Owner, session: ReadDB) -> BatchView:
-    return batch_view(session, find_batch(session, owner, batch_id))
+def get(batch_id: str, owner: Owner, session: ReadDB, executions: bool = True) -> BatchView:
+    """With executions=false, only the counts (what a progress bar polls)."""
+    return batch_view(session, find_batch(session, owner, batch_id), with_executions=executions)
 
 
 @router.post("/{batch_id}/cancel", response_model=BatchView)

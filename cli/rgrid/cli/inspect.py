@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 import typer
 from pydantic import BaseModel
@@ -13,10 +13,13 @@ from rgrid.cli.connect import connect
 from rgrid.cli.console import make_table, out, print_json
 from rgrid.cli.run import fetch_outputs
 from rgrid.follow import follow, write_chunk
-from rgrid.wire import ExecutionList, ExecutionView
+from rgrid.wire import BatchView, ExecutionList, ExecutionView, Status, is_batch_id
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON, for scripts.")]
 IdArg = Annotated[str, typer.Argument(help="Execution id or a unique prefix of it.")]
+AnyIdArg = Annotated[
+    str, typer.Argument(help="Execution or batch id (batch ids begin with b-), or a unique prefix of it.")
+]
 
 
 def _emit(json_out: bool, value: BaseModel | dict | list, human: str) -> int:
@@ -63,14 +66,35 @@ def _show(execution: ExecutionView) -> None:
         out.print(table)
 
 
-def status(execution_id: IdArg, json_out: JsonFlag = False) -> int:
-    """Show an execution and every attempt of it."""
+def _show_batch(b: BatchView) -> None:
+    done = sum(n for st, n in b.counts.items() if Status(st).final)
+    counts = ", ".join(f"{n} {st}" for st, n in sorted(b.counts.items()))
+    out.print(f"[bold]{b.id}[/bold]  {b.status}  {done}/{b.total} done ({counts})")
+    out.print(f"  script    {b.script}" + (f"   at most {b.parallel} at a time" if b.parallel else ""))
+    elapsed = ((b.finished_at or datetime.now(UTC)) - b.created_at).total_seconds()
+    eta = f"   ETA {elapsed / done * (b.total - done):.0f} s" if b.status == "running" and done else ""
+    out.print(f"  created   {_when(b.created_at)}   elapsed {elapsed:.0f} s{eta}")
+    table = make_table("execution", "input", "status", "exit")
+    for e in b.executions:
+        reason = f" ({e.failure_reason})" if e.failure_reason else ""
+        table.add_row(e.id, e.input, e.status + reason, "-" if e.exit_code is None else str(e.exit_code))
+    out.print(table)
+
+
+def status(execution_id: AnyIdArg, json_out: JsonFlag = False) -> int:
+    """Show an execution and every attempt of it, or a batch and its executions."""
     with connect(start_local=False) as client:
-        execution = client.get_execution(execution_id)
+        shown: BaseModel = (
+            client.get_batch(execution_id)
+            if is_batch_id(execution_id)
+            else client.get_execution(execution_id)
+        )
     if json_out:
-        print_json(execution)
+        print_json(shown)
+    elif isinstance(shown, BatchView):
+        _show_batch(shown)
     else:
-        _show(execution)
+        _show(cast(ExecutionView, shown))
     return 0
 
 
@@ -121,9 +145,15 @@ def list_(
     return 0
 
 
-def cancel(execution_id: IdArg, json_out: JsonFlag = False) -> int:
-    """Cancel an execution; a running script is killed."""
+def cancel(execution_id: AnyIdArg, json_out: JsonFlag = False) -> int:
+    """Cancel an execution (a running script is killed), or everything of a
+    batch that has not ended."""
     with connect(start_local=False) as client:
+        if is_batch_id(execution_id):
+            batch = client.cancel_batch(execution_id)
+            return _emit(
+                json_out, batch, f"{batch.id}: cancelled ({batch.counts.get(Status.CANCELLED, 0)} so far)"
+            )
         execution = client.cancel(execution_id)
     return _emit(json_out, execution, f"{execution.id}: {execution.status}")
 

@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from rgrid.batchplan import BatchPlan, plan_batch, uses_placeholder
+from rgrid.cli.batch import run_batch
 from rgrid.cli.connect import connect
 from rgrid.cli.console import err, out, print_json, say
 from rgrid.client import Client
@@ -64,6 +66,24 @@ def _print_dry_run(plan: RunPlan, as_json: bool) -> None:
     out.print(f"upload  {len(plan.files)} file(s), {total} bytes (unchanged files are skipped)")
     for f in plan.files:
         out.print(f"        {f.remote}  ({f.size} bytes)")
+
+
+def _print_batch_dry_run(plan: BatchPlan, as_json: bool) -> None:
+    if as_json:
+        print_json(
+            {
+                "script": plan.script.remote,
+                "shared": [f.remote for f in plan.shared],
+                "inputs": [{"input": i.label, "args": i.args} for i in plan.inputs],
+            }
+        )
+        return
+    out.print(f"script  {plan.script.local} -> {plan.script.remote}")
+    for f in plan.shared:
+        out.print(f"shared  {f.remote}  ({f.size} bytes)")
+    for i in plan.inputs:
+        out.print(f"input   {i.label}: {' '.join(i.args)}")
+    out.print(f"batch   {len(plan.inputs)} execution(s)")
 
 
 def _requirements(script: str, explicit: str | None, disabled: bool) -> str | None:
@@ -161,14 +181,45 @@ def run(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show what would be shipped; run nothing.")
     ] = False,
+    batch: Annotated[
+        str | None,
+        typer.Option(
+            "--batch",
+            help="Run once per file this glob matches ('**' allowed); '{}' in ARGS marks where it goes.",
+        ),
+    ] = None,
+    parallel: Annotated[
+        int | None, typer.Option("--parallel", min=1, help="With --batch: at most N at once (server-side).")
+    ] = None,
 ) -> int:
     """Run SCRIPT on the grid as if it ran here; exit with its exit code."""
-    plan = plan_run(script, args or [], include or [])
     resources = Resources(cpu=cpu, memory_mb=parse_memory_mb(memory), timeout_s=parse_duration_s(timeout))
     env_values = parse_env(env or [])
     if network not in ("default", "none"):
         raise UsageError(f"invalid --network {network!r}: use 'default' or 'none'")
+    if batch is None and uses_placeholder(args or []):
+        raise UsageError("'{}' in the arguments marks where a batch input goes: it needs --batch GLOB")
+    if batch is None and parallel is not None:
+        raise UsageError("--parallel limits a batch: it needs --batch GLOB")
     reqs = _requirements(script, requirements, no_requirements)
+    if batch is not None:
+        batch_plan = plan_batch(script, batch, args or [], include or [], Path.cwd())
+        if dry_run:
+            _print_batch_dry_run(batch_plan, json_out)
+            return 0
+        spec = {
+            "env": env_values,
+            "runtime": runtime,
+            "resources": resources,
+            "retries": retries,
+            "requirements": reqs,
+            "network": network != "none",
+        }
+        with connect(start_local=True) as client:
+            return run_batch(
+                client, batch_plan, spec, parallel, detach, json_out, Path(output_dir), remote_only
+            )
+    plan = plan_run(script, args or [], include or [])
     if dry_run:
         _print_dry_run(plan, json_out)
         return 0

@@ -1,0 +1,153 @@
+"""`rgrid run --batch`: the same script over every file a glob matches, as
+one batch the server runs at most `--parallel` at a time; one progress bar,
+each input's outputs in its own folder, and a summary naming what failed."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from rgrid.batchplan import BatchPlan, output_folders
+from rgrid.cli.console import err, out, print_json, say
+from rgrid.client import Client
+from rgrid.config import rgrid_home
+from rgrid.errors import exit_code_for_batch
+from rgrid.hashcache import sha256_files
+from rgrid.inputs import LocalFile
+from rgrid.transfer import Progress, download, upload_missing
+from rgrid.wire import BatchCreate, BatchItem, BatchView, InputFile, Status
+
+POLL_S = 0.5
+SHOWN_FAILURES = 20
+TAIL_LINES = 3
+
+
+def _no_progress(_total: int) -> Progress:
+    return lambda _n: None
+
+
+def submit_batch(client: Client, plan: BatchPlan, spec: dict[str, Any], parallel: int | None) -> BatchView:
+    """Hash and upload every file (each once), then create the whole batch in
+    one call: nothing is submitted unless every input made it up."""
+    files = plan.files
+    digests = sha256_files([f.local for f in files], rgrid_home())
+    by_sha = {digests[f.local]: f.local for f in files}
+    sizes = {digests[f.local]: f.size for f in files}
+    upload_missing(client, by_sha, sizes, _no_progress)
+
+    def ref(f: LocalFile) -> InputFile:
+        return InputFile(sha256=digests[f.local], path=f.remote)
+
+    body = BatchCreate(
+        script=ref(plan.script),
+        shared=[ref(f) for f in plan.shared],
+        items=[BatchItem(input=i.label, inputs=[ref(f) for f in i.files], args=i.args) for i in plan.inputs],
+        parallel=parallel,
+        **spec,
+    )
+    return client.create_batch(body)
+
+
+def wait(client: Client, batch: BatchView, show_bar: bool) -> BatchView:
+    """Poll the batch's counts until every execution is final, under one bar."""
+    if not show_bar:
+        while client.get_batch(batch.id, executions=False).status == "running":
+            time.sleep(POLL_S)
+        return client.get_batch(batch.id)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.progress import Progress as Bar
+
+    states = TextColumn("running {task.fields[running]}  failed {task.fields[failed]}")
+    columns = (BarColumn(), MofNCompleteColumn(), states, TimeElapsedColumn(), TimeRemainingColumn())
+    with Bar("[dim]rgrid:[/dim] batch", *columns, console=err) as p:
+        task = p.add_task("batch", total=batch.total, running=0, failed=0)
+        while True:
+            now = client.get_batch(batch.id, executions=False)
+            done = sum(n for s, n in now.counts.items() if Status(s).final)
+            running = now.counts.get(Status.RUNNING, 0) + now.counts.get(Status.DISPATCHED, 0)
+            failed = now.counts.get(Status.FAILED, 0)
+            p.update(task, completed=done, running=running, failed=failed)
+            if now.status != "running":
+                break
+            time.sleep(POLL_S)
+    return client.get_batch(batch.id)
+
+
+def fetch_batch_outputs(client: Client, batch: BatchView, dest: Path) -> int:
+    """Each input's outputs into dest/outputs/<its folder>/; returns how many files."""
+    folders = output_folders([e.input for e in batch.executions])
+    count = 0
+    for e in batch.executions:
+        if e.status == Status.CANCELLED:
+            continue
+        outputs = client.outputs(e.id).outputs
+        if outputs:
+            target = dest / "outputs" / folders[e.input]
+            target.mkdir(parents=True, exist_ok=True)
+            for o in outputs:
+                download(client.storage, o, target)
+                count += 1
+    return count
+
+
+def _stderr_tail(client: Client, execution_id: str) -> list[str]:
+    text, after = "", 0
+    while True:
+        page = client.logs(execution_id, after=after)
+        text += "".join(c.data for c in page.chunks if c.stream == "stderr")
+        if not page.chunks:
+            break
+        after = page.next_seq
+    return [line for line in text.splitlines() if line.strip()][-TAIL_LINES:]
+
+
+def summarize(client: Client, batch: BatchView) -> None:
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(batch.counts.items()))
+    say(f"batch {batch.id}: {batch.total} inputs, {counts}")
+    failed = [e for e in batch.executions if e.status == Status.FAILED]
+    for e in failed[:SHOWN_FAILURES]:
+        why = f"exit code {e.exit_code}" if e.exit_code is not None else str(e.failure_reason)
+        say(f"  failed: {e.input} ({why})")
+        for line in _stderr_tail(client, e.id):
+            err.print(f"      {line}", markup=False, highlight=False)
+    if len(failed) > SHOWN_FAILURES:
+        say(f"  ... and {len(failed) - SHOWN_FAILURES} more: rgrid status {batch.id}")
+
+
+def run_batch(
+    client: Client,
+    plan: BatchPlan,
+    spec: dict[str, Any],
+    parallel: int | None,
+    detach: bool,
+    json_out: bool,
+    output_dir: Path,
+    remote_only: bool,
+) -> int:
+    batch = submit_batch(client, plan, spec, parallel)
+    if detach:
+        if json_out:
+            print_json(batch)
+        else:
+            out.print(batch.id)
+        return 0
+    say(f"batch {batch.id}: {batch.total} inputs" + (f", at most {parallel} at a time" if parallel else ""))
+    try:
+        final = wait(client, batch, show_bar=not json_out and err.is_terminal)
+    except KeyboardInterrupt:
+        say(f"detached; {batch.id} goes on. Follow: rgrid status {batch.id}  Cancel: rgrid cancel {batch.id}")
+        return 130
+    if not remote_only:
+        fetch_batch_outputs(client, final, output_dir)
+    if json_out:
+        print_json(final)
+    else:
+        summarize(client, final)
+    return exit_code_for_batch(final)

@@ -1,0 +1,121 @@
+"""`rgrid run --batch` end to end through the CLI, on SQLite and PostgreSQL:
+per-input outputs, the summary, exit codes, batch ids for status and cancel,
+and bad input refused before anything is submitted."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from rgrid.batchplan import plan_batch
+from rgrid.cli.batch import submit_batch
+from rgrid.client import Client
+from rgrid.errors import UsageError
+from tests.conftest import run_cli
+
+PROC = """import sys
+x = open(sys.argv[1]).read().strip()
+open("result.txt", "w").write(x * 2)
+print("got", x)
+if x == "bad":
+    print("first complaint", file=sys.stderr)
+    print("this input is bad", file=sys.stderr)
+    sys.exit(4)
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "proc.py").write_text(PROC)
+    (tmp_path / "data" / "sub").mkdir(parents=True)
+    for name, text in (("a.csv", "a"), ("b.csv", "bad"), ("a.json", "j"), ("sub/c.csv", "c")):
+        (tmp_path / "data" / name).write_text(text)
+    return tmp_path
+
+
+def test_a_batch_runs_every_input_and_brings_each_ones_outputs_back(
+    project: Path, rgrid_env: dict[str, str]
+) -> None:
+    result = run_cli(["run", "--batch", "data/**/*", "--parallel", "2", "proc.py", "{}"], project, rgrid_env)
+    assert result.returncode == 1, result.stderr
+    assert "failed: data/b.csv (exit code 4)" in result.stderr
+    assert "this input is bad" in result.stderr
+    outputs = project / "outputs" / "data"
+    assert (outputs / "a.csv" / "result.txt").read_text() == "aa"  # data/a.json shares the stem
+    assert (outputs / "a.json" / "result.txt").read_text() == "jj"
+    assert (outputs / "sub" / "c" / "result.txt").read_text() == "cc"
+    assert (outputs / "b" / "result.txt").read_text() == "badbad"
+    assert "got" not in result.stdout  # 1,000 scripts' logs are not interleaved
+    batch_id = result.stderr.split("batch ")[1].split(":")[0]
+    status = json.loads(run_cli(["status", "--json", batch_id[:5]], project, rgrid_env).stdout)
+    assert status["id"] == batch_id and status["status"] == "failed" and status["total"] == 4
+    assert status["counts"] == {"succeeded": 3, "failed": 1}
+    by_input = {e["input"]: e for e in status["executions"]}
+    assert by_input["data/b.csv"]["exit_code"] == 4 and by_input["data/a.csv"]["status"] == "succeeded"
+
+
+def test_a_detached_batch_prints_its_executions_and_can_be_cancelled(
+    project: Path, rgrid_env: dict[str, str]
+) -> None:
+    (project / "slow.py").write_text("import sys, time\ntime.sleep(300)\n")
+    result = run_cli(
+        ["run", "-d", "--json", "--batch", "data/*.csv", "--parallel", "1", "slow.py"], project, rgrid_env
+    )
+    assert result.returncode == 0, result.stderr
+    batch = json.loads(result.stdout)
+    assert batch["id"].startswith("b-") and batch["total"] == 2
+    assert [(e["input"], e["status"]) for e in batch["executions"]] == [
+        ("data/a.csv", "queued"),
+        ("data/b.csv", "queued"),
+    ]
+    deadline = time.monotonic() + 60
+    while (
+        json.loads(run_cli(["status", "--json", batch["id"]], project, rgrid_env).stdout)["counts"].get(
+            "running"
+        )
+        != 1
+    ):
+        assert time.monotonic() < deadline, "the first input never started"
+        time.sleep(0.5)
+    assert run_cli(["cancel", batch["id"]], project, rgrid_env).returncode == 0
+    deadline = time.monotonic() + 60
+    while (status := json.loads(run_cli(["status", "--json", batch["id"]], project, rgrid_env).stdout))[
+        "status"
+    ] == "running":
+        assert time.monotonic() < deadline, "the batch never ended after cancel"
+        time.sleep(0.5)
+    assert status["status"] == "cancelled" and status["counts"] == {"cancelled": 2}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--batch", "nothing/*.csv", "proc.py"], "matches no file"),
+        (["proc.py", "{}"], "needs --batch"),
+        (["--batch", "data/*.csv", "--parallel", "0", "proc.py"], "parallel"),
+        (["--parallel", "2", "proc.py"], "needs --batch"),
+    ],
+)
+def test_bad_batch_input_is_a_usage_error(
+    project: Path, rgrid_env: dict[str, str], args: list[str], message: str
+) -> None:
+    result = run_cli(["run", *args], project, rgrid_env)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 3
+
+
+def test_an_input_deleted_after_globbing_submits_nothing(
+    project: Path, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("RGRID_HOME", str(project / "home"))
+    plan = plan_batch("proc.py", "data/*.csv", [], [], project)
+    before = {b.id for b in client.list_batches().batches}
+    (project / "data" / "b.csv").unlink()
+    with pytest.raises(UsageError, match="cannot read data/b.csv"):
+        submit_batch(client, plan, {}, None)
+    assert {b.id for b in client.list_batches().batches} == before
