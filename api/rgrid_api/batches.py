@@ -21,7 +21,7 @@ from rgrid.wire import (
 from rgrid_api.db.models import Batch, Execution
 from rgrid_api.db.times import aware
 from rgrid_api.errors import Conflict, NotFound
-from rgrid_api.executions import new_execution
+from rgrid_api.executions import new_execution, spec_of
 from rgrid_api.ids import BATCH_ID_LENGTH, BATCH_PREFIX, new_batch_id
 from rgrid_api.uploads import require_complete
 
@@ -57,6 +57,37 @@ def create_batch(session: Session, owner: str, body: BatchCreate, runtime: str) 
         )
         row = new_execution(owner, spec, runtime, batch_id=batch.id, batch_input=item.input)
         row.created_at = now + timedelta(microseconds=n)  # the queue keeps input order
+        session.add(row)
+    session.commit()
+    return batch
+
+
+def retry_batch(session: Session, owner: str, id_or_prefix: str, failed_only: bool) -> Batch:
+    """A new batch of the same inputs (with failed_only: of the failed ones),
+    each execution linked to the one it repeats."""
+    old = find_batch(session, owner, id_or_prefix)
+    query = select(Execution).where(Execution.batch_id == old.id).order_by(Execution.created_at)
+    if failed_only:
+        query = query.where(Execution.status == Status.FAILED)
+    previous = list(session.scalars(query))
+    if not previous:
+        raise Conflict(f"nothing of {old.id} failed" if failed_only else f"{old.id} has no inputs")
+    now = datetime.now(UTC)
+    batch = Batch(
+        id=new_batch_id(),
+        owner=owner,
+        script_name=old.script_name,
+        total=len(previous),
+        parallel=old.parallel,
+        cancel_requested=False,
+        created_at=now,
+    )
+    session.add(batch)
+    for n, e in enumerate(previous):
+        row = new_execution(
+            owner, spec_of(e), e.runtime, retry_of=e.id, batch_id=batch.id, batch_input=e.batch_input
+        )
+        row.created_at = now + timedelta(microseconds=n)
         session.add(row)
     session.commit()
     return batch

@@ -9,7 +9,16 @@ from typing import cast
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from rgrid.wire import ALLOWED_RUNTIMES, ExecutionCreate, LogChunk, OutputFile, Status, Stream
+from rgrid.wire import (
+    ALLOWED_RUNTIMES,
+    ExecutionCreate,
+    InputFile,
+    LogChunk,
+    OutputFile,
+    Resources,
+    Status,
+    Stream,
+)
 from rgrid_api.db.models import Execution, LogChunkRow, Output
 from rgrid_api.errors import Conflict, Invalid, NotFound
 from rgrid_api.ids import ID_LENGTH, new_execution_id
@@ -37,6 +46,21 @@ def create_execution(
     session.add(execution)
     session.commit()
     return execution
+
+
+def spec_of(execution: Execution) -> ExecutionCreate:
+    """What an execution was asked to run, to run it again."""
+    return ExecutionCreate(
+        script=InputFile(sha256=execution.script_sha256, path=execution.script_name),
+        args=execution.args,
+        inputs=[InputFile.model_validate(i) for i in execution.inputs],
+        env=execution.env,
+        runtime=execution.runtime,
+        resources=Resources(cpu=execution.cpu, memory_mb=execution.memory_mb, timeout_s=execution.timeout_s),
+        retries=execution.retries,
+        requirements=execution.requirements,
+        network=execution.network,
+    )
 
 
 def new_execution(

@@ -34,5 +34,6 @@ def execution_view(e: Execution) -> ExecutionView:
         failure_detail=e.failure_detail,
         duration_s=e.duration_s,
         retry_of=e.retry_of,
+        batch_id=e.batch_id,
         attempts=[attempt_view(a) for a in e.attempts],
     )

@@ -162,6 +162,11 @@ class Client:
     def list_batches(self, limit: int = 50) -> BatchList:
         return self._call("GET", "/v1/batches", BatchList, params={"limit": limit})
 
+    def retry_batch(self, batch_id: str, failed_only: bool) -> BatchView:
+        return self._call(
+            "POST", f"/v1/batches/{batch_id}/retry", BatchView, retry=False, params={"failed": failed_only}
+        )
+
     def cancel_batch(self, batch_id: str) -> BatchView:
         return self._call("POST", f"/v1/batches/{batch_id}/cancel", BatchView)
 

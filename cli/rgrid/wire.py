@@ -232,6 +232,7 @@ class ExecutionView(BaseModel):
     # Its share of its nodes' time, in €, once it is final (autoscaled nodes only).
     cost_eur: float | None = None
     retry_of: str | None = None
+    batch_id: str | None = None
     attempts: list[AttemptView] = []
 
 

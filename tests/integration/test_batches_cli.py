@@ -56,6 +56,22 @@ def test_a_batch_runs_every_input_and_brings_each_ones_outputs_back(
     by_input = {e["input"]: e for e in status["executions"]}
     assert by_input["data/b.csv"]["exit_code"] == 4 and by_input["data/a.csv"]["status"] == "succeeded"
 
+    listed = json.loads(run_cli(["list", "--json"], project, rgrid_env).stdout)
+    assert {"id": batch_id, "counts": {"succeeded": 3, "failed": 1}}.items() <= next(
+        b for b in listed["batches"] if b["id"] == batch_id
+    ).items()
+    human = run_cli(["list"], project, rgrid_env).stdout
+    assert batch_id in human and "× 4 inputs" in human
+    assert sum(e["batch_id"] == batch_id for e in listed["executions"]) == 4
+
+    downloaded = run_cli(["download", batch_id, "again"], project, rgrid_env)
+    assert downloaded.returncode == 0, downloaded.stderr
+    assert (project / "again" / "outputs" / "data" / "sub" / "c" / "result.txt").read_text() == "cc"
+
+    retried = json.loads(run_cli(["retry", batch_id, "--failed", "--json"], project, rgrid_env).stdout)
+    assert retried["id"] != batch_id and retried["total"] == 1
+    assert [e["input"] for e in retried["executions"]] == ["data/b.csv"]
+
 
 def test_a_detached_batch_prints_its_executions_and_can_be_cancelled(
     project: Path, rgrid_env: dict[str, str]
@@ -116,6 +132,6 @@ def test_an_input_deleted_after_globbing_submits_nothing(
     plan = plan_batch("proc.py", "data/*.csv", [], [], project)
     before = {b.id for b in client.list_batches().batches}
     (project / "data" / "b.csv").unlink()
-    with pytest.raises(UsageError, match="cannot read data/b.csv"):
+    with pytest.raises(UsageError, match=r"cannot read data/b\.csv"):
         submit_batch(client, plan, {}, None)
     assert {b.id for b in client.list_batches().batches} == before

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query
 
 from rgrid.wire import BatchCreate, BatchList, BatchView
-from rgrid_api.batches import batch_view, cancel_batch, create_batch, find_batch, list_batches
+from rgrid_api.batches import batch_view, cancel_batch, create_batch, find_batch, list_batches, retry_batch
 from rgrid_api.deps import DB, Owner, ReadDB, State
 from rgrid_api.routes.executions import runtime_for
 
@@ -29,6 +29,14 @@ def index(owner: Owner, session: ReadDB, limit: int = Query(50, ge=1, le=1000)) 
 def get(batch_id: str, owner: Owner, session: ReadDB, executions: bool = True) -> BatchView:
     """With executions=false, only the counts (what a progress bar polls)."""
     return batch_view(session, find_batch(session, owner, batch_id), with_executions=executions)
+
+
+@router.post("/{batch_id}/retry", response_model=BatchView, status_code=201)
+def retry(batch_id: str, owner: Owner, session: DB, state: State, failed: bool = False) -> BatchView:
+    """A new batch of the same inputs; with failed=true, of the failed ones only."""
+    batch = retry_batch(session, owner, batch_id, failed_only=failed)
+    state.feed.work_queued()
+    return batch_view(session, batch)
 
 
 @router.post("/{batch_id}/cancel", response_model=BatchView)

@@ -12,10 +12,8 @@ from rgrid.wire import (
     ExecutionCreate,
     ExecutionList,
     ExecutionView,
-    InputFile,
     LogPage,
     OutputList,
-    Resources,
     Status,
 )
 from rgrid_api.costs import execution_cost
@@ -28,6 +26,7 @@ from rgrid_api.executions import (
     list_outputs,
     read_logs,
     resolve_runtime,
+    spec_of,
 )
 from rgrid_api.views import execution_view
 from rgrid_api.workers import offered_runtimes
@@ -88,19 +87,8 @@ def cancel(execution_id: str, owner: Owner, session: DB, state: State) -> Execut
 @router.post("/{execution_id}/retry", response_model=ExecutionView, status_code=201)
 def retry(execution_id: str, owner: Owner, session: DB, state: State) -> ExecutionView:
     old = find_execution(session, owner, execution_id)
-    body = ExecutionCreate(
-        script=InputFile(sha256=old.script_sha256, path=old.script_name),
-        args=old.args,
-        inputs=[InputFile.model_validate(i) for i in old.inputs],
-        env=old.env,
-        runtime=old.runtime,
-        resources=Resources(cpu=old.cpu, memory_mb=old.memory_mb, timeout_s=old.timeout_s),
-        retries=old.retries,
-        requirements=old.requirements,
-        network=old.network,
-    )
     execution = create_execution(
-        session, owner, body, runtime_for(state, session, old.runtime), retry_of=old.id
+        session, owner, spec_of(old), runtime_for(state, session, old.runtime), retry_of=old.id
     )
     state.feed.work_queued()
     return execution_view(execution)

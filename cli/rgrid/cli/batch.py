@@ -80,10 +80,10 @@ def wait(client: Client, batch: BatchView, show_bar: bool) -> BatchView:
     return client.get_batch(batch.id)
 
 
-def fetch_batch_outputs(client: Client, batch: BatchView, dest: Path) -> int:
-    """Each input's outputs into dest/outputs/<its folder>/; returns how many files."""
+def fetch_batch_outputs(client: Client, batch: BatchView, dest: Path) -> list[Path]:
+    """Each input's outputs into dest/outputs/<its folder>/."""
     folders = output_folders([e.input for e in batch.executions])
-    count = 0
+    paths = []
     for e in batch.executions:
         if e.status == Status.CANCELLED:
             continue
@@ -91,10 +91,8 @@ def fetch_batch_outputs(client: Client, batch: BatchView, dest: Path) -> int:
         if outputs:
             target = dest / "outputs" / folders[e.input]
             target.mkdir(parents=True, exist_ok=True)
-            for o in outputs:
-                download(client.storage, o, target)
-                count += 1
-    return count
+            paths += [download(client.storage, o, target) for o in outputs]
+    return paths
 
 
 def _stderr_tail(client: Client, execution_id: str) -> list[str]:

@@ -9,9 +9,11 @@ from typing import Annotated, cast
 import typer
 from pydantic import BaseModel
 
+from rgrid.cli.batch import fetch_batch_outputs
 from rgrid.cli.connect import connect
 from rgrid.cli.console import make_table, out, print_json
 from rgrid.cli.run import fetch_outputs
+from rgrid.errors import UsageError
 from rgrid.follow import follow, write_chunk
 from rgrid.wire import BatchView, ExecutionList, ExecutionView, Status, is_batch_id
 
@@ -126,23 +128,45 @@ def logs(
 def list_(
     limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20, json_out: JsonFlag = False
 ) -> int:
-    """List your executions, newest first."""
+    """List your executions and batches, newest first; a batch is one line
+    with its counts."""
     with connect(start_local=False) as client:
         page: ExecutionList = client.list_executions(limit)
+        batches = client.list_batches(limit).batches
     if json_out:
-        print_json(page)
+        print_json({**page.model_dump(mode="json"), "batches": [b.model_dump(mode="json") for b in batches]})
         return 0
-    table = make_table("id", "status", "script", "created", "took")
-    for e in page.executions:
-        table.add_row(
+    rows = [
+        (
+            e.created_at,
             e.id,
             e.status + (f" ({e.failure_reason})" if e.failure_reason else ""),
             " ".join([e.script, *e.args])[:60],
-            _when(e.created_at),
             f"{e.duration_s:.2f} s" if e.duration_s is not None else "-",
         )
+        for e in page.executions
+        if e.batch_id is None
+    ]
+    rows += [
+        (
+            b.created_at,
+            b.id,
+            f"{b.status} ({', '.join(f'{n} {st}' for st, n in sorted(b.counts.items()))})",
+            f"{b.script} × {b.total} inputs",
+            "-",
+        )
+        for b in batches
+    ]
+    rows.sort(key=lambda r: _aware(r[0]), reverse=True)
+    table = make_table("id", "status", "script", "created", "took")
+    for created, ident, state, script, took in rows[:limit]:
+        table.add_row(ident, state, script, _when(created), took)
     out.print(table)
     return 0
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def cancel(execution_id: AnyIdArg, json_out: JsonFlag = False) -> int:
@@ -158,21 +182,35 @@ def cancel(execution_id: AnyIdArg, json_out: JsonFlag = False) -> int:
     return _emit(json_out, execution, f"{execution.id}: {execution.status}")
 
 
-def retry(execution_id: IdArg, json_out: JsonFlag = False) -> int:
-    """Run an execution again as a new execution linked to the old one."""
+def retry(
+    execution_id: AnyIdArg,
+    failed: Annotated[bool, typer.Option("--failed", help="A batch: only its failed inputs.")] = False,
+    json_out: JsonFlag = False,
+) -> int:
+    """Run an execution again as a new execution linked to the old one; a
+    batch again as a new batch (with --failed: of its failed inputs only)."""
     with connect(start_local=False) as client:
+        if is_batch_id(execution_id):
+            batch = client.retry_batch(execution_id, failed_only=failed)
+            return _emit(json_out, batch, batch.id)
+        if failed:
+            raise UsageError("--failed applies to a batch (its id begins with b-)")
         execution = client.retry(execution_id)
     return _emit(json_out, execution, execution.id)
 
 
 def download_(
-    execution_id: IdArg,
+    execution_id: AnyIdArg,
     dest: Annotated[str, typer.Argument(help="Folder to put outputs in.")] = ".",
     json_out: JsonFlag = False,
 ) -> int:
-    """Download an execution's outputs into DEST (default: here)."""
+    """Download an execution's outputs into DEST (default: here); a batch's
+    into DEST/outputs/<each input's folder>/."""
     with connect(start_local=False) as client:
-        paths = fetch_outputs(client, execution_id, Path(dest))
+        if is_batch_id(execution_id):
+            paths = fetch_batch_outputs(client, client.get_batch(execution_id), Path(dest))
+        else:
+            paths = fetch_outputs(client, execution_id, Path(dest))
     return _emit(json_out, [str(p) for p in paths], "\n".join(str(p) for p in paths))
 
 
