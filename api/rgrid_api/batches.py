@@ -23,6 +23,7 @@ from rgrid_api.db.times import aware
 from rgrid_api.errors import Conflict, NotFound
 from rgrid_api.executions import new_execution, spec_of
 from rgrid_api.ids import BATCH_ID_LENGTH, BATCH_PREFIX, new_batch_id
+from rgrid_api.resultcache import copy_results, previous_results, reuse
 from rgrid_api.uploads import require_complete
 
 OPEN = (Status.QUEUED, Status.DISPATCHED, Status.RUNNING)
@@ -43,6 +44,7 @@ def create_batch(session: Session, owner: str, body: BatchCreate, runtime: str) 
         created_at=now,
     )
     session.add(batch)
+    rows = []
     for n, item in enumerate(body.items):
         spec = ExecutionCreate(
             script=body.script,
@@ -54,10 +56,17 @@ def create_batch(session: Session, owner: str, body: BatchCreate, runtime: str) 
             retries=body.retries,
             requirements=body.requirements,
             network=body.network,
+            cache=body.cache,
         )
         row = new_execution(owner, spec, runtime, batch_id=batch.id, batch_input=item.input)
         row.created_at = now + timedelta(microseconds=n)  # the queue keeps input order
-        session.add(row)
+        rows.append(row)
+    pairs = (
+        reuse(rows, previous_results(session, owner, {str(r.cache_key) for r in rows})) if body.cache else []
+    )
+    session.add_all(rows)
+    session.flush()
+    copy_results(session, pairs)
     session.commit()
     return batch
 

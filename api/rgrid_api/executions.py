@@ -22,6 +22,7 @@ from rgrid.wire import (
 from rgrid_api.db.models import Execution, LogChunkRow, Output
 from rgrid_api.errors import Conflict, Invalid, NotFound
 from rgrid_api.ids import ID_LENGTH, new_execution_id
+from rgrid_api.resultcache import content_key, copy_results, previous_results, reuse
 from rgrid_api.storage import Storage
 from rgrid_api.uploads import require_complete
 
@@ -43,7 +44,13 @@ def create_execution(
 ) -> Execution:
     require_complete(session, owner, {f.sha256 for f in [body.script, *body.inputs]})
     execution = new_execution(owner, body, runtime, retry_of=retry_of)
+    # Before the row is added: a query would flush it as queued, and queued
+    # -> succeeded is no transition the database allows.
+    previous = previous_results(session, owner, {str(execution.cache_key)}) if body.cache else {}
+    pairs = reuse([execution], previous)
     session.add(execution)
+    session.flush()
+    copy_results(session, pairs)
     session.commit()
     return execution
 
@@ -97,6 +104,7 @@ def new_execution(
         retry_of=retry_of,
         batch_id=batch_id,
         batch_input=batch_input,
+        cache_key=content_key(body, runtime),
         created_at=datetime.now(UTC),
     )
 

@@ -35,5 +35,6 @@ def execution_view(e: Execution) -> ExecutionView:
         duration_s=e.duration_s,
         retry_of=e.retry_of,
         batch_id=e.batch_id,
+        cached_from=e.cached_from,
         attempts=[attempt_view(a) for a in e.attempts],
     )

@@ -202,6 +202,10 @@ class ExecutionCreate(BaseModel):
     # The text of a requirements file; installed into a cached environment.
     requirements: str | None = Field(default=None, max_length=256 * 1024)
     network: bool = True
+    # Reuse a succeeded execution of the same owner with the same content
+    # key instead of running (opt-in: scripts reading the clock, the network
+    # or randomness are not pure).
+    cache: bool = False
 
 
 class AttemptView(BaseModel):
@@ -233,6 +237,7 @@ class ExecutionView(BaseModel):
     cost_eur: float | None = None
     retry_of: str | None = None
     batch_id: str | None = None
+    cached_from: str | None = None
     attempts: list[AttemptView] = []
 
 
@@ -267,6 +272,7 @@ class BatchCreate(BaseModel):
     retries: int = Field(default=2, ge=0, le=10)
     requirements: str | None = Field(default=None, max_length=256 * 1024)
     network: bool = True
+    cache: bool = False
     # At most this many of the batch dispatched or running at once; none:
     # the grid's capacity is the limit.
     parallel: int | None = Field(default=None, ge=1)

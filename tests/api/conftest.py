@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from rgrid.wire import ExecutionCreate, InputFile, Resources, WorkerRegistration
@@ -63,9 +64,11 @@ def upload(session: Session, storage: MemoryStorage, owner: str, data: bytes) ->
     """An object the owner uploaded and the API verified."""
     sha = hashlib.sha256(data).hexdigest()
     storage.put(object_key(owner, sha), data)
-    session.add(
-        StoredObject(owner=owner, sha256=sha, size=len(data), complete=True, created_at=datetime.now(UTC))
-    )
+    known = select(StoredObject.id).where(StoredObject.owner == owner, StoredObject.sha256 == sha)
+    if session.scalar(known) is None:
+        session.add(
+            StoredObject(owner=owner, sha256=sha, size=len(data), complete=True, created_at=datetime.now(UTC))
+        )
     session.commit()
     return sha
 

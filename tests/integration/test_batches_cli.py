@@ -135,3 +135,26 @@ def test_an_input_deleted_after_globbing_submits_nothing(
     with pytest.raises(UsageError, match=r"cannot read data/b\.csv"):
         submit_batch(client, plan, {}, None)
     assert {b.id for b in client.list_batches().batches} == before
+
+
+def test_cache_replays_a_run_and_reruns_only_changed_inputs(project: Path, rgrid_env: dict[str, str]) -> None:
+    (project / "data" / "b.csv").write_text("b")  # every input succeeds
+    first = run_cli(["run", "--cache", "--json", "proc.py", "data/a.csv"], project, rgrid_env)
+    assert first.returncode == 0, first.stderr
+    (project / "result.txt").unlink()
+    replay = run_cli(["run", "--cache", "proc.py", "data/a.csv"], project, rgrid_env)
+    assert replay.returncode == 0 and replay.stdout == "got a\n"
+    assert (project / "result.txt").read_text() == "aa"
+    latest = json.loads(run_cli(["list", "--json", "--limit", "1"], project, rgrid_env).stdout)["executions"][
+        0
+    ]
+    assert latest["cached_from"] == json.loads(first.stdout)["id"]
+    assert "reused" in run_cli(["status", latest["id"]], project, rgrid_env).stdout
+
+    batch = ["run", "--cache", "--batch", "data/*.csv", "proc.py"]
+    assert run_cli(batch, project, rgrid_env).returncode == 0
+    (project / "data" / "b.csv").write_text("b2")
+    rerun = json.loads(run_cli([*batch[:1], "-d", "--json", *batch[1:]], project, rgrid_env).stdout)
+    by_input = {e["input"]: e["status"] for e in rerun["executions"]}
+    assert by_input["data/a.csv"] == "succeeded"  # at creation: nothing ran
+    assert by_input["data/b.csv"] in ("queued", "dispatched", "running")

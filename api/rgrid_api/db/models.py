@@ -86,6 +86,7 @@ class Execution(Base):
         Index("ix_executions_owner_created", "owner", "created_at"),
         Index("ix_executions_status", "status"),
         Index("ix_executions_batch_status", "batch_id", "status"),
+        Index("ix_executions_owner_cache_key", "owner", "cache_key"),
     )
 
     id: Mapped[str] = mapped_column(String(16), primary_key=True)
@@ -115,6 +116,10 @@ class Execution(Base):
     batch_id: Mapped[str | None] = mapped_column(ForeignKey("batches.id", name="fk_executions_batch"))
     # The input this execution runs on, as the user named it (relative path).
     batch_input: Mapped[str | None] = mapped_column(String(1024))
+    # sha256 of what it runs (rgrid_api.resultcache), and for a cached
+    # result the execution whose result it reuses.
+    cache_key: Mapped[str | None] = mapped_column(String(64))
+    cached_from: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -42,6 +42,8 @@ def _show(execution: ExecutionView) -> None:
     out.print(f"[bold]{e.id}[/bold]  {e.status}" + (f" ({e.failure_reason})" if e.failure_reason else ""))
     if e.failure_detail:
         out.print(f"  why       {e.failure_detail}")
+    if e.cached_from:
+        out.print(f"  cached    the result of {e.cached_from}, reused (--cache): nothing ran")
     out.print(f"  script    {e.script} {' '.join(e.args)}")
     out.print(
         f"  resources {e.resources.cpu:g} cpu, {e.resources.memory_mb} MiB, "

@@ -112,6 +112,7 @@ def _submit(
     show_progress: bool,
     requirements: str | None,
     network: bool,
+    cache: bool,
 ) -> ExecutionView:
     digests = sha256_files([f.local for f in plan.files], rgrid_home())
     shas = {f.remote: digests[f.local] for f in plan.files}
@@ -128,6 +129,7 @@ def _submit(
         retries=retries,
         requirements=requirements,
         network=network,
+        cache=cache,
     )
     return client.create_execution(body)
 
@@ -191,6 +193,15 @@ def run(
     parallel: Annotated[
         int | None, typer.Option("--parallel", min=1, help="With --batch: at most N at once (server-side).")
     ] = None,
+    cache: Annotated[
+        bool,
+        typer.Option(
+            "--cache",
+            help="Reuse an earlier succeeded run of the same script, inputs, args, runtime, "
+            "requirements and env instead of running (only for scripts that do not read the clock, "
+            "the network or randomness).",
+        ),
+    ] = False,
 ) -> int:
     """Run SCRIPT on the grid as if it ran here; exit with its exit code."""
     resources = Resources(cpu=cpu, memory_mb=parse_memory_mb(memory), timeout_s=parse_duration_s(timeout))
@@ -214,6 +225,7 @@ def run(
             "retries": retries,
             "requirements": reqs,
             "network": network != "none",
+            "cache": cache,
         }
         with connect(start_local=True) as client:
             return run_batch(
@@ -234,6 +246,7 @@ def run(
             show_progress=not json_out and err.is_terminal,
             requirements=reqs,
             network=network != "none",
+            cache=cache,
         )
         if detach:
             if json_out:

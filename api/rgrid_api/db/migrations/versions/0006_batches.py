@@ -1,5 +1,6 @@
 """batches: one script over many inputs, with a parallelism cap the
-dispatcher keeps
+dispatcher keeps; and the result cache: each execution's content key, and
+the execution a cached one reused
 
 Revision ID: 0006
 Revises: 0005
@@ -40,9 +41,15 @@ def upgrade() -> None:
         op.create_foreign_key("fk_executions_batch", "executions", "batches", ["batch_id"], ["id"])
     op.add_column("executions", sa.Column("batch_input", sa.String(1024)))
     op.create_index("ix_executions_batch_status", "executions", ["batch_id", "status"])
+    op.add_column("executions", sa.Column("cache_key", sa.String(64)))
+    op.add_column("executions", sa.Column("cached_from", sa.String(16)))
+    op.create_index("ix_executions_owner_cache_key", "executions", ["owner", "cache_key"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_executions_owner_cache_key", table_name="executions")
+    op.drop_column("executions", "cached_from")
+    op.drop_column("executions", "cache_key")
     op.drop_index("ix_executions_batch_status", table_name="executions")
     op.drop_column("executions", "batch_input")
     if op.get_bind().dialect.name != "sqlite":
