@@ -31,6 +31,7 @@ from rgrid.wire import (
 
 CHUNK = 1024 * 1024
 PART_WORKERS = 4
+OBJECT_WORKERS = 8
 
 Progress = Callable[[int], None]
 
@@ -116,8 +117,12 @@ def upload_missing(
         return 0
     total = sum(t.size for t in plan.missing)
     progress = progress_factory(total)
-    for ticket in plan.missing:
-        upload_object(client, ticket, by_sha[ticket.sha256], progress)
+    if len(plan.missing) == 1:
+        upload_object(client, plan.missing[0], by_sha[plan.missing[0].sha256], progress)
+        return total
+    # Many files (a batch's inputs): several at a time, as a large file's parts go.
+    with ThreadPoolExecutor(OBJECT_WORKERS) as pool:
+        list(pool.map(lambda t: upload_object(client, t, by_sha[t.sha256], progress), plan.missing))
     return total
 
 

@@ -5,6 +5,7 @@ each input's outputs in its own folder, and a summary naming what failed."""
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,10 @@ from rgrid.errors import exit_code_for_batch
 from rgrid.hashcache import sha256_files
 from rgrid.inputs import LocalFile
 from rgrid.transfer import Progress, download, upload_missing
-from rgrid.wire import BatchCreate, BatchItem, BatchView, InputFile, Status
+from rgrid.wire import BatchCreate, BatchExecution, BatchItem, BatchView, InputFile, Status
 
 POLL_S = 0.5
+DOWNLOAD_WORKERS = 8
 SHOWN_FAILURES = 20
 TAIL_LINES = 3
 
@@ -81,18 +83,17 @@ def wait(client: Client, batch: BatchView, show_bar: bool) -> BatchView:
 
 
 def fetch_batch_outputs(client: Client, batch: BatchView, dest: Path) -> list[Path]:
-    """Each input's outputs into dest/outputs/<its folder>/."""
+    """Each input's outputs into dest/outputs/<its folder>/, several inputs at a time."""
     folders = output_folders([e.input for e in batch.executions])
-    paths = []
-    for e in batch.executions:
-        if e.status == Status.CANCELLED:
-            continue
+
+    def fetch(e: BatchExecution) -> list[Path]:
         outputs = client.outputs(e.id).outputs
-        if outputs:
-            target = dest / "outputs" / folders[e.input]
-            target.mkdir(parents=True, exist_ok=True)
-            paths += [download(client.storage, o, target) for o in outputs]
-    return paths
+        target = dest / "outputs" / folders[e.input]
+        return [download(client.storage, o, target) for o in outputs]
+
+    wanted = [e for e in batch.executions if e.status != Status.CANCELLED]
+    with ThreadPoolExecutor(DOWNLOAD_WORKERS) as pool:
+        return [p for paths in pool.map(fetch, wanted) for p in paths]
 
 
 def _stderr_tail(client: Client, execution_id: str) -> list[str]:
