@@ -4,6 +4,8 @@ one transaction, read and cancelled as one, and never dispatched past their
 
 from __future__ import annotations
 
+import tracemalloc
+
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -126,3 +128,26 @@ def test_owners_never_see_each_others_batches(session: Session, storage: MemoryS
         cancel_batch(session, "bob", batch.id)
     assert list_batches(session, "bob", 10) == []
     assert [b.id for b in list_batches(session, "alice", 10)] == [batch.id]
+
+
+@pytest.mark.slow
+def test_ten_thousand_inputs_are_created_in_bounded_memory(session: Session, storage: MemoryStorage) -> None:
+    script = upload(session, storage, "alice", b"print(1)\n")
+    data = upload(session, storage, "alice", b"same\n")
+    items = [
+        BatchItem(
+            input=f"d/{i:05d}.csv", inputs=[InputFile(sha256=data, path=f"d/{i:05d}.csv")], args=[str(i)]
+        )
+        for i in range(10_000)
+    ]
+    body = BatchCreate(script=InputFile(sha256=script, path="job.py"), items=items, parallel=4)
+    tracemalloc.start()
+    try:
+        batch = create_batch(session, "alice", body, "python:3.11")
+        view = batch_view(session, batch)
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert view.total == 10_000 and view.counts == {Status.QUEUED: 10_000}
+    assert peak < 256 * 1024 * 1024, f"creating the batch took {peak / 2**20:.0f} MiB"
+    assert len(claim_queued(session, LEASE_S)) == 4

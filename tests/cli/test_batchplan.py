@@ -3,6 +3,7 @@ arguments, what is shared, and output folders that never collide."""
 
 from __future__ import annotations
 
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,21 @@ def test_output_folders_never_collide_nor_nest() -> None:
     for f in values:
         assert not f.startswith("/") and ".." not in f.split("/")
         assert not any(g.startswith(f + "/") for g in values if g != f)
+
+
+@pytest.mark.slow
+def test_ten_thousand_inputs_plan_in_bounded_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "job.py").write_text("print(1)\n")
+    (tmp_path / "d").mkdir()
+    for i in range(10_000):
+        (tmp_path / "d" / f"{i:05d}.csv").write_text(str(i))
+    tracemalloc.start()
+    try:
+        plan = plan_batch("job.py", "d/*.csv", ["{}"], [], tmp_path)
+        folders = output_folders([i.label for i in plan.inputs])
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(plan.inputs) == 10_000 and len(set(folders.values())) == 10_000
+    assert peak < 64 * 1024 * 1024, f"planning took {peak / 2**20:.0f} MiB"
