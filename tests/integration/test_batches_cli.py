@@ -158,3 +158,9 @@ def test_cache_replays_a_run_and_reruns_only_changed_inputs(project: Path, rgrid
     by_input = {e["input"]: e["status"] for e in rerun["executions"]}
     assert by_input["data/a.csv"] == "succeeded"  # at creation: nothing ran
     assert by_input["data/b.csv"] in ("queued", "dispatched", "running")
+
+
+def test_a_scripts_own_batch_flag_is_the_scripts(project: Path, rgrid_env: dict[str, str]) -> None:
+    result = run_cli(["run", "--dry-run", "--json", "proc.py", "--batch", "data/*.csv"], project, rgrid_env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["args"] == ["--batch", "data/*.csv"]
