@@ -16,14 +16,16 @@ from rgrid.wire import (
     BatchView,
     ExecutionCreate,
     FailureReason,
+    OutputFile,
     Status,
 )
-from rgrid_api.db.models import Batch, Execution
+from rgrid_api.db.models import Batch, Execution, Output
 from rgrid_api.db.times import aware
 from rgrid_api.errors import Conflict, NotFound
 from rgrid_api.executions import new_execution, spec_of
 from rgrid_api.ids import BATCH_ID_LENGTH, BATCH_PREFIX, new_batch_id
 from rgrid_api.resultcache import copy_results, previous_results, reuse
+from rgrid_api.storage import Storage
 from rgrid_api.uploads import require_complete
 
 OPEN = (Status.QUEUED, Status.DISPATCHED, Status.RUNNING)
@@ -228,3 +230,19 @@ def cancel_batch(session: Session, owner: str, id_or_prefix: str) -> tuple[Batch
     )
     session.commit()
     return batch, touched
+
+
+def batch_outputs(session: Session, storage: Storage, batch: Batch) -> dict[str, list[OutputFile]]:
+    """Every output of the batch's executions, with download URLs."""
+    found: dict[str, list[OutputFile]] = {}
+    rows = session.scalars(
+        select(Output)
+        .join(Execution, Execution.id == Output.execution_id)
+        .where(Execution.batch_id == batch.id)
+        .order_by(Output.execution_id, Output.path)
+    )
+    for r in rows:
+        found.setdefault(r.execution_id, []).append(
+            OutputFile(path=r.path, size=r.size, sha256=r.sha256, url=storage.presign_get(r.object_key))
+        )
+    return found

@@ -21,6 +21,7 @@ from rgrid.wire import (
     AutoscalerStatus,
     BatchCreate,
     BatchList,
+    BatchOutputs,
     BatchView,
     CostReport,
     Estimate,
@@ -158,6 +159,9 @@ class Client:
 
     def get_batch(self, batch_id: str, executions: bool = True) -> BatchView:
         return self._call("GET", f"/v1/batches/{batch_id}", BatchView, params={"executions": executions})
+
+    def batch_outputs(self, batch_id: str) -> BatchOutputs:
+        return self._call("GET", f"/v1/batches/{batch_id}/outputs", BatchOutputs)
 
     def list_batches(self, limit: int = 50) -> BatchList:
         return self._call("GET", "/v1/batches", BatchList, params={"limit": limit})

@@ -336,6 +336,12 @@ class OutputList(BaseModel):
     outputs: list[OutputFile]
 
 
+class BatchOutputs(BaseModel):
+    """Every output of a batch, by execution id, in one answer."""
+
+    outputs: dict[str, list[OutputFile]]
+
+
 class WorkerRegistration(BaseModel):
     id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
     host_name: str

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query
 
-from rgrid.wire import BatchCreate, BatchList, BatchView
-from rgrid_api.batches import batch_view, cancel_batch, create_batch, find_batch, list_batches, retry_batch
+from rgrid.wire import BatchCreate, BatchList, BatchOutputs, BatchView
+from rgrid_api.batches import (
+    batch_outputs,
+    batch_view,
+    cancel_batch,
+    create_batch,
+    find_batch,
+    list_batches,
+    retry_batch,
+)
 from rgrid_api.deps import DB, Owner, ReadDB, State
 from rgrid_api.routes.executions import runtime_for
 
@@ -29,6 +37,11 @@ def index(owner: Owner, session: ReadDB, limit: int = Query(50, ge=1, le=1000)) 
 def get(batch_id: str, owner: Owner, session: ReadDB, executions: bool = True) -> BatchView:
     """With executions=false, only the counts (what a progress bar polls)."""
     return batch_view(session, find_batch(session, owner, batch_id), with_executions=executions)
+
+
+@router.get("/{batch_id}/outputs", response_model=BatchOutputs)
+def outputs(batch_id: str, owner: Owner, session: ReadDB, state: State) -> BatchOutputs:
+    return BatchOutputs(outputs=batch_outputs(session, state.storage, find_batch(session, owner, batch_id)))
 
 
 @router.post("/{batch_id}/retry", response_model=BatchView, status_code=201)

@@ -17,7 +17,7 @@ from rgrid.errors import exit_code_for_batch
 from rgrid.hashcache import sha256_files
 from rgrid.inputs import LocalFile
 from rgrid.transfer import Progress, download, upload_missing
-from rgrid.wire import BatchCreate, BatchExecution, BatchItem, BatchView, InputFile, Status
+from rgrid.wire import BatchCreate, BatchItem, BatchView, InputFile, Status
 
 POLL_S = 0.5
 DOWNLOAD_WORKERS = 8
@@ -83,17 +83,18 @@ def wait(client: Client, batch: BatchView, show_bar: bool) -> BatchView:
 
 
 def fetch_batch_outputs(client: Client, batch: BatchView, dest: Path) -> list[Path]:
-    """Each input's outputs into dest/outputs/<its folder>/, several inputs at a time."""
+    """Each input's outputs into dest/outputs/<its folder>/ (one API call for
+    the whole batch, several downloads at a time)."""
     folders = output_folders([e.input for e in batch.executions])
-
-    def fetch(e: BatchExecution) -> list[Path]:
-        outputs = client.outputs(e.id).outputs
-        target = dest / "outputs" / folders[e.input]
-        return [download(client.storage, o, target) for o in outputs]
-
-    wanted = [e for e in batch.executions if e.status != Status.CANCELLED]
+    by_execution = client.batch_outputs(batch.id).outputs
+    wanted = [
+        (o, dest / "outputs" / folders[e.input])
+        for e in batch.executions
+        if e.status != Status.CANCELLED
+        for o in by_execution.get(e.id, [])
+    ]
     with ThreadPoolExecutor(DOWNLOAD_WORKERS) as pool:
-        return [p for paths in pool.map(fetch, wanted) for p in paths]
+        return list(pool.map(lambda job: download(client.storage, *job), wanted))
 
 
 def _stderr_tail(client: Client, execution_id: str) -> list[str]:
