@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -138,13 +139,16 @@ def test_an_input_deleted_after_globbing_submits_nothing(
 
 
 def test_cache_replays_a_run_and_reruns_only_changed_inputs(project: Path, rgrid_env: dict[str, str]) -> None:
-    (project / "data" / "b.csv").write_text("b")  # every input succeeds
+    token = uuid.uuid4().hex  # content no earlier test ran: the first run is a miss
+    (project / "data" / "a.csv").write_text(token)
+    (project / "data" / "b.csv").write_text("b" + token)  # every input succeeds
     first = run_cli(["run", "--cache", "--json", "proc.py", "data/a.csv"], project, rgrid_env)
     assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["cached_from"] is None
     (project / "result.txt").unlink()
     replay = run_cli(["run", "--cache", "proc.py", "data/a.csv"], project, rgrid_env)
-    assert replay.returncode == 0 and replay.stdout == "got a\n"
-    assert (project / "result.txt").read_text() == "aa"
+    assert replay.returncode == 0 and replay.stdout == f"got {token}\n"
+    assert (project / "result.txt").read_text() == token * 2
     latest = json.loads(run_cli(["list", "--json", "--limit", "1"], project, rgrid_env).stdout)["executions"][
         0
     ]
@@ -153,7 +157,7 @@ def test_cache_replays_a_run_and_reruns_only_changed_inputs(project: Path, rgrid
 
     batch = ["run", "--cache", "--batch", "data/*.csv", "proc.py"]
     assert run_cli(batch, project, rgrid_env).returncode == 0
-    (project / "data" / "b.csv").write_text("b2")
+    (project / "data" / "b.csv").write_text("changed" + token)
     rerun = json.loads(run_cli([*batch[:1], "-d", "--json", *batch[1:]], project, rgrid_env).stdout)
     by_input = {e["input"]: e["status"] for e in rerun["executions"]}
     assert by_input["data/a.csv"] == "succeeded"  # at creation: nothing ran
