@@ -21,9 +21,10 @@ from rgrid.wire import (
 )
 from rgrid_api.db.models import Batch, Execution, Output
 from rgrid_api.db.times import aware
-from rgrid_api.errors import Conflict, NotFound
+from rgrid_api.errors import Conflict
 from rgrid_api.executions import new_execution, spec_of
 from rgrid_api.ids import BATCH_ID_LENGTH, BATCH_PREFIX, new_batch_id
+from rgrid_api.lookup import find_by_prefix
 from rgrid_api.resultcache import copy_results, previous_results, reuse
 from rgrid_api.storage import Storage
 from rgrid_api.uploads import require_complete
@@ -105,19 +106,7 @@ def retry_batch(session: Session, owner: str, id_or_prefix: str, failed_only: bo
 
 
 def find_batch(session: Session, owner: str, id_or_prefix: str) -> Batch:
-    prefix = id_or_prefix.strip().lower()
-    rest = prefix.removeprefix(BATCH_PREFIX)
-    if not prefix.startswith(BATCH_PREFIX) or not rest.isalnum():
-        raise NotFound(f"no batch {id_or_prefix!r}")
-    matching = (
-        Batch.id == prefix if len(prefix) >= BATCH_ID_LENGTH else Batch.id.between(prefix, prefix + "~")
-    )
-    rows = session.scalars(select(Batch).where(Batch.owner == owner, matching).limit(2)).all()
-    if not rows:
-        raise NotFound(f"no batch {id_or_prefix!r}")
-    if len(rows) > 1:
-        raise Conflict(f"{id_or_prefix!r} matches several batches; type more of the id")
-    return rows[0]
+    return find_by_prefix(session, Batch, owner, id_or_prefix, BATCH_PREFIX, BATCH_ID_LENGTH, "batch")
 
 
 def batch_counts(session: Session, batch_ids: list[str]) -> dict[str, dict[str, int]]:
@@ -141,9 +130,21 @@ def batch_status(batch: Batch, counts: dict[str, int]) -> str:
     return Status.SUCCEEDED if counts.get(Status.SUCCEEDED, 0) == batch.total else Status.FAILED
 
 
+def _summary(batch: Batch, counts: dict[str, int]) -> BatchView:
+    """The batch and its counts, without its executions."""
+    return BatchView(
+        id=batch.id,
+        status=batch_status(batch, counts),
+        script=batch.script_name,
+        total=batch.total,
+        parallel=batch.parallel,
+        counts=counts,
+        created_at=aware(batch.created_at),
+    )
+
+
 def batch_view(session: Session, batch: Batch, with_executions: bool = True) -> BatchView:
-    counts = batch_counts(session, [batch.id])[batch.id]
-    status = batch_status(batch, counts)
+    view = _summary(batch, batch_counts(session, [batch.id])[batch.id])
     executions = []
     if with_executions:
         rows = session.execute(
@@ -168,20 +169,12 @@ def batch_view(session: Session, batch: Batch, with_executions: bool = True) -> 
             for i, inp, st, code, reason in rows
         ]
     finished_at = None
-    if status != "running":
+    if view.status != "running":
         finished_at = session.scalar(
             select(func.max(Execution.finished_at)).where(Execution.batch_id == batch.id)
         )
-    return BatchView(
-        id=batch.id,
-        status=status,
-        script=batch.script_name,
-        total=batch.total,
-        parallel=batch.parallel,
-        counts=counts,
-        created_at=aware(batch.created_at),
-        finished_at=aware(finished_at) if finished_at else None,
-        executions=executions,
+    return view.model_copy(
+        update={"finished_at": aware(finished_at) if finished_at else None, "executions": executions}
     )
 
 
@@ -192,18 +185,7 @@ def list_batches(session: Session, owner: str, limit: int) -> list[BatchView]:
         )
     )
     counts = batch_counts(session, [b.id for b in batches])
-    return [
-        BatchView(
-            id=b.id,
-            status=batch_status(b, counts[b.id]),
-            script=b.script_name,
-            total=b.total,
-            parallel=b.parallel,
-            counts=counts[b.id],
-            created_at=aware(b.created_at),
-        )
-        for b in batches
-    ]
+    return [_summary(b, counts[b.id]) for b in batches]
 
 
 def cancel_batch(session: Session, owner: str, id_or_prefix: str) -> tuple[Batch, list[str]]:

@@ -20,8 +20,9 @@ from rgrid.wire import (
     Stream,
 )
 from rgrid_api.db.models import Execution, LogChunkRow, Output
-from rgrid_api.errors import Conflict, Invalid, NotFound
+from rgrid_api.errors import Invalid
 from rgrid_api.ids import ID_LENGTH, new_execution_id
+from rgrid_api.lookup import find_by_prefix
 from rgrid_api.resultcache import content_key, copy_results, previous_results, reuse
 from rgrid_api.storage import Storage
 from rgrid_api.uploads import require_complete
@@ -110,21 +111,7 @@ def new_execution(
 
 
 def find_execution(session: Session, owner: str, id_or_prefix: str) -> Execution:
-    prefix = id_or_prefix.strip().lower()
-    if not prefix or not prefix.isalnum():
-        raise NotFound(f"no execution {id_or_prefix!r}")
-    # A range on the primary key, which both databases answer from the
-    # index (LIKE 'prefix%' is a scan on SQLite); ids are lower-case
-    # alphanumerics, all below "~".
-    matching = (
-        Execution.id == prefix if len(prefix) >= ID_LENGTH else Execution.id.between(prefix, prefix + "~")
-    )
-    rows = session.scalars(select(Execution).where(Execution.owner == owner, matching).limit(2)).all()
-    if not rows:
-        raise NotFound(f"no execution {id_or_prefix!r}")
-    if len(rows) > 1:
-        raise Conflict(f"{id_or_prefix!r} matches several executions; type more of the id")
-    return rows[0]
+    return find_by_prefix(session, Execution, owner, id_or_prefix, "", ID_LENGTH, "execution")
 
 
 def list_executions(session: Session, owner: str, limit: int) -> list[Execution]:

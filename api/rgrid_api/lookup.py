@@ -1,0 +1,33 @@
+"""Finding an owner's execution or batch by its id or a unique prefix of it."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from rgrid_api.db.models import Batch, Execution
+from rgrid_api.errors import Conflict, NotFound
+
+Row = TypeVar("Row", Execution, Batch)
+
+
+def find_by_prefix(
+    session: Session, model: type[Row], owner: str, id_or_prefix: str, prefix: str, length: int, noun: str
+) -> Row:
+    """`prefix` is what every id of the kind begins with ("" or "b-"), the
+    rest is lower-case alphanumerics. A range on the primary key, which
+    both databases answer from the index (LIKE 'prefix%' is a scan on
+    SQLite): every id character sorts below "~"."""
+    wanted = id_or_prefix.strip().lower()
+    rest = wanted.removeprefix(prefix)
+    if not wanted.startswith(prefix) or not rest.isalnum():
+        raise NotFound(f"no {noun} {id_or_prefix!r}")
+    matching = model.id == wanted if len(wanted) >= length else model.id.between(wanted, wanted + "~")
+    rows = session.scalars(select(model).where(model.owner == owner, matching).limit(2)).all()
+    if not rows:
+        raise NotFound(f"no {noun} {id_or_prefix!r}")
+    if len(rows) > 1:
+        raise Conflict(f"{id_or_prefix!r} matches more than one {noun}; type more of the id")
+    return rows[0]
