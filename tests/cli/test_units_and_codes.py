@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from rgrid.errors import UsageError, exit_code_for
+from rgrid.errors import UsageError, exit_code_for, exit_code_for_batch
 from rgrid.units import parse_duration_s, parse_env, parse_memory_mb
-from rgrid.wire import ExecutionView, Resources
+from rgrid.wire import BatchExecution, BatchView, ExecutionView, Resources, Status
 
 
 @pytest.mark.parametrize(
@@ -69,3 +69,29 @@ def _view(status: str, reason: str | None = None, code: int | None = None) -> Ex
 )
 def test_exit_codes(status: str, reason: str | None, code: int | None, expected: int) -> None:
     assert exit_code_for(_view(status, reason, code)) == expected
+
+
+@pytest.mark.parametrize(
+    ("status", "members", "expected"),
+    [
+        ("succeeded", [("succeeded", None)], 0),
+        ("failed", [("succeeded", None), ("failed", "exit_code")], 1),
+        ("failed", [("failed", "timeout"), ("failed", "out_of_memory")], 1),
+        ("failed", [("failed", "exit_code"), ("failed", "worker_lost")], 75),
+        ("cancelled", [("succeeded", None), ("cancelled", "cancelled")], 130),
+    ],
+)
+def test_batch_exit_codes(status: str, members: list[tuple[str, str | None]], expected: int) -> None:
+    batch = BatchView(
+        id="b-12345678",
+        status=status,
+        script="job.py",
+        total=len(members),
+        counts={},
+        created_at=datetime.now(UTC),
+        executions=[
+            BatchExecution(id=f"e{i}", input=f"{i}.csv", status=Status(s), failure_reason=r)  # type: ignore[arg-type]
+            for i, (s, r) in enumerate(members)
+        ],
+    )
+    assert exit_code_for_batch(batch) == expected

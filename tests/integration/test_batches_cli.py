@@ -5,6 +5,9 @@ and bad input refused before anything is submitted."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -168,3 +171,41 @@ def test_a_scripts_own_batch_flag_is_the_scripts(project: Path, rgrid_env: dict[
     result = run_cli(["run", "--dry-run", "--json", "proc.py", "--batch", "data/*.csv"], project, rgrid_env)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["args"] == ["--batch", "data/*.csv"]
+
+
+def _follow_a_slow_batch(project: Path, rgrid_env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+    """A batch the CLI follows in the foreground; returns it and the batch id
+    once the CLI said it was submitted."""
+    (project / "slow.py").write_text("import time\ntime.sleep(300)\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rgrid", "run", "--batch", "data/*.csv", "--parallel", "1", "slow.py"],
+        cwd=project,
+        env=rgrid_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    assert "batch b-" in line, line
+    return proc, line.split("batch ")[1].split(":")[0]
+
+
+def test_a_followed_batch_that_is_cancelled_exits_130(project: Path, rgrid_env: dict[str, str]) -> None:
+    proc, batch_id = _follow_a_slow_batch(project, rgrid_env)
+    assert run_cli(["cancel", batch_id], project, rgrid_env).returncode == 0
+    _out, err = proc.communicate(timeout=90)
+    assert proc.returncode == 130, err
+    assert f"batch {batch_id}: 2 inputs, 2 cancelled" in err
+
+
+def test_ctrl_c_detaches_from_a_batch_and_it_goes_on(project: Path, rgrid_env: dict[str, str]) -> None:
+    proc, batch_id = _follow_a_slow_batch(project, rgrid_env)
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert "detached" in err and f"rgrid status {batch_id}" in err and f"rgrid cancel {batch_id}" in err
+    assert (
+        json.loads(run_cli(["status", "--json", batch_id], project, rgrid_env).stdout)["status"] == "running"
+    )
+    run_cli(["cancel", batch_id], project, rgrid_env)
