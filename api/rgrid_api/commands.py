@@ -6,19 +6,14 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
-import typer
-
+from rgrid.cli.console import out
+from rgrid.cli.parser import Commands
 from rgrid.errors import UsageError
 
 if TYPE_CHECKING:
     from rgrid_api.settings import Settings
-
-server_app = typer.Typer(
-    help="Run the API server (dispatcher included).", invoke_without_command=True, no_args_is_help=False
-)
-db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 
 
 def _settings() -> Settings:
@@ -27,15 +22,8 @@ def _settings() -> Settings:
     return Settings()
 
 
-@server_app.callback()
-def server(
-    ctx: typer.Context,
-    host: Annotated[str | None, typer.Option(help="Bind address (RGRID_HOST).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (RGRID_PORT).")] = None,
-) -> None:
+def server(host: str | None, port: int | None) -> None:
     """Serve the API; migrates the database first."""
-    if ctx.invoked_subcommand is not None:
-        return
     # Before Ray is imported: never let Ray ship this process's working
     # directory to workers (its `uv run` hook would), whoever started us.
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
@@ -55,11 +43,7 @@ def server(
     uvicorn.run(app, host=bind, port=port or settings.port, log_level="warning", access_log=False)
 
 
-@server_app.command("create-key")
-def create_key_cmd(
-    owner: Annotated[str, typer.Option(help="Tenant the key acts for.")],
-    name: Annotated[str, typer.Option(help="A label for the key.")] = "default",
-) -> None:
+def create_key_cmd(owner: str, name: str) -> None:
     """Create an API key for OWNER and print it (it is stored only hashed)."""
     from rgrid_api.auth import create_key
     from rgrid_api.db.engine import make_engine, make_sessionmaker
@@ -69,16 +53,12 @@ def create_key_cmd(
     upgrade(settings.database_url)
     with make_sessionmaker(make_engine(settings.database_url))() as session:
         try:
-            typer.echo(create_key(session, owner, name))
+            out.print(create_key(session, owner, name), markup=False, highlight=False)
         except ValueError as exc:
-            raise typer.BadParameter(str(exc)) from None
+            raise UsageError(str(exc)) from None
 
 
-@server_app.command("revoke-key")
-def revoke_key_cmd(
-    owner: Annotated[str, typer.Option(help="Tenant whose keys to revoke.")],
-    name: Annotated[str | None, typer.Option(help="Only the keys with this label.")] = None,
-) -> None:
+def revoke_key_cmd(owner: str, name: str | None) -> None:
     """Revoke OWNER's API keys (or only those called NAME). Servers stop
     accepting them within RGRID_KEY_CACHE_S seconds."""
     from rgrid_api.auth import revoke_keys
@@ -89,13 +69,28 @@ def revoke_key_cmd(
     upgrade(settings.database_url)
     with make_sessionmaker(make_engine(settings.database_url))() as session:
         count = revoke_keys(session, owner, name)
-    typer.echo(f"revoked {count} key{'s' if count != 1 else ''}")
+    out.print(f"revoked {count} key{'s' if count != 1 else ''}")
 
 
-@db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply every pending migration to RGRID_DATABASE_URL."""
     from rgrid_api.db.migrate import upgrade
 
     upgrade(_settings().database_url)
-    typer.echo("database is up to date")
+    out.print("database is up to date")
+
+
+def add_server_commands(commands: Commands) -> None:
+    serve = commands.group("server", "Run the API server (dispatcher included).", default=server)
+    serve.parser.add_argument("--host", help="Bind address (RGRID_HOST).")
+    serve.parser.add_argument("--port", type=int, help="Port (RGRID_PORT).")
+    create = serve.add("create-key", create_key_cmd)
+    create.add_argument("--owner", required=True, help="Tenant the key acts for.")
+    create.add_argument("--name", default="default", help="A label for the key.")
+    revoke = serve.add("revoke-key", revoke_key_cmd)
+    revoke.add_argument("--owner", required=True, help="Tenant whose keys to revoke.")
+    revoke.add_argument("--name", help="Only the keys with this label.")
+
+
+def add_db_commands(commands: Commands) -> None:
+    commands.group("db", "Database maintenance.").add("upgrade", db_upgrade)

@@ -18,10 +18,9 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
-import typer
-
+from rgrid.cli.parser import EXTRA_ARGS, Commands
 from rgrid.errors import RgridError, UsageError
 from rgrid.hosts import url_is_loopback
 
@@ -82,21 +81,14 @@ def protect_node(sandbox: Sandbox, settings: RunnerSettings, worker_id: str, api
 
 
 def worker(
-    ctx: typer.Context,
-    head: Annotated[
-        bool, typer.Option("--head", help="Start a Ray head node instead of joining one.")
-    ] = False,
-    address: Annotated[
-        str | None,
-        typer.Option(help="Ray head to join, host:port (default: wherever the API says the head is)."),
-    ] = None,
-    worker_id: Annotated[
-        str | None, typer.Option(help="This node's id (default: host name + random).")
-    ] = None,
-    provider: Annotated[str, typer.Option(help="Who runs this machine: local, hetzner, ...")] = "local",
-    server_id: Annotated[str | None, typer.Option(help="The provider's id of this machine.")] = None,
-    info_file: Annotated[str | None, typer.Option(help="Write what this node offers here (JSON).")] = None,
-) -> None:
+    head: bool,
+    address: str | None,
+    worker_id: str | None,
+    provider: str,
+    server_id: str | None,
+    info_file: str | None,
+    extra: list[str],
+) -> int:
     """Start a Ray node that runs rgrid attempts; extra options go to `ray start`.
     The API is named by RGRID_API_URL; the agent authenticates with
     RGRID_WORKER_TOKEN, or (a provisioned node) exchanges RGRID_BOOTSTRAP_TOKEN
@@ -112,7 +104,7 @@ def worker(
     bootstrap, credential_file = os.environ.get(ENV_BOOTSTRAP), os.environ.get(ENV_CREDENTIAL_FILE)
     if api_url and not token and bootstrap:
         if not credential_file:
-            raise typer.BadParameter(
+            raise UsageError(
                 f"{ENV_BOOTSTRAP} needs {ENV_CREDENTIAL_FILE}: where to keep the node's credential"
             )
         from rgrid_runner.bootstrap import node_credential
@@ -129,13 +121,11 @@ def worker(
             )
         token, worker_id = grant.credential, grant.worker_id
     if not api_url or not token:
-        raise typer.BadParameter(
-            f"set {ENV_API} and {ENV_TOKEN} (or {ENV_BOOTSTRAP}) so the node can register"
-        )
+        raise UsageError(f"set {ENV_API} and {ENV_TOKEN} (or {ENV_BOOTSTRAP}) so the node can register")
     if os.environ.get("RAY_AUTH_MODE") != "token" or not (
         os.environ.get("RAY_AUTH_TOKEN_PATH") or os.environ.get("RAY_AUTH_TOKEN")
     ):
-        raise typer.BadParameter(
+        raise UsageError(
             "set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH (the grid's Ray token): "
             "without it anyone who reaches Ray's ports can run code on the grid"
         )
@@ -167,13 +157,13 @@ def worker(
         "--block",
         f"--resources={json.dumps(resources)}",
     ]
-    argv += ctx.args
+    argv += extra
     cpus = next(
-        (float(a.split("=", 1)[1]) for a in ctx.args if a.startswith("--num-cpus=")),
+        (float(a.split("=", 1)[1]) for a in extra if a.startswith("--num-cpus=")),
         float(os.cpu_count() or 1),
     )
     memory_mb = next(
-        (int(a.split("=", 1)[1]) // 2**20 for a in ctx.args if a.startswith("--memory=")),
+        (int(a.split("=", 1)[1]) // 2**20 for a in extra if a.startswith("--memory=")),
         os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20,
     )
     registration = WorkerRegistration(
@@ -193,9 +183,21 @@ def worker(
             token=token,
             registration=registration,
             head=head,
-            address=_head_gcs_address(ctx.args) if head else address,
+            address=_head_gcs_address(extra) if head else address,
         ),
         argv,
         env,
     )
-    raise typer.Exit(agent.run())
+    return agent.run()
+
+
+def add_commands(commands: Commands) -> None:
+    node = commands.add("worker", worker, passes=EXTRA_ARGS)
+    node.add_argument("--head", action="store_true", help="Start a Ray head node instead of joining one.")
+    node.add_argument(
+        "--address", help="Ray head to join, host:port (default: wherever the API says the head is)."
+    )
+    node.add_argument("--worker-id", help="This node's id (default: host name + random).")
+    node.add_argument("--provider", default="local", help="Who runs this machine: local, hetzner, ...")
+    node.add_argument("--server-id", help="The provider's id of this machine.")
+    node.add_argument("--info-file", help="Write what this node offers here (JSON).")

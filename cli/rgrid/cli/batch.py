@@ -141,7 +141,10 @@ def run_batch(
     try:
         # Inside the try: a Ctrl+C that lands while this line is written
         # still tells the user the batch id and that it goes on.
-        say(f"batch {batch.id}: {batch.total} inputs" + (f", at most {parallel} at a time" if parallel else ""))
+        say(
+            f"batch {batch.id}: {batch.total} inputs"
+            + (f", at most {parallel} at a time" if parallel else "")
+        )
         final = wait(client, batch, show_bar=not json_out and err.is_terminal)
     except KeyboardInterrupt:
         say(f"detached; {batch.id} goes on. Follow: rgrid status {batch.id}  Cancel: rgrid cancel {batch.id}")

@@ -3,20 +3,16 @@ grid is doing about machines, and what runs cost."""
 
 from __future__ import annotations
 
+import argparse
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
-
-import typer
 
 from rgrid.cli.connect import connect
 from rgrid.cli.console import make_table, out, print_json
+from rgrid.cli.parser import SCRIPT_ARGS, Commands, json_flag
 from rgrid.errors import UsageError
 from rgrid.hashcache import sha256_file
-
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON, for scripts.")]
-autoscaler_app = typer.Typer(help="The autoscaler of the grid.", no_args_is_help=True)
 
 
 def _age(seconds: float) -> str:
@@ -27,8 +23,7 @@ def _age(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-@autoscaler_app.command("status")
-def autoscaler_status(json_out: JsonFlag = False) -> int:
+def autoscaler_status(json_out: bool) -> int:
     """The provider and caps, each node (state, type, location, age, €/h), the
     pending demand, and why it is not scaling now."""
     with connect(start_local=False) as client:
@@ -84,12 +79,7 @@ def parse_since(value: str | None) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def cost(
-    since: Annotated[
-        str | None, typer.Option(help="From when: 30m, 24h, 7d or an ISO date (default: 30 days).")
-    ] = None,
-    json_out: JsonFlag = False,
-) -> int:
+def cost(since: str | None, json_out: bool) -> int:
     """Node-hours and € per node, your executions' share, and idle time."""
     start = parse_since(since)
     with connect(start_local=False) as client:
@@ -117,14 +107,7 @@ def cost(
     return 0
 
 
-def estimate(
-    script: Annotated[str, typer.Argument(help="The script you would run.")],
-    args: Annotated[
-        list[str] | None, typer.Argument(help="Its arguments (not used for the estimate).")
-    ] = None,
-    cpu: Annotated[float, typer.Option(help="CPUs the run would ask for.")] = 1.0,
-    json_out: JsonFlag = False,
-) -> int:
+def estimate(script: str, cpu: float, json_out: bool) -> int:
     """Predict a run's duration and cost from your history of the same script."""
     path = Path(script)
     if not path.is_file():
@@ -143,3 +126,16 @@ def estimate(
         f"from {guess.runs} runs of the {guess.basis}"
     )
     return 0
+
+
+def add_commands(commands: Commands) -> None:
+    spent = commands.add("cost", cost)
+    spent.add_argument("--since", help="From when: 30m, 24h, 7d or an ISO date (default: 30 days).")
+    json_flag(spent)
+    guess = commands.add("estimate", estimate, passes=SCRIPT_ARGS)
+    guess.add_argument("--cpu", type=float, default=1.0, help="CPUs the run would ask for.")
+    json_flag(guess)
+    guess.add_argument("script", help="The script you would run.")
+    guess.add_argument("args", nargs=argparse.REMAINDER, help="Its arguments (not used for the estimate).")
+    autoscaler = commands.group("autoscaler", "The autoscaler of the grid.")
+    json_flag(autoscaler.add("status", autoscaler_status))

@@ -4,7 +4,7 @@ rgrid`).
 The CLI's start-up time is part of every run. Python caches compiled
 modules (.pyc) in the environment on first import, except where
 PYTHONDONTWRITEBYTECODE is set (some images and CI machines set it
-globally): there every call would compile typer, rich, httpx and pydantic
+globally): there every call would compile rich, httpx and pydantic
 again, about 0.3 s. So the CLI lets its own imports be cached regardless.
 This replaces uv's `compile-bytecode`, which recompiles the whole
 environment (thousands of files) on every `uv run`.

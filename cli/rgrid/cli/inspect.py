@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, cast
+from typing import cast
 
-import typer
 from pydantic import BaseModel
 
 from rgrid.cli.batch import fetch_batch_outputs
 from rgrid.cli.connect import connect
 from rgrid.cli.console import make_table, out, print_json
+from rgrid.cli.parser import Commands, Parser, json_flag
 from rgrid.cli.run import fetch_outputs
 from rgrid.errors import UsageError
 from rgrid.follow import follow, write_chunk
 from rgrid.wire import BatchView, ExecutionList, ExecutionView, Status, is_batch_id
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON, for scripts.")]
-IdArg = Annotated[str, typer.Argument(help="Execution id or a unique prefix of it.")]
-AnyIdArg = Annotated[
-    str, typer.Argument(help="Execution or batch id (batch ids begin with b-), or a unique prefix of it.")
-]
+ID_HELP = "Execution id or a unique prefix of it."
+ANY_ID_HELP = "Execution or batch id (batch ids begin with b-), or a unique prefix of it."
 
 
 def _emit(json_out: bool, value: BaseModel | dict | list, human: str) -> int:
@@ -85,7 +83,7 @@ def _show_batch(b: BatchView) -> None:
     out.print(table)
 
 
-def status(execution_id: AnyIdArg, json_out: JsonFlag = False) -> int:
+def status(execution_id: str, json_out: bool) -> int:
     """Show an execution and every attempt of it, or a batch and its executions."""
     with connect(start_local=False) as client:
         shown: BaseModel = (
@@ -102,11 +100,7 @@ def status(execution_id: AnyIdArg, json_out: JsonFlag = False) -> int:
     return 0
 
 
-def logs(
-    execution_id: IdArg,
-    follow_: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until it ends.")] = False,
-    json_out: JsonFlag = False,
-) -> int:
+def logs(execution_id: str, follow_: bool, json_out: bool) -> int:
     """Print an execution's output (stdout to stdout, stderr to stderr)."""
     with connect(start_local=False) as client:
         if follow_ and not json_out:
@@ -127,9 +121,7 @@ def logs(
     return 0
 
 
-def list_(
-    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20, json_out: JsonFlag = False
-) -> int:
+def list_(limit: int, json_out: bool) -> int:
     """List your executions and batches, newest first; a batch is one line
     with its counts."""
     with connect(start_local=False) as client:
@@ -171,7 +163,7 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def cancel(execution_id: AnyIdArg, json_out: JsonFlag = False) -> int:
+def cancel(execution_id: str, json_out: bool) -> int:
     """Cancel an execution (a running script is killed), or everything of a
     batch that has not ended."""
     with connect(start_local=False) as client:
@@ -184,11 +176,7 @@ def cancel(execution_id: AnyIdArg, json_out: JsonFlag = False) -> int:
     return _emit(json_out, execution, f"{execution.id}: {execution.status}")
 
 
-def retry(
-    execution_id: AnyIdArg,
-    failed: Annotated[bool, typer.Option("--failed", help="A batch: only its failed inputs.")] = False,
-    json_out: JsonFlag = False,
-) -> int:
+def retry(execution_id: str, failed: bool, json_out: bool) -> int:
     """Run an execution again as a new execution linked to the old one; a
     batch again as a new batch (with --failed: of its failed inputs only)."""
     with connect(start_local=False) as client:
@@ -201,11 +189,7 @@ def retry(
     return _emit(json_out, execution, execution.id)
 
 
-def download_(
-    execution_id: AnyIdArg,
-    dest: Annotated[str, typer.Argument(help="Folder to put outputs in.")] = ".",
-    json_out: JsonFlag = False,
-) -> int:
+def download_(execution_id: str, dest: str, json_out: bool) -> int:
     """Download an execution's outputs into DEST (default: here); a batch's
     into DEST/outputs/<each input's folder>/."""
     with connect(start_local=False) as client:
@@ -216,10 +200,7 @@ def download_(
     return _emit(json_out, [str(p) for p in paths], "\n".join(str(p) for p in paths))
 
 
-def workers(
-    all_: Annotated[bool, typer.Option("--all", help="Include nodes that left or died.")] = False,
-    json_out: JsonFlag = False,
-) -> int:
+def workers(all_: bool, json_out: bool) -> int:
     """List worker nodes: status, heartbeat age, running executions."""
     with connect(start_local=False) as client:
         listing = client.workers(include_ended=all_)
@@ -246,3 +227,29 @@ def workers(
         )
     out.print(table)
     return 0
+
+
+def _with_id(commands: Commands, name: str, handler: Callable[..., int], help_: str = ANY_ID_HELP) -> Parser:
+    parser = commands.add(name, handler)
+    parser.add_argument("execution_id", metavar="ID", help=help_)
+    json_flag(parser)
+    return parser
+
+
+def add_commands(commands: Commands) -> None:
+    _with_id(commands, "status", status)
+    logs_parser = _with_id(commands, "logs", logs, ID_HELP)
+    logs_parser.add_argument(
+        "-f", "--follow", dest="follow_", action="store_true", help="Keep printing until it ends."
+    )
+    listing = commands.add("list", list_)
+    listing.add_argument("--limit", type=int, default=20, help="How many, newest first.")
+    json_flag(listing)
+    _with_id(commands, "cancel", cancel)
+    retry_parser = _with_id(commands, "retry", retry)
+    retry_parser.add_argument("--failed", action="store_true", help="A batch: only its failed inputs.")
+    download_parser = _with_id(commands, "download", download_)
+    download_parser.add_argument("dest", nargs="?", default=".", help="Folder to put outputs in.")
+    nodes = commands.add("workers", workers)
+    nodes.add_argument("--all", dest="all_", action="store_true", help="Include nodes that left or died.")
+    json_flag(nodes)

@@ -3,44 +3,19 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
-from typing import Annotated
 
-import typer
-
-from rgrid.cli.console import make_table, out, print_json, say
+from rgrid.cli.console import err, make_table, out, print_json, say
+from rgrid.cli.parser import Commands, bounded_int, json_flag
 from rgrid.client import Client
 from rgrid.config import Target, rgrid_home, save_remote
 from rgrid.errors import UsageError
 from rgrid.local.components import passed_settings
 from rgrid.local.grid import LocalGrid
 
-local_app = typer.Typer(help="The embedded grid on this machine.", no_args_is_help=True)
 
-
-@local_app.command()
-def up(
-    workers: Annotated[
-        int | None,
-        typer.Option(help="Extra worker nodes beside the head (kept until changed).", min=0, max=16),
-    ] = None,
-    database_url: Annotated[
-        str | None,
-        typer.Option(
-            help="Run the grid's API on this database, e.g. postgresql://... "
-            "(kept until changed; an empty value goes back to SQLite in RGRID_HOME)."
-        ),
-    ] = None,
-    max_workers: Annotated[
-        int | None,
-        typer.Option(
-            help="Autoscale between 0 and N worker nodes on this machine (the head then runs no jobs; "
-            "0 turns it off; kept until changed).",
-            min=0,
-            max=16,
-        ),
-    ] = None,
-) -> int:
+def up(workers: int | None, database_url: str | None, max_workers: int | None) -> int:
     """Start the local grid in the background; its supervisor keeps it running.
     RGRID_AUTOSCALER_*, RGRID_HCLOUD_*, RGRID_LOCAL_NODE_* and RGRID_CLUSTER_NAME
     set here are passed on to the grid's server."""
@@ -52,7 +27,6 @@ def up(
     return 0
 
 
-@local_app.command()
 def down() -> int:
     """Stop every process the local grid started."""
     stopped = LocalGrid(rgrid_home()).down()
@@ -60,8 +34,7 @@ def down() -> int:
     return 0
 
 
-@local_app.command("status")
-def status_(json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> int:
+def status_(json_out: bool) -> int:
     """Print every piece of the local grid, its URL, health and restarts (Ray dashboard first)."""
     grid = LocalGrid(rgrid_home())
     pieces = grid.status()
@@ -133,13 +106,50 @@ def _ago(at: float) -> str:
     return f"{seconds} s ago" if seconds < 120 else f"{seconds // 60} min ago"
 
 
-def init(
-    api_url: Annotated[str, typer.Option(prompt="rgrid API URL", help="e.g. https://rgrid.example.com")],
-    api_key: Annotated[str, typer.Option(prompt="API key", hide_input=True, help="Your rgrid API key.")],
-) -> int:
+def _ask(option: str, question: str, secret: bool) -> str:
+    """A value the user left out, asked for on a terminal (a key without
+    echo); elsewhere, a usage error."""
+    if not sys.stdin.isatty():
+        raise UsageError(f"{option} is required")
+    from rich.prompt import Prompt
+
+    answer = Prompt.ask(question, console=err, password=secret).strip()
+    if not answer:
+        raise UsageError(f"{option} is required")
+    return answer
+
+
+def init(api_url: str | None, api_key: str | None) -> int:
     """Point the CLI at a remote API and store its key (mode 0600)."""
+    api_url = api_url or _ask("--api-url", "rgrid API URL", secret=False)
+    api_key = api_key or _ask("--api-key", "API key", secret=True)
     with Client(Target(api_url=api_url.rstrip("/"), api_key=api_key)) as client:
         client.list_executions(limit=1)
     save_remote(rgrid_home(), api_url, api_key)
     say(f"saved; rgrid now talks to {api_url}")
     return 0
+
+
+def add_commands(commands: Commands) -> None:
+    setup = commands.add("init", init)
+    setup.add_argument("--api-url", help="e.g. https://rgrid.example.com (asked for when left out).")
+    setup.add_argument("--api-key", help="Your rgrid API key (asked for, without echo, when left out).")
+    local = commands.group("local", "The embedded grid on this machine.")
+    start = local.add("up", up)
+    nodes = bounded_int(0, 16)
+    start.add_argument(
+        "--workers", type=nodes, help="Extra worker nodes beside the head (kept until changed)."
+    )
+    start.add_argument(
+        "--database-url",
+        help="Run the grid's API on this database, e.g. postgresql://... (kept until changed; an empty "
+        "value goes back to SQLite in RGRID_HOME).",
+    )
+    start.add_argument(
+        "--max-workers",
+        type=nodes,
+        help="Autoscale between 0 and N worker nodes on this machine (the head then runs no jobs; "
+        "0 turns it off; kept until changed).",
+    )
+    local.add("down", down)
+    json_flag(local.add("status", status_))

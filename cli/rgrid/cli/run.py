@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
-
-import typer
 
 from rgrid.batchplan import BatchPlan, plan_batch, uses_placeholder
 from rgrid.cli.batch import run_batch
 from rgrid.cli.connect import connect
 from rgrid.cli.console import err, out, print_json, say
+from rgrid.cli.parser import SCRIPT_ARGS, Commands, positive_int
 from rgrid.client import Client
 from rgrid.config import rgrid_home
 from rgrid.errors import UsageError, exit_code_for
@@ -150,71 +149,39 @@ def _explain(execution: ExecutionView) -> None:
 
 
 def run(
-    script: Annotated[str, typer.Argument(help="The script to run.")],
-    args: Annotated[list[str] | None, typer.Argument(help="Its arguments; local files are shipped.")] = None,
-    runtime: Annotated[str, typer.Option(help="Runtime, e.g. python or python:3.12.")] = "python",
-    cpu: Annotated[float, typer.Option(help="CPUs the script gets.")] = 1.0,
-    memory: Annotated[str, typer.Option(help="Memory limit, e.g. 512M or 2G.")] = "1G",
-    timeout: Annotated[str, typer.Option(help="Wall-time limit, e.g. 90s, 30m, 2h.")] = "1h",
-    env: Annotated[
-        list[str] | None, typer.Option("--env", help="NAME=value for the script (repeatable).")
-    ] = None,
-    include: Annotated[
-        list[str] | None, typer.Option("--include", help="Extra file or folder to ship (repeatable).")
-    ] = None,
-    output_dir: Annotated[str, typer.Option("--output-dir", help="Where outputs land.")] = ".",
-    remote_only: Annotated[bool, typer.Option("--remote-only", help="Leave outputs on the grid.")] = False,
-    detach: Annotated[bool, typer.Option("--detach", "-d", help="Submit and return at once.")] = False,
-    retries: Annotated[int, typer.Option(help="Extra attempts after infrastructure failures.")] = 2,
-    requirements: Annotated[
-        str | None,
-        typer.Option(
-            "--requirements",
-            help="Requirements file to install (default: requirements.txt beside the script).",
-        ),
-    ] = None,
-    no_requirements: Annotated[
-        bool, typer.Option("--no-requirements", help="Install nothing, even if requirements.txt exists.")
-    ] = False,
-    network: Annotated[
-        str, typer.Option(help="'default' (the job may use the network) or 'none'.")
-    ] = "default",
-    json_out: Annotated[bool, typer.Option("--json", help="Print the execution as JSON.")] = False,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Show what would be shipped; run nothing.")
-    ] = False,
-    batch: Annotated[
-        str | None,
-        typer.Option(
-            "--batch",
-            help="Run once per file this glob matches ('**' allowed); '{}' in ARGS marks where it goes.",
-        ),
-    ] = None,
-    parallel: Annotated[
-        int | None, typer.Option("--parallel", min=1, help="With --batch: at most N at once (server-side).")
-    ] = None,
-    cache: Annotated[
-        bool,
-        typer.Option(
-            "--cache",
-            help="Reuse an earlier succeeded run of the same script, inputs, args, runtime, "
-            "requirements and env instead of running (only for scripts that do not read the clock, "
-            "the network or randomness).",
-        ),
-    ] = False,
+    script: str,
+    args: list[str],
+    runtime: str,
+    cpu: float,
+    memory: str,
+    timeout: str,
+    env: list[str],
+    include: list[str],
+    output_dir: str,
+    remote_only: bool,
+    detach: bool,
+    retries: int,
+    requirements: str | None,
+    no_requirements: bool,
+    network: str,
+    json_out: bool,
+    dry_run: bool,
+    batch: str | None,
+    parallel: int | None,
+    cache: bool,
 ) -> int:
     """Run SCRIPT on the grid as if it ran here; exit with its exit code."""
     resources = Resources(cpu=cpu, memory_mb=parse_memory_mb(memory), timeout_s=parse_duration_s(timeout))
-    env_values = parse_env(env or [])
+    env_values = parse_env(env)
     if network not in ("default", "none"):
         raise UsageError(f"invalid --network {network!r}: use 'default' or 'none'")
-    if batch is None and uses_placeholder(args or []):
+    if batch is None and uses_placeholder(args):
         raise UsageError("'{}' in the arguments marks where a batch input goes: it needs --batch GLOB")
     if batch is None and parallel is not None:
         raise UsageError("--parallel limits a batch: it needs --batch GLOB")
     reqs = _requirements(script, requirements, no_requirements)
     if batch is not None:
-        batch_plan = plan_batch(script, batch, args or [], include or [], Path.cwd())
+        batch_plan = plan_batch(script, batch, args, include, Path.cwd())
         if dry_run:
             _print_batch_dry_run(batch_plan, json_out)
             return 0
@@ -231,7 +198,7 @@ def run(
             return run_batch(
                 client, batch_plan, spec, parallel, detach, json_out, Path(output_dir), remote_only
             )
-    plan = plan_run(script, args or [], include or [])
+    plan = plan_run(script, args, include)
     if dry_run:
         _print_dry_run(plan, json_out)
         return 0
@@ -269,3 +236,45 @@ def run(
         else:
             _explain(final)
         return exit_code_for(final)
+
+
+def add_commands(commands: Commands) -> None:
+    p = commands.add("run", run, passes=SCRIPT_ARGS)
+    p.add_argument("--runtime", default="python", help="Runtime, e.g. python or python:3.12.")
+    p.add_argument("--cpu", type=float, default=1.0, help="CPUs the script gets.")
+    p.add_argument("--memory", default="1G", help="Memory limit, e.g. 512M or 2G.")
+    p.add_argument("--timeout", default="1h", help="Wall-time limit, e.g. 90s, 30m, 2h.")
+    p.add_argument("--env", action="append", default=[], help="NAME=value for the script (repeatable).")
+    p.add_argument(
+        "--include", action="append", default=[], help="Extra file or folder to ship (repeatable)."
+    )
+    p.add_argument("--output-dir", default=".", help="Where outputs land.")
+    p.add_argument("--remote-only", action="store_true", help="Leave outputs on the grid.")
+    p.add_argument("-d", "--detach", action="store_true", help="Submit and return at once.")
+    p.add_argument("--retries", type=int, default=2, help="Extra attempts after infrastructure failures.")
+    p.add_argument(
+        "--requirements", help="Requirements file to install (default: requirements.txt beside the script)."
+    )
+    p.add_argument(
+        "--no-requirements", action="store_true", help="Install nothing, even if requirements.txt exists."
+    )
+    p.add_argument("--network", default="default", help="'default' (the job may use the network) or 'none'.")
+    p.add_argument("--json", dest="json_out", action="store_true", help="Print the execution as JSON.")
+    p.add_argument("--dry-run", action="store_true", help="Show what would be shipped; run nothing.")
+    p.add_argument(
+        "--batch",
+        metavar="GLOB",
+        help="Run once per file this glob matches ('**' allowed); '{}' in ARGS marks where it goes.",
+    )
+    p.add_argument(
+        "--parallel", metavar="N", type=positive_int, help="With --batch: at most N at once (server-side)."
+    )
+    p.add_argument(
+        "--cache",
+        action="store_true",
+        help="Reuse an earlier succeeded run of the same script, inputs, args, runtime, requirements "
+        "and env instead of running (only for scripts that do not read the clock, the network or "
+        "randomness).",
+    )
+    p.add_argument("script", help="The script to run.")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="Its arguments; local files are shipped.")
