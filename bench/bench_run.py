@@ -39,6 +39,9 @@ def breakdown(cwd: Path, env: dict[str, str]) -> dict[str, float]:
     code = r"""
 import json, sys, time
 t0 = time.perf_counter()
+sys.modules.setdefault("httpx._main", None)  # as rgrid.cli.entry does
+from rgrid.cli.main import build_parser
+build_parser(with_plugins=False)
 from rgrid.cli.connect import connect
 from rgrid.cli.run import fetch_outputs
 from rgrid.follow import follow

@@ -3,14 +3,13 @@ grid is doing about machines, and what runs cost."""
 
 from __future__ import annotations
 
-import argparse
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from rgrid.cli.connect import connect
 from rgrid.cli.console import make_table, out, print_json
-from rgrid.cli.parser import SCRIPT_ARGS, Commands, json_flag
+from rgrid.cli.parser import SCRIPT_ARGS, Commands, json_flag, script_and_args
 from rgrid.errors import UsageError
 from rgrid.hashcache import sha256_file
 
@@ -135,7 +134,6 @@ def add_commands(commands: Commands) -> None:
     guess = commands.add("estimate", estimate, passes=SCRIPT_ARGS)
     guess.add_argument("--cpu", type=float, default=1.0, help="CPUs the run would ask for.")
     json_flag(guess)
-    guess.add_argument("script", help="The script you would run.")
-    guess.add_argument("args", nargs=argparse.REMAINDER, help="Its arguments (not used for the estimate).")
+    script_and_args(guess, "The script you would run.", "Its arguments (not used for the estimate).")
     autoscaler = commands.group("autoscaler", "The autoscaler of the grid.")
     json_flag(autoscaler.add("status", autoscaler_status))

@@ -73,6 +73,14 @@ def json_flag(parser: Parser) -> None:
     parser.add_argument("--json", dest="json_out", action="store_true", help="Print JSON, for scripts.")
 
 
+def script_and_args(parser: Parser, script_help: str, args_help: str) -> None:
+    """SCRIPT, then everything after it, untouched, as the script's ARGS
+    (for a command added with passes=SCRIPT_ARGS)."""
+    parser.add_argument("script", help=script_help)
+    rest = parser.add_argument("args", metavar="ARGS", nargs=argparse.REMAINDER, help=args_help)
+    rest.required = False  # argparse counts a trailing REMAINDER as required
+
+
 def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:

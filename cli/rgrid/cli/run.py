@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,7 +9,7 @@ from rgrid.batchplan import BatchPlan, plan_batch, uses_placeholder
 from rgrid.cli.batch import run_batch
 from rgrid.cli.connect import connect
 from rgrid.cli.console import err, out, print_json, say
-from rgrid.cli.parser import SCRIPT_ARGS, Commands, positive_int
+from rgrid.cli.parser import SCRIPT_ARGS, Commands, positive_int, script_and_args
 from rgrid.client import Client
 from rgrid.config import rgrid_home
 from rgrid.errors import UsageError, exit_code_for
@@ -276,5 +275,4 @@ def add_commands(commands: Commands) -> None:
         "and env instead of running (only for scripts that do not read the clock, the network or "
         "randomness).",
     )
-    p.add_argument("script", help="The script to run.")
-    p.add_argument("args", nargs=argparse.REMAINDER, help="Its arguments; local files are shipped.")
+    script_and_args(p, "The script to run.", "Its arguments; local files are shipped.")
