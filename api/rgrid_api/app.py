@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from rgrid_api.auth import OwnerCache, create_key
 from rgrid_api.autoscaler.loop import Autoscaler, config_from
 from rgrid_api.autoscaler.providers import make_provider, offered_runtimes
-from rgrid_api.db.engine import make_engine, make_readers, make_sessionmaker
+from rgrid_api.db.engine import make_engine, make_readers, make_sessionmaker, read_only
 from rgrid_api.db.migrate import upgrade
 from rgrid_api.deps import AppState, Owner
 from rgrid_api.dispatcher import Dispatcher
@@ -63,6 +63,7 @@ def build_state(settings: Settings, with_dispatcher: bool = True) -> AppState:
         settings=settings,
         sessions=sessions,
         readers=readers,
+        read_engine=read_only(engine),
         owners=OwnerCache(readers, settings.key_cache_s),
         final_views=FinalViews(),
         storage=storage,

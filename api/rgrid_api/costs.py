@@ -12,10 +12,12 @@ paid hour to waste little of it.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, Row, select
 from sqlalchemy.orm import Session
 
 from rgrid.wire import CostReport, Estimate, NodeCost, Status
@@ -33,29 +35,31 @@ class Price:
     cpus: float
 
 
-def prices(session: Session, worker_ids: set[str]) -> dict[str, Price]:
+def prices(db: Session | Connection, worker_ids: set[str]) -> dict[str, Price]:
     """The price and size of the nodes among these workers that have one."""
     if not worker_ids:
         return {}
-    rows = session.execute(
+    rows = db.execute(
         select(Instance.name, Instance.price_eur_per_hour, Instance.cpus).where(Instance.name.in_(worker_ids))
     )
     return {name: Price(price, cpus) for name, price, cpus in rows}
 
 
-def _attempt_cost(a: Attempt, cpu: float, price: Price | None) -> float:
+def _attempt_cost(a: Attempt | Row[Any], cpu: float, price: Price | None) -> float:
     if price is None or a.started_at is None or a.finished_at is None or price.cpus <= 0:
         return 0.0
     share = min(1.0, cpu / price.cpus)
     return _hours(aware(a.started_at), aware(a.finished_at)) * price.eur_per_hour * share
 
 
-def execution_cost(session: Session, execution: Execution) -> float | None:
+def execution_cost(
+    db: Session | Connection, execution: Execution | Row[Any], attempts: Sequence[Attempt | Row[Any]]
+) -> float | None:
     """Its share of its nodes' time, once it is final (every attempt counts)."""
     if not Status(execution.status).final:
         return None
-    known = prices(session, {a.worker_id for a in execution.attempts if a.worker_id})
-    total = sum(_attempt_cost(a, execution.cpu, known.get(a.worker_id or "")) for a in execution.attempts)
+    known = prices(db, {a.worker_id for a in attempts if a.worker_id})
+    total = sum(_attempt_cost(a, execution.cpu, known.get(a.worker_id or "")) for a in attempts)
     return round(total, 6)
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
@@ -34,6 +35,7 @@ class AppState:
     settings: Settings
     sessions: sessionmaker
     readers: sessionmaker  # read-only sessions (no write lock on SQLite)
+    read_engine: Engine  # the same, for Core reads on the hottest paths
     owners: OwnerCache
     final_views: FinalViews
     storage: Storage  # signs URLs for clients

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, SQLColumnExpression, select
 from sqlalchemy.orm import Session
 
 from rgrid_api.db.models import Batch, Execution
 from rgrid_api.errors import Conflict, NotFound
 
 Row = TypeVar("Row", Execution, Batch)
+T = TypeVar("T")
 
 
-def find_by_prefix(
-    session: Session, model: type[Row], owner: str, id_or_prefix: str, prefix: str, length: int, noun: str
-) -> Row:
+def id_matches(
+    column: SQLColumnExpression[str], id_or_prefix: str, prefix: str, length: int, noun: str
+) -> ColumnElement[bool]:
     """`prefix` is what every id of the kind begins with ("" or "b-"), the
     rest is lower-case alphanumerics. A range on the primary key, which
     both databases answer from the index (LIKE 'prefix%' is a scan on
@@ -24,10 +26,24 @@ def find_by_prefix(
     rest = wanted.removeprefix(prefix)
     if not wanted.startswith(prefix) or not rest.isalnum():
         raise NotFound(f"no {noun} {id_or_prefix!r}")
-    matching = model.id == wanted if len(wanted) >= length else model.id.between(wanted, wanted + "~")
-    rows = session.scalars(select(model).where(model.owner == owner, matching).limit(2)).all()
+    return column == wanted if len(wanted) >= length else column.between(wanted, wanted + "~")
+
+
+def only_match(rows: Sequence[T], id_or_prefix: str, noun: str) -> T:
+    """The one row an id or prefix matched (query with LIMIT 2)."""
     if not rows:
         raise NotFound(f"no {noun} {id_or_prefix!r}")
     if len(rows) > 1:
         raise Conflict(f"{id_or_prefix!r} matches more than one {noun}; type more of the id")
     return rows[0]
+
+
+def find_by_prefix(
+    session: Session, model: type[Row], owner: str, id_or_prefix: str, prefix: str, length: int, noun: str
+) -> Row:
+    matching = id_matches(model.id, id_or_prefix, prefix, length, noun)
+    return only_match(
+        session.scalars(select(model).where(model.owner == owner, matching).limit(2)).all(),
+        id_or_prefix,
+        noun,
+    )

@@ -1,24 +1,40 @@
-"""Database rows to wire models."""
+"""Database rows to wire models.
+
+They take ORM objects and Core rows alike (the hot read in
+`rgrid_api.executionread` skips the ORM), and answer every time in UTC with
+its offset on both databases: SQLite hands stored times back naive.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row
+
 from rgrid.wire import AttemptView, ExecutionView, FailureReason, Resources, Status
 from rgrid_api.db.models import Attempt, Execution
+from rgrid_api.db.times import aware
 
 
-def attempt_view(a: Attempt) -> AttemptView:
+def _utc(value: datetime | None) -> datetime | None:
+    return aware(value) if value else None
+
+
+def attempt_view(a: Attempt | Row[Any]) -> AttemptView:
     return AttemptView(
         number=a.number,
         status=Status(a.status),
         worker=a.worker,
-        started_at=a.started_at,
-        finished_at=a.finished_at,
+        started_at=_utc(a.started_at),
+        finished_at=_utc(a.finished_at),
         exit_code=a.exit_code,
         failure_reason=FailureReason(a.failure_reason) if a.failure_reason else None,
     )
 
 
-def execution_view(e: Execution) -> ExecutionView:
+def execution_view(e: Execution | Row[Any], attempts: Iterable[Attempt | Row[Any]]) -> ExecutionView:
     return ExecutionView(
         id=e.id,
         status=Status(e.status),
@@ -26,9 +42,9 @@ def execution_view(e: Execution) -> ExecutionView:
         args=e.args,
         runtime=e.runtime,
         resources=Resources(cpu=e.cpu, memory_mb=e.memory_mb, timeout_s=e.timeout_s),
-        created_at=e.created_at,
-        started_at=e.started_at,
-        finished_at=e.finished_at,
+        created_at=aware(e.created_at),
+        started_at=_utc(e.started_at),
+        finished_at=_utc(e.finished_at),
         exit_code=e.exit_code,
         failure_reason=FailureReason(e.failure_reason) if e.failure_reason else None,
         failure_detail=e.failure_detail,
@@ -36,5 +52,5 @@ def execution_view(e: Execution) -> ExecutionView:
         retry_of=e.retry_of,
         batch_id=e.batch_id,
         cached_from=e.cached_from,
-        attempts=[attempt_view(a) for a in e.attempts],
+        attempts=[attempt_view(a) for a in attempts],
     )

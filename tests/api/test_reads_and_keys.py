@@ -6,16 +6,21 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from rgrid.wire import Status
+from rgrid.wire import FailureReason, RunnerResult, RunnerStart, Status
+from rgrid_api.attempts import attempt_lost, claim_queued, complete_attempt, start_attempt
 from rgrid_api.auth import OwnerCache, create_key, revoke_keys
-from rgrid_api.db.engine import make_readers
+from rgrid_api.db.engine import make_readers, read_only
 from rgrid_api.db.models import Execution
-from tests.api.conftest import submit
+from rgrid_api.errors import NotFound
+from rgrid_api.executionread import read_execution
+from rgrid_api.views import execution_view
+from tests.api.conftest import LEASE_S, submit
 from tests.support.memstorage import MemoryStorage
 
 
@@ -88,3 +93,31 @@ def test_a_new_key_is_accepted_soon_after_being_refused(sessions: sessionmaker[S
     while cache.owner(key) != "bob":
         assert time.monotonic() < deadline, "a refused answer was kept too long"
         time.sleep(0.05)
+
+
+def test_the_core_read_answers_what_the_orm_does_with_times_in_utc(
+    sessions: sessionmaker[Session], storage: MemoryStorage
+) -> None:
+    with sessions() as s:
+        e = submit(s, storage)
+        claim_queued(s, LEASE_S)
+        start_attempt(s, storage, e.id, 1, RunnerStart(worker="host-a"), LEASE_S)
+        assert attempt_lost(s, e.id, 1, FailureReason.WORKER_LOST)
+        claim_queued(s, LEASE_S)
+        start_attempt(s, storage, e.id, 2, RunnerStart(worker="host-b"), LEASE_S)
+        complete_attempt(s, storage, e.id, 2, RunnerResult(exit_code=3, duration_s=1))
+        s.expire_all()
+        row = s.get(Execution, e.id)
+        assert row is not None
+        orm = execution_view(row, row.attempts)
+    with read_only(sessions.kw["bind"]).connect() as conn:
+        view = read_execution(conn, "alice", e.id[:6].upper())
+        assert view.model_copy(update={"cost_eur": None}) == orm
+        assert [a.worker for a in view.attempts] == ["host-a", "host-b"] and view.exit_code == 3
+        assert view.cost_eur == 0.0  # final, on nodes without a price
+        times = [view.created_at, view.started_at, view.finished_at, *(a.started_at for a in view.attempts)]
+        assert all(t is not None and t.utcoffset() == timedelta(0) for t in times)
+        with pytest.raises(NotFound):
+            read_execution(conn, "mallory", e.id)  # another owner's id is no id at all
+        with pytest.raises(NotFound):
+            read_execution(conn, "alice", "not-an-id!")

@@ -54,10 +54,15 @@ def make_sessionmaker(engine: Engine) -> sessionmaker:
     return sessionmaker(engine, expire_on_commit=False)
 
 
+def read_only(engine: Engine) -> Engine:
+    """The engine for reads: it shares the pool; on SQLite its transactions
+    begin deferred, so reads never queue behind writes."""
+    return engine.execution_options(**{READ_ONLY: True})
+
+
 def make_readers(engine: Engine) -> sessionmaker:
-    """Sessions for reading only. They share the engine's pool; on SQLite
-    their transactions begin deferred, so reads never queue behind writes."""
-    return sessionmaker(engine.execution_options(**{READ_ONLY: True}), class_=ReadOnlySession)
+    """Sessions for reading only, on `read_only(engine)`."""
+    return sessionmaker(read_only(engine), class_=ReadOnlySession)
 
 
 def is_postgres(engine: Engine | Connection) -> bool:
