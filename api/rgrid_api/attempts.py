@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from rgrid.wire import (
@@ -129,18 +129,20 @@ def _batch_room(session: Session, batch_ids: set[str | None]) -> dict[str | None
 
 
 def _current(session: Session, execution_id: str, attempt: int) -> tuple[Execution, Attempt]:
-    query = select(Execution).where(Execution.id == execution_id)
-    if is_postgres(session.get_bind()):
-        query = query.with_for_update()
-    execution = session.scalar(query)
-    if execution is None or execution.attempt != attempt or Status(execution.status).final:
-        raise StaleAttempt(f"attempt {attempt} of {execution_id} is not current")
-    row = session.scalar(
-        select(Attempt).where(Attempt.execution_id == execution_id, Attempt.number == attempt)
+    """The execution and its attempt, if that attempt is still the one in
+    play: the fence every runner call passes. One query for both (this runs
+    several times per attempt); on Postgres the execution's row is locked."""
+    query = (
+        select(Execution, Attempt)
+        .join(Attempt, and_(Attempt.execution_id == Execution.id, Attempt.number == Execution.attempt))
+        .where(Execution.id == execution_id, Execution.attempt == attempt)
     )
-    if row is None or Status(row.status).final:
-        raise StaleAttempt(f"attempt {attempt} of {execution_id} has ended")
-    return execution, row
+    if is_postgres(session.get_bind()):
+        query = query.with_for_update(of=Execution)
+    found = session.execute(query).one_or_none()
+    if found is None or Status(found[0].status).final or Status(found[1].status).final:
+        raise StaleAttempt(f"attempt {attempt} of {execution_id} is not current")
+    return found[0], found[1]
 
 
 def start_attempt(
