@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from anyio import CapacityLimiter
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
@@ -16,7 +17,7 @@ from fastapi.responses import JSONResponse
 from rgrid_api.auth import OwnerCache, create_key
 from rgrid_api.autoscaler.loop import Autoscaler, config_from
 from rgrid_api.autoscaler.providers import make_provider, offered_runtimes
-from rgrid_api.db.engine import make_engine, make_readers, make_sessionmaker, read_only
+from rgrid_api.db.engine import make_engine, make_hot_reader, make_readers, make_sessionmaker
 from rgrid_api.db.migrate import upgrade
 from rgrid_api.deps import AppState, Owner
 from rgrid_api.dispatcher import Dispatcher
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 # The largest request is a batch of MAX_BATCH_ITEMS inputs (about 30 MB).
 MAX_BODY_BYTES = 64 * 1024 * 1024
+HOT_READ_THREADS = 4  # see AppState.hot_reads
 
 
 def build_state(settings: Settings, with_dispatcher: bool = True) -> AppState:
@@ -63,7 +65,8 @@ def build_state(settings: Settings, with_dispatcher: bool = True) -> AppState:
         settings=settings,
         sessions=sessions,
         readers=readers,
-        read_engine=read_only(engine),
+        read_engine=make_hot_reader(engine),
+        hot_reads=CapacityLimiter(HOT_READ_THREADS),
         owners=OwnerCache(readers, settings.key_cache_s),
         final_views=FinalViews(),
         storage=storage,

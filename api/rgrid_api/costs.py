@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from rgrid.wire import CostReport, Estimate, NodeCost, Status
 from rgrid_api.db.models import Attempt, Execution, Instance
 from rgrid_api.db.times import aware
+from rgrid_api.views import AttemptColumns
 
 
 def _hours(start: datetime, end: datetime) -> float:
@@ -45,7 +46,7 @@ def prices(db: Session | Connection, worker_ids: set[str]) -> dict[str, Price]:
     return {name: Price(price, cpus) for name, price, cpus in rows}
 
 
-def _attempt_cost(a: Attempt | Row[Any], cpu: float, price: Price | None) -> float:
+def _attempt_cost(a: Attempt | AttemptColumns, cpu: float, price: Price | None) -> float:
     if price is None or a.started_at is None or a.finished_at is None or price.cpus <= 0:
         return 0.0
     share = min(1.0, cpu / price.cpus)
@@ -53,7 +54,7 @@ def _attempt_cost(a: Attempt | Row[Any], cpu: float, price: Price | None) -> flo
 
 
 def execution_cost(
-    db: Session | Connection, execution: Execution | Row[Any], attempts: Sequence[Attempt | Row[Any]]
+    db: Session | Connection, execution: Execution | Row[Any], attempts: Sequence[Attempt | AttemptColumns]
 ) -> float | None:
     """Its share of its nodes' time, once it is final (every attempt counts)."""
     if not Status(execution.status).final:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TypeVar
 
-from sqlalchemy import ColumnElement, SQLColumnExpression, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from rgrid_api.db.models import Batch, Execution
@@ -15,18 +15,17 @@ Row = TypeVar("Row", Execution, Batch)
 T = TypeVar("T")
 
 
-def id_matches(
-    column: SQLColumnExpression[str], id_or_prefix: str, prefix: str, length: int, noun: str
-) -> ColumnElement[bool]:
-    """`prefix` is what every id of the kind begins with ("" or "b-"), the
-    rest is lower-case alphanumerics. A range on the primary key, which
-    both databases answer from the index (LIKE 'prefix%' is a scan on
-    SQLite): every id character sorts below "~"."""
+def id_range(id_or_prefix: str, prefix: str, length: int, noun: str) -> tuple[str, str]:
+    """The ids an id or a prefix of one stands for, as a range on the
+    primary key (both databases answer it from the index; LIKE 'prefix%'
+    is a scan on SQLite). `prefix` is what every id of the kind begins
+    with ("" or "b-"), the rest is lower-case alphanumerics, which all sort
+    below "~". A whole id is its own range."""
     wanted = id_or_prefix.strip().lower()
     rest = wanted.removeprefix(prefix)
     if not wanted.startswith(prefix) or not rest.isalnum():
         raise NotFound(f"no {noun} {id_or_prefix!r}")
-    return column == wanted if len(wanted) >= length else column.between(wanted, wanted + "~")
+    return (wanted, wanted) if len(wanted) >= length else (wanted, wanted + "~")
 
 
 def only_match(rows: Sequence[T], id_or_prefix: str, noun: str) -> T:
@@ -41,7 +40,8 @@ def only_match(rows: Sequence[T], id_or_prefix: str, noun: str) -> T:
 def find_by_prefix(
     session: Session, model: type[Row], owner: str, id_or_prefix: str, prefix: str, length: int, noun: str
 ) -> Row:
-    matching = id_matches(model.id, id_or_prefix, prefix, length, noun)
+    low, high = id_range(id_or_prefix, prefix, length, noun)
+    matching = model.id.between(low, high)
     return only_match(
         session.scalars(select(model).where(model.owner == owner, matching).limit(2)).all(),
         id_or_prefix,

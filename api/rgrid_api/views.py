@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Row
 
@@ -18,11 +18,25 @@ from rgrid_api.db.models import Attempt, Execution
 from rgrid_api.db.times import aware
 
 
+class AttemptColumns(NamedTuple):
+    """An attempt's columns as a Core join hands them back, beside its
+    execution's: what its view and its cost need."""
+
+    number: int
+    status: str
+    worker: str | None
+    worker_id: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    exit_code: int | None
+    failure_reason: str | None
+
+
 def _utc(value: datetime | None) -> datetime | None:
     return aware(value) if value else None
 
 
-def attempt_view(a: Attempt | Row[Any]) -> AttemptView:
+def attempt_view(a: Attempt | AttemptColumns) -> AttemptView:
     return AttemptView(
         number=a.number,
         status=Status(a.status),
@@ -34,7 +48,7 @@ def attempt_view(a: Attempt | Row[Any]) -> AttemptView:
     )
 
 
-def execution_view(e: Execution | Row[Any], attempts: Iterable[Attempt | Row[Any]]) -> ExecutionView:
+def execution_view(e: Execution | Row[Any], attempts: Iterable[Attempt | AttemptColumns]) -> ExecutionView:
     return ExecutionView(
         id=e.id,
         status=Status(e.status),

@@ -9,7 +9,7 @@ import time
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from rgrid.wire import FailureReason, RunnerResult, RunnerStart, Status
@@ -17,7 +17,7 @@ from rgrid_api.attempts import attempt_lost, claim_queued, complete_attempt, sta
 from rgrid_api.auth import OwnerCache, create_key, revoke_keys
 from rgrid_api.db.engine import make_readers, read_only
 from rgrid_api.db.models import Execution
-from rgrid_api.errors import NotFound
+from rgrid_api.errors import Conflict, NotFound
 from rgrid_api.executionread import read_execution
 from rgrid_api.views import execution_view
 from tests.api.conftest import LEASE_S, submit
@@ -121,3 +121,17 @@ def test_the_core_read_answers_what_the_orm_does_with_times_in_utc(
             read_execution(conn, "mallory", e.id)  # another owner's id is no id at all
         with pytest.raises(NotFound):
             read_execution(conn, "alice", "not-an-id!")
+
+
+def test_the_core_read_tells_a_prefix_clash_from_an_execution_with_many_attempts(
+    sessions: sessionmaker[Session], storage: MemoryStorage
+) -> None:
+    with sessions() as s:
+        ids = [submit(s, storage).id for _ in range(2)]
+        for n, old in enumerate(ids):
+            s.execute(update(Execution).where(Execution.id == old).values(id=f"samepre{n}xy"))
+        s.commit()
+    with read_only(sessions.kw["bind"]).connect() as conn:
+        with pytest.raises(Conflict, match="more than one"):
+            read_execution(conn, "alice", "samepre")
+        assert read_execution(conn, "alice", "samepre1").id == "samepre1xy"

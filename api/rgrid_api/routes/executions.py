@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from anyio import to_thread
 from fastapi import APIRouter, Query, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -66,14 +67,14 @@ async def get(execution_id: str, owner: Owner, state: State) -> Response:
     encoded view is returned as it is, with no second validation.
 
     Another is read on the event loop itself on SQLite: an embedded
-    database answers a two-row read from its page cache in less time than
+    database answers a one-statement read from its page cache sooner than
     a hand-off to a worker thread takes, and worker threads contending for
     the GIL halved this read's throughput. On PostgreSQL the read is a
-    network round trip, so it waits in a worker thread."""
+    network round trip, so it waits in one of a few worker threads."""
     body = state.final_views.get(owner, execution_id)
     if body is None:
         if is_postgres(state.read_engine):
-            body = await run_in_threadpool(_read_view, state, owner, execution_id)
+            body = await to_thread.run_sync(_read_view, state, owner, execution_id, limiter=state.hot_reads)
         else:
             body = _read_view(state, owner, execution_id)
     return Response(body, media_type="application/json")
