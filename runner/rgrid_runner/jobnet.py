@@ -25,6 +25,7 @@ import contextlib
 import ipaddress
 import logging
 import random
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -231,37 +232,36 @@ class JobNetwork:
         """A fresh namespace for one attempt, wired to the node; removed
         (with its veth) when the block ends. Yields its path for nsenter."""
         netns = f"{self.prefix}{name}"
-        _check(_run(["ip", "netns", "add", netns]), f"creating network namespace {netns}")
         try:
-            node_ip, job_ip = self._wire(netns)
+            node_ip, job_ip = self._create(netns)
             log.debug("attempt %s on %s via %s", name, job_ip, node_ip)
             yield NETNS_DIR / netns
         finally:
             _run(["ip", "netns", "del", netns])
 
-    def _wire(self, netns: str) -> tuple[str, str]:
-        """Claim a free slot (creating its host interface is the atomic claim)
-        and set both ends up."""
+    def _create(self, netns: str) -> tuple[str, str]:
+        """Make the namespace and claim a free slot for it (creating the
+        slot's host interface is the atomic claim), then set both ends up.
+        Two `ip` processes in all, each a batch: every one is a fork of a
+        large Ray worker on the attempt's critical path."""
         slots = self.policy.slots()
         start = random.randrange(slots)
         for i in range(min(slots, NETNS_SLOT_TRIES)):
             slot = (start + i) % slots
             host_if = f"{HOST_IF_PREFIX}{slot}"
-            created = _run(
-                ["ip", "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", netns]
-            )
-            if created.returncode != 0:
-                if "exists" in created.stderr:
-                    continue
-                _check(created, f"creating {host_if}")
             node_ip, job_ip = self.policy.addresses(slot)
-            _check(
-                _run(
-                    ["ip", "-batch", "-"],
-                    stdin=f"addr add {node_ip}/30 dev {host_if}\nlink set {host_if} up\n",
-                ),
-                f"configuring {host_if}",
-            )
+            outside = [] if (NETNS_DIR / netns).exists() else [f"netns add {netns}"]
+            claim = len(outside) + 1  # the batch's line number of the claim
+            outside += [
+                f"link add {host_if} type veth peer name eth0 netns {netns}",
+                f"addr add {node_ip}/30 dev {host_if}",
+                f"link set {host_if} up",
+            ]
+            created = _run(["ip", "-batch", "-"], stdin="\n".join(outside) + "\n")
+            if created.returncode != 0:
+                if "exists" in created.stderr and re.search(rf"Command failed -:{claim}\b", created.stderr):
+                    continue  # the slot's interface is another attempt's
+                _check(created, f"creating {netns} on {host_if}")
             inside = (
                 f"addr add {job_ip}/30 dev eth0\nlink set eth0 up\nlink set lo up\n"
                 f"route add default via {node_ip}\n"

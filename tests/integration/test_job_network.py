@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from rgrid_runner.jobnet import abandoned_namespaces, job_network
+from rgrid_runner.jobnet import HOST_IF_PREFIX, JobNetError, abandoned_namespaces, job_network
 from rgrid_runner.settings import RunnerSettings
 from tests.conftest import run_cli
 from tests.support.services import ApiServer, RayHead
@@ -220,3 +220,30 @@ def test_namespaces_left_by_dead_runners_are_found(tmp_path: Path) -> None:
             job.wait()
         for name in (old, busy, young):
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+def test_an_attempt_takes_a_free_slot_and_a_full_subnet_fails_cleanly() -> None:
+    """Creating a slot's host interface is the claim: a slot whose interface
+    exists belongs to another attempt, so the next one is tried; with none
+    free the attempt fails with a clear error and leaves no namespace."""
+    network = job_network(RunnerSettings(job_subnet="10.253.7.240/28"), owner="test-slots")  # 4 slots
+    taken = [f"{HOST_IF_PREFIX}{slot}" for slot in range(3)]
+    try:
+        for name in taken:
+            subprocess.run(
+                ["ip", "link", "add", name, "type", "veth", "peer", "name", f"{name}p"], check=True
+            )
+        with network.attach("probe-3") as netns:
+            inside = subprocess.run(
+                ["ip", "-n", netns.name, "-o", "-4", "addr", "show", "dev", "eth0"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            assert "10.253.7.254/30" in inside  # the last slot's job address
+            with pytest.raises(JobNetError, match="no free job network slot"), network.attach("probe-4"):
+                pass
+        assert not any(line.startswith("rgrid.test-slots.") for line in _namespaces())
+    finally:
+        for name in taken:
+            subprocess.run(["ip", "link", "del", name], capture_output=True, check=False)
