@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from rgrid.cli.main import build_parser
-from rgrid.cli.parser import EXTRA_ARGS, SCRIPT_ARGS, Commands, Parser, dispatch, script_and_args
+from rgrid.cli.parser import (
+    _HANDLER,
+    _PASSES,
+    EXTRA_ARGS,
+    SCRIPT_ARGS,
+    Commands,
+    Parser,
+    dispatch,
+    script_and_args,
+)
 from rgrid.errors import UsageError
 
 Seen = dict[str, object]
@@ -119,3 +130,31 @@ def test_the_cli_passes_a_scripts_own_flags_through(tmp_path: Path) -> None:
     assert usage.stderr.strip().splitlines() == [
         "rgrid: error: argument --cpu: invalid float value: 'many' (see `rgrid run --help`)"
     ]
+
+
+def _commands(parser: argparse.ArgumentParser) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield name, sub
+                yield from ((f"{name} {inner}", p) for inner, p in _commands(sub))
+
+
+def test_every_option_of_every_command_reaches_its_handler() -> None:
+    """`dispatch` passes a handler only the options it names, so an option
+    whose dest is misspelled would be dropped silently: none is."""
+    checked = 0
+    for name, parser in _commands(build_parser(with_plugins=True)):
+        handler = parser.get_default(_HANDLER)
+        if handler is None:
+            continue
+        code = handler.__code__
+        accepted = set(code.co_varnames[: code.co_argcount + code.co_kwonlyargcount])
+        passes = parser.get_default(_PASSES)
+        implied = {"args"} if passes == SCRIPT_ARGS else {"extra"} if passes == EXTRA_ARGS else set()
+        dests = {a.dest for a in parser._actions if a.dest not in ("help", argparse.SUPPRESS)}
+        assert dests | implied <= accepted, (
+            f"rgrid {name}: {sorted((dests | implied) - accepted)} never reach it"
+        )
+        checked += 1
+    assert checked >= 20  # every command of the CLI, the server and the node
