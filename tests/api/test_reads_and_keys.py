@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select, update
@@ -15,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from rgrid.wire import FailureReason, RunnerResult, RunnerStart, Status
 from rgrid_api.attempts import attempt_lost, claim_queued, complete_attempt, start_attempt
 from rgrid_api.auth import OwnerCache, create_key, revoke_keys
-from rgrid_api.db.engine import make_readers, read_only
+from rgrid_api.db.engine import make_engine, make_hot_reader, make_readers, read_only
 from rgrid_api.db.models import Execution
 from rgrid_api.errors import Conflict, NotFound
 from rgrid_api.executionread import read_execution
@@ -135,3 +136,20 @@ def test_the_core_read_tells_a_prefix_clash_from_an_execution_with_many_attempts
         with pytest.raises(Conflict, match="more than one"):
             read_execution(conn, "alice", "samepre")
         assert read_execution(conn, "alice", "samepre1").id == "samepre1xy"
+
+
+def test_the_hot_read_never_waits_for_a_connection_request_threads_hold(db_path: Path) -> None:
+    """On SQLite the hot read runs on the event loop; a thread holding the
+    writers' last connection may need the loop to give it back."""
+    url = f"sqlite:///{db_path}"
+    writers = make_engine(url)
+    held = [writers.connect() for _ in range(writers.pool.size() + writers.pool._max_overflow)]  # type: ignore[attr-defined]
+    try:
+        hot = make_hot_reader(url)
+        with hot.connect() as conn:  # with a shared pool: a 30 s wait, then TimeoutError
+            assert conn.execute(select(Execution.id).limit(1)).all() == []
+        hot.dispose()
+    finally:
+        for conn in held:
+            conn.close()
+        writers.dispose()

@@ -22,7 +22,7 @@ class ReadOnlySession(Session):
         super().flush(objects)  # type: ignore[arg-type]
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, **options: Any) -> Engine:
     """Build an engine. SQLite gets WAL, a busy timeout and, for sessions
     that may write, BEGIN IMMEDIATE: a deferred transaction that reads and
     then writes fails at once with 'database is locked' when another writer
@@ -50,7 +50,7 @@ def make_engine(url: str) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return create_engine(url, **POSTGRES_POOL)
+    return create_engine(url, **{**POSTGRES_POOL, **options})
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker:
@@ -63,15 +63,16 @@ def read_only(engine: Engine) -> Engine:
     return engine.execution_options(**{READ_ONLY: True})
 
 
-def make_hot_reader(engine: Engine) -> Engine:
-    """The engine for the hottest reads, each a statement or two
-    (`rgrid_api.executionread`). On SQLite, `read_only(engine)`. On
-    PostgreSQL, a pool of its own in autocommit: each statement reads its
-    own snapshot, and no BEGIN and ROLLBACK round trips surround it, which
-    were two of a read's five."""
-    if not is_postgres(engine):
-        return read_only(engine)
-    return create_engine(engine.url, isolation_level="AUTOCOMMIT", **POSTGRES_POOL)
+def make_hot_reader(url: str) -> Engine:
+    """The engine for the hottest read (`rgrid_api.executionread`), with a
+    pool of its own. On SQLite that read runs on the event loop, which must
+    never wait for a connection a request thread holds: that thread may
+    need the loop to give it back. On PostgreSQL the pool is in autocommit:
+    the read is one statement, so one snapshot, and no BEGIN and ROLLBACK
+    round trips surround it (they were two of its five)."""
+    if url.startswith("sqlite"):
+        return read_only(make_engine(url))
+    return make_engine(url, isolation_level="AUTOCOMMIT")
 
 
 def make_readers(engine: Engine) -> sessionmaker:
