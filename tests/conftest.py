@@ -8,6 +8,7 @@ variant is skipped locally; with RGRID_REQUIRE_POSTGRES=1 (CI) it fails."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -35,6 +36,15 @@ REQUIRE_POSTGRES = os.environ.get("RGRID_REQUIRE_POSTGRES") == "1"
 # Tests in these rooms start real services (Ray, S3, PostgreSQL, API
 # servers) or run chaos scenarios: `-m "not slow"` leaves them out.
 SLOW_ROOMS = frozenset({"integration", "chaos"})
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A shell that starts the tests in the background (`bash .ci/run &`)
+    makes them ignore SIGINT, and an ignored signal stays ignored through
+    exec: the Ctrl+C tests would press it on a CLI that cannot hear it. A
+    handler here is reset to the default in every child, as in a terminal."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
