@@ -14,25 +14,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from _grid import REPO, grid_env, local_grid, rgrid
+
 sys.path.insert(0, str(REPO))
 
-from tests.support.services import postgres_available, start_postgres  # noqa: E402
-
-
-def rgrid(args: list[str], cwd: Path, env: dict[str, str]) -> str:
-    return subprocess.run(
-        [sys.executable, "-m", "rgrid", *args], cwd=cwd, env=env, text=True, capture_output=True, check=True
-    ).stdout
+from rgrid.local.grid import LocalGrid
+from tests.support.services import postgres_available, start_postgres
 
 
 def wrk(url: str, key: str | None, seconds: int, connections: int) -> dict[str, str]:
@@ -52,16 +46,13 @@ def wrk(url: str, key: str | None, seconds: int, connections: int) -> dict[str, 
 
 
 def measure(project: Path, env: dict[str, str], up_args: list[str], opts: argparse.Namespace) -> list[str]:
-    rgrid(["local", "up", *up_args], project, env)
-    try:
+    with local_grid(project, env, *up_args):
         view = json.loads(rgrid(["run", "--json", "job.py"], project, env))
         running = json.loads(rgrid(["run", "-d", "--json", "sleep.py"], project, env))
         while json.loads(rgrid(["status", "--json", running["id"]], project, env))["status"] != "running":
             time.sleep(0.2)
-        home = Path(env["RGRID_HOME"])
-        key = json.loads((home / "local" / "secrets.json").read_text())["api_key"]
-        api = json.loads((home / "local" / "state.json").read_text())["pieces"]["api"]["ports"]["api"]
-        base = f"http://127.0.0.1:{api}"
+        target = LocalGrid(Path(env["RGRID_HOME"])).target()
+        base, key = target.api_url.rstrip("/"), target.api_key
         rows = []
         for name, url, auth in (
             ("GET /v1/executions/{id}, finished", f"{base}/v1/executions/{view['id']}", key),
@@ -73,8 +64,6 @@ def measure(project: Path, env: dict[str, str], up_args: list[str], opts: argpar
                 f"| {name} | {r['req/s']} | {r['p50']} | {r['p99']} | {r['timeouts']} | {r['non-2xx']} |"
             )
         return rows
-    finally:
-        rgrid(["local", "down"], project, env)
 
 
 def main() -> None:
@@ -83,27 +72,22 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     opts = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="rgrid-bench-"))
-    project = work / "project"
-    project.mkdir()
-    (project / "job.py").write_text("print('ok')\n")
-    (project / "sleep.py").write_text("import time\ntime.sleep(600)\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_")}
-    env["RGRID_HOME"] = str(work / "home")
-    header = "| route | req/s | p50 | p99 | timeouts | non-2xx |\n|---|---|---|---|---|---|"
-    try:
+    with tempfile.TemporaryDirectory(prefix="rgrid-bench-") as tmp:
+        project = Path(tmp) / "project"
+        project.mkdir()
+        (project / "job.py").write_text("print('ok')\n")
+        (project / "sleep.py").write_text("import time\ntime.sleep(600)\n")
+        header = "| route | req/s | p50 | p99 | timeouts | non-2xx |\n|---|---|---|---|---|---|"
         print(f"SQLite ({opts.connections} connections, {opts.seconds} s):\n{header}")
-        print("\n".join(measure(project, env, [], opts)))
+        print("\n".join(measure(project, grid_env(Path(tmp) / "home"), [], opts)))
         if postgres_available():
             pg = start_postgres()
             try:
-                env["RGRID_HOME"] = str(work / "home-pg")
                 print(f"\nPostgreSQL ({opts.connections} connections, {opts.seconds} s):\n{header}")
+                env = grid_env(Path(tmp) / "home-pg")
                 print("\n".join(measure(project, env, ["--database-url", pg.url], opts)))
             finally:
                 pg.stop()
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

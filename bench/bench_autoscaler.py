@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -27,19 +25,11 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from _grid import REPO, grid_env, local_grid, rgrid
+
 sys.path.insert(0, str(REPO))
 
 IDLE_S = 10
-
-
-def rgrid(args: list[str], cwd: Path, env: dict[str, str]) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "rgrid", *args], cwd=cwd, env=env, text=True, capture_output=True, timeout=600
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"rgrid {' '.join(args)} failed: {done.stderr.strip()}")
-    return done.stdout
 
 
 def when(value: str) -> datetime:
@@ -51,53 +41,49 @@ def local_figures(rounds: int, burst: int) -> dict:
     from rgrid.config import Target
     from rgrid.local.grid import LocalGrid
 
-    home = Path(tempfile.mkdtemp(prefix="rgrid-bench-as-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_")}
-    env.update(RGRID_HOME=str(home), RGRID_AUTOSCALER_IDLE_S=str(IDLE_S))
-    work = home / "project"
-    work.mkdir()
-    (work / "job.py").write_text("print('ok')\n")
     starts, deletions = [], []
     most = 0
-    try:
-        rgrid(["local", "up", "--max-workers", "2"], work, env)
-        target = LocalGrid(home).target()
-        client = Client(Target(target.api_url, target.api_key))
-        for _ in range(rounds):
-            while client.autoscaler().nodes:
-                time.sleep(0.5)
-            eid = json.loads(rgrid(["run", "-d", "--json", "job.py"], work, env))["id"]
-            while not (e := client.get_execution(eid)).finished_at:
-                time.sleep(0.2)
-            assert e.started_at is not None and e.finished_at is not None
-            starts.append((e.started_at - e.created_at).total_seconds())
-            while client.autoscaler().nodes:
-                time.sleep(0.2)
-            deletions.append((datetime.now(UTC) - e.finished_at.astimezone(UTC)).total_seconds())
-        # The burst: one upload, then the same execution again and again.
-        first = json.loads(rgrid(["run", "-d", "--json", "job.py"], work, env))["id"]
-        ids = [first] + [client.retry(first).id for _ in range(burst - 1)]
-        stop = threading.Event()
+    with tempfile.TemporaryDirectory(prefix="rgrid-bench-as-") as tmp:
+        home = Path(tmp)
+        env = grid_env(home, RGRID_AUTOSCALER_IDLE_S=str(IDLE_S))
+        work = home / "project"
+        work.mkdir()
+        (work / "job.py").write_text("print('ok')\n")
+        with local_grid(work, env, "--max-workers", "2"):
+            target = LocalGrid(home).target()
+            client = Client(Target(target.api_url, target.api_key))
+            for _ in range(rounds):
+                while client.autoscaler().nodes:
+                    time.sleep(0.5)
+                eid = json.loads(rgrid(["run", "-d", "--json", "job.py"], work, env))["id"]
+                while not (e := client.get_execution(eid)).finished_at:
+                    time.sleep(0.2)
+                assert e.started_at is not None and e.finished_at is not None
+                starts.append((e.started_at - e.created_at).total_seconds())
+                while client.autoscaler().nodes:
+                    time.sleep(0.2)
+                deletions.append((datetime.now(UTC) - e.finished_at.astimezone(UTC)).total_seconds())
+            # The burst: one upload, then the same execution again and again.
+            first = json.loads(rgrid(["run", "-d", "--json", "job.py"], work, env))["id"]
+            ids = [first] + [client.retry(first).id for _ in range(burst - 1)]
+            stop = threading.Event()
 
-        def watch() -> None:
-            nonlocal most
-            while not stop.wait(0.2):
-                live = [n for n in client.autoscaler().nodes if n.state not in ("deleting", "deleted")]
-                most = max(most, len(live))
+            def watch() -> None:
+                nonlocal most
+                while not stop.wait(0.2):
+                    live = [n for n in client.autoscaler().nodes if n.state not in ("deleting", "deleted")]
+                    most = max(most, len(live))
 
-        watcher = threading.Thread(target=watch, daemon=True)
-        watcher.start()
-        started = time.perf_counter()
-        waiting = ("queued", "dispatched", "running")
-        while any(e.status in waiting for e in client.list_executions(limit=len(ids) + 5).executions):
-            time.sleep(1.0)
-        burst_s = time.perf_counter() - started
-        stop.set()
-        watcher.join()
-        client.close()
-    finally:
-        subprocess.run([sys.executable, "-m", "rgrid", "local", "down"], env=env, capture_output=True)
-        shutil.rmtree(home, ignore_errors=True)
+            watcher = threading.Thread(target=watch, daemon=True)
+            watcher.start()
+            started = time.perf_counter()
+            waiting = ("queued", "dispatched", "running")
+            while any(e.status in waiting for e in client.list_executions(limit=len(ids) + 5).executions):
+                time.sleep(1.0)
+            burst_s = time.perf_counter() - started
+            stop.set()
+            watcher.join()
+            client.close()
     return {
         "first_start_s": starts,
         "last_job_to_deleted_s": deletions,

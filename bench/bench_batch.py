@@ -20,32 +20,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
 
+from _grid import RGRID, client_code, grid_env, local_grid, rgrid
+
 SCRIPT = "import sys\nprint(open(sys.argv[1]).read().strip())\n"
 FINAL = ("succeeded", "failed", "cancelled")
 
 
-def rgrid(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "rgrid", *args], cwd=cwd, env=env, text=True, capture_output=True, check=False
-    )
-
-
-def timed(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float, str]:
+def timed_with_rss(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float, str]:
     """Wall seconds, peak RSS (MiB, from wait4 of that one process) and
     stdout of one CLI call."""
     with tempfile.TemporaryFile("w+") as out:
         started = time.perf_counter()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "rgrid", *args], cwd=cwd, env=env, stdout=out, stderr=subprocess.DEVNULL
-        )
+        proc = subprocess.Popen([*RGRID, *args], cwd=cwd, env=env, stdout=out, stderr=subprocess.DEVNULL)
         _pid, _status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - started
         out.seek(0)
@@ -56,7 +48,7 @@ def span(executions: list[dict], cwd: Path, env: dict[str, str]) -> tuple[float,
     """(seconds from the first created to the last created, to the last finished)."""
     created, finished = [], []
     for e in executions:
-        view = json.loads(rgrid(["status", "--json", e["id"]], cwd, env).stdout)
+        view = json.loads(rgrid(["status", "--json", e["id"]], cwd, env))
         created.append(datetime.fromisoformat(view["created_at"]))
         finished.append(datetime.fromisoformat(view["finished_at"]))
     first = min(created)
@@ -80,17 +72,14 @@ print(json.dumps({"id": batch.id, "s": time.perf_counter() - started}))
 def create_only(cwd: Path, env: dict[str, str]) -> float:
     """Uploads (all deduped by now) plus the one POST creating every
     execution; the batch is cancelled at once."""
-    out = subprocess.run(
-        [sys.executable, "-c", CREATE], cwd=cwd, env=env, text=True, capture_output=True, check=True
-    )
-    made = json.loads(out.stdout)
+    made = json.loads(client_code(CREATE, cwd, env))
     rgrid(["cancel", made["id"]], cwd, env)
     return float(made["s"])
 
 
 def wait_all(ids: list[str], cwd: Path, env: dict[str, str]) -> None:
     for i in reversed(ids):
-        while json.loads(rgrid(["status", "--json", i], cwd, env).stdout)["status"] not in FINAL:
+        while json.loads(rgrid(["status", "--json", i], cwd, env))["status"] not in FINAL:
             time.sleep(0.5)
 
 
@@ -100,40 +89,34 @@ def main() -> None:
     parser.add_argument("--separate", type=int, default=200)
     opts = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="rgrid-bench-"))
-    project = work / "project"
-    (project / "data").mkdir(parents=True)
-    (project / "job.py").write_text(SCRIPT)
-    for i in range(opts.inputs):
-        (project / "data" / f"{i:05d}.csv").write_text(f"{i}\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_")}
-    env["RGRID_HOME"] = str(work / "home")
-    try:
-        rgrid(["local", "up"], project, env)
-        rgrid(["run", "job.py", "data/00000.csv"], project, env)
-        batch_args = ["run", "--json", "--batch", "data/*.csv", "job.py"]
-        batch_wall, batch_rss, done = timed(batch_args, project, env)
-        batch = json.loads(done)
-        assert batch["counts"] == {"succeeded": opts.inputs}, batch["counts"]
-        _, batch_total_s = span([batch["executions"][0], batch["executions"][-1]], project, env)
-        create_s = create_only(project, env)
+    with tempfile.TemporaryDirectory(prefix="rgrid-bench-") as tmp:
+        project = Path(tmp) / "project"
+        (project / "data").mkdir(parents=True)
+        (project / "job.py").write_text(SCRIPT)
+        for i in range(opts.inputs):
+            (project / "data" / f"{i:05d}.csv").write_text(f"{i}\n")
+        env = grid_env(Path(tmp) / "home")
+        with local_grid(project, env):
+            rgrid(["run", "job.py", "data/00000.csv"], project, env)
+            batch_args = ["run", "--json", "--batch", "data/*.csv", "job.py"]
+            batch_wall, batch_rss, done = timed_with_rss(batch_args, project, env)
+            batch = json.loads(done)
+            assert batch["counts"] == {"succeeded": opts.inputs}, batch["counts"]
+            _, batch_total_s = span([batch["executions"][0], batch["executions"][-1]], project, env)
+            create_s = create_only(project, env)
 
-        cached_wall, cached_rss, cached = timed(["run", "--cache", *batch_args[1:]], project, env)
-        assert json.loads(cached)["counts"] == {"succeeded": opts.inputs}
+            cached_wall, cached_rss, cached = timed_with_rss(
+                ["run", "--cache", *batch_args[1:]], project, env
+            )
+            assert json.loads(cached)["counts"] == {"succeeded": opts.inputs}
 
-        ids = []
-        started = time.perf_counter()
-        for i in range(opts.separate):
-            out = rgrid(["run", "-d", "job.py", f"data/{i:05d}.csv"], project, env)
-            ids.append(out.stdout.strip())
-        submit_s = time.perf_counter() - started
-        wait_all(ids, project, env)
-        _, separate_total_s = span([{"id": ids[0]}, {"id": ids[-1]}], project, env)
-    finally:
-        subprocess.run(
-            [sys.executable, "-m", "rgrid", "local", "down"], cwd=project, env=env, capture_output=True
-        )
-        shutil.rmtree(work, ignore_errors=True)
+            ids = []
+            started = time.perf_counter()
+            for i in range(opts.separate):
+                ids.append(rgrid(["run", "-d", "job.py", f"data/{i:05d}.csv"], project, env).strip())
+            submit_s = time.perf_counter() - started
+            wait_all(ids, project, env)
+            _, separate_total_s = span([{"id": ids[0]}, {"id": ids[-1]}], project, env)
 
     n, k = opts.inputs, opts.separate
     print(f"batch of {n}: whole command {batch_wall:.1f} s, CLI peak RSS {batch_rss:.0f} MiB")

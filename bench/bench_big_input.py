@@ -19,27 +19,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from _grid import RGRID, client_code, grid_env, local_grid, rgrid, timed
+
 SCRIPT = "import os, sys\nprint(os.path.getsize(sys.argv[1]))\n"
 
 
-def rgrid(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "rgrid", *args], cwd=cwd, env=env, text=True, capture_output=True, check=True
-    )
-
-
 def timed_run(args: list[str], cwd: Path, env: dict[str, str]) -> float:
-    started = time.perf_counter()
-    rgrid(args, cwd, env)
-    return time.perf_counter() - started
+    return timed([*RGRID, *args], cwd, env)
 
 
 def raw_put(home: Path, path: Path) -> float:
@@ -77,10 +68,7 @@ sha = sha256_file(path)
 upload_missing(client, {sha: path}, {sha: path.stat().st_size}, lambda t: (lambda n: None))
 print(time.perf_counter() - started)
 """
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=cwd, env=env, text=True, capture_output=True, check=True
-    )
-    return float(out.stdout)
+    return float(client_code(code, cwd, env))
 
 
 def main() -> None:
@@ -89,29 +77,22 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     opts = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="rgrid-bench-"))
-    project = work / "project"
-    project.mkdir()
-    (project / "size.py").write_text(SCRIPT)
-    (project / "small.bin").write_bytes(b"x")
-    with open(project / "big.bin", "wb") as fh:
-        for _ in range(opts.mib):
-            fh.write(os.urandom(1024 * 1024))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_")}
-    env["RGRID_HOME"] = str(work / "home")
-    try:
-        rgrid(["local", "up"], project, env)
-        rgrid(["run", "size.py", "small.bin"], project, env)
-        raw = raw_put(work / "home", project / "big.bin")
-        upload = client_upload(project, env)
-        first = timed_run(["run", "size.py", "big.bin"], project, env)
-        big = [timed_run(["run", "size.py", "big.bin"], project, env) for _ in range(opts.runs)]
-        small = [timed_run(["run", "size.py", "small.bin"], project, env) for _ in range(opts.runs)]
-    finally:
-        subprocess.run(
-            [sys.executable, "-m", "rgrid", "local", "down"], cwd=project, env=env, capture_output=True
-        )
-        shutil.rmtree(work, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="rgrid-bench-") as tmp:
+        project = Path(tmp) / "project"
+        project.mkdir()
+        (project / "size.py").write_text(SCRIPT)
+        (project / "small.bin").write_bytes(b"x")
+        with open(project / "big.bin", "wb") as fh:
+            for _ in range(opts.mib):
+                fh.write(os.urandom(1024 * 1024))
+        env = grid_env(Path(tmp) / "home")
+        with local_grid(project, env):
+            rgrid(["run", "size.py", "small.bin"], project, env)
+            raw = raw_put(Path(tmp) / "home", project / "big.bin")
+            upload = client_upload(project, env)
+            first = timed_run(["run", "size.py", "big.bin"], project, env)
+            big = [timed_run(["run", "size.py", "big.bin"], project, env) for _ in range(opts.runs)]
+            small = [timed_run(["run", "size.py", "small.bin"], project, env) for _ in range(opts.runs)]
 
     mib = opts.mib
     print(f"raw multipart PUT, {mib} MiB        : {raw:.2f} s ({mib / raw:.0f} MiB/s)")

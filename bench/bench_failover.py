@@ -16,37 +16,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from _grid import grid_env, local_grid, rgrid
+
 JOB = "import time\ntime.sleep(20)\nprint('done')\n"
 
 
-def main() -> None:
-    rounds = argparse.ArgumentParser()
-    rounds.add_argument("--rounds", type=int, default=3)
-    n = rounds.parse_args().rounds
-    work = Path(tempfile.mkdtemp(prefix="rgrid-bench-failover-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_")}
-    env["RGRID_HOME"] = str(work / "home")
+def run_rounds(work: Path, n: int) -> list[tuple[float | None, float | None, float | None]]:
+    """Freeze the worker node of a fresh grid `n` times, one grid a round."""
+    env = grid_env(work / "home")
     (work / "job.py").write_text(JOB)
-
-    def rgrid(*args: str) -> str:
-        return subprocess.run(
-            [sys.executable, "-m", "rgrid", *args],
-            cwd=work,
-            env=env,
-            text=True,
-            capture_output=True,
-            check=True,
-        ).stdout
-
     # Ray reads this when imported: without it the driver looks for its
     # raylet on the machine's outward address instead of loopback.
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
@@ -58,17 +42,16 @@ def main() -> None:
     from rgrid.local.procs import session_members, stop_session
 
     results = []
-    try:
-        for r in range(n):
-            rgrid("local", "up", "--workers", "1")
+    for r in range(n):
+        with local_grid(work, env, "--workers", "1"):
             state = json.loads((work / "home" / "local" / "state.json").read_text())
             gcs = state["pieces"]["ray"]["ports"]["gcs"]
             ray.init(address=f"127.0.0.1:{gcs}", logging_level="ERROR", log_to_driver=False)
-            ids = [rgrid("run", "-d", "job.py").strip() for _ in range(4)]
+            ids = [rgrid(["run", "-d", "job.py"], work, env).strip() for _ in range(4)]
             victim = "local-worker-1"
             deadline = time.time() + 60
             while time.time() < deadline:
-                listing = json.loads(rgrid("workers", "--json"))["workers"]
+                listing = json.loads(rgrid(["workers", "--json"], work, env))["workers"]
                 if any(w["id"] == victim and w["running"] > 0 for w in listing):
                     break
                 time.sleep(0.2)
@@ -86,7 +69,7 @@ def main() -> None:
                 now = time.time() - frozen
                 if t_ray is None and not any(nd["Alive"] for nd in ray.nodes() if nd["NodeID"] == node):
                     t_ray = now
-                statuses = [json.loads(rgrid("status", i, "--json")) for i in ids]
+                statuses = [json.loads(rgrid(["status", i, "--json"], work, env)) for i in ids]
                 lost = [
                     a
                     for s in statuses
@@ -100,18 +83,21 @@ def main() -> None:
                 time.sleep(0.1)
             stop_session(session, grace_s=0, first=signal.SIGKILL)
             ray.shutdown()
-            rgrid("local", "down")
-            results.append((t_ray, t_requeue, t_done))
-            print(
-                f"round {r + 1}: ray node dead {t_ray:.1f} s, rgrid requeue {t_requeue:.1f} s, "
-                f"completed elsewhere {t_done:.1f} s (jobs take 20 s)",
-                flush=True,
-            )
-    finally:
-        subprocess.run(
-            [sys.executable, "-m", "rgrid", "local", "down"], cwd=work, env=env, capture_output=True
+        results.append((t_ray, t_requeue, t_done))
+        print(
+            f"round {r + 1}: ray node dead {t_ray:.1f} s, rgrid requeue {t_requeue:.1f} s, "
+            f"completed elsewhere {t_done:.1f} s (jobs take 20 s)",
+            flush=True,
         )
-        shutil.rmtree(work, ignore_errors=True)
+    return results
+
+
+def main() -> None:
+    rounds = argparse.ArgumentParser()
+    rounds.add_argument("--rounds", type=int, default=3)
+    n = rounds.parse_args().rounds
+    with tempfile.TemporaryDirectory(prefix="rgrid-bench-failover-") as tmp:
+        results = run_rounds(Path(tmp), n)
     for label, column in (("ray node death", 0), ("rgrid requeue", 1), ("completion", 2)):
         values = [x[column] for x in results if x[column] is not None]
         print(f"{label:<15}: median {statistics.median(values):.1f} s, max {max(values):.1f} s")

@@ -10,28 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def rgrid(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "rgrid", *args], cwd=cwd, env=env, text=True, capture_output=True, check=True
-    )
-
-
-def timed(argv: list[str], cwd: Path, env: dict[str, str]) -> float:
-    started = time.perf_counter()
-    subprocess.run(argv, cwd=cwd, env=env, check=True, capture_output=True)
-    return time.perf_counter() - started
+from _grid import REPO, RGRID, client_code, grid_env, local_grid, rgrid, timed
 
 
 def breakdown(cwd: Path, env: dict[str, str]) -> dict[str, float]:
@@ -78,10 +63,7 @@ print(json.dumps({
     "outputs_download_ms": (t5 - t4) * 1000,
 }))
 """
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=cwd, env=env, text=True, capture_output=True, check=True
-    )
-    return json.loads(out.stdout)
+    return json.loads(client_code(code, cwd, env))
 
 
 def main() -> None:
@@ -90,46 +72,39 @@ def main() -> None:
     parser.add_argument("--ray-runs", type=int, default=5)
     opts = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="rgrid-bench-"))
-    project = work / "project"
-    shutil.copytree(REPO / "examples", project / "examples")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_")}
-    env["RGRID_HOME"] = str(work / "home")
-    try:
-        rgrid(["local", "up"], project, env)
-        for _ in range(3):  # warm: Ray worker processes, caches
-            rgrid(["run", "examples/hello.py", "examples/data.csv"], project, env)
-        rgrid_argv = [sys.executable, "-m", "rgrid", "run", "examples/hello.py", "examples/data.csv"]
-        rgrid_times = [timed(rgrid_argv, project, env) for _ in range(opts.runs)]
-        phases = [breakdown(project, env) for _ in range(5)]
+    with tempfile.TemporaryDirectory(prefix="rgrid-bench-") as tmp:
+        project = Path(tmp) / "project"
+        shutil.copytree(REPO / "examples", project / "examples")
+        env = grid_env(Path(tmp) / "home")
+        with local_grid(project, env):
+            for _ in range(3):  # warm: Ray worker processes, caches
+                rgrid(["run", "examples/hello.py", "examples/data.csv"], project, env)
+            rgrid_argv = [*RGRID, "run", "examples/hello.py", "examples/data.csv"]
+            rgrid_times = [timed(rgrid_argv, project, env) for _ in range(opts.runs)]
+            phases = [breakdown(project, env) for _ in range(5)]
 
-        status = json.loads(rgrid(["local", "status", "--json"], project, env).stdout)["pieces"]
-        dashboard = next(p["url"] for p in status if p["name"] == "ray")
-        ray_env = {
-            **env,
-            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-            "RAY_ADDRESS": dashboard,
-            # The grid's Ray requires its token (RGRID_HOME/local/ray-token).
-            "RAY_AUTH_MODE": "token",
-            "RAY_AUTH_TOKEN_PATH": str(Path(env["RGRID_HOME"]) / "local" / "ray-token"),
-        }
-        ray_argv = [
-            str(Path(sys.executable).parent / "ray"),
-            "job",
-            "submit",
-            "--working-dir",
-            ".",
-            "--",
-            "python",
-            "examples/hello.py",
-            "examples/data.csv",
-        ]
-        ray_times = [timed(ray_argv, project, ray_env) for _ in range(opts.ray_runs)]
-    finally:
-        subprocess.run(
-            [sys.executable, "-m", "rgrid", "local", "down"], cwd=project, env=env, capture_output=True
-        )
-        shutil.rmtree(work, ignore_errors=True)
+            status = json.loads(rgrid(["local", "status", "--json"], project, env))["pieces"]
+            dashboard = next(p["url"] for p in status if p["name"] == "ray")
+            ray_env = {
+                **env,
+                "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+                "RAY_ADDRESS": dashboard,
+                # The grid's Ray requires its token (RGRID_HOME/local/ray-token).
+                "RAY_AUTH_MODE": "token",
+                "RAY_AUTH_TOKEN_PATH": str(Path(env["RGRID_HOME"]) / "local" / "ray-token"),
+            }
+            ray_argv = [
+                str(Path(sys.executable).parent / "ray"),
+                "job",
+                "submit",
+                "--working-dir",
+                ".",
+                "--",
+                "python",
+                "examples/hello.py",
+                "examples/data.csv",
+            ]
+            ray_times = [timed(ray_argv, project, ray_env) for _ in range(opts.ray_runs)]
 
     def summary(xs: list[float]) -> str:
         return f"median {statistics.median(xs):.3f} s, min {min(xs):.3f} s, max {max(xs):.3f} s (n={len(xs)})"

@@ -17,10 +17,11 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _grid import RGRID, grid_env, local_grid, timed
 
 from rgrid_runner.cgroups import CgroupManager
 from rgrid_runner.jobnet import JobNetwork, job_network
@@ -89,32 +90,24 @@ def sandbox_overhead(n: int) -> dict[str, list[float]]:
 
 
 def cached_env_overhead(n: int) -> tuple[list[float], list[float]]:
-    work = Path(tempfile.mkdtemp(prefix="rgrid-bench-env-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_")}
-    env["RGRID_HOME"] = str(work / "home")
-    (work / "with").mkdir()
-    (work / "without").mkdir()
-    (work / "with" / "requirements.txt").write_text("tomli-w==1.2.0\n")
-    for d in ("with", "without"):
-        (work / d / "s.py").write_text("print('hi')\n")
+    with tempfile.TemporaryDirectory(prefix="rgrid-bench-env-") as tmp:
+        work = Path(tmp)
+        env = grid_env(work / "home")
+        (work / "with").mkdir()
+        (work / "without").mkdir()
+        (work / "with" / "requirements.txt").write_text("tomli-w==1.2.0\n")
+        for d in ("with", "without"):
+            (work / d / "s.py").write_text("print('hi')\n")
 
-    def rgrid(cwd: Path, *args: str) -> float:
-        started = time.perf_counter()
-        subprocess.run(
-            [sys.executable, "-m", "rgrid", *args], cwd=cwd, env=env, check=True, capture_output=True
-        )
-        return time.perf_counter() - started
+        def run(cwd: Path) -> float:
+            return timed([*RGRID, "run", "s.py"], cwd, env)
 
-    try:
-        rgrid(work, "local", "up")
-        for _ in range(3):
-            rgrid(work / "with", "run", "s.py")  # the first installs, then warm
-            rgrid(work / "without", "run", "s.py")
-        with_env = [rgrid(work / "with", "run", "s.py") for _ in range(n)]
-        without_env = [rgrid(work / "without", "run", "s.py") for _ in range(n)]
-    finally:
-        subprocess.run([sys.executable, "-m", "rgrid", "local", "down"], env=env, capture_output=True)
-        shutil.rmtree(work, ignore_errors=True)
+        with local_grid(work, env):
+            for _ in range(3):
+                run(work / "with")  # the first installs, then warm
+                run(work / "without")
+            with_env = [run(work / "with") for _ in range(n)]
+            without_env = [run(work / "without") for _ in range(n)]
     return with_env, without_env
 
 

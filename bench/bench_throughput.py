@@ -1,7 +1,7 @@
 """Throughput of trivial jobs through the API on the local grid, and the CPU
 each job costs, split by process.
 
-Run by hand:  uv run python bench/bench_throughput.py [--jobs 300] [--cpu 1]
+Run by hand:  uv run python bench/bench_throughput.py [--jobs 300] [--cpu 1] [--python PATH]
 It starts a private local grid in a temp RGRID_HOME, warms it, submits
 --jobs executions of a one-line script through the client library (one
 `POST /v1/executions` each, detached), waits until all are final, and stops
@@ -18,22 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import subprocess
-import sys
 import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from _grid import client_code, grid_env, local_grid, rgrid
+
 TICKS = os.sysconf("SC_CLK_TCK")
 SCRIPT = "print('ok')\n"
-
-
-def rgrid(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "rgrid", *args], cwd=cwd, env=env, text=True, capture_output=True, check=True
-    )
 
 
 def _stat(pid: int) -> tuple[int, float, float] | None:
@@ -129,40 +121,39 @@ done = time.perf_counter()
 assert all(views[i].status == "succeeded" for i in ids)
 print(json.dumps({{"submit_s": submitted - started, "total_s": done - started}}))
 """
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=cwd, env=env, text=True, capture_output=True, check=True
-    )
-    return json.loads(out.stdout)
+    return json.loads(client_code(code, cwd, env))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=300)
     parser.add_argument("--cpu", type=float, default=1.0, help="CPUs each job asks for")
+    parser.add_argument(
+        "--python",
+        help="a python3.11 for the jobs: its directory goes first on the grid's PATH, where a node looks"
+        " for its runtimes (default: what the node finds)",
+    )
     opts = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="rgrid-bench-"))
-    project = work / "project"
-    project.mkdir()
-    (project / "job.py").write_text(SCRIPT)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_")}
-    env["RGRID_HOME"] = str(work / "home")
-    try:
-        rgrid(["local", "up"], project, env)
-        for _ in range(3):
-            rgrid(["run", "job.py"], project, env)
-        supervisor = json.loads((work / "home" / "local" / "state.json").read_text())["supervisor"]["pid"]
-        before = grid_cpu(supervisor)
-        times = submit_all(env, project, opts.jobs, opts.cpu)
-        split = cpu_split(before, grid_cpu(supervisor))
-    finally:
-        subprocess.run(
-            [sys.executable, "-m", "rgrid", "local", "down"], cwd=project, env=env, capture_output=True
-        )
-        shutil.rmtree(work, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="rgrid-bench-") as tmp:
+        project = Path(tmp) / "project"
+        project.mkdir()
+        (project / "job.py").write_text(SCRIPT)
+        env = grid_env(Path(tmp) / "home")
+        if opts.python:
+            env["PATH"] = f"{Path(opts.python).parent}{os.pathsep}{env['PATH']}"
+        with local_grid(project, env):
+            for _ in range(3):
+                rgrid(["run", "job.py"], project, env)
+            supervisor = json.loads((Path(tmp) / "home" / "local" / "state.json").read_text())["supervisor"][
+                "pid"
+            ]
+            before = grid_cpu(supervisor)
+            times = submit_all(env, project, opts.jobs, opts.cpu)
+            split = cpu_split(before, grid_cpu(supervisor))
 
     n = opts.jobs
-    print(f"jobs                : {n} (cpu {opts.cpu:g} each)")
+    print(f"jobs                : {n} (cpu {opts.cpu:g} each, python {opts.python or 'found by the node'})")
     print(f"submitted in        : {times['submit_s']:.2f} s ({n / times['submit_s']:.0f} creates/s)")
     print(f"all final after     : {times['total_s']:.2f} s -> {n / times['total_s']:.1f} jobs/s")
     print("CPU per job (ms)    :")
