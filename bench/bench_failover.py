@@ -27,6 +27,10 @@ from _grid import grid_env, local_grid, rgrid
 JOB = "import time\ntime.sleep(20)\nprint('done')\n"
 
 
+def _seconds(value: float | None) -> str:
+    return "not within 120 s" if value is None else f"{value:.1f} s"
+
+
 def run_rounds(work: Path, n: int) -> list[tuple[float | None, float | None, float | None]]:
     """Freeze the worker node of a fresh grid `n` times, one grid a round."""
     env = grid_env(work / "home")
@@ -85,8 +89,8 @@ def run_rounds(work: Path, n: int) -> list[tuple[float | None, float | None, flo
             ray.shutdown()
         results.append((t_ray, t_requeue, t_done))
         print(
-            f"round {r + 1}: ray node dead {t_ray:.1f} s, rgrid requeue {t_requeue:.1f} s, "
-            f"completed elsewhere {t_done:.1f} s (jobs take 20 s)",
+            f"round {r + 1}: ray node dead {_seconds(t_ray)}, rgrid requeue {_seconds(t_requeue)}, "
+            f"completed elsewhere {_seconds(t_done)} (jobs take 20 s)",
             flush=True,
         )
     return results
