@@ -334,16 +334,20 @@ def _requeue(execution: Execution, row: Attempt, now: datetime, reason: str, cou
     return False
 
 
-def attempt_lost(session: Session, execution_id: str, attempt: int, reason: str) -> bool:
+def attempt_lost(
+    session: Session, execution_id: str, attempt: int, reason: str, counted: bool = True
+) -> bool:
     """The transport lost an attempt (task crashed, worker died, lease ran
-    out). Returns True when the execution went back to the queue; a no-op
-    (False) when the attempt had already ended or been superseded."""
+    out), or gave it up itself (`counted=False`: no fault of the execution,
+    no retry spent). Returns True when the execution went back to the
+    queue; a no-op (False) when the attempt had already ended or been
+    superseded."""
     try:
         execution, row = _current(session, execution_id, attempt)
     except StaleAttempt:
         session.rollback()
         return False
-    requeued = _requeue(execution, row, utcnow(), reason)
+    requeued = _requeue(execution, row, utcnow(), reason, counted)
     session.commit()
     return requeued
 
@@ -369,6 +373,15 @@ def attempts_left_by_old_nodes(session: Session, worker_id: str, ray_node_id: st
             Attempt.ray_node_id.is_not(None),
             Attempt.ray_node_id != ray_node_id,
         )
+    )
+    return [(execution_id, number) for execution_id, number in rows]
+
+
+def unstarted_attempts(session: Session) -> list[tuple[str, int]]:
+    """Attempts handed to Ray whose runner has not started yet: Ray may
+    hold them for any node, a dead one included."""
+    rows = session.execute(
+        select(Attempt.execution_id, Attempt.number).where(Attempt.status == Status.DISPATCHED)
     )
     return [(execution_id, number) for execution_id, number in rows]
 

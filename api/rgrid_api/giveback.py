@@ -37,12 +37,13 @@ def give_back(
     feed: ChangeFeed,
     transport: Transport | None,
     why: str,
+    counted: bool = True,
 ) -> None:
     requeued = False
     for execution_id, number in keys:
         if transport is not None:
             transport.cancel_task(execution_id, number)
-        if attempt_lost(session, execution_id, number, FailureReason.WORKER_LOST):
+        if attempt_lost(session, execution_id, number, FailureReason.WORKER_LOST, counted):
             requeued = True
             log.warning("requeued %s: attempt %d was lost (%s)", execution_id, number, why)
         feed.changed(execution_id)

@@ -14,10 +14,10 @@ import logging
 import threading
 import time
 
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from rgrid.wire import WorkerStatus
-from rgrid_api.attempts import attempts_on_workers, expired_attempts
+from rgrid_api.attempts import attempts_on_workers, expired_attempts, unstarted_attempts
 from rgrid_api.giveback import Transport, give_back
 from rgrid_api.leader import LeaderLock
 from rgrid_api.notify import ChangeFeed
@@ -83,6 +83,25 @@ class Monitor:
         self.active.clear()
         self._leader.release()
 
+    def _fence(self, session: Session, dead: list[str], transport: Transport) -> None:
+        """Have Ray place nothing more on the dead workers' nodes. Ray may
+        already hold attempts it has not started for such a node (a frozen
+        raylet keeps them until Ray's own health checks give up on it, about
+        a minute): submitted again, they avoid it. That is no fault of
+        theirs, so it spends none of their retries."""
+        fenced = ray_node_ids(session, dead)
+        for node in fenced:
+            transport.fence_node(node)
+        if fenced:
+            give_back(
+                session,
+                unstarted_attempts(session),
+                self.feed,
+                transport,
+                "resubmitted around a fenced node",
+                counted=False,
+            )
+
     def _sweep(self) -> None:
         now = time.monotonic()
         if self._trusted_since is None:
@@ -98,8 +117,7 @@ class Monitor:
                 # there, or each attempt it gets would be refused and requeued
                 # back onto it, forever.
                 if dead and self.transport is not None:
-                    for node in ray_node_ids(session, dead):
-                        self.transport.fence_node(node)
+                    self._fence(session, dead, self.transport)
                 if dead:
                     give_back(
                         session, attempts_on_workers(session, dead), self.feed, self.transport, "worker dead"

@@ -21,7 +21,7 @@ import ray
 
 from rgrid.wire import RUNTIME_REQUESTED_AMOUNT, resource_name
 from rgrid_api.driver_messages import TO_DRIVER, Cancel, Connected, Fence, Settled, Submit, line
-from rgrid_runner.ray_compat import drain_node
+from rgrid_runner.ray_compat import NODE_ID_LABEL, drain_node, node_alive
 from rgrid_runner.task import run_attempt
 
 log = logging.getLogger("rgrid_api.raydriver")
@@ -29,6 +29,10 @@ log = logging.getLogger("rgrid_api.raydriver")
 MIB = 1024 * 1024
 WATCH_INTERVAL_S = 0.2
 EXIT_GRACE_S = 5.0
+# A frozen node never answers its drain; Ray declares it dead in the end
+# (about a minute with its default health checks), which fences it anyway.
+FENCE_TIMEOUT_S = 30.0
+FENCE_CHECK_S = 5.0
 
 
 class RayDriver:
@@ -40,6 +44,8 @@ class RayDriver:
         self._inflight: dict[ray.ObjectRef, tuple[str, int]] = {}
         self._has_inflight = threading.Event()
         self._stop = threading.Event()
+        # Ray node ids (hex) fenced while their drain has not landed.
+        self._fenced: set[str] = set()
         self._remote = ray.remote(max_retries=0)(run_attempt)
 
     def run(self) -> int:
@@ -76,11 +82,15 @@ class RayDriver:
         threading.Timer(EXIT_GRACE_S, os._exit, (0,)).start()
 
     def _submit(self, s: Submit) -> None:
+        with self._lock:
+            fenced = sorted(self._fenced)
+        avoid = {NODE_ID_LABEL: f"!in({','.join(fenced)})"} if fenced else None
         ref = self._remote.options(
             num_cpus=s.cpu,
             memory=s.memory_mb * MIB,
             name=f"rgrid:{s.ticket.execution_id}:{s.ticket.attempt}",
             resources={resource_name(s.runtime): RUNTIME_REQUESTED_AMOUNT},
+            label_selector=avoid,
         ).remote(s.ticket)
         with self._lock:
             self._inflight[ref] = (s.ticket.execution_id, s.ticket.attempt)
@@ -96,13 +106,34 @@ class RayDriver:
                 log.info("cancel of %s attempt %d: %s", c.execution_id, c.attempt, exc)
 
     def _fence(self, f: Fence) -> None:
+        """Keep new tasks off a node rgrid declared dead: every submit from
+        now on excludes it by its label, and Ray is asked to drain it."""
+        with self._lock:
+            self._fenced.add(f.ray_node_id)
+        # The drain waits on the node, which may be frozen: it must never
+        # hold up the commands behind it.
+        threading.Thread(target=self._drain, args=(f.ray_node_id,), name="rgrid-fence", daemon=True).start()
+
+    def _drain(self, node_id: str) -> None:
+        """The drain tells Ray itself, but only once the node's raylet
+        answers, which a frozen one never does. The label exclusion holds
+        until the drain lands or Ray counts the node dead."""
         try:
-            accepted, why = drain_node(self.address, f.ray_node_id, "declared dead by rgrid")
-        except Exception as exc:  # noqa: BLE001 - the node or the GCS may be gone already
-            log.info("fencing Ray node %s: %s", f.ray_node_id, exc)
-            return
-        if not accepted:
-            log.info("Ray did not fence node %s: %s", f.ray_node_id, why)
+            accepted, why = drain_node(self.address, node_id, "declared dead by rgrid", FENCE_TIMEOUT_S)
+            if not accepted:
+                log.info("Ray did not fence node %s: %s", node_id, why)
+        except Exception as exc:  # noqa: BLE001 - the node or the GCS may be gone already, or the node frozen
+            log.info("fencing Ray node %s: %s", node_id, exc)
+            accepted = False
+        while not accepted and not self._stop.is_set():
+            try:
+                if not node_alive(self.address, node_id):
+                    break
+            except Exception as exc:  # noqa: BLE001 - the GCS may be restarting: keep the fence meanwhile
+                log.info("checking fenced Ray node %s: %s", node_id, exc)
+            self._stop.wait(FENCE_CHECK_S)
+        with self._lock:
+            self._fenced.discard(node_id)
 
     def _watch(self) -> None:
         while not self._stop.is_set():

@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 TICK_S = 0.5
 DRAIN_POLL_S = 1.0
+# The GCS relays a drain to this node's raylet; a stop must not hang on it.
+DRAIN_TIMEOUT_S = 10.0
 RAYLET_STOP_GRACE_S = 15.0
 GCS_CHECK_S = 1.0
 GCS_CONNECT_TIMEOUT_S = 1.0
@@ -290,7 +292,9 @@ class NodeAgent:
         if self.node is None or self.joined is None:
             return
         try:
-            accepted, why = drain_node(self.joined, self.node.node_id, "rgrid worker stopping")
+            accepted, why = drain_node(
+                self.joined, self.node.node_id, "rgrid worker stopping", DRAIN_TIMEOUT_S
+            )
             if not accepted:
                 log.warning("Ray refused to drain the node: %s", why)
         except Exception as exc:  # noqa: BLE001 - drain is best effort; the API refuses new work anyway

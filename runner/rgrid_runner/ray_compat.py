@@ -30,9 +30,18 @@ class RayNode:
     ip: str  # the address other nodes reach it at
 
 
+# The label Ray gives every node: its id (hex). A task's label selector
+# `{NODE_ID_LABEL: "!in(a,b)"}` keeps it off those nodes.
+NODE_ID_LABEL = "ray.io/node-id"
+
+
+def _alive_state() -> int:
+    return int(import_module("ray.core.generated.gcs_pb2").GcsNodeInfo.GcsNodeState.Value("ALIVE"))
+
+
 def alive_nodes(address: str, with_resource: str) -> list[RayNode]:
     """The alive nodes that advertise `with_resource`."""
-    alive = import_module("ray.core.generated.gcs_pb2").GcsNodeInfo.GcsNodeState.Value("ALIVE")
+    alive = _alive_state()
     nodes = gcs_client(address).get_all_node_info().items()
     return [
         RayNode(node_id.hex(), info.node_manager_address)
@@ -41,13 +50,26 @@ def alive_nodes(address: str, with_resource: str) -> list[RayNode]:
     ]
 
 
-def drain_node(address: str, node_id: str, message: str) -> tuple[bool, str]:
+def node_alive(address: str, node_id: str) -> bool:
+    """Whether the GCS still counts the node (hex id) alive."""
+    alive = _alive_state()
+    return any(
+        nid.hex() == node_id and info.state == alive
+        for nid, info in gcs_client(address).get_all_node_info().items()
+    )
+
+
+def drain_node(address: str, node_id: str, message: str, timeout_s: float) -> tuple[bool, str]:
     """Ask the GCS to place nothing more on a node (preemption drain, no
-    deadline); returns (accepted, why not)."""
+    deadline); returns (accepted, why not).
+
+    The GCS answers only once the node's raylet has: a frozen raylet (a hung
+    or partitioned machine) never does, and Ray's own RPC deadline is
+    unlimited, so the caller bounds the wait; a timeout raises."""
     reason = import_module("ray.core.generated.autoscaler_pb2").DrainNodeReason.Value(
         "DRAIN_NODE_REASON_PREEMPTION"
     )
-    accepted, why = gcs_client(address).drain_node(node_id, reason, message, 0)
+    accepted, why = gcs_client(address).drain_node(node_id, reason, message, 0, timeout=timeout_s)
     return bool(accepted), str(why)
 
 

@@ -109,6 +109,35 @@ def test_a_dead_worker_is_declared_only_after_one_timeout_of_trust(
     m._release()
 
 
+def test_attempts_ray_has_not_started_go_around_a_fenced_node_at_no_cost(
+    sessions: sessionmaker[Session], session: Session, storage: MemoryStorage
+) -> None:
+    """Ray may hold a dispatched attempt for the node just fenced (a frozen
+    raylet keeps it for a minute): it is submitted again, and that spends
+    none of the execution's retries."""
+    worker = add_worker(session, ray_node_id="cd" * 28)
+    running = running_on(session, storage, worker)
+    waiting = submit(session, storage, retries=0)
+    claim_queued(session, LEASE_S)
+    age_heartbeat(session, worker, TIMEOUT_S + 5)
+    transport = RecordingTransport()
+    m = monitor(sessions, transport)
+    assert m._lead()
+    assert m._trusted_since is None
+    m._sweep()
+    assert m._trusted_since is not None
+    m._trusted_since -= TIMEOUT_S
+    m._sweep()
+    assert transport.fenced == ["cd" * 28]
+    assert sorted(transport.cancelled) == sorted([(running, 1), (waiting.id, 1)])
+    assert status_of(session, waiting.id) == Status.QUEUED
+    session.expire_all()
+    execution = session.get(Execution, waiting.id)
+    assert execution is not None and execution.lost_attempts == 0
+    assert status_of(session, running) == Status.QUEUED
+    m._release()
+
+
 def test_an_expired_lease_is_given_back(
     sessions: sessionmaker[Session], session: Session, storage: MemoryStorage
 ) -> None:

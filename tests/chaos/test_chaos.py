@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import random
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -14,7 +16,7 @@ import pytest
 from sqlalchemy import create_engine
 
 from rgrid.hashcache import sha256_file
-from rgrid.local.procs import session_members
+from rgrid.local.procs import session_members, stop_session
 from rgrid.transfer import upload_missing
 from rgrid.wire import ObjectSpec, Status
 from tests.chaos.conftest import Cluster, assert_exactly_once, wait_final
@@ -144,6 +146,61 @@ def test_stale_runner_cannot_overwrite_the_new_attempt(cluster: Cluster) -> None
         assert requeue <= HEARTBEAT_TIMEOUT_S + 2
         print(f"\npartition -> requeue (heartbeat path): {requeue:.1f} s")
     cluster.workers.pop(worker).stop()
+    cluster.add_worker()
+
+
+def _alive_in_ray(cluster: Cluster, worker_id: str) -> bool:
+    """Whether Ray's GCS still counts the worker's node alive (asked from a
+    child process, which presents the cluster's Ray token)."""
+    code = (
+        "import sys\nfrom rgrid_runner.ray_compat import alive_nodes\n"
+        "print(bool(alive_nodes(sys.argv[1], sys.argv[2])))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "RGRID_"))}
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(cluster.head.token_path))
+    done = subprocess.run(
+        [sys.executable, "-c", code, cluster.head.address, f"rgrid_worker_{worker_id}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout.strip() == "True"
+
+
+def test_a_frozen_node_holds_up_no_other_work(cluster: Cluster) -> None:
+    """Freeze a whole worker node (SIGSTOP on its agent, raylet and Ray
+    workers: a hung machine). rgrid declares it dead on missed heartbeats
+    and fences it; its frozen raylet never answers Ray's drain, and Ray's
+    own health checks take about a minute to give up on it. Meanwhile the
+    requeued attempt and jobs submitted after it run on the other node."""
+    with cluster.client() as client:
+        ids = cluster.submit(client, 1, (8.0, 8.0), prefix="frozen")
+        (execution_id,) = ids
+        worker = running_on(client, execution_id)
+        assert worker in cluster.workers
+        session = cluster.workers[worker].pid
+        for pid in session_members(session):
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            wait_until(
+                lambda: client.get_execution(execution_id).attempts[0].failure_reason == "worker_lost",
+                60,
+                "the frozen node's attempt to be requeued",
+            )
+            later = cluster.submit(client, 3, (0.5, 0.5), prefix="after-freeze")
+            wait_final(client, {**ids, **later}, timeout=120)
+            assert _alive_in_ray(cluster, worker), "Ray gave up on the node first: this proves nothing"
+        finally:
+            stop_session(session, grace_s=0, first=signal.SIGKILL)
+            cluster.workers.pop(worker)
+        execution = client.get_execution(execution_id)
+        assert [a.status for a in execution.attempts] == ["failed", "succeeded"]
+        assert execution.attempts[1].worker != worker
+        for other in later:
+            assert client.get_execution(other).attempts[-1].worker != worker
+        assert_exactly_once(cluster.database_url, client, {**ids, **later})
     cluster.add_worker()
 
 
