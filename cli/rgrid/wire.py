@@ -197,7 +197,7 @@ class ExecutionCreate(BaseModel):
     inputs: list[InputFile] = []
     env: dict[str, str] = {}
     runtime: str = "python"
-    resources: Resources = Resources()
+    resources: Resources = Field(default_factory=Resources)
     retries: int = Field(default=2, ge=0, le=10)
     # The text of a requirements file; installed into a cached environment.
     requirements: str | None = Field(default=None, max_length=256 * 1024)
@@ -268,7 +268,7 @@ class BatchCreate(BaseModel):
     items: list[BatchItem] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
     env: dict[str, str] = {}
     runtime: str = "python"
-    resources: Resources = Resources()
+    resources: Resources = Field(default_factory=Resources)
     retries: int = Field(default=2, ge=0, le=10)
     requirements: str | None = Field(default=None, max_length=256 * 1024)
     network: bool = True

@@ -68,7 +68,7 @@ def wait(client: Client, batch: BatchView, show_bar: bool) -> BatchView:
 
     states = TextColumn("running {task.fields[running]}  failed {task.fields[failed]}")
     columns = (BarColumn(), MofNCompleteColumn(), states, TimeElapsedColumn(), TimeRemainingColumn())
-    with Bar("[dim]rgrid:[/dim] batch", *columns, console=err) as p:
+    with Bar("[dim]rgrid:[/dim] batch", *columns, console=err.rich) as p:
         task = p.add_task("batch", total=batch.total, running=0, failed=0)
         while True:
             now = client.get_batch(batch.id, executions=False)

@@ -5,16 +5,43 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
-from rich.console import Console
 
 if TYPE_CHECKING:
+    from rich.console import Console
     from rich.table import Table
 
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
+
+class LazyConsole:
+    """A Rich console made on first use. A script that succeeds under
+    `rgrid run` prints nothing of rgrid's own, and importing Rich is about
+    15 ms of a start-up every run pays."""
+
+    def __init__(self, stderr: bool) -> None:
+        self._stderr = stderr
+        self._console: Console | None = None
+
+    @property
+    def rich(self) -> Console:
+        """The console itself, for Rich's widgets (progress bars, prompts)."""
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=self._stderr, highlight=False, soft_wrap=True)
+        return self._console
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.rich.is_terminal
+
+    def print(self, *objects: Any, **options: Any) -> None:
+        self.rich.print(*objects, **options)
+
+
+err = LazyConsole(stderr=True)
+out = LazyConsole(stderr=False)
 
 
 def say(message: str) -> None:

@@ -113,7 +113,7 @@ def _ask(option: str, question: str, secret: bool) -> str:
         raise UsageError(f"{option} is required")
     from rich.prompt import Prompt
 
-    answer = Prompt.ask(question, console=err, password=secret).strip()
+    answer = Prompt.ask(question, console=err.rich, password=secret).strip()
     if not answer:
         raise UsageError(f"{option} is required")
     return answer

@@ -24,8 +24,10 @@ PROGRESS_MIN_BYTES = 8 * 1024 * 1024
 
 
 def _progress_factory(enabled: bool) -> Callable[[int], Progress]:
+    """A bar for an upload big enough to watch, on a terminal only."""
+
     def factory(total: int) -> Progress:
-        if not enabled or total < PROGRESS_MIN_BYTES:
+        if not enabled or total < PROGRESS_MIN_BYTES or not err.is_terminal:
             return lambda _n: None
         from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
@@ -34,7 +36,7 @@ def _progress_factory(enabled: bool) -> Callable[[int], Progress]:
             BarColumn(),
             DownloadColumn(),
             TransferSpeedColumn(),
-            console=err,
+            console=err.rich,
             transient=True,
         )
         bar.start()
@@ -209,7 +211,7 @@ def run(
             runtime,
             resources,
             retries,
-            show_progress=not json_out and err.is_terminal,
+            show_progress=not json_out,
             requirements=reqs,
             network=network != "none",
             cache=cache,
