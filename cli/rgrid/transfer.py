@@ -8,7 +8,6 @@ leaves a half-written output that looks complete.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ import httpx
 
 from rgrid.client import Client
 from rgrid.errors import RgridError, UsageError
+from rgrid.fetch import FetchError, fetch_into
 from rgrid.retry import TRANSFERS, call_with_retry
 from rgrid.wire import (
     CompletedPart,
@@ -146,16 +146,17 @@ def download(http: httpx.Client, out: OutputFile, dest: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     if not target.parent.resolve().is_relative_to(dest.resolve()):
         raise UsageError(f"refusing output path {out.path!r}: it would land outside {dest}")
-    digest = hashlib.sha256()
     fd, tmp = tempfile.mkstemp(prefix=".rgrid-", dir=target.parent)
     try:
-        with os.fdopen(fd, "wb") as fh, http.stream("GET", out.url) as resp:
-            if resp.status_code >= 300:
-                raise RgridError(f"could not download {out.path} (HTTP {resp.status_code})")
-            for chunk in resp.iter_bytes(CHUNK):
-                digest.update(chunk)
-                fh.write(chunk)
-        if digest.hexdigest() != out.sha256:
+        try:
+            digest = fetch_into(http, out.url, fd)
+        except httpx.HTTPStatusError as exc:
+            raise RgridError(f"could not download {out.path} (HTTP {exc.response.status_code})") from None
+        except FetchError as exc:
+            raise RgridError(f"could not download {out.path}: {exc}") from None
+        finally:
+            os.close(fd)
+        if digest != out.sha256:
             raise RgridError(f"download of {out.path} was corrupted (sha256 mismatch)")
         os.replace(tmp, target)
     except BaseException:

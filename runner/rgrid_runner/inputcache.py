@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import logging
 import os
 import shutil
@@ -35,13 +34,12 @@ from pathlib import Path
 
 import httpx
 
+from rgrid.fetch import fetch_into
 from rgrid.retry import TRANSFERS, call_with_retry
 from rgrid.wire import RunnerFile
 from rgrid_runner.workdir import safe_join
 
 log = logging.getLogger(__name__)
-
-COPY_CHUNK = 1024 * 1024
 
 
 class DigestMismatch(Exception):
@@ -111,13 +109,11 @@ class InputCache:
     def _download(self, http: httpx.Client, f: RunnerFile) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.partial)
         try:
-            digest = hashlib.sha256()
-            with os.fdopen(fd, "wb") as out, http.stream("GET", f.url) as resp:
-                resp.raise_for_status()
-                for chunk in resp.iter_bytes(COPY_CHUNK):
-                    digest.update(chunk)
-                    out.write(chunk)
-            if digest.hexdigest() != f.sha256:
+            try:
+                digest = fetch_into(http, f.url, fd)
+            finally:
+                os.close(fd)
+            if digest != f.sha256:
                 raise DigestMismatch(f"{f.path}: storage returned content with another sha256")
             os.chmod(tmp, 0o444)
             with contextlib.suppress(FileExistsError):  # another attempt filled it first
