@@ -54,6 +54,42 @@ def raw_put(home: Path, path: Path) -> float:
     return time.perf_counter() - started
 
 
+def downloads(home: Path, rounds: int) -> tuple[list[float], list[float]]:
+    """The object raw_put stored, fetched through a presigned URL: one
+    streamed GET hashed as it arrives, against rgrid.fetch's ranged parts
+    (what a worker's input cache and the CLI's outputs use); taken in turn.
+    Seconds, each side."""
+    import hashlib
+    from datetime import timedelta
+
+    import httpx
+    from minio import Minio
+
+    from rgrid.fetch import fetch_into
+
+    secrets = json.loads((home / "local" / "secrets.json").read_text())
+    port = json.loads((home / "local" / "state.json").read_text())["pieces"]["s3"]["ports"]["s3"]
+    s3 = Minio(f"127.0.0.1:{port}", secrets["s3_access_key"], secrets["s3_secret_key"], secure=False)
+    url = s3.presigned_get_object("bench-raw", "big.bin", expires=timedelta(hours=1))
+    single: list[float] = []
+    ranged: list[float] = []
+    with httpx.Client(timeout=60) as http:
+        for _ in range(rounds):
+            with tempfile.TemporaryFile(dir=home) as fh:
+                started = time.perf_counter()
+                digest = hashlib.sha256()
+                with http.stream("GET", url) as resp:
+                    for chunk in resp.iter_bytes(1024 * 1024):
+                        digest.update(chunk)
+                        fh.write(chunk)
+                single.append(time.perf_counter() - started)
+            with tempfile.TemporaryFile(dir=home) as fh:
+                started = time.perf_counter()
+                fetch_into(http, url, fh.fileno())
+                ranged.append(time.perf_counter() - started)
+    return single, ranged
+
+
 def client_upload(cwd: Path, env: dict[str, str]) -> float:
     code = """
 import time
@@ -90,6 +126,7 @@ def main() -> None:
             rgrid(["run", "size.py", "small.bin"], project, env)
             raw = raw_put(Path(tmp) / "home", project / "big.bin")
             upload = client_upload(project, env)
+            single, ranged = downloads(Path(tmp) / "home", opts.runs)
             first = timed_run(["run", "size.py", "big.bin"], project, env)
             big = [timed_run(["run", "size.py", "big.bin"], project, env) for _ in range(opts.runs)]
             small = [timed_run(["run", "size.py", "small.bin"], project, env) for _ in range(opts.runs)]
@@ -98,6 +135,15 @@ def main() -> None:
     print(f"raw multipart PUT, {mib} MiB        : {raw:.2f} s ({mib / raw:.0f} MiB/s)")
     print(
         f"rgrid upload (hash, parts, verify) : {upload:.2f} s ({mib / upload:.0f} MiB/s) -> {raw / upload:.2f}x raw"
+    )
+    print(
+        f"download, one stream, median       : {statistics.median(single):.2f} s "
+        f"({mib / statistics.median(single):.0f} MiB/s)"
+    )
+    print(
+        f"download, ranged parts, median     : {statistics.median(ranged):.2f} s "
+        f"({mib / statistics.median(ranged):.0f} MiB/s) -> "
+        f"{statistics.median(single) / statistics.median(ranged):.2f}x one stream"
     )
     print(f"first run on the worker (download) : {first:.2f} s")
     print(
