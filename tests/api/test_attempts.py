@@ -5,7 +5,7 @@ before start, and the state triggers in the database itself."""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -259,3 +259,28 @@ def test_the_database_refuses_transitions_outside_the_diagram(
         )
     session.rollback()
     assert state(session, e.id)[0] == Status.SUCCEEDED
+
+
+def test_the_fence_and_the_claim_read_no_attempt_list(session: Session, storage: MemoryStorage) -> None:
+    """Every runner call passes the fence, and the dispatcher claims all the
+    time: each reads its rows in one SELECT, without the second one that
+    loads an execution's list of attempts for the views."""
+    first = submit(session, storage)
+    submit(session, storage)
+    selects: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            selects.append(statement)
+
+    engine = session.get_bind()
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        claim_queued(session, LEASE_S)
+        claim_selects = len(selects)
+        selects.clear()
+        renew_lease(session, first.id, 1, LEASE_S)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert claim_selects == 1
+    assert len(selects) == 1, selects
