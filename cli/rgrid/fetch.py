@@ -21,6 +21,7 @@ import httpx
 
 CHUNK = 1024 * 1024
 PART_BYTES = 16 * 1024 * 1024
+# Parts in flight at once for one object, both ways (uploads use it too).
 PART_STREAMS = 4
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
@@ -36,7 +37,6 @@ def fetch_into(http: httpx.Client, url: str, fd: int) -> str:
     digest = hashlib.sha256()
     with http.stream("GET", url, headers={"Range": f"bytes=0-{PART_BYTES - 1}"}) as resp:
         if resp.status_code == 416:  # an empty object has no byte 0
-            resp.close()
             with http.stream("GET", url) as whole:
                 _stream_to(whole, fd, digest)
             return digest.hexdigest()

@@ -18,7 +18,7 @@ import httpx
 
 from rgrid.client import Client
 from rgrid.errors import RgridError, UsageError
-from rgrid.fetch import FetchError, fetch_into
+from rgrid.fetch import CHUNK, PART_STREAMS, FetchError, fetch_into
 from rgrid.retry import TRANSFERS, call_with_retry
 from rgrid.wire import (
     CompletedPart,
@@ -29,8 +29,6 @@ from rgrid.wire import (
     relative_path,
 )
 
-CHUNK = 1024 * 1024
-PART_WORKERS = 4
 OBJECT_WORKERS = 8
 
 Progress = Callable[[int], None]
@@ -98,7 +96,7 @@ def upload_object(client: Client, ticket: UploadTicket, path: Path, progress: Pr
         length = min(part_size, ticket.size - offset)
         return CompletedPart(number=part_no, etag=_put(client.storage, url, path, offset, length, progress))
 
-    with ThreadPoolExecutor(PART_WORKERS) as pool:
+    with ThreadPoolExecutor(PART_STREAMS) as pool:
         parts = list(pool.map(lambda p: send(p.number, p.url), ticket.parts))
     client.complete_upload(
         UploadCompletion(sha256=ticket.sha256, size=ticket.size, upload_id=ticket.upload_id, parts=parts)
