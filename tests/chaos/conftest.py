@@ -163,6 +163,18 @@ def assert_exactly_once(database_url: str, client: Client, ids: dict[str, str]) 
         assert client.storage.get(out.url).content == name.encode()
 
 
+def retries_spent(database_url: str, execution_id: str) -> int:
+    """How many of its retries the execution spent: attempts lost through
+    no fault of its own are not counted (the API does not show this)."""
+    engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.connect() as conn:
+        spent = conn.exec_driver_sql(
+            "SELECT lost_attempts FROM executions WHERE id = %(id)s", {"id": execution_id}
+        ).scalar_one()
+    engine.dispose()
+    return int(spent)
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, postgres: Postgres, s3: S3Server) -> Iterator[Cluster]:
     root = tmp_path_factory.mktemp("chaos")
