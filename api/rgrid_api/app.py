@@ -21,7 +21,7 @@ from rgrid_api.db.engine import make_engine, make_hot_reader, make_readers, make
 from rgrid_api.db.migrate import upgrade
 from rgrid_api.deps import AppState, Owner
 from rgrid_api.dispatcher import Dispatcher
-from rgrid_api.errors import Conflict, Invalid, NotFound, StaleAttempt
+from rgrid_api.errors import Conflict, Invalid, NotFound, StaleAttempt, StorageUnavailable
 from rgrid_api.finalviews import FinalViews
 from rgrid_api.monitor import Monitor
 from rgrid_api.notify import ChangeFeed
@@ -143,7 +143,11 @@ def create_app(settings: Settings, with_dispatcher: bool = True) -> FastAPI:
     @app.exception_handler(Conflict)
     @app.exception_handler(Invalid)
     @app.exception_handler(StaleAttempt)
-    async def domain_error(_request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=getattr(exc, "status_code", 500))
+    @app.exception_handler(StorageUnavailable)
+    async def domain_error(request: Request, exc: Exception) -> JSONResponse:
+        status = getattr(exc, "status_code", 500)
+        if status >= 500:
+            log.warning("%s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse({"detail": str(exc)}, status_code=status)
 
     return app

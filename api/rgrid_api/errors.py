@@ -15,3 +15,10 @@ class Invalid(Exception):
 
 class StaleAttempt(Conflict):
     """A runner spoke for an attempt that is no longer current (fencing)."""
+
+
+class StorageUnavailable(Exception):
+    """Object storage did not answer, or answered with its own fault (a
+    restart, an overload): the caller may try again shortly."""
+
+    status_code = 503

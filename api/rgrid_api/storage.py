@@ -10,17 +10,40 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 from minio import Minio
 from minio.datatypes import Part
 from minio.error import S3Error
+from urllib3.exceptions import HTTPError
 
+from rgrid_api.errors import StorageUnavailable
 from rgrid_api.settings import Settings
 
 log = logging.getLogger(__name__)
 
 HASH_CHUNK = 1024 * 1024
+# What S3 answers for its own passing faults (AWS's and SeaweedFS's names).
+TRANSIENT_CODES = frozenset({"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout"})
+
+
+@contextmanager
+def _answering() -> Iterator[None]:
+    """Storage that is down or restarting becomes StorageUnavailable (503:
+    try again), not a server error: the SDK has already retried the
+    connection, and the caller's own retry policy rides out the rest."""
+    try:
+        yield
+    except S3Error as exc:
+        if exc.code in TRANSIENT_CODES:
+            raise StorageUnavailable(f"object storage is unavailable ({exc.code}); try again") from exc
+        raise
+    except HTTPError as exc:
+        raise StorageUnavailable(
+            f"object storage is unavailable ({exc.__class__.__name__}); try again"
+        ) from exc
 
 
 class Storage:
@@ -52,7 +75,8 @@ class Storage:
         return self.signer.presigned_get_object(self.bucket, key, expires=self.expiry)
 
     def start_multipart(self, key: str) -> str:
-        return self.client._create_multipart_upload(self.bucket, key, {})
+        with _answering():
+            return self.client._create_multipart_upload(self.bucket, key, {})
 
     def presign_part(self, key: str, upload_id: str, number: int) -> str:
         return self.signer.get_presigned_url(
@@ -64,38 +88,42 @@ class Storage:
         )
 
     def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> None:
-        self.client._complete_multipart_upload(
-            self.bucket, key, upload_id, [Part(n, etag.strip('"')) for n, etag in parts]
-        )
+        with _answering():
+            self.client._complete_multipart_upload(
+                self.bucket, key, upload_id, [Part(n, etag.strip('"')) for n, etag in parts]
+            )
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
         try:
             self.client._abort_multipart_upload(self.bucket, key, upload_id)
-        except S3Error as exc:
+        except (S3Error, HTTPError) as exc:
             log.warning("abort of multipart upload %s failed: %s", upload_id, exc)
 
     def size(self, key: str) -> int | None:
-        try:
-            return self.client.stat_object(self.bucket, key).size
-        except S3Error as exc:
-            if exc.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
-                return None
-            raise
+        with _answering():
+            try:
+                return self.client.stat_object(self.bucket, key).size
+            except S3Error as exc:
+                if exc.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
+                    return None
+                raise
 
     def sha256(self, key: str) -> str:
         """Hash the stored bytes: what the client claims is never trusted."""
         digest = hashlib.sha256()
-        resp = self.client.get_object(self.bucket, key)
-        try:
-            for chunk in resp.stream(HASH_CHUNK):
-                digest.update(chunk)
-        finally:
-            resp.close()
-            resp.release_conn()
+        with _answering():
+            resp = self.client.get_object(self.bucket, key)
+            try:
+                for chunk in resp.stream(HASH_CHUNK):
+                    digest.update(chunk)
+            finally:
+                resp.close()
+                resp.release_conn()
         return digest.hexdigest()
 
     def delete(self, key: str) -> None:
-        self.client.remove_object(self.bucket, key)
+        with _answering():
+            self.client.remove_object(self.bucket, key)
 
     def ping(self) -> bool:
         try:

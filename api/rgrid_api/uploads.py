@@ -8,18 +8,22 @@ therefore never counts as uploaded.
 
 from __future__ import annotations
 
+import logging
 import math
 from datetime import UTC, datetime
 
+from minio.error import S3Error
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from rgrid.wire import ObjectSpec, UploadCompletion, UploadPart, UploadPlan, UploadTicket
 from rgrid_api.db.models import StoredObject
-from rgrid_api.errors import Invalid, NotFound
+from rgrid_api.errors import Invalid, NotFound, StorageUnavailable
 from rgrid_api.settings import Settings
 from rgrid_api.storage import Storage, object_key
+
+log = logging.getLogger(__name__)
 
 MAX_PARTS = 10_000
 
@@ -91,7 +95,7 @@ def complete_upload(session: Session, storage: Storage, owner: str, done: Upload
     if row.upload_id:
         if done.upload_id != row.upload_id:
             raise Invalid("upload id does not match the one handed out")
-        storage.complete_multipart(key, row.upload_id, [(p.number, p.etag) for p in done.parts])
+        _complete_parts(storage, key, row.upload_id, done)
     size = storage.size(key)
     if size is None:
         raise Invalid(f"object {done.sha256[:12]} was not uploaded")
@@ -125,3 +129,20 @@ def require_complete(session: Session, owner: str, shas: set[str]) -> None:
         shown = ", ".join(s[:12] for s in missing[:5])
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         raise Invalid(f"objects not uploaded: {shown}{more}")
+
+
+def _complete_parts(storage: Storage, key: str, upload_id: str, done: UploadCompletion) -> None:
+    """Assemble the parts. A client whose completion timed out, or whose
+    answer was lost, asks again; by then storage has assembled them, and
+    knows the upload id no more (AWS answers NoSuchUpload, SeaweedFS an
+    internal error). If the object is there, the sha256 check that follows
+    decides, as for a first completion."""
+    try:
+        storage.complete_multipart(key, upload_id, [(p.number, p.etag) for p in done.parts])
+    except (S3Error, StorageUnavailable) as exc:
+        if storage.size(key) is not None:
+            log.info("upload %s was already assembled; verifying it", upload_id)
+            return
+        if isinstance(exc, S3Error):
+            raise Invalid(f"storage refused the parts of {done.sha256[:12]} ({exc.code})") from exc
+        raise

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from rgrid.config import Target
 from rgrid.errors import ApiError, AuthRefused, Unreachable
 from rgrid.http import http_client
-from rgrid.retry import API_CALLS, Backoff, call_with_retry, raise_for_retryable
+from rgrid.retry import API_CALLS, TRANSFERS, Backoff, call_with_retry, raise_for_retryable
 from rgrid.wire import (
     AutoscalerStatus,
     BatchCreate,
@@ -75,7 +75,13 @@ class Client:
         self.close()
 
     def _request(
-        self, method: str, path: str, *, retry: bool = True, timeout: float | None = None, **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        *,
+        backoff: Backoff = API_CALLS,
+        timeout: float | None = None,
+        **kwargs: Any,
     ) -> httpx.Response:
         """One API call under the shared retry policy; an error answer becomes
         the matching RgridError."""
@@ -86,7 +92,7 @@ class Client:
             return raise_for_retryable(self._http.request(method, path, **kwargs))
 
         try:
-            resp = call_with_retry(attempt, API_CALLS if retry else ONCE, f"{method} {path}")
+            resp = call_with_retry(attempt, backoff, f"{method} {path}")
         except httpx.TransportError as exc:
             raise Unreachable(
                 f"cannot reach the rgrid API at {self.target.api_url} ({exc.__class__.__name__})"
@@ -126,11 +132,20 @@ class Client:
         return self._call("POST", "/v1/uploads/plan", UploadPlan, json=body)
 
     def complete_upload(self, done: UploadCompletion) -> None:
-        self._request("POST", "/v1/uploads/complete", json=done.model_dump(mode="json"), timeout=600.0)
+        """The API assembles and verifies what was sent, talking to storage
+        itself: a restarting storage answers 503 for as long as it fails a
+        transfer, and the completion rides that out as a transfer does."""
+        self._request(
+            "POST",
+            "/v1/uploads/complete",
+            backoff=TRANSFERS,
+            json=done.model_dump(mode="json"),
+            timeout=600.0,
+        )
 
     def create_execution(self, body: ExecutionCreate) -> ExecutionView:
         return self._call(
-            "POST", "/v1/executions", ExecutionView, retry=False, json=body.model_dump(mode="json")
+            "POST", "/v1/executions", ExecutionView, backoff=ONCE, json=body.model_dump(mode="json")
         )
 
     def get_execution(self, execution_id: str) -> ExecutionView:
@@ -143,7 +158,7 @@ class Client:
         return self._call("POST", f"/v1/executions/{execution_id}/cancel", ExecutionView)
 
     def retry(self, execution_id: str) -> ExecutionView:
-        return self._call("POST", f"/v1/executions/{execution_id}/retry", ExecutionView, retry=False)
+        return self._call("POST", f"/v1/executions/{execution_id}/retry", ExecutionView, backoff=ONCE)
 
     def logs(self, execution_id: str, after: int = 0, wait: float = 0.0) -> LogPage:
         return self._call(
@@ -155,7 +170,7 @@ class Client:
         )
 
     def create_batch(self, body: BatchCreate) -> BatchView:
-        return self._call("POST", "/v1/batches", BatchView, retry=False, json=body.model_dump(mode="json"))
+        return self._call("POST", "/v1/batches", BatchView, backoff=ONCE, json=body.model_dump(mode="json"))
 
     def get_batch(self, batch_id: str, executions: bool = True) -> BatchView:
         return self._call("GET", f"/v1/batches/{batch_id}", BatchView, params={"executions": executions})
@@ -168,7 +183,7 @@ class Client:
 
     def retry_batch(self, batch_id: str, failed_only: bool) -> BatchView:
         return self._call(
-            "POST", f"/v1/batches/{batch_id}/retry", BatchView, retry=False, params={"failed": failed_only}
+            "POST", f"/v1/batches/{batch_id}/retry", BatchView, backoff=ONCE, params={"failed": failed_only}
         )
 
     def cancel_batch(self, batch_id: str) -> BatchView:

@@ -1,0 +1,100 @@
+"""Completing an upload against the real S3 server: a completion asked again
+after storage already assembled the parts, and storage that does not answer."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+
+import httpx
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from rgrid.local.procs import free_port
+from rgrid.wire import CompletedPart, ObjectSpec, UploadCompletion
+from rgrid_api.db.models import StoredObject
+from rgrid_api.errors import StorageUnavailable
+from rgrid_api.settings import Settings
+from rgrid_api.storage import Storage, object_key
+from rgrid_api.uploads import complete_upload, plan_uploads
+from tests.support.services import S3Server
+
+PART = 5 * 1024 * 1024
+
+
+def settings_for(s3: S3Server, endpoint: str | None = None) -> Settings:
+    return Settings(
+        s3_endpoint=endpoint or s3.endpoint,
+        s3_access_key=s3.access_key,
+        s3_secret_key=SecretStr(s3.secret_key),
+        multipart_threshold=PART + 1,
+        multipart_part_size=PART,
+    )
+
+
+def send_parts(session: Session, storage: Storage, settings: Settings, data: bytes) -> UploadCompletion:
+    """Plan a multipart upload and PUT its parts, as the CLI does."""
+    sha = hashlib.sha256(data).hexdigest()
+    (ticket,) = plan_uploads(
+        session, storage, settings, "alice", [ObjectSpec(sha256=sha, size=len(data))]
+    ).missing
+    assert ticket.part_size == PART and len(ticket.parts) == 3
+    parts = []
+    for part in ticket.parts:
+        chunk = data[(part.number - 1) * PART : part.number * PART]
+        resp = httpx.put(part.url, content=chunk)
+        resp.raise_for_status()
+        parts.append(CompletedPart(number=part.number, etag=resp.headers["etag"]))
+    return UploadCompletion(sha256=sha, size=len(data), upload_id=ticket.upload_id, parts=parts)
+
+
+def test_a_completion_asked_again_after_storage_assembled_the_parts(session: Session, s3: S3Server) -> None:
+    """The first completion assembled the parts, then its answer was lost
+    (storage restarting under the size check). Asked again, AWS and MinIO
+    no longer know the upload id (NoSuchUpload; SeaweedFS still does, so
+    the row is pointed at an id it never knew): the API finds the object
+    there and verifies it, instead of failing the upload."""
+    settings = settings_for(s3)
+    storage = Storage(settings, settings.s3_endpoint)
+    storage.ensure_bucket()
+    data = os.urandom(2 * PART + 1000)
+    done = send_parts(session, storage, settings, data)
+    assert done.upload_id is not None
+    key = object_key("alice", done.sha256)
+    storage.complete_multipart(key, done.upload_id, [(p.number, p.etag) for p in done.parts])
+    row = session.scalar(select(StoredObject).where(StoredObject.sha256 == done.sha256))
+    assert row is not None
+    row.upload_id = "an-upload-storage-forgot"
+    session.commit()
+
+    complete_upload(session, storage, "alice", done.model_copy(update={"upload_id": row.upload_id}))
+
+    session.refresh(row)
+    assert row.complete and row.upload_id is None
+    assert storage.sha256(key) == done.sha256
+
+
+def test_parts_storage_refuses_are_the_clients_error(session: Session, s3: S3Server) -> None:
+    settings = settings_for(s3)
+    storage = Storage(settings, settings.s3_endpoint)
+    storage.ensure_bucket()
+    done = send_parts(session, storage, settings, os.urandom(2 * PART + 10))
+    wrong = [CompletedPart(number=p.number, etag='"' + "0" * 32 + '"') for p in done.parts]
+    with pytest.raises(Exception, match="storage refused the parts") as refused:
+        complete_upload(session, storage, "alice", done.model_copy(update={"parts": wrong}))
+    assert getattr(refused.value, "status_code", None) == 422
+
+
+def test_storage_that_does_not_answer_is_unavailable_not_a_server_error(s3: S3Server) -> None:
+    """Nothing listens at the endpoint: each call that reaches storage says
+    so in one line, as a 503 the clients retry."""
+    settings = settings_for(s3, endpoint=f"127.0.0.1:{free_port()}")
+    storage = Storage(settings, settings.s3_endpoint)
+    started = time.monotonic()
+    with pytest.raises(StorageUnavailable, match="object storage is unavailable") as down:
+        storage.size("objects/alice/x")
+    assert down.value.status_code == 503
+    print(f"\nunanswered storage reported after {time.monotonic() - started:.1f} s")
