@@ -133,10 +133,10 @@ def require_complete(session: Session, owner: str, shas: set[str]) -> None:
 
 def _complete_parts(storage: Storage, key: str, upload_id: str, done: UploadCompletion) -> None:
     """Assemble the parts. A client whose completion timed out, or whose
-    answer was lost, asks again; by then storage has assembled them, and
-    knows the upload id no more (AWS answers NoSuchUpload, SeaweedFS an
-    internal error). If the object is there, the sha256 check that follows
-    decides, as for a first completion."""
+    answer was lost, asks again; by then storage may have assembled them
+    and forgotten the upload id (AWS and MinIO answer NoSuchUpload), or
+    assembled them and then failed its answer. If the object is there, the
+    sha256 check that follows decides, as for a first completion."""
     try:
         storage.complete_multipart(key, upload_id, [(p.number, p.etag) for p in done.parts])
     except (S3Error, StorageUnavailable) as exc:

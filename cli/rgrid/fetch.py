@@ -78,19 +78,7 @@ def _total_size(resp: httpx.Response) -> int | None:
 def _stream_to(resp: httpx.Response, fd: int, digest: hashlib._Hash) -> int:
     """The whole body, from offset 0, hashed as it arrives; its length."""
     resp.raise_for_status()
-    position = 0
-    for chunk in resp.iter_bytes(CHUNK):
-        digest.update(chunk)
-        _pwrite_all(fd, chunk, position)
-        position += len(chunk)
-    return position
-
-
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view, offset = view[written:], offset + written
+    return _write_at(resp, fd, 0, digest=digest)
 
 
 def _fetch_part(http: httpx.Client, url: str, fd: int, offset: int, length: int) -> None:
@@ -101,11 +89,24 @@ def _fetch_part(http: httpx.Client, url: str, fd: int, offset: int, length: int)
             f"bytes {offset}-{end}/"
         ):
             raise FetchError(f"storage did not send bytes {offset}-{end} as asked (HTTP {resp.status_code})")
-        position = offset
-        for chunk in resp.iter_bytes(CHUNK):
-            if position + len(chunk) > offset + length:
-                raise FetchError(f"storage sent more than bytes {offset}-{end}")
-            _pwrite_all(fd, chunk, position)
-            position += len(chunk)
-    if position != offset + length:
-        raise FetchError(f"storage sent {position - offset} of bytes {offset}-{end}")
+        received = _write_at(resp, fd, offset, limit=length)
+    if received != length:
+        raise FetchError(f"storage sent {received} of bytes {offset}-{end}")
+
+
+def _write_at(
+    resp: httpx.Response, fd: int, offset: int, limit: int | None = None, digest: hashlib._Hash | None = None
+) -> int:
+    """Write the body at `offset` on, hashing it too when given a digest;
+    returns its length. More than `limit` bytes is refused."""
+    position = offset
+    for chunk in resp.iter_bytes(CHUNK):
+        if limit is not None and position + len(chunk) > offset + limit:
+            raise FetchError(f"storage sent more than the {limit} bytes asked for at {offset}")
+        if digest is not None:
+            digest.update(chunk)
+        view = memoryview(chunk)
+        while view:
+            written = os.pwrite(fd, view, position)
+            view, position = view[written:], position + written
+    return position - offset

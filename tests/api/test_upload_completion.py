@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from rgrid.local.procs import free_port
 from rgrid.wire import CompletedPart, ObjectSpec, UploadCompletion
 from rgrid_api.db.models import StoredObject
-from rgrid_api.errors import StorageUnavailable
+from rgrid_api.errors import Invalid, StorageUnavailable
 from rgrid_api.settings import Settings
 from rgrid_api.storage import Storage, object_key
 from rgrid_api.uploads import complete_upload, plan_uploads
@@ -83,9 +83,9 @@ def test_parts_storage_refuses_are_the_clients_error(session: Session, s3: S3Ser
     storage.ensure_bucket()
     done = send_parts(session, storage, settings, os.urandom(2 * PART + 10))
     wrong = [CompletedPart(number=p.number, etag='"' + "0" * 32 + '"') for p in done.parts]
-    with pytest.raises(Exception, match="storage refused the parts") as refused:
+    with pytest.raises(Invalid, match="storage refused the parts") as refused:
         complete_upload(session, storage, "alice", done.model_copy(update={"parts": wrong}))
-    assert getattr(refused.value, "status_code", None) == 422
+    assert refused.value.status_code == 422
 
 
 def test_storage_that_does_not_answer_is_unavailable_not_a_server_error(s3: S3Server) -> None:

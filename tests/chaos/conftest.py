@@ -21,6 +21,7 @@ from rgrid.hashcache import sha256_file
 from rgrid.local.procs import free_port, stop_session
 from rgrid.transfer import upload_missing
 from rgrid.wire import ExecutionCreate, InputFile, Status
+from rgrid_api.db.engine import make_engine
 from tests.support.services import (
     ApiServer,
     Postgres,
@@ -135,7 +136,7 @@ def wait_final(client: Client, ids: dict[str, str], timeout: float) -> None:
 def assert_exactly_once(database_url: str, client: Client, ids: dict[str, str]) -> None:
     """Every execution succeeded once: one succeeded attempt, one output
     (written by that attempt) whose bytes are right."""
-    engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
+    engine = make_engine(database_url)
     with engine.connect() as conn:
         rows = conn.exec_driver_sql(
             "SELECT e.id, "
@@ -166,7 +167,7 @@ def assert_exactly_once(database_url: str, client: Client, ids: dict[str, str]) 
 def retries_spent(database_url: str, execution_id: str) -> int:
     """How many of its retries the execution spent: attempts lost through
     no fault of its own are not counted (the API does not show this)."""
-    engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
+    engine = make_engine(database_url)
     with engine.connect() as conn:
         spent = conn.exec_driver_sql(
             "SELECT lost_attempts FROM executions WHERE id = %(id)s", {"id": execution_id}
