@@ -6,6 +6,7 @@ drift from the other: the API, the runner and the CLI all import these.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -14,6 +15,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, ConfigDict, Field
 from pydantic import BaseModel as _PydanticModel
+
+from rgrid.requirements import check_requirements
 
 
 class Status(StrEnum):
@@ -91,6 +94,26 @@ def _normal_relative(path: str) -> str:
 
 # A relative path, validated and normalised where a model is parsed.
 RelativePath = Annotated[str, AfterValidator(_normal_relative)]
+
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")
+
+
+def _job_env(env: dict[str, str]) -> dict[str, str]:
+    """A job's --env: shell-style names and values without NUL. Every one
+    reaches only the job's own unprivileged process (loader variables such
+    as LD_PRELOAD included), never a step that runs with privilege."""
+    for key, value in env.items():
+        if not ENV_NAME.match(key):
+            raise ValueError(f"invalid environment variable name {key!r}")
+        if "\x00" in value:
+            raise ValueError(f"the value of {key} contains a NUL byte")
+    return env
+
+
+JobEnv = Annotated[dict[str, str], AfterValidator(_job_env)]
+# The text of a requirements file, with only lines a worker may install
+# (rgrid.requirements); installed into a cached environment.
+RequirementsText = Annotated[str, Field(max_length=256 * 1024), AfterValidator(check_requirements)]
 
 
 # Runtimes: a job asks for one by name; a worker advertises each runtime it
@@ -195,12 +218,11 @@ class ExecutionCreate(BaseModel):
     script: InputFile
     args: list[str] = []
     inputs: list[InputFile] = []
-    env: dict[str, str] = {}
+    env: JobEnv = {}
     runtime: str = "python"
     resources: Resources = Field(default_factory=Resources)
     retries: int = Field(default=2, ge=0, le=10)
-    # The text of a requirements file; installed into a cached environment.
-    requirements: str | None = Field(default=None, max_length=256 * 1024)
+    requirements: RequirementsText | None = None
     network: bool = True
     # Reuse a succeeded execution of the same owner with the same content
     # key instead of running (opt-in: scripts reading the clock, the network
@@ -266,11 +288,11 @@ class BatchCreate(BaseModel):
     script: InputFile
     shared: list[InputFile] = []  # files every execution of the batch gets
     items: list[BatchItem] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
-    env: dict[str, str] = {}
+    env: JobEnv = {}
     runtime: str = "python"
     resources: Resources = Field(default_factory=Resources)
     retries: int = Field(default=2, ge=0, le=10)
-    requirements: str | None = Field(default=None, max_length=256 * 1024)
+    requirements: RequirementsText | None = None
     network: bool = True
     cache: bool = False
     # At most this many of the batch dispatched or running at once; none:

@@ -96,7 +96,7 @@ def worker(
     from rgrid.wire import WorkerRegistration
     from rgrid_runner.agent import AgentConfig, NodeAgent
     from rgrid_runner.runtimes import detect, encode, ray_resources
-    from rgrid_runner.sandbox import JobUser, choose
+    from rgrid_runner.sandbox import choose
     from rgrid_runner.settings import runner_settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -132,7 +132,7 @@ def worker(
     worker_id = worker_id or f"{socket.gethostname()}-{secrets.token_hex(3)}"
     runtimes = detect()
     settings = runner_settings()
-    sandbox = choose(settings.sandbox, JobUser(settings.sandbox_uid, settings.sandbox_gid))
+    sandbox = choose(settings.sandbox)
     protect_node(sandbox, settings, worker_id, api_url)
     offer = {"runtimes": sorted(runtimes), "sandbox": sandbox.name, "isolated": sandbox.isolated}
     if info_file:

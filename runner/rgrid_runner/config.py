@@ -12,8 +12,9 @@ from rgrid_runner.envs import EnvCache
 from rgrid_runner.inputcache import InputCache
 from rgrid_runner.jobnet import JobNetwork, job_network
 from rgrid_runner.runtimes import Interpreter, detect
-from rgrid_runner.sandbox import JobUser, Sandbox, choose
+from rgrid_runner.sandbox import Sandbox, choose
 from rgrid_runner.settings import runner_settings
+from rgrid_runner.slots import JobSlots
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,9 @@ class RunnerConfig:
     envs: EnvCache
     inputs: InputCache
     jobnet: JobNetwork
+    slots: JobSlots
+    install_timeout_s: float
+    pip_index_url: str | None
     max_pids: int
     max_output_files: int
     max_output_bytes: int
@@ -44,12 +48,15 @@ def runner_config() -> RunnerConfig:
     cache_root.chmod(0o755)
     return RunnerConfig(
         work_root=root,
-        sandbox=choose(s.sandbox, JobUser(s.sandbox_uid, s.sandbox_gid)),
+        sandbox=choose(s.sandbox),
         cgroups=CgroupManager(),
         runtimes=detect(),
-        envs=EnvCache(cache_root, max_envs=s.env_cache_max),
+        envs=EnvCache(cache_root, max_bytes=s.env_cache_bytes),
         inputs=InputCache(s.input_cache or root.parent / f"{root.name}-inputs", s.input_cache_bytes),
         jobnet=job_network(s),
+        slots=JobSlots(root.parent / f"{root.name}-slots", s.job_uid_base, s.job_slots),
+        install_timeout_s=s.install_timeout_s,
+        pip_index_url=s.pip_index_url,
         max_pids=s.max_pids,
         max_output_files=s.max_output_files,
         max_output_bytes=s.max_output_bytes,

@@ -1,10 +1,25 @@
 """Virtual environments for jobs' requirements, cached per worker.
 
 An environment is keyed by sha256(runtime, requirements) and shared by later
-runs on the worker. Concurrent runs with one key install once (a file lock);
-a failed install is never cached (it is built in a temporary dir and only
-renamed into place when complete); the cache is bounded, least recently used
-environments are evicted first.
+runs on the worker, of any tenant: same key, same environment.
+
+- **Built in the job's sandbox.** A requirements file can run code (a
+  source package's build script), so the cache never builds anything
+  itself: the attempt's builder (task.py) runs the installer in the same
+  sandbox as the job, under the attempt's uid, in its own cgroup and
+  network namespace and with a time limit, on a fresh directory.
+- **Published sealed.** Only when the build ended (every process of it
+  gone with its cgroup) is its environment checked (a real directory, not
+  a link), handed to the runner's own uid with no write bit for anyone
+  else and no set-id bit, and renamed into the cache. Jobs get it
+  read-only, so no build and no job can write into an environment that
+  another tenant uses. A failed build is never cached.
+- **No shared installer cache.** Each build downloads into its own
+  directory, removed with it: a cache writable by one tenant's build
+  could hand another tenant a poisoned wheel.
+- **Bounded in bytes.** Least recently used environments are evicted first,
+  never one in use (a shared lock is held while a job runs). Concurrent
+  runs with one key build once (an exclusive lock).
 """
 
 from __future__ import annotations
@@ -12,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
+import stat
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -24,33 +39,8 @@ from rgrid.filelock import FileLock
 from rgrid_runner.runtimes import Interpreter
 
 USED_MARK = ".rgrid-used"
-# The worker's network settings the installer needs to reach the package
-# index (proxies, CA bundles, index URLs); nothing else of the worker's
-# environment reaches it, and none of this reaches the job.
-INSTALLER_ENV = frozenset(
-    {
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "NO_PROXY",
-        "ALL_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "no_proxy",
-        "SSL_CERT_FILE",
-        "SSL_CERT_DIR",
-        "UV_NATIVE_TLS",
-        "UV_INDEX_URL",
-        "UV_EXTRA_INDEX_URL",
-        "UV_DEFAULT_INDEX",
-        "UV_INDEX",
-        "UV_FIND_LINKS",
-        "UV_INSECURE_HOST",
-        "PIP_INDEX_URL",
-        "PIP_EXTRA_INDEX_URL",
-        "PIP_CERT",
-    }
-)
-INSTALL_TIMEOUT_S = 1800
+SIZE_MARK = ".rgrid-bytes"
+BUILT_VENV = "venv"
 
 
 class InstallFailed(Exception):
@@ -70,27 +60,48 @@ class Environment:
         return str(self.path / "bin")
 
 
+# Builds an environment for the requirements into `<directory>/venv`, or
+# raises InstallFailed: the attempt's sandboxed installer.
+Builder = Callable[[Path], None]
+
+
 def env_key(runtime: str, requirements: str) -> str:
     return hashlib.sha256(f"{runtime}\n{requirements}".encode()).hexdigest()[:32]
 
 
-def _uv() -> str:
-    beside = Path(sys.executable).parent / "uv"
-    return str(beside) if beside.exists() else shutil.which("uv") or "uv"
+def tree_bytes(root: Path) -> int:
+    """Bytes a tree takes on disk, without following links."""
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in (*dirnames, *filenames):
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
+            except FileNotFoundError:
+                continue
+    return total
+
+
+def seal(root: Path) -> None:
+    """Hand a built tree to the runner's uid: nobody else may write it, no
+    file keeps a set-id bit, links are left as links."""
+    uid, gid = os.getuid(), os.getgid()
+    for dirpath, dirnames, filenames in os.walk(root):
+        for path in (dirpath, *(os.path.join(dirpath, n) for n in (*dirnames, *filenames))):
+            st = os.lstat(path)
+            os.lchown(path, uid, gid)
+            if not stat.S_ISLNK(st.st_mode):
+                os.chmod(path, stat.S_IMODE(st.st_mode) & 0o755 | 0o400)
 
 
 class EnvCache:
-    def __init__(self, root: Path, max_envs: int = 20) -> None:
+    def __init__(self, root: Path, max_bytes: int) -> None:
         self.root = root
-        self.max_envs = max_envs
+        self.max_bytes = max_bytes
 
     @contextmanager
-    def use(
-        self, interp: Interpreter, requirements: str, log: Callable[[str], None]
-    ) -> Iterator[Environment]:
-        """The environment for these requirements, installed if needed, held
-        with a shared lock while the job runs so eviction cannot remove it.
-        Installer output goes to `log` (the job's stderr)."""
+    def use(self, interp: Interpreter, requirements: str, build: Builder) -> Iterator[Environment]:
+        """The environment for these requirements, built if needed, held
+        with a shared lock while the job runs so eviction cannot remove it."""
         key = env_key(interp.runtime, requirements)
         final = self.root / key
         lock = FileLock(self.root / f"{key}.lock")
@@ -103,56 +114,112 @@ class EnvCache:
                 lock.release()
                 with lock.hold():
                     if not (final / USED_MARK).exists():
-                        self._build(interp, requirements, final, log)
+                        self._publish(build, final)
             (final / USED_MARK).touch()
             self._evict(keep=key)
             yield Environment(final)
         finally:
             lock.release()
 
-    def _build(self, interp: Interpreter, requirements: str, final: Path, log: Callable[[str], None]) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
+    def _publish(self, build: Builder, final: Path) -> None:
         tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=self.root))
-        env = {k: v for k, v in os.environ.items() if k in INSTALLER_ENV}
-        env.update(
-            PATH=os.environ.get("PATH", "/usr/bin:/bin"),
-            HOME=str(self.root),
-            UV_CACHE_DIR=str(self.root / ".uv-cache"),
-            UV_NO_PROGRESS="1",
-        )
-        req_file = tmp / "requirements.txt"
         try:
-            req_file.write_text(requirements)
-            venv = tmp / "venv"
-            for argv in (
-                [_uv(), "venv", "--quiet", "--relocatable", "--python", interp.executable, str(venv)],
-                [_uv(), "pip", "install", "--python", str(venv / "bin" / "python"), "-r", str(req_file)],
-            ):
-                out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S)
-                if out.stdout or out.stderr:
-                    log(out.stdout + out.stderr)
-                if out.returncode != 0:
-                    raise InstallFailed(f"installing requirements failed (exit {out.returncode})")
+            build(tmp)
+            venv = tmp / BUILT_VENV
+            if venv.is_symlink() or not venv.is_dir() or not os.path.lexists(venv / "bin" / "python"):
+                raise InstallFailed("installing requirements left no environment")
+            seal(venv)
+            (venv / SIZE_MARK).write_text(str(tree_bytes(venv)))
             (venv / USED_MARK).touch()
             if final.exists():
                 shutil.rmtree(final)
             venv.rename(final)
-        except subprocess.TimeoutExpired as exc:
-            raise InstallFailed(f"installing requirements took over {INSTALL_TIMEOUT_S} s") from exc
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
     def _evict(self, keep: str) -> None:
-        envs = [p for p in self.root.iterdir() if p.is_dir() and (p / USED_MARK).exists()]
-        if len(envs) <= self.max_envs:
-            return
-        envs.sort(key=lambda p: (p / USED_MARK).stat().st_mtime)
-        for path in envs[: len(envs) - self.max_envs]:
+        """Least recently used first, until the cache fits its bytes."""
+        envs = []
+        for path in self.root.iterdir():
+            try:
+                used = (path / USED_MARK).stat().st_mtime
+                size = int((path / SIZE_MARK).read_text())
+            except (OSError, ValueError):
+                continue
+            envs.append((used, size, path))
+        total = sum(size for _used, size, _path in envs)
+        for _used, size, path in sorted(envs):
+            if total <= self.max_bytes:
+                return
             if path.name == keep:
                 continue
             lock = FileLock(self.root / f"{path.name}.lock")
             if lock.acquire(wait=False):
                 try:
                     shutil.rmtree(path, ignore_errors=True)
+                    total -= size
                 finally:
                     lock.release()
+
+
+# The operator's network settings the installer needs to reach the package
+# index (proxies, CA bundles, index URLs), taken from the worker's own
+# environment; nothing else of it reaches the build, and nothing of the
+# tenant's (its --env applies to its script only).
+INSTALLER_ENV = frozenset(
+    {
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "UV_NATIVE_TLS",
+        "UV_INDEX_URL",
+        "UV_EXTRA_INDEX_URL",
+        "UV_DEFAULT_INDEX",
+        "UV_INDEX",
+        "UV_INSECURE_HOST",
+    }
+)
+REQUIREMENTS_FILE = "requirements.txt"
+
+
+def uv_binary() -> Path:
+    """The installer: the uv installed beside rgrid, else on the worker's PATH."""
+    beside = Path(sys.executable).parent / "uv"
+    found = beside if beside.exists() else shutil.which("uv")
+    if found is None:
+        raise InstallFailed("this worker has no uv to install requirements with")
+    return Path(found).resolve()
+
+
+def installer_env(home: str, index_url: str | None) -> dict[str, str]:
+    """The build's whole environment: fixed, the operator's network settings,
+    and the operator's index (RGRID_PIP_INDEX_URL) if set."""
+    env = {k: v for k, v in os.environ.items() if k in INSTALLER_ENV}
+    env.update(
+        PATH="/usr/bin:/bin",
+        HOME=home,
+        UV_CACHE_DIR=f"{home}/.uv-cache",
+        UV_NO_PROGRESS="1",
+        UV_NO_CONFIG="1",
+        UV_PYTHON_DOWNLOADS="never",
+    )
+    if index_url:
+        env["UV_DEFAULT_INDEX"] = index_url
+    return env
+
+
+def installer_argv(uv: Path, interp: Interpreter, home: str) -> list[str]:
+    """Create the venv and install the requirements into it, in one process
+    tree: `<home>/venv` from `<home>/requirements.txt`."""
+    script = (
+        'uv="$1"; python="$2"; home="$3"\n'
+        '"$uv" venv --quiet --relocatable --python "$python" "$home/venv"\n'
+        f'exec "$uv" pip install --python "$home/venv/bin/python" -r "$home/{REQUIREMENTS_FILE}"\n'
+    )
+    return ["/bin/sh", "-ec", script, "rgrid-install", str(uv), interp.executable, home]

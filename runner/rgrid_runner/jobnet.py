@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rgrid_runner.settings import RunnerSettings
+from rgrid_runner.systools import PRIVILEGED_ENV, system_tool
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +176,11 @@ class JobNetPolicy:
 
 
 def _run(argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=30)
+    """Run `ip` or `nft` (as root) by absolute path with a fixed environment."""
+    command = [system_tool(argv[0]), *argv[1:]]
+    return subprocess.run(
+        command, input=stdin, capture_output=True, text=True, timeout=30, env=PRIVILEGED_ENV
+    )
 
 
 def _check(result: subprocess.CompletedProcess[str], what: str) -> None:

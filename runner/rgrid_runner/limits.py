@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rgrid.wire import Resources, Stream
+from rgrid_runner.systools import system_tool
 
 DISK_CHECK_EVERY_S = 2.0
 MIB = 1024 * 1024
@@ -86,4 +87,4 @@ def rlimit_command(argv: list[str], limits: Limits) -> list[str]:
     Weaker (RLIMIT_NPROC counts all processes of the uid; RLIMIT_AS counts
     virtual memory), and an exceeded memory rlimit is not told apart from
     another failure."""
-    return ["prlimit", f"--as={limits.memory_bytes}", f"--nproc={limits.max_pids}", "--", *argv]
+    return [system_tool("prlimit"), f"--as={limits.memory_bytes}", f"--nproc={limits.max_pids}", "--", *argv]

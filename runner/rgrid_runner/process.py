@@ -62,9 +62,11 @@ def run_supervised(
     sink: Callable[[Stream, str], None],
     stop: threading.Event,
     check: Check | None = None,
+    pass_fds: tuple[int, ...] = (),
 ) -> ProcessOutcome:
     """Run argv to its end, the timeout, a stop request, or until `check`
-    (called every CHECK_EVERY_S) names a limit the script exceeded."""
+    (called every CHECK_EVERY_S) names a limit the script exceeded.
+    `pass_fds` stay open in the child (the sandbox's seccomp filter)."""
     started = time.monotonic()
     next_check = started + CHECK_EVERY_S
     limit: str | None = None
@@ -76,6 +78,7 @@ def run_supervised(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
+        pass_fds=pass_fds,
     )
     pgid = proc.pid
     if proc.stdout is None or proc.stderr is None:

@@ -18,19 +18,25 @@ class RunnerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RGRID_", extra="ignore")
 
     # Where attempts' work dirs go (default: <tmp>/rgrid-work) and where
-    # requirement environments are cached (default: beside it).
+    # requirement environments are cached (default: beside it), with the
+    # bytes that cache may hold (least recently used environments go first).
     work_root: Path | None = None
     env_cache: Path | None = None
-    env_cache_max: int = 20
+    env_cache_bytes: int = 20 * GIB
+    # Requirements are built in the job's sandbox within this time; the
+    # operator's package index (never a tenant's), else PyPI.
+    install_timeout_s: float = 1800.0
+    pip_index_url: str | None = None
     # The content-addressed cache of scripts and inputs (default: beside
     # the work root) and its size; least recently used objects go first.
     input_cache: Path | None = None
     input_cache_bytes: int = 10 * GIB
 
-    # bubblewrap | docker | process | auto; and the uid/gid jobs run as.
+    # bubblewrap | docker | process | auto; and the uids jobs run as: one
+    # per concurrent attempt, from job_uid_base (rgrid_runner.slots).
     sandbox: str = "auto"
-    sandbox_uid: int = 65534
-    sandbox_gid: int = 65534
+    job_uid_base: int = 200_000
+    job_slots: int = 256
 
     # Interpreters: `python:3.12=/path,…` names them; runtimes_config is the
     # node agent's detection result, handed on so it runs once per node.

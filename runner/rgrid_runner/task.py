@@ -17,7 +17,6 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -30,19 +29,22 @@ from rgrid.wire import (
     RunnerResult,
     RunnerSpec,
     RunnerStart,
+    Stream,
 )
-from rgrid_runner.cgroups import Cgroup
+from rgrid_runner.build import BuildPlace, build_environment
 from rgrid_runner.config import RunnerConfig, runner_config
+from rgrid_runner.confine import Confinement
 from rgrid_runner.envs import InstallFailed
 from rgrid_runner.httpclient import process_client
 from rgrid_runner.lifeline import ensure_lifeline
-from rgrid_runner.limits import Limits, LogBudget, WorkdirWatch, rlimit_command
+from rgrid_runner.limits import Limits, LogBudget, WorkdirWatch
 from rgrid_runner.logship import LogShipper
-from rgrid_runner.process import ProcessOutcome, run_supervised
+from rgrid_runner.process import ProcessOutcome
 from rgrid_runner.reporter import Reporter, StaleAttempt
 from rgrid_runner.runtimes import Interpreter
 from rgrid_runner.sandbox import Job
 from rgrid_runner.settings import runner_settings
+from rgrid_runner.slots import JobUser
 from rgrid_runner.workdir import (
     OutputLimitExceeded,
     OutputLimits,
@@ -102,7 +104,9 @@ def run_attempt(ticket: AttemptTicket) -> str:
     cfg = runner_config()
     workdir = make_workdir(cfg.work_root, spec.execution_id, spec.attempt)
     try:
-        return AttemptRun(cfg, reporter, http, spec, workdir).execute()
+        # The attempt's own uid, held from its requirements build to its end.
+        with cfg.slots.claim() if cfg.sandbox.isolated else contextlib.nullcontext() as user:
+            return AttemptRun(cfg, reporter, http, spec, workdir, user).execute()
     except StaleAttempt:
         log.warning("attempt %d of %s was superseded", spec.attempt, spec.execution_id)
         return "stale"
@@ -123,15 +127,23 @@ class AttemptRun:
     """One attempt on this worker, from the fetched spec to the report."""
 
     def __init__(
-        self, cfg: RunnerConfig, reporter: Reporter, http: httpx.Client, spec: RunnerSpec, workdir: Path
+        self,
+        cfg: RunnerConfig,
+        reporter: Reporter,
+        http: httpx.Client,
+        spec: RunnerSpec,
+        workdir: Path,
+        user: JobUser | None,
     ) -> None:
         self.cfg = cfg
+        self.user = user
         self.reporter = reporter
         self.http = http
         self.spec = spec
         self.workdir = workdir
         self.limits = Limits.for_attempt(spec.resources, cfg.max_pids)
         self.shipper = LogShipper(reporter, RENEW_S)
+        self.confinement = Confinement(cfg.sandbox, cfg.cgroups, self.limits, self.shipper.stop_requested)
 
     def execute(self) -> str:
         self.shipper.start()
@@ -169,9 +181,13 @@ class AttemptRun:
             try:
                 job = self._prepare(interp, stack)
             except InstallFailed as exc:
+                if self.shipper.stale.is_set():
+                    raise StaleAttempt("superseded while installing") from None
+                if self.shipper.cancel_requested.is_set():
+                    return Verdict(None, FailureReason.CANCELLED), []
                 self.note(str(exc))
                 return Verdict(1, FailureReason.DEPENDENCY_INSTALL), []
-            verdict = self._supervise(job, stack)
+            verdict = self._supervise(job)
         if verdict.reason not in (None, FailureReason.EXIT_CODE):
             return verdict, []
         try:
@@ -183,78 +199,89 @@ class AttemptRun:
     # -- step 1: prepare and launch -------------------------------------------
     def _prepare(self, interp: Interpreter, stack: contextlib.ExitStack) -> Job:
         """The job as the sandbox will run it: the interpreter, or the cached
-        environment with the requirements (held while the job runs), the
-        trees it may read, its limits, and its own network namespace (held
-        while the job runs)."""
+        environment with the requirements (built in the job's sandbox, held
+        while the job runs), the trees it may read, its limits, and its own
+        network namespace (held while the job runs)."""
         python, readonly = interp.executable, [Path(interp.prefix)]
         path = f"{Path(interp.executable).parent}:{SYSTEM_PATH}"
-        if self.spec.requirements:
-            env = stack.enter_context(self.cfg.envs.use(interp, self.spec.requirements, self._installer_log))
-            python, path = env.python, f"{env.bin}:{path}"
-            readonly.append(env.path)
         netns = None
-        if self.spec.network and self.cfg.sandbox.needs_netns:
+        if self.cfg.sandbox.needs_netns and (self.spec.network or self.spec.requirements):
+            # A build reaches the package index even for a job without network.
             netns = stack.enter_context(
                 self.cfg.jobnet.attach(f"{self.spec.execution_id}-{self.spec.attempt}")
             )
-        self.cfg.sandbox.prepare(self.workdir)
+        if self.spec.requirements:
+            requirements = self.spec.requirements
+            env = stack.enter_context(
+                self.cfg.envs.use(
+                    interp, requirements, lambda home: self._build(interp, requirements, home, netns)
+                )
+            )
+            python, path = env.python, f"{env.bin}:{path}"
+            readonly.append(env.path)
+        self.cfg.sandbox.prepare(self.workdir, self.user)
         return Job(
             argv=[python, self.spec.script.path, *self.spec.args],
             workdir=self.workdir,
             env=job_env(self.spec, path),
             limits=self.limits,
+            user=self.user,
             readonly=readonly,
             network=self.spec.network,
             name=f"rgrid-{self.spec.execution_id}-{self.spec.attempt}",
-            image=f"python:{self.spec.runtime.split(':')[-1]}-slim",
-            netns=netns,
+            image=self._image(),
+            netns=netns if self.spec.network else None,
             resolv_conf=self.cfg.jobnet.resolv_path,
         )
 
-    def _installer_log(self, text: str) -> None:
+    def _image(self) -> str:
+        return f"python:{self.spec.runtime.split(':')[-1]}-slim"
+
+    def _build(self, interp: Interpreter, requirements: str, directory: Path, netns: Path | None) -> None:
+        place = BuildPlace(
+            name=f"{self.spec.execution_id}-{self.spec.attempt}-build",
+            user=self.user,
+            netns=netns,
+            resolv_conf=self.cfg.jobnet.resolv_path,
+            index_url=self.cfg.pip_index_url,
+            image=self._image(),
+        )
+        build_environment(
+            self.confinement,
+            place,
+            interp,
+            requirements,
+            directory,
+            self.cfg.install_timeout_s,
+            self._installer_log,
+        )
+
+    def _installer_log(self, stream: Stream, text: str) -> None:
         self.shipper.write("stderr", text)
 
     # -- step 2: supervise --------------------------------------------------
-    def _supervise(self, job: Job, stack: contextlib.ExitStack) -> Verdict:
+    def _supervise(self, job: Job) -> Verdict:
         """Run the job inside its cgroup (or rlimits) to its end, a cap, the
         timeout, a cancel or fencing; say why it ended."""
-        launch = self.cfg.sandbox.launch(job)
-        group = stack.enter_context(self._cgroup())
-        argv = group.join_command(launch.argv) if group else rlimit_command(launch.argv, self.limits)
         budget = LogBudget(self.cfg.max_log_bytes, self.shipper.write)
         watch = WorkdirWatch(self.workdir, self.cfg.max_workdir_bytes)
-        outcome = run_supervised(
-            argv,
-            launch.cwd,
-            launch.env,
+        ended = self.confinement.run(
+            job,
+            f"{self.spec.execution_id}-{self.spec.attempt}",
             self.spec.resources.timeout_s,
             budget.write,
-            self.shipper.stop_requested,
             check=lambda: budget.exceeded() or watch.exceeded(),
         )
+        outcome = ended.outcome
         if self.shipper.stale.is_set():
             raise StaleAttempt("superseded while running")
         reason = _failure_reason(
-            outcome,
-            cancelled=self.shipper.cancel_requested.is_set(),
-            oom=group.oom_killed() if group else False,
-            pids_hit=group.hit_pid_limit() if group else False,
+            outcome, cancelled=self.shipper.cancel_requested.is_set(), oom=ended.oom, pids_hit=ended.pids_hit
         )
         explanation = self._explanation(reason, outcome)
         if explanation:
             self.note(explanation)
         return Verdict(outcome.exit_code, reason, outcome.duration_s)
-
-    @contextlib.contextmanager
-    def _cgroup(self) -> Iterator[Cgroup | None]:
-        if not self.cfg.cgroups.available:
-            yield None
-            return
-        group = self.cfg.cgroups.create(f"{self.spec.execution_id}-{self.spec.attempt}", self.limits)
-        try:
-            yield group
-        finally:
-            group.remove()
 
     def _explanation(self, reason: FailureReason | None, outcome: ProcessOutcome) -> str | None:
         """Why rgrid stopped the script, for the user reading its stderr."""

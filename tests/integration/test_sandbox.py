@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -43,6 +44,53 @@ def test_job_environment_holds_no_secret(tmp_path: Path, rgrid_env: dict[str, st
         "PWD",
         "LC_CTYPE",
     }, keys
+
+
+RECORDER_C = r"""
+#include <stdio.h>
+#include <string.h>
+__attribute__((constructor)) static void rgrid_record(void) {
+    char line[256], name[64] = "?", uid[64] = "?", cap[64] = "?";
+    FILE *st = fopen("/proc/self/status", "r");
+    if (st) {
+        while (fgets(line, sizeof line, st)) {
+            if (!strncmp(line, "Name:", 5)) sscanf(line + 5, "%63s", name);
+            if (!strncmp(line, "Uid:", 4)) sscanf(line + 4, "%63s", uid);
+            if (!strncmp(line, "CapEff:", 7)) sscanf(line + 7, "%63s", cap);
+        }
+        fclose(st);
+    }
+    FILE *out = fopen("/job/record", "a");
+    if (out) { fprintf(out, "%s %s %s\n", name, uid, cap); fclose(out); }
+}
+"""
+
+
+def test_preload_of_an_input_runs_only_as_the_job(tmp_path: Path, rgrid_env: dict[str, str]) -> None:
+    """The attack as a tenant makes it: `--env LD_PRELOAD=` its own input.
+    Every process that loads the library has the job's uid and no
+    effective capability (it once ran in setpriv as root)."""
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    assert gcc, "a C compiler is needed to build the attack library"
+    (tmp_path / "recorder.c").write_text(RECORDER_C)
+    subprocess.run(
+        [gcc, "-shared", "-fPIC", "-o", str(tmp_path / "lib.so"), str(tmp_path / "recorder.c")], check=True
+    )
+    name = script(
+        tmp_path,
+        "probe.py",
+        "import subprocess, sys\nsubprocess.run(['/bin/true'])\nprint(open('/job/record').read(), end='')\n",
+    )
+    result = run_cli(
+        ["run", "--env", "LD_PRELOAD=/job/lib.so", "--env", "PATH=/job:/usr/bin:/bin", name, "lib.so"],
+        tmp_path,
+        rgrid_env,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [line.split() for line in result.stdout.splitlines()]
+    assert {n for n, _uid, _cap in lines} >= {"true"} and any(n.startswith("python") for n, _u, _c in lines)
+    for process, uid, cap in lines:
+        assert uid != "0" and cap == "0000000000000000", (process, uid, cap)
 
 
 def test_host_files_are_invisible(
@@ -220,9 +268,15 @@ def test_runtimes_resolve_and_unknown_ones_fail_at_submission(
 
 
 def test_requirements_install_once_and_are_reused(tmp_path: Path, rgrid_env: dict[str, str]) -> None:
+    """Built in the job's sandbox, under seccomp: a wheel with a compiled
+    extension (markupsafe's speedups) installs and loads."""
     marker = f"# {time.time_ns()}\n"  # a fresh cache key for this test session
-    (tmp_path / "requirements.txt").write_text(marker + "tomli-w==1.2.0\n")
-    name = script(tmp_path, "uses_tomli_w.py", "import tomli_w\nprint(tomli_w.dumps({'v': 1}).strip())\n")
+    (tmp_path / "requirements.txt").write_text(marker + "tomli-w==1.2.0\nmarkupsafe==2.1.5\n")
+    name = script(
+        tmp_path,
+        "uses_tomli_w.py",
+        "import tomli_w\nfrom markupsafe import _speedups\nprint(tomli_w.dumps({'v': 1}).strip())\n",
+    )
     first = run_cli(["run", name], tmp_path, rgrid_env, timeout=300)
     assert first.returncode == 0, first.stderr
     assert first.stdout == "v = 1\n"

@@ -1,45 +1,62 @@
-"""The dependency environment cache with real uv (requirements without
-packages, so no index is needed)."""
+"""The dependency environment cache: one build per key under concurrency,
+eviction by bytes, and nothing published that a build could still change
+or that another tenant could write. The builder here lays out a tree
+directly; the real one (rgrid_runner.build) runs uv in the job's sandbox
+and is exercised in tests/integration/test_build_sandbox.py."""
 
 from __future__ import annotations
 
+import os
+import stat
 import threading
 from pathlib import Path
 
-from rgrid_runner.envs import EnvCache
+import pytest
+
+from rgrid_runner.envs import Builder, EnvCache, InstallFailed, seal
 from rgrid_runner.runtimes import detect
 
+INTERP = detect()["python:3.11"]
 
-def test_least_recently_used_is_evicted_but_never_one_in_use(tmp_path: Path) -> None:
-    interp = detect()["python:3.11"]
-    cache = EnvCache(tmp_path, max_envs=1)
-    lines: list[str] = []
-    with cache.use(interp, "# a\n", lines.append) as env_a:
-        assert Path(env_a.python).exists()
-        with cache.use(interp, "# b\n", lines.append) as env_b:
-            assert Path(env_a.python).exists()  # in use: kept although over the bound
-            assert Path(env_b.python).exists()
-    with cache.use(interp, "# c\n", lines.append) as env_c:
-        assert Path(env_c.python).exists()
+
+def layout(size: int) -> tuple[list[str], Builder]:
+    """A builder that lays out a venv of about `size` bytes, and its log."""
+    built: list[str] = []
+
+    def build(home: Path) -> None:
+        (home / "venv" / "bin").mkdir(parents=True)
+        (home / "venv" / "bin" / "python").symlink_to(INTERP.executable)
+        (home / "venv" / "payload").write_bytes(os.urandom(size))
+        built.append(home.name)
+
+    return built, build
+
+
+def test_least_recently_used_is_evicted_by_bytes_but_never_one_in_use(tmp_path: Path) -> None:
+    cache = EnvCache(tmp_path, max_bytes=300_000)
+    _, build = layout(200_000)
+    with cache.use(INTERP, "a\n", build) as env_a, cache.use(INTERP, "b\n", build) as env_b:
+        assert Path(env_a.path).exists()  # in use: kept although over the bound
+        assert Path(env_b.path).exists()
+    with cache.use(INTERP, "c\n", build) as env_c:
+        assert Path(env_c.path).exists()
     assert not Path(env_a.path).exists() and not Path(env_b.path).exists()
+    small = EnvCache(tmp_path / "roomy", max_bytes=10_000_000)
+    for key in ("a\n", "b\n", "c\n"):
+        with small.use(INTERP, key, build) as env:
+            kept = env.path
+    assert len([p for p in (tmp_path / "roomy").iterdir() if p.is_dir() and not p.name.startswith(".")]) == 3
+    assert kept.exists()
 
 
 def test_one_key_builds_once_under_concurrency(tmp_path: Path) -> None:
-    interp = detect()["python:3.11"]
-    cache = EnvCache(tmp_path)
-    builds: list[str] = []
-    real_build = cache._build
-
-    def counted_build(*args: object) -> None:
-        builds.append("build")
-        real_build(*args)  # type: ignore[arg-type]
-
-    cache._build = counted_build  # type: ignore[method-assign]
+    cache = EnvCache(tmp_path, max_bytes=10**9)
+    built, build = layout(10)
     barrier = threading.Barrier(3)
 
     def use() -> None:
         barrier.wait()
-        with cache.use(interp, "# same\n", lambda _line: None):
+        with cache.use(INTERP, "same\n", build):
             pass
 
     threads = [threading.Thread(target=use) for _ in range(3)]
@@ -47,5 +64,44 @@ def test_one_key_builds_once_under_concurrency(tmp_path: Path) -> None:
         t.start()
     for t in threads:
         t.join()
-    assert builds == ["build"]
+    assert len(built) == 1
     assert len([p for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith(".")]) == 1
+
+
+def test_a_failed_or_hollow_build_is_never_cached(tmp_path: Path) -> None:
+    cache = EnvCache(tmp_path, max_bytes=10**9)
+
+    def fails(home: Path) -> None:
+        (home / "venv" / "bin").mkdir(parents=True)
+        raise InstallFailed("installing requirements failed (exit 1)")
+
+    def links_elsewhere(home: Path) -> None:
+        (home / "venv").symlink_to("/etc")
+
+    for build, message in ((fails, "exit 1"), (links_elsewhere, "left no environment")):
+        with pytest.raises(InstallFailed, match=message), cache.use(INTERP, "x\n", build):
+            pass
+    assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="handing a tree from a job uid to the runner needs root")
+def test_published_environment_is_the_runners_and_read_only_to_others(tmp_path: Path) -> None:
+    tree = tmp_path / "venv"
+    (tree / "lib").mkdir(parents=True)
+    open_file, setuid_file, link = tree / "lib" / "open.py", tree / "lib" / "su", tree / "lib" / "shadow"
+    open_file.write_text("x")
+    setuid_file.write_text("y")
+    link.symlink_to("/etc/shadow")
+    os.chmod(open_file, 0o666)
+    os.chmod(setuid_file, 0o4777)
+    os.chmod(tree / "lib", 0o777)
+    for path in (tree, tree / "lib", open_file, setuid_file):
+        os.chown(path, 200_001, 200_001)
+    os.lchown(link, 200_001, 200_001)
+    seal(tree)
+    for path in (tree, tree / "lib", open_file, setuid_file):
+        st = os.lstat(path)
+        assert (st.st_uid, st.st_gid) == (os.getuid(), os.getgid())
+        assert not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH | stat.S_ISUID | stat.S_ISGID), oct(st.st_mode)
+    assert os.lstat(link).st_uid == os.getuid() and os.readlink(link) == "/etc/shadow"
+    assert stat.S_IMODE(os.stat("/etc/shadow").st_mode) != 0o755  # the link's target was never touched

@@ -3,16 +3,33 @@ answers (none does on this project's machines)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from rgrid_runner.limits import Limits
-from rgrid_runner.sandbox import Bubblewrap, Docker, Job, JobUser, Plain
+from rgrid_runner.sandbox import Bubblewrap, Docker, Job, Launch, Plain
+from rgrid_runner.slots import JobUser
+from rgrid_runner.systools import PRIVILEGED_ENV, system_tool
 
-JOB_UID, JOB_GID = JobUser().uid, JobUser().gid
+JOB_UID, JOB_GID = 200_007, 200_007
+USER = JobUser(JOB_UID, JOB_GID, Path("/run/slots/200007.passwd"), Path("/run/slots/200007.group"))
+
+
+@pytest.fixture
+def bwrap() -> Iterator[Bubblewrap]:
+    yield Bubblewrap("/usr/bin/bwrap")
+
+
+def launched(sandbox: Bubblewrap | Docker, job: Job) -> Launch:
+    """The launch, with its seccomp file closed (the caller's duty)."""
+    launch = sandbox.launch(job)
+    launch.close()
+    return launch
 
 
 def job(tmp_path: Path, **kw: object) -> Job:
@@ -24,6 +41,7 @@ def job(tmp_path: Path, **kw: object) -> Job:
         limits=Limits(memory_bytes=512 * 1024**2, cpu=1.5, max_pids=64),
         name="rgrid-x-1",
         image="python:3.12-slim",
+        user=USER,
     )
     base.update(kw)
     return Job(**base)  # type: ignore[arg-type]
@@ -31,6 +49,7 @@ def job(tmp_path: Path, **kw: object) -> Job:
 
 def test_docker_command(tmp_path: Path) -> None:
     launch = Docker("docker").launch(job(tmp_path, network=False))
+    assert launch.env == PRIVILEGED_ENV
     assert launch.argv == [
         "docker",
         "run",
@@ -49,6 +68,7 @@ def test_docker_command(tmp_path: Path) -> None:
         "--tmpfs=/tmp:rw,nosuid,nodev",
         "--network=none",
         f"--volume={tmp_path}:/job:rw",
+        "--volume=/opt/py/3.12:/opt/py/3.12:ro",
         "--workdir=/job",
         "--env=PATH=/usr/bin",
         "--env=K=v",
@@ -58,11 +78,12 @@ def test_docker_command(tmp_path: Path) -> None:
         "s.py",
         "a b",
     ]
-    assert "--network=rgrid-jobs" in Docker().launch(job(tmp_path)).argv
+    assert "--network=rgrid-jobs" in Docker("docker").launch(job(tmp_path)).argv
 
 
-def test_bubblewrap_command_isolates(tmp_path: Path) -> None:
-    argv = Bubblewrap("bwrap").launch(job(tmp_path, network=False)).argv
+def test_bubblewrap_command_isolates(tmp_path: Path, bwrap: Bubblewrap) -> None:
+    launch = launched(bwrap, job(tmp_path, network=False))
+    argv = launch.argv
     for flag in (
         "--die-with-parent",
         "--unshare-pid",
@@ -80,23 +101,53 @@ def test_bubblewrap_command_isolates(tmp_path: Path) -> None:
         "--dir",
         "/opt",
     ]
-    tail = argv[argv.index("setpriv") :]
-    assert (
-        f"--reuid={JOB_UID}" in tail and "--no-new-privs" in tail and tail[-3:] == ["python", "s.py", "a b"]
-    )
+    assert argv[argv.index("/etc/passwd") - 2 : argv.index("/etc/passwd")] == ["--ro-bind", str(USER.passwd)]
+    # /etc readable by the job's uid, or it resolves no name and trusts no certificate.
+    assert argv[argv.index("/etc") - 3 : argv.index("/etc")] == ["--perms", "0755", "--dir"]
+    assert argv[argv.index("--seccomp") + 1] == str(launch.pass_fds[0])
 
 
-def test_bubblewrap_networked_job_enters_its_own_namespace(tmp_path: Path) -> None:
+def test_only_the_unprivileged_step_gets_the_jobs_environment(tmp_path: Path, bwrap: Bubblewrap) -> None:
+    """bwrap and setpriv run as root: by absolute path, with a fixed
+    environment. The job's variables (LD_PRELOAD, PATH) are set by `env -i`
+    after setpriv dropped the uid and every capability."""
+    hostile = {"LD_PRELOAD": "/job/lib.so", "PATH": "/job/bin", "GCONV_PATH": "/job"}
+    launch = launched(bwrap, job(tmp_path, network=False, env=hostile))
+    argv = launch.argv
+    assert launch.env == PRIVILEGED_ENV
+    setpriv = argv.index(system_tool("setpriv"))
+    before, after = argv[:setpriv], argv[setpriv:]
+    assert not any("/job/lib.so" in a or a == "/job/bin" for a in before)
+    assert [before[i + 1] for i, a in enumerate(before) if a == "--setenv"] == list(PRIVILEGED_ENV)
+    assert after[:10] == [
+        system_tool("setpriv"),
+        f"--reuid={JOB_UID}",
+        f"--regid={JOB_GID}",
+        "--clear-groups",
+        "--no-new-privs",
+        "--inh-caps=-all",
+        "--ambient-caps=-all",
+        "--bounding-set=-all",
+        "--",
+        system_tool("env"),
+    ]
+    assert after[10:12] == ["-i", "--"]
+    assert {"LD_PRELOAD=/job/lib.so", "PATH=/job/bin", "HOME=/job"} <= set(after[12:-3])
+    assert after[-3:] == ["python", "s.py", "a b"]
+    assert all(os.path.isabs(a) for a in (argv[0], after[0], after[9]))
+
+
+def test_bubblewrap_networked_job_enters_its_own_namespace(tmp_path: Path, bwrap: Bubblewrap) -> None:
     resolv = tmp_path / "resolv.conf"
-    launch = Bubblewrap("bwrap").launch(
-        job(tmp_path, netns=Path("/run/netns/rgrid.w.x-1"), resolv_conf=resolv)
-    )
-    assert launch.argv[:4] == ["nsenter", "--net=/run/netns/rgrid.w.x-1", "--", "bwrap"]
+    launch = launched(bwrap, job(tmp_path, netns=Path("/run/netns/rgrid.w.x-1"), resolv_conf=resolv))
+    assert launch.argv[:4] == [system_tool("nsenter"), "--net=/run/netns/rgrid.w.x-1", "--", "/usr/bin/bwrap"]
     assert "--unshare-net" not in launch.argv
     i = launch.argv.index("/etc/resolv.conf")
     assert launch.argv[i - 2 : i] == ["--ro-bind", str(resolv)]
     with pytest.raises(ValueError, match="own network namespace"):
-        Bubblewrap().launch(job(tmp_path))
+        bwrap.launch(job(tmp_path))
+    with pytest.raises(ValueError, match="slot's uid"):
+        bwrap.launch(job(tmp_path, network=False, user=None))
 
 
 def test_process_sandbox_is_unisolated(tmp_path: Path) -> None:
@@ -119,8 +170,8 @@ def _docker_answers() -> bool:
 )
 def test_docker_runs_a_job(tmp_path: Path) -> None:
     (tmp_path / "s.py").write_text("import os\nprint(os.getuid())\nopen('out.txt', 'w').write('x')\n")
-    sandbox = Docker()
-    sandbox.prepare(tmp_path)
+    sandbox = Docker(shutil.which("docker") or "docker")
+    sandbox.prepare(tmp_path, USER)
     # Without network: the jobs' Docker network is the node agent's to create.
     launch = sandbox.launch(job(tmp_path, argv=["python", "s.py"], readonly=[], network=False))
     out = subprocess.run(launch.argv, env=launch.env, capture_output=True, text=True, timeout=600)

@@ -16,6 +16,7 @@ from rgrid.errors import UsageError, exit_code_for
 from rgrid.follow import follow, write_chunk
 from rgrid.hashcache import sha256_files
 from rgrid.inputs import RunPlan, plan_run
+from rgrid.requirements import RefusedRequirement, check_requirements
 from rgrid.transfer import Progress, download, upload_missing
 from rgrid.units import parse_duration_s, parse_env, parse_memory_mb
 from rgrid.wire import ExecutionCreate, ExecutionView, InputFile, Resources, Status
@@ -97,9 +98,13 @@ def _requirements(script: str, explicit: str | None, disabled: bool) -> str | No
             raise UsageError(f"--requirements: no such file: {explicit}")
         return None
     try:
-        return path.read_text()
+        text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read requirements file {path}: {exc.__class__.__name__}") from None
+    try:
+        return check_requirements(text)
+    except RefusedRequirement as exc:
+        raise UsageError(f"{path}: {exc}") from None
 
 
 def _submit(
