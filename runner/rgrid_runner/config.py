@@ -15,6 +15,7 @@ from rgrid_runner.runtimes import Interpreter, detect
 from rgrid_runner.sandbox import Sandbox, choose
 from rgrid_runner.settings import runner_settings
 from rgrid_runner.slots import JobSlots
+from rgrid_runner.workdisk import DiskLimits, WorkDisks
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class RunnerConfig:
     max_output_files: int
     max_output_bytes: int
     max_log_bytes: int
-    max_workdir_bytes: int
+    disks: WorkDisks
 
 
 @cache
@@ -61,5 +62,7 @@ def runner_config() -> RunnerConfig:
         max_output_files=s.max_output_files,
         max_output_bytes=s.max_output_bytes,
         max_log_bytes=s.max_log_bytes,
-        max_workdir_bytes=s.max_workdir_bytes,
+        disks=WorkDisks(
+            root.parent / f"{root.name}-disks", DiskLimits(s.max_workdir_bytes, s.max_workdir_inodes)
+        ),
     )

@@ -64,7 +64,10 @@ class RunnerSettings(BaseSettings):
     max_output_files: int = 10_000
     max_output_bytes: int = 10 * GIB
     max_log_bytes: int = 64 * MIB
+    # Each attempt's work dir is a file system of its own with this room
+    # and this many files (rgrid_runner.workdisk).
     max_workdir_bytes: int = 20 * GIB
+    max_workdir_inodes: int = 500_000
 
     def work_dir(self) -> Path:
         return self.work_root or Path(tempfile.gettempdir()) / "rgrid-work"

@@ -37,7 +37,7 @@ from rgrid_runner.confine import Confinement
 from rgrid_runner.envs import InstallFailed
 from rgrid_runner.httpclient import process_client
 from rgrid_runner.lifeline import ensure_lifeline
-from rgrid_runner.limits import Limits, LogBudget, WorkdirWatch
+from rgrid_runner.limits import Limits, LogBudget
 from rgrid_runner.logship import LogShipper
 from rgrid_runner.process import ProcessOutcome
 from rgrid_runner.reporter import Reporter, StaleAttempt
@@ -55,6 +55,7 @@ from rgrid_runner.workdir import (
     snapshot,
     upload,
 )
+from rgrid_runner.workdisk import WorkDisk
 
 log = logging.getLogger(__name__)
 
@@ -173,28 +174,33 @@ class AttemptRun:
         if interp is None:
             self.note(f"runtime {self.spec.runtime} is not installed on this worker")
             return Verdict(127, FailureReason.RUNTIME_UNAVAILABLE), []
-        self.cfg.inputs.place(
-            self.http, [self.spec.script, *self.spec.inputs], self.workdir, share=self.cfg.sandbox.isolated
-        )
-        before = snapshot(self.workdir)
-        with contextlib.ExitStack() as stack:
+        with self.cfg.disks.attach(self.workdir) as disk:
+            self.cfg.inputs.place(
+                self.http,
+                [self.spec.script, *self.spec.inputs],
+                disk.inputs_dir,
+                share=self.cfg.sandbox.isolated,
+            )
+            disk.mount()
+            before = snapshot(self.workdir)
+            with contextlib.ExitStack() as stack:
+                try:
+                    job = self._prepare(interp, stack)
+                except InstallFailed as exc:
+                    if self.shipper.stale.is_set():
+                        raise StaleAttempt("superseded while installing") from None
+                    if self.shipper.cancel_requested.is_set():
+                        return Verdict(None, FailureReason.CANCELLED), []
+                    self.note(str(exc))
+                    return Verdict(1, FailureReason.DEPENDENCY_INSTALL), []
+                verdict = self._supervise(job, disk)
+            if verdict.reason not in (None, FailureReason.EXIT_CODE):
+                return verdict, []
             try:
-                job = self._prepare(interp, stack)
-            except InstallFailed as exc:
-                if self.shipper.stale.is_set():
-                    raise StaleAttempt("superseded while installing") from None
-                if self.shipper.cancel_requested.is_set():
-                    return Verdict(None, FailureReason.CANCELLED), []
+                return verdict, self._collect(before)
+            except OutputLimitExceeded as exc:
                 self.note(str(exc))
-                return Verdict(1, FailureReason.DEPENDENCY_INSTALL), []
-            verdict = self._supervise(job)
-        if verdict.reason not in (None, FailureReason.EXIT_CODE):
-            return verdict, []
-        try:
-            return verdict, self._collect(before)
-        except OutputLimitExceeded as exc:
-            self.note(str(exc))
-            return replace(verdict, reason=FailureReason.OUTPUT_TOO_LARGE), []
+                return replace(verdict, reason=FailureReason.OUTPUT_TOO_LARGE), []
 
     # -- step 1: prepare and launch -------------------------------------------
     def _prepare(self, interp: Interpreter, stack: contextlib.ExitStack) -> Job:
@@ -260,19 +266,21 @@ class AttemptRun:
         self.shipper.write("stderr", text)
 
     # -- step 2: supervise --------------------------------------------------
-    def _supervise(self, job: Job) -> Verdict:
+    def _supervise(self, job: Job, disk: WorkDisk) -> Verdict:
         """Run the job inside its cgroup (or rlimits) to its end, a cap, the
         timeout, a cancel or fencing; say why it ended."""
         budget = LogBudget(self.cfg.max_log_bytes, self.shipper.write)
-        watch = WorkdirWatch(self.workdir, self.cfg.max_workdir_bytes)
         ended = self.confinement.run(
             job,
             f"{self.spec.execution_id}-{self.spec.attempt}",
             self.spec.resources.timeout_s,
             budget.write,
-            check=lambda: budget.exceeded() or watch.exceeded(),
+            check=lambda: budget.exceeded() or disk.exceeded(),
         )
         outcome = ended.outcome
+        if outcome.limit is None and outcome.exit_code != 0:
+            # It may have died of ENOSPC between two checks.
+            outcome = replace(outcome, limit=disk.full())
         if self.shipper.stale.is_set():
             raise StaleAttempt("superseded while running")
         reason = _failure_reason(

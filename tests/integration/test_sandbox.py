@@ -227,14 +227,32 @@ def test_flood_of_log_is_capped(tmp_path: Path, rgrid_env: dict[str, str]) -> No
 
 
 def test_work_dir_cannot_fill_the_disk(tmp_path: Path, rgrid_env: dict[str, str]) -> None:
-    code = (
-        "import time\nwith open('fill.bin', 'wb') as fh:\n"
-        "    while True:\n        fh.write(b'z' * 1024 * 1024)\n        fh.flush()\n        time.sleep(0.01)\n"
+    """A disk fill and a million empty files each end at the job's own file
+    system's limit, with the reason; the node runs another job meanwhile."""
+    fill = script(
+        tmp_path,
+        "fill.py",
+        "with open('fill.bin', 'wb') as fh:\n    while True:\n        fh.write(b'z' * 1024 * 1024)\n",
     )
-    name = script(tmp_path, "fill.py", code)
-    result = run_cli(["run", "--timeout", "120s", "--memory", "256M", name], tmp_path, rgrid_env)
-    assert result.returncode == 75
-    assert "work dir grew over" in result.stderr
+    files = script(tmp_path, "files.py", "for i in range(1_000_000):\n    open(f'f{i}', 'w').close()\n")
+    ok = script(tmp_path, "ok.py", "print('still running jobs')\n")
+    started = [
+        subprocess.Popen(
+            [sys.executable, "-m", "rgrid", "run", "--timeout", "120s", "--memory", "256M", name],
+            cwd=tmp_path,
+            env=rgrid_env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for name in (fill, files)
+    ]
+    meanwhile = run_cli(["run", ok], tmp_path, rgrid_env)
+    assert meanwhile.returncode == 0 and meanwhile.stdout == "still running jobs\n", meanwhile.stderr
+    (_, fill_err), (_, files_err) = (p.communicate(timeout=180) for p in started)
+    assert [p.returncode for p in started] == [75, 75]
+    assert "output_too_large" in fill_err and f"limit of {64 * 1024 * 1024} bytes" in fill_err, fill_err
+    assert "output_too_large" in files_err and "limit of 5000 files" in files_err, files_err
 
 
 def test_network_none(tmp_path: Path, rgrid_env: dict[str, str], net_hosts: dict[str, NetHost]) -> None:

@@ -26,6 +26,7 @@ from rgrid_runner.sandbox import Bubblewrap, Job
 from rgrid_runner.seccomp import _library
 from rgrid_runner.slots import JobSlots, JobUser
 from rgrid_runner.systools import found, system_tool
+from rgrid_runner.workdisk import DiskLimits, WorkDisks
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or found("bwrap") is None,
@@ -277,3 +278,68 @@ def _uid_of(pid: int) -> int | None:
     except OSError:
         return None
     return None
+
+
+@pytest.fixture
+def disks(tmp_path: Path) -> WorkDisks:
+    disks = WorkDisks(tmp_path / "disks", DiskLimits(max_bytes=16 * 2**20, max_inodes=2000))
+    assert disks.available, "loop devices, mkfs.ext4 and overlayfs are there on every node (and in CI)"
+    return disks
+
+
+def _mounts_under(path: Path) -> list[str]:
+    return [
+        line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines() if str(path) in line
+    ]
+
+
+@pytest.mark.parametrize(
+    ("code", "reached"),
+    [
+        ("for i in range(1_000_000):\n    open(f'f{i}', 'w').close()\n", "limit of 2000 files"),
+        ("with open('fill.bin', 'wb') as fh:\n    while True:\n        fh.write(b'z' * 2**20)\n", "bytes"),
+    ],
+    ids=["a-million-empty-files", "a-disk-fill"],
+)
+def test_the_work_dir_has_a_size_the_kernel_enforces(
+    tmp_path: Path,
+    confinement: Confinement,
+    slots: JobSlots,
+    interp: Interpreter,
+    disks: WorkDisks,
+    code: str,
+    reached: str,
+) -> None:
+    """The job hits its own file system's end (ENOSPC), the runner names
+    the limit; its inputs (in the lower layer) are readable and cost it no
+    room, even one larger than its whole limit."""
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    with disks.attach(workdir) as disk:
+        big_input = disk.inputs_dir / "big-input.bin"
+        big_input.write_bytes(b"i" * 20 * 2**20)
+        big_input.chmod(0o444)
+        disk.mount()
+        probe = "import os\nassert os.path.getsize('big-input.bin') == 20 * 2**20\n" + code
+        with slots.claim() as user:
+            ended, output = run_job(confinement, user, interp, workdir, probe)
+        assert ended.outcome.exit_code != 0
+        assert "No space left on device" in output, output
+        limit = disk.full()
+        assert limit is not None and reached in limit, limit
+        assert big_input.read_bytes()[:1] == b"i"
+        # Another job on the node goes on writing: its disk is its own.
+        other = tmp_path / "other"
+        other.mkdir()
+        with disks.attach(other) as second:
+            second.mount()
+            with slots.claim() as user:
+                fine, out = run_job(
+                    confinement, user, interp, other, "open('ok', 'w').write('ok')\nprint('ok')\n"
+                )
+            assert fine.outcome.exit_code == 0 and out == "ok\n"
+            assert (other / "ok").read_text() == "ok"
+    assert _mounts_under(tmp_path) == []
+    assert not list((tmp_path / "disks").glob("*.img")) or all(
+        p.name.split("-")[0] == str(os.getpid()) for p in (tmp_path / "disks").glob("*.img")
+    )  # at most this process's spare

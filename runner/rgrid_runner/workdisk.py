@@ -1,0 +1,266 @@
+"""A work dir with a size the kernel enforces: bytes and files.
+
+A job could fill the node's disk, or its inode table with a million empty
+files, and stop every other job on the node. Measuring the work dir now and
+then (du) sees that too late and costs a walk of the tree each time, and
+this kernel has no quotas (CONFIG_QFMT_V2 is off; tmpfs and XFS quotas too),
+so each attempt gets a file system of its own:
+
+- **ext4 on a loop device**, formatted per attempt with exactly
+  RGRID_MAX_WORKDIR_INODES inodes and room for RGRID_MAX_WORKDIR_BYTES,
+  in a sparse image under the work root (it takes on the node's disk only
+  what the job wrote). No journal; its inode tables are never zeroed
+  (`lazy_itable_init`, `noinit_itable`), so formatting takes ~10 ms and is
+  done ahead, off the attempt's path: each runner process keeps one spare.
+- **overlayfs on top**: the inputs are hard links into the node's input
+  cache (rgrid_runner.inputcache), on the node's own file system, as the
+  lower layer; everything the job writes goes to the upper layer on its
+  own ext4. Inputs cost no copy and no room in the job's limit.
+- Loop devices are set up with ioctls and both file systems mounted with
+  mount(2) from the runner itself: no helper process on the attempt's
+  path (~2 ms). The loop device clears itself when the file system is
+  unmounted (LO_FLAGS_AUTOCLEAR).
+
+A job that fills its file system sees ENOSPC like on any full disk; the
+runner stops it and says which limit it reached. Without root or loop
+devices (the process sandbox on a laptop), the work dir is a plain
+directory measured every few seconds (limits.WorkdirWatch).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import logging
+import os
+import shutil
+import struct
+import subprocess
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from rgrid_runner.limits import WorkdirWatch
+from rgrid_runner.systools import PRIVILEGED_ENV, found
+
+log = logging.getLogger(__name__)
+
+LOOP_CONTROL = "/dev/loop-control"
+LOOP_CTL_GET_FREE = 0x4C82
+LOOP_CONFIGURE = 0x4C0A
+LO_FLAGS_AUTOCLEAR = 4
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MNT_DETACH = 0x2
+INODE_BYTES = 256
+# Room for ext4's own metadata beside the job's bytes and inode tables.
+SLACK_BYTES = 8 * 2**20
+# Below this much free room (or no free inode) the disk is full.
+FULL_BELOW_BYTES = 2**20
+
+
+@dataclass(frozen=True)
+class DiskLimits:
+    max_bytes: int
+    max_inodes: int
+
+
+def _libc() -> ctypes.CDLL:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
+    libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
+    return libc
+
+
+def _mount(source: str, target: Path, fstype: str, options: str) -> None:
+    if _libc().mount(
+        source.encode(), str(target).encode(), fstype.encode(), MS_NOSUID | MS_NODEV, options.encode()
+    ):
+        code = ctypes.get_errno()
+        raise OSError(code, f"mounting {fstype} on {target}: {os.strerror(code)}")
+
+
+def _unmount(target: Path) -> None:
+    if _libc().umount2(str(target).encode(), MNT_DETACH):
+        code = ctypes.get_errno()
+        if code not in (errno.EINVAL, errno.ENOENT):  # not mounted (any more)
+            log.warning("cannot unmount %s: %s", target, os.strerror(code))
+
+
+def _loop_device(image: Path) -> tuple[str, int]:
+    """A free loop device backed by `image`, cleared when unmounted: its path
+    and an open descriptor the caller closes once the file system is mounted."""
+    control = os.open(LOOP_CONTROL, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        for _ in range(32):
+            number = fcntl.ioctl(control, LOOP_CTL_GET_FREE)
+            device = f"/dev/loop{number}"
+            device_fd = os.open(device, os.O_RDWR | os.O_CLOEXEC)
+            image_fd = os.open(image, os.O_RDWR | os.O_CLOEXEC)
+            try:
+                info = struct.pack(
+                    "5Q4I64s64s32s2Q", 0, 0, 0, 0, 0, 0, 0, 0, LO_FLAGS_AUTOCLEAR, b"", b"", b"", 0, 0
+                )
+                fcntl.ioctl(device_fd, LOOP_CONFIGURE, struct.pack("II", image_fd, 0) + info + bytes(64))
+                return device, device_fd
+            except OSError as exc:
+                os.close(device_fd)
+                if exc.errno != errno.EBUSY:  # another process took this device first
+                    raise
+            finally:
+                os.close(image_fd)
+        raise OSError(errno.EBUSY, "no free loop device")
+    finally:
+        os.close(control)
+
+
+class WorkDisks:
+    """The node's per-attempt file systems, made by this runner process."""
+
+    def __init__(self, root: Path, limits: DiskLimits) -> None:
+        self.root = root
+        self.limits = limits
+        self.mkfs = found("mkfs.ext4")
+        self.available = (
+            os.geteuid() == 0
+            and self.mkfs is not None
+            and os.path.exists(LOOP_CONTROL)
+            and "overlay" in Path("/proc/filesystems").read_text()
+        )
+        self._spare: Path | None = None
+        self._lock = threading.Lock()
+        if self.available:
+            root.mkdir(parents=True, exist_ok=True)
+            root.chmod(0o700)
+            self._sweep()
+
+    def _sweep(self) -> None:
+        """Images that runner processes which died left behind (a mounted
+        one stays usable until its file system is unmounted)."""
+        for image in self.root.glob("*.img"):
+            pid = image.name.split("-", 1)[0]
+            if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+                image.unlink(missing_ok=True)
+
+    def _format(self) -> Path:
+        image = self.root / f"{os.getpid()}-{uuid.uuid4().hex[:12]}.img"
+        size = self.limits.max_bytes + self.limits.max_inodes * INODE_BYTES + SLACK_BYTES
+        with open(image, "wb") as fh:
+            fh.truncate(size)
+        subprocess.run(
+            [
+                str(self.mkfs),
+                "-q",
+                "-F",
+                "-m",
+                "0",
+                "-N",
+                str(self.limits.max_inodes),
+                "-O",
+                "^has_journal",
+                "-E",
+                "lazy_itable_init=1,nodiscard",
+                str(image),
+            ],
+            check=True,
+            capture_output=True,
+            env=PRIVILEGED_ENV,
+            timeout=60,
+        )
+        return image
+
+    def take(self) -> Path:
+        """A formatted image: the spare made ahead, or one made now; the
+        next spare is made in the background."""
+        with self._lock:
+            image, self._spare = self._spare, None
+        if image is None or not image.exists():
+            image = self._format()
+        threading.Thread(target=self._refill, name="rgrid-workdisk", daemon=True).start()
+        return image
+
+    def _refill(self) -> None:
+        try:
+            spare = self._format()
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.warning("cannot format a spare work disk: %s", exc)
+            return
+        with self._lock:
+            if self._spare is None:
+                self._spare = spare
+                return
+        spare.unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def attach(self, workdir: Path) -> Iterator[WorkDisk]:
+        disk = WorkDisk(self, workdir)
+        try:
+            yield disk
+        finally:
+            disk.close()
+
+
+class WorkDisk:
+    """One attempt's work dir: inputs go to `inputs_dir`, then `mount()`
+    puts the job's own file system over them at the work dir."""
+
+    def __init__(self, disks: WorkDisks, workdir: Path) -> None:
+        self.disks = disks
+        self.workdir = workdir
+        self.enforced = disks.available
+        self.watch = WorkdirWatch(workdir, disks.limits.max_bytes)
+        self.inputs_dir = workdir.with_name(workdir.name + ".in") if self.enforced else workdir
+        self.disk = workdir.with_name(workdir.name + ".disk")
+        self.image: Path | None = None
+        self.mounted: list[Path] = []
+        if self.enforced:
+            self.inputs_dir.mkdir(mode=0o755)
+
+    def mount(self) -> None:
+        """The job's file system over its inputs, at the work dir."""
+        if not self.enforced:
+            return
+        self.image = self.disks.take()
+        self.disk.mkdir(mode=0o700)
+        device, device_fd = _loop_device(self.image)
+        try:
+            _mount(device, self.disk, "ext4", "noinit_itable")
+        finally:
+            os.close(device_fd)
+        self.mounted.append(self.disk)
+        (self.disk / "upper").mkdir()
+        (self.disk / "work").mkdir()
+        options = f"lowerdir={self.inputs_dir},upperdir={self.disk / 'upper'},workdir={self.disk / 'work'}"
+        _mount("overlay", self.workdir, "overlay", options)
+        self.mounted.append(self.workdir)
+
+    def exceeded(self) -> str | None:
+        """Which limit the job reached, if any (cheap: one statvfs)."""
+        if not self.enforced:
+            return self.watch.exceeded()
+        return self.full()
+
+    def full(self) -> str | None:
+        """Whether the job's file system is full, and of what."""
+        if not self.mounted:
+            return None
+        st = os.statvfs(self.disk)
+        if st.f_favail == 0:
+            return f"its work dir reached its limit of {self.disks.limits.max_inodes} files"
+        if st.f_bavail * st.f_frsize < FULL_BELOW_BYTES:
+            return f"its work dir reached its limit of {self.disks.limits.max_bytes} bytes"
+        return None
+
+    def close(self) -> None:
+        for target in reversed(self.mounted):
+            _unmount(target)
+        self.mounted.clear()
+        if self.image is not None:
+            self.image.unlink(missing_ok=True)
+        if self.enforced:
+            shutil.rmtree(self.disk, ignore_errors=True)
+            shutil.rmtree(self.inputs_dir, ignore_errors=True)
