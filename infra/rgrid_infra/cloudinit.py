@@ -90,7 +90,15 @@ def render_worker(w: WorkerBoot) -> str:
     runtimes = ",".join(f"python:{v}=/opt/rgrid/python/{v}/bin/python3" for v in w.runtimes)
     doc = {
         "package_update": True,
-        "packages": ["bubblewrap", "nftables", "iproute2", "curl", "ca-certificates"],
+        "packages": [
+            "bubblewrap",
+            "libseccomp2",
+            "e2fsprogs",
+            "nftables",
+            "iproute2",
+            "curl",
+            "ca-certificates",
+        ],
         "write_files": [
             {"path": "/etc/rgrid/node.env", "permissions": "0600", "content": env},
             {"path": "/etc/nftables.conf", "permissions": "0644", "content": _firewall(w.private_cidr)},
@@ -164,7 +172,16 @@ fi
 """
     doc = {
         "package_update": True,
-        "packages": ["postgresql", "bubblewrap", "nftables", "iproute2", "curl", "ca-certificates"],
+        "packages": [
+            "postgresql",
+            "bubblewrap",
+            "libseccomp2",
+            "e2fsprogs",
+            "nftables",
+            "iproute2",
+            "curl",
+            "ca-certificates",
+        ],
         "write_files": [
             {"path": "/opt/rgrid/setup.sh", "permissions": "0700", "content": setup},
             {"path": "/etc/systemd/system/rgrid-server.service", "content": unit("rgrid-server.service")},

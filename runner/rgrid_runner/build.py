@@ -13,13 +13,22 @@ reaches it. EnvCache (envs.py) publishes what it built only after it ended.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from rgrid.wire import Stream
 from rgrid_runner.confine import Confinement
-from rgrid_runner.envs import REQUIREMENTS_FILE, InstallFailed, installer_argv, installer_env, uv_binary
+from rgrid_runner.envs import (
+    INSTALLER_CACHE,
+    REQUIREMENTS_FILE,
+    InstallFailed,
+    installer_argv,
+    installer_env,
+    interpreter_seed,
+    uv_binary,
+)
 from rgrid_runner.runtimes import Interpreter
 from rgrid_runner.sandbox import Job
 from rgrid_runner.slots import JobUser
@@ -49,6 +58,9 @@ def build_environment(
 ) -> None:
     """Install `requirements` into `directory/venv`; InstallFailed says why not."""
     (directory / REQUIREMENTS_FILE).write_text(requirements)
+    seed = interpreter_seed(directory.parent, interp)
+    if seed.is_dir():
+        shutil.copytree(seed, directory / INSTALLER_CACHE)
     uv = uv_binary()
     home = confinement.sandbox.home(directory)
     confinement.sandbox.prepare(directory, place.user)

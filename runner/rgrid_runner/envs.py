@@ -24,10 +24,13 @@ runs on the worker, of any tenant: same key, same environment.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
 import shutil
 import stat
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -37,6 +40,9 @@ from pathlib import Path
 
 from rgrid.filelock import FileLock
 from rgrid_runner.runtimes import Interpreter
+from rgrid_runner.systools import PRIVILEGED_ENV
+
+log = logging.getLogger(__name__)
 
 USED_MARK = ".rgrid-used"
 SIZE_MARK = ".rgrid-bytes"
@@ -186,6 +192,7 @@ INSTALLER_ENV = frozenset(
     }
 )
 REQUIREMENTS_FILE = "requirements.txt"
+INSTALLER_CACHE = ".uv-cache"
 
 
 def uv_binary() -> Path:
@@ -204,7 +211,7 @@ def installer_env(home: str, index_url: str | None) -> dict[str, str]:
     env.update(
         PATH="/usr/bin:/bin",
         HOME=home,
-        UV_CACHE_DIR=f"{home}/.uv-cache",
+        UV_CACHE_DIR=f"{home}/{INSTALLER_CACHE}",
         UV_NO_PROGRESS="1",
         UV_NO_CONFIG="1",
         UV_PYTHON_DOWNLOADS="never",
@@ -223,3 +230,36 @@ def installer_argv(uv: Path, interp: Interpreter, home: str) -> list[str]:
         f'exec "$uv" pip install --python "$home/venv/bin/python" -r "$home/{REQUIREMENTS_FILE}"\n'
     )
     return ["/bin/sh", "-ec", script, "rgrid-install", str(uv), interp.executable, home]
+
+
+def interpreter_seed(root: Path, interp: Interpreter) -> Path:
+    """What uv learns about an interpreter by running it (~40 ms), learnt
+    once per interpreter by the runner itself (no tenant input: the node's
+    interpreter and an empty venv) and copied into each build's own cache,
+    so a build starts warm without sharing a writable cache with anyone."""
+    st = os.stat(interp.executable)
+    key = hashlib.sha256(f"{interp.executable}\n{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    seed = root / f".seed-{key}"
+    if seed.is_dir():
+        return seed
+    scratch = Path(tempfile.mkdtemp(prefix=".seeding-", dir=root))
+    try:
+        subprocess.run(
+            [str(uv_binary()), "venv", "--quiet", "--python", interp.executable, str(scratch / "venv")],
+            env={**PRIVILEGED_ENV, "UV_CACHE_DIR": str(scratch / "cache"), "UV_NO_CONFIG": "1"},
+            capture_output=True,
+            check=True,
+            timeout=120,
+        )
+        learnt = [p for p in (scratch / "cache").iterdir() if p.name.startswith("interpreter-")]
+        staged = scratch / "seed"
+        staged.mkdir()
+        for part in learnt:
+            shutil.copytree(part, staged / part.name)
+        with contextlib.suppress(OSError):  # another process seeded it first
+            staged.rename(seed)
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning("cannot learn about %s ahead of builds: %s", interp.executable, exc)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return seed

@@ -105,9 +105,13 @@ def run_attempt(ticket: AttemptTicket) -> str:
     cfg = runner_config()
     workdir = make_workdir(cfg.work_root, spec.execution_id, spec.attempt)
     try:
-        # The attempt's own uid, held from its requirements build to its end.
-        with cfg.slots.claim() if cfg.sandbox.isolated else contextlib.nullcontext() as user:
-            return AttemptRun(cfg, reporter, http, spec, workdir, user).execute()
+        # The attempt's own uid, held from its requirements build to its end,
+        # and its own disk, unmounted once it reported.
+        with (
+            cfg.slots.claim() if cfg.sandbox.isolated else contextlib.nullcontext() as user,
+            cfg.disks.attach(workdir) as disk,
+        ):
+            return AttemptRun(cfg, reporter, http, spec, workdir, user, disk).execute()
     except StaleAttempt:
         log.warning("attempt %d of %s was superseded", spec.attempt, spec.execution_id)
         return "stale"
@@ -135,9 +139,11 @@ class AttemptRun:
         spec: RunnerSpec,
         workdir: Path,
         user: JobUser | None,
+        disk: WorkDisk,
     ) -> None:
         self.cfg = cfg
         self.user = user
+        self.disk = disk
         self.reporter = reporter
         self.http = http
         self.spec = spec
@@ -174,33 +180,32 @@ class AttemptRun:
         if interp is None:
             self.note(f"runtime {self.spec.runtime} is not installed on this worker")
             return Verdict(127, FailureReason.RUNTIME_UNAVAILABLE), []
-        with self.cfg.disks.attach(self.workdir) as disk:
-            self.cfg.inputs.place(
-                self.http,
-                [self.spec.script, *self.spec.inputs],
-                disk.inputs_dir,
-                share=self.cfg.sandbox.isolated,
-            )
-            disk.mount()
-            before = snapshot(self.workdir)
-            with contextlib.ExitStack() as stack:
-                try:
-                    job = self._prepare(interp, stack)
-                except InstallFailed as exc:
-                    if self.shipper.stale.is_set():
-                        raise StaleAttempt("superseded while installing") from None
-                    if self.shipper.cancel_requested.is_set():
-                        return Verdict(None, FailureReason.CANCELLED), []
-                    self.note(str(exc))
-                    return Verdict(1, FailureReason.DEPENDENCY_INSTALL), []
-                verdict = self._supervise(job, disk)
-            if verdict.reason not in (None, FailureReason.EXIT_CODE):
-                return verdict, []
+        self.cfg.inputs.place(
+            self.http,
+            [self.spec.script, *self.spec.inputs],
+            self.disk.inputs_dir,
+            share=self.cfg.sandbox.isolated,
+        )
+        self.disk.mount()
+        before = snapshot(self.workdir)
+        with contextlib.ExitStack() as stack:
             try:
-                return verdict, self._collect(before)
-            except OutputLimitExceeded as exc:
+                job = self._prepare(interp, stack)
+            except InstallFailed as exc:
+                if self.shipper.stale.is_set():
+                    raise StaleAttempt("superseded while installing") from None
+                if self.shipper.cancel_requested.is_set():
+                    return Verdict(None, FailureReason.CANCELLED), []
                 self.note(str(exc))
-                return replace(verdict, reason=FailureReason.OUTPUT_TOO_LARGE), []
+                return Verdict(1, FailureReason.DEPENDENCY_INSTALL), []
+            verdict = self._supervise(job)
+        if verdict.reason not in (None, FailureReason.EXIT_CODE):
+            return verdict, []
+        try:
+            return verdict, self._collect(before)
+        except OutputLimitExceeded as exc:
+            self.note(str(exc))
+            return replace(verdict, reason=FailureReason.OUTPUT_TOO_LARGE), []
 
     # -- step 1: prepare and launch -------------------------------------------
     def _prepare(self, interp: Interpreter, stack: contextlib.ExitStack) -> Job:
@@ -266,7 +271,7 @@ class AttemptRun:
         self.shipper.write("stderr", text)
 
     # -- step 2: supervise --------------------------------------------------
-    def _supervise(self, job: Job, disk: WorkDisk) -> Verdict:
+    def _supervise(self, job: Job) -> Verdict:
         """Run the job inside its cgroup (or rlimits) to its end, a cap, the
         timeout, a cancel or fencing; say why it ended."""
         budget = LogBudget(self.cfg.max_log_bytes, self.shipper.write)
@@ -275,12 +280,12 @@ class AttemptRun:
             f"{self.spec.execution_id}-{self.spec.attempt}",
             self.spec.resources.timeout_s,
             budget.write,
-            check=lambda: budget.exceeded() or disk.exceeded(),
+            check=lambda: budget.exceeded() or self.disk.exceeded(),
         )
         outcome = ended.outcome
         if outcome.limit is None and outcome.exit_code != 0:
             # It may have died of ENOSPC between two checks.
-            outcome = replace(outcome, limit=disk.full())
+            outcome = replace(outcome, limit=self.disk.full())
         if self.shipper.stale.is_set():
             raise StaleAttempt("superseded while running")
         reason = _failure_reason(

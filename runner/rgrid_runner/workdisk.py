@@ -11,7 +11,8 @@ so each attempt gets a file system of its own:
   in a sparse image under the work root (it takes on the node's disk only
   what the job wrote). No journal; its inode tables are never zeroed
   (`lazy_itable_init`, `noinit_itable`), so formatting takes ~10 ms and is
-  done ahead, off the attempt's path: each runner process keeps one spare.
+  done ahead, off the attempt's path: each runner process keeps one spare,
+  made after an attempt reported. Unmounting, too, comes after the report.
 - **overlayfs on top**: the inputs are hard links into the node's input
   cache (rgrid_runner.inputcache), on the node's own file system, as the
   lower layer; everything the job writes goes to the upper layer on its
@@ -118,11 +119,36 @@ def _loop_device(image: Path) -> tuple[str, int]:
         os.close(control)
 
 
+def _mounts() -> list[tuple[Path, str, str]]:
+    """(mount point, file system type, source) of every mount we see."""
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        before, _, after = line.partition(" - ")
+        fields, tail = before.split(), after.split()
+        if len(fields) >= 5 and len(tail) >= 2:
+            point = fields[4].replace("\\040", " ")
+            found.append((Path(point), tail[0], tail[1]))
+    return found
+
+
+def _owner_alive(device: str) -> bool:
+    """Whether the runner process that made this loop device's image lives
+    (images are named after their maker's pid)."""
+    backing = Path("/sys/block") / Path(device).name / "loop" / "backing_file"
+    try:
+        name = Path(backing.read_text().strip().removesuffix(" (deleted)")).name
+    except OSError:
+        return True  # not ours to judge
+    pid = name.split("-", 1)[0]
+    return not pid.isdigit() or os.path.exists(f"/proc/{pid}")
+
+
 class WorkDisks:
     """The node's per-attempt file systems, made by this runner process."""
 
-    def __init__(self, root: Path, limits: DiskLimits) -> None:
+    def __init__(self, root: Path, limits: DiskLimits, work_root: Path) -> None:
         self.root = root
+        self.work_root = work_root
         self.limits = limits
         self.mkfs = found("mkfs.ext4")
         self.available = (
@@ -139,8 +165,19 @@ class WorkDisks:
             self._sweep()
 
     def _sweep(self) -> None:
-        """Images that runner processes which died left behind (a mounted
-        one stays usable until its file system is unmounted)."""
+        """What runner processes that died (SIGKILL, a node crash) left
+        behind: their attempts' mounts and dirs, then their images."""
+        for point, fstype, source in _mounts():
+            if fstype != "ext4" or point.parent != self.work_root or not point.name.endswith(".disk"):
+                continue
+            if _owner_alive(source):
+                continue
+            workdir = point.with_name(point.name.removesuffix(".disk"))
+            log.info("removing the work disk of %s, left by a runner that died", workdir.name)
+            _unmount(workdir)
+            _unmount(point)
+            for leftover in (point, workdir, workdir.with_name(workdir.name + ".in")):
+                shutil.rmtree(leftover, ignore_errors=True)
         for image in self.root.glob("*.img"):
             pid = image.name.split("-", 1)[0]
             if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
@@ -174,14 +211,17 @@ class WorkDisks:
         return image
 
     def take(self) -> Path:
-        """A formatted image: the spare made ahead, or one made now; the
-        next spare is made in the background."""
+        """A formatted image: the spare made ahead, or one made now."""
         with self._lock:
             image, self._spare = self._spare, None
         if image is None or not image.exists():
             image = self._format()
-        threading.Thread(target=self._refill, name="rgrid-workdisk", daemon=True).start()
         return image
+
+    def refill_later(self) -> None:
+        """Make the next attempt's spare in the background: called when an
+        attempt is over, so it competes with no job's start."""
+        threading.Thread(target=self._refill, name="rgrid-workdisk", daemon=True).start()
 
     def _refill(self) -> None:
         try:
@@ -256,11 +296,13 @@ class WorkDisk:
         return None
 
     def close(self) -> None:
+        """Unmount and remove it all; runs after the attempt reported."""
         for target in reversed(self.mounted):
             _unmount(target)
         self.mounted.clear()
         if self.image is not None:
             self.image.unlink(missing_ok=True)
+            self.disks.refill_later()
         if self.enforced:
             shutil.rmtree(self.disk, ignore_errors=True)
             shutil.rmtree(self.inputs_dir, ignore_errors=True)

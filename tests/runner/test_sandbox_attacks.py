@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -282,7 +283,7 @@ def _uid_of(pid: int) -> int | None:
 
 @pytest.fixture
 def disks(tmp_path: Path) -> WorkDisks:
-    disks = WorkDisks(tmp_path / "disks", DiskLimits(max_bytes=16 * 2**20, max_inodes=2000))
+    disks = WorkDisks(tmp_path / "disks", DiskLimits(max_bytes=16 * 2**20, max_inodes=2000), tmp_path)
     assert disks.available, "loop devices, mkfs.ext4 and overlayfs are there on every node (and in CI)"
     return disks
 
@@ -343,3 +344,37 @@ def test_the_work_dir_has_a_size_the_kernel_enforces(
     assert not list((tmp_path / "disks").glob("*.img")) or all(
         p.name.split("-")[0] == str(os.getpid()) for p in (tmp_path / "disks").glob("*.img")
     )  # at most this process's spare
+
+
+def test_a_runner_that_died_leaves_no_disk_behind(tmp_path: Path) -> None:
+    """A runner killed mid-attempt never unmounts; the next runner process
+    on the node does, and removes its dirs and image."""
+    work_root = tmp_path / "work"
+    work_root.mkdir()
+    died = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os, sys\n"
+            "from pathlib import Path\n"
+            "from rgrid_runner.workdisk import DiskLimits, WorkDisks\n"
+            "root = Path(sys.argv[1])\n"
+            "disks = WorkDisks(root.parent / 'disks', DiskLimits(8 * 2**20, 1000), root)\n"
+            "workdir = root / 'x-1-abc'\n"
+            "workdir.mkdir()\n"
+            "attached = disks.attach(workdir)\n"
+            "disk = attached.__enter__()\n"
+            "disk.mount()\n"
+            "(workdir / 'written').write_text('by the job')\n"
+            "os.kill(os.getpid(), 9)\n",
+            str(work_root),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert died.returncode == -9, died.stderr
+    assert len(_mounts_under(work_root)) == 2  # the overlay and its ext4
+    WorkDisks(tmp_path / "disks", DiskLimits(8 * 2**20, 1000), work_root)
+    assert _mounts_under(work_root) == []
+    assert list(work_root.iterdir()) == []
+    assert list((tmp_path / "disks").glob("*.img")) == []
