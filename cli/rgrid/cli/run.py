@@ -250,7 +250,13 @@ def add_commands(commands: Commands) -> None:
     p.add_argument("--cpu", type=float, default=1.0, help="CPUs the script gets.")
     p.add_argument("--memory", default="1G", help="Memory limit, e.g. 512M or 2G.")
     p.add_argument("--timeout", default="1h", help="Wall-time limit, e.g. 90s, 30m, 2h.")
-    p.add_argument("--env", action="append", default=[], help="NAME=value for the script (repeatable).")
+    p.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        help="NAME=value for the script (repeatable); loader variables such as LD_PRELOAD too, "
+        "applied only to the script's own unprivileged process.",
+    )
     p.add_argument(
         "--include", action="append", default=[], help="Extra file or folder to ship (repeatable)."
     )
@@ -259,7 +265,9 @@ def add_commands(commands: Commands) -> None:
     p.add_argument("-d", "--detach", action="store_true", help="Submit and return at once.")
     p.add_argument("--retries", type=int, default=2, help="Extra attempts after infrastructure failures.")
     p.add_argument(
-        "--requirements", help="Requirements file to install (default: requirements.txt beside the script)."
+        "--requirements",
+        help="Requirements file to install (default: requirements.txt beside the script): package names "
+        "with versions, extras and markers, or name @ https://...; no options, files or local paths.",
     )
     p.add_argument(
         "--no-requirements", action="store_true", help="Install nothing, even if requirements.txt exists."
