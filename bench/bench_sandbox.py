@@ -30,10 +30,10 @@ from pathlib import Path
 
 from _grid import RGRID, grid_env, local_grid, timed
 
-from rgrid_runner.build import BuildPlace, build_environment
+from rgrid_runner.build import BuildPlace, build_environment, uv_binary
 from rgrid_runner.cgroups import CgroupManager
 from rgrid_runner.confine import Confinement
-from rgrid_runner.envs import EnvCache, uv_binary
+from rgrid_runner.envs import EnvCache
 from rgrid_runner.jobnet import JobNetwork, job_network
 from rgrid_runner.limits import Limits
 from rgrid_runner.runtimes import Interpreter, detect
@@ -108,7 +108,7 @@ def sandbox_overhead(n: int) -> dict[str, list[tuple[float, float]]]:
     cgroups = CgroupManager()
     bwrap = Bubblewrap(system_tool("bwrap"))
     slots = JobSlots(root / "slots", 330_000, 4)
-    disks = WorkDisks(root / "disks", DiskLimits(20 * 2**30, 500_000), root)
+    disks = WorkDisks(root / "disks", DiskLimits(20 * 2**30, 500_000))
     times: dict[str, list[tuple[float, float]]] = {k: [] for k in KINDS}
     try:
         for i in range(n):
@@ -151,6 +151,7 @@ def first_install(n: int) -> tuple[list[float], list[float]]:
     confinement = Confinement(Bubblewrap(system_tool("bwrap")), CgroupManager(), LIMITS, threading.Event())
     slots = JobSlots(root / "slots", 330_000, 4)
     cache = EnvCache(root / "envs", max_bytes=10 * 2**30)
+    disks = WorkDisks(root / "disks", DiskLimits(20 * 2**30, 500_000))
     uv = str(uv_binary())
     shared_cache = root / "host-uv-cache"
 
@@ -164,7 +165,7 @@ def first_install(n: int) -> tuple[list[float], list[float]]:
                 interp,
                 requirements,
                 lambda home: build_environment(
-                    confinement, place, interp, requirements, home, 600, lambda _s, _t: None
+                    confinement, place, disks, interp, requirements, home, 600, lambda _s, _t: None
                 ),
             ):
                 return time.perf_counter() - started

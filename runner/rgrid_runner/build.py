@@ -3,35 +3,145 @@
 A requirements file can run code on the node: a source package's build
 script, a build backend fetched from the index. So the installer runs like
 the job itself: under the attempt's uid, without capabilities, under
-seccomp, in a network namespace of its own (the internet only, the node's
-job-network rules, even for a job run with --network none), in a cgroup
-with the job's memory, CPU and process limits, and within
-RGRID_INSTALL_TIMEOUT_S. It sees the interpreter, the installer and its
-own directory, nothing else of the node. Nothing of the tenant's --env
-reaches it. EnvCache (envs.py) publishes what it built only after it ended.
+seccomp, in the attempt's network namespace (the internet only, the node's
+job-network rules; a job run with --network none gets one for its build
+only), in a cgroup of its own with the job's memory, CPU and process
+limits, and within RGRID_INSTALL_TIMEOUT_S. It sees the interpreter, the
+installer, the operator's CA bundle and its own directory, nothing else of
+the node. Nothing of the tenant's --env reaches it. EnvCache (envs.py)
+publishes what it built only after it ended.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import logging
+import os
 import shutil
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from rgrid.requirements import RefusedRequirement, check_requirements
 from rgrid.wire import Stream
 from rgrid_runner.confine import Confinement
-from rgrid_runner.envs import (
-    INSTALLER_CACHE,
-    REQUIREMENTS_FILE,
-    InstallFailed,
-    installer_argv,
-    installer_env,
-    interpreter_seed,
-    uv_binary,
-)
+from rgrid_runner.envs import InstallFailed
 from rgrid_runner.runtimes import Interpreter
 from rgrid_runner.sandbox import Job
 from rgrid_runner.slots import JobUser
+from rgrid_runner.systools import PRIVILEGED_ENV, SYSTEM_PATH, found
+from rgrid_runner.workdisk import WorkDisk, WorkDisks
+
+log = logging.getLogger(__name__)
+
+
+# The operator's network settings the installer needs to reach the package
+# index (proxies, CA bundles, index URLs), taken from the worker's own
+# environment; nothing else of it reaches the build, and nothing of the
+# tenant's (its --env applies to its script only).
+INSTALLER_ENV = frozenset(
+    {
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+        "UV_NATIVE_TLS",
+        "UV_INDEX_URL",
+        "UV_EXTRA_INDEX_URL",
+        "UV_DEFAULT_INDEX",
+        "UV_INDEX",
+        "UV_INSECURE_HOST",
+    }
+)
+REQUIREMENTS_FILE = "requirements.txt"
+INSTALLER_CACHE = ".uv-cache"
+# An operator's CA bundle for a proxy or a private index: passed on, and
+# bound read-only into the build where it lies outside /etc/ssl.
+CA_SETTINGS = ("SSL_CERT_FILE", "SSL_CERT_DIR")
+
+
+def operator_ca() -> dict[str, Path]:
+    """The CA settings of the worker's environment that name existing paths."""
+    return {k: Path(os.environ[k]) for k in CA_SETTINGS if k in os.environ and os.path.exists(os.environ[k])}
+
+
+def uv_binary() -> Path:
+    """The installer: the uv installed beside rgrid, else the system's (never
+    one that a PATH names: the runner starts it as root to seed builds)."""
+    beside = Path(sys.executable).parent / "uv"
+    uv = str(beside) if beside.exists() else found("uv")
+    if uv is None:
+        raise InstallFailed("this worker has no uv to install requirements with")
+    return Path(uv).resolve()
+
+
+def installer_env(home: str, index_url: str | None) -> dict[str, str]:
+    """The build's whole environment: fixed, the operator's network settings,
+    and the operator's index (RGRID_PIP_INDEX_URL) if set."""
+    env = {k: v for k, v in os.environ.items() if k in INSTALLER_ENV}
+    env.update({k: str(path) for k, path in operator_ca().items()})
+    env.update(
+        PATH=SYSTEM_PATH,
+        HOME=home,
+        UV_CACHE_DIR=f"{home}/{INSTALLER_CACHE}",
+        UV_NO_PROGRESS="1",
+        UV_NO_CONFIG="1",
+        UV_PYTHON_DOWNLOADS="never",
+    )
+    if index_url:
+        env["UV_DEFAULT_INDEX"] = index_url
+    return env
+
+
+def installer_argv(uv: Path, interp: Interpreter, home: str) -> list[str]:
+    """Create the venv and install the requirements into it, in one process
+    tree: `<home>/venv` from `<home>/requirements.txt`."""
+    script = (
+        'uv="$1"; python="$2"; home="$3"\n'
+        '"$uv" venv --quiet --relocatable --python "$python" "$home/venv"\n'
+        f'exec "$uv" pip install --python "$home/venv/bin/python" -r "$home/{REQUIREMENTS_FILE}"\n'
+    )
+    return ["/bin/sh", "-ec", script, "rgrid-install", str(uv), interp.executable, home]
+
+
+def interpreter_seed(root: Path, interp: Interpreter) -> Path:
+    """What uv learns about an interpreter by running it (~40 ms), learnt
+    once per interpreter by the runner itself (no tenant input: the node's
+    interpreter and an empty venv) and copied into each build's own cache,
+    so a build starts warm without sharing a writable cache with anyone."""
+    st = os.stat(interp.executable)
+    key = hashlib.sha256(f"{interp.executable}\n{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    seed = root / f".seed-{key}"
+    if seed.is_dir():
+        return seed
+    scratch = Path(tempfile.mkdtemp(prefix=".seeding-", dir=root))
+    try:
+        subprocess.run(
+            [str(uv_binary()), "venv", "--quiet", "--python", interp.executable, str(scratch / "venv")],
+            env={**PRIVILEGED_ENV, "UV_CACHE_DIR": str(scratch / "cache"), "UV_NO_CONFIG": "1"},
+            capture_output=True,
+            check=True,
+            timeout=120,
+        )
+        learnt = [p for p in (scratch / "cache").iterdir() if p.name.startswith("interpreter-")]
+        staged = scratch / "seed"
+        staged.mkdir()
+        for part in learnt:
+            shutil.copytree(part, staged / part.name)
+        with contextlib.suppress(OSError):  # another process seeded it first
+            staged.rename(seed)
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning("cannot learn about %s ahead of builds: %s", interp.executable, exc)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return seed
 
 
 @dataclass(frozen=True)
@@ -50,35 +160,63 @@ class BuildPlace:
 def build_environment(
     confinement: Confinement,
     place: BuildPlace,
+    disks: WorkDisks,
     interp: Interpreter,
     requirements: str,
     directory: Path,
     timeout_s: float,
     sink: Callable[[Stream, str], None],
 ) -> None:
-    """Install `requirements` into `directory/venv`; InstallFailed says why not."""
-    (directory / REQUIREMENTS_FILE).write_text(requirements)
+    """Install `requirements` into `directory/venv`; InstallFailed says why not.
+
+    The build writes on a disk of its own (rgrid_runner.workdisk, the job's
+    limits in bytes and files), so it cannot fill the node's; what it built
+    is copied out of it once it ended. The lines are checked again here: an
+    execution recorded before the API checked them (a retry of an old run)
+    gets the same answer."""
+    try:
+        check_requirements(requirements)
+    except RefusedRequirement as exc:
+        raise InstallFailed(str(exc)) from None
     seed = interpreter_seed(directory.parent, interp)
-    if seed.is_dir():
-        shutil.copytree(seed, directory / INSTALLER_CACHE)
+    workdir = directory / "build"
+    workdir.mkdir()
+    with disks.attach(workdir) as disk:
+        disk.mount()
+        (workdir / REQUIREMENTS_FILE).write_text(requirements)
+        if seed.is_dir():
+            shutil.copytree(seed, workdir / INSTALLER_CACHE)
+        _install(confinement, place, interp, workdir, timeout_s, sink, disk)
+        copy_out(workdir / "venv", directory / "venv")
+
+
+def _install(
+    confinement: Confinement,
+    place: BuildPlace,
+    interp: Interpreter,
+    workdir: Path,
+    timeout_s: float,
+    sink: Callable[[Stream, str], None],
+    disk: WorkDisk,
+) -> None:
     uv = uv_binary()
-    home = confinement.sandbox.home(directory)
-    confinement.sandbox.prepare(directory, place.user)
+    home = confinement.sandbox.home(workdir)
+    confinement.sandbox.prepare(workdir, place.user)
     job = Job(
         argv=installer_argv(uv, interp, home),
-        workdir=directory,
+        workdir=workdir,
         env=installer_env(home, place.index_url),
         limits=confinement.limits,
         user=place.user,
-        readonly=[Path(interp.prefix), uv],
+        readonly=[Path(interp.prefix), uv, *operator_ca().values()],
         network=True,
         name=place.name,
         image=place.image,
         netns=place.netns,
         resolv_conf=place.resolv_conf,
     )
-    ended = confinement.run(job, place.name, timeout_s, sink)
-    if ended.outcome.stopped:
+    ended = confinement.run(job, place.name, timeout_s, sink, check=disk.exceeded)
+    if ended.outcome.stopped and ended.outcome.limit is None:
         raise InstallFailed("installing requirements was stopped")
     if ended.outcome.timed_out:
         raise InstallFailed(f"installing requirements took over {timeout_s:g} s")
@@ -88,4 +226,27 @@ def build_environment(
             f"installing requirements ran out of memory ({memory_mb} MiB, the run's --memory)"
         )
     if ended.outcome.exit_code != 0:
+        full = ended.outcome.limit or disk.full()
+        if full is not None:
+            raise InstallFailed(f"installing requirements stopped: {full.replace('work dir', 'build')}")
         raise InstallFailed(f"installing requirements failed (exit {ended.outcome.exit_code})")
+
+
+def copy_out(source: Path, target: Path) -> None:
+    """Copy what a build left, as root, without trusting it: directories,
+    regular files (opened without following links) and symlinks (as links);
+    nothing else (a FIFO would hang the copy, a device is not a package)."""
+    if source.is_symlink() or not source.is_dir():
+        raise InstallFailed("installing requirements left no environment")
+    target.mkdir(mode=0o755)
+    for entry in os.scandir(source):
+        path, to = Path(entry.path), target / entry.name
+        if entry.is_symlink():
+            os.symlink(os.readlink(path), to)
+        elif entry.is_dir(follow_symlinks=False):
+            copy_out(path, to)
+        elif entry.is_file(follow_symlinks=False):
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            with os.fdopen(fd, "rb") as src, open(to, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            os.chmod(to, entry.stat(follow_symlinks=False).st_mode & 0o755)

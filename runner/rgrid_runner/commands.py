@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
@@ -56,6 +55,7 @@ def protect_node(sandbox: Sandbox, settings: RunnerSettings, worker_id: str, api
     sandbox; the unisolated process sandbox only on a laptop's own grid, or
     where the operator said so."""
     from rgrid_runner.jobnet import DOCKER_NETWORK, JobNetError, job_network
+    from rgrid_runner.systools import PRIVILEGED_ENV, found
 
     if not sandbox.isolated:
         if not url_is_loopback(api_url) and not settings.allow_unisolated:
@@ -71,11 +71,13 @@ def protect_node(sandbox: Sandbox, settings: RunnerSettings, worker_id: str, api
     except JobNetError as exc:
         raise RgridError(f"cannot protect the grid from this node's jobs: {exc}") from None
     if sandbox.name == "docker":
-        docker = shutil.which("docker") or "docker"
-        exists = subprocess.run([docker, "network", "inspect", DOCKER_NETWORK], capture_output=True)
+        docker = found("docker") or "docker"
+        exists = subprocess.run(
+            [docker, "network", "inspect", DOCKER_NETWORK], capture_output=True, env=PRIVILEGED_ENV
+        )
         if exists.returncode != 0:
             create = network.docker_network_command(docker, settings.job_docker_subnet)
-            made = subprocess.run(create, capture_output=True, text=True)
+            made = subprocess.run(create, capture_output=True, text=True, env=PRIVILEGED_ENV)
             if made.returncode != 0:
                 raise RgridError(f"cannot create the jobs' Docker network: {made.stderr.strip()[:300]}")
 
@@ -132,7 +134,10 @@ def worker(
     worker_id = worker_id or f"{socket.gethostname()}-{secrets.token_hex(3)}"
     runtimes = detect()
     settings = runner_settings()
-    sandbox = choose(settings.sandbox)
+    try:
+        sandbox = choose(settings.sandbox)
+    except RuntimeError as exc:  # no bwrap, no engine, no seccomp
+        raise RgridError(f"cannot run jobs on this node: {exc}") from None
     protect_node(sandbox, settings, worker_id, api_url)
     offer = {"runtimes": sorted(runtimes), "sandbox": sandbox.name, "isolated": sandbox.isolated}
     if info_file:

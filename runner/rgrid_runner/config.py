@@ -63,6 +63,6 @@ def runner_config() -> RunnerConfig:
         max_output_bytes=s.max_output_bytes,
         max_log_bytes=s.max_log_bytes,
         disks=WorkDisks(
-            root.parent / f"{root.name}-disks", DiskLimits(s.max_workdir_bytes, s.max_workdir_inodes), root
+            root.parent / f"{root.name}-disks", DiskLimits(s.max_workdir_bytes, s.max_workdir_inodes)
         ),
     )

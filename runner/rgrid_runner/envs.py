@@ -5,9 +5,10 @@ runs on the worker, of any tenant: same key, same environment.
 
 - **Built in the job's sandbox.** A requirements file can run code (a
   source package's build script), so the cache never builds anything
-  itself: the attempt's builder (task.py) runs the installer in the same
-  sandbox as the job, under the attempt's uid, in its own cgroup and
-  network namespace and with a time limit, on a fresh directory.
+  itself: the attempt's builder (rgrid_runner.build) runs the installer in
+  the same sandbox as the job, under the attempt's uid, in a cgroup of its
+  own, in the attempt's network namespace and with a time limit, on a
+  fresh directory.
 - **Published sealed.** Only when the build ended (every process of it
   gone with its cgroup) is its environment checked (a real directory, not
   a link), handed to the runner's own uid with no write bit for anyone
@@ -24,14 +25,10 @@ runs on the worker, of any tenant: same key, same environment.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import logging
 import os
 import shutil
 import stat
-import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -40,9 +37,6 @@ from pathlib import Path
 
 from rgrid.filelock import FileLock
 from rgrid_runner.runtimes import Interpreter
-from rgrid_runner.systools import PRIVILEGED_ENV
-
-log = logging.getLogger(__name__)
 
 USED_MARK = ".rgrid-used"
 SIZE_MARK = ".rgrid-bytes"
@@ -50,7 +44,8 @@ BUILT_VENV = "venv"
 
 
 class InstallFailed(Exception):
-    pass
+    """The requirements could not be installed; the message says why, for
+    the job's stderr (the run fails as dependency_install)."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +95,9 @@ def seal(root: Path) -> None:
 
 
 class EnvCache:
+    """The node's built environments, one per (runtime, requirements), that
+    jobs bind read-only."""
+
     def __init__(self, root: Path, max_bytes: int) -> None:
         self.root = root
         self.max_bytes = max_bytes
@@ -166,100 +164,3 @@ class EnvCache:
                     total -= size
                 finally:
                     lock.release()
-
-
-# The operator's network settings the installer needs to reach the package
-# index (proxies, CA bundles, index URLs), taken from the worker's own
-# environment; nothing else of it reaches the build, and nothing of the
-# tenant's (its --env applies to its script only).
-INSTALLER_ENV = frozenset(
-    {
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "NO_PROXY",
-        "ALL_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "no_proxy",
-        "SSL_CERT_FILE",
-        "SSL_CERT_DIR",
-        "UV_NATIVE_TLS",
-        "UV_INDEX_URL",
-        "UV_EXTRA_INDEX_URL",
-        "UV_DEFAULT_INDEX",
-        "UV_INDEX",
-        "UV_INSECURE_HOST",
-    }
-)
-REQUIREMENTS_FILE = "requirements.txt"
-INSTALLER_CACHE = ".uv-cache"
-
-
-def uv_binary() -> Path:
-    """The installer: the uv installed beside rgrid, else on the worker's PATH."""
-    beside = Path(sys.executable).parent / "uv"
-    found = beside if beside.exists() else shutil.which("uv")
-    if found is None:
-        raise InstallFailed("this worker has no uv to install requirements with")
-    return Path(found).resolve()
-
-
-def installer_env(home: str, index_url: str | None) -> dict[str, str]:
-    """The build's whole environment: fixed, the operator's network settings,
-    and the operator's index (RGRID_PIP_INDEX_URL) if set."""
-    env = {k: v for k, v in os.environ.items() if k in INSTALLER_ENV}
-    env.update(
-        PATH="/usr/bin:/bin",
-        HOME=home,
-        UV_CACHE_DIR=f"{home}/{INSTALLER_CACHE}",
-        UV_NO_PROGRESS="1",
-        UV_NO_CONFIG="1",
-        UV_PYTHON_DOWNLOADS="never",
-    )
-    if index_url:
-        env["UV_DEFAULT_INDEX"] = index_url
-    return env
-
-
-def installer_argv(uv: Path, interp: Interpreter, home: str) -> list[str]:
-    """Create the venv and install the requirements into it, in one process
-    tree: `<home>/venv` from `<home>/requirements.txt`."""
-    script = (
-        'uv="$1"; python="$2"; home="$3"\n'
-        '"$uv" venv --quiet --relocatable --python "$python" "$home/venv"\n'
-        f'exec "$uv" pip install --python "$home/venv/bin/python" -r "$home/{REQUIREMENTS_FILE}"\n'
-    )
-    return ["/bin/sh", "-ec", script, "rgrid-install", str(uv), interp.executable, home]
-
-
-def interpreter_seed(root: Path, interp: Interpreter) -> Path:
-    """What uv learns about an interpreter by running it (~40 ms), learnt
-    once per interpreter by the runner itself (no tenant input: the node's
-    interpreter and an empty venv) and copied into each build's own cache,
-    so a build starts warm without sharing a writable cache with anyone."""
-    st = os.stat(interp.executable)
-    key = hashlib.sha256(f"{interp.executable}\n{st.st_mtime_ns}".encode()).hexdigest()[:16]
-    seed = root / f".seed-{key}"
-    if seed.is_dir():
-        return seed
-    scratch = Path(tempfile.mkdtemp(prefix=".seeding-", dir=root))
-    try:
-        subprocess.run(
-            [str(uv_binary()), "venv", "--quiet", "--python", interp.executable, str(scratch / "venv")],
-            env={**PRIVILEGED_ENV, "UV_CACHE_DIR": str(scratch / "cache"), "UV_NO_CONFIG": "1"},
-            capture_output=True,
-            check=True,
-            timeout=120,
-        )
-        learnt = [p for p in (scratch / "cache").iterdir() if p.name.startswith("interpreter-")]
-        staged = scratch / "seed"
-        staged.mkdir()
-        for part in learnt:
-            shutil.copytree(part, staged / part.name)
-        with contextlib.suppress(OSError):  # another process seeded it first
-            staged.rename(seed)
-    except (OSError, subprocess.SubprocessError) as exc:
-        log.warning("cannot learn about %s ahead of builds: %s", interp.executable, exc)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return seed

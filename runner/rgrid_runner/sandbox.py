@@ -100,6 +100,9 @@ class Launch:
 
 
 class Sandbox(Protocol):
+    """How a worker isolates jobs: chosen once per node (`choose`), named by
+    `rgrid local status`, used for every job and every requirements build."""
+
     name: str
     isolated: bool
     # True when a networked job needs the runner to give it a network
@@ -135,20 +138,27 @@ def _ancestors(paths: list[Path]) -> list[str]:
     host's modes (/root is 0700, which would lock the job out of its own
     interpreter). Created empty and traversable; the host's content of them
     stays invisible."""
-    found: set[str] = set()
+    parents: set[str] = set()
     for path in paths:
         for parent in Path(path).parents:
             top = str(parent)
             if top in ("/", "/tmp") or any(top == d or top.startswith(d + "/") for d in SYSTEM_DIRS):
                 continue
-            found.add(top)
-    return sorted(found, key=lambda p: p.count("/"))
+            parents.add(top)
+    return sorted(parents, key=lambda p: p.count("/"))
 
 
-def _user(job: Job) -> JobUser:
-    if job.user is None:
+def _user(user: JobUser | None) -> JobUser:
+    if user is None:
         raise ValueError("an isolating sandbox runs a job only under its slot's uid")
-    return job.user
+    return user
+
+
+def _hand_over(workdir: Path, user: JobUser | None) -> None:
+    """The work dir becomes the slot's, and only the slot's."""
+    slot = _user(user)
+    _chown_tree(workdir, slot.uid, slot.gid)
+    workdir.chmod(0o700)
 
 
 class Bubblewrap:
@@ -167,13 +177,10 @@ class Bubblewrap:
         return JOB_DIR
 
     def prepare(self, workdir: Path, user: JobUser | None) -> None:
-        if user is None:
-            raise ValueError("bubblewrap runs a job only under its slot's uid")
-        _chown_tree(workdir, user.uid, user.gid)
-        workdir.chmod(0o700)
+        _hand_over(workdir, user)
 
     def launch(self, job: Job) -> Launch:
-        user = _user(job)
+        user = _user(job.user)
         argv = [
             self.bwrap,
             "--die-with-parent",
@@ -261,15 +268,12 @@ class Docker:
         return JOB_DIR
 
     def prepare(self, workdir: Path, user: JobUser | None) -> None:
-        if user is None:
-            raise ValueError("docker runs a job only under its slot's uid")
-        _chown_tree(workdir, user.uid, user.gid)
-        workdir.chmod(0o700)
+        _hand_over(workdir, user)
 
     def launch(self, job: Job) -> Launch:
         """The engine applies the job's variables inside the container only;
         its default seccomp profile stays on."""
-        user = _user(job)
+        user = _user(job.user)
         if job.image is None:
             raise ValueError("the docker sandbox needs an image for the runtime")
         memory = f"{job.limits.memory_bytes}b"
@@ -296,7 +300,7 @@ class Docker:
             *(f"--volume={tree}:{tree}:ro" for tree in job.readonly),
             f"--workdir={JOB_DIR}",
         ]
-        for key, value in {**job.env, "HOME": JOB_DIR}.items():
+        for key, value in _job_environment(job).items():
             argv.append(f"--env={key}={value}")
         argv += [job.image, *job.argv]
         return Launch(argv=argv, env=dict(PRIVILEGED_ENV), cwd=job.workdir)

@@ -11,8 +11,10 @@ from __future__ import annotations
 import os
 
 SYSTEM_BIN = ("/usr/bin", "/bin", "/usr/sbin", "/sbin")
+# The PATH of every process rgrid starts that the tenant did not configure.
+SYSTEM_PATH = "/usr/bin:/bin"
 # The whole environment of every step that runs with privilege.
-PRIVILEGED_ENV = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "LANG": "C.UTF-8"}
+PRIVILEGED_ENV = {"PATH": f"{SYSTEM_PATH}:/usr/sbin:/sbin", "LANG": "C.UTF-8"}
 
 
 def system_tool(name: str) -> str:

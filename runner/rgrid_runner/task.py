@@ -60,7 +60,8 @@ from rgrid_runner.workdisk import WorkDisk
 log = logging.getLogger(__name__)
 
 RENEW_S = 1.0
-SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
+# The script's PATH after its interpreter's (or environment's) bin.
+JOB_PATH_TAIL = "/usr/local/bin:/usr/bin:/bin"
 
 
 def ray_node_id() -> str | None:
@@ -214,7 +215,7 @@ class AttemptRun:
         while the job runs), the trees it may read, its limits, and its own
         network namespace (held while the job runs)."""
         python, readonly = interp.executable, [Path(interp.prefix)]
-        path = f"{Path(interp.executable).parent}:{SYSTEM_PATH}"
+        path = f"{Path(interp.executable).parent}:{JOB_PATH_TAIL}"
         netns = None
         if self.cfg.sandbox.needs_netns and (self.spec.network or self.spec.requirements):
             # A build reaches the package index even for a job without network.
@@ -260,6 +261,7 @@ class AttemptRun:
         build_environment(
             self.confinement,
             place,
+            self.cfg.disks,
             interp,
             requirements,
             directory,
@@ -268,6 +270,8 @@ class AttemptRun:
         )
 
     def _installer_log(self, stream: Stream, text: str) -> None:
+        """The installer's output, both streams, is rgrid's to the user: it
+        goes to the job's stderr, never into the script's stdout."""
         self.shipper.write("stderr", text)
 
     # -- step 2: supervise --------------------------------------------------

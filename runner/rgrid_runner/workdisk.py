@@ -6,8 +6,9 @@ then (du) sees that too late and costs a walk of the tree each time, and
 this kernel has no quotas (CONFIG_QFMT_V2 is off; tmpfs and XFS quotas too),
 so each attempt gets a file system of its own:
 
-- **ext4 on a loop device**, formatted per attempt with exactly
-  RGRID_MAX_WORKDIR_INODES inodes and room for RGRID_MAX_WORKDIR_BYTES,
+- **ext4 on a loop device**, formatted per attempt with about
+  RGRID_MAX_WORKDIR_INODES inodes (mkfs rounds up to whole inode tables)
+  and room for RGRID_MAX_WORKDIR_BYTES,
   in a sparse image under the work root (it takes on the node's disk only
   what the job wrote). No journal; its inode tables are never zeroed
   (`lazy_itable_init`, `noinit_itable`), so formatting takes ~10 ms and is
@@ -23,9 +24,10 @@ so each attempt gets a file system of its own:
   unmounted (LO_FLAGS_AUTOCLEAR).
 
 A job that fills its file system sees ENOSPC like on any full disk; the
-runner stops it and says which limit it reached. Without root or loop
-devices (the process sandbox on a laptop), the work dir is a plain
-directory measured every few seconds (limits.WorkdirWatch).
+runner stops it and says which limit it reached. Where the runner is not
+root or the node lacks loop devices, mkfs.ext4 or overlayfs (the process
+sandbox on a laptop), the work dir is a plain directory measured every few
+seconds (limits.WorkdirWatch); the runner logs which of the two it uses.
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ FULL_BELOW_BYTES = 2**20
 
 @dataclass(frozen=True)
 class DiskLimits:
+    """What one attempt's work dir may hold (RGRID_MAX_WORKDIR_BYTES/_INODES)."""
+
     max_bytes: int
     max_inodes: int
 
@@ -121,56 +125,74 @@ def _loop_device(image: Path) -> tuple[str, int]:
 
 def _mounts() -> list[tuple[Path, str, str]]:
     """(mount point, file system type, source) of every mount we see."""
-    found = []
+    mounts = []
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         before, _, after = line.partition(" - ")
         fields, tail = before.split(), after.split()
         if len(fields) >= 5 and len(tail) >= 2:
             point = fields[4].replace("\\040", " ")
-            found.append((Path(point), tail[0], tail[1]))
-    return found
+            mounts.append((Path(point), tail[0], tail[1]))
+    return mounts
 
 
-def _owner_alive(device: str) -> bool:
-    """Whether the runner process that made this loop device's image lives
-    (images are named after their maker's pid)."""
+def _overlay_ready() -> bool:
+    """overlayfs is known to the kernel, loading its module if need be
+    (Debian's kernels build it as a module, loaded on first use)."""
+    if "overlay" in Path("/proc/filesystems").read_text():
+        return True
+    modprobe = found("modprobe")
+    if modprobe is not None:
+        subprocess.run([modprobe, "overlay"], capture_output=True, env=PRIVILEGED_ENV, timeout=30)
+    return "overlay" in Path("/proc/filesystems").read_text()
+
+
+def _image_of(device: str) -> Path | None:
+    """The image file behind a loop device, if it is one."""
     backing = Path("/sys/block") / Path(device).name / "loop" / "backing_file"
     try:
-        name = Path(backing.read_text().strip().removesuffix(" (deleted)")).name
+        return Path(backing.read_text().strip().removesuffix(" (deleted)"))
     except OSError:
-        return True  # not ours to judge
-    pid = name.split("-", 1)[0]
+        return None
+
+
+def _maker_alive(image: Path) -> bool:
+    """Whether the runner process that made an image lives (images are
+    named after their maker's pid)."""
+    pid = image.name.split("-", 1)[0]
     return not pid.isdigit() or os.path.exists(f"/proc/{pid}")
 
 
 class WorkDisks:
-    """The node's per-attempt file systems, made by this runner process."""
+    """The node's per-attempt file systems (a job's work dir, a requirements
+    build), made by this runner process: their images live in `images`."""
 
-    def __init__(self, root: Path, limits: DiskLimits, work_root: Path) -> None:
-        self.root = root
-        self.work_root = work_root
+    def __init__(self, images: Path, limits: DiskLimits) -> None:
+        self.images = images
         self.limits = limits
         self.mkfs = found("mkfs.ext4")
         self.available = (
-            os.geteuid() == 0
-            and self.mkfs is not None
-            and os.path.exists(LOOP_CONTROL)
-            and "overlay" in Path("/proc/filesystems").read_text()
+            os.geteuid() == 0 and self.mkfs is not None and os.path.exists(LOOP_CONTROL) and _overlay_ready()
         )
         self._spare: Path | None = None
         self._lock = threading.Lock()
         if self.available:
-            root.mkdir(parents=True, exist_ok=True)
-            root.chmod(0o700)
+            log.info(
+                "work dirs: a file system each (%d bytes, %d files)", limits.max_bytes, limits.max_inodes
+            )
+            images.mkdir(parents=True, exist_ok=True)
+            images.chmod(0o700)
             self._sweep()
+        else:
+            log.info("work dirs: plain directories measured every few seconds (not root, or no loop devices)")
 
     def _sweep(self) -> None:
         """What runner processes that died (SIGKILL, a node crash) left
         behind: their attempts' mounts and dirs, then their images."""
         for point, fstype, source in _mounts():
-            if fstype != "ext4" or point.parent != self.work_root or not point.name.endswith(".disk"):
+            if fstype != "ext4" or not point.name.endswith(".disk"):
                 continue
-            if _owner_alive(source):
+            image = _image_of(source)
+            if image is None or image.parent != self.images or _maker_alive(image):
                 continue
             workdir = point.with_name(point.name.removesuffix(".disk"))
             log.info("removing the work disk of %s, left by a runner that died", workdir.name)
@@ -178,13 +200,13 @@ class WorkDisks:
             _unmount(point)
             for leftover in (point, workdir, workdir.with_name(workdir.name + ".in")):
                 shutil.rmtree(leftover, ignore_errors=True)
-        for image in self.root.glob("*.img"):
+        for image in self.images.glob("*.img"):
             pid = image.name.split("-", 1)[0]
             if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
                 image.unlink(missing_ok=True)
 
     def _format(self) -> Path:
-        image = self.root / f"{os.getpid()}-{uuid.uuid4().hex[:12]}.img"
+        image = self.images / f"{os.getpid()}-{uuid.uuid4().hex[:12]}.img"
         size = self.limits.max_bytes + self.limits.max_inodes * INODE_BYTES + SLACK_BYTES
         with open(image, "wb") as fh:
             fh.truncate(size)
@@ -219,11 +241,13 @@ class WorkDisks:
         return image
 
     def refill_later(self) -> None:
-        """Make the next attempt's spare in the background: called when an
-        attempt is over, so it competes with no job's start."""
+        """Make the next attempt's spare in the background, and sweep what
+        dead runners left: called when an attempt is over, so it competes
+        with no job's start."""
         threading.Thread(target=self._refill, name="rgrid-workdisk", daemon=True).start()
 
     def _refill(self) -> None:
+        self._sweep()
         try:
             spare = self._format()
         except (OSError, subprocess.SubprocessError) as exc:
@@ -237,6 +261,8 @@ class WorkDisks:
 
     @contextlib.contextmanager
     def attach(self, workdir: Path) -> Iterator[WorkDisk]:
+        """The work dir's disk for the block, unmounted and removed after it.
+        Two steps inside: put the inputs in `inputs_dir`, then `mount()`."""
         disk = WorkDisk(self, workdir)
         try:
             yield disk
@@ -252,7 +278,7 @@ class WorkDisk:
         self.disks = disks
         self.workdir = workdir
         self.enforced = disks.available
-        self.watch = WorkdirWatch(workdir, disks.limits.max_bytes)
+        self.watch = None if self.enforced else WorkdirWatch(workdir, disks.limits.max_bytes)
         self.inputs_dir = workdir.with_name(workdir.name + ".in") if self.enforced else workdir
         self.disk = workdir.with_name(workdir.name + ".disk")
         self.image: Path | None = None
@@ -280,7 +306,7 @@ class WorkDisk:
 
     def exceeded(self) -> str | None:
         """Which limit the job reached, if any (cheap: one statvfs)."""
-        if not self.enforced:
+        if self.watch is not None:
             return self.watch.exceeded()
         return self.full()
 

@@ -31,6 +31,7 @@ from rgrid_runner.runtimes import detect
 from rgrid_runner.sandbox import choose
 from rgrid_runner.settings import RunnerSettings
 from rgrid_runner.slots import JobSlots
+from rgrid_runner.workdisk import DiskLimits, WorkDisks
 from tests.integration.test_job_network import node_address
 from tests.support.testhosts import NetHost
 
@@ -70,6 +71,10 @@ def get_requires_for_build_wheel(config_settings=None):
 
 
 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    if TARGETS.get("fill_bytes"):
+        with open(os.path.join(os.environ["HOME"], "fill.bin"), "wb") as fill:
+            for _ in range(TARGETS["fill_bytes"] // 2**20):
+                fill.write(b"f" * 2**20)
     name = "rgrid_evil_build-1.0-py3-none-any.whl"
     info = "rgrid_evil_build-1.0.dist-info"
     files = {
@@ -168,11 +173,12 @@ def test_a_hostile_build_runs_as_the_job_and_reaches_nothing_of_the_node(
 
     cache = EnvCache(tmp_path / "envs", max_bytes=10**9)
     slots = JobSlots(tmp_path / "slots", 310_000, 2)
+    disks = WorkDisks(tmp_path / "disks", DiskLimits(256 * 2**20, 20_000))
     with slots.claim() as user, network.attach("build-1") as netns:
         place = BuildPlace("test-build-1", user, netns, network.resolv_path, index_url=index)
 
         def build(home: Path) -> None:
-            build_environment(confinement, place, interp, "rgrid-evil-build==1.0\n", home, 300, sink)
+            build_environment(confinement, place, disks, interp, "rgrid-evil-build==1.0\n", home, 300, sink)
 
         with cache.use(interp, "rgrid-evil-build==1.0\n", build) as env:
             reports = list(env.path.glob("lib/python3.11/site-packages/rgrid_evil_report.py"))
@@ -196,6 +202,50 @@ def test_a_hostile_build_runs_as_the_job_and_reaches_nothing_of_the_node(
     assert report_stat.st_uid == os.getuid() and not report_stat.st_mode & 0o022
 
 
+def test_a_build_cannot_fill_the_nodes_disk(tmp_path: Path, net_hosts: dict[str, NetHost]) -> None:
+    """The build writes on a disk of its own: a build script that writes
+    64 MiB meets the limit (16 MiB here), fails with that reason, and
+    nothing is cached or left mounted."""
+    index = publish_sdist(
+        net_hosts["public"], {"files": [], "connects": [], "urls": [], "fill_bytes": 64 * 2**20}
+    )
+    network = job_network(RunnerSettings(), owner="test-build")
+    network.install()
+    confinement = Confinement(
+        choose("bubblewrap"),
+        CgroupManager(),
+        Limits(memory_bytes=512 * 2**20, cpu=1.0, max_pids=128),
+        threading.Event(),
+    )
+    interp = detect()["python:3.11"]
+    disks = WorkDisks(tmp_path / "disks", DiskLimits(16 * 2**20, 5_000))
+    cache = EnvCache(tmp_path / "envs", max_bytes=10**9)
+    log: list[str] = []
+    with JobSlots(tmp_path / "slots", 310_000, 2).claim() as user, network.attach("build-3") as netns:
+        place = BuildPlace("test-build-3", user, netns, network.resolv_path, index_url=index)
+
+        def build(home: Path) -> None:
+            build_environment(
+                confinement,
+                place,
+                disks,
+                interp,
+                "rgrid-evil-build==1.0\n",
+                home,
+                300,
+                lambda _s, t: log.append(t),
+            )
+
+        with (
+            pytest.raises(InstallFailed, match=f"its build reached its limit of {16 * 2**20} bytes"),
+            cache.use(interp, "rgrid-evil-build==1.0\n", build),
+        ):
+            pass
+    assert "No space left on device" in "".join(log)
+    assert not [p for p in (tmp_path / "envs").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert str(tmp_path) not in Path("/proc/self/mountinfo").read_text()
+
+
 def test_a_build_is_bounded_in_time_and_fails_cleanly(tmp_path: Path, net_hosts: dict[str, NetHost]) -> None:
     """An index that never answers (the private host, which jobs cannot
     reach) fails the build within its time limit, and nothing is cached."""
@@ -208,6 +258,7 @@ def test_a_build_is_bounded_in_time_and_fails_cleanly(tmp_path: Path, net_hosts:
     )
     private = net_hosts["private"]
     cache = EnvCache(tmp_path / "envs", max_bytes=10**9)
+    disks = WorkDisks(tmp_path / "disks", DiskLimits(64 * 2**20, 5_000))
     with JobSlots(tmp_path / "slots", 310_000, 2).claim() as user, network.attach("build-2") as netns:
         place = BuildPlace(
             "test-build-2",
@@ -218,7 +269,9 @@ def test_a_build_is_bounded_in_time_and_fails_cleanly(tmp_path: Path, net_hosts:
         )
 
         def build(home: Path) -> None:
-            build_environment(confinement, place, interp, "tomli-w==1.2.0\n", home, 20, lambda _s, _t: None)
+            build_environment(
+                confinement, place, disks, interp, "tomli-w==1.2.0\n", home, 20, lambda _s, _t: None
+            )
 
         with (
             pytest.raises(InstallFailed, match=r"failed \(exit|took over 20 s"),

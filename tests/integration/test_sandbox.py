@@ -376,6 +376,21 @@ def test_script_dies_with_its_runner(tmp_path: Path, rgrid_env: dict[str, str]) 
         time.sleep(0.2)
     assert status["status"] == "failed" and status["failure_reason"] == "worker_lost"
 
+    # The killed runner never unmounted its work disk: a runner process of
+    # that node does, after its next attempt.
+    def disk_mounts() -> list[str]:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+        return [line for line in lines if eid in line and (" - ext4 " in line or " - overlay " in line)]
+
+    assert disk_mounts()
+    quick = script(tmp_path, "quick.py", "print('ok')\n")
+    for _ in range(12):
+        run_cli(["run", quick], tmp_path, rgrid_env)
+        time.sleep(0.5)  # the sweep runs in the background after the attempt
+        if not disk_mounts():
+            break
+    assert disk_mounts() == []
+
 
 def test_a_job_cannot_change_its_cached_input(tmp_path: Path, rgrid_env: dict[str, str]) -> None:
     """Inputs come from the worker's shared cache, read-only: a job that

@@ -283,7 +283,7 @@ def _uid_of(pid: int) -> int | None:
 
 @pytest.fixture
 def disks(tmp_path: Path) -> WorkDisks:
-    disks = WorkDisks(tmp_path / "disks", DiskLimits(max_bytes=16 * 2**20, max_inodes=2000), tmp_path)
+    disks = WorkDisks(tmp_path / "disks", DiskLimits(max_bytes=16 * 2**20, max_inodes=2000))
     assert disks.available, "loop devices, mkfs.ext4 and overlayfs are there on every node (and in CI)"
     return disks
 
@@ -359,7 +359,7 @@ def test_a_runner_that_died_leaves_no_disk_behind(tmp_path: Path) -> None:
             "from pathlib import Path\n"
             "from rgrid_runner.workdisk import DiskLimits, WorkDisks\n"
             "root = Path(sys.argv[1])\n"
-            "disks = WorkDisks(root.parent / 'disks', DiskLimits(8 * 2**20, 1000), root)\n"
+            "disks = WorkDisks(root.parent / 'disks', DiskLimits(8 * 2**20, 1000))\n"
             "workdir = root / 'x-1-abc'\n"
             "workdir.mkdir()\n"
             "attached = disks.attach(workdir)\n"
@@ -374,7 +374,7 @@ def test_a_runner_that_died_leaves_no_disk_behind(tmp_path: Path) -> None:
     )
     assert died.returncode == -9, died.stderr
     assert len(_mounts_under(work_root)) == 2  # the overlay and its ext4
-    WorkDisks(tmp_path / "disks", DiskLimits(8 * 2**20, 1000), work_root)
+    WorkDisks(tmp_path / "disks", DiskLimits(8 * 2**20, 1000))
     assert _mounts_under(work_root) == []
     assert list(work_root.iterdir()) == []
     assert list((tmp_path / "disks").glob("*.img")) == []

@@ -73,6 +73,7 @@ def test_docker_command(tmp_path: Path) -> None:
         "--env=PATH=/usr/bin",
         "--env=K=v",
         "--env=HOME=/job",
+        "--env=TMPDIR=/tmp",
         "python:3.12-slim",
         "python",
         "s.py",
