@@ -187,7 +187,12 @@ def build_environment(
         if seed.is_dir():
             shutil.copytree(seed, workdir / INSTALLER_CACHE)
         _install(confinement, place, interp, workdir, timeout_s, sink, disk)
-        copy_out(workdir / "venv", directory / "venv")
+        try:
+            copy_out(workdir / "venv", directory / "venv")
+        except (OSError, RecursionError) as exc:  # a tree too deep, a name too long
+            raise InstallFailed(
+                f"installing requirements left an environment rgrid cannot copy ({exc})"
+            ) from None
 
 
 def _install(

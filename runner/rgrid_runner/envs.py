@@ -30,6 +30,7 @@ import os
 import shutil
 import stat
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -94,6 +95,19 @@ def seal(root: Path) -> None:
                 os.chmod(path, stat.S_IMODE(st.st_mode) & 0o755 | 0o400)
 
 
+LOCK_POLL_S = 0.1
+
+
+def _acquire(lock: FileLock, shared: bool, stop: threading.Event | None) -> None:
+    """Take the lock; without `stop`, however long it takes."""
+    if stop is None:
+        lock.acquire(shared=shared)
+        return
+    while not lock.acquire(shared=shared, wait=False):
+        if stop.wait(LOCK_POLL_S):
+            raise InstallFailed("stopped while another run installed the same requirements")
+
+
 class EnvCache:
     """The node's built environments, one per (runtime, requirements), that
     jobs bind read-only."""
@@ -103,22 +117,29 @@ class EnvCache:
         self.max_bytes = max_bytes
 
     @contextmanager
-    def use(self, interp: Interpreter, requirements: str, build: Builder) -> Iterator[Environment]:
+    def use(
+        self, interp: Interpreter, requirements: str, build: Builder, stop: threading.Event | None = None
+    ) -> Iterator[Environment]:
         """The environment for these requirements, built if needed, held
-        with a shared lock while the job runs so eviction cannot remove it."""
+        with a shared lock while the job runs so eviction cannot remove it.
+        Waiting for another run's build of the same key ends at `stop`
+        (a cancel), with InstallFailed."""
         key = env_key(interp.runtime, requirements)
         final = self.root / key
         lock = FileLock(self.root / f"{key}.lock")
         self.root.mkdir(parents=True, exist_ok=True)
         try:
             while True:
-                lock.acquire(shared=True)
+                _acquire(lock, shared=True, stop=stop)
                 if (final / USED_MARK).exists():
                     break
                 lock.release()
-                with lock.hold():
+                _acquire(lock, shared=False, stop=stop)
+                try:
                     if not (final / USED_MARK).exists():
                         self._publish(build, final)
+                finally:
+                    lock.release()
             (final / USED_MARK).touch()
             self._evict(keep=key)
             yield Environment(final)

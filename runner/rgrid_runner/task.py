@@ -226,7 +226,10 @@ class AttemptRun:
             requirements = self.spec.requirements
             env = stack.enter_context(
                 self.cfg.envs.use(
-                    interp, requirements, lambda home: self._build(interp, requirements, home, netns)
+                    interp,
+                    requirements,
+                    lambda home: self._build(interp, requirements, home, netns),
+                    self.shipper.stop_requested,
                 )
             )
             python, path = env.python, f"{env.bin}:{path}"

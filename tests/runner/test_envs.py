@@ -105,3 +105,32 @@ def test_published_environment_is_the_runners_and_read_only_to_others(tmp_path: 
         assert not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH | stat.S_ISUID | stat.S_ISGID), oct(st.st_mode)
     assert os.lstat(link).st_uid == os.getuid() and os.readlink(link) == "/etc/shadow"
     assert stat.S_IMODE(os.stat("/etc/shadow").st_mode) != 0o755  # the link's target was never touched
+
+
+def test_waiting_for_another_runs_build_ends_at_a_cancel(tmp_path: Path) -> None:
+    """One run builds a key; another run with the same key waits for it,
+    until it is cancelled: then it stops waiting at once."""
+    cache = EnvCache(tmp_path, max_bytes=10**9)
+    building, release = threading.Event(), threading.Event()
+
+    def slow_build(home: Path) -> None:
+        building.set()
+        release.wait(30)
+        layout(10)[1](home)
+
+    def first_run() -> None:
+        with cache.use(INTERP, "k\n", slow_build):
+            pass
+
+    first = threading.Thread(target=first_run)
+    first.start()
+    assert building.wait(30)
+    stop = threading.Event()
+    threading.Timer(0.3, stop.set).start()
+    with (
+        pytest.raises(InstallFailed, match="stopped while another run"),
+        cache.use(INTERP, "k\n", layout(10)[1], stop),
+    ):
+        pass
+    release.set()
+    first.join(30)
