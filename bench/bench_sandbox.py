@@ -150,7 +150,7 @@ def first_install(n: int) -> tuple[list[float], list[float]]:
     network.install()
     confinement = Confinement(Bubblewrap(system_tool("bwrap")), CgroupManager(), LIMITS, threading.Event())
     slots = JobSlots(root / "slots", 330_000, 4)
-    cache = EnvCache(root / "envs", max_bytes=10 * 2**30)
+    cache = EnvCache(root / "envs", max_bytes=10 * 2**30, max_files=10**7)
     disks = WorkDisks(root / "disks", DiskLimits(20 * 2**30, 500_000))
     uv = str(uv_binary())
     shared_cache = root / "host-uv-cache"

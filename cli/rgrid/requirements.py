@@ -17,7 +17,10 @@ import re
 
 MAX_LINE = 4096
 # pip and uv end a line at a `#` that follows white space (or starts it).
-COMMENT = re.compile(r"(^|\s)#.*$")
+COMMENT = re.compile(r"(^|[ \t])#.*$")
+# Printable ASCII and tabs only: Python and the installer then agree on
+# where lines and comments end (no form feed, NEL, no-break space, ...).
+PLAIN = re.compile(r"^[\t\x20-\x7e]*$")
 
 
 class RefusedRequirement(ValueError):
@@ -46,8 +49,12 @@ def _refusal(line: str) -> str | None:
 def check_requirements(text: str) -> str:
     """The text, unchanged, if every line may be installed; else
     RefusedRequirement naming the first refused line and why."""
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = COMMENT.sub("", raw).strip()
+    for number, raw in enumerate(text.replace("\r\n", "\n").split("\n"), start=1):
+        if not PLAIN.match(raw):
+            raise RefusedRequirement(
+                f"requirements line {number}: only printable ASCII characters are accepted"
+            )
+        line = COMMENT.sub("", raw).strip(" \t")
         if not line:
             continue
         reason = "line too long" if len(line) > MAX_LINE else _refusal(line)

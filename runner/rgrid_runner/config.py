@@ -52,7 +52,7 @@ def runner_config() -> RunnerConfig:
         sandbox=choose(s.sandbox),
         cgroups=CgroupManager(),
         runtimes=detect(),
-        envs=EnvCache(cache_root, max_bytes=s.env_cache_bytes),
+        envs=EnvCache(cache_root, max_bytes=s.env_cache_bytes, max_files=s.env_cache_files),
         inputs=InputCache(s.input_cache or root.parent / f"{root.name}-inputs", s.input_cache_bytes),
         jobnet=job_network(s),
         slots=JobSlots(root.parent / f"{root.name}-slots", s.job_uid_base, s.job_slots),

@@ -18,9 +18,15 @@ runs on the worker, of any tenant: same key, same environment.
 - **No shared installer cache.** Each build downloads into its own
   directory, removed with it: a cache writable by one tenant's build
   could hand another tenant a poisoned wheel.
-- **Bounded in bytes.** Least recently used environments are evicted first,
-  never one in use (a shared lock is held while a job runs). Concurrent
-  runs with one key build once (an exclusive lock).
+- **Bounded in bytes and files.** Least recently used environments are
+  evicted first, never one in use (a shared lock is held while a job runs).
+  Every entry counts at least one block, and entries are counted too, so a
+  build of a million empty files is not free. Concurrent runs with one key
+  build once (an exclusive lock).
+- **Bookkeeping beside the tree, not in it.** A build controls every name
+  in its tree (a link named like a marker would have the runner write
+  through it as root), so the cache's own files lie in its root, written
+  without following links.
 """
 
 from __future__ import annotations
@@ -37,10 +43,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rgrid.filelock import FileLock
+from rgrid_runner.limits import tree_usage
 from rgrid_runner.runtimes import Interpreter
 
-USED_MARK = ".rgrid-used"
-SIZE_MARK = ".rgrid-bytes"
+USED_SUFFIX = ".used"
+USAGE_SUFFIX = ".usage"
 BUILT_VENV = "venv"
 
 
@@ -71,16 +78,11 @@ def env_key(runtime: str, requirements: str) -> str:
     return hashlib.sha256(f"{runtime}\n{requirements}".encode()).hexdigest()[:32]
 
 
-def tree_bytes(root: Path) -> int:
-    """Bytes a tree takes on disk, without following links."""
-    total = 0
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in (*dirnames, *filenames):
-            try:
-                total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
-            except FileNotFoundError:
-                continue
-    return total
+def _write_mark(path: Path, text: str) -> None:
+    """A bookkeeping file of the runner's, never through a link."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
 
 
 def seal(root: Path) -> None:
@@ -110,11 +112,20 @@ def _acquire(lock: FileLock, shared: bool, stop: threading.Event | None) -> None
 
 class EnvCache:
     """The node's built environments, one per (runtime, requirements), that
-    jobs bind read-only."""
+    jobs bind read-only. Each is `<root>/<key>`; its bookkeeping lies beside
+    it (`<key>.used`, whose mtime is its last use and whose presence says it
+    is complete, and `<key>.usage`), never inside the tree a build made."""
 
-    def __init__(self, root: Path, max_bytes: int) -> None:
+    def __init__(self, root: Path, max_bytes: int, max_files: int) -> None:
         self.root = root
         self.max_bytes = max_bytes
+        self.max_files = max_files
+
+    def _used(self, key: str) -> Path:
+        return self.root / f"{key}{USED_SUFFIX}"
+
+    def _usage(self, key: str) -> Path:
+        return self.root / f"{key}{USAGE_SUFFIX}"
 
     @contextmanager
     def use(
@@ -125,28 +136,28 @@ class EnvCache:
         Waiting for another run's build of the same key ends at `stop`
         (a cancel), with InstallFailed."""
         key = env_key(interp.runtime, requirements)
-        final = self.root / key
         lock = FileLock(self.root / f"{key}.lock")
         self.root.mkdir(parents=True, exist_ok=True)
         try:
             while True:
                 _acquire(lock, shared=True, stop=stop)
-                if (final / USED_MARK).exists():
+                if self._used(key).exists():
                     break
                 lock.release()
                 _acquire(lock, shared=False, stop=stop)
                 try:
-                    if not (final / USED_MARK).exists():
-                        self._publish(build, final)
+                    if not self._used(key).exists():
+                        self._publish(build, key)
                 finally:
                     lock.release()
-            (final / USED_MARK).touch()
+            os.utime(self._used(key))
             self._evict(keep=key)
-            yield Environment(final)
+            yield Environment(self.root / key)
         finally:
             lock.release()
 
-    def _publish(self, build: Builder, final: Path) -> None:
+    def _publish(self, build: Builder, key: str) -> None:
+        final = self.root / key
         tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=self.root))
         try:
             build(tmp)
@@ -154,34 +165,40 @@ class EnvCache:
             if venv.is_symlink() or not venv.is_dir() or not os.path.lexists(venv / "bin" / "python"):
                 raise InstallFailed("installing requirements left no environment")
             seal(venv)
-            (venv / SIZE_MARK).write_text(str(tree_bytes(venv)))
-            (venv / USED_MARK).touch()
+            usage = tree_usage(venv)
             if final.exists():
                 shutil.rmtree(final)
             venv.rename(final)
+            _write_mark(self._usage(key), f"{usage.bytes} {usage.files}")
+            _write_mark(self._used(key), "")  # last: the environment is complete
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
     def _evict(self, keep: str) -> None:
-        """Least recently used first, until the cache fits its bytes."""
+        """Least recently used first, until the cache fits its bytes and files."""
         envs = []
-        for path in self.root.iterdir():
+        for used in self.root.glob(f"*{USED_SUFFIX}"):
+            key = used.name.removesuffix(USED_SUFFIX)
             try:
-                used = (path / USED_MARK).stat().st_mtime
-                size = int((path / SIZE_MARK).read_text())
+                last = used.stat().st_mtime
+                size, files = (int(v) for v in self._usage(key).read_text().split())
             except (OSError, ValueError):
                 continue
-            envs.append((used, size, path))
-        total = sum(size for _used, size, _path in envs)
-        for _used, size, path in sorted(envs):
-            if total <= self.max_bytes:
+            envs.append((last, size, files, key))
+        total = sum(size for _last, size, _files, _key in envs)
+        count = sum(files for _last, _size, files, _key in envs)
+        for _last, size, files, key in sorted(envs):
+            if total <= self.max_bytes and count <= self.max_files:
                 return
-            if path.name == keep:
+            if key == keep:
                 continue
-            lock = FileLock(self.root / f"{path.name}.lock")
+            lock = FileLock(self.root / f"{key}.lock")
             if lock.acquire(wait=False):
                 try:
-                    shutil.rmtree(path, ignore_errors=True)
+                    self._used(key).unlink(missing_ok=True)  # first: no one takes it as complete
+                    shutil.rmtree(self.root / key, ignore_errors=True)
+                    self._usage(key).unlink(missing_ok=True)
                     total -= size
+                    count -= files
                 finally:
                     lock.release()

@@ -67,19 +67,33 @@ class WorkdirWatch:
         if now < self._next:
             return None
         self._next = now + DISK_CHECK_EVERY_S
-        used = _tree_bytes(self.root)
+        used = tree_usage(self.root).bytes
         return f"its work dir grew over {self.limit} bytes" if used > self.limit else None
 
 
-def _tree_bytes(root: Path) -> int:
-    total = 0
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
+@dataclass(frozen=True)
+class Usage:
+    """What a tree takes on the node: bytes on disk (every entry charged at
+    least one block, so a million empty files are not free) and entries."""
+
+    bytes: int
+    files: int
+
+
+BLOCK = 4096
+
+
+def tree_usage(root: Path) -> Usage:
+    """A tree's usage, without following links."""
+    total = files = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in (*dirnames, *filenames):
             try:
-                total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
+                total += max(os.lstat(os.path.join(dirpath, name)).st_blocks * 512, BLOCK)
             except FileNotFoundError:
                 continue
-    return total
+            files += 1
+    return Usage(total, files)
 
 
 def rlimit_command(argv: list[str], limits: Limits) -> list[str]:

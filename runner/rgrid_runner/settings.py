@@ -23,6 +23,7 @@ class RunnerSettings(BaseSettings):
     work_root: Path | None = None
     env_cache: Path | None = None
     env_cache_bytes: int = 20 * GIB
+    env_cache_files: int = 2_000_000
     # Requirements are built in the job's sandbox within this time; the
     # operator's package index (never a tenant's), else PyPI.
     install_timeout_s: float = 1800.0

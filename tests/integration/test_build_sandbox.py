@@ -171,7 +171,7 @@ def test_a_hostile_build_runs_as_the_job_and_reaches_nothing_of_the_node(
     def sink(stream: Stream, text: str) -> None:
         log.append(text)
 
-    cache = EnvCache(tmp_path / "envs", max_bytes=10**9)
+    cache = EnvCache(tmp_path / "envs", max_bytes=10**9, max_files=10**6)
     slots = JobSlots(tmp_path / "slots", 310_000, 2)
     disks = WorkDisks(tmp_path / "disks", DiskLimits(256 * 2**20, 20_000))
     with slots.claim() as user, network.attach("build-1") as netns:
@@ -219,7 +219,7 @@ def test_a_build_cannot_fill_the_nodes_disk(tmp_path: Path, net_hosts: dict[str,
     )
     interp = detect()["python:3.11"]
     disks = WorkDisks(tmp_path / "disks", DiskLimits(16 * 2**20, 5_000))
-    cache = EnvCache(tmp_path / "envs", max_bytes=10**9)
+    cache = EnvCache(tmp_path / "envs", max_bytes=10**9, max_files=10**6)
     log: list[str] = []
     with JobSlots(tmp_path / "slots", 310_000, 2).claim() as user, network.attach("build-3") as netns:
         place = BuildPlace("test-build-3", user, netns, network.resolv_path, index_url=index)
@@ -257,7 +257,7 @@ def test_a_build_is_bounded_in_time_and_fails_cleanly(tmp_path: Path, net_hosts:
         sandbox, CgroupManager(), Limits(memory_bytes=512 * 2**20, cpu=1.0, max_pids=64), threading.Event()
     )
     private = net_hosts["private"]
-    cache = EnvCache(tmp_path / "envs", max_bytes=10**9)
+    cache = EnvCache(tmp_path / "envs", max_bytes=10**9, max_files=10**6)
     disks = WorkDisks(tmp_path / "disks", DiskLimits(64 * 2**20, 5_000))
     with JobSlots(tmp_path / "slots", 310_000, 2).claim() as user, network.attach("build-2") as netns:
         place = BuildPlace(

@@ -33,7 +33,7 @@ def layout(size: int) -> tuple[list[str], Builder]:
 
 
 def test_least_recently_used_is_evicted_by_bytes_but_never_one_in_use(tmp_path: Path) -> None:
-    cache = EnvCache(tmp_path, max_bytes=300_000)
+    cache = EnvCache(tmp_path, max_bytes=300_000, max_files=10**6)
     _, build = layout(200_000)
     with cache.use(INTERP, "a\n", build) as env_a, cache.use(INTERP, "b\n", build) as env_b:
         assert Path(env_a.path).exists()  # in use: kept although over the bound
@@ -41,7 +41,7 @@ def test_least_recently_used_is_evicted_by_bytes_but_never_one_in_use(tmp_path: 
     with cache.use(INTERP, "c\n", build) as env_c:
         assert Path(env_c.path).exists()
     assert not Path(env_a.path).exists() and not Path(env_b.path).exists()
-    small = EnvCache(tmp_path / "roomy", max_bytes=10_000_000)
+    small = EnvCache(tmp_path / "roomy", max_bytes=10_000_000, max_files=10**6)
     for key in ("a\n", "b\n", "c\n"):
         with small.use(INTERP, key, build) as env:
             kept = env.path
@@ -50,7 +50,7 @@ def test_least_recently_used_is_evicted_by_bytes_but_never_one_in_use(tmp_path: 
 
 
 def test_one_key_builds_once_under_concurrency(tmp_path: Path) -> None:
-    cache = EnvCache(tmp_path, max_bytes=10**9)
+    cache = EnvCache(tmp_path, max_bytes=10**9, max_files=10**6)
     built, build = layout(10)
     barrier = threading.Barrier(3)
 
@@ -69,7 +69,7 @@ def test_one_key_builds_once_under_concurrency(tmp_path: Path) -> None:
 
 
 def test_a_failed_or_hollow_build_is_never_cached(tmp_path: Path) -> None:
-    cache = EnvCache(tmp_path, max_bytes=10**9)
+    cache = EnvCache(tmp_path, max_bytes=10**9, max_files=10**6)
 
     def fails(home: Path) -> None:
         (home / "venv" / "bin").mkdir(parents=True)
@@ -110,7 +110,7 @@ def test_published_environment_is_the_runners_and_read_only_to_others(tmp_path: 
 def test_waiting_for_another_runs_build_ends_at_a_cancel(tmp_path: Path) -> None:
     """One run builds a key; another run with the same key waits for it,
     until it is cancelled: then it stops waiting at once."""
-    cache = EnvCache(tmp_path, max_bytes=10**9)
+    cache = EnvCache(tmp_path, max_bytes=10**9, max_files=10**6)
     building, release = threading.Event(), threading.Event()
 
     def slow_build(home: Path) -> None:
@@ -134,3 +134,44 @@ def test_waiting_for_another_runs_build_ends_at_a_cancel(tmp_path: Path) -> None
         pass
     release.set()
     first.join(30)
+
+
+def test_a_build_cannot_make_the_runner_write_through_its_links(tmp_path: Path) -> None:
+    """Every name in a built tree is the build's: links planted where the
+    cache once kept its markers, or anywhere, are copied as links and never
+    written through, on publishing, use or eviction."""
+    victim = tmp_path / "victim"
+    victim.write_text("IMPORTANT ROOT FILE")
+    missing = tmp_path / "created-by-root"
+    cache = EnvCache(tmp_path / "envs", max_bytes=1, max_files=10**6)
+
+    def planting(home: Path) -> None:
+        layout(10)[1](home)
+        for name in (".rgrid-used", ".rgrid-bytes", "bin/activate", "k.used", "k.usage"):
+            (home / "venv" / name).unlink(missing_ok=True)
+            (home / "venv" / name).symlink_to(victim if "bytes" in name or "usage" in name else missing)
+
+    for key in ("a\n", "b\n"):  # the second evicts the first (max_bytes=1)
+        with cache.use(INTERP, key, planting):
+            pass
+    assert victim.read_text() == "IMPORTANT ROOT FILE"
+    assert not missing.exists()
+
+
+def test_empty_files_are_not_free(tmp_path: Path) -> None:
+    """A build of many empty files is charged a block and an entry each, so
+    the cache's file bound evicts it."""
+
+    def empties(home: Path) -> None:
+        layout(0)[1](home)
+        for i in range(3000):
+            (home / "venv" / f"e{i}").touch()
+
+    cache = EnvCache(tmp_path, max_bytes=10**12, max_files=4000)
+    with cache.use(INTERP, "a\n", empties) as first:
+        pass
+    usage = [int(v) for v in (tmp_path / (first.path.name + ".usage")).read_text().split()]
+    assert usage[0] >= 3000 * 4096 and usage[1] >= 3000
+    with cache.use(INTERP, "b\n", empties):
+        pass
+    assert not first.path.exists()  # 6000 files > 4000: the older one went
