@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from rgrid.errors import UsageError
+from rgrid.wire import Resources
 
 _MEM = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?)?\s*$", re.I)
 _MEM_FACTOR_MB = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
@@ -37,3 +38,21 @@ def parse_env(pairs: list[str]) -> dict[str, str]:
             raise UsageError(f"invalid --env {pair!r}: use NAME=value")
         env[key] = value
     return env
+
+
+def job_resources(cpu: float, memory: str, timeout: str) -> Resources:
+    """--cpu, --memory and --timeout as the wire contract takes them. A
+    value outside its range is the user's mistake: a usage error (exit 2)
+    naming the option, never a validation traceback."""
+    from pydantic import ValidationError
+
+    try:
+        return Resources(cpu=cpu, memory_mb=parse_memory_mb(memory), timeout_s=parse_duration_s(timeout))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        option, given, unit = {
+            "cpu": ("--cpu", f"{cpu:g}", ""),
+            "memory_mb": ("--memory", memory, " (MiB)"),
+            "timeout_s": ("--timeout", timeout, " (seconds)"),
+        }[str(error["loc"][0])]
+        raise UsageError(f"invalid {option} {given!r}: {error['msg'].lower()}{unit}") from None

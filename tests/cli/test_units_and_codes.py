@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from rgrid.errors import UsageError, exit_code_for, exit_code_for_batch
-from rgrid.units import parse_duration_s, parse_env, parse_memory_mb
+from rgrid.units import job_resources, parse_duration_s, parse_env, parse_memory_mb
 from rgrid.wire import BatchExecution, BatchView, ExecutionView, Resources, Status
 
 
@@ -95,3 +98,41 @@ def test_batch_exit_codes(status: str, members: list[tuple[str, str | None]], ex
         ],
     )
     assert exit_code_for_batch(batch) == expected
+
+
+@pytest.mark.parametrize(
+    ("cpu", "memory", "timeout", "says"),
+    [
+        (0.0, "1G", "1h", "invalid --cpu '0': input should be greater than 0"),
+        (1000.0, "1G", "1h", "invalid --cpu '1000'"),
+        (1.0, "0", "1h", "invalid --memory '0': input should be greater than or equal to 16 (MiB)"),
+        (1.0, "5T", "1h", "invalid --memory '5T'"),
+        (1.0, "1G", "30d", "invalid --timeout '30d'"),
+    ],
+)
+def test_resources_out_of_range_are_usage_errors(cpu: float, memory: str, timeout: str, says: str) -> None:
+    with pytest.raises(UsageError, match="^" + says.replace("(", r"\(").replace(")", r"\)")):
+        job_resources(cpu, memory, timeout)
+
+
+@pytest.mark.parametrize(
+    "option", [["--memory", "0"], ["--cpu", "0"], ["--cpu", "999"], ["--retries", "11"], ["--retries", "-1"]]
+)
+def test_run_with_resources_out_of_range_exits_2(tmp_path: Path, option: list[str]) -> None:
+    """Through the CLI, before anything connects: one line, exit 2."""
+    (tmp_path / "s.py").write_text("print(1)\n")
+    env = {
+        "RGRID_HOME": str(tmp_path / "home"),
+        "RGRID_API_URL": "http://127.0.0.1:9",
+        "PATH": "/usr/bin:/bin",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "rgrid", "run", *option, "s.py"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and option[0] in lines[0] and "pydantic" not in lines[0], lines

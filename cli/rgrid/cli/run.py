@@ -9,7 +9,7 @@ from rgrid.batchplan import BatchPlan, plan_batch, uses_placeholder
 from rgrid.cli.batch import run_batch
 from rgrid.cli.connect import connect
 from rgrid.cli.console import err, out, print_json, say
-from rgrid.cli.parser import SCRIPT_ARGS, Commands, positive_int, script_and_args
+from rgrid.cli.parser import SCRIPT_ARGS, Commands, bounded_int, positive_int, script_and_args
 from rgrid.client import Client
 from rgrid.config import rgrid_home
 from rgrid.errors import UsageError, exit_code_for
@@ -18,7 +18,7 @@ from rgrid.hashcache import sha256_files
 from rgrid.inputs import RunPlan, plan_run
 from rgrid.requirements import RefusedRequirement, check_requirements
 from rgrid.transfer import Progress, download, upload_missing
-from rgrid.units import parse_duration_s, parse_env, parse_memory_mb
+from rgrid.units import job_resources, parse_env
 from rgrid.wire import ExecutionCreate, ExecutionView, InputFile, Resources, Status
 
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024
@@ -177,7 +177,7 @@ def run(
     cache: bool,
 ) -> int:
     """Run SCRIPT on the grid as if it ran here; exit with its exit code."""
-    resources = Resources(cpu=cpu, memory_mb=parse_memory_mb(memory), timeout_s=parse_duration_s(timeout))
+    resources = job_resources(cpu, memory, timeout)
     env_values = parse_env(env)
     if network not in ("default", "none"):
         raise UsageError(f"invalid --network {network!r}: use 'default' or 'none'")
@@ -263,7 +263,12 @@ def add_commands(commands: Commands) -> None:
     p.add_argument("--output-dir", default=".", help="Where outputs land.")
     p.add_argument("--remote-only", action="store_true", help="Leave outputs on the grid.")
     p.add_argument("-d", "--detach", action="store_true", help="Submit and return at once.")
-    p.add_argument("--retries", type=int, default=2, help="Extra attempts after infrastructure failures.")
+    p.add_argument(
+        "--retries",
+        type=bounded_int(0, 10),
+        default=2,
+        help="Extra attempts after infrastructure failures (0 to 10).",
+    )
     p.add_argument(
         "--requirements",
         help="Requirements file to install (default: requirements.txt beside the script): package names "
