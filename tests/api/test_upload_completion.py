@@ -23,6 +23,7 @@ from rgrid_api.uploads import complete_upload, plan_uploads
 from tests.support.services import S3Server
 
 PART = 5 * 1024 * 1024
+STORAGE_TIMEOUT_S = 120.0
 
 
 def settings_for(s3: S3Server, endpoint: str | None = None) -> Settings:
@@ -45,7 +46,9 @@ def send_parts(session: Session, storage: Storage, settings: Settings, data: byt
     parts = []
     for part in ticket.parts:
         chunk = data[(part.number - 1) * PART : part.number * PART]
-        resp = httpx.put(part.url, content=chunk)
+        # A fresh SeaweedFS grows its first volume on the first write: seconds
+        # on a loaded machine, past httpx's default 5 s.
+        resp = httpx.put(part.url, content=chunk, timeout=STORAGE_TIMEOUT_S)
         resp.raise_for_status()
         parts.append(CompletedPart(number=part.number, etag=resp.headers["etag"]))
     return UploadCompletion(sha256=sha, size=len(data), upload_id=ticket.upload_id, parts=parts)
