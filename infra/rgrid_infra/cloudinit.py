@@ -41,6 +41,11 @@ class WorkerBoot:
     find_links: str | None = None  # a folder of wheels, for an rgrid not on the index
 
 
+# What every machine that runs jobs needs: the sandbox (bubblewrap,
+# libseccomp for its filter, e2fsprogs for the work disks) and the job network.
+NODE_PACKAGES = ("bubblewrap", "libseccomp2", "e2fsprogs", "nftables", "iproute2", "curl", "ca-certificates")
+
+
 def unit(name: str) -> str:
     return files("rgrid_infra").joinpath("systemd", name).read_text()
 
@@ -90,15 +95,7 @@ def render_worker(w: WorkerBoot) -> str:
     runtimes = ",".join(f"python:{v}=/opt/rgrid/python/{v}/bin/python3" for v in w.runtimes)
     doc = {
         "package_update": True,
-        "packages": [
-            "bubblewrap",
-            "libseccomp2",
-            "e2fsprogs",
-            "nftables",
-            "iproute2",
-            "curl",
-            "ca-certificates",
-        ],
+        "packages": list(NODE_PACKAGES),
         "write_files": [
             {"path": "/etc/rgrid/node.env", "permissions": "0600", "content": env},
             {"path": "/etc/nftables.conf", "permissions": "0644", "content": _firewall(w.private_cidr)},
@@ -172,16 +169,7 @@ fi
 """
     doc = {
         "package_update": True,
-        "packages": [
-            "postgresql",
-            "bubblewrap",
-            "libseccomp2",
-            "e2fsprogs",
-            "nftables",
-            "iproute2",
-            "curl",
-            "ca-certificates",
-        ],
+        "packages": ["postgresql", *NODE_PACKAGES],
         "write_files": [
             {"path": "/opt/rgrid/setup.sh", "permissions": "0700", "content": setup},
             {"path": "/etc/systemd/system/rgrid-server.service", "content": unit("rgrid-server.service")},

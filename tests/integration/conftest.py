@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -40,3 +41,12 @@ def local_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     yield env
     run_cli(["local", "down"], tmp_path, env)
     shutil.rmtree(ray_temp_dir(Path(env["RGRID_HOME"])), ignore_errors=True)
+
+
+@pytest.fixture
+def listener() -> Iterator[int]:
+    """A service of the node on all its addresses, as a grid daemon would be."""
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        s.listen()
+        yield s.getsockname()[1]

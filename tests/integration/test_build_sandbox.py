@@ -11,10 +11,8 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
 import tarfile
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -126,15 +124,6 @@ def publish_sdist(host: NetHost, targets: dict) -> str:
     link = '<a href="../../files/rgrid_evil_build-1.0.tar.gz">rgrid_evil_build-1.0.tar.gz</a>'
     (project / "index.html").write_text(f"<!DOCTYPE html><html><body>{link}</body></html>\n")
     return f"http://{host.address}:{host.port}/simple/"
-
-
-@pytest.fixture
-def listener() -> Iterator[int]:
-    """A service of the node on all its addresses, as a grid daemon would be."""
-    with socket.socket() as s:
-        s.bind(("0.0.0.0", 0))
-        s.listen()
-        yield s.getsockname()[1]
 
 
 def test_a_hostile_build_runs_as_the_job_and_reaches_nothing_of_the_node(

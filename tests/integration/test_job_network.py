@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -79,15 +78,6 @@ def node_address() -> str:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.connect(("9.9.9.9", 9))
         return str(s.getsockname()[0])
-
-
-@pytest.fixture
-def listener() -> Iterator[int]:
-    """A service of the node on all its addresses, as a grid daemon would be."""
-    with socket.socket() as s:
-        s.bind(("0.0.0.0", 0))
-        s.listen()
-        yield s.getsockname()[1]
 
 
 def probe_in_namespace(netns: Path, targets: dict) -> dict:

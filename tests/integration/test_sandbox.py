@@ -17,6 +17,7 @@ import pytest
 import rgrid_runner
 from tests.conftest import run_cli
 from tests.integration.test_cli_contract import processes_with
+from tests.support.attacks import RECORDER_C
 from tests.support.services import RayHead
 from tests.support.testhosts import NetHost
 
@@ -44,26 +45,6 @@ def test_job_environment_holds_no_secret(tmp_path: Path, rgrid_env: dict[str, st
         "PWD",
         "LC_CTYPE",
     }, keys
-
-
-RECORDER_C = r"""
-#include <stdio.h>
-#include <string.h>
-__attribute__((constructor)) static void rgrid_record(void) {
-    char line[256], name[64] = "?", uid[64] = "?", cap[64] = "?";
-    FILE *st = fopen("/proc/self/status", "r");
-    if (st) {
-        while (fgets(line, sizeof line, st)) {
-            if (!strncmp(line, "Name:", 5)) sscanf(line + 5, "%63s", name);
-            if (!strncmp(line, "Uid:", 4)) sscanf(line + 4, "%63s", uid);
-            if (!strncmp(line, "CapEff:", 7)) sscanf(line + 7, "%63s", cap);
-        }
-        fclose(st);
-    }
-    FILE *out = fopen("/job/record", "a");
-    if (out) { fprintf(out, "%s %s %s\n", name, uid, cap); fclose(out); }
-}
-"""
 
 
 def test_preload_of_an_input_runs_only_as_the_job(tmp_path: Path, rgrid_env: dict[str, str]) -> None:

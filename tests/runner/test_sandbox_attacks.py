@@ -28,33 +28,13 @@ from rgrid_runner.seccomp import _library
 from rgrid_runner.slots import JobSlots, JobUser
 from rgrid_runner.systools import found, system_tool
 from rgrid_runner.workdisk import DiskLimits, WorkDisks
+from tests.support.attacks import RECORDER_C
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or found("bwrap") is None,
     reason="the bubblewrap sandbox drops jobs to their own uid only as root (CI runs as root with bwrap)",
 )
 
-# A shared object whose constructor records, for every process that loads
-# it, the process's name, real uid and effective capabilities.
-RECORDER_C = r"""
-#include <stdio.h>
-#include <string.h>
-__attribute__((constructor)) static void rgrid_record(void) {
-    char line[256], name[64] = "?", uid[64] = "?", cap[64] = "?";
-    FILE *st = fopen("/proc/self/status", "r");
-    if (st) {
-        while (fgets(line, sizeof line, st)) {
-            if (!strncmp(line, "Name:", 5)) sscanf(line + 5, "%63s", name);
-            if (!strncmp(line, "Uid:", 4)) sscanf(line + 4, "%63s", uid);
-            if (!strncmp(line, "CapEff:", 7)) sscanf(line + 7, "%63s", cap);
-        }
-        fclose(st);
-    }
-    FILE *out = fopen(HOST_RECORD, "a");
-    if (!out) out = fopen("/job/record", "a");
-    if (out) { fprintf(out, "%s %s %s\n", name, uid, cap); fclose(out); }
-}
-"""
 
 # Stands in for setpriv, nsenter and env first on the job's PATH: if a
 # privileged step ever ran it, the record would say so.
