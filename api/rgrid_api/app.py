@@ -14,7 +14,8 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
-from rgrid_api.auth import OwnerCache, create_key
+from rgrid.wire import Role
+from rgrid_api.auth import CallerCache, create_key
 from rgrid_api.autoscaler.loop import Autoscaler, config_from
 from rgrid_api.autoscaler.providers import make_provider, offered_runtimes
 from rgrid_api.db.engine import make_engine, make_hot_reader, make_readers, make_sessionmaker
@@ -25,9 +26,10 @@ from rgrid_api.errors import Conflict, Invalid, NotFound, StaleAttempt, StorageU
 from rgrid_api.finalviews import FinalViews
 from rgrid_api.monitor import Monitor
 from rgrid_api.notify import ChangeFeed
-from rgrid_api.routes import autoscaler, batches, executions, health, runner, uploads, workers
+from rgrid_api.routes import autoscaler, batches, executions, grid, health, runner, uploads, workers
 from rgrid_api.settings import Settings
 from rgrid_api.storage import Storage
+from rgrid_api.throttle import LongPolls, RateLimit, Throttled
 from rgrid_api.version import VERSION
 
 log = logging.getLogger(__name__)
@@ -47,7 +49,11 @@ def build_state(settings: Settings, with_dispatcher: bool = True) -> AppState:
     if settings.bootstrap_api_key is not None:
         with sessions() as session:
             create_key(
-                session, settings.bootstrap_owner, "bootstrap", settings.bootstrap_api_key.get_secret_value()
+                session,
+                settings.bootstrap_owner,
+                "bootstrap",
+                settings.bootstrap_api_key.get_secret_value(),
+                role=Role.ADMIN,
             )
     storage = Storage(settings, settings.client_presign_endpoint)
     runner_storage = Storage(settings, settings.runner_presign_endpoint)
@@ -67,7 +73,9 @@ def build_state(settings: Settings, with_dispatcher: bool = True) -> AppState:
         readers=readers,
         read_engine=make_hot_reader(settings.database_url),
         hot_reads=CapacityLimiter(HOT_READ_THREADS),
-        owners=OwnerCache(readers, settings.key_cache_s),
+        callers=CallerCache(readers, settings.key_cache_s),
+        rate_limit=RateLimit(settings.rate_limit_per_s, settings.rate_limit_burst),
+        long_polls=LongPolls(settings.long_polls_per_key),
         final_views=FinalViews(),
         storage=storage,
         runner_storage=runner_storage,
@@ -131,6 +139,7 @@ def create_app(settings: Settings, with_dispatcher: bool = True) -> FastAPI:
         batches.router,
         runner.router,
         workers.router,
+        grid.router,
         autoscaler.router,
     ):
         app.include_router(router)
@@ -149,5 +158,10 @@ def create_app(settings: Settings, with_dispatcher: bool = True) -> FastAPI:
         if status >= 500:
             log.warning("%s %s: %s", request.method, request.url.path, exc)
         return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    @app.exception_handler(Throttled)
+    async def throttled(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, Throttled)
+        return JSONResponse({"detail": str(exc)}, status_code=429, headers={"Retry-After": exc.retry_after})
 
     return app

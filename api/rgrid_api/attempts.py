@@ -8,6 +8,7 @@ runner that was presumed dead from overwriting the result of its successor.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -27,11 +28,13 @@ from rgrid.wire import (
     WorkerStatus,
     relative_path,
 )
+from rgrid_api.auth import running_caps
 from rgrid_api.db.engine import is_postgres
 from rgrid_api.db.models import Attempt, Batch, Execution, LogChunkRow, Output, Worker
 from rgrid_api.db.times import utcnow
 from rgrid_api.errors import Invalid, StaleAttempt
 from rgrid_api.executions import last_log_seq
+from rgrid_api.fairshare import Candidate, fair_order
 from rgrid_api.storage import Storage, object_key, output_key
 from rgrid_api.workers import set_ray_node
 
@@ -55,39 +58,78 @@ class Claimed:
 NO_ATTEMPT_LIST = lazyload(Execution.attempts)
 
 
-def claim_queued(session: Session, lease_s: float, limit: int = 32) -> list[Claimed]:
+@dataclass(frozen=True)
+class Sharing:
+    """How one dispatch round shares the grid (`rgrid_api.fairshare`).
+
+    `margin` is the share of the grid's CPUs handed to Ray beyond what it
+    can start now, so a slot that frees finds its next attempt waiting.
+    `max_running_cpus` is the cap of an owner none of whose keys sets its
+    own (None: no cap)."""
+
+    margin: float = 0.0
+    max_running_cpus: float | None = None
+
+
+# Serialises dispatch rounds across servers on PostgreSQL, so two of them
+# never hand out the same free CPUs.
+DISPATCH_LOCK_KEY = 0x726772696403  # "rgrid" + 3
+
+
+def claim_queued(
+    session: Session,
+    lease_s: float,
+    limit: int = 32,
+    sharing: Sharing = Sharing(),
+    grid_cpus: float | None = None,
+) -> list[Claimed]:
     """Move up to `limit` queued executions to dispatched and open their next
-    attempt, oldest first, never taking a batch past its `parallel` cap. On
-    Postgres rows are locked with SKIP LOCKED so several servers can
-    dispatch from one database without taking the same execution, and a
-    capped batch's row is locked while its room is counted, so together
-    they never exceed the cap either."""
-    other = aliased(Execution)
-    in_flight = (
-        select(func.count())
-        .select_from(other)
-        .where(other.batch_id == Execution.batch_id, other.status.in_(IN_FLIGHT))
-        .scalar_subquery()
+    attempt, in the fair order (`fairshare.fair_order`), never taking a batch
+    past its `parallel` cap nor an owner past its running-CPU cap. Rounds
+    are serialised across servers on PostgreSQL (an advisory lock), so
+    together they keep every cap; the chosen rows are taken with SKIP LOCKED
+    as well, as a cancel may hold one. `grid_cpus` is what the grid's job
+    nodes have (as Ray counts them, so it includes nodes another control
+    plane registered); None hands out regardless of capacity."""
+    postgres = is_postgres(session.get_bind())
+    if postgres:
+        session.execute(select(func.pg_advisory_xact_lock(DISPATCH_LOCK_KEY)))
+    running = running_cpus(session)
+    room = math.inf
+    if grid_cpus is not None:
+        room = grid_cpus * (1 + sharing.margin) - sum(running.values())
+        if room <= 0:
+            session.rollback()
+            return []
+    queues = _queue_heads(session, limit)
+    if not queues:
+        session.rollback()
+        return []
+    chosen = fair_order(
+        queues,
+        running,
+        room,
+        running_caps(session, set(queues), sharing.max_running_cpus),
+        _batch_room(session, {c.batch_id for q in queues.values() for c in q if c.batch_id}),
+        limit,
     )
+    if not chosen:
+        session.rollback()
+        return []
     query = (
         select(Execution)
-        .outerjoin(Batch, Batch.id == Execution.batch_id)
-        .where(Execution.status == Status.QUEUED, or_(Batch.parallel.is_(None), in_flight < Batch.parallel))
-        .order_by(Execution.created_at)
-        .limit(limit)
+        .where(Execution.id.in_([c.execution_id for c in chosen]), Execution.status == Status.QUEUED)
         .options(NO_ATTEMPT_LIST)
     )
-    if is_postgres(session.get_bind()):
+    if postgres:
         query = query.with_for_update(skip_locked=True, of=Execution)
-    candidates = list(session.scalars(query))
-    room = _batch_room(session, {e.batch_id for e in candidates if e.batch_id})
+    taken = {e.id: e for e in session.scalars(query)}
     claimed = []
     now = utcnow()
-    for execution in candidates:
-        if execution.batch_id in room:
-            if room[execution.batch_id] <= 0:
-                continue
-            room[execution.batch_id] -= 1
+    for c in chosen:
+        execution = taken.get(c.execution_id)
+        if execution is None:
+            continue
         execution.attempt += 1
         execution.status = Status.DISPATCHED
         session.add(
@@ -113,8 +155,50 @@ def claim_queued(session: Session, lease_s: float, limit: int = 32) -> list[Clai
     return claimed
 
 
-def _batch_room(session: Session, batch_ids: set[str | None]) -> dict[str | None, int]:
-    """How many more of each capped batch may be dispatched now."""
+def _queue_heads(session: Session, per_owner: int) -> dict[str, list[Candidate]]:
+    """The oldest queued executions of each owner that has any, leaving out
+    batches at their cap (one indexed range read per owner)."""
+    other = aliased(Execution)
+    in_flight = (
+        select(func.count())
+        .select_from(other)
+        .where(other.batch_id == Execution.batch_id, other.status.in_(IN_FLIGHT))
+        .scalar_subquery()
+    )
+    owners = session.scalars(select(Execution.owner).where(Execution.status == Status.QUEUED).distinct())
+    queues: dict[str, list[Candidate]] = {}
+    for owner in owners:
+        rows = session.execute(
+            select(Execution.id, Execution.cpu, Execution.created_at, Execution.batch_id)
+            .outerjoin(Batch, Batch.id == Execution.batch_id)
+            .where(
+                Execution.status == Status.QUEUED,
+                Execution.owner == owner,
+                or_(Batch.parallel.is_(None), in_flight < Batch.parallel),
+            )
+            .order_by(Execution.created_at)
+            .limit(per_owner)
+        ).all()
+        if rows:
+            queues[owner] = [Candidate(i, owner, cpu, created, batch) for i, cpu, created, batch in rows]
+    return queues
+
+
+def running_cpus(session: Session) -> dict[str, float]:
+    """CPUs each owner has dispatched or running now."""
+    return {
+        owner: float(cpus or 0.0)
+        for owner, cpus in session.execute(
+            select(Execution.owner, func.sum(Execution.cpu))
+            .where(Execution.status.in_(IN_FLIGHT))
+            .group_by(Execution.owner)
+        )
+    }
+
+
+def _batch_room(session: Session, batch_ids: set[str]) -> dict[str, int]:
+    """How many more of each capped batch may be dispatched now (its row is
+    locked on PostgreSQL while counted)."""
     if not batch_ids:
         return {}
     query = select(Batch.id, Batch.parallel).where(Batch.id.in_(batch_ids), Batch.parallel.is_not(None))

@@ -22,7 +22,7 @@ from rgrid.wire import (
 from rgrid_api.db.models import Batch, Execution, Output
 from rgrid_api.db.times import aware
 from rgrid_api.errors import Conflict
-from rgrid_api.executions import new_execution, spec_of
+from rgrid_api.executions import admit_queued, new_execution, spec_of
 from rgrid_api.ids import BATCH_ID_LENGTH, BATCH_PREFIX, new_batch_id
 from rgrid_api.lookup import find_by_prefix
 from rgrid_api.resultcache import copy_results, previous_results, reuse
@@ -74,9 +74,9 @@ def create_batch(session: Session, owner: str, body: BatchCreate, runtime: str) 
     return batch
 
 
-def retry_batch(session: Session, owner: str, id_or_prefix: str, failed_only: bool) -> Batch:
+def retry_batch(session: Session, owner: str, id_or_prefix: str, failed_only: bool, max_queued: int) -> Batch:
     """A new batch of the same inputs (with failed_only: of the failed ones),
-    each execution linked to the one it repeats."""
+    each execution linked to the one it repeats, within the queued cap."""
     old = find_batch(session, owner, id_or_prefix)
     query = select(Execution).where(Execution.batch_id == old.id).order_by(Execution.created_at)
     if failed_only:
@@ -84,6 +84,7 @@ def retry_batch(session: Session, owner: str, id_or_prefix: str, failed_only: bo
     previous = list(session.scalars(query))
     if not previous:
         raise Conflict(f"nothing of {old.id} failed" if failed_only else f"{old.id} has no inputs")
+    admit_queued(session, owner, len(previous), max_queued)
     now = datetime.now(UTC)
     batch = Batch(
         id=new_batch_id(),
@@ -105,7 +106,7 @@ def retry_batch(session: Session, owner: str, id_or_prefix: str, failed_only: bo
     return batch
 
 
-def find_batch(session: Session, owner: str, id_or_prefix: str) -> Batch:
+def find_batch(session: Session, owner: str | None, id_or_prefix: str) -> Batch:
     return find_by_prefix(session, Batch, owner, id_or_prefix, BATCH_PREFIX, BATCH_ID_LENGTH, "batch")
 
 
@@ -188,8 +189,8 @@ def list_batches(session: Session, owner: str, limit: int) -> list[BatchView]:
     return [_summary(b, counts[b.id]) for b in batches]
 
 
-def cancel_batch(session: Session, owner: str, id_or_prefix: str) -> tuple[Batch, list[str]]:
-    """Everything not yet final: queued executions end at once, dispatched
+def cancel_batch(session: Session, owner: str | None, id_or_prefix: str) -> tuple[Batch, list[str]]:
+    """The owner's batch (owner None: anyone's). Everything not yet final: queued executions end at once, dispatched
     and running ones are told on their runner's next call. Returns the ids
     whose followers should hear of it."""
     batch = find_batch(session, owner, id_or_prefix)

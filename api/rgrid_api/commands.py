@@ -9,7 +9,7 @@ import os
 from typing import TYPE_CHECKING
 
 from rgrid.cli.console import out
-from rgrid.cli.parser import Commands
+from rgrid.cli.parser import Commands, positive_float, positive_int
 from rgrid.errors import UsageError
 
 if TYPE_CHECKING:
@@ -43,9 +43,15 @@ def server(host: str | None, port: int | None) -> None:
     uvicorn.run(app, host=bind, port=port or settings.port, log_level="warning", access_log=False)
 
 
-def create_key_cmd(owner: str, name: str) -> None:
-    """Create an API key for OWNER and print it (it is stored only hashed)."""
-    from rgrid_api.auth import create_key
+def create_key_cmd(
+    owner: str, name: str, admin: bool, max_running_cpus: float | None, max_queued: int | None
+) -> None:
+    """Create an API key for OWNER and print it (it is stored only hashed).
+    A user key sees its owner's runs and the grid's capacity; an admin key
+    also sees the nodes, the autoscaler and everyone's cost, and may cancel
+    and drain anything."""
+    from rgrid.wire import Role
+    from rgrid_api.auth import create_key, set_caps
     from rgrid_api.db.engine import make_engine, make_sessionmaker
     from rgrid_api.db.migrate import upgrade
 
@@ -53,9 +59,11 @@ def create_key_cmd(owner: str, name: str) -> None:
     upgrade(settings.database_url)
     with make_sessionmaker(make_engine(settings.database_url))() as session:
         try:
-            out.print(create_key(session, owner, name), markup=False, highlight=False)
+            key = create_key(session, owner, name, role=Role.ADMIN if admin else Role.USER)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+        set_caps(session, key, max_running_cpus, max_queued)
+        out.print(key, markup=False, highlight=False)
 
 
 def revoke_key_cmd(owner: str, name: str | None) -> None:
@@ -87,6 +95,17 @@ def add_server_commands(commands: Commands) -> None:
     create = serve.add("create-key", create_key_cmd)
     create.add_argument("--owner", required=True, help="Tenant the key acts for.")
     create.add_argument("--name", default="default", help="A label for the key.")
+    create.add_argument("--admin", action="store_true", help="An admin key (default: a user key).")
+    create.add_argument(
+        "--max-running-cpus",
+        type=positive_float,
+        help="CPUs the owner may run at once (default RGRID_MAX_RUNNING_CPUS: no cap).",
+    )
+    create.add_argument(
+        "--max-queued",
+        type=positive_int,
+        help="Executions the owner may have queued (default RGRID_MAX_QUEUED).",
+    )
     revoke = serve.add("revoke-key", revoke_key_cmd)
     revoke.add_argument("--owner", required=True, help="Tenant whose keys to revoke.")
     revoke.add_argument("--name", help="Only the keys with this label.")

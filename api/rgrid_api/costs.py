@@ -64,55 +64,55 @@ def execution_cost(
     return round(total, 6)
 
 
-def cost_report(session: Session, owner: str, since: datetime) -> CostReport:
-    """Node-hours and € per node since `since`, the owner's executions' share,
-    and the nodes' idle cost."""
+def cost_report(session: Session, owner: str, since: datetime, whole_grid: bool = False) -> CostReport:
+    """The owner's executions' cost since `since`; with whole_grid (an
+    admin), also node-hours and € per node, every owner's share, and the
+    nodes' idle cost."""
     now = datetime.now(UTC)
     nodes = []
     node_total = 0.0
-    for inst in session.scalars(select(Instance).where(Instance.state != "allocation_failed")):
-        start = max(aware(inst.requested_at), since)
-        end = aware(inst.ended_at) if inst.ended_at else now
-        hours = _hours(start, end)
-        if hours <= 0:
-            continue
-        eur = hours * inst.price_eur_per_hour
-        node_total += eur
-        nodes.append(
-            NodeCost(
-                name=inst.name,
-                provider=inst.provider,
-                server_type=inst.server_type,
-                state=inst.state,
-                price_eur_per_hour=inst.price_eur_per_hour,
-                hours=round(hours, 4),
-                eur=round(eur, 6),
+    if whole_grid:
+        for inst in session.scalars(select(Instance).where(Instance.state != "allocation_failed")):
+            start = max(aware(inst.requested_at), since)
+            end = aware(inst.ended_at) if inst.ended_at else now
+            hours = _hours(start, end)
+            if hours <= 0:
+                continue
+            eur = hours * inst.price_eur_per_hour
+            node_total += eur
+            nodes.append(
+                NodeCost(
+                    name=inst.name,
+                    provider=inst.provider,
+                    server_type=inst.server_type,
+                    state=inst.state,
+                    price_eur_per_hour=inst.price_eur_per_hour,
+                    hours=round(hours, 4),
+                    eur=round(eur, 6),
+                )
             )
-        )
-    used_by_all = 0.0
-    mine = 0.0
-    runs = 0
-    rows = session.execute(
+    query = (
         select(Attempt, Execution.cpu, Execution.owner)
         .join(Execution, Execution.id == Attempt.execution_id)
         .where(Attempt.finished_at.is_not(None), Attempt.finished_at >= since, Attempt.worker_id.is_not(None))
-    ).all()
-    known = prices(session, {a.worker_id for a, _, _ in rows if a.worker_id})
-    for attempt, cpu, who in rows:
-        cost = _attempt_cost(attempt, cpu, known.get(attempt.worker_id or ""))
-        used_by_all += cost
-        if who == owner:
-            mine += cost
-            runs += 1
-    return CostReport(
-        since=since,
-        nodes=sorted(nodes, key=lambda n: n.name),
-        node_hours=round(sum(n.hours for n in nodes), 4),
-        nodes_eur=round(node_total, 6),
-        executions_eur=round(mine, 6),
-        attempts=runs,
-        idle_eur=round(max(0.0, node_total - used_by_all), 6),
     )
+    if not whole_grid:
+        query = query.where(Execution.owner == owner)
+    rows = session.execute(query).all()
+    known = prices(session, {a.worker_id for a, _, _ in rows if a.worker_id})
+    owners: dict[str, float] = {}
+    runs = 0
+    for attempt, cpu, who in rows:
+        owners[who] = owners.get(who, 0.0) + _attempt_cost(attempt, cpu, known.get(attempt.worker_id or ""))
+        runs += who == owner
+    report = CostReport(since=since, executions_eur=round(owners.get(owner, 0.0), 6), attempts=runs)
+    if whole_grid:
+        report.nodes = sorted(nodes, key=lambda n: n.name)
+        report.node_hours = round(sum(n.hours for n in nodes), 4)
+        report.nodes_eur = round(node_total, 6)
+        report.idle_eur = round(max(0.0, node_total - sum(owners.values())), 6)
+        report.owners_eur = {who: round(eur, 6) for who, eur in sorted(owners.items())}
+    return report
 
 
 def estimate(

@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from rgrid_api.auth import OwnerCache, check_runner_token
+from rgrid_api.auth import Caller, CallerCache, check_runner_token
 from rgrid_api.autoscaler.loop import Autoscaler
 from rgrid_api.credentials import worker_for
 from rgrid_api.dispatcher import Dispatcher
@@ -29,6 +29,7 @@ from rgrid_api.monitor import Monitor
 from rgrid_api.notify import ChangeFeed
 from rgrid_api.settings import Settings
 from rgrid_api.storage import Storage
+from rgrid_api.throttle import LongPolls, RateLimit
 
 
 @dataclass
@@ -41,7 +42,9 @@ class AppState:
     # time, so threads beyond a few only queue for the GIL (with anyio's 40,
     # p99 was 130 ms under `wrk`); a few still overlap the round trips.
     hot_reads: CapacityLimiter
-    owners: OwnerCache
+    callers: CallerCache
+    rate_limit: RateLimit
+    long_polls: LongPolls
     final_views: FinalViews
     storage: Storage  # signs URLs for clients
     runner_storage: Storage  # signs URLs for workers
@@ -86,16 +89,28 @@ def bearer(authorization: str | None) -> str:
     return authorization[7:].strip()
 
 
-async def current_owner(
+async def current_caller(
     state: Annotated[AppState, Depends(app_state)], authorization: Annotated[str | None, Header()] = None
-) -> str:
+) -> Caller:
+    """The key's caller, once the key's rate limit let the request in."""
     key = bearer(authorization)
-    known, owner = state.owners.cached(key)
+    known, caller = state.callers.cached(key)
     if not known:
-        owner = await run_in_threadpool(state.owners.owner, key)
-    if owner is None:
+        caller = await run_in_threadpool(state.callers.caller, key)
+    if caller is None:
         raise HTTPException(401, "API key refused", headers={"WWW-Authenticate": "Bearer"})
-    return owner
+    state.rate_limit.take(caller.key_id)
+    return caller
+
+
+async def current_owner(caller: Annotated[Caller, Depends(current_caller)]) -> str:
+    return caller.owner
+
+
+async def admin_caller(caller: Annotated[Caller, Depends(current_caller)]) -> Caller:
+    if not caller.admin:
+        raise HTTPException(403, "this needs an admin API key (`rgrid server create-key --admin`)")
+    return caller
 
 
 async def runner_auth(
@@ -140,6 +155,8 @@ async def worker_auth(
 
 
 Owner = Annotated[str, Depends(current_owner)]
+User = Annotated[Caller, Depends(current_caller)]
+Admin = Annotated[Caller, Depends(admin_caller)]
 DB = Annotated[Session, Depends(db_session)]
 ReadDB = Annotated[Session, Depends(read_session)]
 State = Annotated[AppState, Depends(app_state)]

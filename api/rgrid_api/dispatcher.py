@@ -1,10 +1,14 @@
 """The dispatcher: queued executions become Ray tasks.
 
-It wakes the moment an execution is queued in this process (ChangeFeed),
-and otherwise polls the database every `dispatch_poll_s` for work queued by
-other servers or requeued by the monitor. Each claimed attempt goes to the
-Ray driver process (`DriverProcess`), which runs it as one Ray task asking
-for the execution's CPU and memory, so Ray only places it where it fits.
+It wakes the moment an execution is queued, an attempt ends or a node
+registers in this process (ChangeFeed), and otherwise polls the database
+every `dispatch_poll_s` for what other servers changed. The queue stays in
+the database: each round hands Ray only what the grid can start now (plus
+`dispatch_margin`), in the fair order of `rgrid_api.fairshare`, so another
+owner's run never waits behind a large batch already inside Ray. Each
+claimed attempt goes to the Ray driver process (`DriverProcess`), which
+runs it as one Ray task asking for the execution's CPU and memory, so Ray
+only places it where it fits.
 
 Ray is only the transport. The dispatcher claims nothing while no driver is
 connected: executions wait in the database, and the API keeps serving. It
@@ -21,7 +25,7 @@ import threading
 from sqlalchemy.orm import sessionmaker
 
 from rgrid.wire import AttemptTicket, FailureReason
-from rgrid_api.attempts import Claimed, attempt_lost, attempt_open, claim_queued, renew_dispatched
+from rgrid_api.attempts import Claimed, Sharing, attempt_lost, attempt_open, claim_queued, renew_dispatched
 from rgrid_api.auth import runner_token
 from rgrid_api.driver_messages import Settled, Submit
 from rgrid_api.driver_process import DriverProcess
@@ -45,6 +49,7 @@ class Dispatcher:
         self.transport = DriverProcess(
             settings, sessions, on_connected=feed.work_queued, on_settled=self._settle, on_lost=self._lost
         )
+        self.sharing = Sharing(settings.dispatch_margin, settings.max_running_cpus)
         self._stop = threading.Event()
         # The attempts each driver generation holds for us.
         self._inflight: dict[Key, int] = {}
@@ -77,8 +82,13 @@ class Dispatcher:
 
     def _dispatch_once(self) -> None:
         while not self._stop.is_set() and self.transport.ready() is not None:
+            capacity = self.transport.capacity()
+            if capacity is None:
+                return  # the driver says it once it has read the cluster
             with self.sessions() as session:
-                claimed = claim_queued(session, self.settings.lease_s)
+                claimed = claim_queued(
+                    session, self.settings.lease_s, sharing=self.sharing, grid_cpus=capacity
+                )
             for c in claimed:
                 self._submit(c)
             if not claimed:

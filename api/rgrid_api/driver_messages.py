@@ -42,6 +42,14 @@ class Connected(BaseModel):
     op: Literal["connected"] = "connected"
 
 
+class Capacity(BaseModel):
+    """The CPUs of the cluster's nodes that take jobs now (said on joining,
+    and whenever it changes): how much the dispatcher may hand out."""
+
+    op: Literal["capacity"] = "capacity"
+    cpus: float
+
+
 class Settled(BaseModel):
     """An attempt's task ended; `error` says how it failed in Ray, if it did."""
 
@@ -54,8 +62,8 @@ class Settled(BaseModel):
 TO_DRIVER: TypeAdapter[Submit | Cancel | Fence] = TypeAdapter(
     Annotated[Submit | Cancel | Fence, Field(discriminator="op")]
 )
-FROM_DRIVER: TypeAdapter[Connected | Settled] = TypeAdapter(
-    Annotated[Connected | Settled, Field(discriminator="op")]
+FROM_DRIVER: TypeAdapter[Connected | Capacity | Settled] = TypeAdapter(
+    Annotated[Connected | Capacity | Settled, Field(discriminator="op")]
 )
 
 

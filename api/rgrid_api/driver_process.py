@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.orm import sessionmaker
 
 from rgrid.restarts import RestartPolicy
-from rgrid_api.driver_messages import FROM_DRIVER, Cancel, Connected, Fence, Settled, Submit, line
+from rgrid_api.driver_messages import FROM_DRIVER, Cancel, Capacity, Connected, Fence, Settled, Submit, line
 from rgrid_api.settings import Settings
 from rgrid_api.workers import current_head
 
@@ -43,6 +43,7 @@ class _Driver:
     head_node: str | None
     proc: subprocess.Popen[bytes]
     connected: threading.Event = field(default_factory=threading.Event)
+    capacity_cpus: float | None = None  # as the driver last said
     reader: threading.Thread | None = None
     # Lines for its stdin, written by a thread of its own: a driver that
     # stops reading must never block the dispatcher or this supervisor.
@@ -89,6 +90,11 @@ class DriverProcess:
         """The generation of a connected driver, or None."""
         driver = self._driver
         return driver.generation if driver is not None and driver.connected.is_set() else None
+
+    def capacity(self) -> float | None:
+        """The job CPUs of the cluster, as the connected driver last said."""
+        driver = self._driver
+        return driver.capacity_cpus if driver is not None and driver.connected.is_set() else None
 
     def alive(self, generation: int) -> bool:
         driver = self._driver
@@ -190,6 +196,9 @@ class DriverProcess:
             if isinstance(message, Connected):
                 driver.connected.set()
                 self.on_connected()
+            elif isinstance(message, Capacity):
+                driver.capacity_cpus = message.cpus
+                self.on_connected()  # more room may mean more to hand out
             else:
                 self.on_settled(driver.generation, message)
 

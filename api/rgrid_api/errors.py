@@ -22,3 +22,10 @@ class StorageUnavailable(Exception):
     restart, an overload): the caller may try again shortly."""
 
     status_code = 503
+
+
+class OverCap(Exception):
+    """A submission past one of its owner's caps. Unlike a rate limit, trying
+    again soon will not help: the message names the cap."""
+
+    status_code = 429

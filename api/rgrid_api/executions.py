@@ -20,7 +20,7 @@ from rgrid.wire import (
     Stream,
 )
 from rgrid_api.db.models import Execution, LogChunkRow, Output
-from rgrid_api.errors import Invalid
+from rgrid_api.errors import Invalid, OverCap
 from rgrid_api.ids import ID_LENGTH, new_execution_id
 from rgrid_api.lookup import find_by_prefix
 from rgrid_api.resultcache import content_key, copy_results, previous_results, reuse
@@ -110,7 +110,7 @@ def new_execution(
     )
 
 
-def find_execution(session: Session, owner: str, id_or_prefix: str) -> Execution:
+def find_execution(session: Session, owner: str | None, id_or_prefix: str) -> Execution:
     return find_by_prefix(session, Execution, owner, id_or_prefix, "", ID_LENGTH, "execution")
 
 
@@ -125,8 +125,8 @@ def list_executions(session: Session, owner: str, limit: int) -> list[Execution]
     )
 
 
-def cancel_execution(session: Session, owner: str, id_or_prefix: str) -> Execution:
-    """Queued: cancelled at once. Dispatched or running: the runner is told on
+def cancel_execution(session: Session, owner: str | None, id_or_prefix: str) -> Execution:
+    """The owner's execution (owner None: anyone's). Queued: cancelled at once. Dispatched or running: the runner is told on
     its next call and kills the script; the runner's report ends it."""
     execution = find_execution(session, owner, id_or_prefix)
     if Status(execution.status).final:
@@ -162,3 +162,19 @@ def list_outputs(session: Session, storage: Storage, execution: Execution) -> li
         OutputFile(path=r.path, size=r.size, sha256=r.sha256, url=storage.presign_get(r.object_key))
         for r in rows
     ]
+
+
+def admit_queued(session: Session, owner: str, adding: int, cap: int) -> None:
+    """Refuse a submission that would leave more than `cap` of the owner's
+    executions queued."""
+    queued = session.scalar(
+        select(func.count())
+        .select_from(Execution)
+        .where(Execution.status == Status.QUEUED, Execution.owner == owner)
+    )
+    queued = queued or 0
+    if queued + adding > cap:
+        raise OverCap(
+            f"queued cap reached: {owner} has {queued} executions queued, this adds {adding}, "
+            f"and the cap is {cap} (wait for some to start, or ask an admin to raise it)"
+        )

@@ -38,12 +38,17 @@ def only_match(rows: Sequence[T], id_or_prefix: str, noun: str) -> T:
 
 
 def find_by_prefix(
-    session: Session, model: type[Row], owner: str, id_or_prefix: str, prefix: str, length: int, noun: str
+    session: Session,
+    model: type[Row],
+    owner: str | None,
+    id_or_prefix: str,
+    prefix: str,
+    length: int,
+    noun: str,
 ) -> Row:
+    """The owner's row; with owner None, anyone's (an admin acting on it)."""
     low, high = id_range(id_or_prefix, prefix, length, noun)
-    matching = model.id.between(low, high)
-    return only_match(
-        session.scalars(select(model).where(model.owner == owner, matching).limit(2)).all(),
-        id_or_prefix,
-        noun,
-    )
+    query = select(model).where(model.id.between(low, high))
+    if owner is not None:
+        query = query.where(model.owner == owner)
+    return only_match(session.scalars(query.limit(2)).all(), id_or_prefix, noun)

@@ -19,9 +19,9 @@ from typing import IO
 
 import ray
 
-from rgrid.wire import RUNTIME_REQUESTED_AMOUNT, resource_name
-from rgrid_api.driver_messages import TO_DRIVER, Cancel, Connected, Fence, Settled, Submit, line
-from rgrid_runner.ray_compat import NODE_ID_LABEL, drain_node, node_alive
+from rgrid.wire import RUNTIME_REQUESTED_AMOUNT, RUNTIME_RESOURCE_PREFIX, resource_name
+from rgrid_api.driver_messages import TO_DRIVER, Cancel, Capacity, Connected, Fence, Settled, Submit, line
+from rgrid_runner.ray_compat import NODE_ID_LABEL, drain_node, job_cpus, node_alive
 from rgrid_runner.task import run_attempt
 
 log = logging.getLogger("rgrid_api.raydriver")
@@ -33,6 +33,7 @@ EXIT_GRACE_S = 5.0
 # (about a minute with its default health checks), which fences it anyway.
 FENCE_TIMEOUT_S = 30.0
 FENCE_CHECK_S = 5.0
+CAPACITY_CHECK_S = 1.0
 
 
 class RayDriver:
@@ -53,13 +54,14 @@ class RayDriver:
         ray.init(address=self.address, namespace="rgrid", log_to_driver=False, logging_level=logging.WARNING)
         log.info("Ray driver connected to %s", self.address)
         self._send(Connected())
+        threading.Thread(target=self._report_capacity, name="rgrid-capacity", daemon=True).start()
         try:
             self._watch()
         finally:
             ray.shutdown()
         return 0
 
-    def _send(self, message: Connected | Settled) -> None:
+    def _send(self, message: Connected | Capacity | Settled) -> None:
         with self._out_lock:
             self.out.write(line(message))
             self.out.flush()
@@ -134,6 +136,21 @@ class RayDriver:
             self._stop.wait(FENCE_CHECK_S)
         with self._lock:
             self._fenced.discard(node_id)
+
+    def _report_capacity(self) -> None:
+        """Say the cluster's job CPUs now and whenever they change: nodes
+        join, drain and die without the driver being told."""
+        said = None
+        while not self._stop.is_set():
+            try:
+                cpus = job_cpus(self.address, RUNTIME_RESOURCE_PREFIX)
+            except Exception as exc:  # noqa: BLE001 - the GCS may be restarting: keep the last word
+                log.info("reading the cluster's capacity: %s", exc)
+            else:
+                if cpus != said:
+                    self._send(Capacity(cpus=cpus))
+                    said = cpus
+            self._stop.wait(CAPACITY_CHECK_S)
 
     def _watch(self) -> None:
         while not self._stop.is_set():

@@ -58,6 +58,24 @@ class Settings(BaseSettings):
     dispatch_poll_s: float = 1.0
     log_wait_max_s: float = 25.0
 
+    # Sharing the grid (docs/operations.md, "Tenants"). The dispatcher hands
+    # Ray what the grid can start now plus this share of its CPUs.
+    dispatch_margin: float = 0.05
+    # Each owner's caps, unless one of its keys sets its own: CPUs of its
+    # dispatched and running work (None: no cap; runs over it wait), and
+    # executions queued (a submission past it is refused with 429).
+    max_running_cpus: float | None = None
+    max_queued: int = 200_000
+    # Per API key, per server: requests a second (0: no limit) with bursts
+    # up to rate_limit_burst, and long-polls (logs --follow) held open.
+    rate_limit_per_s: float = 50.0
+    rate_limit_burst: float = 200.0
+    long_polls_per_key: int = 16
+    # The largest object one upload may be; incomplete uploads and objects
+    # no execution uses are deleted after this long.
+    max_input_bytes: int = 50 * 1024**3
+    upload_grace_s: float = 24 * 3600.0
+
     bootstrap_api_key: SecretStr | None = None
     # How long a server trusts what it learned about an API key: a revoked
     # key stops working within this many seconds.

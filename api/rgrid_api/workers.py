@@ -105,6 +105,12 @@ def set_status(session: Session, worker_id: str, status: WorkerStatus) -> None:
     session.commit()
 
 
+def grid_cpus(session: Session) -> float:
+    """The CPUs of the nodes that take new work (active: not draining)."""
+    rows = session.scalars(select(Worker.resources).where(Worker.status == WorkerStatus.ACTIVE))
+    return float(sum(float((resources or {}).get("CPU", 0.0)) for resources in rows))
+
+
 def ray_node_ids(session: Session, worker_ids: list[str]) -> list[str]:
     """The Ray node ids these workers registered (those that have one)."""
     return [

@@ -28,6 +28,7 @@ from rgrid.wire import (
     ExecutionCreate,
     ExecutionList,
     ExecutionView,
+    GridCapacity,
     Health,
     LogPage,
     ObjectSpec,
@@ -35,6 +36,7 @@ from rgrid.wire import (
     UploadCompletion,
     UploadPlan,
     UploadPlanRequest,
+    WorkerAck,
     WorkerList,
 )
 
@@ -202,6 +204,12 @@ class Client:
 
     def workers(self, include_ended: bool = False) -> WorkerList:
         return self._call("GET", "/v1/workers", WorkerList, params={"all": include_ended})
+
+    def grid(self) -> GridCapacity:
+        return self._call("GET", "/v1/grid", GridCapacity)
+
+    def drain_worker(self, worker_id: str) -> WorkerAck:
+        return self._call("POST", f"/v1/grid/workers/{worker_id}/drain", WorkerAck)
 
     def outputs(self, execution_id: str) -> OutputList:
         return self._call("GET", f"/v1/executions/{execution_id}/outputs", OutputList)

@@ -34,12 +34,19 @@ class Unreachable(RgridError):
 
 
 class ApiError(RgridError):
-    """The API answered with an error; 4xx other than auth are usage errors."""
+    """The API answered with an error. A key refused for what it asked (403)
+    is an authentication failure; a cap or rate limit (429) and the server's
+    own faults are the grid's; other 4xx are usage errors."""
 
     def __init__(self, status: int, detail: str) -> None:
         super().__init__(detail)
         self.status = status
-        self.exit_code = EXIT_USAGE if 400 <= status < 500 else EXIT_INFRA
+        if status == 403:
+            self.exit_code = EXIT_AUTH
+        elif 400 <= status < 500 and status != 429:
+            self.exit_code = EXIT_USAGE
+        else:
+            self.exit_code = EXIT_INFRA
 
 
 def exit_code_for(execution: ExecutionView) -> int:

@@ -3,10 +3,14 @@ API calls, the runner's calls back into the API, and transfers to and from
 object storage.
 
 A call is tried again only when trying again can help: the connection failed
-or timed out, or the server answered 5xx, 408, 425 or 429. Any other 4xx is
+or timed out, or the server answered 5xx, 408 or 425. Any other 4xx is
 final (a presigned URL that expired answers 403, and will answer 403 again).
 Pauses grow exponentially up to a cap, with jitter, so that many clients that
 failed together do not come back in lockstep.
+
+A 429 with Retry-After (a rate limit) is waited out as the server asks, even
+for a call that is otherwise tried once: the server refused it, so repeating
+it cannot do anything twice. A 429 without Retry-After (a cap) is final.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-RETRYABLE_4XX = frozenset({408, 425, 429})
+RETRYABLE_4XX = frozenset({408, 425})
+# How long, in all, one call waits out rate limits before giving up.
+THROTTLE_WAIT_MAX_S = 60.0
 
 
 def retryable_status(code: int) -> bool:
@@ -41,10 +47,21 @@ def retryable(exc: BaseException) -> bool:
     return False
 
 
+def retry_after(exc: BaseException) -> float | None:
+    """The seconds a 429 asks to wait (its Retry-After), else None."""
+    if not isinstance(exc, httpx.HTTPStatusError) or exc.response.status_code != 429:
+        return None
+    try:
+        return max(0.0, float(exc.response.headers.get("Retry-After", "")))
+    except ValueError:
+        return None
+
+
 def raise_for_retryable(resp: httpx.Response) -> httpx.Response:
-    """Raise HTTPStatusError only for a status worth retrying; every other
-    answer is returned for the caller's own error mapping."""
-    if retryable_status(resp.status_code):
+    """Raise HTTPStatusError only for a status worth retrying (or a 429 to
+    wait out); every other answer is returned for the caller's own error
+    mapping."""
+    if retryable_status(resp.status_code) or (resp.status_code == 429 and "Retry-After" in resp.headers):
         raise httpx.HTTPStatusError(f"HTTP {resp.status_code}", request=resp.request, response=resp)
     return resp
 
@@ -95,13 +112,24 @@ def call_with_retry(
     sleep: Callable[[float], None] = time.sleep,
 ) -> T:
     """Call `action` until it returns, raises something `retry_if` rejects,
-    or the tries run out (the last exception is raised)."""
-    for pause in backoff.pauses():
+    or the tries run out (the last exception is raised). Rate limits are
+    waited out on top, up to THROTTLE_WAIT_MAX_S in all."""
+    pauses = backoff.pauses()
+    throttled_s = 0.0
+    while True:
         try:
             return action()
         except Exception as exc:
-            if not retry_if(exc):
+            wait = retry_after(exc)
+            if wait is not None:
+                if throttled_s + wait > THROTTLE_WAIT_MAX_S:
+                    raise
+                throttled_s += wait
+                log.info("%s was rate limited; retrying in %.2f s", what, wait)
+                sleep(wait)
+                continue
+            pause = next(pauses, None)
+            if pause is None or not retry_if(exc):
                 raise
             log.info("%s failed (%s); retrying in %.2f s", what, exc.__class__.__name__, pause)
         sleep(pause)
-    return action()

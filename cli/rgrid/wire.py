@@ -421,6 +421,26 @@ class WorkerList(BaseModel):
     workers: list[WorkerView]
 
 
+class Role(StrEnum):
+    """What an API key may see and do. A user sees its own runs, its own
+    cost and the grid's capacity as counts; an admin also sees the nodes,
+    the autoscaler and everyone's cost, and may cancel and drain anything."""
+
+    USER = "user"
+    ADMIN = "admin"
+
+
+class GridCapacity(BaseModel):
+    """The grid as every key may see it: counts, never whose work it is."""
+
+    role: Role  # the caller's own
+    nodes: int
+    cpus: float
+    free_cpus: float
+    queued: int
+    running: int
+
+
 class Health(BaseModel):
     status: str
     version: str
@@ -503,12 +523,15 @@ class CostReport(BaseModel):
     executions' share of them; and what no execution used (idle)."""
 
     since: datetime
-    nodes: list[NodeCost]
-    node_hours: float
-    nodes_eur: float
     executions_eur: float
     attempts: int
-    idle_eur: float
+    # An admin's report only: the grid's nodes, what they cost, what no
+    # execution used, and each owner's share.
+    nodes: list[NodeCost] = []
+    node_hours: float | None = None
+    nodes_eur: float | None = None
+    idle_eur: float | None = None
+    owners_eur: dict[str, float] | None = None
 
 
 class Estimate(BaseModel):

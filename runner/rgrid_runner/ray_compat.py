@@ -50,6 +50,23 @@ def alive_nodes(address: str, with_resource: str) -> list[RayNode]:
     ]
 
 
+def job_cpus(address: str, resource_prefix: str) -> float:
+    """The CPUs of the alive nodes that run jobs (they advertise a resource
+    named with `resource_prefix`) and are not draining."""
+    pb = import_module("ray.core.generated.gcs_pb2")
+    alive = int(pb.GcsNodeInfo.GcsNodeState.Value("ALIVE"))
+    draining = int(pb.NodeSnapshot.State.Value("DRAINING"))
+    return float(
+        sum(
+            info.resources_total.get("CPU", 0.0)
+            for info in gcs_client(address).get_all_node_info().values()
+            if info.state == alive
+            and info.state_snapshot.state != draining
+            and any(name.startswith(resource_prefix) for name in info.resources_total)
+        )
+    )
+
+
 def node_alive(address: str, node_id: str) -> bool:
     """Whether the GCS still counts the node (hex id) alive."""
     alive = _alive_state()

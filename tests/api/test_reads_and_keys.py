@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from rgrid.wire import FailureReason, RunnerResult, RunnerStart, Status
 from rgrid_api.attempts import attempt_lost, claim_queued, complete_attempt, start_attempt
-from rgrid_api.auth import OwnerCache, create_key, revoke_keys
+from rgrid_api.auth import CallerCache, create_key, revoke_keys
 from rgrid_api.db.engine import make_engine, make_hot_reader, make_readers, read_only
 from rgrid_api.db.models import Execution
 from rgrid_api.errors import Conflict, NotFound
@@ -67,31 +67,36 @@ def test_a_read_only_session_refuses_to_write(
             r.commit()
 
 
+def _owner(cache: CallerCache, key: str) -> str | None:
+    caller = cache.caller(key)
+    return caller.owner if caller else None
+
+
 def test_a_revoked_key_stops_working_within_the_cache_time(sessions: sessionmaker[Session]) -> None:
     with sessions() as s:
         key = create_key(s, "alice", "laptop")
         other = create_key(s, "alice", "ci")
-    cache = OwnerCache(make_readers(sessions.kw["bind"]), ttl_s=0.3)
-    assert cache.owner(key) == "alice" and cache.owner(other) == "alice"
-    assert cache.owner("rg_not-a-key") is None
+    cache = CallerCache(make_readers(sessions.kw["bind"]), ttl_s=0.3)
+    assert _owner(cache, key) == "alice" and _owner(cache, other) == "alice"
+    assert _owner(cache, "rg_not-a-key") is None
     with sessions() as s:
         assert revoke_keys(s, "alice", "laptop") == 1
         assert revoke_keys(s, "alice", "laptop") == 0
     deadline = time.monotonic() + 5
-    while cache.owner(key) is not None:
+    while _owner(cache, key) is not None:
         assert time.monotonic() < deadline, "the revoked key was still accepted after 5 s"
         time.sleep(0.05)
-    assert cache.owner(other) == "alice"
+    assert _owner(cache, other) == "alice"
 
 
 def test_a_new_key_is_accepted_soon_after_being_refused(sessions: sessionmaker[Session]) -> None:
-    cache = OwnerCache(make_readers(sessions.kw["bind"]), ttl_s=60)
+    cache = CallerCache(make_readers(sessions.kw["bind"]), ttl_s=60)
     key = "rg_" + "k" * 43
-    assert cache.owner(key) is None
+    assert _owner(cache, key) is None
     with sessions() as s:
         create_key(s, "bob", key=key)
     deadline = time.monotonic() + 5
-    while cache.owner(key) != "bob":
+    while _owner(cache, key) != "bob":
         assert time.monotonic() < deadline, "a refused answer was kept too long"
         time.sleep(0.05)
 

@@ -45,6 +45,10 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    role: Mapped[str] = mapped_column(String(16), default="user", server_default="user")
+    # The key's own caps; NULL takes the server's default (settings).
+    max_running_cpus: Mapped[float | None] = mapped_column(Float)
+    max_queued: Mapped[int | None] = mapped_column(Integer)
 
 
 class StoredObject(Base):
@@ -85,6 +89,8 @@ class Execution(Base):
         CheckConstraint(_STATE_CHECK, name="ck_executions_status"),
         Index("ix_executions_owner_created", "owner", "created_at"),
         Index("ix_executions_status", "status"),
+        # The queue, per owner, oldest first (the dispatcher's fair share).
+        Index("ix_executions_status_owner_created", "status", "owner", "created_at"),
         Index("ix_executions_batch_status", "batch_id", "status"),
         Index("ix_executions_owner_cache_key", "owner", "cache_key"),
     )

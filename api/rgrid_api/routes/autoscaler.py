@@ -13,13 +13,13 @@ from rgrid_api.autoscaler.plan import FINAL_STATES
 from rgrid_api.costs import Price, cost_report, estimate
 from rgrid_api.db.models import AutoscalerReport, Instance
 from rgrid_api.db.times import aware
-from rgrid_api.deps import Owner, ReadDB, State
+from rgrid_api.deps import Admin, Owner, ReadDB, State, User
 
 router = APIRouter(prefix="/v1", tags=["autoscaler"])
 
 
 @router.get("/autoscaler", response_model=AutoscalerStatus)
-def status(_owner: Owner, session: ReadDB, state: State) -> AutoscalerStatus:
+def status(_admin: Admin, session: ReadDB, state: State) -> AutoscalerStatus:
     now = datetime.now(UTC)
     provider = state.settings.autoscaler_provider
     rows = session.scalars(
@@ -73,9 +73,11 @@ def status(_owner: Owner, session: ReadDB, state: State) -> AutoscalerStatus:
 
 
 @router.get("/cost", response_model=CostReport)
-def cost(owner: Owner, session: ReadDB, since: datetime | None = None) -> CostReport:
+def cost(caller: User, session: ReadDB, since: datetime | None = None) -> CostReport:
+    """The caller's executions' cost; an admin's report adds the nodes, the
+    idle time and every owner's share."""
     start = aware(since) if since else datetime.now(UTC) - timedelta(days=30)
-    return cost_report(session, owner, start)
+    return cost_report(session, caller.owner, start, whole_grid=caller.admin)
 
 
 class EstimateRequest(BaseModel):

@@ -14,16 +14,18 @@ from rgrid_api.batches import (
     list_batches,
     retry_batch,
 )
-from rgrid_api.deps import DB, Owner, ReadDB, State
-from rgrid_api.routes.executions import runtime_for
+from rgrid_api.deps import DB, Owner, ReadDB, State, User
+from rgrid_api.executions import admit_queued
+from rgrid_api.routes.executions import queued_cap, runtime_for
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 
 
 @router.post("", response_model=BatchView, status_code=201)
-def create(body: BatchCreate, owner: Owner, session: DB, state: State) -> BatchView:
+def create(body: BatchCreate, caller: User, session: DB, state: State) -> BatchView:
     """Every execution of the batch in one transaction: all queued, or none."""
-    batch = create_batch(session, owner, body, runtime_for(state, session, body.runtime))
+    admit_queued(session, caller.owner, len(body.items), queued_cap(caller, state))
+    batch = create_batch(session, caller.owner, body, runtime_for(state, session, body.runtime))
     state.feed.work_queued()
     return batch_view(session, batch)
 
@@ -45,16 +47,17 @@ def outputs(batch_id: str, owner: Owner, session: ReadDB, state: State) -> Batch
 
 
 @router.post("/{batch_id}/retry", response_model=BatchView, status_code=201)
-def retry(batch_id: str, owner: Owner, session: DB, state: State, failed: bool = False) -> BatchView:
+def retry(batch_id: str, caller: User, session: DB, state: State, failed: bool = False) -> BatchView:
     """A new batch of the same inputs; with failed=true, of the failed ones only."""
-    batch = retry_batch(session, owner, batch_id, failed_only=failed)
+    batch = retry_batch(session, caller.owner, batch_id, failed, queued_cap(caller, state))
     state.feed.work_queued()
     return batch_view(session, batch)
 
 
 @router.post("/{batch_id}/cancel", response_model=BatchView)
-def cancel(batch_id: str, owner: Owner, session: DB, state: State) -> BatchView:
-    batch, touched = cancel_batch(session, owner, batch_id)
+def cancel(batch_id: str, caller: User, session: DB, state: State) -> BatchView:
+    """The caller's own batch; an admin may cancel anyone's."""
+    batch, touched = cancel_batch(session, None if caller.admin else caller.owner, batch_id)
     for execution_id in touched:
         state.feed.changed(execution_id)
     return batch_view(session, batch)

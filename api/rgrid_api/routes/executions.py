@@ -17,10 +17,12 @@ from rgrid.wire import (
     OutputList,
     Status,
 )
+from rgrid_api.auth import Caller
 from rgrid_api.db.engine import is_postgres
-from rgrid_api.deps import DB, AppState, Owner, ReadDB, State
+from rgrid_api.deps import DB, AppState, Owner, ReadDB, State, User
 from rgrid_api.executionread import read_execution
 from rgrid_api.executions import (
+    admit_queued,
     cancel_execution,
     create_execution,
     find_execution,
@@ -39,10 +41,16 @@ RECHECK_S = 0.5
 
 
 @router.post("", response_model=ExecutionView, status_code=201)
-def create(body: ExecutionCreate, owner: Owner, session: DB, state: State) -> ExecutionView:
-    execution = create_execution(session, owner, body, runtime_for(state, session, body.runtime))
+def create(body: ExecutionCreate, caller: User, session: DB, state: State) -> ExecutionView:
+    admit_queued(session, caller.owner, 1, queued_cap(caller, state))
+    execution = create_execution(session, caller.owner, body, runtime_for(state, session, body.runtime))
     state.feed.work_queued()
     return execution_view(execution, execution.attempts)
+
+
+def queued_cap(caller: Caller, state: AppState) -> int:
+    """The caller's key's queued cap, or the server's default."""
+    return caller.max_queued if caller.max_queued is not None else state.settings.max_queued
 
 
 def runtime_for(state: AppState, session: Session, requested: str) -> str:
@@ -90,17 +98,19 @@ def _read_view(state: AppState, owner: str, execution_id: str) -> bytes:
 
 
 @router.post("/{execution_id}/cancel", response_model=ExecutionView)
-def cancel(execution_id: str, owner: Owner, session: DB, state: State) -> ExecutionView:
-    execution = cancel_execution(session, owner, execution_id)
+def cancel(execution_id: str, caller: User, session: DB, state: State) -> ExecutionView:
+    """The caller's own execution; an admin may cancel anyone's."""
+    execution = cancel_execution(session, None if caller.admin else caller.owner, execution_id)
     state.feed.changed(execution.id)
     return execution_view(execution, execution.attempts)
 
 
 @router.post("/{execution_id}/retry", response_model=ExecutionView, status_code=201)
-def retry(execution_id: str, owner: Owner, session: DB, state: State) -> ExecutionView:
-    old = find_execution(session, owner, execution_id)
+def retry(execution_id: str, caller: User, session: DB, state: State) -> ExecutionView:
+    old = find_execution(session, caller.owner, execution_id)
+    admit_queued(session, caller.owner, 1, queued_cap(caller, state))
     execution = create_execution(
-        session, owner, spec_of(old), runtime_for(state, session, old.runtime), retry_of=old.id
+        session, caller.owner, spec_of(old), runtime_for(state, session, old.runtime), retry_of=old.id
     )
     state.feed.work_queued()
     return execution_view(execution, execution.attempts)
@@ -115,7 +125,7 @@ def outputs(execution_id: str, owner: Owner, session: ReadDB, state: State) -> O
 @router.get("/{execution_id}/logs", response_model=LogPage)
 async def logs(
     execution_id: str,
-    owner: Owner,
+    caller: User,
     state: State,
     after: int = Query(0, ge=0),
     wait: float = Query(0.0, ge=0.0),
@@ -124,16 +134,19 @@ async def logs(
     arrives or the execution ends (long poll), so followers see output as it
     is written without hammering the server. The database is re-read at
     least every RECHECK_S, which covers writes made by another server."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + min(wait, state.settings.log_wait_max_s)
-    full_id = execution_id
-    while True:
-        seen = state.feed.version(full_id)
-        full_id, page = await run_in_threadpool(_read_page, state, owner, execution_id, after)
-        remaining = deadline - loop.time()
-        if page.chunks or page.final or remaining <= 0:
-            return page
-        await state.feed.wait(full_id, seen, min(RECHECK_S, remaining))
+    if wait <= 0:
+        return (await run_in_threadpool(_read_page, state, caller.owner, execution_id, after))[1]
+    with state.long_polls.hold(caller.key_id):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(wait, state.settings.log_wait_max_s)
+        full_id = execution_id
+        while True:
+            seen = state.feed.version(full_id)
+            full_id, page = await run_in_threadpool(_read_page, state, caller.owner, execution_id, after)
+            remaining = deadline - loop.time()
+            if page.chunks or page.final or remaining <= 0:
+                return page
+            await state.feed.wait(full_id, seen, min(RECHECK_S, remaining))
 
 
 def _read_page(state: AppState, owner: str, execution_id: str, after: int) -> tuple[str, LogPage]:

@@ -63,3 +63,4 @@ def outputs(
 def complete(execution_id: str, attempt: Attempt, body: RunnerResult, session: DB, state: State) -> None:
     complete_attempt(session, state.runner_storage, execution_id, attempt, body)
     state.feed.changed(execution_id)
+    state.feed.work_queued()  # its CPUs are free for the next in the queue

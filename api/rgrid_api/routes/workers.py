@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from rgrid.wire import WorkerAck, WorkerGrant, WorkerList, WorkerRegistration, WorkerStatus
 from rgrid_api.attempts import attempts_left_by_old_nodes
 from rgrid_api.credentials import exchange
-from rgrid_api.deps import DB, Agent, Owner, ReadDB, State, bearer
+from rgrid_api.deps import DB, Admin, Agent, ReadDB, State, bearer
 from rgrid_api.giveback import give_back
 from rgrid_api.workers import current_head, heartbeat, list_workers, open_attempts, register, set_status
 
@@ -20,7 +20,7 @@ router = APIRouter(prefix="/v1/workers", tags=["workers"])
 
 
 @router.get("", response_model=WorkerList)
-def index(_owner: Owner, session: ReadDB, all_: bool = Query(False, alias="all")) -> WorkerList:
+def index(_admin: Admin, session: ReadDB, all_: bool = Query(False, alias="all")) -> WorkerList:
     return WorkerList(workers=list_workers(session, include_ended=all_))
 
 
@@ -60,6 +60,7 @@ def register_worker(body: WorkerRegistration, agent: Agent, session: DB, state: 
         left = attempts_left_by_old_nodes(session, body.id, body.ray_node_id)
         transport = state.dispatcher.transport if state.dispatcher else None
         give_back(session, left, state.feed, transport, "its node restarted")
+    state.feed.work_queued()  # the grid may have room for more now
     return _ack(session, WorkerStatus.ACTIVE)
 
 

@@ -79,7 +79,8 @@ def parse_since(value: str | None) -> datetime | None:
 
 
 def cost(since: str | None, json_out: bool) -> int:
-    """Node-hours and € per node, your executions' share, and idle time."""
+    """Your executions' cost; with an admin key, also node-hours and € per
+    node, every owner's share, and idle time."""
     start = parse_since(since)
     with connect(start_local=False) as client:
         report = client.cost(start)
@@ -100,9 +101,13 @@ def cost(since: str | None, json_out: bool) -> int:
     out.print(f"since {report.since:%Y-%m-%d %H:%M} UTC")
     if report.nodes:
         out.print(table)
-    out.print(f"nodes: {report.node_hours:.2f} node-hours, {report.nodes_eur:.4f} €")
+    if report.node_hours is not None and report.nodes_eur is not None:
+        out.print(f"nodes: {report.node_hours:.2f} node-hours, {report.nodes_eur:.4f} €")
     out.print(f"your executions: {report.executions_eur:.4f} € over {report.attempts} attempts")
-    out.print(f"idle (no execution used it): {report.idle_eur:.4f} €")
+    for who, eur in (report.owners_eur or {}).items():
+        out.print(f"  {who}: {eur:.4f} €", markup=False, highlight=False)
+    if report.idle_eur is not None:
+        out.print(f"idle (no execution used it): {report.idle_eur:.4f} €")
     return 0
 
 

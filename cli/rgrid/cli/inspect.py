@@ -16,7 +16,7 @@ from rgrid.cli.parser import Commands, Parser, json_flag
 from rgrid.cli.run import fetch_outputs
 from rgrid.errors import UsageError
 from rgrid.follow import follow, write_chunk
-from rgrid.wire import BatchView, ExecutionList, ExecutionView, Status, is_batch_id
+from rgrid.wire import BatchView, ExecutionList, ExecutionView, Role, Status, is_batch_id
 
 ID_HELP = "Execution id or a unique prefix of it."
 ANY_ID_HELP = "Execution or batch id (batch ids begin with b-), or a unique prefix of it."
@@ -201,11 +201,20 @@ def download_(execution_id: str, dest: str, json_out: bool) -> int:
 
 
 def workers(all_: bool, json_out: bool) -> int:
-    """List worker nodes: status, heartbeat age, running executions."""
+    """The grid's capacity; with an admin key, every node too: status,
+    heartbeat age, running executions."""
     with connect(start_local=False) as client:
-        listing = client.workers(include_ended=all_)
+        grid = client.grid()
+        listing = client.workers(include_ended=all_) if grid.role == Role.ADMIN else None
     if json_out:
-        print_json(listing)
+        print_json(listing if listing is not None else grid)
+        return 0
+    out.print(
+        f"{grid.nodes} node{'s' if grid.nodes != 1 else ''}, {grid.free_cpus:g} of {grid.cpus:g} CPUs free, "
+        f"{grid.running} running, {grid.queued} queued"
+    )
+    if listing is None:
+        out.print("[dim]each node's detail needs an admin key[/dim]")
         return 0
     table = make_table(
         "worker", "status", "heartbeat", "running", "runtimes", "sandbox", "provider", "type", "€/h", "pid"
@@ -226,6 +235,15 @@ def workers(all_: bool, json_out: bool) -> int:
             str(w.pid or "-"),
         )
     out.print(table)
+    return 0
+
+
+def drain(worker_id: str) -> int:
+    """Drain a node (admin): it takes no new work, finishes what it runs,
+    and leaves."""
+    with connect(start_local=False) as client:
+        client.drain_worker(worker_id)
+    out.print(f"{worker_id}: draining")
     return 0
 
 
@@ -250,6 +268,9 @@ def add_commands(commands: Commands) -> None:
     retry_parser.add_argument("--failed", action="store_true", help="A batch: only its failed inputs.")
     download_parser = _with_id(commands, "download", download_)
     download_parser.add_argument("dest", nargs="?", default=".", help="Folder to put outputs in.")
-    nodes = commands.add("workers", workers)
-    nodes.add_argument("--all", dest="all_", action="store_true", help="Include nodes that left or died.")
-    json_flag(nodes)
+    nodes = commands.group("workers", "The grid's capacity, and (admins) its nodes.", default=workers)
+    nodes.parser.add_argument(
+        "--all", dest="all_", action="store_true", help="Include nodes that left or died (admins)."
+    )
+    json_flag(nodes.parser)
+    nodes.add("drain", drain).add_argument("worker_id", metavar="WORKER", help="The node's worker id.")

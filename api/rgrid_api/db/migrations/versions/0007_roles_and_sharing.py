@@ -1,0 +1,32 @@
+"""roles and sharing: each API key has a role (user or admin) and may carry
+its own caps (running CPUs, queued executions; NULL takes the server's
+default); the bootstrap keys of existing grids become admin. The queue is
+read per owner, oldest first, so it has an index in that order.
+
+Revision ID: 0007
+Revises: 0006
+Create Date: 2026-12-06
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0007"
+down_revision = "0006"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column("api_keys", sa.Column("role", sa.String(16), nullable=False, server_default="user"))
+    op.add_column("api_keys", sa.Column("max_running_cpus", sa.Float()))
+    op.add_column("api_keys", sa.Column("max_queued", sa.Integer()))
+    op.execute("UPDATE api_keys SET role = 'admin' WHERE name = 'bootstrap'")
+    op.create_index("ix_executions_status_owner_created", "executions", ["status", "owner", "created_at"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_executions_status_owner_created", table_name="executions")
+    op.drop_column("api_keys", "max_queued")
+    op.drop_column("api_keys", "max_running_cpus")
+    op.drop_column("api_keys", "role")

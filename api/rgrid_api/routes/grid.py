@@ -1,0 +1,46 @@
+"""The grid as a whole: its capacity as counts for every key (never whose
+work it is), and an admin's hand on its nodes."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from sqlalchemy import func, select
+
+from rgrid.wire import GridCapacity, Status, WorkerAck, WorkerStatus
+from rgrid_api.attempts import IN_FLIGHT, running_cpus
+from rgrid_api.db.models import Execution, Worker
+from rgrid_api.deps import DB, Admin, ReadDB, User
+from rgrid_api.workers import grid_cpus, set_status
+
+router = APIRouter(prefix="/v1/grid", tags=["grid"])
+
+
+@router.get("", response_model=GridCapacity)
+def capacity(caller: User, session: ReadDB) -> GridCapacity:
+    cpus = grid_cpus(session)
+    counts = dict(
+        session.execute(
+            select(Execution.status, func.count())
+            .where(Execution.status.in_((Status.QUEUED, *IN_FLIGHT)))
+            .group_by(Execution.status)
+        ).all()
+    )
+    nodes = session.scalar(
+        select(func.count()).select_from(Worker).where(Worker.status == WorkerStatus.ACTIVE)
+    )
+    return GridCapacity(
+        role=caller.role,
+        nodes=nodes or 0,
+        cpus=cpus,
+        free_cpus=max(0.0, cpus - sum(running_cpus(session).values())),
+        queued=counts.get(Status.QUEUED, 0),
+        running=sum(counts.get(s, 0) for s in IN_FLIGHT),
+    )
+
+
+@router.post("/workers/{worker_id}/drain", response_model=WorkerAck)
+def drain(worker_id: str, _admin: Admin, session: DB) -> WorkerAck:
+    """Ask a node to drain: it takes no new work, finishes what it runs, and
+    leaves (its agent learns it from its next heartbeat's answer)."""
+    set_status(session, worker_id, WorkerStatus.DRAINING)
+    return WorkerAck(status=WorkerStatus.DRAINING)

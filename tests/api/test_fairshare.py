@@ -1,0 +1,132 @@
+"""Sharing the grid between owners: the fair order itself, the dispatcher's
+claim that hands out only what the grid can start, and each owner's caps."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy.orm import Session
+
+from rgrid.wire import Status
+from rgrid_api.attempts import Sharing, claim_queued
+from rgrid_api.auth import create_key, running_caps, set_caps
+from rgrid_api.db.models import Execution
+from rgrid_api.errors import OverCap
+from rgrid_api.executions import admit_queued, cancel_execution
+from rgrid_api.fairshare import Candidate, fair_order
+from tests.api.conftest import LEASE_S, submit
+from tests.api.test_batches import finish, make_batch
+from tests.support.memstorage import MemoryStorage
+
+T0 = datetime(2026, 12, 6, tzinfo=UTC)
+
+
+def queue(owner: str, n: int, start: int = 0, cpu: float = 1.0, batch: str | None = None) -> list[Candidate]:
+    return [
+        Candidate(f"{owner}{i}", owner, cpu, T0 + timedelta(seconds=start + i), batch) for i in range(n)
+    ]
+
+
+def ids(picked: list[Candidate]) -> list[str]:
+    return [c.execution_id for c in picked]
+
+
+def test_the_owner_with_the_least_running_goes_first_then_oldest_first() -> None:
+    # alice's batch came first and runs on 4 CPUs; bob and carol run nothing.
+    queues = {"alice": queue("a", 10), "bob": queue("b", 2, start=100), "carol": queue("c", 1, start=50)}
+    picked = fair_order(queues, {"alice": 4.0}, room_cpus=4, caps={}, batch_room={}, limit=32)
+    assert ids(picked) == ["c0", "b0", "b1", "a0"]
+
+
+def test_running_work_is_weighed_in_cpus() -> None:
+    queues = {"alice": queue("a", 3, cpu=4.0), "bob": queue("b", 3, start=10)}
+    picked = fair_order(queues, {}, room_cpus=100, caps={}, batch_room={}, limit=5)
+    # alice's first takes 4 CPUs: bob catches up with three 1-CPU runs first.
+    assert ids(picked) == ["a0", "b0", "b1", "b2", "a1"]
+
+
+def test_a_large_run_keeps_its_place_and_is_not_overtaken_by_the_owners_smaller_ones() -> None:
+    queues = {"alice": [*queue("big", 1, cpu=8.0), *queue("a", 3, start=1)]}
+    assert fair_order(queues, {}, room_cpus=4, caps={}, batch_room={}, limit=32) == []
+    queues["bob"] = queue("b", 2, start=5)
+    assert ids(fair_order(queues, {}, room_cpus=4, caps={}, batch_room={}, limit=32)) == ["b0", "b1"]
+
+
+def test_a_cap_stops_its_owner_only_and_a_full_batch_lets_the_owners_other_work_go() -> None:
+    queues = {"alice": [*queue("x", 2, batch="b-full"), *queue("a", 3, start=5)], "bob": queue("b", 4, start=9)}
+    picked = fair_order(
+        queues, {"alice": 1.0}, room_cpus=10, caps={"alice": 2.0}, batch_room={"b-full": 0}, limit=32
+    )
+    assert ids(picked) == ["b0", "a0", "b1", "b2", "b3"]
+
+
+def test_the_claim_hands_out_only_what_the_grid_can_start(session: Session, storage: MemoryStorage) -> None:
+    for _ in range(5):
+        submit(session, storage)
+    sharing = Sharing(margin=0.0)
+    assert len(claim_queued(session, LEASE_S, sharing=sharing, grid_cpus=2.0)) == 2
+    assert claim_queued(session, LEASE_S, sharing=sharing, grid_cpus=2.0) == []
+    assert len(claim_queued(session, LEASE_S, sharing=Sharing(margin=0.5), grid_cpus=2.0)) == 1
+    assert claim_queued(session, LEASE_S, sharing=sharing, grid_cpus=0.0) == []
+    counts = {s: 0 for s in Status}
+    for row in session.query(Execution):
+        counts[Status(row.status)] += 1
+    assert counts[Status.DISPATCHED] == 3 and counts[Status.QUEUED] == 2
+
+
+def test_another_owners_run_goes_next_when_a_slot_frees_behind_a_large_batch(
+    session: Session, storage: MemoryStorage
+) -> None:
+    make_batch(session, storage, 40, owner="alice")
+    sharing = Sharing(margin=0.0)
+    running = claim_queued(session, LEASE_S, sharing=sharing, grid_cpus=2.0)
+    assert len(running) == 2
+    late = [submit(session, storage, owner="bob") for _ in range(2)]
+    finish(session, storage, running[0].execution_id, 1, 0)
+    (next_one,) = claim_queued(session, LEASE_S, sharing=sharing, grid_cpus=2.0)
+    assert next_one.execution_id == late[0].id
+    finish(session, storage, running[1].execution_id, 1, 0)
+    # bob runs 1 CPU and alice none now: alice's batch gets its turn.
+    (then,) = claim_queued(session, LEASE_S, sharing=sharing, grid_cpus=2.0)
+    assert then.execution_id not in {e.id for e in late}
+    finish(session, storage, next_one.execution_id, 1, 0)
+    (last,) = claim_queued(session, LEASE_S, sharing=sharing, grid_cpus=2.0)
+    assert last.execution_id == late[1].id
+
+
+def test_an_owner_runs_up_to_its_cap_and_the_rest_waits_queued(session: Session, storage: MemoryStorage) -> None:
+    key = create_key(session, "alice")
+    set_caps(session, key, max_running_cpus=2.0, max_queued=None)
+    for _ in range(4):
+        submit(session, storage)
+    bob = submit(session, storage, owner="bob")
+    claimed = claim_queued(session, LEASE_S, sharing=Sharing(), grid_cpus=100.0)
+    assert len(claimed) == 3 and bob.id in {c.execution_id for c in claimed}
+    assert claim_queued(session, LEASE_S, sharing=Sharing(), grid_cpus=100.0) == []
+
+
+def test_an_owners_cap_is_the_largest_of_its_keys_in_force_and_the_default_fills_in(session: Session) -> None:
+    small, large = create_key(session, "alice", "small"), create_key(session, "alice", "large")
+    set_caps(session, small, 1.0, None)
+    set_caps(session, large, 3.0, None)
+    create_key(session, "bob")
+    assert running_caps(session, {"alice", "bob", "carol"}, default=None) == {"alice": 3.0}
+    assert running_caps(session, {"alice", "bob"}, default=2.0) == {"alice": 3.0, "bob": 2.0}
+    # A key of alice's without its own cap, and no default: alice has none.
+    create_key(session, "alice", "plain")
+    assert running_caps(session, {"alice"}, default=None) == {}
+
+
+def test_the_queued_cap_refuses_a_submission_and_keeps_what_was_accepted(
+    session: Session, storage: MemoryStorage
+) -> None:
+    kept = [submit(session, storage) for _ in range(3)]
+    admit_queued(session, "alice", 0, cap=3)
+    with pytest.raises(OverCap, match=r"queued cap reached: alice has 3 executions queued, this adds 1"):
+        admit_queued(session, "alice", 1, cap=3)
+    admit_queued(session, "bob", 3, cap=3)  # another owner's queue is its own
+    cancel_execution(session, "alice", kept[0].id)
+    admit_queued(session, "alice", 1, cap=3)
+    session.expire_all()
+    assert [session.get(Execution, e.id).status for e in kept[1:]] == [Status.QUEUED] * 2  # type: ignore[union-attr]
