@@ -126,11 +126,13 @@ async def runner_auth(
 
 @dataclass(frozen=True)
 class WorkerCaller:
-    """A node agent: with the shared worker token (a node an operator set
-    up: it may speak for any worker id) or with its own credential (a
-    provisioned node: only for its own worker id)."""
+    """A node agent: with the head token (the head's agent: the only caller
+    that may say where the Ray head is), the shared worker token (a node an
+    operator set up: it may speak for any worker id but the head's) or its
+    own credential (a provisioned node: only for its own worker id)."""
 
     worker_id: str | None
+    head: bool = False
 
     def check(self, worker_id: str) -> None:
         if self.worker_id is not None and self.worker_id != worker_id:
@@ -141,6 +143,8 @@ async def worker_auth(
     state: Annotated[AppState, Depends(app_state)], authorization: Annotated[str | None, Header()] = None
 ) -> WorkerCaller:
     presented = bearer(authorization)
+    if hmac.compare_digest(presented, state.settings.head_token.get_secret_value()):
+        return WorkerCaller(None, head=True)
     if hmac.compare_digest(presented, state.settings.worker_token.get_secret_value()):
         return WorkerCaller(None)
 

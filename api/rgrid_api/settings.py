@@ -17,6 +17,7 @@ from rgrid.hosts import is_loopback
 # reach, refused anywhere else (see `default_secrets_in_use`).
 DEFAULT_RUNNER_SECRET = "change-me"
 DEFAULT_WORKER_TOKEN = "change-me-too"
+DEFAULT_HEAD_TOKEN = "change-me-three"
 
 
 class Settings(BaseSettings):
@@ -51,6 +52,9 @@ class Settings(BaseSettings):
 
     # Node agents authenticate with this token; a job never sees it.
     worker_token: SecretStr = SecretStr(DEFAULT_WORKER_TOKEN)
+    # The head's agent alone holds this: only it may say where the Ray head
+    # is (the worker token and node credentials cannot).
+    head_token: SecretStr = SecretStr(DEFAULT_HEAD_TOKEN)
     heartbeat_timeout_s: float = 10.0
     monitor_interval_s: float = 1.0
 
@@ -135,6 +139,8 @@ class Settings(BaseSettings):
             found.append("RGRID_RUNNER_SECRET")
         if self.worker_token.get_secret_value() == DEFAULT_WORKER_TOKEN:
             found.append("RGRID_WORKER_TOKEN")
+        if self.head_token.get_secret_value() == DEFAULT_HEAD_TOKEN:
+            found.append("RGRID_HEAD_TOKEN")
         return found
 
     @property

@@ -29,9 +29,11 @@ if TYPE_CHECKING:
 
 ENV_API = "RGRID_API_URL"
 ENV_TOKEN = "RGRID_WORKER_TOKEN"
+# The head's agent alone holds it: only the head may say where the head is.
+ENV_HEAD_TOKEN = "RGRID_HEAD_TOKEN"
 ENV_BOOTSTRAP = "RGRID_BOOTSTRAP_TOKEN"
 ENV_CREDENTIAL_FILE = "RGRID_CREDENTIAL_FILE"
-SECRET_ENV = (ENV_TOKEN, ENV_API, ENV_BOOTSTRAP, ENV_CREDENTIAL_FILE)
+SECRET_ENV = (ENV_TOKEN, ENV_HEAD_TOKEN, ENV_API, ENV_BOOTSTRAP, ENV_CREDENTIAL_FILE)
 
 
 def _head_gcs_address(extra: list[str]) -> str:
@@ -93,8 +95,9 @@ def worker(
 ) -> int:
     """Start a Ray node that runs rgrid attempts; extra options go to `ray start`.
     The API is named by RGRID_API_URL; the agent authenticates with
-    RGRID_WORKER_TOKEN, or (a provisioned node) exchanges RGRID_BOOTSTRAP_TOKEN
-    for a credential of its own, kept in RGRID_CREDENTIAL_FILE."""
+    RGRID_WORKER_TOKEN (the head's with RGRID_HEAD_TOKEN), or (a provisioned
+    node) exchanges RGRID_BOOTSTRAP_TOKEN for a credential of its own, kept
+    in RGRID_CREDENTIAL_FILE."""
     from rgrid.wire import WorkerRegistration
     from rgrid_runner.agent import AgentConfig, NodeAgent
     from rgrid_runner.runtimes import detect, encode, ray_resources
@@ -102,7 +105,8 @@ def worker(
     from rgrid_runner.settings import runner_settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    api_url, token = os.environ.get(ENV_API), os.environ.get(ENV_TOKEN)
+    token_env = ENV_HEAD_TOKEN if head else ENV_TOKEN
+    api_url, token = os.environ.get(ENV_API), os.environ.get(token_env)
     bootstrap, credential_file = os.environ.get(ENV_BOOTSTRAP), os.environ.get(ENV_CREDENTIAL_FILE)
     if api_url and not token and bootstrap:
         if not credential_file:
@@ -123,7 +127,7 @@ def worker(
             )
         token, worker_id = grant.credential, grant.worker_id
     if not api_url or not token:
-        raise UsageError(f"set {ENV_API} and {ENV_TOKEN} (or {ENV_BOOTSTRAP}) so the node can register")
+        raise UsageError(f"set {ENV_API} and {token_env} (or {ENV_BOOTSTRAP}) so the node can register")
     if os.environ.get("RAY_AUTH_MODE") != "token" or not (
         os.environ.get("RAY_AUTH_TOKEN_PATH") or os.environ.get("RAY_AUTH_TOKEN")
     ):

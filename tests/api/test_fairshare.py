@@ -23,9 +23,7 @@ T0 = datetime(2026, 12, 6, tzinfo=UTC)
 
 
 def queue(owner: str, n: int, start: int = 0, cpu: float = 1.0, batch: str | None = None) -> list[Candidate]:
-    return [
-        Candidate(f"{owner}{i}", owner, cpu, T0 + timedelta(seconds=start + i), batch) for i in range(n)
-    ]
+    return [Candidate(f"{owner}{i}", owner, cpu, T0 + timedelta(seconds=start + i), batch) for i in range(n)]
 
 
 def ids(picked: list[Candidate]) -> list[str]:
@@ -54,7 +52,10 @@ def test_a_large_run_keeps_its_place_and_is_not_overtaken_by_the_owners_smaller_
 
 
 def test_a_cap_stops_its_owner_only_and_a_full_batch_lets_the_owners_other_work_go() -> None:
-    queues = {"alice": [*queue("x", 2, batch="b-full"), *queue("a", 3, start=5)], "bob": queue("b", 4, start=9)}
+    queues = {
+        "alice": [*queue("x", 2, batch="b-full"), *queue("a", 3, start=5)],
+        "bob": queue("b", 4, start=9),
+    }
     picked = fair_order(
         queues, {"alice": 1.0}, room_cpus=10, caps={"alice": 2.0}, batch_room={"b-full": 0}, limit=32
     )
@@ -95,7 +96,9 @@ def test_another_owners_run_goes_next_when_a_slot_frees_behind_a_large_batch(
     assert last.execution_id == late[1].id
 
 
-def test_an_owner_runs_up_to_its_cap_and_the_rest_waits_queued(session: Session, storage: MemoryStorage) -> None:
+def test_an_owner_runs_up_to_its_cap_and_the_rest_waits_queued(
+    session: Session, storage: MemoryStorage
+) -> None:
     key = create_key(session, "alice")
     set_caps(session, key, max_running_cpus=2.0, max_queued=None)
     for _ in range(4):

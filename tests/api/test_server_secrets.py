@@ -20,11 +20,15 @@ def test_loopback_may_use_the_defaults(host: str) -> None:
 
 
 def test_any_other_bind_names_each_default_left() -> None:
-    assert Settings().default_secrets_in_use("0.0.0.0") == ["RGRID_RUNNER_SECRET", "RGRID_WORKER_TOKEN"]
-    only_token = Settings(runner_secret=SecretStr("a-long-random-value"))
+    assert Settings().default_secrets_in_use("0.0.0.0") == [
+        "RGRID_RUNNER_SECRET",
+        "RGRID_WORKER_TOKEN",
+        "RGRID_HEAD_TOKEN",
+    ]
+    only_token = Settings(runner_secret=SecretStr("a-long-random-value"), head_token=SecretStr("c"))
     assert only_token.default_secrets_in_use("10.0.0.2") == ["RGRID_WORKER_TOKEN"]
-    both = Settings(runner_secret=SecretStr("a"), worker_token=SecretStr("b"))
-    assert both.default_secrets_in_use("10.0.0.2") == []
+    every = Settings(runner_secret=SecretStr("a"), worker_token=SecretStr("b"), head_token=SecretStr("c"))
+    assert every.default_secrets_in_use("10.0.0.2") == []
 
 
 def test_server_refuses_to_start_with_one_line(tmp_path: Path) -> None:

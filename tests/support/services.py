@@ -96,6 +96,8 @@ class RayHead:
 
 
 WORKER_TOKEN = "test-worker-token-" + os.urandom(8).hex()
+HEAD_TOKEN = "test-head-token-" + os.urandom(8).hex()
+NODE_SECRETS = {"worker_token": WORKER_TOKEN, "head_token": HEAD_TOKEN}
 
 
 def start_ray(
@@ -106,9 +108,7 @@ def start_ray(
     ports = dict(zip(components.RAY_PORTS, free_ports(len(components.RAY_PORTS)), strict=True))
     root.mkdir(parents=True, exist_ok=True)
     token = components.ensure_ray_token(root / "ray-token")
-    launch = components.ray_launch(
-        root, ports, root / "work", api_url, {"worker_token": WORKER_TOKEN}, token, num_cpus
-    )
+    launch = components.ray_launch(root, ports, root / "work", api_url, NODE_SECRETS, token, num_cpus)
     launch.env.update(extra_env or {})
     log = root / "ray.log"
     proc = Proc(spawn(launch.argv, launch.env, log, root).pid, log)
@@ -221,9 +221,10 @@ class ApiServer:
     env: dict[str, str]
     proc: Proc
 
-    def create_key(self, owner: str) -> str:
+    def create_key(self, owner: str, *options: str) -> str:
+        """A key made with `rgrid server create-key` (options: --admin, caps)."""
         out = subprocess.run(
-            [sys.executable, "-m", "rgrid", "server", "create-key", "--owner", owner],
+            [sys.executable, "-m", "rgrid", "server", "create-key", "--owner", owner, *options],
             env=self.env,
             check=True,
             capture_output=True,
@@ -259,6 +260,7 @@ def start_api(
             "RGRID_RUNNER_API_URL": f"http://127.0.0.1:{port}",
             "RGRID_RUNNER_SECRET": "test-runner-secret-" + os.urandom(8).hex(),
             "RGRID_WORKER_TOKEN": WORKER_TOKEN,
+            "RGRID_HEAD_TOKEN": HEAD_TOKEN,
             "RGRID_BOOTSTRAP_API_KEY": key,
             "RGRID_BOOTSTRAP_OWNER": "alice",
             "RGRID_PORT": str(port),
@@ -292,7 +294,7 @@ def start_worker(root: Path, worker_id: str, head: RayHead, api_url: str, num_cp
         head.ports["gcs"],
         root / "work",
         api_url,
-        {"worker_token": WORKER_TOKEN},
+        NODE_SECRETS,
         head.token_path,
         num_cpus,
     )

@@ -9,15 +9,18 @@ from sqlalchemy import func, select
 from rgrid.wire import GridCapacity, Status, WorkerAck, WorkerStatus
 from rgrid_api.attempts import IN_FLIGHT, running_cpus
 from rgrid_api.db.models import Execution, Worker
-from rgrid_api.deps import DB, Admin, ReadDB, User
+from rgrid_api.deps import DB, Admin, ReadDB, State, User
 from rgrid_api.workers import grid_cpus, set_status
 
 router = APIRouter(prefix="/v1/grid", tags=["grid"])
 
 
 @router.get("", response_model=GridCapacity)
-def capacity(caller: User, session: ReadDB) -> GridCapacity:
-    cpus = grid_cpus(session)
+def capacity(caller: User, session: ReadDB, state: State) -> GridCapacity:
+    """CPUs as the dispatcher counts them (Ray's job nodes), else as the
+    registered nodes say; nodes as registered here."""
+    known = state.dispatcher.transport.capacity() if state.dispatcher else None
+    cpus = known if known is not None else grid_cpus(session)
     counts = dict(
         session.execute(
             select(Execution.status, func.count())

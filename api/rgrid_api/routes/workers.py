@@ -7,12 +7,14 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Query
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from rgrid.wire import WorkerAck, WorkerGrant, WorkerList, WorkerRegistration, WorkerStatus
 from rgrid_api.attempts import attempts_left_by_old_nodes
 from rgrid_api.credentials import exchange
-from rgrid_api.deps import DB, Admin, Agent, ReadDB, State, bearer
+from rgrid_api.db.models import Worker
+from rgrid_api.deps import DB, Admin, Agent, ReadDB, State, WorkerCaller, bearer
 from rgrid_api.giveback import give_back
 from rgrid_api.workers import current_head, heartbeat, list_workers, open_attempts, register, set_status
 
@@ -49,11 +51,19 @@ def _ack(session: Session, status: WorkerStatus) -> WorkerAck:
     return WorkerAck(status=status, ray_address=head.address if head else None)
 
 
+def _speaks_for(agent: WorkerCaller, session: Session, worker_id: str) -> None:
+    """The caller may speak for this worker id; the head's id is the head
+    token's alone, so no other node can take its place or drain it."""
+    agent.check(worker_id)
+    if not agent.head and session.scalar(select(Worker.ray_address).where(Worker.id == worker_id)):
+        raise HTTPException(403, f"{worker_id} is the Ray head: only the head's token speaks for it")
+
+
 @router.post("/register", response_model=WorkerAck)
 def register_worker(body: WorkerRegistration, agent: Agent, session: DB, state: State) -> WorkerAck:
-    agent.check(body.id)
-    if agent.worker_id is not None and body.ray_address is not None:
-        raise HTTPException(403, "a provisioned worker cannot announce itself as the Ray head")
+    _speaks_for(agent, session, body.id)
+    if body.ray_address is not None and not agent.head:
+        raise HTTPException(403, "only the head's token may announce the Ray head")
     register(session, body)
     if body.ray_node_id:
         # The node runs this Ray node now: what its earlier ones ran is gone.
@@ -66,20 +76,20 @@ def register_worker(body: WorkerRegistration, agent: Agent, session: DB, state: 
 
 @router.post("/{worker_id}/heartbeat", response_model=WorkerAck)
 def beat(worker_id: str, agent: Agent, session: DB) -> WorkerAck:
-    agent.check(worker_id)
+    _speaks_for(agent, session, worker_id)
     return _ack(session, heartbeat(session, worker_id))
 
 
 @router.post("/{worker_id}/drain", response_model=WorkerAck)
 def drain(worker_id: str, agent: Agent, session: DB) -> WorkerAck:
-    agent.check(worker_id)
+    _speaks_for(agent, session, worker_id)
     set_status(session, worker_id, WorkerStatus.DRAINING)
     return WorkerAck(status=WorkerStatus.DRAINING)
 
 
 @router.post("/{worker_id}/leave", response_model=WorkerAck)
 def leave(worker_id: str, agent: Agent, session: DB) -> WorkerAck:
-    agent.check(worker_id)
+    _speaks_for(agent, session, worker_id)
     set_status(session, worker_id, WorkerStatus.LEFT)
     return WorkerAck(status=WorkerStatus.LEFT)
 

@@ -92,12 +92,12 @@ def s3_launch(local_dir: Path, ports: dict[str, int], secrets: dict[str, str]) -
     return Launch(argv, base_env())
 
 
-def _agent_env(api_url: str, secrets: dict[str, str], work_root: Path, ray_token: Path) -> dict[str, str]:
+def _agent_env(api_url: str, token: dict[str, str], work_root: Path, ray_token: Path) -> dict[str, str]:
+    """A node agent's environment; `token` is its credential's variable
+    (the head's agent holds the head token, every other the worker token)."""
     env = base_env()
     env.update(ray_env(ray_token))
-    env.update(
-        RGRID_WORK_ROOT=str(work_root), RGRID_API_URL=api_url, RGRID_WORKER_TOKEN=secrets["worker_token"]
-    )
+    env.update(RGRID_WORK_ROOT=str(work_root), RGRID_API_URL=api_url, **token)
     return env
 
 
@@ -144,7 +144,7 @@ def ray_launch(
     ]
     return Launch(
         node_argv(ray_temp_dir(home), "local-head", ports, role),
-        _agent_env(api_url, secrets, work_root, ray_token),
+        _agent_env(api_url, {"RGRID_HEAD_TOKEN": secrets["head_token"]}, work_root, ray_token),
     )
 
 
@@ -163,7 +163,7 @@ def worker_launch(
     role = [f"--address=127.0.0.1:{gcs_port}", f"--num-cpus={num_cpus}"]
     return Launch(
         node_argv(ray_temp_dir(home), worker_id, ports, role),
-        _agent_env(api_url, secrets, work_root, ray_token),
+        _agent_env(api_url, {"RGRID_WORKER_TOKEN": secrets["worker_token"]}, work_root, ray_token),
     )
 
 
@@ -261,6 +261,7 @@ def api_launch(
             "RGRID_RUNNER_API_URL": f"http://127.0.0.1:{ports['api']}",
             "RGRID_RUNNER_SECRET": secrets["runner_secret"],
             "RGRID_WORKER_TOKEN": secrets["worker_token"],
+            "RGRID_HEAD_TOKEN": secrets["head_token"],
             "RGRID_BOOTSTRAP_API_KEY": secrets["api_key"],
             "RGRID_BOOTSTRAP_OWNER": "local",
             "RGRID_HOST": "127.0.0.1",

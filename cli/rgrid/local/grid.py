@@ -80,6 +80,7 @@ class LocalGrid:
         data = read_json(self.secrets_path)
         wanted = {
             "worker_token": lambda: pysecrets.token_urlsafe(32),
+            "head_token": lambda: pysecrets.token_urlsafe(32),
             "api_key": lambda: "rg_" + pysecrets.token_urlsafe(32),
             "s3_access_key": lambda: "rgrid" + pysecrets.token_hex(6),
             "s3_secret_key": lambda: pysecrets.token_urlsafe(30),

@@ -1,0 +1,351 @@
+"""One grid, many tenants, attacked and shared as they would be: a node
+that tries to move the head, keys of both roles on every route, the caps
+and limits that keep one key from holding the API, and the fair share of a
+busy grid. Real API servers (SQLite and PostgreSQL), real Ray, real S3."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from rgrid.client import Client
+from rgrid.config import Target
+from rgrid.errors import EXIT_AUTH, EXIT_INFRA, ApiError
+from rgrid.hashcache import sha256_file
+from rgrid.local.procs import free_port
+from rgrid.transfer import upload_missing
+from rgrid.wire import (
+    BatchCreate,
+    BatchItem,
+    ExecutionCreate,
+    InputFile,
+    Resources,
+    Status,
+    WorkerList,
+    WorkerRegistration,
+)
+from tests.conftest import run_cli
+from tests.support.services import HEAD_TOKEN, WORKER_TOKEN, ApiServer, RayHead, S3Server, start_api
+
+
+def _upload(client: Client, path: Path) -> InputFile:
+    sha = sha256_file(path)
+    upload_missing(client, {sha: path}, {sha: path.stat().st_size}, lambda _t: lambda _n: None)
+    return InputFile(sha256=sha, path=path.name)
+
+
+def _agent(api: ApiServer, token: str) -> httpx.Client:
+    return httpx.Client(base_url=api.url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+
+
+def test_no_node_can_move_the_head_or_speak_for_it(api: ApiServer, client: Client, tmp_path: Path) -> None:
+    """The head-announce attack: with the shared worker token, announce a
+    fake head and keep beating; take the head's own id; drain it. All are
+    refused, the driver stays where it is, and jobs keep completing."""
+    heads = [w for w in client.workers().workers if w.id.endswith("head")]
+    with _agent(api, WORKER_TOKEN) as node:
+        fake = WorkerRegistration(id="evil-node", host_name="evil", ray_address="203.0.113.9:6379")
+        for _ in range(3):
+            refused = node.post("/v1/workers/register", json=fake.model_dump(mode="json"))
+            assert refused.status_code == 403 and "head" in refused.json()["detail"]
+        for head in heads:
+            taken = WorkerRegistration(id=head.id, host_name="evil")
+            assert node.post("/v1/workers/register", json=taken.model_dump(mode="json")).status_code == 403
+            assert node.post(f"/v1/workers/{head.id}/heartbeat").status_code == 403
+            assert node.post(f"/v1/workers/{head.id}/drain").status_code == 403
+            assert node.post(f"/v1/workers/{head.id}/leave").status_code == 403
+        # A plain worker's registration (no head address) is still welcome,
+        # and its answer names the real head, not the fake one.
+        plain = node.post(
+            "/v1/workers/register",
+            json=WorkerRegistration(id="plain-node", host_name="p").model_dump(mode="json"),
+        )
+        assert plain.status_code == 200
+        assert plain.json()["ray_address"] != "203.0.113.9:6379"
+        assert node.post("/v1/workers/plain-node/leave").status_code == 200
+    with _agent(api, "rgw_n_not-a-credential") as stranger:
+        assert stranger.post("/v1/workers/register", json=fake.model_dump(mode="json")).status_code == 401
+    # The API's key is no node credential either.
+    with _agent(api, api.api_key) as user:
+        assert user.post("/v1/workers/register", json=fake.model_dump(mode="json")).status_code == 401
+    script = tmp_path / "ok.py"
+    script.write_text("print('still here')\n")
+    run = client.create_execution(ExecutionCreate(script=_upload(client, script)))
+    deadline = time.monotonic() + 120
+    while not (view := client.get_execution(run.id)).status.final:
+        assert time.monotonic() < deadline, "a job did not complete after the attack"
+        time.sleep(0.2)
+    assert view.status == Status.SUCCEEDED
+    assert all(w.id != "evil-node" for w in client.workers(include_ended=True).workers)
+
+
+def test_the_head_token_alone_may_name_the_head(api: ApiServer) -> None:
+    """The same announcement with the head's token is accepted (that is how
+    the head's agent says where it is); a test head that leaves at once."""
+    reg = WorkerRegistration(id="second-head", host_name="h", ray_address=None)
+    with _agent(api, HEAD_TOKEN) as head:
+        assert head.post("/v1/workers/register", json=reg.model_dump(mode="json")).status_code == 200
+        assert head.post("/v1/workers/second-head/leave").status_code == 200
+
+
+# Every route of the API and who may call it. A route missing here fails the
+# test: each new route has to say which role it needs.
+PUBLIC, USER, ADMIN, AGENT, RUNNER = "public", "user", "admin", "agent", "runner"
+ROUTES = {
+    ("GET", "/healthz"): PUBLIC,
+    ("POST", "/v1/uploads/plan"): USER,
+    ("POST", "/v1/uploads/complete"): USER,
+    ("POST", "/v1/executions"): USER,
+    ("GET", "/v1/executions"): USER,
+    ("GET", "/v1/executions/{execution_id}"): USER,
+    ("POST", "/v1/executions/{execution_id}/cancel"): USER,
+    ("POST", "/v1/executions/{execution_id}/retry"): USER,
+    ("GET", "/v1/executions/{execution_id}/outputs"): USER,
+    ("GET", "/v1/executions/{execution_id}/logs"): USER,
+    ("POST", "/v1/batches"): USER,
+    ("GET", "/v1/batches"): USER,
+    ("GET", "/v1/batches/{batch_id}"): USER,
+    ("GET", "/v1/batches/{batch_id}/outputs"): USER,
+    ("POST", "/v1/batches/{batch_id}/retry"): USER,
+    ("POST", "/v1/batches/{batch_id}/cancel"): USER,
+    ("GET", "/v1/cost"): USER,
+    ("POST", "/v1/estimate"): USER,
+    ("GET", "/v1/grid"): USER,
+    ("GET", "/v1/workers"): ADMIN,
+    ("GET", "/v1/autoscaler"): ADMIN,
+    ("POST", "/v1/grid/workers/{worker_id}/drain"): ADMIN,
+    ("POST", "/v1/workers/bootstrap"): AGENT,
+    ("POST", "/v1/workers/register"): AGENT,
+    ("POST", "/v1/workers/{worker_id}/heartbeat"): AGENT,
+    ("POST", "/v1/workers/{worker_id}/drain"): AGENT,
+    ("POST", "/v1/workers/{worker_id}/leave"): AGENT,
+    ("GET", "/v1/workers/{worker_id}/running"): AGENT,
+    ("POST", "/v1/runner/{execution_id}/{attempt}/start"): RUNNER,
+    ("POST", "/v1/runner/{execution_id}/{attempt}/renew"): RUNNER,
+    ("POST", "/v1/runner/{execution_id}/{attempt}/logs"): RUNNER,
+    ("POST", "/v1/runner/{execution_id}/{attempt}/outputs"): RUNNER,
+    ("POST", "/v1/runner/{execution_id}/{attempt}/complete"): RUNNER,
+}
+
+
+def _concrete(path: str) -> str:
+    return (
+        path.replace("{execution_id}", "zzzzzzzzzzzz")
+        .replace("{batch_id}", "b-zzzzzzzzzz")
+        .replace("{worker_id}", "no-such-node")
+        .replace("{attempt}", "1")
+    )
+
+
+def test_every_route_says_which_role_it_needs(api: ApiServer) -> None:
+    admin_key, user_key = api.api_key, api.create_key("rolecheck")
+    schema = httpx.get(f"{api.url}/v1/openapi.json", headers={"Authorization": f"Bearer {admin_key}"}).json()
+    served = {(method.upper(), path) for path, ops in schema["paths"].items() for method in ops}
+    assert served == set(ROUTES), f"routes without a role here: {served ^ set(ROUTES)}"
+    for (method, path), role in sorted(ROUTES.items()):
+        url = f"{api.url}{_concrete(path)}"
+        for key, is_admin in ((user_key, False), (admin_key, True)):
+            code = httpx.request(method, url, headers={"Authorization": f"Bearer {key}"}, json={}).status_code
+            where = f"{method} {path} with {'an admin' if is_admin else 'a user'} key"
+            if role in (AGENT, RUNNER):
+                assert code == 401, where  # an API key is no node's nor runner's credential
+            elif role == ADMIN and not is_admin:
+                assert code == 403, where
+            else:
+                assert code not in (401, 403), where
+        if role != PUBLIC:
+            assert httpx.request(method, url, json={}).status_code == 401, f"{method} {path} without a key"
+
+
+def test_a_user_sees_counts_and_its_own_cost_and_an_admin_sees_the_grid(
+    api: ApiServer, client: Client, tmp_path: Path
+) -> None:
+    env_user = {**api.env, "RGRID_HOME": str(tmp_path / "u"), "RGRID_API_URL": api.url}
+    env_user["RGRID_API_KEY"] = api.create_key("erin")
+    env_admin = {**env_user, "RGRID_API_KEY": api.api_key}
+    with Client(Target(api.url, env_user["RGRID_API_KEY"])) as erin:
+        grid = erin.grid()
+        assert grid.role == "user" and grid.cpus >= 1
+        report = erin.cost(None)
+        assert report.nodes == [] and report.owners_eur is None and report.idle_eur is None
+    listing = run_cli(["workers"], tmp_path, env_user)
+    assert listing.returncode == 0, listing.stderr
+    assert "CPUs free" in listing.stdout and "admin key" in listing.stdout
+    assert not any(w.id in listing.stdout for w in client.workers().workers)
+    for argv in (["autoscaler", "status"], ["workers", "drain", "no-such-node"]):
+        refused = run_cli(argv, tmp_path, env_user)
+        assert refused.returncode == EXIT_AUTH and "admin" in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr
+    admin_view = run_cli(["workers", "--json"], tmp_path, env_admin)
+    assert admin_view.returncode == 0, admin_view.stderr
+    listed = WorkerList.model_validate_json(admin_view.stdout).workers
+    assert [w.id for w in listed] == [w.id for w in client.workers().workers]
+    assert client.cost(None).owners_eur is not None
+
+
+def test_an_admin_cancels_anyones_run_and_drains_a_node(
+    api: ApiServer, client: Client, tmp_path: Path
+) -> None:
+    with Client(Target(api.url, api.create_key("frank"))) as frank:
+        script = tmp_path / "long.py"
+        script.write_text("import time\ntime.sleep(600)\n")
+        run = frank.create_execution(ExecutionCreate(script=_upload(frank, script)))
+        with Client(Target(api.url, api.create_key("grace"))) as grace, pytest.raises(ApiError) as err:
+            grace.cancel(run.id)  # another user cannot
+        assert err.value.status == 404
+        assert client.cancel(run.id).id == run.id  # the admin can
+        deadline = time.monotonic() + 60
+        while not (view := frank.get_execution(run.id)).status.final:
+            assert time.monotonic() < deadline, "the admin's cancel did not end the run"
+            time.sleep(0.2)
+        assert view.status == Status.CANCELLED
+    with _agent(api, WORKER_TOKEN) as node:
+        reg = WorkerRegistration(id="drain-me", host_name="d")
+        assert node.post("/v1/workers/register", json=reg.model_dump(mode="json")).status_code == 200
+        assert client.drain_worker("drain-me").status == "draining"
+        # The node learns it from its next heartbeat's answer.
+        assert node.post("/v1/workers/drain-me/heartbeat").json()["status"] == "draining"
+        node.post("/v1/workers/drain-me/leave")
+
+
+def _unthrottled(http: httpx.Client, url: str, wait: float) -> httpx.Response:
+    """A long-poll, past the rate limit (waited out as it asks)."""
+    while True:
+        resp = http.get(url, params={"wait": wait})
+        if resp.status_code != 429 or "rate limit" not in resp.json()["detail"]:
+            return resp
+        time.sleep(float(resp.headers["Retry-After"]))
+
+
+@pytest.fixture
+def strict_api(tmp_path: Path, s3: S3Server, ray_head: RayHead) -> Iterator[ApiServer]:
+    """An API with tight limits and no Ray to be found: what is submitted
+    stays queued, so each cap is met exactly."""
+    nowhere = dataclasses.replace(ray_head, address=f"127.0.0.1:{free_port()}")
+    server = start_api(
+        tmp_path / "api",
+        f"sqlite:///{tmp_path / 'rgrid.db'}",
+        s3,
+        nowhere,
+        s3.endpoint,
+        extra_env={
+            "RGRID_MAX_QUEUED": "3",
+            "RGRID_RATE_LIMIT_PER_S": "5",
+            "RGRID_RATE_LIMIT_BURST": "5",
+            "RGRID_LONG_POLLS_PER_KEY": "1",
+        },
+    )
+    yield server
+    server.proc.stop()
+
+
+def test_caps_and_limits_answer_429_with_one_line_and_lose_nothing(
+    strict_api: ApiServer, tmp_path: Path
+) -> None:
+    api = strict_api
+    script = tmp_path / "job.py"
+    script.write_text("print('hi')\n")
+    env = {
+        **api.env,
+        "RGRID_HOME": str(tmp_path / "h"),
+        "RGRID_API_URL": api.url,
+        "RGRID_API_KEY": api.api_key,
+    }
+    with Client(Target(api.url, api.api_key)) as client:
+        ref = _upload(client, script)
+        accepted = [client.create_execution(ExecutionCreate(script=ref)) for _ in range(3)]
+    # The queued cap: the CLI exits 75 with the server's one line.
+    over = run_cli(["run", "-d", "job.py"], tmp_path, env)
+    assert over.returncode == EXIT_INFRA, over.stderr
+    lines = [line for line in over.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "queued cap reached" in lines[0] and "3" in lines[0], over.stderr
+    # A batch past the cap is refused whole.
+    with Client(Target(api.url, api.api_key)) as client:
+        batch = BatchCreate(
+            script=ref,
+            items=[BatchItem(input=f"{i}", inputs=[], args=[]) for i in range(2)],
+            resources=Resources(),
+        )
+        with pytest.raises(ApiError, match="queued cap reached"):
+            client.create_batch(batch)
+    # The rate limit: 429 with Retry-After once the burst is spent ...
+    headers = {"Authorization": f"Bearer {api.api_key}"}
+    codes = [httpx.get(f"{api.url}/v1/executions", headers=headers) for _ in range(12)]
+    limited = [r for r in codes if r.status_code == 429]
+    assert limited and int(limited[0].headers["Retry-After"]) >= 1
+    assert "rate limit" in limited[0].json()["detail"]
+    # ... which the CLI waits out instead of failing.
+    listing = run_cli(["list"], tmp_path, env)
+    assert listing.returncode == 0, listing.stderr
+    # The long-poll cap: while one wait is held, another on the same key is
+    # refused at once (a short wait that comes back 200 means the first was
+    # not held yet: ask again).
+    wait_url = f"{api.url}/v1/executions/{accepted[0].id}/logs"
+    with httpx.Client(timeout=30, headers=headers) as a, httpx.Client(timeout=30, headers=headers) as b:
+        held = threading.Thread(target=lambda: _unthrottled(a, wait_url, 20.0))
+        held.start()
+        deadline = time.monotonic() + 30
+        while (second := _unthrottled(b, wait_url, 0.2)).status_code != 429:
+            assert time.monotonic() < deadline, "the second long-poll was never refused"
+        assert "waiting requests" in second.json()["detail"] and "Retry-After" in second.headers
+        held.join(timeout=30)
+    # Nothing accepted was lost.
+    with Client(Target(api.url, api.api_key)) as client:
+        assert [client.get_execution(e.id).status for e in accepted] == [Status.QUEUED] * 3
+
+
+def test_another_owners_runs_go_next_behind_a_large_batch(
+    api: ApiServer, client: Client, tmp_path: Path
+) -> None:
+    """Owner A's batch fills the grid's two slots and queues far beyond them;
+    owner B's two runs, submitted after, each start before more than a
+    grid's worth of A's inputs (two, plus the dispatch margin) start: about
+    one attempt's duration on a full grid, never the batch's length."""
+    job = tmp_path / "work.py"
+    job.write_text("import time, sys\ntime.sleep(1.5)\nprint(sys.argv[1:])\n")
+    ref = _upload(client, job)
+    batch = client.create_batch(
+        BatchCreate(
+            script=ref,
+            items=[BatchItem(input=f"i{n}", args=[str(n)]) for n in range(40)],
+            resources=Resources(cpu=1, memory_mb=256, timeout_s=120),
+        )
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while client.get_batch(batch.id, executions=False).counts.get(Status.RUNNING, 0) < 2:
+            assert time.monotonic() < deadline, "the batch never filled the grid"
+            time.sleep(0.2)
+        view = client.get_batch(batch.id, executions=False)
+        # The queue stays in the database: Ray got only what it can start.
+        assert view.counts.get(Status.QUEUED, 0) >= 30, view.counts
+        with Client(Target(api.url, api.create_key("bea"))) as bea:
+            b_ref = _upload(bea, job)
+            submitted = time.time()
+            runs = [
+                bea.create_execution(
+                    ExecutionCreate(script=b_ref, args=[f"b{n}"], resources=Resources(cpu=1, memory_mb=256))
+                )
+                for n in range(2)
+            ]
+            deadline = time.monotonic() + 120
+            while not all((v := bea.get_execution(r.id)).status.final for r in runs):
+                assert time.monotonic() < deadline, f"B's runs did not finish: {v.status}"
+                time.sleep(0.2)
+            b_views = [bea.get_execution(r.id) for r in runs]
+        assert all(v.status == Status.SUCCEEDED for v in b_views)
+        last_b_start = max(v.started_at.timestamp() for v in b_views if v.started_at)
+        a_views = [client.get_execution(e.id) for e in client.get_batch(batch.id).executions]
+        overtook = [
+            v for v in a_views if v.started_at and submitted < v.started_at.timestamp() < last_b_start
+        ]
+        assert len(overtook) <= 3, [v.id for v in overtook]
+        assert sum(1 for v in a_views if v.status == Status.QUEUED) >= 20
+    finally:
+        client.cancel_batch(batch.id)
