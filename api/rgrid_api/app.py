@@ -22,7 +22,15 @@ from rgrid_api.db.engine import make_engine, make_hot_reader, make_readers, make
 from rgrid_api.db.migrate import upgrade
 from rgrid_api.deps import AppState, Owner
 from rgrid_api.dispatcher import Dispatcher
-from rgrid_api.errors import Conflict, Invalid, NotFound, OverCap, StaleAttempt, StorageUnavailable
+from rgrid_api.errors import (
+    Conflict,
+    Invalid,
+    NotFound,
+    OverCap,
+    StaleAttempt,
+    StorageUnavailable,
+    TooLarge,
+)
 from rgrid_api.finalviews import FinalViews
 from rgrid_api.monitor import Monitor
 from rgrid_api.notify import ChangeFeed
@@ -154,6 +162,7 @@ def create_app(settings: Settings, with_dispatcher: bool = True) -> FastAPI:
     @app.exception_handler(StaleAttempt)
     @app.exception_handler(StorageUnavailable)
     @app.exception_handler(OverCap)
+    @app.exception_handler(TooLarge)
     async def domain_error(request: Request, exc: Exception) -> JSONResponse:
         status = getattr(exc, "status_code", 500)
         if status >= 500:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import Connection, CursorResult, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from rgrid.wire import Role
@@ -99,7 +99,7 @@ def set_caps(session: Session, key: str, max_running_cpus: float | None, max_que
     session.commit()
 
 
-def running_caps(session: Session, owners: set[str], default: float | None) -> dict[str, float]:
+def running_caps(session: Session | Connection, owners: set[str], default: float | None) -> dict[str, float]:
     """Each owner's running-CPU cap: the largest among its keys in force (a
     key without its own takes `default`). An owner without one is absent."""
     caps: dict[str, float] = {}

@@ -118,25 +118,22 @@ class Dispatcher:
 
     def _settle(self, generation: int, s: Settled) -> None:
         """A task ended. If its runner reported, the attempt is already final
-        (a read says so, without the write lock); otherwise the transport
-        lost it."""
+        (a read says so, without the write lock); otherwise it was lost in
+        Ray (its worker or node died, or it never started)."""
         with self._lock:
             if self._inflight.get((s.execution_id, s.attempt)) != generation:
                 return
             del self._inflight[(s.execution_id, s.attempt)]
-        if s.error is not None:
-            log.warning("attempt %d of %s lost in Ray: %s", s.attempt, s.execution_id, s.error)
-        else:
-            try:
-                with self.readers() as session:
-                    if not attempt_open(session, s.execution_id, s.attempt):
-                        return
-            except Exception:
-                log.exception("reading %s attempt %d failed", s.execution_id, s.attempt)
-        reason = FailureReason.INTERNAL if s.error is None else FailureReason.WORKER_LOST
+        try:
+            with self.readers() as session:
+                if not attempt_open(session, s.execution_id, s.attempt):
+                    return
+        except Exception:
+            log.exception("reading %s attempt %d failed", s.execution_id, s.attempt)
+        log.warning("attempt %d of %s ended in Ray without its runner reporting", s.attempt, s.execution_id)
         try:
             with self.sessions() as session:
-                requeued = attempt_lost(session, s.execution_id, s.attempt, reason)
+                requeued = attempt_lost(session, s.execution_id, s.attempt, FailureReason.WORKER_LOST)
         except Exception:
             # No longer renewed by us, the attempt's lease runs out and the
             # monitor gives it back: nothing is lost.

@@ -51,12 +51,12 @@ class Capacity(BaseModel):
 
 
 class Settled(BaseModel):
-    """An attempt's task ended; `error` says how it failed in Ray, if it did."""
+    """An attempt's task ended (whether its runner reported is the API's to
+    read: the driver never looks at what a task returned)."""
 
     op: Literal["settled"] = "settled"
     execution_id: str
     attempt: int
-    error: str | None = None
 
 
 TO_DRIVER: TypeAdapter[Submit | Cancel | Fence] = TypeAdapter(

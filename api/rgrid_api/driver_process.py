@@ -165,7 +165,10 @@ class DriverProcess:
 
     def _spawn(self, address: str, node: str | None) -> None:
         self._generation += 1
-        env = {**os.environ, "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
+        # Nothing of the server's configuration: the driver is a Ray process,
+        # within reach of every node that holds the Ray token.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_")}
+        env["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] = "0"
         proc = subprocess.Popen(
             [sys.executable, "-m", "rgrid_api.raydriver", address],
             stdin=subprocess.PIPE,

@@ -13,6 +13,12 @@ class Invalid(Exception):
     status_code = 422
 
 
+class TooLarge(Exception):
+    """An object past the grid's size limit: refused before any byte moves."""
+
+    status_code = 413
+
+
 class StaleAttempt(Conflict):
     """A runner spoke for an attempt that is no longer current (fencing)."""
 

@@ -160,16 +160,14 @@ class RayDriver:
                 if not refs:
                     self._has_inflight.clear()
                     continue
+            # Only whether a task ended, never what it returned: its result
+            # (or its exception) is a pickle a compromised node could craft.
+            # How an attempt ended is for its runner to tell the API.
             ready, _ = ray.wait(refs, num_returns=len(refs), timeout=WATCH_INTERVAL_S, fetch_local=False)
             for ref in ready:
                 with self._lock:
                     execution_id, attempt = self._inflight.pop(ref)
-                try:
-                    ray.get(ref)
-                    error = None
-                except Exception as exc:  # noqa: BLE001 - any task failure means the attempt is lost
-                    error = f"{exc.__class__.__name__}: {str(exc)[:300]}"
-                self._send(Settled(execution_id=execution_id, attempt=attempt, error=error))
+                self._send(Settled(execution_id=execution_id, attempt=attempt))
 
 
 def main() -> None:

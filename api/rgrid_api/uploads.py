@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from rgrid.wire import ObjectSpec, UploadCompletion, UploadPart, UploadPlan, UploadTicket
 from rgrid_api.db.models import StoredObject
-from rgrid_api.errors import Invalid, NotFound, StorageUnavailable
+from rgrid_api.errors import Invalid, NotFound, StorageUnavailable, TooLarge
 from rgrid_api.settings import Settings
 from rgrid_api.storage import Storage, object_key
 
@@ -45,6 +45,12 @@ def _plan(
     session: Session, storage: Storage, settings: Settings, owner: str, objects: list[ObjectSpec]
 ) -> UploadPlan:
     wanted = {o.sha256: o for o in objects}
+    too_big = [o for o in objects if o.size > settings.max_input_bytes]
+    if too_big:
+        raise TooLarge(
+            f"a file of {too_big[0].size:,} bytes is larger than this grid accepts "
+            f"({settings.max_input_bytes:,} bytes, RGRID_MAX_INPUT_BYTES)"
+        )
     rows = {
         r.sha256: r
         for r in session.scalars(

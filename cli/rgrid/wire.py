@@ -260,6 +260,8 @@ class ExecutionView(BaseModel):
     retry_of: str | None = None
     batch_id: str | None = None
     cached_from: str | None = None
+    # Queued: what it waits for, when something holds it (a cap, a full grid).
+    waiting: str | None = None
     attempts: list[AttemptView] = []
 
 

@@ -139,7 +139,7 @@ rand() {{ head -c 32 /dev/urandom | base64 | tr -d '/+=' ; }}
 [ -f /etc/rgrid/ray-token ] || rand > /etc/rgrid/ray-token
 chown rgrid:rgrid /etc/rgrid/ray-token
 if [ ! -f /etc/rgrid/server.env ]; then
-  PG=$(rand); S3=$(rand)
+  PG=$(rand); S3=$(rand); HEAD=$(rand)
   su postgres -c "psql -c \\"CREATE ROLE rgrid LOGIN PASSWORD '$PG'\\"; createdb -O rgrid rgrid"
   PRIVATE_IP=$({PRIVATE_IP})
   cat > /etc/rgrid/minio.env <<EOF
@@ -155,7 +155,7 @@ RGRID_S3_ACCESS_KEY=rgrid
 RGRID_S3_SECRET_KEY=$S3
 RGRID_RUNNER_SECRET=$(rand)
 RGRID_WORKER_TOKEN=$(rand)
-RGRID_HEAD_TOKEN=$(rand)
+RGRID_HEAD_TOKEN=$HEAD
 RGRID_RUNNER_API_URL=http://$PRIVATE_IP:8080
 RGRID_RAY_ADDRESS=$PRIVATE_IP:6379
 RGRID_PRIVATE_IP=$PRIVATE_IP
@@ -164,7 +164,16 @@ RAY_AUTH_MODE=token
 RAY_AUTH_TOKEN_PATH=/etc/rgrid/ray-token
 RGRID_AUTOSCALER_PROVIDER=none
 EOF
-  cp /etc/rgrid/server.env /etc/rgrid/node.env
+  # The head's agent gets its own credential and nothing of the server's:
+  # its raylet and Ray's workers must hold no control-plane secret.
+  cat > /etc/rgrid/node.env <<EOF
+RGRID_API_URL=http://127.0.0.1:8080
+RGRID_HEAD_TOKEN=$HEAD
+RGRID_PRIVATE_IP=$PRIVATE_IP
+RAY_AUTH_MODE=token
+RAY_AUTH_TOKEN_PATH=/etc/rgrid/ray-token
+EOF
+  chmod 600 /etc/rgrid/node.env
   chown rgrid:rgrid /etc/rgrid/server.env
 fi
 """

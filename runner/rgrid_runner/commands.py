@@ -33,7 +33,6 @@ ENV_TOKEN = "RGRID_WORKER_TOKEN"
 ENV_HEAD_TOKEN = "RGRID_HEAD_TOKEN"
 ENV_BOOTSTRAP = "RGRID_BOOTSTRAP_TOKEN"
 ENV_CREDENTIAL_FILE = "RGRID_CREDENTIAL_FILE"
-SECRET_ENV = (ENV_TOKEN, ENV_HEAD_TOKEN, ENV_API, ENV_BOOTSTRAP, ENV_CREDENTIAL_FILE)
 
 
 def _head_gcs_address(extra: list[str]) -> str:
@@ -102,7 +101,7 @@ def worker(
     from rgrid_runner.agent import AgentConfig, NodeAgent
     from rgrid_runner.runtimes import detect, encode, ray_resources
     from rgrid_runner.sandbox import choose
-    from rgrid_runner.settings import runner_settings
+    from rgrid_runner.settings import runner_settings, runner_variables
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     token_env = ENV_HEAD_TOKEN if head else ENV_TOKEN
@@ -148,7 +147,8 @@ def worker(
         Path(info_file).parent.mkdir(parents=True, exist_ok=True)
         Path(info_file).write_text(json.dumps(offer))
     resources = {**ray_resources(runtimes), f"rgrid_worker_{worker_id}": 1}
-    env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
+    allowed = runner_variables()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_") or k in allowed}
     env.update(
         RGRID_RUNTIMES_CONFIG=encode(runtimes),
         RGRID_SANDBOX=sandbox.name,

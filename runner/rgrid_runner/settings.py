@@ -74,6 +74,14 @@ class RunnerSettings(BaseSettings):
         return self.work_root or Path(tempfile.gettempdir()) / "rgrid-work"
 
 
+def runner_variables() -> frozenset[str]:
+    """The RGRID_* variables a worker process reads: the only ones a raylet
+    (and so every Ray worker) may inherit. Whatever else a node's
+    environment holds (its agent's credential, a control server's secrets)
+    stays out of Ray's reach."""
+    return frozenset(f"RGRID_{name.upper()}" for name in RunnerSettings.model_fields)
+
+
 @cache
 def runner_settings() -> RunnerSettings:
     return RunnerSettings()

@@ -4,6 +4,7 @@ claim that hands out only what the grid can start, and each owner's caps."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy.orm import Session
@@ -11,10 +12,13 @@ from sqlalchemy.orm import Session
 from rgrid.wire import Status
 from rgrid_api.attempts import Sharing, claim_queued
 from rgrid_api.auth import create_key, running_caps, set_caps
+from rgrid_api.db.engine import make_hot_reader
 from rgrid_api.db.models import Execution
 from rgrid_api.errors import OverCap
+from rgrid_api.executionread import read_execution
 from rgrid_api.executions import admit_queued, cancel_execution
 from rgrid_api.fairshare import Candidate, fair_order
+from rgrid_api.waiting import why_waiting
 from tests.api.conftest import LEASE_S, submit
 from tests.api.test_batches import finish, make_batch
 from tests.support.memstorage import MemoryStorage
@@ -133,3 +137,30 @@ def test_the_queued_cap_refuses_a_submission_and_keeps_what_was_accepted(
     admit_queued(session, "alice", 1, cap=3)
     session.expire_all()
     assert [session.get(Execution, e.id).status for e in kept[1:]] == [Status.QUEUED] * 2  # type: ignore[union-attr]
+
+
+def test_status_says_why_a_queued_run_waits(session: Session, storage: MemoryStorage, db_path: Path) -> None:
+    key = create_key(session, "alice")
+    set_caps(session, key, max_running_cpus=1.0, max_queued=None)
+    first, second = submit(session, storage), submit(session, storage)
+    bob = submit(session, storage, owner="bob")
+    claim_queued(session, LEASE_S, sharing=Sharing(), grid_cpus=2.0)
+    engine = make_hot_reader(f"sqlite:///{db_path}")
+
+    def why(execution: Execution, grid: float | None, owner: str = "alice") -> str | None:
+        with engine.connect() as conn:
+            view = read_execution(conn, owner, execution.id)
+            return why_waiting(conn, owner, view, None, grid)
+
+    assert why(first, 2.0) is None  # it runs
+    assert why(second, 2.0) == "alice runs its cap of 1 CPUs at once; this starts when some of its runs end"
+    bob_late = submit(session, storage, owner="bob")
+    assert why(bob_late, 2.0, "bob") == "the grid's 2 CPUs are in use; this starts in turn as they free"
+    assert why(bob_late, 0.0, "bob") == "no node is taking jobs yet"
+    assert why(bob_late, 0.5, "bob") == "needs 1 CPUs; the grid's nodes have 0.5 in all"
+    assert why(bob_late, None, "bob") is None
+    assert bob.id != bob_late.id
+    batch = make_batch(session, storage, 3, parallel=1, owner="carol")
+    claim_queued(session, LEASE_S, sharing=Sharing(), grid_cpus=100.0)
+    waiting = [e for e in session.query(Execution).filter_by(batch_id=batch.id, status=Status.QUEUED)]
+    assert why(waiting[0], 100.0, "carol") == "its batch runs at most 1 at once (--parallel)"

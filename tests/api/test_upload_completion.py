@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from rgrid.local.procs import free_port
 from rgrid.wire import CompletedPart, ObjectSpec, UploadCompletion
 from rgrid_api.db.models import StoredObject
-from rgrid_api.errors import Invalid, StorageUnavailable
+from rgrid_api.errors import Invalid, StorageUnavailable, TooLarge
 from rgrid_api.settings import Settings
 from rgrid_api.storage import Storage, object_key
 from rgrid_api.uploads import complete_upload, plan_uploads
@@ -101,3 +101,13 @@ def test_storage_that_does_not_answer_is_unavailable_not_a_server_error(s3: S3Se
         storage.size("objects/alice/x")
     assert down.value.status_code == 503
     print(f"\nunanswered storage reported after {time.monotonic() - started:.1f} s")
+
+
+def test_a_file_past_the_size_limit_is_refused_before_any_byte_moves(session: Session, s3: S3Server) -> None:
+    settings = settings_for(s3).model_copy(update={"max_input_bytes": 1000})
+    storage = Storage(settings, settings.s3_endpoint)
+    small, big = ObjectSpec(sha256="a" * 64, size=1000), ObjectSpec(sha256="b" * 64, size=1001)
+    with pytest.raises(TooLarge, match=r"1,001 bytes is larger than this grid accepts \(1,000 bytes"):
+        plan_uploads(session, storage, settings, "alice", [small, big])
+    assert session.scalar(select(StoredObject)) is None  # no ticket, no row
+    assert len(plan_uploads(session, storage, settings, "alice", [small]).missing) == 1

@@ -33,6 +33,7 @@ from rgrid_api.executions import (
     spec_of,
 )
 from rgrid_api.views import execution_view
+from rgrid_api.waiting import why_waiting
 from rgrid_api.workers import offered_runtimes
 
 router = APIRouter(prefix="/v1/executions", tags=["executions"])
@@ -91,6 +92,9 @@ async def get(execution_id: str, owner: Owner, state: State) -> Response:
 def _read_view(state: AppState, owner: str, execution_id: str) -> bytes:
     with state.read_engine.connect() as conn:
         view = read_execution(conn, owner, execution_id)
+        if view.status == Status.QUEUED:
+            grid = state.dispatcher.transport.capacity() if state.dispatcher else None
+            view.waiting = why_waiting(conn, owner, view, state.settings.max_running_cpus, grid)
     body = view.model_dump_json().encode()
     if view.status.final:
         state.final_views.put(owner, view.id, body)

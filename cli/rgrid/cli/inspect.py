@@ -38,6 +38,8 @@ def _when(value: datetime | None) -> str:
 def _show(execution: ExecutionView) -> None:
     e = execution
     out.print(f"[bold]{e.id}[/bold]  {e.status}" + (f" ({e.failure_reason})" if e.failure_reason else ""))
+    if e.waiting:
+        out.print(f"  waiting   {e.waiting}", markup=False, highlight=False)
     if e.failure_detail:
         out.print(f"  why       {e.failure_detail}")
     if e.cached_from:
