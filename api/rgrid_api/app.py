@@ -69,7 +69,7 @@ def build_state(settings: Settings, with_dispatcher: bool = True) -> AppState:
     feed = ChangeFeed()
     dispatcher = Dispatcher(settings, sessions, readers, feed) if with_dispatcher else None
     transport = dispatcher.transport if dispatcher else None
-    monitor = Monitor(settings, sessions, feed, transport)
+    monitor = Monitor(settings, sessions, feed, transport, storage)
     provider = make_provider(settings)
     autoscaler = None
     if provider is not None:

@@ -1,5 +1,6 @@
 """The monitor: finds dead workers and expired leases and gives their
-attempts back to the queue (or fails them as worker_lost).
+attempts back to the queue (or fails them as worker_lost); every few
+minutes it also cleans up abandoned uploads (`rgrid_api.uploadsweep`).
 
 One monitor is active per database (`rgrid_api.leader`: a Postgres advisory
 lock, or a file lock beside a SQLite database); another server takes over
@@ -22,12 +23,15 @@ from rgrid_api.giveback import Transport, give_back
 from rgrid_api.leader import LeaderLock
 from rgrid_api.notify import ChangeFeed
 from rgrid_api.settings import Settings
+from rgrid_api.storage import Storage
+from rgrid_api.uploadsweep import sweep_abandoned
 from rgrid_api.workers import ray_node_ids, set_status, stale_workers
 
 log = logging.getLogger(__name__)
 
 
 ADVISORY_LOCK_KEY = 0x726772696401  # "rgrid" + 1
+UPLOAD_SWEEP_S = 300.0
 
 
 class Monitor:
@@ -37,11 +41,14 @@ class Monitor:
         sessions: sessionmaker,
         feed: ChangeFeed,
         transport: Transport | None,
+        storage: Storage | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.feed = feed
         self.transport = transport
+        self.storage = storage  # whose abandoned uploads it cleans up
+        self._swept_uploads_at = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rgrid-monitor", daemon=True)
         self._leader = LeaderLock(sessions.kw["bind"], ADVISORY_LOCK_KEY, "monitor")
@@ -123,3 +130,10 @@ class Monitor:
                         session, attempts_on_workers(session, dead), self.feed, self.transport, "worker dead"
                     )
             give_back(session, expired_attempts(session), self.feed, self.transport, "lease expired")
+            if self.storage is not None and now - self._swept_uploads_at >= UPLOAD_SWEEP_S:
+                self._swept_uploads_at = now
+                try:
+                    sweep_abandoned(session, self.storage, self.settings.upload_grace_s)
+                except Exception:  # storage away: the next sweep does it; the monitor goes on
+                    session.rollback()
+                    log.exception("cleaning up abandoned uploads failed")

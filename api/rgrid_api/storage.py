@@ -12,7 +12,7 @@ import hashlib
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from minio import Minio
 from minio.datatypes import Part
@@ -98,6 +98,18 @@ class Storage:
             self.client._abort_multipart_upload(self.bucket, key, upload_id)
         except (S3Error, HTTPError) as exc:
             log.warning("abort of multipart upload %s failed: %s", upload_id, exc)
+
+    def stale_multiparts(self, before: datetime) -> list[tuple[str, str]]:
+        """(key, upload id) of multipart uploads started before `before` and
+        never completed: one page (up to 1,000); a sweep that aborts them
+        finds the rest on its next round."""
+        with _answering():
+            listed = self.client._list_multipart_uploads(self.bucket, max_uploads=1000)
+        return [
+            (u.object_name, str(u.upload_id))
+            for u in listed.uploads
+            if u.upload_id and u.initiated_time is not None and u.initiated_time < before
+        ]
 
     def size(self, key: str) -> int | None:
         with _answering():

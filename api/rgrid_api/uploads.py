@@ -68,6 +68,7 @@ def _plan(
             )
             session.add(row)
         row.size = spec.size
+        row.created_at = datetime.now(UTC)  # a new ticket: the cleanup's grace starts again
         missing.append(_ticket(storage, settings, owner, row))
     session.commit()
     return UploadPlan(missing=missing)

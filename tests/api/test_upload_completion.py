@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -20,6 +21,7 @@ from rgrid_api.errors import Invalid, StorageUnavailable, TooLarge
 from rgrid_api.settings import Settings
 from rgrid_api.storage import Storage, object_key
 from rgrid_api.uploads import complete_upload, plan_uploads
+from rgrid_api.uploadsweep import sweep_abandoned
 from tests.support.services import S3Server
 
 PART = 5 * 1024 * 1024
@@ -111,3 +113,49 @@ def test_a_file_past_the_size_limit_is_refused_before_any_byte_moves(session: Se
         plan_uploads(session, storage, settings, "alice", [small, big])
     assert session.scalar(select(StoredObject)) is None  # no ticket, no row
     assert len(plan_uploads(session, storage, settings, "alice", [small]).missing) == 1
+
+
+def test_abandoned_uploads_are_gone_after_the_grace_period(session: Session, s3: S3Server) -> None:
+    """A client plans a multipart upload, sends one part and vanishes; another
+    PUTs bytes it never completes. After the grace period the sweep aborts the
+    multipart upload in storage, removes the stray bytes and the rows; a
+    completed object and a fresh upload stay."""
+    settings = settings_for(s3)
+    storage = Storage(settings, settings.s3_endpoint)
+    storage.ensure_bucket()
+    big = os.urandom(2 * PART + 10)
+    big_sha = hashlib.sha256(big).hexdigest()
+    (ticket,) = plan_uploads(
+        session, storage, settings, "alice", [ObjectSpec(sha256=big_sha, size=len(big))]
+    ).missing
+    httpx.put(ticket.parts[0].url, content=big[:PART], timeout=STORAGE_TIMEOUT_S).raise_for_status()
+    stray = b"never completed\n"
+    stray_sha = hashlib.sha256(stray).hexdigest()
+    (put,) = plan_uploads(
+        session, storage, settings, "alice", [ObjectSpec(sha256=stray_sha, size=len(stray))]
+    ).missing
+    httpx.put(put.url, content=stray, timeout=STORAGE_TIMEOUT_S).raise_for_status()
+    kept = b"kept\n"
+    kept_sha = hashlib.sha256(kept).hexdigest()
+    (done,) = plan_uploads(
+        session, storage, settings, "alice", [ObjectSpec(sha256=kept_sha, size=len(kept))]
+    ).missing
+    httpx.put(done.url, content=kept, timeout=STORAGE_TIMEOUT_S).raise_for_status()
+    complete_upload(session, storage, "alice", UploadCompletion(sha256=kept_sha, size=len(kept)))
+    listed = {
+        upload_id for _key, upload_id in storage.stale_multiparts(datetime.now(UTC) + timedelta(hours=1))
+    }
+    assert ticket.upload_id in listed
+
+    assert sweep_abandoned(session, storage, grace_s=3600) == 0  # within the grace period: nothing goes
+    assert storage.size(object_key("alice", stray_sha)) == len(stray)
+
+    for row in session.scalars(select(StoredObject)):
+        row.created_at = datetime.now(UTC) - timedelta(hours=2)  # as if planned two hours ago
+    session.commit()
+    assert sweep_abandoned(session, storage, grace_s=3600) >= 2
+    assert {r.sha256 for r in session.scalars(select(StoredObject))} == {kept_sha}
+    assert storage.size(object_key("alice", stray_sha)) is None
+    assert storage.size(object_key("alice", kept_sha)) == len(kept)
+    remaining = {u for _key, u in storage.stale_multiparts(datetime.now(UTC) + timedelta(hours=1))}
+    assert ticket.upload_id not in remaining

@@ -1,0 +1,50 @@
+"""Cleaning up what abandoned uploads leave: rows of objects never
+completed, the bytes a client may have put under them, and multipart
+uploads storage keeps (and bills) until someone aborts them.
+
+Run by the active monitor every few minutes. Only what is older than the
+grace period goes: an upload in progress is at most that old, since
+planning it again restarts its clock.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from rgrid_api.db.models import StoredObject
+from rgrid_api.db.times import utcnow
+from rgrid_api.storage import Storage, object_key
+
+log = logging.getLogger(__name__)
+
+BATCH = 500
+
+
+def sweep_abandoned(session: Session, storage: Storage, grace_s: float) -> int:
+    """Delete incomplete objects and abort multipart uploads older than
+    `grace_s`; returns how many it removed."""
+    cutoff = utcnow() - timedelta(seconds=grace_s)
+    rows = list(
+        session.scalars(
+            select(StoredObject)
+            .where(StoredObject.complete.is_(False), StoredObject.created_at < cutoff)
+            .limit(BATCH)
+        )
+    )
+    for row in rows:
+        key = object_key(row.owner, row.sha256)
+        if row.upload_id:
+            storage.abort_multipart(key, row.upload_id)
+        storage.delete(key)
+        session.delete(row)
+    session.commit()
+    stale = storage.stale_multiparts(cutoff)
+    for key, upload_id in stale:
+        storage.abort_multipart(key, upload_id)
+    if rows or stale:
+        log.info("removed %d abandoned uploads and %d stale multipart uploads", len(rows), len(stale))
+    return len(rows) + len(stale)
