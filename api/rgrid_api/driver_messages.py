@@ -30,10 +30,29 @@ class Cancel(BaseModel):
 
 
 class Fence(BaseModel):
-    """Have the GCS place nothing more on a node declared dead."""
+    """Have the GCS place nothing more on a node declared dead, if it is
+    the worker's node (it carries the worker's resource)."""
 
     op: Literal["fence"] = "fence"
     ray_node_id: str
+    worker_id: str
+
+
+class Verify(BaseModel):
+    """Ask whether a Ray node id is the worker's: alive, carrying its resource."""
+
+    op: Literal["verify"] = "verify"
+    request: int
+    ray_node_id: str
+    worker_id: str
+
+
+class Verified(BaseModel):
+    """The answer to `Verify`; None when the GCS could not be asked."""
+
+    op: Literal["verified"] = "verified"
+    request: int
+    ok: bool | None
 
 
 class Connected(BaseModel):
@@ -59,11 +78,11 @@ class Settled(BaseModel):
     attempt: int
 
 
-TO_DRIVER: TypeAdapter[Submit | Cancel | Fence] = TypeAdapter(
-    Annotated[Submit | Cancel | Fence, Field(discriminator="op")]
+TO_DRIVER: TypeAdapter[Submit | Cancel | Fence | Verify] = TypeAdapter(
+    Annotated[Submit | Cancel | Fence | Verify, Field(discriminator="op")]
 )
-FROM_DRIVER: TypeAdapter[Connected | Capacity | Settled] = TypeAdapter(
-    Annotated[Connected | Capacity | Settled, Field(discriminator="op")]
+FROM_DRIVER: TypeAdapter[Connected | Capacity | Settled | Verified] = TypeAdapter(
+    Annotated[Connected | Capacity | Settled | Verified, Field(discriminator="op")]
 )
 
 

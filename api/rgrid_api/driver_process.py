@@ -26,13 +26,25 @@ from dataclasses import dataclass, field
 from sqlalchemy.orm import sessionmaker
 
 from rgrid.restarts import RestartPolicy
-from rgrid_api.driver_messages import FROM_DRIVER, Cancel, Capacity, Connected, Fence, Settled, Submit, line
+from rgrid_api.driver_messages import (
+    FROM_DRIVER,
+    Cancel,
+    Capacity,
+    Connected,
+    Fence,
+    Settled,
+    Submit,
+    Verified,
+    Verify,
+    line,
+)
 from rgrid_api.settings import Settings
 from rgrid_api.workers import current_head
 
 log = logging.getLogger(__name__)
 
 SUPERVISE_S = 0.5
+VERIFY_TIMEOUT_S = 5.0
 STOP_GRACE_S = 10.0
 
 
@@ -70,6 +82,9 @@ class DriverProcess:
         self.last_reason: str | None = None
         self._driver: _Driver | None = None
         self._generation = 0
+        # Verify requests waiting for the driver's answer.
+        self._requests = 0
+        self._pending: dict[int, tuple[list[bool | None], threading.Event]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._supervise, name="rgrid-driver-supervisor", daemon=True)
@@ -107,10 +122,30 @@ class DriverProcess:
     def cancel_task(self, execution_id: str, attempt: int) -> None:
         self._send(Cancel(execution_id=execution_id, attempt=attempt))
 
-    def fence_node(self, ray_node_id: str) -> None:
-        self._send(Fence(ray_node_id=ray_node_id))
+    def fence_node(self, ray_node_id: str, worker_id: str) -> None:
+        self._send(Fence(ray_node_id=ray_node_id, worker_id=worker_id))
 
-    def _send(self, message: Submit | Cancel | Fence) -> int | None:
+    def verify_node(
+        self, ray_node_id: str, worker_id: str, timeout_s: float = VERIFY_TIMEOUT_S
+    ) -> bool | None:
+        """Whether the Ray node is the worker's (its raylet carries the
+        worker's resource), as the GCS says; None if no driver could ask."""
+        with self._lock:
+            self._requests += 1
+            request = self._requests
+            answer: list[bool | None] = []
+            done = threading.Event()
+            self._pending[request] = (answer, done)
+        try:
+            if self._send(Verify(request=request, ray_node_id=ray_node_id, worker_id=worker_id)) is None:
+                return None
+            done.wait(timeout_s)
+            return answer[0] if answer else None
+        finally:
+            with self._lock:
+                self._pending.pop(request, None)
+
+    def _send(self, message: Submit | Cancel | Fence | Verify) -> int | None:
         with self._lock:
             driver = self._driver
             if driver is None:
@@ -202,6 +237,12 @@ class DriverProcess:
             elif isinstance(message, Capacity):
                 driver.capacity_cpus = message.cpus
                 self.on_connected()  # more room may mean more to hand out
+            elif isinstance(message, Verified):
+                with self._lock:
+                    waiting = self._pending.get(message.request)
+                if waiting is not None:
+                    waiting[0].append(message.ok)
+                    waiting[1].set()
             else:
                 self.on_settled(driver.generation, message)
 

@@ -27,8 +27,9 @@ class Transport(Protocol):
     def cancel_task(self, execution_id: str, attempt: int) -> None:
         """Force-cancel the Ray task of an attempt that was given back."""
 
-    def fence_node(self, ray_node_id: str) -> None:
-        """Have Ray place no new task on a node declared dead."""
+    def fence_node(self, ray_node_id: str, worker_id: str) -> None:
+        """Have Ray place no new task on a node declared dead (if it is the
+        worker's node: the driver checks)."""
 
 
 def give_back(

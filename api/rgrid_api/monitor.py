@@ -97,8 +97,8 @@ class Monitor:
         a minute): submitted again, they avoid it. That is no fault of
         theirs, so it spends none of their retries."""
         fenced = ray_node_ids(session, dead)
-        for node in fenced:
-            transport.fence_node(node)
+        for node, worker_id in fenced:
+            transport.fence_node(node, worker_id)
         if fenced:
             give_back(
                 session,

@@ -19,9 +19,25 @@ from typing import IO
 
 import ray
 
-from rgrid.wire import RUNTIME_REQUESTED_AMOUNT, RUNTIME_RESOURCE_PREFIX, resource_name
-from rgrid_api.driver_messages import TO_DRIVER, Cancel, Capacity, Connected, Fence, Settled, Submit, line
-from rgrid_runner.ray_compat import NODE_ID_LABEL, drain_node, job_cpus, node_alive
+from rgrid.wire import (
+    RUNTIME_REQUESTED_AMOUNT,
+    RUNTIME_RESOURCE_PREFIX,
+    WORKER_RESOURCE_PREFIX,
+    resource_name,
+)
+from rgrid_api.driver_messages import (
+    TO_DRIVER,
+    Cancel,
+    Capacity,
+    Connected,
+    Fence,
+    Settled,
+    Submit,
+    Verified,
+    Verify,
+    line,
+)
+from rgrid_runner.ray_compat import NODE_ID_LABEL, drain_node, job_cpus, node_alive, node_carries
 from rgrid_runner.task import run_attempt
 
 log = logging.getLogger("rgrid_api.raydriver")
@@ -61,7 +77,7 @@ class RayDriver:
             ray.shutdown()
         return 0
 
-    def _send(self, message: Connected | Capacity | Settled) -> None:
+    def _send(self, message: Connected | Capacity | Settled | Verified) -> None:
         with self._out_lock:
             self.out.write(line(message))
             self.out.flush()
@@ -74,8 +90,10 @@ class RayDriver:
                     self._submit(command)
                 elif isinstance(command, Cancel):
                     self._cancel(command)
+                elif isinstance(command, Verify):
+                    threading.Thread(target=self._verify, args=(command,), daemon=True).start()
                 else:
-                    self._fence(command)
+                    threading.Thread(target=self._fence, args=(command,), daemon=True).start()
             except Exception:
                 log.exception("command failed: %s", raw[:200])
         # The server is gone: leave Ray now; if Ray hangs, leave anyway.
@@ -107,14 +125,30 @@ class RayDriver:
             except Exception as exc:  # noqa: BLE001 - the task may be gone already
                 log.info("cancel of %s attempt %d: %s", c.execution_id, c.attempt, exc)
 
+    def _is_workers(self, ray_node_id: str, worker_id: str) -> bool | None:
+        """Whether the node carries the worker's resource; None if the GCS
+        could not be asked."""
+        try:
+            return node_carries(self.address, ray_node_id, f"{WORKER_RESOURCE_PREFIX}{worker_id}")
+        except Exception as exc:  # noqa: BLE001 - the GCS may be restarting
+            log.info("asking the GCS about node %s: %s", ray_node_id, exc)
+            return None
+
+    def _verify(self, v: Verify) -> None:
+        self._send(Verified(request=v.request, ok=self._is_workers(v.ray_node_id, v.worker_id)))
+
     def _fence(self, f: Fence) -> None:
         """Keep new tasks off a node rgrid declared dead: every submit from
-        now on excludes it by its label, and Ray is asked to drain it."""
+        now on excludes it by its label, and Ray is asked to drain it. Only
+        the worker's own node: an id a node claimed falsely fences nothing.
+        Runs in a thread of its own: the GCS and the drain wait on nodes,
+        which may be frozen, and must never hold up the commands behind."""
+        if not self._is_workers(f.ray_node_id, f.worker_id):
+            log.warning("not fencing Ray node %s: it is not worker %s's", f.ray_node_id, f.worker_id)
+            return
         with self._lock:
             self._fenced.add(f.ray_node_id)
-        # The drain waits on the node, which may be frozen: it must never
-        # hold up the commands behind it.
-        threading.Thread(target=self._drain, args=(f.ray_node_id,), name="rgrid-fence", daemon=True).start()
+        self._drain(f.ray_node_id)
 
     def _drain(self, node_id: str) -> None:
         """The drain tells Ray itself, but only once the node's raylet

@@ -111,11 +111,10 @@ def grid_cpus(session: Session) -> float:
     return float(sum(float((resources or {}).get("CPU", 0.0)) for resources in rows))
 
 
-def ray_node_ids(session: Session, worker_ids: list[str]) -> list[str]:
-    """The Ray node ids these workers registered (those that have one)."""
-    return [
-        node for node in session.scalars(select(Worker.ray_node_id).where(Worker.id.in_(worker_ids))) if node
-    ]
+def ray_node_ids(session: Session, worker_ids: list[str]) -> list[tuple[str, str]]:
+    """(Ray node id, worker id) of these workers (those that registered one)."""
+    rows = session.execute(select(Worker.ray_node_id, Worker.id).where(Worker.id.in_(worker_ids)))
+    return [(node, worker) for node, worker in rows if node]
 
 
 def set_ray_node(session: Session, worker_id: str, ray_node_id: str) -> None:

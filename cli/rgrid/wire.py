@@ -121,6 +121,9 @@ RequirementsText = Annotated[str, Field(max_length=256 * 1024), AfterValidator(c
 # resource, so Ray places it only on a node with that interpreter.
 ALLOWED_RUNTIMES = ("python:3.10", "python:3.11", "python:3.12", "python:3.13")
 RUNTIME_RESOURCE_PREFIX = "rgrid_runtime_"
+# Every node's raylet carries `rgrid_worker_<its worker id>`: the proof that
+# a Ray node id belongs to the worker that names it.
+WORKER_RESOURCE_PREFIX = "rgrid_worker_"
 # Ray needs a positive amount: a node advertises plenty, an attempt takes a sliver.
 RUNTIME_ADVERTISED_AMOUNT = 10_000
 RUNTIME_REQUESTED_AMOUNT = 0.001

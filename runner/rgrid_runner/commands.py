@@ -97,7 +97,7 @@ def worker(
     RGRID_WORKER_TOKEN (the head's with RGRID_HEAD_TOKEN), or (a provisioned
     node) exchanges RGRID_BOOTSTRAP_TOKEN for a credential of its own, kept
     in RGRID_CREDENTIAL_FILE."""
-    from rgrid.wire import WorkerRegistration
+    from rgrid.wire import WORKER_RESOURCE_PREFIX, WorkerRegistration
     from rgrid_runner.agent import AgentConfig, NodeAgent
     from rgrid_runner.runtimes import detect, encode, ray_resources
     from rgrid_runner.sandbox import choose
@@ -146,7 +146,7 @@ def worker(
     if info_file:
         Path(info_file).parent.mkdir(parents=True, exist_ok=True)
         Path(info_file).write_text(json.dumps(offer))
-    resources = {**ray_resources(runtimes), f"rgrid_worker_{worker_id}": 1}
+    resources = {**ray_resources(runtimes), f"{WORKER_RESOURCE_PREFIX}{worker_id}": 1}
     allowed = runner_variables()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_") or k in allowed}
     env.update(

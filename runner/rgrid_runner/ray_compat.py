@@ -67,6 +67,17 @@ def job_cpus(address: str, resource_prefix: str) -> float:
     )
 
 
+def node_carries(address: str, node_id: str, resource: str) -> bool:
+    """Whether the node (hex id) is alive and advertises `resource`: a node
+    started for worker W carries `rgrid_worker_W`, so an id another node
+    claims is told apart."""
+    alive = _alive_state()
+    return any(
+        nid.hex() == node_id and info.state == alive and resource in info.resources_total
+        for nid, info in gcs_client(address).get_all_node_info().items()
+    )
+
+
 def node_alive(address: str, node_id: str) -> bool:
     """Whether the GCS still counts the node (hex id) alive."""
     alive = _alive_state()

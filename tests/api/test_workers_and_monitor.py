@@ -42,7 +42,7 @@ class RecordingTransport:
     def cancel_task(self, execution_id: str, attempt: int) -> None:
         self.cancelled.append((execution_id, attempt))
 
-    def fence_node(self, ray_node_id: str) -> None:
+    def fence_node(self, ray_node_id: str, worker_id: str) -> None:
         self.fenced.append(ray_node_id)
 
 

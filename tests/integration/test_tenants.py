@@ -6,6 +6,9 @@ busy grid. Real API servers (SQLite and PostgreSQL), real Ray, real S3."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -13,11 +16,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import update
 
 from rgrid.client import Client
 from rgrid.config import Target
 from rgrid.errors import EXIT_AUTH, EXIT_INFRA, ApiError
 from rgrid.hashcache import sha256_file
+from rgrid.local import components
 from rgrid.local.procs import free_port
 from rgrid.transfer import upload_missing
 from rgrid.wire import (
@@ -30,6 +35,8 @@ from rgrid.wire import (
     WorkerList,
     WorkerRegistration,
 )
+from rgrid_api.db.engine import make_engine
+from rgrid_api.db.models import Worker
 from tests.conftest import run_cli
 from tests.support.services import HEAD_TOKEN, WORKER_TOKEN, ApiServer, RayHead, S3Server, start_api
 
@@ -349,3 +356,52 @@ def test_another_owners_runs_go_next_behind_a_large_batch(
         assert sum(1 for v in a_views if v.status == Status.QUEUED) >= 20
     finally:
         client.cancel_batch(batch.id)
+
+
+def _head_node_id(ray_head: RayHead) -> str:
+    """The test head's Ray node id, as the GCS has it (worker `local-head`)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RGRID_", "RAY_"))}
+    env.update(components.ray_env(ray_head.token_path))
+    code = (
+        "import sys; from rgrid_runner.ray_compat import alive_nodes; "
+        "print(alive_nodes(sys.argv[1], 'rgrid_worker_local-head')[0].node_id)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, ray_head.address], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_a_node_cannot_take_another_nodes_ray_id_nor_get_it_fenced(
+    api: ApiServer, client: Client, ray_head: RayHead, tmp_path: Path
+) -> None:
+    """Node id theft: a node registers with the head's Ray node id and is
+    refused. An id that got in unchecked (as a runner's report can put one)
+    is checked again before fencing: when the thief is declared dead, the
+    node it named is not fenced and jobs keep running there."""
+    victim = _head_node_id(ray_head)
+    with _agent(api, WORKER_TOKEN) as thief:
+        stolen = WorkerRegistration(id="thief-node", host_name="t", ray_node_id=victim)
+        refused = thief.post("/v1/workers/register", json=stolen.model_dump(mode="json"))
+        assert refused.status_code == 403 and "not worker thief-node's node" in refused.json()["detail"]
+        honest = WorkerRegistration(id="thief-node", host_name="t")
+        assert thief.post("/v1/workers/register", json=honest.model_dump(mode="json")).status_code == 200
+    engine = make_engine(api.env["RGRID_DATABASE_URL"])
+    with engine.begin() as conn:
+        conn.execute(update(Worker).where(Worker.id == "thief-node").values(ray_node_id=victim))
+    engine.dispose()
+    deadline = time.monotonic() + 60
+    while any(w.id == "thief-node" for w in client.workers().workers):
+        assert time.monotonic() < deadline, "the silent thief was never declared dead"
+        time.sleep(0.5)
+    script = tmp_path / "after.py"
+    script.write_text("print('the victim still runs jobs')\n")
+    runs = [client.create_execution(ExecutionCreate(script=_upload(client, script))) for _ in range(2)]
+    deadline = time.monotonic() + 120
+    while not all(client.get_execution(r.id).status.final for r in runs):
+        assert time.monotonic() < deadline, (
+            "jobs stopped running after the thief's death: its victim was fenced"
+        )
+        time.sleep(0.3)
+    assert all(client.get_execution(r.id).status == Status.SUCCEEDED for r in runs)

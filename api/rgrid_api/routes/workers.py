@@ -64,6 +64,14 @@ def register_worker(body: WorkerRegistration, agent: Agent, session: DB, state: 
     _speaks_for(agent, session, body.id)
     if body.ray_address is not None and not agent.head:
         raise HTTPException(403, "only the head's token may announce the Ray head")
+    if body.ray_node_id and not agent.head and state.dispatcher is not None:
+        # A node id is taken only once the GCS vouches for it; while no
+        # driver can ask, the driver still checks before fencing on it. The
+        # head is trusted (and a new head is a cluster the driver has not
+        # joined yet).
+        verdict = state.dispatcher.transport.verify_node(body.ray_node_id, body.id)
+        if verdict is False:
+            raise HTTPException(403, f"Ray node {body.ray_node_id} is not worker {body.id}'s node")
     register(session, body)
     if body.ray_node_id:
         # The node runs this Ray node now: what its earlier ones ran is gone.
