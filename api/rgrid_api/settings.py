@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     s3_secure: bool = False
     s3_access_key: str = "minioadmin"
     s3_secret_key: SecretStr = SecretStr("minioadmin")
+    # The identity presigned URLs are signed with: one limited to the bucket
+    # (read, write, list), so no URL ever carries the storage's root identity.
+    # Unset: the one above signs too.
+    s3_presign_access_key: str | None = None
+    s3_presign_secret_key: SecretStr | None = None
     s3_bucket: str = "rgrid"
     s3_region: str = "us-east-1"
     presign_expiry_s: int = 900

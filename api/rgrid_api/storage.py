@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from minio import Minio
 from minio.datatypes import Part
 from minio.error import S3Error
+from pydantic import SecretStr
 from urllib3.exceptions import HTTPError
 
 from rgrid_api.errors import StorageUnavailable
@@ -50,19 +51,21 @@ class Storage:
     def __init__(self, settings: Settings, presign_endpoint: str) -> None:
         self.bucket = settings.s3_bucket
         self.expiry = timedelta(seconds=settings.presign_expiry_s)
-        secret = settings.s3_secret_key.get_secret_value()
 
-        def client(endpoint: str) -> Minio:
+        def client(endpoint: str, access_key: str, secret: SecretStr) -> Minio:
             return Minio(
                 endpoint,
-                access_key=settings.s3_access_key,
-                secret_key=secret,
+                access_key=access_key,
+                secret_key=secret.get_secret_value(),
                 secure=settings.s3_secure,
                 region=settings.s3_region,
             )
 
-        self.client = client(settings.s3_endpoint)
-        self.signer = client(presign_endpoint)
+        self.client = client(settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key)
+        signer, signer_secret = settings.s3_access_key, settings.s3_secret_key
+        if settings.s3_presign_access_key and settings.s3_presign_secret_key:
+            signer, signer_secret = settings.s3_presign_access_key, settings.s3_presign_secret_key
+        self.signer = client(presign_endpoint, signer, signer_secret)
 
     def ensure_bucket(self) -> None:
         if not self.client.bucket_exists(self.bucket):

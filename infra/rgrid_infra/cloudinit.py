@@ -139,7 +139,7 @@ rand() {{ head -c 32 /dev/urandom | base64 | tr -d '/+=' ; }}
 [ -f /etc/rgrid/ray-token ] || rand > /etc/rgrid/ray-token
 chown rgrid:rgrid /etc/rgrid/ray-token
 if [ ! -f /etc/rgrid/server.env ]; then
-  PG=$(rand); S3=$(rand); HEAD=$(rand)
+  PG=$(rand); S3=$(rand); HEAD=$(rand); SIGN=$(rand)
   su postgres -c "psql -c \\"CREATE ROLE rgrid LOGIN PASSWORD '$PG'\\"; createdb -O rgrid rgrid"
   PRIVATE_IP=$({PRIVATE_IP})
   cat > /etc/rgrid/minio.env <<EOF
@@ -153,6 +153,8 @@ RGRID_S3_ENDPOINT=127.0.0.1:9000
 RGRID_S3_RUNNER_ENDPOINT=$PRIVATE_IP:9000
 RGRID_S3_ACCESS_KEY=rgrid
 RGRID_S3_SECRET_KEY=$S3
+RGRID_S3_PRESIGN_ACCESS_KEY=rgrid-presign
+RGRID_S3_PRESIGN_SECRET_KEY=$SIGN
 RGRID_RUNNER_SECRET=$(rand)
 RGRID_WORKER_TOKEN=$(rand)
 RGRID_HEAD_TOKEN=$HEAD
@@ -185,6 +187,7 @@ fi
             {"path": "/etc/systemd/system/rgrid-server.service", "content": unit("rgrid-server.service")},
             {"path": "/etc/systemd/system/rgrid-head.service", "content": unit("rgrid-head.service")},
             {"path": "/etc/systemd/system/minio.service", "content": _MINIO_UNIT},
+            {"path": "/opt/rgrid/minio-presign-identity.sh", "permissions": "0700", "content": _minio_script()},
         ],
         "runcmd": [
             UV_INSTALL,
@@ -192,13 +195,23 @@ fi
             f"uv pip install --python {VENV}/bin/python '{package}=={version}'",
             "curl -fsSL -o /usr/local/bin/minio https://dl.min.io/server/minio/release/linux-amd64/minio",
             "chmod 0755 /usr/local/bin/minio",
+            "curl -fsSL -o /usr/local/bin/mc https://dl.min.io/client/mc/release/linux-amd64/mc",
+            "chmod 0755 /usr/local/bin/mc",
             "/opt/rgrid/setup.sh",
             f"su rgrid -s /bin/sh -c 'set -a; . /etc/rgrid/server.env; {VENV}/bin/rgrid db upgrade'",
             "systemctl daemon-reload",
-            "systemctl enable --now minio rgrid-head rgrid-server",
+            "systemctl enable --now minio",
+            "sh -c 'set -a; . /etc/rgrid/minio.env; . /etc/rgrid/server.env; MINIO_URL=http://127.0.0.1:9000; "
+            "MINIO_ROOT_USER=$RGRID_S3_ACCESS_KEY; RGRID_S3_BUCKET=${RGRID_S3_BUCKET:-rgrid}; "
+            "/opt/rgrid/minio-presign-identity.sh'",
+            "systemctl enable --now rgrid-head rgrid-server",
         ],
     }
     return _cloud_config(doc)
+
+
+def _minio_script() -> str:
+    return files("rgrid_infra").joinpath("minio", "presign-identity.sh").read_text()
 
 
 _MINIO_UNIT = """[Unit]

@@ -4,12 +4,15 @@ after storage already assembled the parts, and storage that does not answer."""
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from minio import Minio
+from minio.error import S3Error
 from pydantic import SecretStr
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -159,3 +162,32 @@ def test_abandoned_uploads_are_gone_after_the_grace_period(session: Session, s3:
     assert storage.size(object_key("alice", kept_sha)) == len(kept)
     remaining = {u for _key, u in storage.stale_multiparts(datetime.now(UTC) + timedelta(hours=1))}
     assert ticket.upload_id not in remaining
+
+
+def test_urls_are_signed_by_an_identity_limited_to_the_bucket(s3: S3Server) -> None:
+    """What a presigned URL carries is the limited identity's key, and that
+    identity reaches rgrid's bucket and nothing else of the storage."""
+    settings = settings_for(s3).model_copy(
+        update={
+            "s3_presign_access_key": s3.presign_access_key,
+            "s3_presign_secret_key": SecretStr(s3.presign_secret_key),
+        }
+    )
+    storage = Storage(settings, settings.s3_endpoint)
+    storage.ensure_bucket()
+    url = storage.presign_put(object_key("alice", "c" * 64))
+    assert f"X-Amz-Credential={s3.presign_access_key}%2F" in url and s3.access_key not in url
+    httpx.put(url, content=b"signed by the limited identity", timeout=STORAGE_TIMEOUT_S).raise_for_status()
+    assert storage.size(object_key("alice", "c" * 64)) == len(b"signed by the limited identity")
+
+    root = Minio(s3.endpoint, s3.access_key, s3.secret_key, secure=False)
+    other = "not-rgrids-" + os.urandom(4).hex()
+    root.make_bucket(other)
+    root.put_object(other, "secret.txt", io.BytesIO(b"another bucket"), 14)
+    limited = Minio(s3.endpoint, s3.presign_access_key, s3.presign_secret_key, secure=False)
+    with pytest.raises(S3Error, match="AccessDenied"):
+        limited.get_object(other, "secret.txt")
+    with pytest.raises(S3Error, match="AccessDenied"):
+        limited.put_object(other, "planted.txt", io.BytesIO(b"x"), 1)
+    with pytest.raises(S3Error, match="AccessDenied"):
+        limited.make_bucket("made-by-a-url-" + os.urandom(4).hex())

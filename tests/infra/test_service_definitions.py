@@ -5,6 +5,7 @@ them, and run the node agent (not a bare `ray start`) on every node."""
 from __future__ import annotations
 
 import configparser
+import json
 import shutil
 import subprocess
 import sys
@@ -65,10 +66,51 @@ def test_units_pass_systemd_analyze_verify(path: Path, tmp_path: Path) -> None:
 
 def test_compose_restarts_everything_and_runs_the_agent_on_every_node() -> None:
     services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
-    assert all(s["restart"] in ("always", "unless-stopped") for s in services.values())
+    lasting = {name: s for name, s in services.items() if not name.endswith("-setup")}
+    assert all(s["restart"] in ("always", "unless-stopped") for s in lasting.values())
     for node in ("ray-head", "worker"):
         assert services[node]["command"].split()[:2] == ["rgrid", "worker"]
         assert services[node]["init"] is True  # signals reach the agent; orphans are reaped
     assert "ray-head" not in services["api"].get("depends_on", {})  # the API outlives Ray
     assert "--address" not in services["worker"]["command"]  # the API says where the head is
     assert services["worker"]["stop_grace_period"]  # drain before the container goes
+
+
+def test_presigned_urls_are_signed_by_a_minio_identity_limited_to_the_bucket(tmp_path: Path) -> None:
+    """Compose runs the setup once before the API starts and hands the API
+    the limited identity; the script, run against a recording `mc`, makes
+    the bucket, a policy on that bucket alone, and the user."""
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    assert services["api"]["depends_on"]["minio-setup"] == {"condition": "service_completed_successfully"}
+    assert services["api"]["environment"]["RGRID_S3_PRESIGN_ACCESS_KEY"] == "rgrid-presign"
+    calls = tmp_path / "calls"
+    mc = tmp_path / "mc"
+    mc.write_text(
+        f'#!/bin/sh\necho "$@" >> {calls}\nfor a; do case "$a" in *.json|/tmp/*) cat "$a" >> {calls};; esac; done\n'
+    )
+    mc.chmod(0o755)
+    env = {
+        "PATH": f"{tmp_path}:/usr/bin:/bin",
+        "MINIO_URL": "http://minio:9000",
+        "MINIO_ROOT_USER": "root",
+        "MINIO_ROOT_PASSWORD": "rootpw",
+        "RGRID_S3_BUCKET": "rgrid",
+        "RGRID_S3_PRESIGN_ACCESS_KEY": "rgrid-presign",
+        "RGRID_S3_PRESIGN_SECRET_KEY": "signer-secret",
+    }
+    script = ROOT / "infra" / "rgrid_infra" / "minio" / "presign-identity.sh"
+    result = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    log = calls.read_text()
+    assert "mb --ignore-existing rgrid/rgrid" in log
+    assert "admin user add rgrid rgrid-presign signer-secret" in log
+    assert "admin policy attach rgrid rgrid-presign --user rgrid-presign" in log
+    policy = json.loads(log[log.index("{") : log.rindex("}") + 1])
+    resources = {r for statement in policy["Statement"] for r in statement["Resource"]}
+    assert resources == {"arn:aws:s3:::rgrid", "arn:aws:s3:::rgrid/*"}
+    actions = {a for statement in policy["Statement"] for a in statement["Action"]}
+    assert not [
+        a
+        for a in actions
+        if a.startswith("s3:Delete") or a.endswith("*") or ("Bucket" in a and "List" not in a)
+    ]

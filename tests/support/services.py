@@ -59,6 +59,9 @@ class S3Server:
     secret_key: str
     proc: Proc
     ports: dict[str, int] = field(default_factory=dict)
+    # The identity limited to rgrid's bucket that presigned URLs are signed with.
+    presign_access_key: str = ""
+    presign_secret_key: str = ""
 
     def restart(self) -> None:
         self.proc.restart()
@@ -67,14 +70,25 @@ class S3Server:
 
 def start_s3(root: Path) -> S3Server:
     ports = dict(zip(components.S3_PORTS, free_ports(len(components.S3_PORTS)), strict=True))
-    secrets = {"s3_access_key": "testaccess", "s3_secret_key": "testsecret-0123456789"}
+    secrets = {
+        "s3_access_key": "testaccess",
+        "s3_secret_key": "testsecret-0123456789",
+        "s3_presign_access_key": "testsigner",
+        "s3_presign_secret_key": "testsigner-secret-0123456789",
+    }
     root.mkdir(parents=True, exist_ok=True)
     launch = components.s3_launch(root, ports, secrets)
     log = root / "weed.log"
     proc = Proc(spawn(launch.argv, launch.env, log, root).pid, log, launch.argv, launch.env, root)
     wait_until(lambda: components.s3_healthy(ports), 60, "SeaweedFS", log)
     return S3Server(
-        f"127.0.0.1:{ports['s3']}", secrets["s3_access_key"], secrets["s3_secret_key"], proc, ports
+        f"127.0.0.1:{ports['s3']}",
+        secrets["s3_access_key"],
+        secrets["s3_secret_key"],
+        proc,
+        ports,
+        secrets["s3_presign_access_key"],
+        secrets["s3_presign_secret_key"],
     )
 
 
@@ -256,6 +270,8 @@ def start_api(
             "RGRID_S3_RUNNER_ENDPOINT": s3.endpoint,
             "RGRID_S3_ACCESS_KEY": s3.access_key,
             "RGRID_S3_SECRET_KEY": s3.secret_key,
+            "RGRID_S3_PRESIGN_ACCESS_KEY": s3.presign_access_key,
+            "RGRID_S3_PRESIGN_SECRET_KEY": s3.presign_secret_key,
             "RGRID_RAY_ADDRESS": ray.address,
             "RGRID_RUNNER_API_URL": f"http://127.0.0.1:{port}",
             "RGRID_RUNNER_SECRET": "test-runner-secret-" + os.urandom(8).hex(),

@@ -49,7 +49,12 @@ def base_env() -> dict[str, str]:
     return env
 
 
+S3_BUCKET = "rgrid"
+
+
 def s3_launch(local_dir: Path, ports: dict[str, int], secrets: dict[str, str]) -> Launch:
+    """SeaweedFS with two identities: the API's own, and the one presigned
+    URLs are signed with, which may only read, write and list rgrid's bucket."""
     config = local_dir / "s3-identities.json"
     identities = {
         "identities": [
@@ -59,7 +64,17 @@ def s3_launch(local_dir: Path, ports: dict[str, int], secrets: dict[str, str]) -
                     {"accessKey": secrets["s3_access_key"], "secretKey": secrets["s3_secret_key"]}
                 ],
                 "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-            }
+            },
+            {
+                "name": "rgrid-presign",
+                "credentials": [
+                    {
+                        "accessKey": secrets["s3_presign_access_key"],
+                        "secretKey": secrets["s3_presign_secret_key"],
+                    }
+                ],
+                "actions": [f"Read:{S3_BUCKET}", f"Write:{S3_BUCKET}", f"List:{S3_BUCKET}"],
+            },
         ]
     }
     write_private(config, identities)
@@ -257,6 +272,9 @@ def api_launch(
             "RGRID_S3_ENDPOINT": f"127.0.0.1:{ports['s3']}",
             "RGRID_S3_ACCESS_KEY": secrets["s3_access_key"],
             "RGRID_S3_SECRET_KEY": secrets["s3_secret_key"],
+            "RGRID_S3_PRESIGN_ACCESS_KEY": secrets["s3_presign_access_key"],
+            "RGRID_S3_PRESIGN_SECRET_KEY": secrets["s3_presign_secret_key"],
+            "RGRID_S3_BUCKET": S3_BUCKET,
             "RGRID_RAY_ADDRESS": f"127.0.0.1:{ports['gcs']}",
             "RGRID_RUNNER_API_URL": f"http://127.0.0.1:{ports['api']}",
             "RGRID_RUNNER_SECRET": secrets["runner_secret"],

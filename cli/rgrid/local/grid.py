@@ -84,6 +84,8 @@ class LocalGrid:
             "api_key": lambda: "rg_" + pysecrets.token_urlsafe(32),
             "s3_access_key": lambda: "rgrid" + pysecrets.token_hex(6),
             "s3_secret_key": lambda: pysecrets.token_urlsafe(30),
+            "s3_presign_access_key": lambda: "rgridsign" + pysecrets.token_hex(6),
+            "s3_presign_secret_key": lambda: pysecrets.token_urlsafe(30),
             "runner_secret": lambda: pysecrets.token_urlsafe(32),
         }
         missing = {k: make() for k, make in wanted.items() if k not in data}
