@@ -187,7 +187,11 @@ fi
             {"path": "/etc/systemd/system/rgrid-server.service", "content": unit("rgrid-server.service")},
             {"path": "/etc/systemd/system/rgrid-head.service", "content": unit("rgrid-head.service")},
             {"path": "/etc/systemd/system/minio.service", "content": _MINIO_UNIT},
-            {"path": "/opt/rgrid/minio-presign-identity.sh", "permissions": "0700", "content": _minio_script()},
+            {
+                "path": "/opt/rgrid/minio-presign-identity.sh",
+                "permissions": "0700",
+                "content": _minio_script(),
+            },
         ],
         "runcmd": [
             UV_INSTALL,

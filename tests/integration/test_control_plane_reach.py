@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from rgrid.local import components
@@ -58,8 +59,10 @@ def _descendants(root: int) -> list[int]:
 
 
 def test_the_drivers_environment_holds_no_server_setting(api: ApiServer) -> None:
-    drivers = [pid for pid in _descendants(api.proc.pid) if "rgrid_api.raydriver" in _cmdline(pid)]
-    assert drivers, "the API runs no Ray driver"
+    deadline = time.monotonic() + 60
+    while not (drivers := [p for p in _descendants(api.proc.pid) if "rgrid_api.raydriver" in _cmdline(p)]):
+        assert time.monotonic() < deadline, "the API never started its Ray driver"
+        time.sleep(0.2)
     for pid in drivers:
         env = _environ(pid)
         assert env, "the driver's environment could not be read"

@@ -230,6 +230,13 @@ def _unthrottled(http: httpx.Client, url: str, wait: float) -> httpx.Response:
         time.sleep(float(resp.headers["Retry-After"]))
 
 
+def _held(http: httpx.Client, url: str) -> None:
+    """A 20 s long-poll that gets in: refused while the other probe holds
+    the key's one slot, it asks again."""
+    while _unthrottled(http, url, 20.0).status_code == 429:
+        time.sleep(0.1)
+
+
 @pytest.fixture
 def strict_api(tmp_path: Path, s3: S3Server, ray_head: RayHead) -> Iterator[ApiServer]:
     """An API with tight limits and no Ray to be found: what is submitted
@@ -292,14 +299,16 @@ def test_caps_and_limits_answer_429_with_one_line_and_lose_nothing(
     assert listing.returncode == 0, listing.stderr
     # The long-poll cap: while one wait is held, another on the same key is
     # refused at once (a short wait that comes back 200 means the first was
-    # not held yet: ask again).
+    # not held yet: ask again, at a pace that leaves the first its share of
+    # the key's rate limit).
     wait_url = f"{api.url}/v1/executions/{accepted[0].id}/logs"
     with httpx.Client(timeout=30, headers=headers) as a, httpx.Client(timeout=30, headers=headers) as b:
-        held = threading.Thread(target=lambda: _unthrottled(a, wait_url, 20.0))
+        held = threading.Thread(target=lambda: _held(a, wait_url))
         held.start()
         deadline = time.monotonic() + 30
         while (second := _unthrottled(b, wait_url, 0.2)).status_code != 429:
             assert time.monotonic() < deadline, "the second long-poll was never refused"
+            time.sleep(0.5)
         assert "waiting requests" in second.json()["detail"] and "Retry-After" in second.headers
         held.join(timeout=30)
     # Nothing accepted was lost.
