@@ -9,10 +9,11 @@ is cancelled and the next round begins.
 
 Measured on SQLite with one API server, and on PostgreSQL with two API
 servers sharing the database (A talks to one, B to the other), the Ray head
-registering with the first. Real Ray, SeaweedFS and PostgreSQL, as the
-tests start them.
+registering with the first; B submits at once, and again after A's batch
+has held the grid for a while (`--head-start`). Real Ray, SeaweedFS and
+PostgreSQL, as the tests start them.
 
-    uv run python bench/bench_fairness.py [--rounds 3] [--inputs 40] [--job-s 2]
+    uv run python bench/bench_fairness.py [--rounds 3] [--inputs 40] [--job-s 2] [--head-start 0 20]
 """
 
 from __future__ import annotations
@@ -60,8 +61,11 @@ def _wait(what: str, done: Callable[[], bool], limit_s: float = 600) -> None:
         time.sleep(0.1)
 
 
-def one_round(a: Client, b: Client, script: Path, inputs: int) -> tuple[list[float], int]:
-    """(B's two waits to start, in s; A's inputs started while B waited)."""
+def one_round(
+    a: Client, b: Client, script: Path, inputs: int, head_start_s: float
+) -> tuple[list[float], int]:
+    """(B's two waits to start, in s; A's inputs started while B waited).
+    B submits `head_start_s` after A's batch filled the grid."""
     a_ref, b_ref = _upload(a, script), _upload(b, script)
     batch = a.create_batch(
         BatchCreate(
@@ -73,6 +77,7 @@ def one_round(a: Client, b: Client, script: Path, inputs: int) -> tuple[list[flo
     _wait(
         "A's batch to fill the grid", lambda: a.get_batch(batch.id, False).counts.get(Status.RUNNING, 0) >= 2
     )
+    time.sleep(head_start_s)
     submitted = time.time()
     runs = [
         b.create_execution(ExecutionCreate(script=b_ref, args=[f"b{n}"], resources=ONE_CPU)) for n in range(2)
@@ -118,8 +123,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--inputs", type=int, default=40)
     parser.add_argument("--job-s", type=float, default=2.0)
+    parser.add_argument("--head-start", type=float, nargs="+", default=[0.0, 20.0])
     opts = parser.parse_args()
     for postgres in (False, True):
+        where = "PostgreSQL, two API servers" if postgres else "SQLite, one API server"
         with (
             tempfile.TemporaryDirectory(prefix="rgrid-fair-") as tmp,
             grid(Path(tmp), postgres) as (api_a, api_b),
@@ -130,18 +137,20 @@ def main() -> None:
                 Client(Target(api_a.url, api_a.api_key)) as a,
                 Client(Target(api_b.url, api_b.create_key("bea"))) as b,
             ):
-                waits: list[float] = []
-                overtaken: list[int] = []
-                for _ in range(opts.rounds):
-                    w, n = one_round(a, b, script, opts.inputs)
-                    waits += w
-                    overtaken.append(n)
-            where = "PostgreSQL, two API servers" if postgres else "SQLite, one API server"
-            print(
-                f"{where}: B's runs started {statistics.median(waits):.2f} s after submission "
-                f"(median of {len(waits)}, max {max(waits):.2f} s; jobs of {opts.job_s:g} s on 2 slots); "
-                f"A's inputs started meanwhile: median {statistics.median(overtaken):g}, max {max(overtaken)}"
-            )
+                for head_start in opts.head_start:
+                    waits: list[float] = []
+                    overtaken: list[int] = []
+                    for _ in range(opts.rounds):
+                        w, n = one_round(a, b, script, opts.inputs, head_start)
+                        waits += w
+                        overtaken.append(n)
+                    print(
+                        f"{where}, B {head_start:g} s after A's batch filled the grid: B's runs started "
+                        f"{statistics.median(waits):.2f} s after submission (median of {len(waits)}, "
+                        f"max {max(waits):.2f} s; jobs of {opts.job_s:g} s on 2 slots); A's inputs "
+                        f"started meanwhile: median {statistics.median(overtaken):g}, max {max(overtaken)}",
+                        flush=True,
+                    )
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from rgrid_api.db.models import Attempt, Batch, Execution, LogChunkRow, Output, 
 from rgrid_api.db.times import utcnow
 from rgrid_api.errors import Invalid, StaleAttempt
 from rgrid_api.executions import last_log_seq
-from rgrid_api.fairshare import Candidate, fair_order
+from rgrid_api.fairshare import Candidate, RecentUse, fair_order
 from rgrid_api.storage import Storage, object_key, output_key
 from rgrid_api.workers import set_ray_node
 
@@ -82,6 +82,7 @@ def claim_queued(
     limit: int = 32,
     sharing: Sharing = Sharing(),
     grid_cpus: float | None = None,
+    recent: RecentUse | None = None,
 ) -> list[Claimed]:
     """Move up to `limit` queued executions to dispatched and open their next
     attempt, in the fair order (`fairshare.fair_order`), never taking a batch
@@ -90,11 +91,14 @@ def claim_queued(
     together they keep every cap; the chosen rows are taken with SKIP LOCKED
     as well, as a cancel may hold one. `grid_cpus` is what the grid's job
     nodes have (as Ray counts them, so it includes nodes another control
-    plane registered); None hands out regardless of capacity."""
+    plane registered); None hands out regardless of capacity. `recent`,
+    the dispatcher's memory of each owner's recent use, is sampled here."""
     postgres = is_postgres(session.get_bind())
     if postgres:
         session.execute(select(func.pg_advisory_xact_lock(DISPATCH_LOCK_KEY)))
     running = running_cpus(session)
+    if recent is not None:
+        recent.observe(running)
     room = math.inf
     if grid_cpus is not None:
         room = grid_cpus * (1 + sharing.margin) - sum(running.values())
@@ -112,6 +116,7 @@ def claim_queued(
         running_caps(session, set(queues), sharing.max_running_cpus),
         _batch_room(session, {c.batch_id for q in queues.values() for c in q if c.batch_id}),
         limit,
+        recent.averages() if recent is not None else None,
     )
     if not chosen:
         session.rollback()

@@ -29,6 +29,7 @@ from rgrid_api.attempts import Claimed, Sharing, attempt_lost, attempt_open, cla
 from rgrid_api.auth import runner_token
 from rgrid_api.driver_messages import Settled, Submit
 from rgrid_api.driver_process import DriverProcess
+from rgrid_api.fairshare import RecentUse
 from rgrid_api.giveback import give_back
 from rgrid_api.notify import ChangeFeed
 from rgrid_api.settings import Settings
@@ -50,6 +51,7 @@ class Dispatcher:
             settings, sessions, on_connected=feed.work_queued, on_settled=self._settle, on_lost=self._lost
         )
         self.sharing = Sharing(settings.dispatch_margin, settings.max_running_cpus)
+        self.recent = RecentUse()
         self._stop = threading.Event()
         # The attempts each driver generation holds for us.
         self._inflight: dict[Key, int] = {}
@@ -87,7 +89,11 @@ class Dispatcher:
                 return  # the driver says it once it has read the cluster
             with self.sessions() as session:
                 claimed = claim_queued(
-                    session, self.settings.lease_s, sharing=self.sharing, grid_cpus=capacity
+                    session,
+                    self.settings.lease_s,
+                    sharing=self.sharing,
+                    grid_cpus=capacity,
+                    recent=self.recent,
                 )
             for c in claimed:
                 self._submit(c)

@@ -2,18 +2,24 @@
 order is decided in one place and tested without a database.
 
 The grid is shared between owners, not between submissions: the next
-attempt goes to the owner with the least running work (CPUs of its
-dispatched and running attempts), and within one owner the oldest goes
-first. An owner stops being served in a round when its next execution
-would pass its running-CPU cap, or no longer fits the room the grid has
-left: it keeps its place, so a large run is never overtaken forever by
-smaller ones of the same owner.
+attempt goes to the owner with the least work, counted as the CPUs it runs
+now (dispatched and running) plus the CPUs it ran on average over the last
+minutes (`RecentUse`). Within one owner the oldest goes first. The recent
+part is what lets an owner who just arrived overtake one whose batch has
+held the grid for a while, for each of its runs and not only the first:
+by running CPUs alone, the batch's owner, down to nothing running for an
+instant, would take the next slot back. An owner stops being served in a
+round when its next execution would pass its running-CPU cap, or no longer
+fits the room the grid has left: it keeps its place, so a large run is
+never overtaken forever by smaller ones of the same owner.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -29,6 +35,34 @@ class Candidate:
     batch_id: str | None = None
 
 
+class RecentUse:
+    """Each owner's running CPUs averaged over the last minutes: an
+    exponential moving average with a half-life of `half_life_s`, sampled
+    at every dispatch round. It lives in the dispatcher's memory; every
+    server samples the same shared database, so their averages agree."""
+
+    FORGET_BELOW = 0.01
+
+    def __init__(self, half_life_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.half_life_s = half_life_s
+        self._clock = clock
+        self._at: float | None = None
+        self._average: dict[str, float] = {}
+
+    def observe(self, running_cpus: dict[str, float]) -> None:
+        now = self._clock()
+        kept = 0.0 if self._at is None else 0.5 ** ((now - self._at) / self.half_life_s)
+        self._at = now
+        owners = set(self._average) | set(running_cpus)
+        average = {
+            o: self._average.get(o, 0.0) * kept + running_cpus.get(o, 0.0) * (1 - kept) for o in owners
+        }
+        self._average = {o: v for o, v in average.items() if v >= self.FORGET_BELOW or o in running_cpus}
+
+    def averages(self) -> dict[str, float]:
+        return dict(self._average)
+
+
 def fair_order(
     queues: dict[str, list[Candidate]],
     running_cpus: dict[str, float],
@@ -36,19 +70,25 @@ def fair_order(
     caps: dict[str, float],
     batch_room: dict[str, int],
     limit: int,
+    recent_cpus: dict[str, float] | None = None,
 ) -> list[Candidate]:
     """Up to `limit` candidates, in the order they should be dispatched.
 
     `queues` holds each owner's queued executions, oldest first; `running_cpus`
-    what each owner runs now; `room_cpus` how many CPUs may still be handed
+    what each owner runs now and `recent_cpus` what it ran lately (its
+    `RecentUse` average); `room_cpus` how many CPUs may still be handed
     out; `caps` each owner's running-CPU cap (absent: none); `batch_room` how
     many more of each capped batch may be dispatched."""
     running = dict(running_cpus)
+    recent = recent_cpus or {}
     rooms = dict(batch_room)
     waiting = {owner: deque(queue) for owner, queue in queues.items() if queue}
     picked: list[Candidate] = []
     while waiting and len(picked) < limit:
-        owner = min(waiting, key=lambda o: (running.get(o, 0.0), waiting[o][0].created_at, o))
+        owner = min(
+            waiting,
+            key=lambda o: (running.get(o, 0.0) + recent.get(o, 0.0), waiting[o][0].created_at, o),
+        )
         queue = waiting[owner]
         head = queue[0]
         if head.batch_id is not None and rooms.get(head.batch_id, 1) <= 0:

@@ -17,7 +17,7 @@ from rgrid_api.db.models import Execution
 from rgrid_api.errors import OverCap
 from rgrid_api.executionread import read_execution
 from rgrid_api.executions import admit_queued, cancel_execution
-from rgrid_api.fairshare import Candidate, fair_order
+from rgrid_api.fairshare import Candidate, RecentUse, fair_order
 from rgrid_api.waiting import why_waiting
 from tests.api.conftest import LEASE_S, submit
 from tests.api.test_batches import finish, make_batch
@@ -64,6 +64,32 @@ def test_a_cap_stops_its_owner_only_and_a_full_batch_lets_the_owners_other_work_
         queues, {"alice": 1.0}, room_cpus=10, caps={"alice": 2.0}, batch_room={"b-full": 0}, limit=32
     )
     assert ids(picked) == ["b0", "a0", "b1", "b2", "b3"]
+
+
+def test_an_owner_who_just_arrived_gets_each_of_its_runs_before_a_batch_that_held_the_grid() -> None:
+    # alice's batch ran on both slots for minutes; one of them just freed.
+    # bob runs one already: by running CPUs alone (0 < 1) alice would take
+    # the slot back; her recent use says she has had her share.
+    queues = {"alice": queue("a", 10), "bob": queue("b", 1, start=100)}
+    picked = fair_order(queues, {"alice": 0.0, "bob": 1.0}, 1, {}, {}, 32, recent_cpus={"alice": 1.9})
+    assert ids(picked) == ["b0"]
+    # Without recent use the same moment goes to alice.
+    assert ids(fair_order(queues, {"alice": 0.0, "bob": 1.0}, 1, {}, {}, 32)) == ["a0"]
+
+
+def test_recent_use_is_a_moving_average_that_forgets() -> None:
+    now = [0.0]
+    recent = RecentUse(half_life_s=60, clock=lambda: now[0])
+    recent.observe({"alice": 2.0})  # the first sample is taken as it is
+    assert recent.averages() == {"alice": 2.0}
+    now[0] = 60.0
+    recent.observe({"bob": 1.0})  # one half-life later: half of each
+    assert recent.averages() == pytest.approx({"alice": 1.0, "bob": 0.5})
+    for step in range(2, 20):
+        now[0] = 60.0 * step
+        recent.observe({"bob": 1.0})
+    assert "alice" not in recent.averages()  # forgotten once negligible
+    assert recent.averages()["bob"] == pytest.approx(1.0, abs=1e-4)
 
 
 def test_the_claim_hands_out_only_what_the_grid_can_start(session: Session, storage: MemoryStorage) -> None:
