@@ -15,7 +15,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
 from rgrid.wire import Role
-from rgrid_api.auth import CallerCache, create_key
+from rgrid_api.auth import CallerCache, create_key, default_caps
 from rgrid_api.autoscaler.loop import Autoscaler, config_from
 from rgrid_api.autoscaler.providers import make_provider, offered_runtimes
 from rgrid_api.db.engine import make_engine, make_hot_reader, make_readers, make_sessionmaker
@@ -82,6 +82,7 @@ def build_state(settings: Settings, with_dispatcher: bool = True) -> AppState:
         read_engine=make_hot_reader(settings.database_url),
         hot_reads=CapacityLimiter(HOT_READ_THREADS),
         callers=CallerCache(readers, settings.key_cache_s),
+        caps=default_caps(settings),
         rate_limit=RateLimit(settings.rate_limit_per_s, settings.rate_limit_burst),
         long_polls=LongPolls(settings.long_polls_per_key),
         final_views=FinalViews(),

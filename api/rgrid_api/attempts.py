@@ -9,10 +9,10 @@ runner that was presumed dead from overwriting the result of its successor.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session, aliased, lazyload
 
 from rgrid.wire import (
@@ -28,7 +28,7 @@ from rgrid.wire import (
     WorkerStatus,
     relative_path,
 )
-from rgrid_api.auth import running_caps
+from rgrid_api.auth import Caps, owner_caps
 from rgrid_api.db.engine import is_postgres
 from rgrid_api.db.models import Attempt, Batch, Execution, LogChunkRow, Output, Worker
 from rgrid_api.db.times import utcnow
@@ -64,11 +64,10 @@ class Sharing:
 
     `margin` is the share of the grid's CPUs handed to Ray beyond what it
     can start now, so a slot that frees finds its next attempt waiting.
-    `max_running_cpus` is the cap of an owner none of whose keys sets its
-    own (None: no cap)."""
+    `caps` are the server's default caps (`auth.owner_caps`)."""
 
     margin: float = 0.0
-    max_running_cpus: float | None = None
+    caps: Caps = field(default_factory=Caps)
 
 
 # Serialises dispatch rounds across servers on PostgreSQL, so two of them
@@ -99,9 +98,10 @@ def claim_queued(
     running = running_cpus(session)
     if recent is not None:
         recent.observe(running)
-    room = math.inf
+    room = grid = math.inf
     if grid_cpus is not None:
-        room = grid_cpus * (1 + sharing.margin) - sum(running.values())
+        grid = grid_cpus * (1 + sharing.margin)
+        room = grid - sum(running.values())
         if room <= 0:
             session.rollback()
             return []
@@ -113,10 +113,15 @@ def claim_queued(
         queues,
         running,
         room,
-        running_caps(session, set(queues), sharing.max_running_cpus),
+        {
+            owner: caps.running_cpus
+            for owner, caps in owner_caps(session, set(queues), sharing.caps).items()
+            if caps.running_cpus is not None
+        },
         _batch_room(session, {c.batch_id for q in queues.values() for c in q if c.batch_id}),
         limit,
         recent.averages() if recent is not None else None,
+        grid,
     )
     if not chosen:
         session.rollback()
@@ -189,7 +194,7 @@ def _queue_heads(session: Session, per_owner: int) -> dict[str, list[Candidate]]
     return queues
 
 
-def running_cpus(session: Session) -> dict[str, float]:
+def running_cpus(session: Session | Connection) -> dict[str, float]:
     """CPUs each owner has dispatched or running now."""
     return {
         owner: float(cpus or 0.0)

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from rgrid.wire import Role
 from rgrid_api.db.models import ApiKey
+from rgrid_api.settings import Settings
 
 KEY_PREFIX = "rg_"
 OWNER_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -32,18 +33,24 @@ def new_key() -> str:
 
 @dataclass(frozen=True)
 class Caller:
-    """Who a request speaks for: the key's owner and role, and the key's own
-    caps (None: the server's default)."""
+    """Who a request speaks for: the key's row, owner and role."""
 
     key_id: int
     owner: str
     role: Role
-    max_running_cpus: float | None = None
-    max_queued: int | None = None
 
     @property
     def admin(self) -> bool:
         return self.role == Role.ADMIN
+
+
+@dataclass(frozen=True)
+class Caps:
+    """An owner's caps: CPUs of its dispatched and running work (None: no
+    cap), and executions it may have queued."""
+
+    running_cpus: float | None = None
+    queued: int | None = None
 
 
 def create_key(
@@ -52,6 +59,7 @@ def create_key(
     name: str = "default",
     key: str | None = None,
     role: Role = Role.USER,
+    caps: Caps = Caps(),
 ) -> str:
     """Store a key for `owner` and return the plain key (never stored). A
     given key that is stored already keeps its row and takes `role` (the
@@ -63,7 +71,15 @@ def create_key(
     row = session.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
     if row is None:
         session.add(
-            ApiKey(owner=owner, name=name, key_hash=digest, created_at=datetime.now(UTC), role=role.value)
+            ApiKey(
+                owner=owner,
+                name=name,
+                key_hash=digest,
+                created_at=datetime.now(UTC),
+                role=role.value,
+                max_running_cpus=caps.running_cpus,
+                max_queued=caps.queued,
+            )
         )
     else:
         row.role = role.value
@@ -75,7 +91,7 @@ def caller_for_key(session: Session, key: str) -> Caller | None:
     row = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key)))
     if row is None or row.revoked_at is not None:
         return None
-    return Caller(row.id, row.owner, Role(row.role), row.max_running_cpus, row.max_queued)
+    return Caller(row.id, row.owner, Role(row.role))
 
 
 def revoke_keys(session: Session, owner: str, name: str | None = None) -> int:
@@ -89,40 +105,51 @@ def revoke_keys(session: Session, owner: str, name: str | None = None) -> int:
     return result.rowcount
 
 
-def set_caps(session: Session, key: str, max_running_cpus: float | None, max_queued: int | None) -> None:
-    """Give a key its own caps (None leaves the server's default)."""
-    session.execute(
-        update(ApiKey)
-        .where(ApiKey.key_hash == hash_key(key))
-        .values(max_running_cpus=max_running_cpus, max_queued=max_queued)
-    )
+def set_caps(session: Session, owner: str, caps: Caps, name: str | None = None) -> int:
+    """Set the caps of OWNER's keys in force (only those called NAME, if
+    given; None clears a cap back to the server's default); returns how
+    many keys changed. Servers apply it on their next dispatch round."""
+    query = update(ApiKey).where(ApiKey.owner == owner, ApiKey.revoked_at.is_(None))
+    if name is not None:
+        query = query.where(ApiKey.name == name)
+    values = {"max_running_cpus": caps.running_cpus, "max_queued": caps.queued}
+    result = cast(CursorResult[Any], session.execute(query.values(**values)))
     session.commit()
+    return result.rowcount
 
 
-def running_caps(session: Session | Connection, owners: set[str], default: float | None) -> dict[str, float]:
-    """Each owner's running-CPU cap: the largest among its keys in force (a
-    key without its own takes `default`). An owner without one is absent."""
-    caps: dict[str, float] = {}
-    uncapped: set[str] = set()
-    rows = session.execute(
-        select(ApiKey.owner, ApiKey.max_running_cpus).where(
+def default_caps(settings: Settings) -> Caps:
+    """The caps of an owner none of whose keys sets its own."""
+    return Caps(settings.max_running_cpus, settings.max_queued)
+
+
+def owner_caps(db: Session | Connection, owners: set[str], default: Caps) -> dict[str, Caps]:
+    """Each owner's caps: the largest that its keys in force set; where
+    none sets one, the server's default. A key without caps of its own
+    neither lifts nor lowers its owner's."""
+    running: dict[str, float] = {}
+    queued: dict[str, int] = {}
+    rows = db.execute(
+        select(ApiKey.owner, ApiKey.max_running_cpus, ApiKey.max_queued).where(
             ApiKey.owner.in_(owners), ApiKey.revoked_at.is_(None)
         )
     )
-    for owner, own in rows:
-        cap = own if own is not None else default
-        if cap is None:
-            uncapped.add(owner)
-        else:
-            caps[owner] = max(cap, caps.get(owner, 0.0))
-    return {owner: cap for owner, cap in caps.items() if owner not in uncapped}
+    for owner, own_running, own_queued in rows:
+        if own_running is not None:
+            running[owner] = max(own_running, running.get(owner, 0.0))
+        if own_queued is not None:
+            queued[owner] = max(own_queued, queued.get(owner, 0))
+    return {
+        owner: Caps(running.get(owner, default.running_cpus), queued.get(owner, default.queued))
+        for owner in owners
+    }
 
 
 class CallerCache:
     """Who an API key speaks for, remembered for a few seconds so that a
     request costs no database round trip for it. A revoked key stops
-    working within `ttl_s` (and a changed role or cap takes effect as
-    soon); a refused key is asked about again sooner, so a key created a
+    working within `ttl_s` (and a changed role takes effect as soon); a
+    refused key is asked about again sooner, so a key created a
     moment ago works at once."""
 
     REFUSED_TTL_S = 1.0

@@ -19,10 +19,11 @@ from rgrid.wire import (
     OutputFile,
     Status,
 )
+from rgrid_api.auth import Caps
 from rgrid_api.db.models import Batch, Execution, Output
 from rgrid_api.db.times import aware
 from rgrid_api.errors import Conflict
-from rgrid_api.executions import admit_queued, new_execution, spec_of
+from rgrid_api.executions import admit, new_execution, spec_of
 from rgrid_api.ids import BATCH_ID_LENGTH, BATCH_PREFIX, new_batch_id
 from rgrid_api.lookup import find_by_prefix
 from rgrid_api.resultcache import copy_results, previous_results, reuse
@@ -74,7 +75,7 @@ def create_batch(session: Session, owner: str, body: BatchCreate, runtime: str) 
     return batch
 
 
-def retry_batch(session: Session, owner: str, id_or_prefix: str, failed_only: bool, max_queued: int) -> Batch:
+def retry_batch(session: Session, owner: str, id_or_prefix: str, failed_only: bool, caps: Caps) -> Batch:
     """A new batch of the same inputs (with failed_only: of the failed ones),
     each execution linked to the one it repeats, within the queued cap."""
     old = find_batch(session, owner, id_or_prefix)
@@ -84,7 +85,7 @@ def retry_batch(session: Session, owner: str, id_or_prefix: str, failed_only: bo
     previous = list(session.scalars(query))
     if not previous:
         raise Conflict(f"nothing of {old.id} failed" if failed_only else f"{old.id} has no inputs")
-    admit_queued(session, owner, len(previous), max_queued)
+    admit(session, owner, len(previous), max(e.cpu for e in previous), caps)
     now = datetime.now(UTC)
     batch = Batch(
         id=new_batch_id(),

@@ -9,7 +9,7 @@ import os
 from typing import TYPE_CHECKING
 
 from rgrid.cli.console import out
-from rgrid.cli.parser import Commands, positive_float, positive_int
+from rgrid.cli.parser import Commands, Parser, positive_float, positive_int
 from rgrid.errors import UsageError
 
 if TYPE_CHECKING:
@@ -49,21 +49,41 @@ def create_key_cmd(
     """Create an API key for OWNER and print it (it is stored only hashed).
     A user key sees its owner's runs and the grid's capacity; an admin key
     also sees the nodes, the autoscaler and everyone's cost, and may cancel
-    and drain anything."""
+    and drain anything. Caps given here are the key's own (an owner's cap
+    is the largest its keys set; RGRID_MAX_* where none does)."""
     from rgrid.wire import Role
-    from rgrid_api.auth import create_key, set_caps
+    from rgrid_api.auth import Caps, create_key
+    from rgrid_api.db.engine import make_engine, make_sessionmaker
+    from rgrid_api.db.migrate import upgrade
+
+    settings = _settings()
+    upgrade(settings.database_url)
+    role = Role.ADMIN if admin else Role.USER
+    with make_sessionmaker(make_engine(settings.database_url))() as session:
+        try:
+            key = create_key(session, owner, name, role=role, caps=Caps(max_running_cpus, max_queued))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    out.print(key, markup=False, highlight=False)
+
+
+def set_caps_cmd(
+    owner: str, name: str | None, max_running_cpus: float | None, max_queued: int | None
+) -> None:
+    """Set the caps of OWNER's keys (or only those called NAME); a cap left
+    out goes back to the server's default. Dispatch rounds and submissions
+    apply it at once."""
+    from rgrid_api.auth import Caps, set_caps
     from rgrid_api.db.engine import make_engine, make_sessionmaker
     from rgrid_api.db.migrate import upgrade
 
     settings = _settings()
     upgrade(settings.database_url)
     with make_sessionmaker(make_engine(settings.database_url))() as session:
-        try:
-            key = create_key(session, owner, name, role=Role.ADMIN if admin else Role.USER)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-        set_caps(session, key, max_running_cpus, max_queued)
-        out.print(key, markup=False, highlight=False)
+        count = set_caps(session, owner, Caps(max_running_cpus, max_queued), name)
+    if count == 0:
+        raise UsageError(f"{owner} has no key in force" + (f" called {name}" if name else ""))
+    out.print(f"caps set on {count} key{'s' if count != 1 else ''}")
 
 
 def revoke_key_cmd(owner: str, name: str | None) -> None:
@@ -88,6 +108,21 @@ def db_upgrade() -> None:
     out.print("database is up to date")
 
 
+def _cap_options(parser: Parser) -> None:
+    parser.add_argument(
+        "--max-running-cpus",
+        type=positive_float,
+        metavar="CPUS",
+        help="CPUs the owner may run at once (else RGRID_MAX_RUNNING_CPUS: no cap by default).",
+    )
+    parser.add_argument(
+        "--max-queued",
+        type=positive_int,
+        metavar="N",
+        help="Executions the owner may have queued (else RGRID_MAX_QUEUED).",
+    )
+
+
 def add_server_commands(commands: Commands) -> None:
     serve = commands.group("server", "Run the API server (dispatcher included).", default=server)
     serve.parser.add_argument("--host", help="Bind address (RGRID_HOST).")
@@ -96,16 +131,11 @@ def add_server_commands(commands: Commands) -> None:
     create.add_argument("--owner", required=True, help="Tenant the key acts for.")
     create.add_argument("--name", default="default", help="A label for the key.")
     create.add_argument("--admin", action="store_true", help="An admin key (default: a user key).")
-    create.add_argument(
-        "--max-running-cpus",
-        type=positive_float,
-        help="CPUs the owner may run at once (default RGRID_MAX_RUNNING_CPUS: no cap).",
-    )
-    create.add_argument(
-        "--max-queued",
-        type=positive_int,
-        help="Executions the owner may have queued (default RGRID_MAX_QUEUED).",
-    )
+    _cap_options(create)
+    caps = serve.add("set-caps", set_caps_cmd)
+    caps.add_argument("--owner", required=True, help="Tenant whose keys get the caps.")
+    caps.add_argument("--name", help="Only the keys with this label.")
+    _cap_options(caps)
     revoke = serve.add("revoke-key", revoke_key_cmd)
     revoke.add_argument("--owner", required=True, help="Tenant whose keys to revoke.")
     revoke.add_argument("--name", help="Only the keys with this label.")

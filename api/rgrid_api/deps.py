@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from rgrid_api.auth import Caller, CallerCache, check_runner_token
+from rgrid_api.auth import Caller, CallerCache, Caps, check_runner_token
 from rgrid_api.autoscaler.loop import Autoscaler
 from rgrid_api.credentials import worker_for
 from rgrid_api.dispatcher import Dispatcher
@@ -43,6 +43,7 @@ class AppState:
     # p99 was 130 ms under `wrk`); a few still overlap the round trips.
     hot_reads: CapacityLimiter
     callers: CallerCache
+    caps: Caps  # an owner's caps where none of its keys sets its own
     rate_limit: RateLimit
     long_polls: LongPolls
     final_views: FinalViews
@@ -109,7 +110,7 @@ async def current_owner(caller: Annotated[Caller, Depends(current_caller)]) -> s
 
 async def admin_caller(caller: Annotated[Caller, Depends(current_caller)]) -> Caller:
     if not caller.admin:
-        raise HTTPException(403, "this needs an admin API key (`rgrid server create-key --admin`)")
+        raise HTTPException(403, "this needs an admin API key (ask the grid's operator)")
     return caller
 
 

@@ -26,7 +26,7 @@ from sqlalchemy.orm import sessionmaker
 
 from rgrid.wire import AttemptTicket, FailureReason
 from rgrid_api.attempts import Claimed, Sharing, attempt_lost, attempt_open, claim_queued, renew_dispatched
-from rgrid_api.auth import runner_token
+from rgrid_api.auth import default_caps, runner_token
 from rgrid_api.driver_messages import Settled, Submit
 from rgrid_api.driver_process import DriverProcess
 from rgrid_api.fairshare import RecentUse
@@ -50,7 +50,7 @@ class Dispatcher:
         self.transport = DriverProcess(
             settings, sessions, on_connected=feed.work_queued, on_settled=self._settle, on_lost=self._lost
         )
-        self.sharing = Sharing(settings.dispatch_margin, settings.max_running_cpus)
+        self.sharing = Sharing(settings.dispatch_margin, default_caps(settings))
         self.recent = RecentUse()
         self._stop = threading.Event()
         # The attempts each driver generation holds for us.

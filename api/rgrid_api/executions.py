@@ -19,6 +19,7 @@ from rgrid.wire import (
     Status,
     Stream,
 )
+from rgrid_api.auth import Caps, owner_caps
 from rgrid_api.db.models import Execution, LogChunkRow, Output
 from rgrid_api.errors import Invalid, OverCap
 from rgrid_api.ids import ID_LENGTH, new_execution_id
@@ -164,9 +165,21 @@ def list_outputs(session: Session, storage: Storage, execution: Execution) -> li
     ]
 
 
-def admit_queued(session: Session, owner: str, adding: int, cap: int) -> None:
-    """Refuse a submission that would leave more than `cap` of the owner's
-    executions queued."""
+def admit(session: Session, owner: str, adding: int, cpu: float, default: Caps) -> None:
+    """Refuse a submission that its owner's caps would never let run (more
+    CPUs than it may run at once), or that would leave more of its
+    executions queued than it may have. Two submissions at the same instant
+    may both pass: the queued cap is a guard against runaway scripts, not a
+    meter."""
+    caps = owner_caps(session, {owner}, default)[owner]
+    if caps.running_cpus is not None and cpu > caps.running_cpus:
+        raise Invalid(
+            f"this run asks for {cpu:g} CPUs, more than {owner} may run at once "
+            f"({caps.running_cpus:g}): it could never start"
+        )
+    if caps.queued is None:
+        return
+    cap = caps.queued
     queued = session.scalar(
         select(func.count())
         .select_from(Execution)
@@ -176,5 +189,5 @@ def admit_queued(session: Session, owner: str, adding: int, cap: int) -> None:
     if queued + adding > cap:
         raise OverCap(
             f"queued cap reached: {owner} has {queued} executions queued, this adds {adding}, "
-            f"and the cap is {cap} (wait for some to start, or ask an admin to raise it)"
+            f"and the cap is {cap} (wait for some to start, or ask the grid's operator to raise it)"
         )

@@ -3,8 +3,8 @@ order is decided in one place and tested without a database.
 
 The grid is shared between owners, not between submissions: the next
 attempt goes to the owner with the least work, counted as the CPUs it runs
-now (dispatched and running) plus the CPUs it ran on average over the last
-minutes (`RecentUse`). Within one owner the oldest goes first. The recent
+now (dispatched and running) plus the CPUs it ran on average lately
+(`RecentUse`). Within one owner the oldest goes first. The recent
 part is what lets an owner who just arrived overtake one whose batch has
 held the grid for a while, for each of its runs and not only the first:
 by running CPUs alone, the batch's owner, down to nothing running for an
@@ -36,10 +36,12 @@ class Candidate:
 
 
 class RecentUse:
-    """Each owner's running CPUs averaged over the last minutes: an
+    """Each owner's running CPUs averaged over the recent past: an
     exponential moving average with a half-life of `half_life_s`, sampled
-    at every dispatch round. It lives in the dispatcher's memory; every
-    server samples the same shared database, so their averages agree."""
+    at every dispatch round. It lives in the dispatcher's memory: every
+    server samples the same database, so their averages come close; a
+    server that restarts starts from nothing, which only favours busy
+    owners for a half-life or two."""
 
     FORGET_BELOW = 0.01
 
@@ -71,6 +73,7 @@ def fair_order(
     batch_room: dict[str, int],
     limit: int,
     recent_cpus: dict[str, float] | None = None,
+    grid_cpus: float = math.inf,
 ) -> list[Candidate]:
     """Up to `limit` candidates, in the order they should be dispatched.
 
@@ -78,7 +81,10 @@ def fair_order(
     what each owner runs now and `recent_cpus` what it ran lately (its
     `RecentUse` average); `room_cpus` how many CPUs may still be handed
     out; `caps` each owner's running-CPU cap (absent: none); `batch_room` how
-    many more of each capped batch may be dispatched."""
+    many more of each capped batch may be dispatched; `grid_cpus` the most
+    any one run could get. A run larger than that, or than its owner's cap,
+    cannot start however long it waits: it is passed over (it stays queued,
+    and `rgrid status` says why) rather than holding up the owner's others."""
     running = dict(running_cpus)
     recent = recent_cpus or {}
     rooms = dict(batch_room)
@@ -91,9 +97,12 @@ def fair_order(
         )
         queue = waiting[owner]
         head = queue[0]
+        cap = caps.get(owner, math.inf)
         if head.batch_id is not None and rooms.get(head.batch_id, 1) <= 0:
             queue.popleft()  # its batch is at its cap: the owner's next may go
-        elif running.get(owner, 0.0) + head.cpu > caps.get(owner, math.inf) or head.cpu > room_cpus:
+        elif head.cpu > min(cap, grid_cpus):
+            queue.popleft()  # it cannot start now at all: the owner's next may go
+        elif running.get(owner, 0.0) + head.cpu > cap or head.cpu > room_cpus:
             del waiting[owner]  # it waits, in its place, for the next round
             continue
         else:

@@ -80,14 +80,14 @@ class Settings(BaseSettings):
     rate_limit_per_s: float = 50.0
     rate_limit_burst: float = 200.0
     long_polls_per_key: int = 16
-    # The largest object one upload may be; incomplete uploads and objects
-    # no execution uses are deleted after this long.
+    # The largest object one upload may be; incomplete uploads (and the
+    # multipart uploads storage keeps for them) are deleted after this long.
     max_input_bytes: int = 50 * 1024**3
     upload_grace_s: float = 24 * 3600.0
 
     bootstrap_api_key: SecretStr | None = None
     # How long a server trusts what it learned about an API key: a revoked
-    # key stops working within this many seconds.
+    # key stops working (and a role change applies) within this many seconds.
     key_cache_s: float = 5.0
     bootstrap_owner: str = "local"
 

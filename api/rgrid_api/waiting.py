@@ -8,25 +8,22 @@ from __future__ import annotations
 from sqlalchemy import Connection, func, select
 
 from rgrid.wire import ExecutionView, Status
-from rgrid_api.attempts import IN_FLIGHT
-from rgrid_api.auth import running_caps
+from rgrid_api.attempts import IN_FLIGHT, running_cpus
+from rgrid_api.auth import Caps, owner_caps
 from rgrid_api.db.models import Batch, Execution
 
 
-def _running_cpus(conn: Connection, owner: str | None = None) -> float:
-    query = select(func.sum(Execution.cpu)).where(Execution.status.in_(IN_FLIGHT))
-    if owner is not None:
-        query = query.where(Execution.owner == owner)
-    return float(conn.scalar(query) or 0.0)
-
-
 def why_waiting(
-    conn: Connection, owner: str, view: ExecutionView, default_cap: float | None, grid_cpus: float | None
+    conn: Connection, owner: str, view: ExecutionView, default: Caps, grid_cpus: float | None
 ) -> str | None:
     if view.status != Status.QUEUED:
         return None
-    cap = running_caps(conn, {owner}, default_cap).get(owner)
-    if cap is not None and _running_cpus(conn, owner) + view.resources.cpu > cap:
+    cpu = view.resources.cpu
+    running = running_cpus(conn)
+    cap = owner_caps(conn, {owner}, default)[owner].running_cpus
+    if cap is not None and cpu > cap:
+        return f"needs {cpu:g} CPUs, more than {owner} may run at once ({cap:g}): it cannot start"
+    if cap is not None and running.get(owner, 0.0) + cpu > cap:
         return f"{owner} runs its cap of {cap:g} CPUs at once; this starts when some of its runs end"
     if view.batch_id is not None:
         parallel = conn.scalar(select(Batch.parallel).where(Batch.id == view.batch_id))
@@ -42,8 +39,8 @@ def why_waiting(
         return None
     if grid_cpus <= 0:
         return "no node is taking jobs yet"
-    if view.resources.cpu > grid_cpus:
-        return f"needs {view.resources.cpu:g} CPUs; the grid's nodes have {grid_cpus:g} in all"
-    if _running_cpus(conn) + view.resources.cpu > grid_cpus:
+    if cpu > grid_cpus:
+        return f"needs {cpu:g} CPUs; the grid's nodes have {grid_cpus:g} in all"
+    if sum(running.values()) + cpu > grid_cpus:
         return f"the grid's {grid_cpus:g} CPUs are in use; this starts in turn as they free"
     return None

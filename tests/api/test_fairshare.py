@@ -11,12 +11,12 @@ from sqlalchemy.orm import Session
 
 from rgrid.wire import Status
 from rgrid_api.attempts import Sharing, claim_queued
-from rgrid_api.auth import create_key, running_caps, set_caps
+from rgrid_api.auth import Caps, create_key, owner_caps, set_caps
 from rgrid_api.db.engine import make_hot_reader
 from rgrid_api.db.models import Execution
-from rgrid_api.errors import OverCap
+from rgrid_api.errors import Invalid, OverCap
 from rgrid_api.executionread import read_execution
-from rgrid_api.executions import admit_queued, cancel_execution
+from rgrid_api.executions import admit, cancel_execution
 from rgrid_api.fairshare import Candidate, RecentUse, fair_order
 from rgrid_api.waiting import why_waiting
 from tests.api.conftest import LEASE_S, submit
@@ -129,8 +129,7 @@ def test_another_owners_run_goes_next_when_a_slot_frees_behind_a_large_batch(
 def test_an_owner_runs_up_to_its_cap_and_the_rest_waits_queued(
     session: Session, storage: MemoryStorage
 ) -> None:
-    key = create_key(session, "alice")
-    set_caps(session, key, max_running_cpus=2.0, max_queued=None)
+    create_key(session, "alice", caps=Caps(running_cpus=2.0))
     for _ in range(4):
         submit(session, storage)
     bob = submit(session, storage, owner="bob")
@@ -139,44 +138,49 @@ def test_an_owner_runs_up_to_its_cap_and_the_rest_waits_queued(
     assert claim_queued(session, LEASE_S, sharing=Sharing(), grid_cpus=100.0) == []
 
 
-def test_an_owners_cap_is_the_largest_of_its_keys_in_force_and_the_default_fills_in(session: Session) -> None:
-    small, large = create_key(session, "alice", "small"), create_key(session, "alice", "large")
-    set_caps(session, small, 1.0, None)
-    set_caps(session, large, 3.0, None)
+def test_an_owners_cap_is_the_largest_its_keys_set_and_the_default_where_none_does(session: Session) -> None:
+    create_key(session, "alice", "small", caps=Caps(running_cpus=1.0, queued=10))
+    create_key(session, "alice", "large", caps=Caps(running_cpus=3.0))
+    create_key(session, "alice", "plain")  # a key without caps neither lifts nor lowers them
     create_key(session, "bob")
-    assert running_caps(session, {"alice", "bob", "carol"}, default=None) == {"alice": 3.0}
-    assert running_caps(session, {"alice", "bob"}, default=2.0) == {"alice": 3.0, "bob": 2.0}
-    # A key of alice's without its own cap, and no default: alice has none.
-    create_key(session, "alice", "plain")
-    assert running_caps(session, {"alice"}, default=None) == {}
+    caps = owner_caps(session, {"alice", "bob", "carol"}, Caps(running_cpus=None, queued=500))
+    assert caps == {
+        "alice": Caps(running_cpus=3.0, queued=10),
+        "bob": Caps(running_cpus=None, queued=500),
+        "carol": Caps(running_cpus=None, queued=500),
+    }
+    # An operator changes them later, for the owner's keys called "small".
+    assert set_caps(session, "alice", Caps(running_cpus=8.0), name="small") == 1
+    assert owner_caps(session, {"alice"}, Caps(queued=500))["alice"] == Caps(running_cpus=8.0, queued=500)
+    assert set_caps(session, "nobody", Caps(running_cpus=1.0)) == 0
 
 
 def test_the_queued_cap_refuses_a_submission_and_keeps_what_was_accepted(
     session: Session, storage: MemoryStorage
 ) -> None:
     kept = [submit(session, storage) for _ in range(3)]
-    admit_queued(session, "alice", 0, cap=3)
+    three = Caps(queued=3)
+    admit(session, "alice", 0, 1.0, three)
     with pytest.raises(OverCap, match=r"queued cap reached: alice has 3 executions queued, this adds 1"):
-        admit_queued(session, "alice", 1, cap=3)
-    admit_queued(session, "bob", 3, cap=3)  # another owner's queue is its own
+        admit(session, "alice", 1, 1.0, three)
+    admit(session, "bob", 3, 1.0, three)  # another owner's queue is its own
     cancel_execution(session, "alice", kept[0].id)
-    admit_queued(session, "alice", 1, cap=3)
+    admit(session, "alice", 1, 1.0, three)
     session.expire_all()
     assert [session.get(Execution, e.id).status for e in kept[1:]] == [Status.QUEUED] * 2  # type: ignore[union-attr]
 
 
 def test_status_says_why_a_queued_run_waits(session: Session, storage: MemoryStorage, db_path: Path) -> None:
-    key = create_key(session, "alice")
-    set_caps(session, key, max_running_cpus=1.0, max_queued=None)
+    create_key(session, "alice", caps=Caps(running_cpus=1.0))
     first, second = submit(session, storage), submit(session, storage)
-    bob = submit(session, storage, owner="bob")
+    submit(session, storage, owner="bob")  # runs: the grid is full
     claim_queued(session, LEASE_S, sharing=Sharing(), grid_cpus=2.0)
     engine = make_hot_reader(f"sqlite:///{db_path}")
 
     def why(execution: Execution, grid: float | None, owner: str = "alice") -> str | None:
         with engine.connect() as conn:
             view = read_execution(conn, owner, execution.id)
-            return why_waiting(conn, owner, view, None, grid)
+            return why_waiting(conn, owner, view, Caps(), grid)
 
     assert why(first, 2.0) is None  # it runs
     assert why(second, 2.0) == "alice runs its cap of 1 CPUs at once; this starts when some of its runs end"
@@ -185,8 +189,28 @@ def test_status_says_why_a_queued_run_waits(session: Session, storage: MemorySto
     assert why(bob_late, 0.0, "bob") == "no node is taking jobs yet"
     assert why(bob_late, 0.5, "bob") == "needs 1 CPUs; the grid's nodes have 0.5 in all"
     assert why(bob_late, None, "bob") is None
-    assert bob.id != bob_late.id
     batch = make_batch(session, storage, 3, parallel=1, owner="carol")
     claim_queued(session, LEASE_S, sharing=Sharing(), grid_cpus=100.0)
     waiting = [e for e in session.query(Execution).filter_by(batch_id=batch.id, status=Status.QUEUED)]
     assert why(waiting[0], 100.0, "carol") == "its batch runs at most 1 at once (--parallel)"
+
+
+def test_a_run_larger_than_its_owners_cap_is_refused_and_one_larger_than_the_grid_holds_up_nothing(
+    session: Session, storage: MemoryStorage
+) -> None:
+    create_key(session, "alice", caps=Caps(running_cpus=2.0))
+    with pytest.raises(
+        Invalid, match=r"asks for 4 CPUs, more than alice may run at once \(2\): it could never start"
+    ):
+        admit(session, "alice", 1, 4.0, Caps())
+    admit(session, "alice", 1, 2.0, Caps())
+    # On a grid of 2 CPUs, a queued 8-CPU run of bob's (the grid shrank, or
+    # no autoscaler) does not hold up bob's other runs behind it.
+    big = [Candidate("huge", "bob", 8.0, T0), *queue("b", 2, start=1)]
+    assert ids(fair_order({"bob": big}, {}, room_cpus=2, caps={}, batch_room={}, limit=32, grid_cpus=2)) == [
+        "b0",
+        "b1",
+    ]
+    over_cap = [Candidate("wide", "alice", 3.0, T0), *queue("a", 1, start=1)]
+    picked = fair_order({"alice": over_cap}, {}, room_cpus=10, caps={"alice": 2.0}, batch_room={}, limit=32)
+    assert ids(picked) == ["a0"]

@@ -6,6 +6,7 @@ busy grid. Real API servers (SQLite and PostgreSQL), real Ray, real S3."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -32,7 +33,6 @@ from rgrid.wire import (
     InputFile,
     Resources,
     Status,
-    WorkerList,
     WorkerRegistration,
 )
 from rgrid_api.db.engine import make_engine
@@ -56,6 +56,8 @@ def test_no_node_can_move_the_head_or_speak_for_it(api: ApiServer, client: Clien
     fake head and keep beating; take the head's own id; drain it. All are
     refused, the driver stays where it is, and jobs keep completing."""
     heads = [w for w in client.workers().workers if w.id.endswith("head")]
+    if api.env["RGRID_DATABASE_URL"].startswith("sqlite"):
+        assert heads, "the test grid's head registers with the SQLite API"
     with _agent(api, WORKER_TOKEN) as node:
         fake = WorkerRegistration(id="evil-node", host_name="evil", ray_address="203.0.113.9:6379")
         for _ in range(3):
@@ -92,12 +94,18 @@ def test_no_node_can_move_the_head_or_speak_for_it(api: ApiServer, client: Clien
     assert all(w.id != "evil-node" for w in client.workers(include_ended=True).workers)
 
 
-def test_the_head_token_alone_may_name_the_head(api: ApiServer) -> None:
-    """The same announcement with the head's token is accepted (that is how
-    the head's agent says where it is); a test head that leaves at once."""
-    reg = WorkerRegistration(id="second-head", host_name="h", ray_address=None)
+def test_the_head_token_alone_may_name_the_head(api: ApiServer, ray_head: RayHead) -> None:
+    """One announcement of the head's real address: refused with the worker
+    token, accepted with the head's (how the head's agent says where it
+    is). Without a Ray node id it never becomes the current head, and it
+    leaves at once."""
+    body = WorkerRegistration(id="second-head", host_name="h", ray_address=ray_head.address).model_dump(
+        mode="json"
+    )
+    with _agent(api, WORKER_TOKEN) as node:
+        assert node.post("/v1/workers/register", json=body).status_code == 403
     with _agent(api, HEAD_TOKEN) as head:
-        assert head.post("/v1/workers/register", json=reg.model_dump(mode="json")).status_code == 200
+        assert head.post("/v1/workers/register", json=body).status_code == 200
         assert head.post("/v1/workers/second-head/leave").status_code == 200
 
 
@@ -189,10 +197,12 @@ def test_a_user_sees_counts_and_its_own_cost_and_an_admin_sees_the_grid(
         refused = run_cli(argv, tmp_path, env_user)
         assert refused.returncode == EXIT_AUTH and "admin" in refused.stderr, refused.stderr
         assert "Traceback" not in refused.stderr
+    user_json = json.loads(run_cli(["workers", "--json"], tmp_path, env_user).stdout)
+    assert user_json["workers"] is None and user_json["grid"]["role"] == "user"
     admin_view = run_cli(["workers", "--json"], tmp_path, env_admin)
     assert admin_view.returncode == 0, admin_view.stderr
-    listed = WorkerList.model_validate_json(admin_view.stdout).workers
-    assert [w.id for w in listed] == [w.id for w in client.workers().workers]
+    listed = json.loads(admin_view.stdout)["workers"]
+    assert [w["id"] for w in listed] == [w.id for w in client.workers().workers]
     assert client.cost(None).owners_eur is not None
 
 
@@ -219,6 +229,11 @@ def test_an_admin_cancels_anyones_run_and_drains_a_node(
         # The node learns it from its next heartbeat's answer.
         assert node.post("/v1/workers/drain-me/heartbeat").json()["status"] == "draining"
         node.post("/v1/workers/drain-me/leave")
+        assert client.drain_worker("drain-me").status == "left"  # nothing to drain: says so
+    for head in [w for w in client.workers().workers if w.id.endswith("head")]:
+        with pytest.raises(ApiError) as err:
+            client.drain_worker(head.id)  # its leaving would take the cluster with it
+        assert err.value.status == 409 and "Ray head" in str(err.value)
 
 
 def _unthrottled(http: httpx.Client, url: str, wait: float) -> httpx.Response:
@@ -232,8 +247,9 @@ def _unthrottled(http: httpx.Client, url: str, wait: float) -> httpx.Response:
 
 def _held(http: httpx.Client, url: str) -> None:
     """A 20 s long-poll that gets in: refused while the other probe holds
-    the key's one slot, it asks again."""
-    while _unthrottled(http, url, 20.0).status_code == 429:
+    the key's one slot, it asks again (for 30 s at most)."""
+    deadline = time.monotonic() + 30
+    while _unthrottled(http, url, 20.0).status_code == 429 and time.monotonic() < deadline:
         time.sleep(0.1)
 
 
@@ -290,10 +306,12 @@ def test_caps_and_limits_answer_429_with_one_line_and_lose_nothing(
             client.create_batch(batch)
     # The rate limit: 429 with Retry-After once the burst is spent ...
     headers = {"Authorization": f"Bearer {api.api_key}"}
-    codes = [httpx.get(f"{api.url}/v1/executions", headers=headers) for _ in range(12)]
-    limited = [r for r in codes if r.status_code == 429]
-    assert limited and int(limited[0].headers["Retry-After"]) >= 1
-    assert "rate limit" in limited[0].json()["detail"]
+    with httpx.Client(headers=headers) as http:
+        for _ in range(200):
+            if (limited := http.get(f"{api.url}/v1/executions")).status_code == 429:
+                break
+    assert limited.status_code == 429, "200 requests in a row and never limited"
+    assert int(limited.headers["Retry-After"]) >= 1 and "rate limit" in limited.json()["detail"]
     # ... which the CLI waits out instead of failing.
     listing = run_cli(["list"], tmp_path, env)
     assert listing.returncode == 0, listing.stderr
@@ -303,14 +321,15 @@ def test_caps_and_limits_answer_429_with_one_line_and_lose_nothing(
     # the key's rate limit).
     wait_url = f"{api.url}/v1/executions/{accepted[0].id}/logs"
     with httpx.Client(timeout=30, headers=headers) as a, httpx.Client(timeout=30, headers=headers) as b:
-        held = threading.Thread(target=lambda: _held(a, wait_url))
+        held = threading.Thread(target=lambda: _held(a, wait_url), daemon=True)
         held.start()
         deadline = time.monotonic() + 30
         while (second := _unthrottled(b, wait_url, 0.2)).status_code != 429:
             assert time.monotonic() < deadline, "the second long-poll was never refused"
             time.sleep(0.5)
         assert "waiting requests" in second.json()["detail"] and "Retry-After" in second.headers
-        held.join(timeout=30)
+        held.join(timeout=60)
+        assert not held.is_alive()
     # Nothing accepted was lost.
     with Client(Target(api.url, api.api_key)) as client:
         assert [client.get_execution(e.id).status for e in accepted] == [Status.QUEUED] * 3
@@ -414,3 +433,19 @@ def test_a_node_cannot_take_another_nodes_ray_id_nor_get_it_fenced(
         )
         time.sleep(0.3)
     assert all(client.get_execution(r.id).status == Status.SUCCEEDED for r in runs)
+    assert _job_cpus(ray_head) == 2.0  # the victim is not draining in Ray either
+
+
+def _job_cpus(ray_head: RayHead) -> float:
+    """The CPUs of the job nodes Ray counts (alive and not draining)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RGRID_", "RAY_"))}
+    env.update(components.ray_env(ray_head.token_path))
+    code = (
+        "import sys; from rgrid_runner.ray_compat import job_cpus; "
+        "print(job_cpus(sys.argv[1], 'rgrid_runtime_'))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, ray_head.address], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    return float(out.stdout.strip())

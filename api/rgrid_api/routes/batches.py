@@ -15,8 +15,8 @@ from rgrid_api.batches import (
     retry_batch,
 )
 from rgrid_api.deps import DB, Owner, ReadDB, State, User
-from rgrid_api.executions import admit_queued
-from rgrid_api.routes.executions import queued_cap, runtime_for
+from rgrid_api.executions import admit
+from rgrid_api.routes.executions import runtime_for
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 
@@ -24,7 +24,7 @@ router = APIRouter(prefix="/v1/batches", tags=["batches"])
 @router.post("", response_model=BatchView, status_code=201)
 def create(body: BatchCreate, caller: User, session: DB, state: State) -> BatchView:
     """Every execution of the batch in one transaction: all queued, or none."""
-    admit_queued(session, caller.owner, len(body.items), queued_cap(caller, state))
+    admit(session, caller.owner, len(body.items), body.resources.cpu, state.caps)
     batch = create_batch(session, caller.owner, body, runtime_for(state, session, body.runtime))
     state.feed.work_queued()
     return batch_view(session, batch)
@@ -49,7 +49,7 @@ def outputs(batch_id: str, owner: Owner, session: ReadDB, state: State) -> Batch
 @router.post("/{batch_id}/retry", response_model=BatchView, status_code=201)
 def retry(batch_id: str, caller: User, session: DB, state: State, failed: bool = False) -> BatchView:
     """A new batch of the same inputs; with failed=true, of the failed ones only."""
-    batch = retry_batch(session, caller.owner, batch_id, failed, queued_cap(caller, state))
+    batch = retry_batch(session, caller.owner, batch_id, failed, state.caps)
     state.feed.work_queued()
     return batch_view(session, batch)
 

@@ -17,12 +17,11 @@ from rgrid.wire import (
     OutputList,
     Status,
 )
-from rgrid_api.auth import Caller
 from rgrid_api.db.engine import is_postgres
 from rgrid_api.deps import DB, AppState, Owner, ReadDB, State, User
 from rgrid_api.executionread import read_execution
 from rgrid_api.executions import (
-    admit_queued,
+    admit,
     cancel_execution,
     create_execution,
     find_execution,
@@ -43,15 +42,10 @@ RECHECK_S = 0.5
 
 @router.post("", response_model=ExecutionView, status_code=201)
 def create(body: ExecutionCreate, caller: User, session: DB, state: State) -> ExecutionView:
-    admit_queued(session, caller.owner, 1, queued_cap(caller, state))
+    admit(session, caller.owner, 1, body.resources.cpu, state.caps)
     execution = create_execution(session, caller.owner, body, runtime_for(state, session, body.runtime))
     state.feed.work_queued()
     return execution_view(execution, execution.attempts)
-
-
-def queued_cap(caller: Caller, state: AppState) -> int:
-    """The caller's key's queued cap, or the server's default."""
-    return caller.max_queued if caller.max_queued is not None else state.settings.max_queued
 
 
 def runtime_for(state: AppState, session: Session, requested: str) -> str:
@@ -94,7 +88,7 @@ def _read_view(state: AppState, owner: str, execution_id: str) -> bytes:
         view = read_execution(conn, owner, execution_id)
         if view.status == Status.QUEUED:
             grid = state.dispatcher.transport.capacity() if state.dispatcher else None
-            view.waiting = why_waiting(conn, owner, view, state.settings.max_running_cpus, grid)
+            view.waiting = why_waiting(conn, owner, view, state.caps, grid)
     body = view.model_dump_json().encode()
     if view.status.final:
         state.final_views.put(owner, view.id, body)
@@ -112,7 +106,7 @@ def cancel(execution_id: str, caller: User, session: DB, state: State) -> Execut
 @router.post("/{execution_id}/retry", response_model=ExecutionView, status_code=201)
 def retry(execution_id: str, caller: User, session: DB, state: State) -> ExecutionView:
     old = find_execution(session, caller.owner, execution_id)
-    admit_queued(session, caller.owner, 1, queued_cap(caller, state))
+    admit(session, caller.owner, 1, old.cpu, state.caps)
     execution = create_execution(
         session, caller.owner, spec_of(old), runtime_for(state, session, old.runtime), retry_of=old.id
     )

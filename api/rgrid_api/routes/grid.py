@@ -10,6 +10,7 @@ from rgrid.wire import GridCapacity, Status, WorkerAck, WorkerStatus
 from rgrid_api.attempts import IN_FLIGHT, running_cpus
 from rgrid_api.db.models import Execution, Worker
 from rgrid_api.deps import DB, Admin, ReadDB, State, User
+from rgrid_api.errors import Conflict, NotFound
 from rgrid_api.workers import grid_cpus, set_status
 
 router = APIRouter(prefix="/v1/grid", tags=["grid"])
@@ -44,6 +45,13 @@ def capacity(caller: User, session: ReadDB, state: State) -> GridCapacity:
 @router.post("/workers/{worker_id}/drain", response_model=WorkerAck)
 def drain(worker_id: str, _admin: Admin, session: DB) -> WorkerAck:
     """Ask a node to drain: it takes no new work, finishes what it runs, and
-    leaves (its agent learns it from its next heartbeat's answer)."""
+    leaves (its agent learns it from its next heartbeat's answer). Not the
+    Ray head: its leaving would take the whole cluster with it."""
+    worker = session.get(Worker, worker_id)
+    if worker is None:
+        raise NotFound(f"no worker {worker_id!r}")
+    if worker.ray_address is not None:
+        raise Conflict(f"{worker_id} is the Ray head: drain the workers, or stop the head's service")
     set_status(session, worker_id, WorkerStatus.DRAINING)
-    return WorkerAck(status=WorkerStatus.DRAINING)
+    session.refresh(worker)
+    return WorkerAck(status=WorkerStatus(worker.status))

@@ -104,8 +104,10 @@ def cost(since: str | None, json_out: bool) -> int:
     if report.node_hours is not None and report.nodes_eur is not None:
         out.print(f"nodes: {report.node_hours:.2f} node-hours, {report.nodes_eur:.4f} €")
     out.print(f"your executions: {report.executions_eur:.4f} € over {report.attempts} attempts")
-    for who, eur in (report.owners_eur or {}).items():
-        out.print(f"  {who}: {eur:.4f} €", markup=False, highlight=False)
+    if report.owners_eur:
+        out.print("by owner:")
+        for who, eur in report.owners_eur.items():
+            out.print(f"  {who}: {eur:.4f} €", markup=False, highlight=False)
     if report.idle_eur is not None:
         out.print(f"idle (no execution used it): {report.idle_eur:.4f} €")
     return 0

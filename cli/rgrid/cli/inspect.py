@@ -204,12 +204,14 @@ def download_(execution_id: str, dest: str, json_out: bool) -> int:
 
 def workers(all_: bool, json_out: bool) -> int:
     """The grid's capacity; with an admin key, every node too: status,
-    heartbeat age, running executions."""
+    heartbeat age, running executions. --json prints {"grid": …, "workers":
+    [...], or null for a user key}."""
     with connect(start_local=False) as client:
         grid = client.grid()
         listing = client.workers(include_ended=all_) if grid.role == Role.ADMIN else None
     if json_out:
-        print_json(listing if listing is not None else grid)
+        nodes = [w.model_dump(mode="json") for w in listing.workers] if listing is not None else None
+        print_json({"grid": grid.model_dump(mode="json"), "workers": nodes})
         return 0
     out.print(
         f"{grid.nodes} node{'s' if grid.nodes != 1 else ''}, {grid.free_cpus:g} of {grid.cpus:g} CPUs free, "
@@ -244,8 +246,8 @@ def drain(worker_id: str) -> int:
     """Drain a node (admin): it takes no new work, finishes what it runs,
     and leaves."""
     with connect(start_local=False) as client:
-        client.drain_worker(worker_id)
-    out.print(f"{worker_id}: draining")
+        ack = client.drain_worker(worker_id)
+    out.print(f"{worker_id}: {ack.status}")
     return 0
 
 

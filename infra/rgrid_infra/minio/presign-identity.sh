@@ -25,4 +25,5 @@ JSON
 mc admin policy create rgrid rgrid-presign "$policy"
 rm -f "$policy"
 mc admin user add rgrid "$RGRID_S3_PRESIGN_ACCESS_KEY" "$RGRID_S3_PRESIGN_SECRET_KEY"
-mc admin policy attach rgrid rgrid-presign --user "$RGRID_S3_PRESIGN_ACCESS_KEY" 2>/dev/null || true
+mc admin policy attach rgrid rgrid-presign --user "$RGRID_S3_PRESIGN_ACCESS_KEY" 2>/dev/null \
+  || mc admin user info rgrid "$RGRID_S3_PRESIGN_ACCESS_KEY" | grep -q rgrid-presign
