@@ -32,6 +32,7 @@ from rgrid_api.auth import Caps, owner_caps
 from rgrid_api.db.engine import is_postgres
 from rgrid_api.db.models import Attempt, Batch, Execution, LogChunkRow, Output, Worker
 from rgrid_api.db.times import utcnow
+from rgrid_api.driver_messages import Capacity
 from rgrid_api.errors import Invalid, StaleAttempt
 from rgrid_api.executions import last_log_seq
 from rgrid_api.fairshare import Candidate, RecentUse, fair_order
@@ -80,7 +81,7 @@ def claim_queued(
     lease_s: float,
     limit: int = 32,
     sharing: Sharing = Sharing(),
-    grid_cpus: float | None = None,
+    grid: Capacity | None = None,
     recent: RecentUse | None = None,
 ) -> list[Claimed]:
     """Move up to `limit` queued executions to dispatched and open their next
@@ -88,9 +89,9 @@ def claim_queued(
     past its `parallel` cap nor an owner past its running-CPU cap. Rounds
     are serialised across servers on PostgreSQL (an advisory lock), so
     together they keep every cap; the chosen rows are taken with SKIP LOCKED
-    as well, as a cancel may hold one. `grid_cpus` is what the grid's job
-    nodes have (as Ray counts them, so it includes nodes another control
-    plane registered); None hands out regardless of capacity. `recent`,
+    as well, as a cancel may hold one. `grid` is what the grid's job nodes
+    offer (as Ray counts them, so it includes nodes another control plane
+    registered); None hands out regardless of capacity. `recent`,
     the dispatcher's memory of each owner's recent use, is sampled here."""
     postgres = is_postgres(session.get_bind())
     if postgres:
@@ -98,10 +99,9 @@ def claim_queued(
     running = running_cpus(session)
     if recent is not None:
         recent.observe(running)
-    room = grid = math.inf
-    if grid_cpus is not None:
-        grid = grid_cpus * (1 + sharing.margin)
-        room = grid - sum(running.values())
+    room = math.inf
+    if grid is not None:
+        room = grid.cpus * (1 + sharing.margin) - sum(running.values())
         if room <= 0:
             session.rollback()
             return []
@@ -179,7 +179,7 @@ def _queue_heads(session: Session, per_owner: int) -> dict[str, list[Candidate]]
     queues: dict[str, list[Candidate]] = {}
     for owner in owners:
         rows = session.execute(
-            select(Execution.id, Execution.cpu, Execution.created_at, Execution.batch_id)
+            select(Execution.id, Execution.cpu, Execution.memory_mb, Execution.created_at, Execution.batch_id)
             .outerjoin(Batch, Batch.id == Execution.batch_id)
             .where(
                 Execution.status == Status.QUEUED,
@@ -190,7 +190,9 @@ def _queue_heads(session: Session, per_owner: int) -> dict[str, list[Candidate]]
             .limit(per_owner)
         ).all()
         if rows:
-            queues[owner] = [Candidate(i, owner, cpu, created, batch) for i, cpu, created, batch in rows]
+            queues[owner] = [
+                Candidate(i, owner, cpu, created, batch, memory) for i, cpu, memory, created, batch in rows
+            ]
     return queues
 
 

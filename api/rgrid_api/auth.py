@@ -194,4 +194,4 @@ def runner_token(secret: str, execution_id: str, attempt: int) -> str:
 
 
 def check_runner_token(secret: str, execution_id: str, attempt: int, token: str) -> bool:
-    return hmac.compare_digest(runner_token(secret, execution_id, attempt), token)
+    return hmac.compare_digest(runner_token(secret, execution_id, attempt).encode(), token.encode())

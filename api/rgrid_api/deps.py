@@ -125,6 +125,12 @@ async def runner_auth(
         raise HTTPException(401, "runner token refused")
 
 
+def _same(presented: str, secret: str) -> bool:
+    """Constant-time equality on bytes (on str it refuses non-ASCII with a
+    TypeError: a hostile header must be a 401, never a 500)."""
+    return hmac.compare_digest(presented.encode(), secret.encode())
+
+
 @dataclass(frozen=True)
 class WorkerCaller:
     """A node agent: with the head token (the head's agent: the only caller
@@ -144,9 +150,9 @@ async def worker_auth(
     state: Annotated[AppState, Depends(app_state)], authorization: Annotated[str | None, Header()] = None
 ) -> WorkerCaller:
     presented = bearer(authorization)
-    if hmac.compare_digest(presented, state.settings.head_token.get_secret_value()):
+    if _same(presented, state.settings.head_token.get_secret_value()):
         return WorkerCaller(None, head=True)
-    if hmac.compare_digest(presented, state.settings.worker_token.get_secret_value()):
+    if _same(presented, state.settings.worker_token.get_secret_value()):
         return WorkerCaller(None)
 
     def lookup() -> str | None:

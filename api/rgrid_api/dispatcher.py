@@ -92,7 +92,7 @@ class Dispatcher:
                     session,
                     self.settings.lease_s,
                     sharing=self.sharing,
-                    grid_cpus=capacity,
+                    grid=capacity,
                     recent=self.recent,
                 )
             for c in claimed:

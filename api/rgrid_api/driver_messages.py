@@ -62,11 +62,14 @@ class Connected(BaseModel):
 
 
 class Capacity(BaseModel):
-    """The CPUs of the cluster's nodes that take jobs now (said on joining,
-    and whenever it changes): how much the dispatcher may hand out."""
+    """The cluster's nodes that take jobs now (said on joining, and whenever
+    it changes): their CPUs in all, how much the dispatcher may hand out;
+    and the largest node's CPUs and memory, what one run may ask for."""
 
     op: Literal["capacity"] = "capacity"
     cpus: float
+    largest_cpus: float
+    largest_memory_mb: float
 
 
 class Settled(BaseModel):

@@ -55,7 +55,7 @@ class _Driver:
     head_node: str | None
     proc: subprocess.Popen[bytes]
     connected: threading.Event = field(default_factory=threading.Event)
-    capacity_cpus: float | None = None  # as the driver last said
+    capacity: Capacity | None = None  # as the driver last said
     reader: threading.Thread | None = None
     # Lines for its stdin, written by a thread of its own: a driver that
     # stops reading must never block the dispatcher or this supervisor.
@@ -106,10 +106,10 @@ class DriverProcess:
         driver = self._driver
         return driver.generation if driver is not None and driver.connected.is_set() else None
 
-    def capacity(self) -> float | None:
-        """The job CPUs of the cluster, as the connected driver last said."""
+    def capacity(self) -> Capacity | None:
+        """The cluster's job nodes, as the connected driver last said."""
         driver = self._driver
-        return driver.capacity_cpus if driver is not None and driver.connected.is_set() else None
+        return driver.capacity if driver is not None and driver.connected.is_set() else None
 
     def alive(self, generation: int) -> bool:
         driver = self._driver
@@ -235,7 +235,7 @@ class DriverProcess:
                 driver.connected.set()
                 self.on_connected()
             elif isinstance(message, Capacity):
-                driver.capacity_cpus = message.cpus
+                driver.capacity = message
                 self.on_connected()  # more room may mean more to hand out
             elif isinstance(message, Verified):
                 with self._lock:

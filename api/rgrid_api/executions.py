@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from rgrid.wire import (
     ALLOWED_RUNTIMES,
     ExecutionCreate,
+    FailureReason,
     InputFile,
     LogChunk,
     OutputFile,
@@ -20,7 +21,8 @@ from rgrid.wire import (
     Stream,
 )
 from rgrid_api.auth import Caps, owner_caps
-from rgrid_api.db.models import Execution, LogChunkRow, Output
+from rgrid_api.db.engine import is_postgres
+from rgrid_api.db.models import Attempt, Execution, LogChunkRow, Output
 from rgrid_api.errors import Invalid, OverCap
 from rgrid_api.ids import ID_LENGTH, new_execution_id
 from rgrid_api.lookup import find_by_prefix
@@ -126,20 +128,32 @@ def list_executions(session: Session, owner: str, limit: int) -> list[Execution]
     )
 
 
-def cancel_execution(session: Session, owner: str | None, id_or_prefix: str) -> Execution:
-    """The owner's execution (owner None: anyone's). Queued: cancelled at once. Dispatched or running: the runner is told on
-    its next call and kills the script; the runner's report ends it."""
+def cancel_execution(session: Session, owner: str | None, id_or_prefix: str) -> tuple[Execution, int | None]:
+    """The owner's execution (owner None: anyone's), and the attempt whose
+    Ray task is to be cancelled, if one was handed out and never started.
+    Queued, or dispatched and not started: cancelled at once (a runner that
+    starts late is fenced off). Running: the runner is told on its next
+    call and kills the script; the runner's report ends it."""
     execution = find_execution(session, owner, id_or_prefix)
     if Status(execution.status).final:
-        return execution
-    if execution.status == Status.QUEUED:
+        return execution, None
+    now = datetime.now(UTC)
+    unstarted = None
+    if execution.status == Status.DISPATCHED:
+        row = session.scalar(
+            select(Attempt).where(Attempt.execution_id == execution.id, Attempt.number == execution.attempt)
+        )
+        if row is not None and row.status == Status.DISPATCHED:
+            row.status, row.finished_at, row.failure_reason = Status.CANCELLED, now, FailureReason.CANCELLED
+            unstarted = row.number
+    if execution.status == Status.QUEUED or unstarted is not None:
         execution.status = Status.CANCELLED
-        execution.failure_reason = "cancelled"
-        execution.finished_at = datetime.now(UTC)
+        execution.failure_reason = FailureReason.CANCELLED
+        execution.finished_at = now
     else:
         execution.cancel_requested = True
     session.commit()
-    return execution
+    return execution, unstarted
 
 
 def read_logs(session: Session, execution_id: str, after: int, limit: int = 1000) -> list[LogChunk]:
@@ -168,9 +182,13 @@ def list_outputs(session: Session, storage: Storage, execution: Execution) -> li
 def admit(session: Session, owner: str, adding: int, cpu: float, default: Caps) -> None:
     """Refuse a submission that its owner's caps would never let run (more
     CPUs than it may run at once), or that would leave more of its
-    executions queued than it may have. Two submissions at the same instant
-    may both pass: the queued cap is a guard against runaway scripts, not a
-    meter."""
+    executions queued than it may have. On PostgreSQL an owner's admissions
+    are serialised (an advisory lock held until the caller commits the
+    submission); SQLite serialises every writer anyway."""
+    if is_postgres(session.get_bind()):
+        # One admission at a time per owner, until this transaction (which
+        # inserts the submission) ends: racing submissions cannot all pass.
+        session.execute(select(func.pg_advisory_xact_lock(func.hashtext(f"rgrid-admit:{owner}"))))
     caps = owner_caps(session, {owner}, default)[owner]
     if caps.running_cpus is not None and cpu > caps.running_cpus:
         raise Invalid(

@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from rgrid_api.driver_messages import Capacity
+
 
 @dataclass(frozen=True)
 class Candidate:
@@ -33,6 +35,12 @@ class Candidate:
     cpu: float
     created_at: datetime
     batch_id: str | None = None
+    memory_mb: int = 0
+
+
+def fits(cpu: float, memory_mb: float, grid: Capacity) -> bool:
+    """Whether one run fits the largest job node (a task runs on one node)."""
+    return cpu <= grid.largest_cpus and memory_mb <= grid.largest_memory_mb
 
 
 class RecentUse:
@@ -73,7 +81,7 @@ def fair_order(
     batch_room: dict[str, int],
     limit: int,
     recent_cpus: dict[str, float] | None = None,
-    grid_cpus: float = math.inf,
+    grid: Capacity | None = None,
 ) -> list[Candidate]:
     """Up to `limit` candidates, in the order they should be dispatched.
 
@@ -81,10 +89,11 @@ def fair_order(
     what each owner runs now and `recent_cpus` what it ran lately (its
     `RecentUse` average); `room_cpus` how many CPUs may still be handed
     out; `caps` each owner's running-CPU cap (absent: none); `batch_room` how
-    many more of each capped batch may be dispatched; `grid_cpus` the most
-    any one run could get. A run larger than that, or than its owner's cap,
-    cannot start however long it waits: it is passed over (it stays queued,
-    and `rgrid status` says why) rather than holding up the owner's others."""
+    many more of each capped batch may be dispatched; `grid` the job nodes,
+    the largest of which bounds what one run may ask for. A run larger than
+    that, or than its owner's cap, cannot start however long it waits: it
+    is passed over (it stays queued, and `rgrid status` says why) rather
+    than holding up the owner's others, or the room of everyone."""
     running = dict(running_cpus)
     recent = recent_cpus or {}
     rooms = dict(batch_room)
@@ -100,7 +109,7 @@ def fair_order(
         cap = caps.get(owner, math.inf)
         if head.batch_id is not None and rooms.get(head.batch_id, 1) <= 0:
             queue.popleft()  # its batch is at its cap: the owner's next may go
-        elif head.cpu > min(cap, grid_cpus):
+        elif head.cpu > cap or (grid is not None and not fits(head.cpu, head.memory_mb, grid)):
             queue.popleft()  # it cannot start now at all: the owner's next may go
         elif running.get(owner, 0.0) + head.cpu > cap or head.cpu > room_cpus:
             del waiting[owner]  # it waits, in its place, for the next round

@@ -37,7 +37,7 @@ from rgrid_api.driver_messages import (
     Verify,
     line,
 )
-from rgrid_runner.ray_compat import NODE_ID_LABEL, drain_node, job_cpus, node_alive, node_carries
+from rgrid_runner.ray_compat import NODE_ID_LABEL, drain_node, job_nodes, node_alive, node_carries
 from rgrid_runner.task import run_attempt
 
 log = logging.getLogger("rgrid_api.raydriver")
@@ -87,7 +87,7 @@ class RayDriver:
             try:
                 command = TO_DRIVER.validate_json(raw)
                 if isinstance(command, Submit):
-                    self._submit(command)
+                    self._submit_or_settle(command)
                 elif isinstance(command, Cancel):
                     self._cancel(command)
                 elif isinstance(command, Verify):
@@ -100,6 +100,15 @@ class RayDriver:
         self._stop.set()
         self._has_inflight.set()
         threading.Timer(EXIT_GRACE_S, os._exit, (0,)).start()
+
+    def _submit_or_settle(self, s: Submit) -> None:
+        """A submit Ray refuses is settled at once, so the attempt goes back
+        (or fails) now instead of waiting in `dispatched` for nothing."""
+        try:
+            self._submit(s)
+        except Exception:
+            log.exception("Ray refused %s attempt %d", s.ticket.execution_id, s.ticket.attempt)
+            self._send(Settled(execution_id=s.ticket.execution_id, attempt=s.ticket.attempt))
 
     def _submit(self, s: Submit) -> None:
         with self._lock:
@@ -177,13 +186,18 @@ class RayDriver:
         said = None
         while not self._stop.is_set():
             try:
-                cpus = job_cpus(self.address, RUNTIME_RESOURCE_PREFIX)
+                nodes = job_nodes(self.address, RUNTIME_RESOURCE_PREFIX)
             except Exception as exc:  # noqa: BLE001 - the GCS may be restarting: keep the last word
                 log.info("reading the cluster's capacity: %s", exc)
             else:
-                if cpus != said:
-                    self._send(Capacity(cpus=cpus))
-                    said = cpus
+                now = Capacity(
+                    cpus=nodes.cpus,
+                    largest_cpus=nodes.largest_cpus,
+                    largest_memory_mb=nodes.largest_memory / MIB,
+                )
+                if now != said:
+                    self._send(now)
+                    said = now
             self._stop.wait(CAPACITY_CHECK_S)
 
     def _watch(self) -> None:

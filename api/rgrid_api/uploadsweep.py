@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import CursorResult, delete, select
 from sqlalchemy.orm import Session
 
 from rgrid_api.db.models import StoredObject
@@ -35,16 +36,28 @@ def sweep_abandoned(session: Session, storage: Storage, grace_s: float) -> int:
             .limit(BATCH)
         )
     )
+    removed = 0
     for row in rows:
-        key = object_key(row.owner, row.sha256)
-        if row.upload_id:
-            storage.abort_multipart(key, row.upload_id)
+        key, upload_id = object_key(row.owner, row.sha256), row.upload_id
+        # Only if it is still incomplete and old: its owner may have
+        # completed it, or planned it again, since it was read.
+        gone = session.execute(
+            delete(StoredObject)
+            .where(
+                StoredObject.id == row.id, StoredObject.complete.is_(False), StoredObject.created_at < cutoff
+            )
+            .execution_options(synchronize_session=False)
+        )
+        session.commit()
+        if cast(CursorResult[Any], gone).rowcount != 1:
+            continue
+        removed += 1
+        if upload_id:
+            storage.abort_multipart(key, upload_id)
         storage.delete(key)
-        session.delete(row)
-    session.commit()
     stale = storage.stale_multiparts(cutoff)
     for key, upload_id in stale:
         storage.abort_multipart(key, upload_id)
-    if rows or stale:
-        log.info("removed %d abandoned uploads and %d stale multipart uploads", len(rows), len(stale))
-    return len(rows) + len(stale)
+    if removed or stale:
+        log.info("removed %d abandoned uploads and %d stale multipart uploads", removed, len(stale))
+    return removed + len(stale)

@@ -11,10 +11,12 @@ from rgrid.wire import ExecutionView, Status
 from rgrid_api.attempts import IN_FLIGHT, running_cpus
 from rgrid_api.auth import Caps, owner_caps
 from rgrid_api.db.models import Batch, Execution
+from rgrid_api.driver_messages import Capacity
+from rgrid_api.fairshare import fits
 
 
 def why_waiting(
-    conn: Connection, owner: str, view: ExecutionView, default: Caps, grid_cpus: float | None
+    conn: Connection, owner: str, view: ExecutionView, default: Caps, grid: Capacity | None
 ) -> str | None:
     if view.status != Status.QUEUED:
         return None
@@ -35,12 +37,15 @@ def why_waiting(
             )
             if (busy or 0) >= parallel:
                 return f"its batch runs at most {parallel} at once (--parallel)"
-    if grid_cpus is None:
+    if grid is None:
         return None
-    if grid_cpus <= 0:
+    if grid.cpus <= 0:
         return "no node is taking jobs yet"
-    if cpu > grid_cpus:
-        return f"needs {cpu:g} CPUs; the grid's nodes have {grid_cpus:g} in all"
-    if sum(running.values()) + cpu > grid_cpus:
-        return f"the grid's {grid_cpus:g} CPUs are in use; this starts in turn as they free"
+    if not fits(cpu, view.resources.memory_mb, grid):
+        return (
+            f"needs {cpu:g} CPUs and {view.resources.memory_mb} MiB; the largest node has "
+            f"{grid.largest_cpus:g} CPUs and {grid.largest_memory_mb:.0f} MiB"
+        )
+    if sum(running.values()) + cpu > grid.cpus:
+        return f"the grid's {grid.cpus:g} CPUs are in use; this starts in turn as they free"
     return None

@@ -26,9 +26,10 @@ class Head:
     ray_node_id: str
 
 
-def register(session: Session, reg: WorkerRegistration) -> None:
+def register(session: Session, reg: WorkerRegistration, head: bool = False) -> None:
     """Upsert the worker; the node ids it announces replace the old ones (a
-    restarted node is a new Ray node)."""
+    restarted node is a new Ray node). `head`: the head's token registers
+    it, which marks it the head for good."""
     now = utcnow()
     worker = session.get(Worker, reg.id)
     if worker is None:
@@ -44,6 +45,7 @@ def register(session: Session, reg: WorkerRegistration) -> None:
     worker.version = reg.version
     worker.ray_node_id = reg.ray_node_id
     worker.ray_address = reg.ray_address
+    worker.is_head = worker.is_head or head
     worker.status = WorkerStatus.ACTIVE
     worker.ended_at = None
     session.flush()

@@ -16,6 +16,7 @@ it cannot do anything twice. A 429 without Retry-After (a cap) is final.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -52,9 +53,11 @@ def retry_after(exc: BaseException) -> float | None:
     if not isinstance(exc, httpx.HTTPStatusError) or exc.response.status_code != 429:
         return None
     try:
-        return max(0.0, float(exc.response.headers.get("Retry-After", "")))
+        wait = float(exc.response.headers.get("Retry-After", ""))
     except ValueError:
         return None
+    # Never sooner than a second: a server saying 0 must not get a busy loop.
+    return max(1.0, wait) if math.isfinite(wait) else None
 
 
 def raise_for_retryable(resp: httpx.Response) -> httpx.Response:

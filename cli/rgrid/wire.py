@@ -6,6 +6,7 @@ drift from the other: the API, the runner and the CLI all import these.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -212,7 +213,8 @@ class InputFile(BaseModel):
 
 
 class Resources(BaseModel):
-    cpu: float = Field(default=1.0, gt=0, le=256)
+    # At least 1 % of a CPU: the least a cgroup enforces and Ray places.
+    cpu: float = Field(default=1.0, ge=0.01, le=256)
     memory_mb: int = Field(default=1024, ge=16, le=1024 * 1024)
     timeout_s: float = Field(default=3600.0, gt=0, le=7 * 24 * 3600)
 
@@ -302,7 +304,7 @@ class BatchCreate(BaseModel):
     cache: bool = False
     # At most this many of the batch dispatched or running at once; none:
     # the grid's capacity is the limit.
-    parallel: int | None = Field(default=None, ge=1)
+    parallel: int | None = Field(default=None, ge=1, le=MAX_BATCH_ITEMS)
 
 
 class BatchExecution(BaseModel):
@@ -369,17 +371,28 @@ class BatchOutputs(BaseModel):
     outputs: dict[str, list[OutputFile]]
 
 
+def _finite_amounts(resources: dict[str, float]) -> dict[str, float]:
+    """A node's resources are amounts: finite and not negative."""
+    if any(not math.isfinite(v) or v < 0 for v in resources.values()):
+        raise ValueError("resource amounts must be finite and not negative")
+    return resources
+
+
+# Ray's node ids: 28 bytes, in hex.
+RAY_NODE_ID_PATTERN = r"^[0-9a-f]{56}$"
+
+
 class WorkerRegistration(BaseModel):
     id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
-    host_name: str
-    resources: dict[str, float] = {}
+    host_name: str = Field(max_length=255)
+    resources: Annotated[dict[str, float], AfterValidator(_finite_amounts)] = {}
     runtimes: list[str] = []
     sandbox: str = "process"
     provider: str = "local"
     server_id: str | None = None
     pid: int | None = None
     version: str = "0"
-    ray_node_id: str | None = None
+    ray_node_id: str | None = Field(default=None, pattern=RAY_NODE_ID_PATTERN)
     # A head node's GCS address (host:port), as the cluster's other nodes reach it.
     ray_address: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.\-]{1,253}:\d{1,5}$")
 
@@ -455,9 +468,9 @@ class Health(BaseModel):
 
 
 class RunnerStart(BaseModel):
-    worker: str
-    worker_id: str | None = None
-    ray_node_id: str | None = None
+    worker: str = Field(max_length=255)
+    worker_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    ray_node_id: str | None = Field(default=None, pattern=RAY_NODE_ID_PATTERN)
 
 
 class RunnerFile(BaseModel):

@@ -50,20 +50,32 @@ def alive_nodes(address: str, with_resource: str) -> list[RayNode]:
     ]
 
 
-def job_cpus(address: str, resource_prefix: str) -> float:
-    """The CPUs of the alive nodes that run jobs (they advertise a resource
-    named with `resource_prefix`) and are not draining."""
-    pb = import_module("ray.core.generated.gcs_pb2")
-    alive = int(pb.GcsNodeInfo.GcsNodeState.Value("ALIVE"))
-    draining = int(pb.NodeSnapshot.State.Value("DRAINING"))
-    return float(
-        sum(
-            info.resources_total.get("CPU", 0.0)
-            for info in gcs_client(address).get_all_node_info().values()
-            if info.state == alive
-            and info.state_snapshot.state != draining
-            and any(name.startswith(resource_prefix) for name in info.resources_total)
-        )
+@dataclass(frozen=True)
+class JobNodes:
+    """What the nodes that run jobs offer: their CPUs in all, and the most
+    CPUs and memory (bytes) one of them has (a task runs on one node)."""
+
+    cpus: float
+    largest_cpus: float
+    largest_memory: float
+
+
+def job_nodes(address: str, resource_prefix: str) -> JobNodes:
+    """The alive, not draining nodes that run jobs (they advertise a
+    resource named with `resource_prefix`)."""
+    draining = int(import_module("ray.core.generated.gcs_pb2").NodeSnapshot.State.Value("DRAINING"))
+    alive = _alive_state()
+    nodes = [
+        info.resources_total
+        for info in gcs_client(address).get_all_node_info().values()
+        if info.state == alive
+        and info.state_snapshot.state != draining
+        and any(name.startswith(resource_prefix) for name in info.resources_total)
+    ]
+    return JobNodes(
+        cpus=float(sum(n.get("CPU", 0.0) for n in nodes)),
+        largest_cpus=float(max((n.get("CPU", 0.0) for n in nodes), default=0.0)),
+        largest_memory=float(max((n.get("memory", 0.0) for n in nodes), default=0.0)),
     )
 
 

@@ -120,15 +120,21 @@ def test_cancel_queued_is_immediate(session: Session, storage: MemoryStorage) ->
     assert claim_queued(session, LEASE_S) == []
 
 
-def test_cancel_before_start_stops_the_runner(session: Session, storage: MemoryStorage) -> None:
+def test_cancel_before_start_ends_it_at_once_and_fences_a_late_runner(
+    session: Session, storage: MemoryStorage
+) -> None:
+    """Handed to Ray but never started (Ray may never place it): cancelled at
+    once, its task named for cancelling, and a runner that starts late is
+    refused."""
     e = submit(session, storage)
     claim_queued(session, LEASE_S)
-    cancel_execution(session, "alice", e.id)
-    assert state(session, e.id)[0] == Status.DISPATCHED
+    _, unstarted = cancel_execution(session, "alice", e.id)
+    assert unstarted == 1
+    assert state(session, e.id)[0] == Status.CANCELLED
+    assert attempt_row(session, e.id, 1).failure_reason == FailureReason.CANCELLED
     with pytest.raises(StaleAttempt):
         start_attempt(session, storage, e.id, 1, START, LEASE_S)
     assert state(session, e.id)[0] == Status.CANCELLED
-    assert attempt_row(session, e.id, 1).failure_reason == FailureReason.CANCELLED
 
 
 def test_cancel_while_running_is_told_on_the_next_call(session: Session, storage: MemoryStorage) -> None:

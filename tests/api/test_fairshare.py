@@ -14,6 +14,7 @@ from rgrid_api.attempts import Sharing, claim_queued
 from rgrid_api.auth import Caps, create_key, owner_caps, set_caps
 from rgrid_api.db.engine import make_hot_reader
 from rgrid_api.db.models import Execution
+from rgrid_api.driver_messages import Capacity
 from rgrid_api.errors import Invalid, OverCap
 from rgrid_api.executionread import read_execution
 from rgrid_api.executions import admit, cancel_execution
@@ -24,6 +25,11 @@ from tests.api.test_batches import finish, make_batch
 from tests.support.memstorage import MemoryStorage
 
 T0 = datetime(2026, 12, 6, tzinfo=UTC)
+
+
+def grid(cpus: float, largest: float | None = None, memory_mb: float = 65536) -> Capacity:
+    """Job nodes with `cpus` in all, the largest with `largest` (default: all)."""
+    return Capacity(cpus=cpus, largest_cpus=cpus if largest is None else largest, largest_memory_mb=memory_mb)
 
 
 def queue(owner: str, n: int, start: int = 0, cpu: float = 1.0, batch: str | None = None) -> list[Candidate]:
@@ -96,10 +102,10 @@ def test_the_claim_hands_out_only_what_the_grid_can_start(session: Session, stor
     for _ in range(5):
         submit(session, storage)
     sharing = Sharing(margin=0.0)
-    assert len(claim_queued(session, LEASE_S, sharing=sharing, grid_cpus=2.0)) == 2
-    assert claim_queued(session, LEASE_S, sharing=sharing, grid_cpus=2.0) == []
-    assert len(claim_queued(session, LEASE_S, sharing=Sharing(margin=0.5), grid_cpus=2.0)) == 1
-    assert claim_queued(session, LEASE_S, sharing=sharing, grid_cpus=0.0) == []
+    assert len(claim_queued(session, LEASE_S, sharing=sharing, grid=grid(2.0))) == 2
+    assert claim_queued(session, LEASE_S, sharing=sharing, grid=grid(2.0)) == []
+    assert len(claim_queued(session, LEASE_S, sharing=Sharing(margin=0.5), grid=grid(2.0))) == 1
+    assert claim_queued(session, LEASE_S, sharing=sharing, grid=grid(0.0)) == []
     counts = {s: 0 for s in Status}
     for row in session.query(Execution):
         counts[Status(row.status)] += 1
@@ -111,18 +117,18 @@ def test_another_owners_run_goes_next_when_a_slot_frees_behind_a_large_batch(
 ) -> None:
     make_batch(session, storage, 40, owner="alice")
     sharing = Sharing(margin=0.0)
-    running = claim_queued(session, LEASE_S, sharing=sharing, grid_cpus=2.0)
+    running = claim_queued(session, LEASE_S, sharing=sharing, grid=grid(2.0))
     assert len(running) == 2
     late = [submit(session, storage, owner="bob") for _ in range(2)]
     finish(session, storage, running[0].execution_id, 1, 0)
-    (next_one,) = claim_queued(session, LEASE_S, sharing=sharing, grid_cpus=2.0)
+    (next_one,) = claim_queued(session, LEASE_S, sharing=sharing, grid=grid(2.0))
     assert next_one.execution_id == late[0].id
     finish(session, storage, running[1].execution_id, 1, 0)
     # bob runs 1 CPU and alice none now: alice's batch gets its turn.
-    (then,) = claim_queued(session, LEASE_S, sharing=sharing, grid_cpus=2.0)
+    (then,) = claim_queued(session, LEASE_S, sharing=sharing, grid=grid(2.0))
     assert then.execution_id not in {e.id for e in late}
     finish(session, storage, next_one.execution_id, 1, 0)
-    (last,) = claim_queued(session, LEASE_S, sharing=sharing, grid_cpus=2.0)
+    (last,) = claim_queued(session, LEASE_S, sharing=sharing, grid=grid(2.0))
     assert last.execution_id == late[1].id
 
 
@@ -133,9 +139,9 @@ def test_an_owner_runs_up_to_its_cap_and_the_rest_waits_queued(
     for _ in range(4):
         submit(session, storage)
     bob = submit(session, storage, owner="bob")
-    claimed = claim_queued(session, LEASE_S, sharing=Sharing(), grid_cpus=100.0)
+    claimed = claim_queued(session, LEASE_S, sharing=Sharing(), grid=grid(100.0))
     assert len(claimed) == 3 and bob.id in {c.execution_id for c in claimed}
-    assert claim_queued(session, LEASE_S, sharing=Sharing(), grid_cpus=100.0) == []
+    assert claim_queued(session, LEASE_S, sharing=Sharing(), grid=grid(100.0)) == []
 
 
 def test_an_owners_cap_is_the_largest_its_keys_set_and_the_default_where_none_does(session: Session) -> None:
@@ -174,23 +180,25 @@ def test_status_says_why_a_queued_run_waits(session: Session, storage: MemorySto
     create_key(session, "alice", caps=Caps(running_cpus=1.0))
     first, second = submit(session, storage), submit(session, storage)
     submit(session, storage, owner="bob")  # runs: the grid is full
-    claim_queued(session, LEASE_S, sharing=Sharing(), grid_cpus=2.0)
+    claim_queued(session, LEASE_S, sharing=Sharing(), grid=grid(2.0))
     engine = make_hot_reader(f"sqlite:///{db_path}")
 
-    def why(execution: Execution, grid: float | None, owner: str = "alice") -> str | None:
+    def why(execution: Execution, cpus: float | None, owner: str = "alice") -> str | None:
         with engine.connect() as conn:
             view = read_execution(conn, owner, execution.id)
-            return why_waiting(conn, owner, view, Caps(), grid)
+            return why_waiting(conn, owner, view, Caps(), None if cpus is None else grid(cpus))
 
     assert why(first, 2.0) is None  # it runs
     assert why(second, 2.0) == "alice runs its cap of 1 CPUs at once; this starts when some of its runs end"
     bob_late = submit(session, storage, owner="bob")
     assert why(bob_late, 2.0, "bob") == "the grid's 2 CPUs are in use; this starts in turn as they free"
     assert why(bob_late, 0.0, "bob") == "no node is taking jobs yet"
-    assert why(bob_late, 0.5, "bob") == "needs 1 CPUs; the grid's nodes have 0.5 in all"
+    assert (
+        why(bob_late, 0.5, "bob") == "needs 1 CPUs and 256 MiB; the largest node has 0.5 CPUs and 65536 MiB"
+    )
     assert why(bob_late, None, "bob") is None
     batch = make_batch(session, storage, 3, parallel=1, owner="carol")
-    claim_queued(session, LEASE_S, sharing=Sharing(), grid_cpus=100.0)
+    claim_queued(session, LEASE_S, sharing=Sharing(), grid=grid(100.0))
     waiting = [e for e in session.query(Execution).filter_by(batch_id=batch.id, status=Status.QUEUED)]
     assert why(waiting[0], 100.0, "carol") == "its batch runs at most 1 at once (--parallel)"
 
@@ -207,10 +215,21 @@ def test_a_run_larger_than_its_owners_cap_is_refused_and_one_larger_than_the_gri
     # On a grid of 2 CPUs, a queued 8-CPU run of bob's (the grid shrank, or
     # no autoscaler) does not hold up bob's other runs behind it.
     big = [Candidate("huge", "bob", 8.0, T0), *queue("b", 2, start=1)]
-    assert ids(fair_order({"bob": big}, {}, room_cpus=2, caps={}, batch_room={}, limit=32, grid_cpus=2)) == [
+    assert ids(fair_order({"bob": big}, {}, room_cpus=2, caps={}, batch_room={}, limit=32, grid=grid(2))) == [
         "b0",
         "b1",
     ]
     over_cap = [Candidate("wide", "alice", 3.0, T0), *queue("a", 1, start=1)]
     picked = fair_order({"alice": over_cap}, {}, room_cpus=10, caps={"alice": 2.0}, batch_room={}, limit=32)
     assert ids(picked) == ["a0"]
+
+
+def test_a_run_no_node_can_hold_takes_no_room_from_anyone() -> None:
+    """A run asking for more memory (or CPUs) than the largest node has
+    would sit in Ray forever, counting against the room of every owner: it
+    is passed over, and everyone's work goes on."""
+    nodes = grid(4, largest=2, memory_mb=1024)
+    huge = [Candidate("mem", "mallory", 1.0, T0, memory_mb=1_000_000), Candidate("cpu", "mallory", 3.0, T0)]
+    queues = {"mallory": huge, "alice": queue("a", 3, start=5)}
+    picked = fair_order(queues, {}, room_cpus=4, caps={}, batch_room={}, limit=32, grid=nodes)
+    assert ids(picked) == ["a0", "a1", "a2"]

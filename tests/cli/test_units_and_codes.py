@@ -103,7 +103,7 @@ def test_batch_exit_codes(status: str, members: list[tuple[str, str | None]], ex
 @pytest.mark.parametrize(
     ("cpu", "memory", "timeout", "says"),
     [
-        (0.0, "1G", "1h", "invalid --cpu '0': input should be greater than 0"),
+        (0.0, "1G", "1h", "invalid --cpu '0': input should be greater than or equal to 0.01"),
         (1000.0, "1G", "1h", "invalid --cpu '1000'"),
         (1.0, "0", "1h", "invalid --memory '0': input should be greater than or equal to 16 (MiB)"),
         (1.0, "5T", "1h", "invalid --memory '5T'"),

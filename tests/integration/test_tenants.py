@@ -56,8 +56,11 @@ def test_no_node_can_move_the_head_or_speak_for_it(api: ApiServer, client: Clien
     fake head and keep beating; take the head's own id; drain it. All are
     refused, the driver stays where it is, and jobs keep completing."""
     heads = [w for w in client.workers().workers if w.id.endswith("head")]
-    if api.env["RGRID_DATABASE_URL"].startswith("sqlite"):
-        assert heads, "the test grid's head registers with the SQLite API"
+    deadline = time.monotonic() + 90
+    while api.env["RGRID_DATABASE_URL"].startswith("sqlite") and not heads:
+        assert time.monotonic() < deadline, "the test grid's head never registered with the SQLite API"
+        time.sleep(0.5)
+        heads = [w for w in client.workers().workers if w.id.endswith("head")]
     with _agent(api, WORKER_TOKEN) as node:
         fake = WorkerRegistration(id="evil-node", host_name="evil", ray_address="203.0.113.9:6379")
         for _ in range(3):
@@ -441,8 +444,8 @@ def _job_cpus(ray_head: RayHead) -> float:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RGRID_", "RAY_"))}
     env.update(components.ray_env(ray_head.token_path))
     code = (
-        "import sys; from rgrid_runner.ray_compat import job_cpus; "
-        "print(job_cpus(sys.argv[1], 'rgrid_runtime_'))"
+        "import sys; from rgrid_runner.ray_compat import job_nodes; "
+        "print(job_nodes(sys.argv[1], 'rgrid_runtime_').cpus)"
     )
     out = subprocess.run(
         [sys.executable, "-c", code, ray_head.address], env=env, capture_output=True, text=True, timeout=60

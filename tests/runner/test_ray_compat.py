@@ -32,6 +32,10 @@ def test_gcs_client_internals_exist() -> None:
 def test_protobuf_enums_exist() -> None:
     gcs = import_module("ray.core.generated.gcs_pb2")
     assert gcs.GcsNodeInfo.GcsNodeState.Value("ALIVE") == 0
+    # job_nodes leaves draining nodes out by their snapshot's state.
+    assert gcs.NodeSnapshot.State.Value("DRAINING") > 0
+    fields = {f.name for f in gcs.GcsNodeInfo.DESCRIPTOR.fields}
+    assert {"state", "state_snapshot", "resources_total"} <= fields
     autoscaler = import_module("ray.core.generated.autoscaler_pb2")
     assert autoscaler.DrainNodeReason.Value("DRAIN_NODE_REASON_PREEMPTION") >= 0
 

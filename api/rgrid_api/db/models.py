@@ -173,6 +173,8 @@ class Worker(Base):
     # Set by a head node's agent only: the GCS address other nodes and the
     # dispatcher join. It moves when the head restarts elsewhere.
     ray_address: Mapped[str | None] = mapped_column(String(256))
+    # Registered by the head's token: only that token speaks for it again.
+    is_head: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
     resources: Mapped[dict] = mapped_column(JSON)
     runtimes: Mapped[list] = mapped_column(JSON)
     sandbox: Mapped[str] = mapped_column(String(32))

@@ -15,7 +15,9 @@ from rgrid_api.batches import (
     retry_batch,
 )
 from rgrid_api.deps import DB, Owner, ReadDB, State, User
+from rgrid_api.errors import NotFound
 from rgrid_api.executions import admit
+from rgrid_api.ids import BATCH_ID_LENGTH
 from rgrid_api.routes.executions import runtime_for
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
@@ -56,8 +58,15 @@ def retry(batch_id: str, caller: User, session: DB, state: State, failed: bool =
 
 @router.post("/{batch_id}/cancel", response_model=BatchView)
 def cancel(batch_id: str, caller: User, session: DB, state: State) -> BatchView:
-    """The caller's own batch; an admin may cancel anyone's."""
-    batch, touched = cancel_batch(session, None if caller.admin else caller.owner, batch_id)
+    """The caller's own batch; an admin may cancel anyone's, by its whole
+    id (a prefix finds only the admin's own)."""
+    try:
+        batch, touched = cancel_batch(session, caller.owner, batch_id)
+    except NotFound:
+        if not (caller.admin and len(batch_id.strip()) == BATCH_ID_LENGTH):
+            raise
+        session.rollback()
+        batch, touched = cancel_batch(session, None, batch_id)
     for execution_id in touched:
         state.feed.changed(execution_id)
     return batch_view(session, batch)

@@ -19,6 +19,7 @@ from rgrid.wire import (
 )
 from rgrid_api.db.engine import is_postgres
 from rgrid_api.deps import DB, AppState, Owner, ReadDB, State, User
+from rgrid_api.errors import NotFound
 from rgrid_api.executionread import read_execution
 from rgrid_api.executions import (
     admit,
@@ -31,6 +32,7 @@ from rgrid_api.executions import (
     resolve_runtime,
     spec_of,
 )
+from rgrid_api.ids import ID_LENGTH
 from rgrid_api.views import execution_view
 from rgrid_api.waiting import why_waiting
 from rgrid_api.workers import offered_runtimes
@@ -97,8 +99,17 @@ def _read_view(state: AppState, owner: str, execution_id: str) -> bytes:
 
 @router.post("/{execution_id}/cancel", response_model=ExecutionView)
 def cancel(execution_id: str, caller: User, session: DB, state: State) -> ExecutionView:
-    """The caller's own execution; an admin may cancel anyone's."""
-    execution = cancel_execution(session, None if caller.admin else caller.owner, execution_id)
+    """The caller's own execution; an admin may cancel anyone's, by its
+    whole id (a prefix finds only the admin's own)."""
+    try:
+        execution, unstarted = cancel_execution(session, caller.owner, execution_id)
+    except NotFound:
+        if not (caller.admin and len(execution_id.strip()) == ID_LENGTH):
+            raise
+        session.rollback()
+        execution, unstarted = cancel_execution(session, None, execution_id)
+    if unstarted is not None and state.dispatcher is not None:
+        state.dispatcher.transport.cancel_task(execution.id, unstarted)
     state.feed.changed(execution.id)
     return execution_view(execution, execution.attempts)
 
@@ -125,7 +136,7 @@ async def logs(
     execution_id: str,
     caller: User,
     state: State,
-    after: int = Query(0, ge=0),
+    after: int = Query(0, ge=0, le=2**31 - 1),
     wait: float = Query(0.0, ge=0.0),
 ) -> LogPage:
     """Log chunks after `after`. With `wait`, hold the request until a chunk

@@ -21,7 +21,7 @@ def capacity(caller: User, session: ReadDB, state: State) -> GridCapacity:
     """CPUs as the dispatcher counts them (Ray's job nodes), else as the
     registered nodes say; nodes as registered here."""
     known = state.dispatcher.transport.capacity() if state.dispatcher else None
-    cpus = known if known is not None else grid_cpus(session)
+    cpus = known.cpus if known is not None else grid_cpus(session)
     counts = dict(
         session.execute(
             select(Execution.status, func.count())
@@ -50,7 +50,7 @@ def drain(worker_id: str, _admin: Admin, session: DB) -> WorkerAck:
     worker = session.get(Worker, worker_id)
     if worker is None:
         raise NotFound(f"no worker {worker_id!r}")
-    if worker.ray_address is not None:
+    if worker.is_head:
         raise Conflict(f"{worker_id} is the Ray head: drain the workers, or stop the head's service")
     set_status(session, worker_id, WorkerStatus.DRAINING)
     session.refresh(worker)

@@ -55,7 +55,7 @@ def _speaks_for(agent: WorkerCaller, session: Session, worker_id: str) -> None:
     """The caller may speak for this worker id; the head's id is the head
     token's alone, so no other node can take its place or drain it."""
     agent.check(worker_id)
-    if not agent.head and session.scalar(select(Worker.ray_address).where(Worker.id == worker_id)):
+    if not agent.head and session.scalar(select(Worker.is_head).where(Worker.id == worker_id)):
         raise HTTPException(403, f"{worker_id} is the Ray head: only the head's token speaks for it")
 
 
@@ -68,11 +68,12 @@ def register_worker(body: WorkerRegistration, agent: Agent, session: DB, state: 
         # A node id is taken only once the GCS vouches for it; while no
         # driver can ask, the driver still checks before fencing on it. The
         # head is trusted (and a new head is a cluster the driver has not
-        # joined yet).
+        # joined yet). No transaction stays open while the driver asks.
+        session.rollback()
         verdict = state.dispatcher.transport.verify_node(body.ray_node_id, body.id)
         if verdict is False:
             raise HTTPException(403, f"Ray node {body.ray_node_id} is not worker {body.id}'s node")
-    register(session, body)
+    register(session, body, head=agent.head)
     if body.ray_node_id:
         # The node runs this Ray node now: what its earlier ones ran is gone.
         left = attempts_left_by_old_nodes(session, body.id, body.ray_node_id)

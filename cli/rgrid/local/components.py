@@ -54,7 +54,7 @@ S3_BUCKET = "rgrid"
 
 def s3_launch(local_dir: Path, ports: dict[str, int], secrets: dict[str, str]) -> Launch:
     """SeaweedFS with two identities: the API's own, and the one presigned
-    URLs are signed with, which may only read, write and list rgrid's bucket."""
+    URLs are signed with, which may only read and write rgrid's bucket."""
     config = local_dir / "s3-identities.json"
     identities = {
         "identities": [
@@ -73,7 +73,7 @@ def s3_launch(local_dir: Path, ports: dict[str, int], secrets: dict[str, str]) -
                         "secretKey": secrets["s3_presign_secret_key"],
                     }
                 ],
-                "actions": [f"Read:{S3_BUCKET}", f"Write:{S3_BUCKET}", f"List:{S3_BUCKET}"],
+                "actions": [f"Read:{S3_BUCKET}", f"Write:{S3_BUCKET}"],
             },
         ]
     }

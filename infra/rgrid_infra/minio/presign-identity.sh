@@ -1,6 +1,9 @@
 #!/bin/sh
-# Gives the API an identity limited to rgrid's bucket, which signs every
-# presigned URL: no URL carries MinIO's root identity. Run once per MinIO
+# Gives the API an identity limited to reading and writing objects of
+# rgrid's bucket (a part of a multipart upload is a PUT; creating, completing
+# and aborting uploads stay with the API's own identity), which signs every
+# presigned URL: no URL carries MinIO's root identity, and a leaked one
+# cannot even list what others stored. Run once per MinIO
 # (docker-compose's minio-setup, cloud-init's control server); safe to
 # run again.
 #
@@ -15,11 +18,8 @@ policy=$(mktemp)
 cat > "$policy" <<JSON
 {"Version": "2012-10-17", "Statement": [
   {"Effect": "Allow",
-   "Action": ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
-   "Resource": ["arn:aws:s3:::$RGRID_S3_BUCKET/*"]},
-  {"Effect": "Allow",
-   "Action": ["s3:ListBucket", "s3:ListBucketMultipartUploads"],
-   "Resource": ["arn:aws:s3:::$RGRID_S3_BUCKET"]}
+   "Action": ["s3:GetObject", "s3:PutObject"],
+   "Resource": ["arn:aws:s3:::$RGRID_S3_BUCKET/*"]}
 ]}
 JSON
 mc admin policy create rgrid rgrid-presign "$policy"
