@@ -105,7 +105,13 @@ def claim_queued(
         if room <= 0:
             session.rollback()
             return []
-    queues = _queue_heads(session, limit)
+    owners = set(session.scalars(select(Execution.owner).where(Execution.status == Status.QUEUED).distinct()))
+    caps = {
+        owner: c.running_cpus
+        for owner, c in owner_caps(session, owners, sharing.caps).items()
+        if c.running_cpus is not None
+    }
+    queues = _queue_heads(session, owners, caps, grid, limit)
     if not queues:
         session.rollback()
         return []
@@ -113,11 +119,7 @@ def claim_queued(
         queues,
         running,
         room,
-        {
-            owner: caps.running_cpus
-            for owner, caps in owner_caps(session, set(queues), sharing.caps).items()
-            if caps.running_cpus is not None
-        },
+        caps,
         _batch_room(session, {c.batch_id for q in queues.values() for c in q if c.batch_id}),
         limit,
         recent.averages() if recent is not None else None,
@@ -165,9 +167,14 @@ def claim_queued(
     return claimed
 
 
-def _queue_heads(session: Session, per_owner: int) -> dict[str, list[Candidate]]:
-    """The oldest queued executions of each owner that has any, leaving out
-    batches at their cap (one indexed range read per owner)."""
+def _queue_heads(
+    session: Session, owners: set[str], caps: dict[str, float], grid: Capacity | None, per_owner: int
+) -> dict[str, list[Candidate]]:
+    """The oldest queued executions of each owner, leaving out batches at
+    their cap and runs that could not start whatever the room: more CPUs
+    than the owner's cap, or more CPUs or memory than any node has
+    (`fair_order` checks the finer fit), so a few such runs never hide the
+    owner's others (one indexed range read per owner)."""
     other = aliased(Execution)
     in_flight = (
         select(func.count())
@@ -175,10 +182,9 @@ def _queue_heads(session: Session, per_owner: int) -> dict[str, list[Candidate]]
         .where(other.batch_id == Execution.batch_id, other.status.in_(IN_FLIGHT))
         .scalar_subquery()
     )
-    owners = session.scalars(select(Execution.owner).where(Execution.status == Status.QUEUED).distinct())
     queues: dict[str, list[Candidate]] = {}
-    for owner in owners:
-        rows = session.execute(
+    for owner in sorted(owners):
+        query = (
             select(Execution.id, Execution.cpu, Execution.memory_mb, Execution.created_at, Execution.batch_id)
             .outerjoin(Batch, Batch.id == Execution.batch_id)
             .where(
@@ -188,7 +194,13 @@ def _queue_heads(session: Session, per_owner: int) -> dict[str, list[Candidate]]
             )
             .order_by(Execution.created_at)
             .limit(per_owner)
-        ).all()
+        )
+        largest = min(caps.get(owner, math.inf), grid.largest_cpus if grid is not None else math.inf)
+        if largest < math.inf:
+            query = query.where(Execution.cpu <= largest)
+        if grid is not None:
+            query = query.where(Execution.memory_mb <= grid.largest_memory_mb)
+        rows = session.execute(query).all()
         if rows:
             queues[owner] = [
                 Candidate(i, owner, cpu, created, batch, memory) for i, cpu, memory, created, batch in rows

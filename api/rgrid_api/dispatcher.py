@@ -108,18 +108,26 @@ class Dispatcher:
             token=runner_token(self.settings.runner_secret.get_secret_value(), c.execution_id, c.attempt),
         )
         key = (c.execution_id, c.attempt)
-        generation = self.transport.submit(
-            Submit(ticket=ticket, cpu=c.cpu, memory_mb=c.memory_mb, runtime=c.runtime)
-        )
-        if generation is not None:
+        expected = self.transport.ready()
+        if expected is not None:
+            # Recorded before it is sent: the driver may settle it at once
+            # (Ray refused it), and that answer must find it.
             with self._lock:
-                self._inflight[key] = generation
-            # The driver may have ended between taking it and now: if so,
-            # its loss was reported before we recorded the attempt.
-            if self.transport.alive(generation):
-                self.feed.changed(c.execution_id)
-                log.info("dispatched %s attempt %d", c.execution_id, c.attempt)
-                return
+                self._inflight[key] = expected
+            generation = self.transport.submit(
+                Submit(ticket=ticket, cpu=c.cpu, memory_mb=c.memory_mb, runtime=c.runtime)
+            )
+            if generation is not None:
+                if generation != expected:
+                    with self._lock:
+                        if key in self._inflight:
+                            self._inflight[key] = generation
+                # The driver may have ended between taking it and now: if so,
+                # its loss was reported before we recorded the attempt.
+                if self.transport.alive(generation):
+                    self.feed.changed(c.execution_id)
+                    log.info("dispatched %s attempt %d", c.execution_id, c.attempt)
+                    return
         self._give_back_now([key], "the Ray driver went away while taking it")
 
     def _settle(self, generation: int, s: Settled) -> None:

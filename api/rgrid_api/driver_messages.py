@@ -63,13 +63,27 @@ class Connected(BaseModel):
 
 class Capacity(BaseModel):
     """The cluster's nodes that take jobs now (said on joining, and whenever
-    it changes): their CPUs in all, how much the dispatcher may hand out;
-    and the largest node's CPUs and memory, what one run may ask for."""
+    it changes), each as (CPUs, memory in MiB): their CPUs in all are what
+    the dispatcher may hand out, and one run must fit one of them."""
 
     op: Literal["capacity"] = "capacity"
-    cpus: float
-    largest_cpus: float
-    largest_memory_mb: float
+    nodes: list[tuple[float, float]]
+
+    @property
+    def cpus(self) -> float:
+        return sum(cpus for cpus, _ in self.nodes)
+
+    @property
+    def largest_cpus(self) -> float:
+        return max((cpus for cpus, _ in self.nodes), default=0.0)
+
+    @property
+    def largest_memory_mb(self) -> float:
+        return max((memory for _, memory in self.nodes), default=0.0)
+
+    def fits(self, cpu: float, memory_mb: float) -> bool:
+        """Whether one run fits one of the nodes (a task runs on one node)."""
+        return any(cpu <= cpus and memory_mb <= memory for cpus, memory in self.nodes)
 
 
 class Settled(BaseModel):

@@ -135,6 +135,10 @@ def cancel_execution(session: Session, owner: str | None, id_or_prefix: str) -> 
     starts late is fenced off). Running: the runner is told on its next
     call and kills the script; the runner's report ends it."""
     execution = find_execution(session, owner, id_or_prefix)
+    if is_postgres(session.get_bind()):
+        # As the runner's fence does: no start or requeue between the read
+        # of its attempt and the write.
+        session.refresh(execution, with_for_update=True)
     if Status(execution.status).final:
         return execution, None
     now = datetime.now(UTC)

@@ -38,11 +38,6 @@ class Candidate:
     memory_mb: int = 0
 
 
-def fits(cpu: float, memory_mb: float, grid: Capacity) -> bool:
-    """Whether one run fits the largest job node (a task runs on one node)."""
-    return cpu <= grid.largest_cpus and memory_mb <= grid.largest_memory_mb
-
-
 class RecentUse:
     """Each owner's running CPUs averaged over the recent past: an
     exponential moving average with a half-life of `half_life_s`, sampled
@@ -90,8 +85,8 @@ def fair_order(
     `RecentUse` average); `room_cpus` how many CPUs may still be handed
     out; `caps` each owner's running-CPU cap (absent: none); `batch_room` how
     many more of each capped batch may be dispatched; `grid` the job nodes,
-    the largest of which bounds what one run may ask for. A run larger than
-    that, or than its owner's cap, cannot start however long it waits: it
+    one of which a run must fit. A run that fits none, or is larger than
+    its owner's cap, cannot start however long it waits: it
     is passed over (it stays queued, and `rgrid status` says why) rather
     than holding up the owner's others, or the room of everyone."""
     running = dict(running_cpus)
@@ -109,7 +104,7 @@ def fair_order(
         cap = caps.get(owner, math.inf)
         if head.batch_id is not None and rooms.get(head.batch_id, 1) <= 0:
             queue.popleft()  # its batch is at its cap: the owner's next may go
-        elif head.cpu > cap or (grid is not None and not fits(head.cpu, head.memory_mb, grid)):
+        elif head.cpu > cap or (grid is not None and not grid.fits(head.cpu, head.memory_mb)):
             queue.popleft()  # it cannot start now at all: the owner's next may go
         elif running.get(owner, 0.0) + head.cpu > cap or head.cpu > room_cpus:
             del waiting[owner]  # it waits, in its place, for the next round

@@ -190,11 +190,7 @@ class RayDriver:
             except Exception as exc:  # noqa: BLE001 - the GCS may be restarting: keep the last word
                 log.info("reading the cluster's capacity: %s", exc)
             else:
-                now = Capacity(
-                    cpus=nodes.cpus,
-                    largest_cpus=nodes.largest_cpus,
-                    largest_memory_mb=nodes.largest_memory / MIB,
-                )
+                now = Capacity(nodes=sorted((cpus, memory / MIB) for cpus, memory in nodes))
                 if now != said:
                     self._send(now)
                     said = now

@@ -12,7 +12,6 @@ from rgrid_api.attempts import IN_FLIGHT, running_cpus
 from rgrid_api.auth import Caps, owner_caps
 from rgrid_api.db.models import Batch, Execution
 from rgrid_api.driver_messages import Capacity
-from rgrid_api.fairshare import fits
 
 
 def why_waiting(
@@ -41,10 +40,10 @@ def why_waiting(
         return None
     if grid.cpus <= 0:
         return "no node is taking jobs yet"
-    if not fits(cpu, view.resources.memory_mb, grid):
+    if not grid.fits(cpu, view.resources.memory_mb):
         return (
-            f"needs {cpu:g} CPUs and {view.resources.memory_mb} MiB; the largest node has "
-            f"{grid.largest_cpus:g} CPUs and {grid.largest_memory_mb:.0f} MiB"
+            f"needs {cpu:g} CPUs and {view.resources.memory_mb} MiB on one node; no node that takes "
+            f"jobs has both (the most CPUs: {grid.largest_cpus:g}; the most memory: {grid.largest_memory_mb:.0f} MiB)"
         )
     if sum(running.values()) + cpu > grid.cpus:
         return f"the grid's {grid.cpus:g} CPUs are in use; this starts in turn as they free"

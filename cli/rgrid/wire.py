@@ -373,11 +373,13 @@ class BatchOutputs(BaseModel):
 
 def _finite_amounts(resources: dict[str, float]) -> dict[str, float]:
     """A node's resources are amounts: finite and not negative."""
-    if any(not math.isfinite(v) or v < 0 for v in resources.values()):
-        raise ValueError("resource amounts must be finite and not negative")
+    if any(not math.isfinite(v) or not 0 <= v <= MAX_RESOURCE_AMOUNT for v in resources.values()):
+        raise ValueError(f"resource amounts must be between 0 and {MAX_RESOURCE_AMOUNT:g}")
     return resources
 
 
+# More than any machine has of anything (memory is counted in MiB).
+MAX_RESOURCE_AMOUNT = 1e9
 # Ray's node ids: 28 bytes, in hex.
 RAY_NODE_ID_PATTERN = r"^[0-9a-f]{56}$"
 

@@ -50,19 +50,9 @@ def alive_nodes(address: str, with_resource: str) -> list[RayNode]:
     ]
 
 
-@dataclass(frozen=True)
-class JobNodes:
-    """What the nodes that run jobs offer: their CPUs in all, and the most
-    CPUs and memory (bytes) one of them has (a task runs on one node)."""
-
-    cpus: float
-    largest_cpus: float
-    largest_memory: float
-
-
-def job_nodes(address: str, resource_prefix: str) -> JobNodes:
-    """The alive, not draining nodes that run jobs (they advertise a
-    resource named with `resource_prefix`)."""
+def job_nodes(address: str, resource_prefix: str) -> list[tuple[float, float]]:
+    """(CPUs, memory in bytes) of each alive, not draining node that runs
+    jobs (it advertises a resource named with `resource_prefix`)."""
     draining = int(import_module("ray.core.generated.gcs_pb2").NodeSnapshot.State.Value("DRAINING"))
     alive = _alive_state()
     nodes = [
@@ -72,11 +62,7 @@ def job_nodes(address: str, resource_prefix: str) -> JobNodes:
         and info.state_snapshot.state != draining
         and any(name.startswith(resource_prefix) for name in info.resources_total)
     ]
-    return JobNodes(
-        cpus=float(sum(n.get("CPU", 0.0) for n in nodes)),
-        largest_cpus=float(max((n.get("CPU", 0.0) for n in nodes), default=0.0)),
-        largest_memory=float(max((n.get("memory", 0.0) for n in nodes), default=0.0)),
-    )
+    return [(float(n.get("CPU", 0.0)), float(n.get("memory", 0.0))) for n in nodes]
 
 
 def node_carries(address: str, node_id: str, resource: str) -> bool:

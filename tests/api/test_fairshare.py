@@ -28,8 +28,11 @@ T0 = datetime(2026, 12, 6, tzinfo=UTC)
 
 
 def grid(cpus: float, largest: float | None = None, memory_mb: float = 65536) -> Capacity:
-    """Job nodes with `cpus` in all, the largest with `largest` (default: all)."""
-    return Capacity(cpus=cpus, largest_cpus=cpus if largest is None else largest, largest_memory_mb=memory_mb)
+    """Job nodes with `cpus` in all: one node, or the largest with `largest`
+    and another with the rest; each with `memory_mb`."""
+    if largest is None or largest >= cpus:
+        return Capacity(nodes=[(cpus, memory_mb)])
+    return Capacity(nodes=[(largest, memory_mb), (cpus - largest, memory_mb)])
 
 
 def queue(owner: str, n: int, start: int = 0, cpu: float = 1.0, batch: str | None = None) -> list[Candidate]:
@@ -193,8 +196,9 @@ def test_status_says_why_a_queued_run_waits(session: Session, storage: MemorySto
     bob_late = submit(session, storage, owner="bob")
     assert why(bob_late, 2.0, "bob") == "the grid's 2 CPUs are in use; this starts in turn as they free"
     assert why(bob_late, 0.0, "bob") == "no node is taking jobs yet"
-    assert (
-        why(bob_late, 0.5, "bob") == "needs 1 CPUs and 256 MiB; the largest node has 0.5 CPUs and 65536 MiB"
+    assert why(bob_late, 0.5, "bob") == (
+        "needs 1 CPUs and 256 MiB on one node; no node that takes jobs has both "
+        "(the most CPUs: 0.5; the most memory: 65536 MiB)"
     )
     assert why(bob_late, None, "bob") is None
     batch = make_batch(session, storage, 3, parallel=1, owner="carol")
@@ -233,3 +237,27 @@ def test_a_run_no_node_can_hold_takes_no_room_from_anyone() -> None:
     queues = {"mallory": huge, "alice": queue("a", 3, start=5)}
     picked = fair_order(queues, {}, room_cpus=4, caps={}, batch_room={}, limit=32, grid=nodes)
     assert ids(picked) == ["a0", "a1", "a2"]
+
+
+def test_a_run_must_fit_one_node_not_the_largest_of_each() -> None:
+    # 32 CPUs with 16 GiB, and 4 CPUs with 128 GiB: 16 CPUs with 64 GiB fits neither.
+    nodes = Capacity(nodes=[(32, 16384), (4, 131072)])
+    assert not nodes.fits(16, 65536)
+    assert nodes.fits(16, 16384) and nodes.fits(4, 131072)
+    assert nodes.cpus == 36 and nodes.largest_cpus == 32 and nodes.largest_memory_mb == 131072
+    queues = {"mallory": [Candidate("between", "mallory", 16, T0, memory_mb=65536)], "alice": queue("a", 1)}
+    assert ids(fair_order(queues, {}, room_cpus=36, caps={}, batch_room={}, limit=32, grid=nodes)) == ["a0"]
+
+
+def test_the_claim_reads_past_runs_that_could_never_start(session: Session, storage: MemoryStorage) -> None:
+    """An owner's oldest runs ask for more memory than any node has: the
+    claim's read leaves them out, so its later runs are seen and go."""
+    big = [submit(session, storage) for _ in range(40)]
+    for e in big:
+        row = session.get(Execution, e.id)
+        assert row is not None
+        row.memory_mb = 1_000_000
+    session.commit()
+    small = submit(session, storage)
+    (claimed,) = claim_queued(session, LEASE_S, sharing=Sharing(), grid=grid(2))
+    assert claimed.execution_id == small.id

@@ -24,6 +24,8 @@ def upgrade() -> None:
     op.add_column("api_keys", sa.Column("max_queued", sa.Integer()))
     op.create_index("ix_executions_status_owner_created", "executions", ["status", "owner", "created_at"])
     op.add_column("workers", sa.Column("is_head", sa.Boolean(), nullable=False, server_default=sa.false()))
+    # A head registered before this revision is the one with an address.
+    op.execute("UPDATE workers SET is_head = true WHERE ray_address IS NOT NULL")
 
 
 def downgrade() -> None:
