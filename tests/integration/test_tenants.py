@@ -394,11 +394,15 @@ def _head_node_id(ray_head: RayHead) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RGRID_", "RAY_"))}
     env.update(components.ray_env(ray_head.token_path))
     code = (
-        "import sys; from rgrid_runner.ray_compat import alive_nodes; "
-        "print(alive_nodes(sys.argv[1], 'rgrid_worker_local-head')[0].node_id)"
+        "import sys, time; from rgrid_runner.ray_compat import alive_nodes\n"
+        "deadline = time.monotonic() + 60\n"
+        "while not (nodes := alive_nodes(sys.argv[1], 'rgrid_worker_local-head')):\n"
+        "    assert time.monotonic() < deadline, 'the head node never joined its GCS'\n"
+        "    time.sleep(0.2)\n"
+        "print(nodes[0].node_id)"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code, ray_head.address], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", code, ray_head.address], env=env, capture_output=True, text=True, timeout=90
     )
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()
@@ -445,7 +449,7 @@ def _job_cpus(ray_head: RayHead) -> float:
     env.update(components.ray_env(ray_head.token_path))
     code = (
         "import sys; from rgrid_runner.ray_compat import job_nodes; "
-        "print(job_nodes(sys.argv[1], 'rgrid_runtime_').cpus)"
+        "print(sum(cpus for cpus, _ in job_nodes(sys.argv[1], 'rgrid_runtime_')))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code, ray_head.address], env=env, capture_output=True, text=True, timeout=60
