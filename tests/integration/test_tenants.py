@@ -389,23 +389,29 @@ def test_another_owners_runs_go_next_behind_a_large_batch(
         client.cancel_batch(batch.id)
 
 
-def _head_node_id(ray_head: RayHead) -> str:
-    """The test head's Ray node id, as the GCS has it (worker `local-head`)."""
+def _in_ray(ray_head: RayHead, code: str) -> str:
+    """What `code` prints, run as a client of the test grid's GCS (with the
+    Ray token, as a node would be); its first argument is the GCS address."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RGRID_", "RAY_"))}
     env.update(components.ray_env(ray_head.token_path))
-    code = (
-        "import sys, time; from rgrid_runner.ray_compat import alive_nodes\n"
-        "deadline = time.monotonic() + 60\n"
-        "while not (nodes := alive_nodes(sys.argv[1], 'rgrid_worker_local-head')):\n"
-        "    assert time.monotonic() < deadline, 'the head node never joined its GCS'\n"
-        "    time.sleep(0.2)\n"
-        "print(nodes[0].node_id)"
-    )
     out = subprocess.run(
         [sys.executable, "-c", code, ray_head.address], env=env, capture_output=True, text=True, timeout=90
     )
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()
+
+
+def _head_node_id(ray_head: RayHead) -> str:
+    """The test head's Ray node id, as the GCS has it (worker `local-head`)."""
+    return _in_ray(
+        ray_head,
+        "import sys, time; from rgrid_runner.ray_compat import alive_nodes\n"
+        "deadline = time.monotonic() + 60\n"
+        "while not (nodes := alive_nodes(sys.argv[1], 'rgrid_worker_local-head')):\n"
+        "    assert time.monotonic() < deadline, 'the head node never joined its GCS'\n"
+        "    time.sleep(0.2)\n"
+        "print(nodes[0].node_id)",
+    )
 
 
 def test_a_node_cannot_take_another_nodes_ray_id_nor_get_it_fenced(
@@ -445,14 +451,10 @@ def test_a_node_cannot_take_another_nodes_ray_id_nor_get_it_fenced(
 
 def _job_cpus(ray_head: RayHead) -> float:
     """The CPUs of the job nodes Ray counts (alive and not draining)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RGRID_", "RAY_"))}
-    env.update(components.ray_env(ray_head.token_path))
-    code = (
-        "import sys; from rgrid_runner.ray_compat import job_nodes; "
-        "print(sum(cpus for cpus, _ in job_nodes(sys.argv[1], 'rgrid_runtime_')))"
+    return float(
+        _in_ray(
+            ray_head,
+            "import sys; from rgrid_runner.ray_compat import job_nodes; "
+            "print(sum(cpus for cpus, _ in job_nodes(sys.argv[1], 'rgrid_runtime_')))",
+        )
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code, ray_head.address], env=env, capture_output=True, text=True, timeout=60
-    )
-    assert out.returncode == 0, out.stderr
-    return float(out.stdout.strip())
