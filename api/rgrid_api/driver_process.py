@@ -40,6 +40,8 @@ from rgrid_api.driver_messages import (
 )
 from rgrid_api.settings import Settings
 from rgrid_api.workers import current_head
+from rgrid_runner.rayuser import as_ray_user, ray_account, ray_env
+from rgrid_runner.settings import runner_settings
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,7 @@ class DriverProcess:
         self.on_settled = on_settled
         self.on_lost = on_lost
         self.policy = RestartPolicy()
+        self.ray_account = ray_account(runner_settings().ray_user)
         self.last_reason: str | None = None
         self._driver: _Driver | None = None
         self._generation = 0
@@ -202,13 +205,15 @@ class DriverProcess:
         self._generation += 1
         # Nothing of the server's configuration: the driver is a Ray process,
         # within reach of every node that holds the Ray token.
+        # It runs as the Ray user too, where the server runs as root.
         env = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_")}
         env["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] = "0"
         proc = subprocess.Popen(
-            [sys.executable, "-m", "rgrid_api.raydriver", address],
+            as_ray_user(self.ray_account, [sys.executable, "-m", "rgrid_api.raydriver", address]),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            env=env,
+            env=ray_env(self.ray_account, env),
+            cwd="/",
         )
         driver = _Driver(self._generation, address, node, proc)
         driver.reader = threading.Thread(

@@ -38,7 +38,7 @@ from rgrid_api.driver_messages import (
     line,
 )
 from rgrid_runner.ray_compat import NODE_ID_LABEL, drain_node, job_nodes, node_alive, node_carries
-from rgrid_runner.task import run_attempt
+from rgrid_runner.raytask import run_attempt
 
 log = logging.getLogger("rgrid_api.raydriver")
 

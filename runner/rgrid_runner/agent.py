@@ -191,7 +191,7 @@ class NodeAgent:
         log.info("starting the raylet (%s)", "head" if self.config.head else f"joining {address}")
         # Its own process group (in the agent's session), so the agent can
         # kill the whole node (raylet, GCS, dashboard) without killing itself.
-        self.raylet = subprocess.Popen(argv, env=self.raylet_env, process_group=0)
+        self.raylet = subprocess.Popen(argv, env=self.raylet_env, process_group=0, cwd="/")
         self.joined = address
         self.view.address = address
         self.started_at = time.monotonic()

@@ -9,6 +9,7 @@ draining). Registered into the rgrid CLI through `rgrid.commands`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ import secrets
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,6 +42,31 @@ def _head_gcs_address(extra: list[str]) -> str:
     port = next((a.split("=", 1)[1] for a in extra if a.startswith("--port=")), "6379")
     ip = next((a.split("=", 1)[1] for a in extra if a.startswith("--node-ip-address=")), "127.0.0.1")
     return f"{ip}:{port}"
+
+
+def _ray_temp_dir(extra: list[str]) -> Path:
+    """Where this node's Ray keeps its sessions (`ray start --temp-dir`)."""
+    return Path(next((a.split("=", 1)[1] for a in extra if a.startswith("--temp-dir=")), "/tmp/ray"))
+
+
+def runner_socket_path(worker_id: str) -> Path:
+    """The attempt service's socket: in /run for root, else in a directory
+    of this user's own. Named by a digest, as socket paths must stay short."""
+    name = hashlib.sha256(worker_id.encode()).hexdigest()[:16] + ".sock"
+    if os.geteuid() == 0:
+        return Path("/run/rgrid") / name
+    private = Path(tempfile.gettempdir()) / f"rgrid-{os.geteuid()}"
+    private.mkdir(mode=0o700, exist_ok=True)
+    return private / name
+
+
+def _attempt_env() -> dict[str, str]:
+    """An attempt process's environment besides the runner's settings:
+    system paths, and where temporary files go."""
+    from rgrid_runner.systools import PRIVILEGED_ENV
+
+    kept = {k: os.environ[k] for k in ("TMPDIR", "HOME") if k in os.environ}
+    return {**PRIVILEGED_ENV, **kept}
 
 
 def _version() -> str:
@@ -99,6 +126,8 @@ def worker(
     in RGRID_CREDENTIAL_FILE."""
     from rgrid.wire import WORKER_RESOURCE_PREFIX, WorkerRegistration
     from rgrid_runner.agent import AgentConfig, NodeAgent
+    from rgrid_runner.attemptservice import AttemptService
+    from rgrid_runner.rayuser import as_ray_user, give_dir, ray_account, ray_env
     from rgrid_runner.runtimes import detect, encode, ray_resources
     from rgrid_runner.sandbox import choose
     from rgrid_runner.settings import runner_settings, runner_variables
@@ -147,26 +176,36 @@ def worker(
         Path(info_file).parent.mkdir(parents=True, exist_ok=True)
         Path(info_file).write_text(json.dumps(offer))
     resources = {**ray_resources(runtimes), f"{WORKER_RESOURCE_PREFIX}{worker_id}": 1}
+    try:
+        account = ray_account(settings.ray_user)
+    except (ValueError, RuntimeError) as exc:
+        raise RgridError(f"cannot run Ray unprivileged: {exc}") from None
     allowed = runner_variables()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_") or k in allowed}
-    env.update(
+    runner_env = {k: v for k, v in os.environ.items() if k in allowed}
+    runner_env.update(
         RGRID_RUNTIMES_CONFIG=encode(runtimes),
         RGRID_SANDBOX=sandbox.name,
         RGRID_WORKER_ID=worker_id,
-        RAY_ENABLE_UV_RUN_RUNTIME_ENV="0",
+        RGRID_RUNNER_SOCKET=str(settings.runner_socket or runner_socket_path(worker_id)),
     )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_")}
+    env.update(runner_env, RAY_ENABLE_UV_RUN_RUNTIME_ENV="0")
     if not head:
         # Joining is refused unless clusters are enabled; raystart keeps loopback anyway.
         env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "1"
-    argv = [
-        sys.executable,
-        "-m",
-        "rgrid_runner.raystart",
-        "start",
-        "--block",
-        f"--resources={json.dumps(resources)}",
-    ]
-    argv += extra
+    give_dir(account, _ray_temp_dir(extra))
+    argv = as_ray_user(
+        account,
+        [
+            sys.executable,
+            "-m",
+            "rgrid_runner.raystart",
+            "start",
+            "--block",
+            f"--resources={json.dumps(resources)}",
+            *extra,
+        ],
+    )
     cpus = next(
         (float(a.split("=", 1)[1]) for a in extra if a.startswith("--num-cpus=")),
         float(os.cpu_count() or 1),
@@ -195,9 +234,21 @@ def worker(
             address=_head_gcs_address(extra) if head else address,
         ),
         argv,
-        env,
+        ray_env(account, env),
     )
-    return agent.run()
+    service = AttemptService(
+        Path(runner_env["RGRID_RUNNER_SOCKET"]),
+        caller_uid=account.uid if account else os.geteuid(),
+        caller_gid=account.gid if account else os.getegid(),
+        api_url=api_url,
+        env={**_attempt_env(), **runner_env},
+        max_attempts=settings.job_slots,
+    )
+    service.start()
+    try:
+        return agent.run()
+    finally:
+        service.stop()
 
 
 def add_commands(commands: Commands) -> None:

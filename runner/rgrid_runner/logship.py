@@ -97,6 +97,13 @@ class LogShipper:
                 log.exception("shipping logs failed")
             last_call = time.monotonic()
 
+    def abandon(self) -> None:
+        """The Ray task that placed this attempt is gone (cancelled, fenced,
+        its raylet dead): stop the job and report nothing, as for a stale
+        attempt. The control plane settles the attempt itself."""
+        self.stale.set()
+        self.stop_requested.set()
+
     def _handle(self, cancel: bool) -> None:
         if cancel:
             self.cancel_requested.set()

@@ -44,8 +44,13 @@ class RunnerSettings(BaseSettings):
     runtimes: str | None = None
     runtimes_config: str | None = None
 
-    # Set by the node agent: which worker this process belongs to.
+    # Set by the node agent: which worker this process belongs to, and the
+    # socket of its attempt service (rgrid_runner.attemptservice).
     worker_id: str | None = None
+    runner_socket: Path | None = None
+    # The unprivileged account Ray runs as on a node started as root
+    # (rgrid_runner.rayuser); created on first use.
+    ray_user: str = "rgrid-ray"
 
     # The job network (rgrid_runner.jobnet): the range job namespaces are
     # numbered from (must not overlap the node's networks), what jobs may not

@@ -1,8 +1,9 @@
-"""The Ray task that executes one attempt of one execution on a worker.
+"""One attempt of one execution on a worker, in its own process
+(rgrid_runner.attemptproc), started by the node's attempt service.
 
-The task carries only a ticket (ids, API URL, attempt token). The spec and
-fresh presigned URLs are fetched at start, which is also the fencing check:
-if this attempt is no longer current the task ends without running anything.
+It gets only a ticket (ids, API URL, attempt token). The spec and fresh
+presigned URLs are fetched at start, which is also the fencing check: if
+this attempt is no longer current it ends without running anything.
 
 An attempt then runs in three steps (`AttemptRun`): prepare the job and
 launch it in the sandbox; supervise it to an outcome and a failure reason;
@@ -17,6 +18,7 @@ import contextlib
 import logging
 import os
 import socket
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -36,7 +38,6 @@ from rgrid_runner.config import RunnerConfig, runner_config
 from rgrid_runner.confine import Confinement
 from rgrid_runner.envs import InstallFailed
 from rgrid_runner.httpclient import process_client
-from rgrid_runner.lifeline import ensure_lifeline
 from rgrid_runner.limits import Limits, LogBudget
 from rgrid_runner.logship import LogShipper
 from rgrid_runner.process import ProcessOutcome
@@ -64,22 +65,11 @@ RENEW_S = 1.0
 JOB_PATH_TAIL = "/usr/local/bin:/usr/bin:/bin"
 
 
-def ray_node_id() -> str | None:
-    try:
-        import ray
-
-        return ray.get_runtime_context().get_node_id()
-    except Exception:  # noqa: BLE001 - outside Ray (tests) there is no node id
-        return None
-
-
-def runner_start() -> RunnerStart:
-    """Who runs this attempt: the node agent's worker id (from the raylet's
-    environment) and Ray's node id."""
+def runner_start(ray_node_id: str | None) -> RunnerStart:
+    """Who runs this attempt: the node agent's worker id and the Ray node
+    its task was placed on."""
     worker_id = runner_settings().worker_id
-    return RunnerStart(
-        worker=worker_id or socket.gethostname(), worker_id=worker_id, ray_node_id=ray_node_id()
-    )
+    return RunnerStart(worker=worker_id or socket.gethostname(), worker_id=worker_id, ray_node_id=ray_node_id)
 
 
 def job_env(spec: RunnerSpec, path: str) -> dict[str, str]:
@@ -95,13 +85,16 @@ def job_env(spec: RunnerSpec, path: str) -> dict[str, str]:
     return env
 
 
-def run_attempt(ticket: AttemptTicket) -> str:
-    ensure_lifeline()
+def run_attempt(ticket: AttemptTicket, ray_node_id: str | None, abandoned: threading.Event) -> str:
+    """Run the attempt to its report; how it ended. `abandoned` is set when
+    its Ray task is gone: the job stops and nothing is reported."""
     http = process_client()
     reporter = Reporter(http, ticket.api_url, ticket.execution_id, ticket.attempt, ticket.token)
     try:
-        spec = reporter.start(runner_start())
+        spec = reporter.start(runner_start(ray_node_id))
     except StaleAttempt:
+        return "stale"
+    if abandoned.is_set():
         return "stale"
     cfg = runner_config()
     workdir = make_workdir(cfg.work_root, spec.execution_id, spec.attempt)
@@ -112,7 +105,7 @@ def run_attempt(ticket: AttemptTicket) -> str:
             cfg.slots.claim() if cfg.sandbox.isolated else contextlib.nullcontext() as user,
             cfg.disks.attach(workdir) as disk,
         ):
-            return AttemptRun(cfg, reporter, http, spec, workdir, user, disk).execute()
+            return AttemptRun(cfg, reporter, http, spec, workdir, user, disk).execute(abandoned)
     except StaleAttempt:
         log.warning("attempt %d of %s was superseded", spec.attempt, spec.execution_id)
         return "stale"
@@ -153,8 +146,11 @@ class AttemptRun:
         self.shipper = LogShipper(reporter, RENEW_S)
         self.confinement = Confinement(cfg.sandbox, cfg.cgroups, self.limits, self.shipper.stop_requested)
 
-    def execute(self) -> str:
+    def execute(self, abandoned: threading.Event) -> str:
         self.shipper.start()
+        threading.Thread(
+            target=self._abandon_when, args=(abandoned,), name="rgrid-abandon", daemon=True
+        ).start()
         try:
             verdict, outputs = self._run()
         finally:
@@ -171,6 +167,10 @@ class AttemptRun:
             )
         )
         return verdict.reason or "ok"
+
+    def _abandon_when(self, abandoned: threading.Event) -> None:
+        abandoned.wait()
+        self.shipper.abandon()
 
     def note(self, text: str) -> None:
         """A line from rgrid itself in the job's stderr."""

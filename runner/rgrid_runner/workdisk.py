@@ -12,8 +12,9 @@ so each attempt gets a file system of its own:
   in a sparse image under the work root (it takes on the node's disk only
   what the job wrote). No journal; its inode tables are never zeroed
   (`lazy_itable_init`, `noinit_itable`), so formatting takes ~10 ms and is
-  done ahead, off the attempt's path: each runner process keeps one spare,
-  made after an attempt reported. Unmounting, too, comes after the report.
+  done ahead, off the attempt's path: an attempt process formats its disk
+  while it waits as the attempt service's spare (rgrid_runner.attemptproc).
+  Unmounting comes after the report.
 - **overlayfs on top**: the inputs are hard links into the node's input
   cache (rgrid_runner.inputcache), on the node's own file system, as the
   lower layer; everything the job writes goes to the upper layer on its
@@ -240,13 +241,12 @@ class WorkDisks:
             image = self._format()
         return image
 
-    def refill_later(self) -> None:
-        """Make the next attempt's spare in the background, and sweep what
-        dead runners left: called when an attempt is over, so it competes
+    def prepare(self) -> None:
+        """Sweep what dead runners left and format the next attempt's disk:
+        called while an attempt process waits for its order, so it competes
         with no job's start."""
-        threading.Thread(target=self._refill, name="rgrid-workdisk", daemon=True).start()
-
-    def _refill(self) -> None:
+        if not self.available:
+            return
         self._sweep()
         try:
             spare = self._format()
@@ -328,7 +328,6 @@ class WorkDisk:
         self.mounted.clear()
         if self.image is not None:
             self.image.unlink(missing_ok=True)
-            self.disks.refill_later()
         if self.enforced:
             shutil.rmtree(self.disk, ignore_errors=True)
             shutil.rmtree(self.inputs_dir, ignore_errors=True)

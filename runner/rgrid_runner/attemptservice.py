@@ -1,0 +1,254 @@
+"""The privileged side of a node: runs the attempts Ray places here.
+
+Ray's processes run unprivileged (rgrid_runner.rayuser), and anyone with
+the Ray token can run code in them. So the Ray task (rgrid_runner.raytask)
+only relays: it hands its attempt's ids and token to this service, over a
+Unix socket that only the Ray user may call, and waits for the end. The
+service takes nothing else from it (no code, no path, no environment, no
+API address). It checks the caller's uid by the socket's peer credentials
+and the request's every field, and runs the attempt in a fresh process of
+its own (rgrid_runner.attemptproc) against the API the node was configured
+with. That API vouches for the attempt: with a wrong token it hands out no
+spec, and the attempt ends before it starts anything.
+
+When the Ray task ends (cancelled, fenced, its raylet gone), the connection
+closes and the attempt is abandoned: its process stops the job, reports
+nothing and cleans up, or is killed (its sandbox dies with it, by
+bubblewrap's die-with-parent). One spare process waits with rgrid's code
+already imported and the node's configuration built, so an attempt starts
+as fast as it did inside a warm Ray worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from rgrid.wire import RAY_NODE_ID_PATTERN
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST_BYTES = 4096
+REQUEST_TIMEOUT_S = 10.0
+# An abandoned attempt stops its job (SIGTERM, then SIGKILL after the
+# supervisor's grace) and cleans up within this, or is killed.
+ABANDON_GRACE_S = 30.0
+# What the relay reads back when the service would not run the attempt.
+REFUSED = "refused"
+
+
+class AttemptRequest(BaseModel):
+    """All a Ray task may say: which attempt, with the token the API gave
+    it, and the Ray node it runs on."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    execution_id: str = Field(pattern=r"^[0-9a-z]{4,32}$")
+    attempt: int = Field(ge=1, le=1_000_000)
+    token: str = Field(pattern=r"^[0-9a-f]{64}$")
+    ray_node_id: str | None = Field(default=None, pattern=RAY_NODE_ID_PATTERN)
+
+
+class AttemptOrder(AttemptRequest):
+    """What the service tells its attempt process: the request, and the
+    API it was configured with."""
+
+    api_url: str
+
+
+def peer_uid(conn: socket.socket) -> int:
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return int(uid)
+
+
+class AttemptService:
+    """Listens on `path` for the Ray user's requests (`caller_uid`; this
+    process's own uid when Ray runs as its caller)."""
+
+    def __init__(
+        self,
+        path: Path,
+        caller_uid: int,
+        caller_gid: int,
+        api_url: str,
+        env: dict[str, str],
+        max_attempts: int,
+    ) -> None:
+        self.path = path
+        self.caller_uid = caller_uid
+        self.caller_gid = caller_gid
+        self.api_url = api_url
+        self.env = env
+        self._room = threading.BoundedSemaphore(max_attempts)
+        self._spare: subprocess.Popen[bytes] | None = None
+        self._spare_lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._stopped = threading.Event()
+
+    # -- lifecycle ---------------------------------------------------------
+    def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # Created with no access for anyone, then opened to the Ray user's group only.
+        old = os.umask(0o177)
+        try:
+            sock.bind(str(self.path))
+        finally:
+            os.umask(old)
+        if os.geteuid() == 0:
+            os.chown(self.path, 0, self.caller_gid)
+            self.path.chmod(0o660)
+        sock.listen(64)
+        self._sock = sock
+        threading.Thread(target=self._accept, name="rgrid-attempt-service", daemon=True).start()
+        self._refill()
+        log.info("attempt service listening on %s", self.path)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._sock is not None:
+            self._sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        with self._spare_lock:
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            _kill(spare)
+
+    # -- serving -------------------------------------------------------------
+    def _accept(self) -> None:
+        assert self._sock is not None
+        while not self._stopped.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), name="rgrid-attempt", daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            uid = peer_uid(conn)
+            if uid != self.caller_uid:
+                log.warning("refused an attempt request from uid %d", uid)
+                return
+            request = self._read_request(conn)
+            if request is None:
+                return
+            if not self._room.acquire(blocking=False):
+                log.warning(
+                    "refused %s attempt %d: every slot is running", request.execution_id, request.attempt
+                )
+                conn.sendall(f"{REFUSED}\n".encode())
+                return
+            try:
+                result = self._run(conn, request)
+            finally:
+                self._room.release()
+            with contextlib.suppress(OSError):
+                conn.sendall(f"{result}\n".encode())
+
+    def _read_request(self, conn: socket.socket) -> AttemptRequest | None:
+        conn.settimeout(REQUEST_TIMEOUT_S)
+        data = b""
+        try:
+            while b"\n" not in data and len(data) <= MAX_REQUEST_BYTES:
+                chunk = conn.recv(MAX_REQUEST_BYTES)
+                if not chunk:
+                    break
+                data += chunk
+            return AttemptRequest.model_validate_json(data.partition(b"\n")[0])
+        except (OSError, ValidationError, ValueError):
+            log.warning("refused a malformed attempt request (%d bytes)", len(data))
+            with contextlib.suppress(OSError):
+                conn.sendall(f"{REFUSED}\n".encode())
+            return None
+        finally:
+            conn.settimeout(None)
+
+    def _run(self, conn: socket.socket, request: AttemptRequest) -> str:
+        """Run the attempt to its end; kill it if the caller goes away."""
+        proc = self._take()
+        order = AttemptOrder(**request.model_dump(), api_url=self.api_url)
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            proc.stdin.write(order.model_dump_json().encode() + b"\n")
+            proc.stdin.close()
+        except OSError:
+            _kill(proc)
+            return REFUSED
+        out, caller = proc.stdout.fileno(), conn.fileno()
+        while True:
+            ready, _, _ = select.select([caller, out], [], [])
+            if out in ready:
+                result = proc.stdout.read().decode(errors="replace").strip() or "crashed"
+                proc.wait()
+                return result
+            if caller in ready and not conn.recv(1):
+                log.warning(
+                    "the Ray task of %s attempt %d ended: stopping it", request.execution_id, request.attempt
+                )
+                _abandon(proc)
+                return "abandoned"
+
+    def _take(self) -> subprocess.Popen[bytes]:
+        """The waiting spare (a new one starts behind it), or a fresh process."""
+        with self._spare_lock:
+            proc, self._spare = self._spare, None
+        threading.Thread(target=self._refill, name="rgrid-attempt-spare", daemon=True).start()
+        if proc is None or proc.poll() is not None:
+            proc = self._spawn()
+        return proc
+
+    def _refill(self) -> None:
+        with self._spare_lock:
+            if self._stopped.is_set() or (self._spare is not None and self._spare.poll() is None):
+                return
+        proc = self._spawn()
+        with self._spare_lock:
+            if self._spare is None and not self._stopped.is_set():
+                self._spare = proc
+                return
+        _kill(proc)
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        # A session of its own: the agent's signals are not its, and killing
+        # the session ends the attempt's whole tree.
+        return subprocess.Popen(
+            [sys.executable, "-m", "rgrid_runner.attemptproc"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=self.env,
+            cwd="/",
+            start_new_session=True,
+        )
+
+
+def _abandon(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM: the attempt stops its job, reports nothing and cleans up
+    (its network, cgroup and disk); killed if that takes too long."""
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(ABANDON_GRACE_S)
+    except subprocess.TimeoutExpired:
+        _kill(proc)
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
