@@ -33,7 +33,8 @@ class Reporter:
         self._headers = {"Authorization": f"Bearer {token}"}
 
     def _post(self, path: str, body: BaseModel | None = None) -> httpx.Response:
-        """POST under the shared retry policy; 409 means this attempt was fenced off."""
+        """POST under the shared retry policy; 409 means this attempt was
+        fenced off, and a refused token that it was never this runner's."""
         payload = body.model_dump(mode="json") if body is not None else None
 
         def once() -> httpx.Response:
@@ -46,6 +47,8 @@ class Reporter:
         resp = call_with_retry(once, RUNNER_CALLS, f"runner call {path}")
         if resp.status_code == 409:
             raise StaleAttempt(resp.json().get("detail", "stale attempt"))
+        if resp.status_code in (401, 403):
+            raise StaleAttempt("the API refused this attempt's token")
         resp.raise_for_status()
         return resp
 
