@@ -152,7 +152,7 @@ class AttemptService:
                 log.warning(
                     "refused %s attempt %d: every slot is running", request.execution_id, request.attempt
                 )
-                conn.sendall(f"{REFUSED}\n".encode())
+                _refuse(conn)
                 return
             try:
                 result = self._run(conn, request)
@@ -173,8 +173,7 @@ class AttemptService:
             return AttemptRequest.model_validate_json(data.partition(b"\n")[0])
         except (OSError, ValidationError, ValueError):
             log.warning("refused a malformed attempt request (%d bytes)", len(data))
-            with contextlib.suppress(OSError):
-                conn.sendall(f"{REFUSED}\n".encode())
+            _refuse(conn)
             return None
         finally:
             conn.settimeout(None)
@@ -235,6 +234,18 @@ class AttemptService:
             cwd="/",
             start_new_session=True,
         )
+
+
+def _refuse(conn: socket.socket) -> None:
+    """Say no, and read what the caller still sends (up to a bound) so that
+    closing does not reset the connection before the answer is read."""
+    with contextlib.suppress(OSError):
+        conn.sendall(f"{REFUSED}\n".encode())
+        conn.shutdown(socket.SHUT_WR)
+        conn.settimeout(1.0)
+        drained = 0
+        while drained < 16 * MAX_REQUEST_BYTES and (chunk := conn.recv(MAX_REQUEST_BYTES)):
+            drained += len(chunk)
 
 
 def _abandon(proc: subprocess.Popen[bytes]) -> None:

@@ -83,7 +83,11 @@ def test_another_uid_gets_no_answer(service: AttemptService) -> None:
         conn.settimeout(10)
         conn.connect(str(service.path))
         conn.sendall(json.dumps(GOOD).encode() + b"\n")
-        assert conn.recv(100) == b""
+        try:
+            answer = conn.recv(100)
+        except ConnectionResetError:  # closed with the request unread
+            answer = b""
+        assert answer == b""
 
 
 @pytest.mark.parametrize(
