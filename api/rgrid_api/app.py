@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
+from rgrid.version import VERSION
 from rgrid.wire import Role
 from rgrid_api.auth import CallerCache, create_key, default_caps
 from rgrid_api.autoscaler.loop import Autoscaler, config_from
@@ -38,7 +39,6 @@ from rgrid_api.routes import autoscaler, batches, executions, grid, health, runn
 from rgrid_api.settings import Settings
 from rgrid_api.storage import Storage
 from rgrid_api.throttle import LongPolls, RateLimit, Throttled
-from rgrid_api.version import VERSION
 
 log = logging.getLogger(__name__)
 

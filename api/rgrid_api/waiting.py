@@ -40,11 +40,19 @@ def why_waiting(
         return None
     if grid.cpus <= 0:
         return "no node is taking jobs yet"
-    if not grid.fits(cpu, view.resources.memory_mb):
-        return (
-            f"needs {cpu:g} CPUs and {view.resources.memory_mb} MiB on one node; no node that takes "
-            f"jobs has both (the most CPUs: {grid.largest_cpus:g}; the most memory: {grid.largest_memory_mb:.0f} MiB)"
-        )
+    if unfit := fits_no_node(grid, cpu, view.resources.memory_mb):
+        return unfit
     if sum(running.values()) + cpu > grid.cpus:
         return f"the grid's {grid.cpus:g} CPUs are in use; this starts in turn as they free"
     return None
+
+
+def fits_no_node(grid: Capacity | None, cpu: float, memory_mb: int) -> str | None:
+    """Why a run fits no node that takes jobs now, if it fits none (and
+    there is at least one)."""
+    if grid is None or grid.cpus <= 0 or grid.fits(cpu, memory_mb):
+        return None
+    return (
+        f"needs {cpu:g} CPUs and {memory_mb} MiB on one node; no node that takes jobs has both "
+        f"(the most CPUs: {grid.largest_cpus:g}; the most memory: {grid.largest_memory_mb:.0f} MiB)"
+    )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import glob
 import os
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from rgrid.errors import UsageError
@@ -35,6 +35,9 @@ class BatchPlan:
     script: LocalFile
     shared: list[LocalFile]
     inputs: list[BatchInput]
+    # The script's own modules (among `shared`), and why some were not followed.
+    modules: list[LocalFile] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def files(self) -> list[LocalFile]:
@@ -65,16 +68,20 @@ def item_args(args: list[str], value: str) -> list[str]:
     return [*args, value]
 
 
-def plan_batch(script: str, pattern: str, args: list[str], includes: list[str], cwd: Path) -> BatchPlan:
-    base = plan_run(script, [a for a in args if PLACEHOLDER not in a], includes, cwd)
+def plan_batch(
+    script: str, pattern: str, args: list[str], includes: list[str], cwd: Path, auto_include: bool = True
+) -> BatchPlan:
+    """The shared files (the script's modules among them) once, then each
+    input's own files and arguments."""
+    base = plan_run(script, [a for a in args if PLACEHOLDER not in a], includes, cwd, auto_include)
     shared_remotes = {f.remote for f in base.files}
     inputs = []
     for label in matches(pattern, cwd):
-        plan = plan_run(script, item_args(args, label), includes, cwd)
+        plan = plan_run(script, item_args(args, label), includes, cwd, auto_include=False)
         own = [f for f in plan.files if f.remote not in shared_remotes]
         inputs.append(BatchInput(label=label, files=own, args=plan.args))
     shared = [f for f in base.files if f.remote != base.script.remote]
-    return BatchPlan(script=base.script, shared=shared, inputs=inputs)
+    return BatchPlan(script=base.script, shared=shared, inputs=inputs, modules=base.modules, notes=base.notes)
 
 
 def output_folders(labels: list[str]) -> dict[str, str]:

@@ -56,7 +56,7 @@ def exit_code_for(execution: ExecutionView) -> int:
     reason = execution.failure_reason
     if execution.status == Status.CANCELLED or reason == FailureReason.CANCELLED:
         return EXIT_CANCELLED
-    if reason == FailureReason.UNSCHEDULABLE:
+    if reason in (FailureReason.UNSCHEDULABLE, FailureReason.REQUIREMENTS):
         return EXIT_USAGE
     if reason == FailureReason.TIMEOUT:
         return EXIT_TIMEOUT
@@ -68,7 +68,9 @@ def exit_code_for(execution: ExecutionView) -> int:
 
 
 # Failures that say nothing about the script: the grid could not run it.
-INFRA_REASONS = frozenset({FailureReason.WORKER_LOST, FailureReason.INTERNAL})
+INFRA_REASONS = frozenset(
+    {FailureReason.WORKER_LOST, FailureReason.INTERNAL, FailureReason.DEPENDENCY_INSTALL}
+)
 
 
 def exit_code_for_batch(batch: BatchView) -> int:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from rgrid.errors import UsageError
+from rgrid.localimports import local_imports
 
 EXTERNAL_ROOT = "_rgrid/ext"
 MAX_TREE_FILES = 10_000
@@ -42,6 +43,9 @@ class RunPlan:
     args: list[str]
     uses: list[ArgUse]
     files: list[LocalFile] = field(default_factory=list)
+    # The script's own modules (rgrid.localimports), and why some were not followed.
+    modules: list[LocalFile] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def inputs(self) -> list[LocalFile]:
@@ -100,8 +104,11 @@ def _names_local_path(value: str) -> bool:
     return bool(value) and value != "-" and os.path.exists(value)
 
 
-def plan_run(script: str, args: list[str], includes: list[str], cwd: Path | None = None) -> RunPlan:
-    """Classify arguments and lay out every file the run needs."""
+def plan_run(
+    script: str, args: list[str], includes: list[str], cwd: Path | None = None, auto_include: bool = True
+) -> RunPlan:
+    """Classify arguments and lay out every file the run needs: with
+    `auto_include`, the modules the script imports from its folder too."""
     layout = _Layout(Path(os.path.abspath(cwd or Path.cwd())))
     script_path = Path(script)
     if not script_path.exists():
@@ -127,4 +134,27 @@ def plan_run(script: str, args: list[str], includes: list[str], cwd: Path | None
         if not os.path.exists(inc):
             raise UsageError(f"--include: no such file or directory: {inc}")
         layout.add_path(Path(inc))
-    return RunPlan(script=script_file, args=rewritten, uses=uses, files=list(layout.files.values()))
+    modules, notes = _script_modules(layout, script_path, script_file) if auto_include else ([], [])
+    return RunPlan(
+        script=script_file,
+        args=rewritten,
+        uses=uses,
+        files=list(layout.files.values()),
+        modules=modules,
+        notes=notes,
+    )
+
+
+def _script_modules(
+    layout: _Layout, script: Path, script_file: LocalFile
+) -> tuple[list[LocalFile], list[str]]:
+    """The script's modules, placed where the script's folder lands, so
+    that they sit beside it remotely as they do here."""
+    found = local_imports(script)
+    folder = script.resolve().parent
+    remote_folder = PurePosixPath(script_file.remote).parent
+    modules = [
+        layout.add(module, (remote_folder / PurePosixPath(*module.relative_to(folder).parts)).as_posix())
+        for module in found.files
+    ]
+    return modules, found.notes

@@ -43,6 +43,10 @@ class FailureReason(StrEnum):
     TIMEOUT = "timeout"
     OUT_OF_MEMORY = "out_of_memory"
     CANCELLED = "cancelled"
+    # The requirements cannot be met (no such package or version, a build
+    # that fails): the user's to fix. dependency_install is the grid's
+    # (the index or the network did not answer).
+    REQUIREMENTS = "requirements"
     DEPENDENCY_INSTALL = "dependency_install"
     RUNTIME_UNAVAILABLE = "runtime_unavailable"
     OUTPUT_TOO_LARGE = "output_too_large"

@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -220,7 +221,8 @@ def _install(
         netns=place.netns,
         resolv_conf=place.resolv_conf,
     )
-    ended = confinement.run(job, place.name, timeout_s, sink, check=disk.exceeded)
+    tail = OutputTail()
+    ended = confinement.run(job, place.name, timeout_s, tail.passing_to(sink), check=disk.exceeded)
     if ended.outcome.stopped and ended.outcome.limit is None:
         raise InstallFailed("installing requirements was stopped")
     if ended.outcome.timed_out:
@@ -234,7 +236,66 @@ def _install(
         full = ended.outcome.limit or disk.full()
         if full is not None:
             raise InstallFailed(f"installing requirements stopped: {full.replace('work dir', 'build')}")
+        reason = users_fault(tail.text())
+        if reason is not None:
+            raise InstallFailed(f"the requirements cannot be installed: {reason}", users_fault=True)
         raise InstallFailed(f"installing requirements failed (exit {ended.outcome.exit_code})")
+
+
+class OutputTail:
+    """The installer's last output, kept to tell why it failed."""
+
+    def __init__(self, limit: int = 64 * 1024) -> None:
+        self.limit = limit
+        self._parts: list[str] = []
+        self._size = 0
+
+    def passing_to(self, sink: Callable[[Stream, str], None]) -> Callable[[Stream, str], None]:
+        def both(stream: Stream, text: str) -> None:
+            self._parts.append(text)
+            self._size += len(text)
+            while self._size > self.limit and len(self._parts) > 1:
+                self._size -= len(self._parts.pop(0))
+            sink(stream, text)
+
+        return both
+
+    def text(self) -> str:
+        return "".join(self._parts)
+
+
+# uv's words for requirements that cannot be met, whoever asks...
+_USERS_FAULT = (
+    "No solution found",
+    "not found in the package registry",
+    "there is no version of",
+    "unsatisfiable",
+    "Failed to build",
+    "Failed to parse",
+    "status client error (4",
+)
+# ... and for an index or network that did not answer.
+_OUTAGE = (
+    "error sending request",
+    "dns error",
+    "tcp connect error",
+    "Connection refused",
+    "Connection reset",
+    "timed out",
+    "status server error",
+)
+
+
+def users_fault(output: str) -> str | None:
+    """uv's own one-line reason, when the failure is the requirements' and
+    not an outage on the way to the index."""
+    if any(marker in output for marker in _OUTAGE) or not any(m in output for m in _USERS_FAULT):
+        return None
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    because = [line for line in lines if "Because" in line]
+    errors = [line for line in lines if line.lower().startswith(("error:", "×"))]
+    chosen = (because or errors or [lines[-1]])[-1]
+    return re.sub(r"^(cause:|error:|×|╰─▶)\s*", "", chosen)[:500]
 
 
 def copy_out(source: Path, target: Path) -> None:

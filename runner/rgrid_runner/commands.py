@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from rgrid.cli.parser import EXTRA_ARGS, Commands
 from rgrid.errors import RgridError, UsageError
 from rgrid.hosts import url_is_loopback
+from rgrid.version import VERSION
 
 if TYPE_CHECKING:
     from rgrid_runner.sandbox import Sandbox
@@ -67,15 +68,6 @@ def _attempt_env() -> dict[str, str]:
 
     kept = {k: os.environ[k] for k in ("TMPDIR", "HOME") if k in os.environ}
     return {**PRIVILEGED_ENV, **kept}
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("rgrid")
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
 def protect_node(sandbox: Sandbox, settings: RunnerSettings, worker_id: str, api_url: str) -> None:
@@ -223,7 +215,7 @@ def worker(
         provider=provider,
         server_id=server_id,
         pid=os.getpid(),
-        version=_version(),
+        version=VERSION,
     )
     agent = NodeAgent(
         AgentConfig(

@@ -53,7 +53,14 @@ BUILT_VENV = "venv"
 
 class InstallFailed(Exception):
     """The requirements could not be installed; the message says why, for
-    the job's stderr (the run fails as dependency_install)."""
+    the job's stderr. The user's fault (a package that does not exist, no
+    version that satisfies, a package that fails to build) fails the run
+    as `requirements`; anything else (the index or network down, the
+    node's disk) as `dependency_install`, the grid's."""
+
+    def __init__(self, message: str, users_fault: bool = False) -> None:
+        super().__init__(message)
+        self.users_fault = users_fault
 
 
 @dataclass(frozen=True)

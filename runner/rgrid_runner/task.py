@@ -198,6 +198,8 @@ class AttemptRun:
                 if self.shipper.cancel_requested.is_set():
                     return Verdict(None, FailureReason.CANCELLED), []
                 self.note(str(exc))
+                if exc.users_fault:
+                    return Verdict(None, FailureReason.REQUIREMENTS), []
                 return Verdict(1, FailureReason.DEPENDENCY_INSTALL), []
             verdict = self._supervise(job)
         if verdict.reason not in (None, FailureReason.EXIT_CODE):

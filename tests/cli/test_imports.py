@@ -17,6 +17,8 @@ HEAVY = (
     "rgrid_api",
     "rgrid_runner",
     "rgrid_infra",
+    # Reading installed packages' metadata (--version asks for it only).
+    "importlib.metadata",
     # Rich is imported when rgrid first prints a message of its own; a run
     # that succeeds prints none.
     "rich",

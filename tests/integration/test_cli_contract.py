@@ -262,3 +262,62 @@ def test_retry_runs_again_as_a_linked_execution(tmp_path: Path, rgrid_env: dict[
     final = wait_for_status(rgrid_env, tmp_path, new["id"], {"succeeded", "failed"})
     assert final["exit_code"] == 4 and len(final["attempts"]) == 1
     assert run_cli(["logs", new["id"]], tmp_path, rgrid_env).stdout == "try\n"
+
+
+def test_a_run_no_node_can_fit_fails_at_once_as_unschedulable(
+    tmp_path: Path, rgrid_env: dict[str, str]
+) -> None:
+    """No autoscaler here: nothing could ever add a node with 200 CPUs."""
+    (tmp_path / "s.py").write_text("print('never')\n")
+    started = time.monotonic()
+    result = run_cli(["run", "--cpu", "200", "s.py"], tmp_path, rgrid_env)
+    assert result.returncode == 2, result.stderr
+    assert time.monotonic() - started < 60  # it did not wait for anything
+    assert "unschedulable" in result.stderr and "needs 200 CPUs" in result.stderr
+    assert "no autoscaler adds nodes" in result.stderr
+    assert "never" not in result.stdout
+
+
+def test_a_waiting_run_says_why_and_logs_follow_exits_like_run(
+    tmp_path: Path, rgrid_env: dict[str, str], gate: Gate
+) -> None:
+    grid = json.loads(run_cli(["workers", "--json"], tmp_path, rgrid_env).stdout)["grid"]
+    assert grid["nodes"] == 1  # the test grid's head: one run of all its CPUs fills the grid
+    (tmp_path / "sleeper.py").write_text(SLEEPER)
+    (tmp_path / "fail.py").write_text("import sys\nprint('bad input', file=sys.stderr)\nsys.exit(3)\n")
+    hog = json.loads(
+        run_cli(
+            ["run", "-d", "--json", "--cpu", f"{grid['cpus']:g}", "sleeper.py", gate.url], tmp_path, rgrid_env
+        ).stdout
+    )
+    wait_for_status(rgrid_env, tmp_path, hog["id"], {"running"})
+    waiting = subprocess.Popen(
+        [sys.executable, "-m", "rgrid", "run", "fail.py"],
+        cwd=tmp_path,
+        env=rgrid_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc_line(waiting, "waiting:").startswith("rgrid: waiting: the grid's")
+    gate.open()
+    _out, err = waiting.communicate(timeout=120)
+    assert waiting.returncode == 3 and "bad input" in err
+    eid = json.loads(run_cli(["list", "--json"], tmp_path, rgrid_env).stdout)["executions"][0]["id"]
+    followed = run_cli(["logs", "--follow", eid], tmp_path, rgrid_env)
+    assert followed.returncode == 3 and "bad input" in followed.stderr
+
+
+def proc_line(proc: subprocess.Popen[str], marker: str) -> str:
+    """The first line of the process's stderr holding marker."""
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if marker in line:
+            return line.strip()
+    raise AssertionError(f"no {marker!r} line")
+
+
+def test_logs_of_a_batch_id_says_what_to_do(tmp_path: Path, rgrid_env: dict[str, str]) -> None:
+    result = run_cli(["logs", "b-abcdefgh"], tmp_path, rgrid_env)
+    assert result.returncode == 2
+    assert "is a batch" in one_line_error(result)

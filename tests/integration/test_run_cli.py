@@ -149,6 +149,36 @@ def test_include_ships_files_the_script_opens_itself(project: Path, rgrid_env: d
     assert result.stdout.strip() == "42"
 
 
+def test_the_scripts_own_modules_are_shipped_beside_it(project: Path, rgrid_env: dict[str, str]) -> None:
+    write(
+        project,
+        "app/main.py",
+        "import helper\nfrom shapes import area\nprint(helper.greet(), area.square(3))\n",
+    )
+    write(project, "app/helper.py", "def greet():\n    return 'hello from helper'\n")
+    write(project, "app/shapes/__init__.py")
+    write(
+        project,
+        "app/shapes/area.py",
+        "from .units import unit\ndef square(n):\n    return f'{n * n} {unit}'\n",
+    )
+    write(project, "app/shapes/units.py", "unit = 'm2'\n")
+    dry = run_cli(["run", "--dry-run", "app/main.py"], project, rgrid_env)
+    assert dry.returncode == 0, dry.stderr
+    assert [line.split()[1] for line in dry.stdout.splitlines() if line.startswith("module")] == [
+        "app/helper.py",
+        "app/shapes/__init__.py",
+        "app/shapes/area.py",
+        "app/shapes/units.py",
+    ]
+    result = run_cli(["run", "app/main.py"], project, rgrid_env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "hello from helper 9 m2"
+    alone = run_cli(["run", "--no-auto-include", "app/main.py"], project, rgrid_env)
+    assert alone.returncode == 1
+    assert "ModuleNotFoundError: No module named 'helper'" in alone.stderr
+
+
 def test_env_values_reach_the_script_and_secrets_do_not(project: Path, rgrid_env: dict[str, str]) -> None:
     write(
         project,

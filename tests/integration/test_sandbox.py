@@ -306,14 +306,20 @@ def test_concurrent_runs_share_one_install(tmp_path: Path, rgrid_env: dict[str, 
     assert sum("tomli-w==1.2.0" in err for _out, err in results) == 1
 
 
-def test_broken_requirements_fail_as_dependency_install(tmp_path: Path, rgrid_env: dict[str, str]) -> None:
+def test_requirements_that_cannot_be_met_are_the_users_mistake(
+    tmp_path: Path, rgrid_env: dict[str, str]
+) -> None:
+    """Exit 2 with uv's own reason, not 75: a CI job must not take a typo for an outage."""
     (tmp_path / "broken.txt").write_text("this-package-does-not-exist-rgrid-test==0.0.1\n")
     name = script(tmp_path, "x.py", "print('never')\n")
     for _ in range(2):  # a failed install is not cached: the second run fails the same way
         result = run_cli(["run", "--requirements", "broken.txt", name], tmp_path, rgrid_env, timeout=300)
-        assert result.returncode == 75
-        assert "dependency_install" in result.stderr
-        assert "this-package-does-not-exist-rgrid-test" in result.stderr
+        assert result.returncode == 2, result.stderr
+        assert "failed: requirements" in result.stderr
+        assert (
+            "the requirements cannot be installed: Because this-package-does-not-exist-rgrid-test"
+            in result.stderr
+        )
         assert "never" not in result.stdout
     missing = run_cli(["run", "--requirements", "nope.txt", name], tmp_path, rgrid_env)
     assert missing.returncode == 2 and "--requirements: no such file" in missing.stderr

@@ -19,7 +19,11 @@ import pytest
 from rgrid_runner.attemptservice import REFUSED, AttemptService
 from rgrid_runner.rayuser import RayAccount, as_ray_user, ray_account
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the service guards root; it needs root to test")
+# A server and processes as the Ray user: not the fast loop.
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="the service guards root; it needs root to test"),
+]
 
 GOOD = {"execution_id": "abcdefgh12", "attempt": 1, "token": "a" * 64}
 

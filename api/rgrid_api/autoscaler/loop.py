@@ -30,6 +30,7 @@ from typing import TypeVar
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from rgrid.version import VERSION
 from rgrid.wire import WorkerStatus
 from rgrid_api.attempts import attempts_on_workers, fail_unschedulable
 from rgrid_api.autoscaler import instances
@@ -40,7 +41,6 @@ from rgrid_api.giveback import Transport, give_back
 from rgrid_api.leader import LeaderLock
 from rgrid_api.notify import ChangeFeed
 from rgrid_api.settings import Settings
-from rgrid_api.version import VERSION
 from rgrid_api.workers import set_status
 from rgrid_infra.provider import (
     CLUSTER_LABEL,

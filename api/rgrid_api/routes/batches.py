@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Query
+from sqlalchemy import select
 
 from rgrid.wire import BatchCreate, BatchList, BatchOutputs, BatchView
 from rgrid_api.batches import (
@@ -14,11 +15,12 @@ from rgrid_api.batches import (
     list_batches,
     retry_batch,
 )
+from rgrid_api.db.models import Execution
 from rgrid_api.deps import DB, Owner, ReadDB, State, User
 from rgrid_api.errors import NotFound
 from rgrid_api.executions import admit
 from rgrid_api.ids import BATCH_ID_LENGTH
-from rgrid_api.routes.executions import runtime_for
+from rgrid_api.routes.executions import fail_if_no_node_fits, runtime_for
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 
@@ -28,6 +30,8 @@ def create(body: BatchCreate, caller: User, session: DB, state: State) -> BatchV
     """Every execution of the batch in one transaction: all queued, or none."""
     admit(session, caller.owner, len(body.items), body.resources.cpu, state.caps)
     batch = create_batch(session, caller.owner, body, runtime_for(state, session, body.runtime))
+    ids = list(session.scalars(select(Execution.id).where(Execution.batch_id == batch.id)))
+    fail_if_no_node_fits(state, session, ids, body.resources.cpu, body.resources.memory_mb)
     state.feed.work_queued()
     return batch_view(session, batch)
 

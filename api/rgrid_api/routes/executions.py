@@ -17,6 +17,7 @@ from rgrid.wire import (
     OutputList,
     Status,
 )
+from rgrid_api.attempts import fail_unschedulable
 from rgrid_api.db.engine import is_postgres
 from rgrid_api.deps import DB, AppState, Owner, ReadDB, State, User
 from rgrid_api.errors import NotFound
@@ -34,7 +35,7 @@ from rgrid_api.executions import (
 )
 from rgrid_api.ids import ID_LENGTH
 from rgrid_api.views import execution_view
-from rgrid_api.waiting import why_waiting
+from rgrid_api.waiting import fits_no_node, why_waiting
 from rgrid_api.workers import offered_runtimes
 
 router = APIRouter(prefix="/v1/executions", tags=["executions"])
@@ -46,8 +47,25 @@ RECHECK_S = 0.5
 def create(body: ExecutionCreate, caller: User, session: DB, state: State) -> ExecutionView:
     admit(session, caller.owner, 1, body.resources.cpu, state.caps)
     execution = create_execution(session, caller.owner, body, runtime_for(state, session, body.runtime))
+    fail_if_no_node_fits(state, session, [execution.id], body.resources.cpu, body.resources.memory_mb)
     state.feed.work_queued()
+    session.refresh(execution)
     return execution_view(execution, execution.attempts)
+
+
+def fail_if_no_node_fits(
+    state: AppState, session: Session, ids: list[str], cpu: float, memory_mb: int
+) -> None:
+    """Without an autoscaler, a run that fits none of the grid's nodes could
+    wait forever: it fails at once, unschedulable, saying why. (With one,
+    the autoscaler decides: it may add a node that fits.)"""
+    if state.autoscaler is not None or state.dispatcher is None:
+        return
+    why = fits_no_node(state.dispatcher.transport.capacity(), cpu, memory_mb)
+    if why is None:
+        return
+    for execution_id in ids:
+        fail_unschedulable(session, execution_id, f"{why}, and no autoscaler adds nodes")
 
 
 def runtime_for(state: AppState, session: Session, requested: str) -> str:
@@ -121,7 +139,9 @@ def retry(execution_id: str, caller: User, session: DB, state: State) -> Executi
     execution = create_execution(
         session, caller.owner, spec_of(old), runtime_for(state, session, old.runtime), retry_of=old.id
     )
+    fail_if_no_node_fits(state, session, [execution.id], old.cpu, old.memory_mb)
     state.feed.work_queued()
+    session.refresh(execution)
     return execution_view(execution, execution.attempts)
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from rgrid.version import VERSION
 from rgrid.wire import Health
-from rgrid_api.version import VERSION
 
 router = APIRouter(tags=["health"])
 

@@ -45,7 +45,11 @@ out = LazyConsole(stderr=False)
 
 
 def say(message: str) -> None:
-    err.print(f"[dim]rgrid:[/dim] {message}")
+    """One line of rgrid's own on stderr; the message is text, never markup
+    (it may hold a user's paths)."""
+    from rich.markup import escape
+
+    err.print(f"[dim]rgrid:[/dim] {escape(message)}", highlight=False)
 
 
 def print_json(value: BaseModel | dict | list) -> None:

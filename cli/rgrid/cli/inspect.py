@@ -11,10 +11,10 @@ from pydantic import BaseModel
 
 from rgrid.cli.batch import fetch_batch_outputs
 from rgrid.cli.connect import connect
-from rgrid.cli.console import make_table, out, print_json
+from rgrid.cli.console import make_table, out, print_json, say
 from rgrid.cli.parser import Commands, Parser, json_flag
 from rgrid.cli.run import fetch_outputs
-from rgrid.errors import UsageError
+from rgrid.errors import UsageError, exit_code_for
 from rgrid.follow import follow, write_chunk
 from rgrid.wire import BatchView, ExecutionList, ExecutionView, Role, Status, is_batch_id
 
@@ -103,11 +103,20 @@ def status(execution_id: str, json_out: bool) -> int:
 
 
 def logs(execution_id: str, follow_: bool, json_out: bool) -> int:
-    """Print an execution's output (stdout to stdout, stderr to stderr)."""
+    """Print an execution's output (stdout to stdout, stderr to stderr);
+    following it, exit as `rgrid run` would."""
+    if is_batch_id(execution_id):
+        raise UsageError(
+            f"{execution_id} is a batch: `rgrid status {execution_id}` lists its executions, "
+            "and `rgrid logs EXECUTION` prints one's output"
+        )
     with connect(start_local=False) as client:
         if follow_ and not json_out:
-            follow(client, execution_id)
-            return 0
+            try:
+                return exit_code_for(follow(client, execution_id))
+            except KeyboardInterrupt:
+                say(f"stopped following; {execution_id} goes on. Cancel: rgrid cancel {execution_id}")
+                return 130
         after, chunks = 0, []
         while True:
             page = client.logs(execution_id, after=after)

@@ -4,11 +4,13 @@ when asked for, so client commands start fast and never import the server."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
+from typing import Any
 
 from rgrid.cli import costs, inspect, local, run
-from rgrid.cli.console import err
+from rgrid.cli.console import err, out
 from rgrid.cli.parser import Commands, Parser, dispatch
 from rgrid.errors import EXIT_CANCELLED, EXIT_INFRA, RgridError
 
@@ -29,8 +31,23 @@ CLIENT_COMMANDS = {
 }
 
 
+class ShowVersion(argparse.Action):
+    """`--version`, looked up only when asked: reading the installed
+    package's metadata costs the run path some 45 ms."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: Any) -> None:
+        from rgrid.version import VERSION
+
+        out.print(f"rgrid {VERSION}", markup=False, highlight=False)
+        parser.exit()
+
+
 def build_parser(with_plugins: bool) -> Parser:
     parser = Parser(prog="rgrid", description="Run scripts on a Ray grid as if they ran here.")
+    parser.add_argument("--version", action=ShowVersion, help="Print rgrid's version and exit.")
     commands = Commands(parser)
     run.add_commands(commands)
     inspect.add_commands(commands)

@@ -56,9 +56,12 @@ def _progress_factory(enabled: bool) -> Callable[[int], Progress]:
 def _print_dry_run(plan: RunPlan, as_json: bool) -> None:
     files = [{"local": str(f.local), "remote": f.remote, "size": f.size} for f in plan.files]
     if as_json:
-        print_json({"script": plan.script.remote, "args": plan.args, "files": files})
+        modules = [f.remote for f in plan.modules]
+        print_json({"script": plan.script.remote, "args": plan.args, "files": files, "modules": modules})
         return
     out.print(f"script  {plan.script.local} -> {plan.script.remote}")
+    for module in plan.modules:
+        out.print(f"module  {module.remote}", markup=False, highlight=False)
     for use in plan.uses:
         kind = "file" if use.files else "pass"
         shown = use.original if use.original == use.rewritten else f"{use.original} -> {use.rewritten}"
@@ -75,12 +78,16 @@ def _print_batch_dry_run(plan: BatchPlan, as_json: bool) -> None:
             {
                 "script": plan.script.remote,
                 "shared": [f.remote for f in plan.shared],
+                "modules": [f.remote for f in plan.modules],
                 "inputs": [{"input": i.label, "args": i.args} for i in plan.inputs],
             }
         )
         return
     out.print(f"script  {plan.script.local} -> {plan.script.remote}")
-    for f in plan.shared:
+    for module in plan.modules:
+        out.print(f"module  {module.remote}", markup=False, highlight=False)
+    modules = {f.remote for f in plan.modules}
+    for f in (f for f in plan.shared if f.remote not in modules):
         out.print(f"shared  {f.remote}  ({f.size} bytes)")
     for i in plan.inputs:
         out.print(f"input   {i.label}: {' '.join(i.args)}")
@@ -163,6 +170,7 @@ def run(
     timeout: str,
     env: list[str],
     include: list[str],
+    no_auto_include: bool,
     output_dir: str,
     remote_only: bool,
     detach: bool,
@@ -187,7 +195,9 @@ def run(
         raise UsageError("--parallel limits a batch: it needs --batch GLOB")
     reqs = _requirements(script, requirements, no_requirements)
     if batch is not None:
-        batch_plan = plan_batch(script, batch, args, include, Path.cwd())
+        batch_plan = plan_batch(script, batch, args, include, Path.cwd(), not no_auto_include)
+        for note in batch_plan.notes:
+            say(note)
         if dry_run:
             _print_batch_dry_run(batch_plan, json_out)
             return 0
@@ -204,7 +214,9 @@ def run(
             return run_batch(
                 client, batch_plan, spec, parallel, detach, json_out, Path(output_dir), remote_only
             )
-    plan = plan_run(script, args, include)
+    plan = plan_run(script, args, include, auto_include=not no_auto_include)
+    for note in plan.notes:
+        say(note)
     if dry_run:
         _print_dry_run(plan, json_out)
         return 0
@@ -228,7 +240,12 @@ def run(
                 out.print(execution.id)
             return 0
         try:
-            final = follow(client, execution.id, on_chunk=(lambda _c: None) if json_out else write_chunk)
+            final = follow(
+                client,
+                execution.id,
+                on_chunk=(lambda _c: None) if json_out else write_chunk,
+                on_waiting=None if json_out else (lambda why: say(f"waiting: {why}")),
+            )
         except KeyboardInterrupt:
             say(
                 f"detached; {execution.id} goes on. Follow: rgrid logs {execution.id} --follow"
@@ -259,6 +276,12 @@ def add_commands(commands: Commands) -> None:
     )
     p.add_argument(
         "--include", action="append", default=[], help="Extra file or folder to ship (repeatable)."
+    )
+    p.add_argument(
+        "--no-auto-include",
+        action="store_true",
+        help="Ship only the script, its file arguments and --include; not the modules it imports "
+        "from its folder.",
     )
     p.add_argument("--output-dir", default=".", help="Where outputs land.")
     p.add_argument("--remote-only", action="store_true", help="Leave outputs on the grid.")

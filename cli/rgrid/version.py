@@ -1,4 +1,4 @@
-"""The running code's version, reported by /healthz and stored with workers."""
+"""The running code's version: `rgrid --version`, /healthz, and what each worker registers."""
 
 from importlib.metadata import PackageNotFoundError, version
 
