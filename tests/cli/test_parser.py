@@ -158,3 +158,18 @@ def test_every_option_of_every_command_reaches_its_handler() -> None:
         )
         checked += 1
     assert checked >= 20  # every command of the CLI, the server and the node
+
+
+def test_help_shows_defaults_and_version_prints_one_line() -> None:
+    shown = subprocess.run(
+        [sys.executable, "-m", "rgrid", "run", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert shown.returncode == 0
+    text = " ".join(shown.stdout.split())
+    assert "(default: 1.0)" in text and "(default: 1G)" in text and "(default: 1h)" in text
+    assert "--dry-run Show what would be shipped; run nothing. --batch" in text  # flags show none
+    version = subprocess.run(
+        [sys.executable, "-m", "rgrid", "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert version.returncode == 0
+    assert version.stdout.startswith("rgrid ") and len(version.stdout.splitlines()) == 1

@@ -29,12 +29,29 @@ SCRIPT_ARGS = "script"  # everything after SCRIPT belongs to the script
 EXTRA_ARGS = "extra"  # unknown options go on to another program (`ray start`)
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions as written, and each option's default where it has a
+    meaningful one (not for flags, nor for options that are off unless given)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            action.option_strings
+            and "%(default)" not in text
+            and not isinstance(default, bool)  # 1.0 == True: compare types, not values
+            and default not in (None, [], argparse.SUPPRESS)
+        ):
+            text += " (default: %(default)s)"
+        return text
+
+
 class Parser(argparse.ArgumentParser):
     """argparse that fails as rgrid does (one line, exit code 2, through
     the CLI's error path) and prints its help through Rich."""
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+        super().__init__(allow_abbrev=False, formatter_class=HelpFormatter, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see `{self.prog} --help`)")
