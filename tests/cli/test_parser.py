@@ -166,7 +166,7 @@ def test_help_shows_defaults_and_version_prints_one_line() -> None:
     )
     assert shown.returncode == 0
     text = " ".join(shown.stdout.split())
-    assert "(default: 1.0)" in text and "(default: 1G)" in text and "(default: 1h)" in text
+    assert "(default: 1G, or the project's)" in text and "(default: .)" in text and "(default: 2)" in text
     assert "--dry-run Show what would be shipped; run nothing. --batch" in text  # flags show none
     version = subprocess.run(
         [sys.executable, "-m", "rgrid", "--version"], capture_output=True, text=True, timeout=60

@@ -16,6 +16,8 @@ from rgrid.errors import UsageError, exit_code_for
 from rgrid.follow import follow, write_chunk
 from rgrid.hashcache import sha256_files
 from rgrid.inputs import RunPlan, plan_run
+from rgrid.projectconfig import RunOptions
+from rgrid.projectconfig import resolve as resolve_options
 from rgrid.requirements import RefusedRequirement, check_requirements
 from rgrid.transfer import Progress, download, upload_missing
 from rgrid.units import job_resources, parse_env
@@ -53,12 +55,47 @@ def _progress_factory(enabled: bool) -> Callable[[int], Progress]:
     return factory
 
 
-def _print_dry_run(plan: RunPlan, as_json: bool) -> None:
+def _options_shown(options: RunOptions) -> dict[str, dict[str, object]]:
+    """Each option a run gets and where it came from (for --dry-run)."""
+    values = {
+        "runtime": options.runtime,
+        "cpu": options.cpu,
+        "memory": options.memory,
+        "timeout": options.timeout,
+        "include": options.include,
+        "env": sorted(e.partition("=")[0] for e in options.env),  # names only: values may be secrets
+    }
+    return {
+        key: {"value": value, "from": options.sources.get(key, "command line")}
+        for key, value in values.items()
+    }
+
+
+def _print_options(options: RunOptions) -> None:
+    for key, shown in _options_shown(options).items():
+        value = shown["value"]
+        if isinstance(value, list):
+            if not value:
+                continue
+            value = " ".join(value)
+        out.print(f"option  {key} = {value}  ({shown['from']})", markup=False, highlight=False)
+
+
+def _print_dry_run(plan: RunPlan, options: RunOptions, as_json: bool) -> None:
     files = [{"local": str(f.local), "remote": f.remote, "size": f.size} for f in plan.files]
     if as_json:
         modules = [f.remote for f in plan.modules]
-        print_json({"script": plan.script.remote, "args": plan.args, "files": files, "modules": modules})
+        print_json(
+            {
+                "script": plan.script.remote,
+                "args": plan.args,
+                "files": files,
+                "modules": modules,
+                "options": _options_shown(options),
+            }
+        )
         return
+    _print_options(options)
     out.print(f"script  {plan.script.local} -> {plan.script.remote}")
     for module in plan.modules:
         out.print(f"module  {module.remote}", markup=False, highlight=False)
@@ -72,7 +109,7 @@ def _print_dry_run(plan: RunPlan, as_json: bool) -> None:
         out.print(f"        {f.remote}  ({f.size} bytes)")
 
 
-def _print_batch_dry_run(plan: BatchPlan, as_json: bool) -> None:
+def _print_batch_dry_run(plan: BatchPlan, options: RunOptions, as_json: bool) -> None:
     if as_json:
         print_json(
             {
@@ -80,9 +117,11 @@ def _print_batch_dry_run(plan: BatchPlan, as_json: bool) -> None:
                 "shared": [f.remote for f in plan.shared],
                 "modules": [f.remote for f in plan.modules],
                 "inputs": [{"input": i.label, "args": i.args} for i in plan.inputs],
+                "options": _options_shown(options),
             }
         )
         return
+    _print_options(options)
     out.print(f"script  {plan.script.local} -> {plan.script.remote}")
     for module in plan.modules:
         out.print(f"module  {module.remote}", markup=False, highlight=False)
@@ -164,10 +203,10 @@ def _explain(execution: ExecutionView) -> None:
 def run(
     script: str,
     args: list[str],
-    runtime: str,
-    cpu: float,
-    memory: str,
-    timeout: str,
+    runtime: str | None,
+    cpu: float | None,
+    memory: str | None,
+    timeout: str | None,
     env: list[str],
     include: list[str],
     no_auto_include: bool,
@@ -185,8 +224,20 @@ def run(
     cache: bool,
 ) -> int:
     """Run SCRIPT on the grid as if it ran here; exit with its exit code."""
-    resources = job_resources(cpu, memory, timeout)
-    env_values = parse_env(env)
+    options = resolve_options(
+        {
+            "runtime": runtime,
+            "cpu": cpu,
+            "memory": memory,
+            "timeout": timeout,
+            "include": include,
+            "env": env,
+        },
+        Path.cwd(),
+    )
+    runtime, include = options.runtime, options.include
+    resources = job_resources(options.cpu, options.memory, options.timeout)
+    env_values = parse_env(options.env)
     if network not in ("default", "none"):
         raise UsageError(f"invalid --network {network!r}: use 'default' or 'none'")
     if batch is None and uses_placeholder(args):
@@ -199,7 +250,7 @@ def run(
         for note in batch_plan.notes:
             say(note)
         if dry_run:
-            _print_batch_dry_run(batch_plan, json_out)
+            _print_batch_dry_run(batch_plan, options, json_out)
             return 0
         spec = {
             "env": env_values,
@@ -218,7 +269,7 @@ def run(
     for note in plan.notes:
         say(note)
     if dry_run:
-        _print_dry_run(plan, json_out)
+        _print_dry_run(plan, options, json_out)
         return 0
     with connect(start_local=True) as client:
         execution = _submit(
@@ -263,10 +314,14 @@ def run(
 
 def add_commands(commands: Commands) -> None:
     p = commands.add("run", run, passes=SCRIPT_ARGS)
-    p.add_argument("--runtime", default="python", help="Runtime, e.g. python or python:3.12.")
-    p.add_argument("--cpu", type=float, default=1.0, help="CPUs the script gets.")
-    p.add_argument("--memory", default="1G", help="Memory limit, e.g. 512M or 2G.")
-    p.add_argument("--timeout", default="1h", help="Wall-time limit, e.g. 90s, 30m, 2h.")
+    # Their defaults come from the project's file ([tool.rgrid] in
+    # pyproject.toml, or rgrid.toml), else rgrid's own (rgrid.projectconfig).
+    p.add_argument(
+        "--runtime", help="Runtime, e.g. python or python:3.12 (default: python, or the project's)."
+    )
+    p.add_argument("--cpu", type=float, help="CPUs the script gets (default: 1, or the project's).")
+    p.add_argument("--memory", help="Memory limit, e.g. 512M or 2G (default: 1G, or the project's).")
+    p.add_argument("--timeout", help="Wall-time limit, e.g. 90s, 30m, 2h (default: 1h, or the project's).")
     p.add_argument(
         "--env",
         action="append",
