@@ -9,12 +9,13 @@ import os
 import sys
 from typing import Any
 
-from rgrid.cli import costs, inspect, local, run
+from rgrid.cli import completion, costs, inspect, local, run
 from rgrid.cli.console import err, out
 from rgrid.cli.parser import Commands, Parser, dispatch
 from rgrid.errors import EXIT_CANCELLED, EXIT_INFRA, RgridError
 
 CLIENT_COMMANDS = {
+    "completion",
     "run",
     "status",
     "logs",
@@ -53,6 +54,7 @@ def build_parser(with_plugins: bool) -> Parser:
     inspect.add_commands(commands)
     costs.add_commands(commands)
     local.add_commands(commands)
+    completion.add_commands(commands)
     if with_plugins:
         # Scanning installed packages' entry points costs tens of ms: only
         # server-side commands pay for it.
@@ -65,7 +67,14 @@ def build_parser(with_plugins: bool) -> Parser:
 
 def main() -> None:
     argv = sys.argv[1:]
-    parser = build_parser(with_plugins=not argv or argv[0] not in CLIENT_COMMANDS)
+    completing = "_ARGCOMPLETE" in os.environ
+    parser = build_parser(with_plugins=completing or not argv or argv[0] not in CLIENT_COMMANDS)
+    if completing:
+        # The shell asks what may come next (`rgrid completion`): argcomplete
+        # answers from the parser and exits; a run never imports it.
+        import argcomplete
+
+        argcomplete.autocomplete(parser)
     try:
         code = dispatch(parser, argv)
     except RgridError as exc:
