@@ -136,3 +136,23 @@ def test_run_with_resources_out_of_range_exits_2(tmp_path: Path, option: list[st
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and option[0] in lines[0] and "pydantic" not in lines[0], lines
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "code", "said"),
+    [
+        ("succeeded", None, 0, "succeeded"),
+        ("failed", "exit_code", 3, "failed (exit code 3)"),
+        ("failed", "process_limit", 1, "failed (exit code 1, process limit)"),
+        ("failed", "timeout", None, "failed: timeout"),
+        ("cancelled", "cancelled", None, "cancelled"),
+        ("running", None, None, "running"),
+    ],
+)
+def test_one_wording_for_how_a_run_ended(
+    status: str, reason: str | None, code: int | None, said: str
+) -> None:
+    from rgrid.outcome import describe
+    from rgrid.wire import FailureReason, Status
+
+    assert describe(Status(status), FailureReason(reason) if reason else None, code) == said

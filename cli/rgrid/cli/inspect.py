@@ -16,6 +16,7 @@ from rgrid.cli.parser import Commands, Parser, json_flag
 from rgrid.cli.run import fetch_outputs
 from rgrid.errors import UsageError, exit_code_for
 from rgrid.follow import follow, write_chunk
+from rgrid.outcome import describe
 from rgrid.wire import BatchView, ExecutionList, ExecutionView, Role, Status, is_batch_id
 
 ID_HELP = "Execution id or a unique prefix of it."
@@ -37,7 +38,7 @@ def _when(value: datetime | None) -> str:
 
 def _show(execution: ExecutionView) -> None:
     e = execution
-    out.print(f"[bold]{e.id}[/bold]  {e.status}" + (f" ({e.failure_reason})" if e.failure_reason else ""))
+    out.print(f"[bold]{e.id}[/bold]  {describe(e.status, e.failure_reason, e.exit_code)}")
     if e.waiting:
         out.print(f"  waiting   {e.waiting}", markup=False, highlight=False)
     if e.failure_detail:
@@ -78,10 +79,9 @@ def _show_batch(b: BatchView) -> None:
     elapsed = ((b.finished_at or datetime.now(UTC)) - b.created_at).total_seconds()
     eta = f"   ETA {elapsed / done * (b.total - done):.0f} s" if b.status == "running" and done else ""
     out.print(f"  created   {_when(b.created_at)}   elapsed {elapsed:.0f} s{eta}")
-    table = make_table("execution", "input", "status", "exit")
+    table = make_table("execution", "input", "status")
     for e in b.executions:
-        reason = f" ({e.failure_reason})" if e.failure_reason else ""
-        table.add_row(e.id, e.input, e.status + reason, "-" if e.exit_code is None else str(e.exit_code))
+        table.add_row(e.id, e.input, describe(e.status, e.failure_reason, e.exit_code))
     out.print(table)
 
 
@@ -145,7 +145,7 @@ def list_(limit: int, json_out: bool) -> int:
         (
             e.created_at,
             e.id,
-            e.status + (f" ({e.failure_reason})" if e.failure_reason else ""),
+            describe(e.status, e.failure_reason, e.exit_code),
             " ".join([e.script, *e.args])[:60],
             f"{e.duration_s:.2f} s" if e.duration_s is not None else "-",
         )
@@ -184,7 +184,13 @@ def cancel(execution_id: str, json_out: bool) -> int:
                 json_out, batch, f"{batch.id}: cancelled ({batch.counts.get(Status.CANCELLED, 0)} so far)"
             )
         execution = client.cancel(execution_id)
-    return _emit(json_out, execution, f"{execution.id}: {execution.status}")
+    # A running script is being stopped: its end arrives a moment later.
+    said = (
+        "cancelling"
+        if not execution.status.final
+        else describe(execution.status, execution.failure_reason, execution.exit_code)
+    )
+    return _emit(json_out, execution, f"{execution.id}: {said}")
 
 
 def retry(execution_id: str, failed: bool, json_out: bool) -> int:

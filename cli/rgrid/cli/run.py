@@ -16,6 +16,7 @@ from rgrid.errors import UsageError, exit_code_for
 from rgrid.follow import follow, write_chunk
 from rgrid.hashcache import sha256_files
 from rgrid.inputs import RunPlan, plan_run
+from rgrid.outcome import describe
 from rgrid.projectconfig import RunOptions
 from rgrid.projectconfig import resolve as resolve_options
 from rgrid.requirements import RefusedRequirement, check_requirements
@@ -193,11 +194,9 @@ def fetch_outputs(client: Client, execution_id: str, dest: Path) -> list[Path]:
 def _explain(execution: ExecutionView) -> None:
     if execution.status == Status.SUCCEEDED:
         return
-    reason = execution.failure_reason or execution.status
-    detail = f" (exit code {execution.exit_code})" if reason == "exit_code" else ""
-    if execution.failure_detail:
-        detail = f": {execution.failure_detail}"
-    say(f"execution {execution.id} {execution.status}: {reason}{detail}")
+    said = describe(execution.status, execution.failure_reason, execution.exit_code)
+    detail = f": {execution.failure_detail}" if execution.failure_detail else ""
+    say(f"execution {execution.id} {said}{detail}")
 
 
 def run(
