@@ -411,6 +411,7 @@ def complete_attempt(
                 size=out.size,
                 sha256=out.sha256,
                 object_key=output_key(execution_id, attempt, out.path),
+                mode=out.mode,
             )
         )
     session.commit()

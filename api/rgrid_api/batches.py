@@ -23,7 +23,7 @@ from rgrid_api.auth import Caps
 from rgrid_api.db.models import Batch, Execution, Output
 from rgrid_api.db.times import aware
 from rgrid_api.errors import Conflict
-from rgrid_api.executions import admit, new_execution, spec_of
+from rgrid_api.executions import admit, new_execution, output_file, spec_of
 from rgrid_api.ids import BATCH_ID_LENGTH, BATCH_PREFIX, new_batch_id
 from rgrid_api.lookup import find_by_prefix
 from rgrid_api.resultcache import copy_results, previous_results, reuse
@@ -226,7 +226,5 @@ def batch_outputs(session: Session, storage: Storage, batch: Batch) -> dict[str,
         .order_by(Output.execution_id, Output.path)
     )
     for r in rows:
-        found.setdefault(r.execution_id, []).append(
-            OutputFile(path=r.path, size=r.size, sha256=r.sha256, url=storage.presign_get(r.object_key))
-        )
+        found.setdefault(r.execution_id, []).append(output_file(storage, r))
     return found

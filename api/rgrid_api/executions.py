@@ -177,10 +177,18 @@ def last_log_seq(session: Session, execution_id: str) -> int:
 
 def list_outputs(session: Session, storage: Storage, execution: Execution) -> list[OutputFile]:
     rows = session.scalars(select(Output).where(Output.execution_id == execution.id).order_by(Output.path))
-    return [
-        OutputFile(path=r.path, size=r.size, sha256=r.sha256, url=storage.presign_get(r.object_key))
-        for r in rows
-    ]
+    return [output_file(storage, r) for r in rows]
+
+
+def output_file(storage: Storage, row: Output) -> OutputFile:
+    """An output as the client gets it: with a fresh presigned URL."""
+    return OutputFile(
+        path=row.path,
+        size=row.size,
+        sha256=row.sha256,
+        url=storage.presign_get(row.object_key),
+        mode=row.mode,
+    )
 
 
 def admit(session: Session, owner: str, adding: int, cpu: float, default: Caps) -> None:

@@ -88,7 +88,7 @@ def copy_results(session: Session, pairs: list[tuple[Execution, Execution]]) -> 
         )
         for table, columns in (
             (LogChunkRow, ("seq", "attempt", "stream", "data", "created_at")),
-            (Output, ("attempt", "path", "size", "sha256", "object_key")),
+            (Output, ("attempt", "path", "size", "sha256", "object_key", "mode")),
         ):
             copied = select(mapping.c.target, *(getattr(table, c) for c in columns)).join(
                 mapping, mapping.c.source == table.execution_id

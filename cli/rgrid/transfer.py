@@ -137,6 +137,17 @@ def output_target(dest: Path, rel: str) -> Path:
     return target
 
 
+def _read_umask() -> int:
+    """This process's umask, read by setting it: done once, at import, in
+    the main thread (never while download threads run)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _read_umask()
+
+
 def download(http: httpx.Client, out: OutputFile, dest: Path) -> Path:
     if out.url is None:
         raise RgridError(f"the API sent no download URL for {out.path}")
@@ -156,6 +167,9 @@ def download(http: httpx.Client, out: OutputFile, dest: Path) -> Path:
             os.close(fd)
         if digest != out.sha256:
             raise RgridError(f"download of {out.path} was corrupted (sha256 mismatch)")
+        # The job's permission bits under the user's umask, as a local
+        # program's file would get them (mkstemp made it 0600).
+        os.chmod(tmp, (0o666 if out.mode is None else out.mode) & ~UMASK & 0o777)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -363,6 +363,9 @@ class OutputFile(BaseModel):
     size: int
     sha256: str
     url: str | None = None
+    # The permission bits the job gave it (a download applies them under
+    # the user's umask); None: unknown, the download gets 0666 & ~umask.
+    mode: int | None = Field(default=None, ge=0, le=0o777)
 
 
 class OutputList(BaseModel):

@@ -107,7 +107,8 @@ def _upload_once(http: httpx.Client, root: Path, rel: str, url: str) -> OutputFi
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     digest = hashlib.sha256()
     with os.fdopen(fd, "rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
+        st = os.fstat(fh.fileno())
+        size = st.st_size
 
         def chunks() -> Iterator[bytes]:
             sent = 0
@@ -121,4 +122,4 @@ def _upload_once(http: httpx.Client, root: Path, rel: str, url: str) -> OutputFi
 
         resp = http.put(url, content=chunks(), headers={"Content-Length": str(size)})
     resp.raise_for_status()
-    return OutputFile(path=rel, size=size, sha256=digest.hexdigest())
+    return OutputFile(path=rel, size=size, sha256=digest.hexdigest(), mode=st.st_mode & 0o777)

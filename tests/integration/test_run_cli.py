@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import shutil
+import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -177,6 +181,48 @@ def test_the_scripts_own_modules_are_shipped_beside_it(project: Path, rgrid_env:
     alone = run_cli(["run", "--no-auto-include", "app/main.py"], project, rgrid_env)
     assert alone.returncode == 1
     assert "ModuleNotFoundError: No module named 'helper'" in alone.stderr
+
+
+def test_outputs_keep_the_jobs_modes_and_a_terminal_hears_where_they_went(
+    project: Path, rgrid_env: dict[str, str]
+) -> None:
+    write(
+        project,
+        "modes.py",
+        "import os\n"
+        "os.makedirs('report', exist_ok=True)\n"
+        "open('report/run.sh', 'w').write('echo hi\\n'); os.chmod('report/run.sh', 0o755)\n"
+        "open('report/private.txt', 'w').write('x'); os.chmod('report/private.txt', 0o600)\n"
+        "open('report/plain.txt', 'w').write('y')\n",
+    )
+    primary, secondary = pty.openpty()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "rgrid", "run", "modes.py"],
+            cwd=project,
+            env={**rgrid_env, "COLUMNS": "120"},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=secondary,
+            timeout=120,
+            preexec_fn=lambda: os.umask(0o022),
+        )
+        os.close(secondary)
+        said = b""
+        while True:
+            try:
+                chunk = os.read(primary, 4096)
+            except OSError:  # the terminal's other end is closed: all read
+                break
+            if not chunk:
+                break
+            said += chunk
+    finally:
+        os.close(primary)
+    assert done.returncode == 0, said
+    assert "3 files → ./report/" in said.decode()
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (project / "report").iterdir()}
+    assert modes == {"run.sh": 0o755, "private.txt": 0o600, "plain.txt": 0o644}
 
 
 def test_env_values_reach_the_script_and_secrets_do_not(project: Path, rgrid_env: dict[str, str]) -> None:

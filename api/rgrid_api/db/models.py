@@ -207,6 +207,8 @@ class Output(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     object_key: Mapped[str] = mapped_column(String(1200))
+    # The permission bits the job gave the file (NULL before migration 0008).
+    mode: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class LogChunkRow(Base):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -191,6 +192,21 @@ def fetch_outputs(client: Client, execution_id: str, dest: Path) -> list[Path]:
     return [download(client.storage, o, dest) for o in client.outputs(execution_id).outputs]
 
 
+def where_outputs_went(paths: list[Path]) -> str:
+    """ "3 files → ./report/": how many, and the folder they share (or the
+    one file), as the user would type it."""
+    if len(paths) == 1:
+        shown, folder = paths[0].resolve(), False
+    else:
+        shown, folder = Path(os.path.commonpath([p.resolve() for p in paths])), True
+    try:
+        rel = shown.relative_to(Path.cwd().resolve()).as_posix()
+        text = "./" if rel == "." else f"./{rel}{'/' if folder else ''}"
+    except ValueError:
+        text = f"{shown}{'/' if folder else ''}"
+    return f"{len(paths)} file{'' if len(paths) == 1 else 's'} → {text}"
+
+
 def _explain(execution: ExecutionView) -> None:
     if execution.status == Status.SUCCEEDED:
         return
@@ -303,7 +319,9 @@ def run(
             )
             return 130
         if not remote_only and final.status != Status.CANCELLED:
-            fetch_outputs(client, final.id, Path(output_dir))
+            landed = fetch_outputs(client, final.id, Path(output_dir))
+            if landed and not json_out and err.is_terminal:
+                say(where_outputs_went(landed))
         if json_out:
             print_json(final)
         else:
