@@ -23,7 +23,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,9 +165,10 @@ def build_environment(
     requirements: str,
     directory: Path,
     timeout_s: float,
-    sink: Callable[[Stream, str], None],
 ) -> None:
-    """Install `requirements` into `directory/venv`; InstallFailed says why not.
+    """Install `requirements` into `directory/venv`; InstallFailed says why
+    not, and carries the installer's last output (which the job's log shows
+    only then: a build that works is rgrid's business, not the user's).
 
     The build writes on a disk of its own (rgrid_runner.workdisk, the job's
     limits in bytes and files), so it cannot fill the node's; what it built
@@ -187,7 +187,7 @@ def build_environment(
         (workdir / REQUIREMENTS_FILE).write_text(requirements)
         if seed.is_dir():
             shutil.copytree(seed, workdir / INSTALLER_CACHE)
-        _install(confinement, place, interp, workdir, timeout_s, sink, disk)
+        _install(confinement, place, interp, workdir, timeout_s, disk)
         try:
             copy_out(workdir / "venv", directory / "venv")
         except (OSError, RecursionError) as exc:  # a tree too deep, a name too long
@@ -202,7 +202,6 @@ def _install(
     interp: Interpreter,
     workdir: Path,
     timeout_s: float,
-    sink: Callable[[Stream, str], None],
     disk: WorkDisk,
 ) -> None:
     uv = uv_binary()
@@ -222,43 +221,45 @@ def _install(
         resolv_conf=place.resolv_conf,
     )
     tail = OutputTail()
-    ended = confinement.run(job, place.name, timeout_s, tail.passing_to(sink), check=disk.exceeded)
+    ended = confinement.run(job, place.name, timeout_s, tail.write, check=disk.exceeded)
+    output = tail.text()
     if ended.outcome.stopped and ended.outcome.limit is None:
         raise InstallFailed("installing requirements was stopped")
     if ended.outcome.timed_out:
-        raise InstallFailed(f"installing requirements took over {timeout_s:g} s")
+        raise InstallFailed(f"installing requirements took over {timeout_s:g} s", output=output)
     if ended.oom:
         memory_mb = confinement.limits.memory_bytes // 2**20
         raise InstallFailed(
-            f"installing requirements ran out of memory ({memory_mb} MiB, the run's --memory)"
+            f"installing requirements ran out of memory ({memory_mb} MiB, the run's --memory)", output=output
         )
     if ended.outcome.exit_code != 0:
         full = ended.outcome.limit or disk.full()
         if full is not None:
-            raise InstallFailed(f"installing requirements stopped: {full.replace('work dir', 'build')}")
-        reason = users_fault(tail.text())
+            raise InstallFailed(
+                f"installing requirements stopped: {full.replace('work dir', 'build')}", output=output
+            )
+        reason = users_fault(output)
         if reason is not None:
-            raise InstallFailed(f"the requirements cannot be installed: {reason}", users_fault=True)
-        raise InstallFailed(f"installing requirements failed (exit {ended.outcome.exit_code})")
+            raise InstallFailed(
+                f"the requirements cannot be installed: {reason}", users_fault=True, output=output
+            )
+        raise InstallFailed(f"installing requirements failed (exit {ended.outcome.exit_code})", output=output)
 
 
 class OutputTail:
-    """The installer's last output, kept to tell why it failed."""
+    """The installer's last output (both streams), kept to show and to
+    tell why it failed."""
 
     def __init__(self, limit: int = 64 * 1024) -> None:
         self.limit = limit
         self._parts: list[str] = []
         self._size = 0
 
-    def passing_to(self, sink: Callable[[Stream, str], None]) -> Callable[[Stream, str], None]:
-        def both(stream: Stream, text: str) -> None:
-            self._parts.append(text)
-            self._size += len(text)
-            while self._size > self.limit and len(self._parts) > 1:
-                self._size -= len(self._parts.pop(0))
-            sink(stream, text)
-
-        return both
+    def write(self, _stream: Stream, text: str) -> None:
+        self._parts.append(text)
+        self._size += len(text)
+        while self._size > self.limit and len(self._parts) > 1:
+            self._size -= len(self._parts.pop(0))
 
     def text(self) -> str:
         return "".join(self._parts)

@@ -58,9 +58,10 @@ class InstallFailed(Exception):
     as `requirements`; anything else (the index or network down, the
     node's disk) as `dependency_install`, the grid's."""
 
-    def __init__(self, message: str, users_fault: bool = False) -> None:
+    def __init__(self, message: str, users_fault: bool = False, output: str = "") -> None:
         super().__init__(message)
         self.users_fault = users_fault
+        self.output = output
 
 
 @dataclass(frozen=True)

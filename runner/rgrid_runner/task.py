@@ -19,6 +19,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -31,7 +32,6 @@ from rgrid.wire import (
     RunnerResult,
     RunnerSpec,
     RunnerStart,
-    Stream,
 )
 from rgrid_runner.build import BuildPlace, build_environment
 from rgrid_runner.config import RunnerConfig, runner_config
@@ -197,6 +197,10 @@ class AttemptRun:
                     raise StaleAttempt("superseded while installing") from None
                 if self.shipper.cancel_requested.is_set():
                     return Verdict(None, FailureReason.CANCELLED), []
+                if exc.output:
+                    # The installer's own words, both streams: rgrid's to the
+                    # user, so on stderr, never in the script's stdout.
+                    self.shipper.write("stderr", exc.output)
                 self.note(str(exc))
                 if exc.users_fault:
                     return Verdict(None, FailureReason.REQUIREMENTS), []
@@ -263,6 +267,12 @@ class AttemptRun:
             index_url=self.cfg.pip_index_url,
             image=self._image(),
         )
+        wanted = [
+            line.strip() for line in requirements.splitlines() if line.strip() and not line.startswith("#")
+        ]
+        shown = ", ".join(wanted[:5]) + (f" and {len(wanted) - 5} more" if len(wanted) > 5 else "")
+        self.note(f"installing {shown} (not cached on this node yet)")
+        started = time.monotonic()
         build_environment(
             self.confinement,
             place,
@@ -271,13 +281,8 @@ class AttemptRun:
             requirements,
             directory,
             self.cfg.install_timeout_s,
-            self._installer_log,
         )
-
-    def _installer_log(self, stream: Stream, text: str) -> None:
-        """The installer's output, both streams, is rgrid's to the user: it
-        goes to the job's stderr, never into the script's stdout."""
-        self.shipper.write("stderr", text)
+        self.note(f"installed in {time.monotonic() - started:.1f} s")
 
     # -- step 2: supervise --------------------------------------------------
     def _supervise(self, job: Job) -> Verdict:

@@ -279,7 +279,10 @@ def test_requirements_install_once_and_are_reused(tmp_path: Path, rgrid_env: dic
     first = run_cli(["run", name], tmp_path, rgrid_env, timeout=300)
     assert first.returncode == 0, first.stderr
     assert first.stdout == "v = 1\n"
-    assert "tomli-w==1.2.0" in first.stderr  # the installer's output is in the job's log
+    assert (
+        "rgrid: installing tomli-w==1.2.0, markupsafe==2.1.5" in first.stderr
+    )  # said, not the installer's chatter
+    assert "rgrid: installed in" in first.stderr and "Resolved" not in first.stderr
     second = run_cli(["run", name], tmp_path, rgrid_env)
     assert second.returncode == 0 and second.stdout == "v = 1\n"
     assert "tomli-w" not in second.stderr
