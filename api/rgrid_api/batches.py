@@ -156,6 +156,7 @@ def batch_view(session: Session, batch: Batch, with_executions: bool = True) -> 
                 Execution.status,
                 Execution.exit_code,
                 Execution.failure_reason,
+                Execution.cached_from,
             )
             .where(Execution.batch_id == batch.id)
             .order_by(Execution.created_at)
@@ -167,8 +168,9 @@ def batch_view(session: Session, batch: Batch, with_executions: bool = True) -> 
                 status=Status(st),
                 exit_code=code,
                 failure_reason=FailureReason(reason) if reason else None,
+                cached_from=cached,
             )
-            for i, inp, st, code, reason in rows
+            for i, inp, st, code, reason, cached in rows
         ]
     finished_at = None
     if view.status != "running":

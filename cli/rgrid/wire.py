@@ -317,6 +317,8 @@ class BatchExecution(BaseModel):
     status: Status
     exit_code: int | None = None
     failure_reason: FailureReason | None = None
+    # The execution whose result --cache reused for this input, if any.
+    cached_from: str | None = None
 
 
 class BatchList(BaseModel):

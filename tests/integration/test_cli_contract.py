@@ -321,3 +321,26 @@ def test_logs_of_a_batch_id_says_what_to_do(tmp_path: Path, rgrid_env: dict[str,
     result = run_cli(["logs", "b-abcdefgh"], tmp_path, rgrid_env)
     assert result.returncode == 2
     assert "is a batch" in one_line_error(result)
+
+
+def test_a_detached_run_or_batch_is_followed_again_with_wait(
+    tmp_path: Path, rgrid_env: dict[str, str]
+) -> None:
+    (tmp_path / "job.py").write_text(
+        "import sys\nopen('out.txt', 'w').write(sys.argv[-1])\nprint('did', sys.argv[-1])\n"
+        "sys.exit(3 if sys.argv[-1].endswith('b.txt') else 0)\n"
+    )
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.txt").write_text("a")
+    (tmp_path / "in" / "b.txt").write_text("b")
+    one = run_cli(["run", "-d", "job.py", "in/b.txt"], tmp_path, rgrid_env).stdout.strip()
+    waited = run_cli(["wait", one, "--output-dir", "single"], tmp_path, rgrid_env)
+    assert waited.returncode == 3 and waited.stdout == "did in/b.txt\n"
+    assert (tmp_path / "single" / "out.txt").read_text() == "in/b.txt"
+    batch = run_cli(["run", "-d", "--batch", "in/*.txt", "job.py"], tmp_path, rgrid_env).stdout.strip()
+    assert batch.startswith("b-")
+    followed = run_cli(["wait", batch], tmp_path, rgrid_env)
+    assert followed.returncode == 1
+    assert "2 inputs" in followed.stderr and "failed: in/b.txt (exit code 3)" in followed.stderr
+    assert f"rgrid retry {batch} --failed" in followed.stderr
+    assert (tmp_path / "outputs" / "in" / "a" / "out.txt").read_text() == "in/a.txt"

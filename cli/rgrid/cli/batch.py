@@ -108,9 +108,15 @@ def _stderr_tail(client: Client, execution_id: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip()][-TAIL_LINES:]
 
 
-def summarize(client: Client, batch: BatchView) -> None:
+def summarize(client: Client, batch: BatchView, outputs: Path | None) -> None:
+    """The counts (what --cache reused), where the outputs went, and each
+    failure with the end of its stderr and how to run it again."""
     counts = ", ".join(f"{n} {s}" for s, n in sorted(batch.counts.items()))
-    say(f"batch {batch.id}: {batch.total} inputs, {counts}")
+    reused = sum(e.cached_from is not None for e in batch.executions)
+    ran = f" ({reused} reused, {batch.total - reused} ran)" if reused else ""
+    say(f"batch {batch.id}: {batch.total} inputs, {counts}{ran}")
+    if outputs is not None and any(e.status == Status.SUCCEEDED for e in batch.executions):
+        say(f"each input's outputs: {outputs / 'outputs'}/<its path without the extension>/")
     failed = [e for e in batch.executions if e.status == Status.FAILED]
     for e in failed[:SHOWN_FAILURES]:
         why = f"exit code {e.exit_code}" if e.exit_code is not None else str(e.failure_reason)
@@ -119,6 +125,11 @@ def summarize(client: Client, batch: BatchView) -> None:
             err.print(f"      {line}", markup=False, highlight=False)
     if len(failed) > SHOWN_FAILURES:
         say(f"  ... and {len(failed) - SHOWN_FAILURES} more: rgrid status {batch.id}")
+    if failed:
+        say(
+            f"the same inputs again: rgrid retry {batch.id} --failed; after changing them: "
+            "rgrid run --cache --batch ... (what succeeded is reused)"
+        )
 
 
 def run_batch(
@@ -138,21 +149,29 @@ def run_batch(
         else:
             out.print(batch.id)
         return 0
+    return follow_batch(client, batch, json_out, output_dir, remote_only)
+
+
+def follow_batch(
+    client: Client, batch: BatchView, json_out: bool, output_dir: Path, remote_only: bool
+) -> int:
+    """Watch a batch to its end under one bar, bring its outputs back, sum
+    it up; exit as `run --batch` does. Ctrl+C leaves it running."""
     try:
         # Inside the try: a Ctrl+C that lands while this line is written
         # still tells the user the batch id and that it goes on.
         say(
             f"batch {batch.id}: {batch.total} inputs"
-            + (f", at most {parallel} at a time" if parallel else "")
+            + (f", at most {batch.parallel} at a time" if batch.parallel else "")
         )
         final = wait(client, batch, show_bar=not json_out and err.is_terminal)
     except KeyboardInterrupt:
-        say(f"detached; {batch.id} goes on. Follow: rgrid status {batch.id}  Cancel: rgrid cancel {batch.id}")
+        say(f"detached; {batch.id} goes on. Follow: rgrid wait {batch.id}  Cancel: rgrid cancel {batch.id}")
         return 130
     if not remote_only:
         fetch_batch_outputs(client, final, output_dir)
     if json_out:
         print_json(final)
     else:
-        summarize(client, final)
+        summarize(client, final, None if remote_only else output_dir)
     return exit_code_for_batch(final)

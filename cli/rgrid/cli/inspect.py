@@ -9,11 +9,11 @@ from typing import cast
 
 from pydantic import BaseModel
 
-from rgrid.cli.batch import fetch_batch_outputs
+from rgrid.cli.batch import fetch_batch_outputs, follow_batch
 from rgrid.cli.connect import connect
 from rgrid.cli.console import make_table, out, print_json, say
 from rgrid.cli.parser import Commands, Parser, json_flag
-from rgrid.cli.run import fetch_outputs
+from rgrid.cli.run import fetch_outputs, follow_run
 from rgrid.errors import UsageError, exit_code_for
 from rgrid.follow import follow, write_chunk
 from rgrid.outcome import describe
@@ -193,17 +193,31 @@ def cancel(execution_id: str, json_out: bool) -> int:
     return _emit(json_out, execution, f"{execution.id}: {said}")
 
 
-def retry(execution_id: str, failed: bool, json_out: bool) -> int:
-    """Run an execution again as a new execution linked to the old one; a
-    batch again as a new batch (with --failed: of its failed inputs only)."""
+def retry(execution_id: str, failed: bool, json_out: bool, detach: bool, output_dir: str) -> int:
+    """Run an execution again, with the same script, inputs and options, as
+    a new execution linked to the old one (it prints the new id); a batch
+    again as a new batch, followed with its bar unless -d (with --failed:
+    its failed inputs only). Inputs you changed since: rgrid run --cache."""
     with connect(start_local=False) as client:
         if is_batch_id(execution_id):
             batch = client.retry_batch(execution_id, failed_only=failed)
-            return _emit(json_out, batch, batch.id)
+            if detach:
+                return _emit(json_out, batch, batch.id)
+            return follow_batch(client, batch, json_out, Path(output_dir), remote_only=False)
         if failed:
             raise UsageError("--failed applies to a batch (its id begins with b-)")
         execution = client.retry(execution_id)
     return _emit(json_out, execution, execution.id)
+
+
+def wait_(execution_id: str, output_dir: str, remote_only: bool, json_out: bool) -> int:
+    """Follow a detached run or batch again to its end: a run's output, a
+    batch's bar; then its outputs, and its exit code as `run` gives it."""
+    with connect(start_local=False) as client:
+        if is_batch_id(execution_id):
+            batch = client.get_batch(execution_id, executions=False)
+            return follow_batch(client, batch, json_out, Path(output_dir), remote_only)
+        return follow_run(client, execution_id, json_out, Path(output_dir), remote_only)
 
 
 def download_(execution_id: str, dest: str, json_out: bool) -> int:
@@ -284,7 +298,18 @@ def add_commands(commands: Commands) -> None:
     json_flag(listing)
     _with_id(commands, "cancel", cancel)
     retry_parser = _with_id(commands, "retry", retry)
-    retry_parser.add_argument("--failed", action="store_true", help="A batch: only its failed inputs.")
+    retry_parser.add_argument(
+        "--failed",
+        action="store_true",
+        help="A batch: only its failed inputs, as they were (the same files).",
+    )
+    retry_parser.add_argument(
+        "-d", "--detach", action="store_true", help="A batch: print its id and return at once."
+    )
+    retry_parser.add_argument("--output-dir", default=".", help="A batch: where its outputs land.")
+    waiting = _with_id(commands, "wait", wait_)
+    waiting.add_argument("--output-dir", default=".", help="Where outputs land.")
+    waiting.add_argument("--remote-only", action="store_true", help="Leave outputs on the grid.")
     download_parser = _with_id(commands, "download", download_)
     download_parser.add_argument("dest", nargs="?", default=".", help="Folder to put outputs in.")
     nodes = commands.group("workers", "The grid's capacity, and (admins) its nodes.", default=workers)

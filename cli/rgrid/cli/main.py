@@ -22,6 +22,7 @@ CLIENT_COMMANDS = {
     "list",
     "cancel",
     "retry",
+    "wait",
     "download",
     "init",
     "local",

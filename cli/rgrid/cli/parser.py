@@ -11,6 +11,7 @@ everywhere else in the CLI.
 from __future__ import annotations
 
 import argparse
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
@@ -71,7 +72,7 @@ class Commands:
         """A command running handler; its docstring is the help (its first
         sentence in listings). Options are added to the returned parser with
         `dest` named as the handler's keyword arguments."""
-        doc = (handler.__doc__ or "").strip()
+        doc = inspect.cleandoc(handler.__doc__ or "")
         summary = " ".join(doc.split())
         summary = summary[: summary.find(". ") + 1 or None]
         parser: Parser = self._sub.add_parser(name, help=summary, description=doc)

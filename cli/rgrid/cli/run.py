@@ -305,28 +305,35 @@ def run(
             else:
                 out.print(execution.id)
             return 0
-        try:
-            final = follow(
-                client,
-                execution.id,
-                on_chunk=(lambda _c: None) if json_out else write_chunk,
-                on_waiting=None if json_out else (lambda why: say(f"waiting: {why}")),
-            )
-        except KeyboardInterrupt:
-            say(
-                f"detached; {execution.id} goes on. Follow: rgrid logs {execution.id} --follow"
-                f"  Cancel: rgrid cancel {execution.id}"
-            )
-            return 130
-        if not remote_only and final.status != Status.CANCELLED:
-            landed = fetch_outputs(client, final.id, Path(output_dir))
-            if landed and not json_out and err.is_terminal:
-                say(where_outputs_went(landed))
-        if json_out:
-            print_json(final)
-        else:
-            _explain(final)
-        return exit_code_for(final)
+        return follow_run(client, execution.id, json_out, Path(output_dir), remote_only)
+
+
+def follow_run(client: Client, execution_id: str, json_out: bool, output_dir: Path, remote_only: bool) -> int:
+    """Stream a run's output to its end (saying why it waits, if it does),
+    bring its outputs back, and exit with its exit code. Ctrl+C leaves it
+    running."""
+    try:
+        final = follow(
+            client,
+            execution_id,
+            on_chunk=(lambda _c: None) if json_out else write_chunk,
+            on_waiting=None if json_out else (lambda why: say(f"waiting: {why}")),
+        )
+    except KeyboardInterrupt:
+        say(
+            f"detached; {execution_id} goes on. Follow: rgrid wait {execution_id}"
+            f"  Cancel: rgrid cancel {execution_id}"
+        )
+        return 130
+    if not remote_only and final.status != Status.CANCELLED:
+        landed = fetch_outputs(client, final.id, output_dir)
+        if landed and not json_out and err.is_terminal:
+            say(where_outputs_went(landed))
+    if json_out:
+        print_json(final)
+    else:
+        _explain(final)
+    return exit_code_for(final)
 
 
 def add_commands(commands: Commands) -> None:
