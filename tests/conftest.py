@@ -36,6 +36,9 @@ REQUIRE_POSTGRES = os.environ.get("RGRID_REQUIRE_POSTGRES") == "1"
 # Tests in these rooms start real services (Ray, S3, PostgreSQL, API
 # servers) or run chaos scenarios: `-m "not slow"` leaves them out.
 SLOW_ROOMS = frozenset({"integration", "chaos"})
+# A test in any room that starts one of these servers is slow too: the fast
+# loop starts no server at all.
+SERVER_FIXTURES = frozenset({"s3", "s3_proxy", "ray_head", "postgres", "api", "client", "rgrid_env"})
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -49,7 +52,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if SLOW_ROOMS & set(item.path.parts):
+        if SLOW_ROOMS & set(item.path.parts) or SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
 
 
