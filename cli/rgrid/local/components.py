@@ -4,13 +4,12 @@ is checked. Everything binds to 127.0.0.1 on ports picked at first start."""
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from secrets import token_hex
-
-import httpx
 
 from rgrid.config import write_private, write_private_text
 from rgrid.local.procs import port_open
@@ -290,24 +289,28 @@ def api_launch(
     return Launch([sys.executable, "-m", "rgrid", "server"], env)
 
 
-def _http_ok(url: str, accept_any: bool = False) -> bool:
+def _http_ok(port: int, path: str, accept_any: bool = False) -> bool:
+    """One plain GET on loopback: the standard library's client costs the
+    supervisor a fraction of a fresh httpx client (and its TLS context)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1.0)
     try:
-        resp = httpx.get(url, timeout=1.0)
-    except httpx.HTTPError:
+        conn.request("GET", path)
+        status = conn.getresponse().status
+    except (OSError, http.client.HTTPException):
         return False
-    return accept_any or resp.status_code == 200
+    finally:
+        conn.close()
+    return accept_any or status == 200
 
 
 def s3_healthy(ports: dict[str, int]) -> bool:
-    return _http_ok(f"http://127.0.0.1:{ports['s3']}/", accept_any=True)
+    return _http_ok(ports["s3"], "/", accept_any=True)
 
 
 def ray_healthy(ports: dict[str, int]) -> bool:
     """The GCS listens and the dashboard answers (401 without the token)."""
-    return port_open(ports["gcs"]) and _http_ok(
-        f"http://127.0.0.1:{ports['dashboard']}/api/version", accept_any=True
-    )
+    return port_open(ports["gcs"]) and _http_ok(ports["dashboard"], "/api/version", accept_any=True)
 
 
 def api_healthy(ports: dict[str, int]) -> bool:
-    return _http_ok(f"http://127.0.0.1:{ports['api']}/healthz")
+    return _http_ok(ports["api"], "/healthz")

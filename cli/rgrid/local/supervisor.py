@@ -38,6 +38,10 @@ from rgrid.restarts import RestartPolicy
 log = logging.getLogger("rgrid.local.supervisor")
 
 TICK_S = 0.5
+# A piece that exited is seen within a tick (a cheap poll); one that runs is
+# asked whether it is healthy every tick only until it first is, and while
+# it is not, else every HEALTH_EVERY_S: an idle grid costs the laptop little.
+HEALTH_EVERY_S = 5.0
 UNHEALTHY_S = 30.0
 START_TIMEOUT_S = {"s3": 60.0, "api": 60.0, "ray": 90.0, "worker": 90.0}
 # Started only once these are healthy (a node joining before the head's GCS
@@ -55,6 +59,7 @@ class Watched:
     healthy_once: bool = False
     unhealthy_since: float | None = None
     ok: bool = False
+    checked_at: float = 0.0
 
 
 class Supervisor:
@@ -129,7 +134,9 @@ class Supervisor:
             return "exited"
         if w.proc is None and not w.started:
             w.started = now  # adopted: give it the same chances as a fresh start
-        w.ok = healthy(name, piece)
+        if w.ok and now - w.checked_at < HEALTH_EVERY_S:
+            return None
+        w.ok, w.checked_at = healthy(name, piece), now
         if w.ok:
             w.healthy_once = True
             w.unhealthy_since = None

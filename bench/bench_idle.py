@@ -1,0 +1,103 @@
+"""What an idle local grid costs the machine: CPU of each of its pieces
+over a quiet minute after one run.
+
+Run by hand:  uv run python bench/bench_idle.py [--seconds 60]
+It starts a private local grid in a temp RGRID_HOME, runs the README's
+example once, then samples every process of the grid's sessions (the
+supervisor, the API, SeaweedFS, Ray's processes, the node agent and its
+attempt service) from /proc. Figures go into docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from _grid import REPO, grid_env, local_grid, rgrid
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ticks(pid: int) -> int | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def session_of(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3])
+    except OSError:
+        return None
+
+
+def piece_of(cmdline: str) -> str:
+    """Which of the grid's pieces a process belongs to, by what it runs."""
+    for marker, piece in (
+        ("rgrid.local.supervisor", "supervisor"),
+        ("rgrid server", "API"),
+        ("raydriver", "API"),
+        ("weed", "SeaweedFS"),
+        ("attemptproc", "node agent"),
+        ("rgrid worker", "node agent"),
+    ):
+        if marker in cmdline:
+            return piece
+    return "Ray"
+
+
+def grid_processes(home: Path) -> dict[int, str]:
+    """Every process of the grid: the supervisor's session and the session
+    of each piece it started (each leads one)."""
+    state = json.loads((home / "local" / "state.json").read_text())
+    leaders = {state["supervisor"]["pid"], *(p["pid"] for p in state["pieces"].values() if p.get("pid"))}
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and session_of(int(entry.name)) in leaders:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            found[int(entry.name)] = piece_of(cmd)
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0)
+    seconds = parser.parse_args().seconds
+    home = Path(tempfile.mkdtemp(prefix="rgrid-bench-idle-"))
+    project = home / "project"
+    shutil.copytree(REPO / "examples", project / "examples")
+    env = grid_env(home / "home")
+    try:
+        with local_grid(project, env):
+            rgrid(["run", "examples/hello.py", "examples/data.csv"], project, env)
+            time.sleep(5)  # the run's own tail (uploads, reports) is not idleness
+            procs = grid_processes(home / "home")
+            before = {pid: cpu_ticks(pid) for pid in procs}
+            time.sleep(seconds)
+            used: dict[str, float] = defaultdict(float)
+            for pid, piece in procs.items():
+                start, end = before[pid], cpu_ticks(pid)
+                if start is not None and end is not None:
+                    used[piece] += (end - start) / TICKS
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    total = sum(used.values())
+    print(f"idle for {seconds:.0f} s; % of one core:")
+    for piece, cpu in sorted(used.items(), key=lambda kv: -kv[1]):
+        print(f"  {piece:<12} {100 * cpu / seconds:5.1f} %")
+    rgrid_own = sum(v for k, v in used.items() if k != "Ray")
+    print(
+        f"  {'all':<12} {100 * total / seconds:5.1f} %   (rgrid's own pieces: {100 * rgrid_own / seconds:.1f} %)"
+    )
+
+
+if __name__ == "__main__":
+    main()
