@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import stat
@@ -30,6 +31,9 @@ def test_local_grid_lifecycle(tmp_path: Path, local_env: dict[str, str]) -> None
     first = run_cli(["run", "examples/hello.py", "examples/data.csv"], project, local_env, timeout=240)
     assert first.returncode == 0, first.stderr
     assert "starting the local grid" in first.stderr
+    for piece in ("S3 (SeaweedFS)", "the Ray head", "the rgrid API"):  # each said as it comes up
+        assert f"rgrid: {piece} is up (" in first.stderr
+    assert re.search(r"local grid is up in \d+ s", first.stderr)
     assert "Ray dashboard: http://127.0.0.1:" in first.stderr
     assert "mean temperature 8.88" in first.stdout
     assert json.loads((project / "summary.json").read_text())["rows"] == 6
@@ -58,8 +62,11 @@ def test_local_grid_lifecycle(tmp_path: Path, local_env: dict[str, str]) -> None
     assert all(p["url"].startswith("http://127.0.0.1:") for p in state.values())
 
     # More nodes: each its own agent and raylet, registered and heartbeating.
-    assert run_cli(["local", "up", "--workers", "1"], project, local_env, timeout=240).returncode == 0
+    more = run_cli(["local", "up", "--workers", "1"], project, local_env, timeout=240)
+    assert more.returncode == 0
+    assert "worker nodes: 0 -> 1" in more.stderr and "worker node 1 is up" in more.stderr
     assert pieces(local_env, project)["worker-1"]["state"] == "running"
+    assert "workers: 1 worker node beside the head" in run_cli(["local", "status"], project, local_env).stdout
     deadline = time.monotonic() + 40
     listed: list[dict] = []
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rgrid.cli.console import say
+from rgrid.cli.local import start_local_grid
 from rgrid.client import Client
 from rgrid.config import Target, env_api_key, remote_target, rgrid_home
 from rgrid.errors import Unreachable
@@ -22,9 +22,7 @@ def connect(start_local: bool) -> Client:
             raise Unreachable(
                 "no remote API configured and the local grid is not running (start it with `rgrid local up`)"
             )
-        say("starting the local grid in the background (first start takes a few seconds)")
-        grid.up(lambda _msg: None)
-        say(f"local grid is up; Ray dashboard: {grid.dashboard_url()}")
+        start_local_grid(grid)
     local = grid.target()
     # A key the user set is the one used, so a wrong one is refused (77)
     # instead of being silently replaced by the grid's own.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from contextlib import nullcontext
 
 from rgrid.cli.console import err, make_table, out, print_json, say
 from rgrid.cli.parser import Commands, bounded_int, json_flag
@@ -12,7 +13,7 @@ from rgrid.client import Client
 from rgrid.config import Target, rgrid_home, save_remote
 from rgrid.errors import UsageError
 from rgrid.local.components import passed_settings
-from rgrid.local.grid import LocalGrid
+from rgrid.local.grid import LocalGrid, describe_workers
 
 
 def up(workers: int | None, database_url: str | None, max_workers: int | None) -> int:
@@ -21,10 +22,31 @@ def up(workers: int | None, database_url: str | None, max_workers: int | None) -
     set here are passed on to the grid's server."""
     if database_url and not database_url.startswith(("postgresql://", "sqlite:///")):
         raise UsageError(f"--database-url must be postgresql://... or sqlite:///..., not {database_url!r}")
-    grid = LocalGrid(rgrid_home())
-    grid.up(say, workers, database_url, max_workers, passed_settings(dict(os.environ)))
-    say(f"local grid is up; Ray dashboard: {grid.dashboard_url()}")
+    start_local_grid(
+        LocalGrid(rgrid_home()), workers, database_url, max_workers, passed_settings(dict(os.environ))
+    )
     return 0
+
+
+def start_local_grid(
+    grid: LocalGrid,
+    workers: int | None = None,
+    database_url: str | None = None,
+    max_workers: int | None = None,
+    settings: dict[str, str] | None = None,
+) -> None:
+    """Start (or change) the local grid, saying each piece as it comes up
+    under a spinner on a terminal, and how long it all took."""
+    started = time.monotonic()
+    fresh = not grid.running()
+    if fresh:
+        say("starting the local grid (the first start takes up to a minute; later ones seconds)")
+    with (
+        err.rich.status("[dim]rgrid: waiting for the local grid[/dim]") if err.is_terminal else nullcontext()
+    ):
+        grid.up(say, workers, database_url, max_workers, settings)
+    took = f" in {time.monotonic() - started:.0f} s" if fresh else ""
+    say(f"local grid is up{took}; Ray dashboard: {grid.dashboard_url()}")
 
 
 def down() -> int:
@@ -58,6 +80,7 @@ def status_(json_out: bool) -> int:
                     for p in pieces
                 ],
                 "node": grid.node_info(),
+                "workers": describe_workers(grid.read_state()),
                 "autoscaled_nodes": [
                     {"name": n["name"], "pid": n.get("pid"), "alive": n["alive"]}
                     for n in grid.autoscaled_nodes()
@@ -80,6 +103,7 @@ def status_(json_out: bool) -> int:
             str(p.restarts),
         )
     out.print(table)
+    out.print(f"workers: {describe_workers(grid.read_state())}")
     autoscaled = grid.autoscaled_nodes()
     if autoscaled:
         names = ", ".join(n["name"] + ("" if n["alive"] else " (stopped)") for n in autoscaled)

@@ -175,23 +175,30 @@ class LocalGrid:
         passed on) are kept until changed."""
         with self.locked():
             state = self.read_state()
-            if workers is not None:
+            running = bool(state.get("pieces"))
+            if workers is not None and state.get("workers", 0) != workers:
+                if running:
+                    say(f"worker nodes: {state.get('workers', 0)} -> {workers} (the others keep running)")
                 state["workers"] = workers
-            restart: set[str] = set()
+            restart: dict[str, str] = {}
             if database_url is not None and state.get("database_url") != (database_url or None):
                 state["database_url"] = database_url or None
-                restart.add("api")  # the supervisor starts it on the new database
+                restart["api"] = "it moves to the new database"
             if max_workers is not None and state.get("max_workers", 0) != max_workers:
                 state["max_workers"] = max_workers
-                restart |= {"api", "ray"}  # the autoscaler's settings; the head's CPUs
+                restart["api"] = "the autoscaler's settings changed"
+                restart["ray"] = "the head runs jobs only without autoscaled nodes"
                 if not max_workers:
-                    remove_all(c.nodes_dir(self.dir))  # nobody would scale them down
+                    gone = remove_all(c.nodes_dir(self.dir))  # nobody would scale them down
+                    if gone:
+                        say(f"removed autoscaled nodes {', '.join(gone)}: the autoscaler is off")
             if settings is not None and state.get("settings", {}) != settings:
                 state["settings"] = settings
-                restart.add("api")
-            for name in restart:
+                restart.setdefault("api", "its settings changed")
+            for name, why in restart.items():
                 piece = state.get("pieces", {}).pop(name, None)
                 if piece and piece.get("pid"):
+                    say(f"restarting {piece_label(name)}: {why}")
                     stop_session(piece["pid"])
             self.save_state(state)
             supervisor = None
@@ -203,14 +210,22 @@ class LocalGrid:
                     self.log_path("supervisor"),
                     self.dir,
                 )
-        self._wait_healthy(supervisor)
+        self._wait_healthy(supervisor, say)
 
-    def _wait_healthy(self, supervisor: subprocess.Popen[bytes] | None) -> None:
-        deadline = time.monotonic() + UP_TIMEOUT_S
+    def _wait_healthy(self, supervisor: subprocess.Popen[bytes] | None, say: Callable[[str], None]) -> None:
+        """Until every piece is healthy, saying each as it comes up."""
+        started = time.monotonic()
+        deadline = started + UP_TIMEOUT_S
+        ready = {p.name for p in self.status() if p.state == "running"}
         while time.monotonic() < deadline:
             if supervisor is not None and supervisor.poll() is not None and self.supervisor_pid() is None:
                 raise RgridError(f"the local grid's supervisor exited; see {self.log_path('supervisor')}")
-            if self.supervisor_pid() is not None and all(p.state == "running" for p in self.status()):
+            pieces = self.status()
+            for p in pieces:
+                if p.state == "running" and p.name not in ready:
+                    ready.add(p.name)
+                    say(f"{piece_label(p.name)} is up ({time.monotonic() - started:.1f} s)")
+            if self.supervisor_pid() is not None and all(p.state == "running" for p in pieces):
                 return
             time.sleep(0.2)
         waiting = [p for p in self.status() if p.state != "running"]
@@ -234,6 +249,25 @@ class LocalGrid:
             state.pop("supervisor", None)
             self.save_state(state)
         return running
+
+
+def piece_label(name: str) -> str:
+    """How a piece is called where the user reads it."""
+    fixed = {"s3": "S3 (SeaweedFS)", "ray": "the Ray head", "api": "the rgrid API"}
+    return fixed.get(name) or f"worker node {name.removeprefix('worker-')}"
+
+
+def describe_workers(state: dict) -> str:
+    """The grid's worker mode, as `local status` shows it."""
+    autoscaled = state.get("max_workers", 0)
+    if autoscaled:
+        return f"autoscaled 0–{autoscaled} worker nodes (the head runs no jobs)"
+    fixed = state.get("workers", 0)
+    return (
+        f"{fixed} worker node{'' if fixed == 1 else 's'} beside the head"
+        if fixed
+        else "the head runs every job"
+    )
 
 
 def _url(name: str, ports: dict[str, int]) -> str | None:
