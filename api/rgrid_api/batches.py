@@ -23,7 +23,7 @@ from rgrid_api.auth import Caps
 from rgrid_api.db.models import Batch, Execution, Output
 from rgrid_api.db.times import aware
 from rgrid_api.errors import Conflict
-from rgrid_api.executions import admit, new_execution, output_file, spec_of
+from rgrid_api.executions import admit, cancel_open, new_execution, output_file, spec_of
 from rgrid_api.ids import BATCH_ID_LENGTH, BATCH_PREFIX, new_batch_id
 from rgrid_api.lookup import find_by_prefix
 from rgrid_api.resultcache import copy_results, previous_results, reuse
@@ -192,10 +192,14 @@ def list_batches(session: Session, owner: str, limit: int) -> list[BatchView]:
     return [_summary(b, counts[b.id]) for b in batches]
 
 
-def cancel_batch(session: Session, owner: str | None, id_or_prefix: str) -> tuple[Batch, list[str]]:
-    """The owner's batch (owner None: anyone's). Everything not yet final: queued executions end at once, dispatched
-    and running ones are told on their runner's next call. Returns the ids
-    whose followers should hear of it."""
+def cancel_batch(
+    session: Session, owner: str | None, id_or_prefix: str
+) -> tuple[Batch, list[str], list[tuple[str, int]]]:
+    """The owner's batch (owner None: anyone's). Everything not yet final:
+    queued executions, and dispatched ones whose runner never started, end
+    at once; running ones are told on their runner's next call. Returns
+    the ids whose followers should hear of it, and the attempts whose Ray
+    tasks are to be cancelled."""
     batch = find_batch(session, owner, id_or_prefix)
     batch.cancel_requested = True
     now = datetime.now(UTC)
@@ -209,13 +213,22 @@ def cancel_batch(session: Session, owner: str | None, id_or_prefix: str) -> tupl
         .where(Execution.batch_id == batch.id, Execution.status == Status.QUEUED)
         .values(status=Status.CANCELLED, failure_reason=FailureReason.CANCELLED, finished_at=now)
     )
+    # Only as many as the grid could start are dispatched at a time: each is
+    # cancelled as a single run is, its attempt locked against a late start.
+    unstarted = []
+    for execution in session.scalars(
+        select(Execution).where(Execution.batch_id == batch.id, Execution.status == Status.DISPATCHED)
+    ).all():
+        attempt = cancel_open(session, execution)
+        if attempt is not None:
+            unstarted.append((execution.id, attempt))
     session.execute(
         update(Execution)
         .where(Execution.batch_id == batch.id, Execution.status.in_([Status.DISPATCHED, Status.RUNNING]))
         .values(cancel_requested=True)
     )
     session.commit()
-    return batch, touched
+    return batch, touched, unstarted
 
 
 def batch_outputs(session: Session, storage: Storage, batch: Batch) -> dict[str, list[OutputFile]]:

@@ -135,12 +135,21 @@ def cancel_execution(session: Session, owner: str | None, id_or_prefix: str) -> 
     starts late is fenced off). Running: the runner is told on its next
     call and kills the script; the runner's report ends it."""
     execution = find_execution(session, owner, id_or_prefix)
+    unstarted = cancel_open(session, execution)
+    session.commit()
+    return execution, unstarted
+
+
+def cancel_open(session: Session, execution: Execution) -> int | None:
+    """Cancel one execution that has not ended, in the caller's
+    transaction; the attempt whose Ray task is to be cancelled, if it was
+    handed out and never started."""
     if is_postgres(session.get_bind()):
         # As the runner's fence does: no start or requeue between the read
         # of its attempt and the write.
         session.refresh(execution, with_for_update=True)
     if Status(execution.status).final:
-        return execution, None
+        return None
     now = datetime.now(UTC)
     unstarted = None
     if execution.status == Status.DISPATCHED:
@@ -156,8 +165,7 @@ def cancel_execution(session: Session, owner: str | None, id_or_prefix: str) -> 
         execution.finished_at = now
     else:
         execution.cancel_requested = True
-    session.commit()
-    return execution, unstarted
+    return unstarted
 
 
 def read_logs(session: Session, execution_id: str, after: int, limit: int = 1000) -> list[LogChunk]:

@@ -107,14 +107,18 @@ def test_status_is_failed_if_any_failed_and_succeeded_only_if_all_did(
     assert [e.exit_code for e in view.executions] == [0, 3]
 
 
-def test_cancel_ends_the_queued_and_tells_the_running(session: Session, storage: MemoryStorage) -> None:
-    batch = make_batch(session, storage, 4, parallel=1)
-    (running,) = claim_queued(session, LEASE_S)
-    _, touched = cancel_batch(session, "alice", batch.id)
+def test_cancel_ends_the_queued_and_unstarted_and_tells_the_running(
+    session: Session, storage: MemoryStorage
+) -> None:
+    batch = make_batch(session, storage, 4, parallel=2)
+    running, unstarted = claim_queued(session, LEASE_S)
+    start_attempt(session, storage, running.execution_id, 1, RunnerStart(worker="w"), LEASE_S)
+    _, touched, to_cancel = cancel_batch(session, "alice", batch.id)
     assert len(touched) == 4
+    assert to_cancel == [(unstarted.execution_id, 1)]  # its Ray task is cancelled too
     session.expire_all()
     view = batch_view(session, batch)
-    assert view.counts == {Status.DISPATCHED: 1, Status.CANCELLED: 3} and view.status == "running"
+    assert view.counts == {Status.RUNNING: 1, Status.CANCELLED: 3} and view.status == "running"
     row = session.get(Execution, running.execution_id)
     assert row is not None and row.cancel_requested
     assert claim_queued(session, LEASE_S) == []

@@ -65,12 +65,15 @@ def cancel(batch_id: str, caller: User, session: DB, state: State) -> BatchView:
     """The caller's own batch; an admin may cancel anyone's, by its whole
     id (a prefix finds only the admin's own)."""
     try:
-        batch, touched = cancel_batch(session, caller.owner, batch_id)
+        batch, touched, unstarted = cancel_batch(session, caller.owner, batch_id)
     except NotFound:
         if not (caller.admin and len(batch_id.strip()) == BATCH_ID_LENGTH):
             raise
         session.rollback()
-        batch, touched = cancel_batch(session, None, batch_id)
+        batch, touched, unstarted = cancel_batch(session, None, batch_id)
+    if state.dispatcher is not None:
+        for execution_id, attempt in unstarted:
+            state.dispatcher.transport.cancel_task(execution_id, attempt)
     for execution_id in touched:
         state.feed.changed(execution_id)
     return batch_view(session, batch)
