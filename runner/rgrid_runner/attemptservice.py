@@ -8,8 +8,10 @@ service takes nothing else from it (no code, no path, no environment, no
 API address). It checks the caller's uid by the socket's peer credentials
 and the request's every field, and runs the attempt in a fresh process of
 its own (rgrid_runner.attemptproc) against the API the node was configured
-with. That API vouches for the attempt: with a wrong token it hands out no
-spec, and the attempt ends before it starts anything.
+with (or another server of it: the same host, another port, as a test grid
+runs one API on SQLite and one on PostgreSQL). That API vouches for the
+attempt: with a wrong token it hands out no spec, and the attempt ends
+before it starts anything.
 
 When the Ray task ends (cancelled, fenced, its raylet gone), the connection
 closes and the attempt is abandoned: its process stops the job, reports
@@ -32,6 +34,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -58,13 +61,32 @@ class AttemptRequest(BaseModel):
     attempt: int = Field(ge=1, le=1_000_000)
     token: str = Field(pattern=r"^[0-9a-f]{64}$")
     ray_node_id: str | None = Field(default=None, pattern=RAY_NODE_ID_PATTERN)
+    # The ticket's API; None: the node's own. Another host is refused.
+    api_url: str | None = Field(default=None, max_length=2048)
 
 
 class AttemptOrder(AttemptRequest):
-    """What the service tells its attempt process: the request, and the
-    API it was configured with."""
+    """What the service tells its attempt process: the request, with the
+    API it checked."""
 
     api_url: str
+
+
+def same_api_host(requested: str, configured: str) -> bool:
+    """Whether a ticket's API is a server of the node's own API: plain http
+    or https, no credentials in the URL, the configured host (any port)."""
+    try:
+        wanted, own = urlsplit(requested), urlsplit(configured)
+        _ = wanted.port  # a malformed port raises here
+    except ValueError:
+        return False
+    return (
+        wanted.scheme in ("http", "https")
+        and wanted.username is None
+        and wanted.password is None
+        and wanted.hostname is not None
+        and wanted.hostname == own.hostname
+    )
 
 
 def peer_uid(conn: socket.socket) -> int:
@@ -148,6 +170,12 @@ class AttemptService:
             request = self._read_request(conn)
             if request is None:
                 return
+            if request.api_url is not None and not same_api_host(request.api_url, self.api_url):
+                log.warning(
+                    "refused %s attempt %d: its API is not this node's", request.execution_id, request.attempt
+                )
+                _refuse(conn)
+                return
             if not self._room.acquire(blocking=False):
                 log.warning(
                     "refused %s attempt %d: every slot is running", request.execution_id, request.attempt
@@ -179,9 +207,9 @@ class AttemptService:
             conn.settimeout(None)
 
     def _run(self, conn: socket.socket, request: AttemptRequest) -> str:
-        """Run the attempt to its end; kill it if the caller goes away."""
+        """Run the attempt to its end; abandon it if the caller goes away."""
         proc = self._take()
-        order = AttemptOrder(**request.model_dump(), api_url=self.api_url)
+        order = AttemptOrder(**{**request.model_dump(), "api_url": request.api_url or self.api_url})
         assert proc.stdin is not None and proc.stdout is not None
         try:
             proc.stdin.write(order.model_dump_json().encode() + b"\n")

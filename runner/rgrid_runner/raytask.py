@@ -41,6 +41,7 @@ def run_attempt(ticket: AttemptTicket) -> str:
         attempt=ticket.attempt,
         token=ticket.token,
         ray_node_id=ray_node_id(),
+        api_url=ticket.api_url,
     )
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
         conn.connect(str(path))

@@ -96,6 +96,12 @@ def run_attempt(ticket: AttemptTicket, ray_node_id: str | None, abandoned: threa
         return "stale"
     if abandoned.is_set():
         return "stale"
+    if (spec.execution_id, spec.attempt) != (ticket.execution_id, ticket.attempt):
+        # Names and paths on this node come from these: only the ticket's.
+        log.warning(
+            "the API answered %s attempt %d with another attempt's spec", ticket.execution_id, ticket.attempt
+        )
+        return "stale"
     cfg = runner_config()
     workdir = make_workdir(cfg.work_root, spec.execution_id, spec.attempt)
     try:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from rgrid_runner.attemptservice import REFUSED, AttemptService
+from rgrid_runner.attemptservice import REFUSED, AttemptService, same_api_host
 from rgrid_runner.rayuser import RayAccount, as_ray_user, ray_account
 
 # A server and processes as the Ray user: not the fast loop.
@@ -100,6 +100,8 @@ def test_another_uid_gets_no_answer(service: AttemptService) -> None:
         {**GOOD, "argv": ["/bin/sh", "-c", "id"]},
         {**GOOD, "env": {"LD_PRELOAD": "/tmp/evil.so"}},
         {**GOOD, "api_url": "http://evil.example:8000"},
+        {**GOOD, "api_url": "http://user:pw@127.0.0.1:9"},
+        {**GOOD, "api_url": "file:///etc/shadow"},
         {**GOOD, "work_root": "/etc"},
         {**GOOD, "execution_id": "../../etc/passwd"},
         {**GOOD, "execution_id": "abc; rm -rf /"},
@@ -115,3 +117,21 @@ def test_a_request_with_anything_but_ids_and_a_token_is_refused(
 ) -> None:
     raw = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
     assert ask_as_ray_user(account, service.path, raw + b"\n") == REFUSED
+
+
+@pytest.mark.parametrize(
+    ("requested", "same"),
+    [
+        ("http://127.0.0.1:9", True),
+        ("http://127.0.0.1:8123/", True),  # another API server of the same grid
+        ("https://127.0.0.1:9", True),
+        ("http://127.0.0.2:9", False),
+        ("http://localhost:9", False),
+        ("http://evil.example", False),
+        ("http://127.0.0.1:9@evil.example", False),
+        ("http://127.0.0.1:notaport", False),
+        ("ftp://127.0.0.1:9", False),
+    ],
+)
+def test_a_ticket_may_name_only_a_server_on_the_nodes_api_host(requested: str, same: bool) -> None:
+    assert same_api_host(requested, "http://127.0.0.1:9") is same
