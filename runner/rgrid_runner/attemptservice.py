@@ -15,10 +15,12 @@ before it starts anything.
 
 When the Ray task ends (cancelled, fenced, its raylet gone), the connection
 closes and the attempt is abandoned: its process stops the job, reports
-nothing and cleans up, or is killed (its sandbox dies with it, by
-bubblewrap's die-with-parent). One spare process waits with rgrid's code
-already imported and the node's configuration built, so an attempt starts
-as fast as it did inside a warm Ray worker.
+nothing, cleans up and exits, or is killed (its sandbox dies with it, by
+bubblewrap's die-with-parent). Attempt processes are kept between attempts
+(rgrid's code imported, the node's configuration built, a work disk
+formatted ahead, connections open), as Ray kept its workers: an attempt
+starts as fast as it did inside a warm Ray worker, and costs no new
+process. One always waits for the next attempt.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 4096
 REQUEST_TIMEOUT_S = 10.0
+# Attempt processes kept waiting for the next attempt.
+MAX_IDLE = 4
 # An abandoned attempt stops its job (SIGTERM, then SIGKILL after the
 # supervisor's grace) and cleans up within this, or is killed.
 ABANDON_GRACE_S = 30.0
@@ -114,8 +118,8 @@ class AttemptService:
         self.api_url = api_url
         self.env = env
         self._room = threading.BoundedSemaphore(max_attempts)
-        self._spare: subprocess.Popen[bytes] | None = None
-        self._spare_lock = threading.Lock()
+        self._idle: list[subprocess.Popen[bytes]] = []
+        self._idle_lock = threading.Lock()
         self._sock: socket.socket | None = None
         self._stopped = threading.Event()
 
@@ -146,10 +150,10 @@ class AttemptService:
             self._sock.close()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
-        with self._spare_lock:
-            spare, self._spare = self._spare, None
-        if spare is not None:
-            _kill(spare)
+        with self._idle_lock:
+            idle, self._idle = self._idle, []
+        for proc in idle:
+            _kill(proc)
 
     # -- serving -------------------------------------------------------------
     def _accept(self) -> None:
@@ -213,7 +217,7 @@ class AttemptService:
         assert proc.stdin is not None and proc.stdout is not None
         try:
             proc.stdin.write(order.model_dump_json().encode() + b"\n")
-            proc.stdin.close()
+            proc.stdin.flush()
         except OSError:
             _kill(proc)
             return REFUSED
@@ -221,10 +225,15 @@ class AttemptService:
         while True:
             ready, _, _ = select.select([caller, out], [], [])
             if out in ready:
-                result = proc.stdout.read().decode(errors="replace").strip() or "crashed"
-                proc.wait()
+                result = proc.stdout.readline().decode(errors="replace").strip()
+                if not result:  # it died during the attempt
+                    _kill(proc)
+                    return "crashed"
+                self._keep(proc)
                 return result
-            if caller in ready and not conn.recv(1):
+            if caller in ready:
+                # The relay sends nothing after its request: its socket
+                # turning readable means it closed (or misbehaves).
                 log.warning(
                     "the Ray task of %s attempt %d ended: stopping it", request.execution_id, request.attempt
                 )
@@ -232,24 +241,33 @@ class AttemptService:
                 return "abandoned"
 
     def _take(self) -> subprocess.Popen[bytes]:
-        """The waiting spare (a new one starts behind it), or a fresh process."""
-        with self._spare_lock:
-            proc, self._spare = self._spare, None
-        threading.Thread(target=self._refill, name="rgrid-attempt-spare", daemon=True).start()
-        if proc is None or proc.poll() is not None:
-            proc = self._spawn()
-        return proc
+        """A waiting attempt process, or a fresh one; when none is left
+        waiting, one more starts in the background for the next attempt."""
+        proc = None
+        with self._idle_lock:
+            while self._idle and proc is None:
+                candidate = self._idle.pop()
+                proc = candidate if candidate.poll() is None else None
+            empty = not self._idle
+        if empty:
+            threading.Thread(target=self._refill, name="rgrid-attempt-spare", daemon=True).start()
+        return proc or self._spawn()
+
+    def _keep(self, proc: subprocess.Popen[bytes]) -> None:
+        """Keep a process that reported for the next attempt (its code
+        imported, its connections to the API and storage open), up to
+        MAX_IDLE; close the others (they exit on end of input)."""
+        with self._idle_lock:
+            if not self._stopped.is_set() and len(self._idle) < MAX_IDLE:
+                self._idle.append(proc)
+                return
+        _close(proc)
 
     def _refill(self) -> None:
-        with self._spare_lock:
-            if self._stopped.is_set() or (self._spare is not None and self._spare.poll() is None):
+        with self._idle_lock:
+            if self._stopped.is_set() or self._idle:
                 return
-        proc = self._spawn()
-        with self._spare_lock:
-            if self._spare is None and not self._stopped.is_set():
-                self._spare = proc
-                return
-        _kill(proc)
+        self._keep(self._spawn())
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         # A session of its own: the agent's signals are not its, and killing
@@ -285,6 +303,13 @@ def _abandon(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(ABANDON_GRACE_S)
     except subprocess.TimeoutExpired:
         _kill(proc)
+
+
+def _close(proc: subprocess.Popen[bytes]) -> None:
+    """End of input: an idle attempt process exits by itself."""
+    with contextlib.suppress(OSError):
+        if proc.stdin is not None:
+            proc.stdin.close()
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:

@@ -1,10 +1,11 @@
-"""The one HTTP client of a worker process, reused by every attempt it runs.
+"""The one HTTP client of an attempt process, reused by every attempt it runs.
 
-Ray keeps its worker processes warm and runs attempt after attempt in them.
-A client per attempt cost a TLS context and new connections each time (the
-runner's largest CPU cost); one per process keeps its connections to the API
-and to storage alive across attempts. httpx clients are thread-safe, so the
-log shipper's thread shares it with the attempt's own.
+The attempt service keeps its attempt processes and runs attempt after
+attempt in them. A client per attempt cost a TLS context and new
+connections each time (the runner's largest CPU cost); one per process
+keeps its connections to the API and to storage alive across attempts.
+httpx clients are thread-safe, so the log shipper's thread shares it with
+the attempt's own.
 """
 
 from __future__ import annotations
