@@ -6,9 +6,10 @@ takes it."""
 from __future__ import annotations
 
 from sqlalchemy import Connection, func, select
+from sqlalchemy.orm import Session
 
 from rgrid.wire import ExecutionView, Status
-from rgrid_api.attempts import IN_FLIGHT, running_cpus
+from rgrid_api.attempts import IN_FLIGHT, fail_unschedulable, running_cpus
 from rgrid_api.auth import Caps, owner_caps
 from rgrid_api.db.models import Batch, Execution
 from rgrid_api.driver_messages import Capacity
@@ -56,3 +57,16 @@ def fits_no_node(grid: Capacity | None, cpu: float, memory_mb: int) -> str | Non
         f"needs {cpu:g} CPUs and {memory_mb} MiB on one node; no node that takes jobs has both "
         f"(the most CPUs: {grid.largest_cpus:g}; the most memory: {grid.largest_memory_mb:.0f} MiB)"
     )
+
+
+def fail_where_no_node_fits(
+    session: Session, ids: list[str], cpu: float, memory_mb: int, grid: Capacity | None
+) -> list[tuple[str, int]]:
+    """Fail these runs as unschedulable if they fit no node of `grid` (the
+    caller knows no autoscaler could add one); the attempts whose Ray tasks
+    were handed out meanwhile, to cancel."""
+    why = fits_no_node(grid, cpu, memory_mb)
+    if why is None:
+        return []
+    opened = [(i, fail_unschedulable(session, i, f"{why}, and no autoscaler adds nodes")) for i in ids]
+    return [(i, attempt) for i, attempt in opened if attempt is not None]

@@ -17,6 +17,8 @@ import ast
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rgrid.errors import UsageError
+
 MAX_MODULES = 2_000
 
 
@@ -51,32 +53,35 @@ def _imported_names(tree: ast.AST, module_file: Path, root: Path) -> list[tuple[
 
 
 def _resolve(base: Path, parts: list[str]) -> list[Path]:
-    """The files an import of `parts` loads from `base`: each package's
-    __init__.py on the way and the module itself; [] if it is not there."""
+    """The files an import of `parts` loads from `base`, in Python's order
+    within one folder: a package (with __init__.py), else a module file,
+    else a plain folder (a namespace package); each package's __init__.py
+    on the way, and the module itself. [] if nothing of it is there."""
     files: list[Path] = []
     here = base
-    for i, part in enumerate(parts):
+    for part in parts:
         if not part.isidentifier():
             return files
-        module = here / f"{part}.py"
-        package = here / part
-        if package.is_dir():
-            init = package / "__init__.py"
-            if init.is_file():
-                files.append(init)
+        package, module = here / part, here / f"{part}.py"
+        if (package / "__init__.py").is_file():
+            files.append(package / "__init__.py")
             here = package
-            continue
-        if module.is_file():
-            files.append(module)
-        # A module's attributes (`from helper import f`) are not files.
-        return files if i == len(parts) - 1 or module.is_file() else []
+        elif module.is_file():
+            # The rest (`from helper import f`) names its attributes.
+            return [*files, module]
+        elif package.is_dir():
+            here = package
+        else:
+            return files
     return files
 
 
 def local_imports(script: Path) -> LocalImports:
-    """Every module file the script imports from its folder, transitively."""
+    """Every module file the script imports from its folder, transitively,
+    by the path Python finds it at (a symlinked module keeps its name; what
+    it points to is what travels)."""
     script = script.resolve()
-    root = script.parent
+    root = script.parent  # as sys.path[0]: the script's real folder
     result = LocalImports()
     seen = {script}
     queue = [script]
@@ -91,14 +96,16 @@ def local_imports(script: Path) -> LocalImports:
             continue
         for base, parts in _imported_names(tree, current, root):
             for found in _resolve(base, parts):
-                found = found.resolve()
-                if found in seen or not found.is_relative_to(root):
+                real = found.resolve()
+                if real in seen or not found.is_relative_to(root):
                     continue
-                seen.add(found)
+                seen.add(real)
                 result.files.append(found)
                 queue.append(found)
                 if len(result.files) > MAX_MODULES:
-                    result.notes.append(f"more than {MAX_MODULES} local modules: the rest are not shipped")
-                    return result
+                    raise UsageError(
+                        f"the script imports more than {MAX_MODULES} modules from its folder: "
+                        "ship what it needs with --include, and --no-auto-include"
+                    )
     result.files.sort()
     return result

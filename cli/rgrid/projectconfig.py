@@ -41,6 +41,14 @@ class RunOptions:
     env: list[str]
     sources: dict[str, str] = field(default_factory=dict)
 
+    def where_set(self, message: str) -> str:
+        """ " (set in FILE)" when the option an error names came from the
+        project's file, so the user looks there and not at the command line."""
+        for key, source in self.sources.items():
+            if f"--{key}" in message and source not in ("command line", "default"):
+                return f" (set in {source})"
+        return ""
+
 
 def find_project_file(start: Path) -> tuple[Path, dict[str, Any]] | None:
     """The nearest rgrid.toml, or pyproject.toml with [tool.rgrid], from

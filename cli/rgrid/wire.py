@@ -52,7 +52,8 @@ class FailureReason(StrEnum):
     OUTPUT_TOO_LARGE = "output_too_large"
     PROCESS_LIMIT = "process_limit"
     # No server the autoscaler may create could ever run it (too big, or a
-    # runtime none offers); failure_detail says which.
+    # runtime none offers), or, without an autoscaler, no node of the grid
+    # fits it; failure_detail says which.
     UNSCHEDULABLE = "unschedulable"
     WORKER_LOST = "worker_lost"
     INTERNAL = "internal"

@@ -2,14 +2,13 @@
 
 Ray's processes run unprivileged (rgrid_runner.rayuser), and anyone with
 the Ray token can run code in them. So the Ray task (rgrid_runner.raytask)
-only relays: it hands its attempt's ids and token to this service, over a
-Unix socket that only the Ray user may call, and waits for the end. The
-service takes nothing else from it (no code, no path, no environment, no
-API address). It checks the caller's uid by the socket's peer credentials
+only relays: it hands its attempt's ids, token and API to this service,
+over a Unix socket that only the Ray user may call, and waits for the end.
+The service takes nothing else from it (no code, no path, no environment),
+and the API only if it is the node's own or one its operator listed. It checks the caller's uid by the socket's peer credentials
 and the request's every field, and runs the attempt in a fresh process of
 its own (rgrid_runner.attemptproc) against the API the node was configured
-with (or another server of it: the same host, another port, as a test grid
-runs one API on SQLite and one on PostgreSQL). That API vouches for the
+with (or one the operator listed: `ApiUrls`). That API vouches for the
 attempt: with a wrong token it hands out no spec, and the attempt ends
 before it starts anything.
 
@@ -76,21 +75,36 @@ class AttemptOrder(AttemptRequest):
     api_url: str
 
 
-def same_api_host(requested: str, configured: str) -> bool:
-    """Whether a ticket's API is a server of the node's own API: plain http
-    or https, no credentials in the URL, the configured host (any port)."""
-    try:
-        wanted, own = urlsplit(requested), urlsplit(configured)
-        _ = wanted.port  # a malformed port raises here
-    except ValueError:
-        return False
-    return (
-        wanted.scheme in ("http", "https")
-        and wanted.username is None
-        and wanted.password is None
-        and wanted.hostname is not None
-        and wanted.hostname == own.hostname
-    )
+class ApiUrls:
+    """The APIs a ticket may name: the node's own, and what the operator
+    adds in RGRID_NODE_API_URLS (exact URLs, or `http://host:*` for any
+    port of a host: a test grid whose Ray serves several API servers).
+    Anything else is refused: the attempt process takes its spec, and so
+    every name and path it uses, from that API."""
+
+    def __init__(self, own: str, extra: str = "") -> None:
+        self.own = own.rstrip("/")
+        entries = [e.strip().rstrip("/") for e in extra.split(",") if e.strip()]
+        self.exact = {self.own, *(e for e in entries if not e.endswith(":*"))}
+        self.any_port = {e.removesuffix(":*") for e in entries if e.endswith(":*")}
+
+    def allows(self, url: str) -> bool:
+        url = url.rstrip("/")
+        if url in self.exact:
+            return True
+        try:
+            parts = urlsplit(url)
+            port = parts.port  # a malformed port raises here
+        except ValueError:
+            return False
+        return (
+            port is not None
+            and parts.scheme in ("http", "https")
+            and parts.username is None
+            and parts.password is None
+            and parts.path == ""
+            and f"{parts.scheme}://{parts.hostname}" in self.any_port
+        )
 
 
 def peer_uid(conn: socket.socket) -> int:
@@ -108,14 +122,14 @@ class AttemptService:
         path: Path,
         caller_uid: int,
         caller_gid: int,
-        api_url: str,
+        apis: ApiUrls,
         env: dict[str, str],
         max_attempts: int,
     ) -> None:
         self.path = path
         self.caller_uid = caller_uid
         self.caller_gid = caller_gid
-        self.api_url = api_url
+        self.apis = apis
         self.env = env
         self._room = threading.BoundedSemaphore(max_attempts)
         self._idle: list[subprocess.Popen[bytes]] = []
@@ -174,7 +188,7 @@ class AttemptService:
             request = self._read_request(conn)
             if request is None:
                 return
-            if request.api_url is not None and not same_api_host(request.api_url, self.api_url):
+            if request.api_url is not None and not self.apis.allows(request.api_url):
                 log.warning(
                     "refused %s attempt %d: its API is not this node's", request.execution_id, request.attempt
                 )
@@ -213,7 +227,7 @@ class AttemptService:
     def _run(self, conn: socket.socket, request: AttemptRequest) -> str:
         """Run the attempt to its end; abandon it if the caller goes away."""
         proc = self._take()
-        order = AttemptOrder(**{**request.model_dump(), "api_url": request.api_url or self.api_url})
+        order = AttemptOrder(**{**request.model_dump(), "api_url": request.api_url or self.apis.own})
         assert proc.stdin is not None and proc.stdout is not None
         try:
             proc.stdin.write(order.model_dump_json().encode() + b"\n")

@@ -273,7 +273,8 @@ _USERS_FAULT = (
     "unsatisfiable",
     "Failed to build",
     "Failed to parse",
-    "status client error (4",
+    "status client error (404",
+    "status client error (410",
 )
 # ... and for an index or network that did not answer.
 _OUTAGE = (
@@ -284,6 +285,12 @@ _OUTAGE = (
     "Connection reset",
     "timed out",
     "status server error",
+    # The operator's index refusing its credentials, or asking to slow down.
+    "status client error (401",
+    "status client error (403",
+    "status client error (407",
+    "status client error (408",
+    "status client error (429",
 )
 
 

@@ -36,6 +36,8 @@ ENV_TOKEN = "RGRID_WORKER_TOKEN"
 ENV_HEAD_TOKEN = "RGRID_HEAD_TOKEN"
 ENV_BOOTSTRAP = "RGRID_BOOTSTRAP_TOKEN"
 ENV_CREDENTIAL_FILE = "RGRID_CREDENTIAL_FILE"
+# APIs besides RGRID_API_URL whose tickets this node runs (rgrid_runner.attemptservice.ApiUrls).
+ENV_NODE_API_URLS = "RGRID_NODE_API_URLS"
 
 
 def _head_gcs_address(extra: list[str]) -> str:
@@ -118,7 +120,7 @@ def worker(
     in RGRID_CREDENTIAL_FILE."""
     from rgrid.wire import WORKER_RESOURCE_PREFIX, WorkerRegistration
     from rgrid_runner.agent import AgentConfig, NodeAgent
-    from rgrid_runner.attemptservice import AttemptService
+    from rgrid_runner.attemptservice import ApiUrls, AttemptService
     from rgrid_runner.rayuser import as_ray_user, give_dir, ray_account, ray_env
     from rgrid_runner.runtimes import detect, encode, ray_resources
     from rgrid_runner.sandbox import choose
@@ -232,7 +234,7 @@ def worker(
         Path(runner_env["RGRID_RUNNER_SOCKET"]),
         caller_uid=account.uid if account else os.geteuid(),
         caller_gid=account.gid if account else os.getegid(),
-        api_url=api_url,
+        apis=ApiUrls(api_url, os.environ.get(ENV_NODE_API_URLS, "")),
         env={**_attempt_env(), **runner_env},
         max_attempts=settings.job_slots,
     )

@@ -210,7 +210,7 @@ class AttemptRun:
                 self.note(str(exc))
                 if exc.users_fault:
                     return Verdict(None, FailureReason.REQUIREMENTS), []
-                return Verdict(1, FailureReason.DEPENDENCY_INSTALL), []
+                return Verdict(None, FailureReason.DEPENDENCY_INSTALL), []
             verdict = self._supervise(job)
         if verdict.reason not in (None, FailureReason.EXIT_CODE):
             return verdict, []

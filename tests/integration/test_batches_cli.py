@@ -45,7 +45,7 @@ def test_a_batch_runs_every_input_and_brings_each_ones_outputs_back(
 ) -> None:
     result = run_cli(["run", "--batch", "data/**/*", "--parallel", "2", "proc.py", "{}"], project, rgrid_env)
     assert result.returncode == 1, result.stderr
-    assert "failed: data/b.csv (exit code 4)" in result.stderr
+    assert "data/b.csv: failed (exit code 4)" in result.stderr
     assert "this input is bad" in result.stderr
     outputs = project / "outputs" / "data"
     assert (outputs / "a.csv" / "result.txt").read_text() == "aa"  # data/a.json shares the stem

@@ -341,6 +341,6 @@ def test_a_detached_run_or_batch_is_followed_again_with_wait(
     assert batch.startswith("b-")
     followed = run_cli(["wait", batch], tmp_path, rgrid_env)
     assert followed.returncode == 1
-    assert "2 inputs" in followed.stderr and "failed: in/b.txt (exit code 3)" in followed.stderr
+    assert "2 inputs" in followed.stderr and "in/b.txt: failed (exit code 3)" in followed.stderr
     assert f"rgrid retry {batch} --failed" in followed.stderr
     assert (tmp_path / "outputs" / "in" / "a" / "out.txt").read_text() == "in/a.txt"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from rgrid_runner.attemptservice import REFUSED, AttemptService, same_api_host
+from rgrid_runner.attemptservice import REFUSED, ApiUrls, AttemptService
 from rgrid_runner.rayuser import RayAccount, as_ray_user, ray_account
 
 # A server and processes as the Ray user: not the fast loop.
@@ -43,7 +43,7 @@ def service(tmp_path: Path, account: RayAccount) -> Iterator[AttemptService]:
         directory / "s.sock",
         caller_uid=account.uid,
         caller_gid=account.gid,
-        api_url="http://127.0.0.1:9",
+        apis=ApiUrls("http://127.0.0.1:9"),
         env={"PATH": "/usr/bin:/bin"},
         max_attempts=2,
     )
@@ -120,18 +120,24 @@ def test_a_request_with_anything_but_ids_and_a_token_is_refused(
 
 
 @pytest.mark.parametrize(
-    ("requested", "same"),
+    ("requested", "allowed"),
     [
-        ("http://127.0.0.1:9", True),
-        ("http://127.0.0.1:8123/", True),  # another API server of the same grid
-        ("https://127.0.0.1:9", True),
-        ("http://127.0.0.2:9", False),
-        ("http://localhost:9", False),
+        ("http://127.0.0.1:9", True),  # the node's own
+        ("http://127.0.0.1:9/", True),
+        ("http://10.0.0.2:8080", True),  # listed by the operator
+        ("http://127.0.0.1:8123", False),  # another port of the node's API host is not enough
+        ("http://10.0.0.2:8081", False),
+        ("http://192.168.7.7:31337", True),  # `http://192.168.7.7:*`: any port of that host
+        ("https://192.168.7.7:31337", False),
+        ("http://192.168.7.7:31337/evil", False),
+        ("http://u:p@192.168.7.7:31337", False),
+        ("http://192.168.7.7:notaport", False),
         ("http://evil.example", False),
-        ("http://127.0.0.1:9@evil.example", False),
-        ("http://127.0.0.1:notaport", False),
         ("ftp://127.0.0.1:9", False),
     ],
 )
-def test_a_ticket_may_name_only_a_server_on_the_nodes_api_host(requested: str, same: bool) -> None:
-    assert same_api_host(requested, "http://127.0.0.1:9") is same
+def test_a_ticket_may_name_only_the_nodes_api_or_one_the_operator_listed(
+    requested: str, allowed: bool
+) -> None:
+    apis = ApiUrls("http://127.0.0.1:9", "http://10.0.0.2:8080, http://192.168.7.7:*")
+    assert apis.allows(requested) is allowed

@@ -114,6 +114,12 @@ HEAD_TOKEN = "test-head-token-" + os.urandom(8).hex()
 NODE_SECRETS = {"worker_token": WORKER_TOKEN, "head_token": HEAD_TOKEN}
 
 
+# The test grids share one Ray cluster among several API servers on
+# loopback (SQLite, PostgreSQL, strict caps, a second server): their nodes
+# run tickets from any of them.
+TEST_NODE_ENV = {"RGRID_NODE_API_URLS": "http://127.0.0.1:*"}
+
+
 def start_ray(
     root: Path, api_url: str, extra_env: dict[str, str] | None = None, num_cpus: int | None = None
 ) -> RayHead:
@@ -123,7 +129,7 @@ def start_ray(
     root.mkdir(parents=True, exist_ok=True)
     token = components.ensure_ray_token(root / "ray-token")
     launch = components.ray_launch(root, ports, root / "work", api_url, NODE_SECRETS, token, num_cpus)
-    launch.env.update(extra_env or {})
+    launch.env.update(TEST_NODE_ENV, **(extra_env or {}))
     log = root / "ray.log"
     proc = Proc(spawn(launch.argv, launch.env, log, root).pid, log)
     wait_until(lambda: components.ray_healthy(ports), 120, "Ray head", log)
@@ -314,6 +320,7 @@ def start_worker(root: Path, worker_id: str, head: RayHead, api_url: str, num_cp
         head.token_path,
         num_cpus,
     )
+    launch.env.update(TEST_NODE_ENV)
     log = root / f"{worker_id}.log"
     proc = Proc(spawn(launch.argv, launch.env, log, root).pid, log)
     wait_until(lambda: components.worker_healthy(ports), 90, f"worker {worker_id}", log)

@@ -17,7 +17,6 @@ from rgrid.wire import (
     OutputList,
     Status,
 )
-from rgrid_api.attempts import fail_unschedulable
 from rgrid_api.db.engine import is_postgres
 from rgrid_api.deps import DB, AppState, Owner, ReadDB, State, User
 from rgrid_api.errors import NotFound
@@ -35,7 +34,7 @@ from rgrid_api.executions import (
 )
 from rgrid_api.ids import ID_LENGTH
 from rgrid_api.views import execution_view
-from rgrid_api.waiting import fits_no_node, why_waiting
+from rgrid_api.waiting import fail_where_no_node_fits, why_waiting
 from rgrid_api.workers import offered_runtimes
 
 router = APIRouter(prefix="/v1/executions", tags=["executions"])
@@ -56,16 +55,15 @@ def create(body: ExecutionCreate, caller: User, session: DB, state: State) -> Ex
 def fail_if_no_node_fits(
     state: AppState, session: Session, ids: list[str], cpu: float, memory_mb: int
 ) -> None:
-    """Without an autoscaler, a run that fits none of the grid's nodes could
-    wait forever: it fails at once, unschedulable, saying why. (With one,
-    the autoscaler decides: it may add a node that fits.)"""
+    """Without an autoscaler, runs that fit none of the grid's nodes could
+    wait forever: they fail at once, unschedulable, saying why (a Ray task
+    handed out meanwhile is cancelled). With one, the autoscaler decides:
+    it may add a node that fits."""
     if state.autoscaler is not None or state.dispatcher is None:
         return
-    why = fits_no_node(state.dispatcher.transport.capacity(), cpu, memory_mb)
-    if why is None:
-        return
-    for execution_id in ids:
-        fail_unschedulable(session, execution_id, f"{why}, and no autoscaler adds nodes")
+    transport = state.dispatcher.transport
+    for execution_id, attempt in fail_where_no_node_fits(session, ids, cpu, memory_mb, transport.capacity()):
+        transport.cancel_task(execution_id, attempt)
 
 
 def runtime_for(state: AppState, session: Session, requested: str) -> str:

@@ -16,6 +16,7 @@ from rgrid.config import rgrid_home
 from rgrid.errors import exit_code_for_batch
 from rgrid.hashcache import sha256_files
 from rgrid.inputs import LocalFile
+from rgrid.outcome import describe
 from rgrid.transfer import Progress, download, upload_missing
 from rgrid.wire import BatchCreate, BatchItem, BatchView, InputFile, Status
 
@@ -51,7 +52,7 @@ def submit_batch(client: Client, plan: BatchPlan, spec: dict[str, Any], parallel
     return client.create_batch(body)
 
 
-def wait(client: Client, batch: BatchView, show_bar: bool) -> BatchView:
+def watch_batch(client: Client, batch: BatchView, show_bar: bool) -> BatchView:
     """Poll the batch's counts until every execution is final, under one bar."""
     if not show_bar:
         while client.get_batch(batch.id, executions=False).status == "running":
@@ -119,8 +120,7 @@ def summarize(client: Client, batch: BatchView, outputs: Path | None) -> None:
         say(f"each input's outputs: {outputs / 'outputs'}/<its path without the extension>/")
     failed = [e for e in batch.executions if e.status == Status.FAILED]
     for e in failed[:SHOWN_FAILURES]:
-        why = f"exit code {e.exit_code}" if e.exit_code is not None else str(e.failure_reason)
-        say(f"  failed: {e.input} ({why})")
+        say(f"  {e.input}: {describe(e.status, e.failure_reason, e.exit_code)}")
         for line in _stderr_tail(client, e.id):
             err.print(f"      {line}", markup=False, highlight=False)
     if len(failed) > SHOWN_FAILURES:
@@ -164,7 +164,7 @@ def follow_batch(
             f"batch {batch.id}: {batch.total} inputs"
             + (f", at most {batch.parallel} at a time" if batch.parallel else "")
         )
-        final = wait(client, batch, show_bar=not json_out and err.is_terminal)
+        final = watch_batch(client, batch, show_bar=not json_out and err.is_terminal)
     except KeyboardInterrupt:
         say(f"detached; {batch.id} goes on. Follow: rgrid wait {batch.id}  Cancel: rgrid cancel {batch.id}")
         return 130

@@ -10,15 +10,12 @@ so the completion never falls behind the commands).
 from __future__ import annotations
 
 from rgrid.cli.parser import Commands
-from rgrid.errors import UsageError
 
 SHELLS = ("bash", "zsh", "fish")
 
 
 def completion(shell: str) -> int:
     """Print the completion script for SHELL (bash, zsh or fish)."""
-    if shell not in SHELLS:
-        raise UsageError(f"no completion for {shell!r}: use {', '.join(SHELLS)}")
     import argcomplete
 
     print(argcomplete.shellcode(["rgrid"], shell=shell), end="")
@@ -27,4 +24,4 @@ def completion(shell: str) -> int:
 
 def add_commands(commands: Commands) -> None:
     p = commands.add("completion", completion)
-    p.add_argument("shell", metavar="SHELL", help="bash, zsh or fish.")
+    p.add_argument("shell", metavar="SHELL", choices=SHELLS, help="bash, zsh or fish.")

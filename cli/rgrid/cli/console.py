@@ -44,12 +44,17 @@ err = LazyConsole(stderr=True)
 out = LazyConsole(stderr=False)
 
 
-def say(message: str) -> None:
-    """One line of rgrid's own on stderr; the message is text, never markup
-    (it may hold a user's paths)."""
+def as_text(message: str) -> str:
+    """A message with a user's words in it (paths, `[tool.rgrid]`), made
+    safe to print with markup around it: its brackets stay brackets."""
     from rich.markup import escape
 
-    err.print(f"[dim]rgrid:[/dim] {escape(message)}", highlight=False)
+    return escape(message)
+
+
+def say(message: str) -> None:
+    """One line of rgrid's own on stderr; the message is text, never markup."""
+    err.print(f"[dim]rgrid:[/dim] {as_text(message)}", highlight=False)
 
 
 def print_json(value: BaseModel | dict | list) -> None:

@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from rgrid.cli import completion, costs, inspect, local, run
-from rgrid.cli.console import err, out
+from rgrid.cli.console import as_text, err, out
 from rgrid.cli.parser import Commands, Parser, dispatch
 from rgrid.errors import EXIT_CANCELLED, EXIT_INFRA, RgridError
 
@@ -79,7 +79,7 @@ def main() -> None:
     try:
         code = dispatch(parser, argv)
     except RgridError as exc:
-        err.print(f"[red]rgrid: error:[/red] {exc}", markup=True)
+        err.print(f"[red]rgrid: error:[/red] {as_text(str(exc))}", markup=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("rgrid: interrupted")
@@ -88,7 +88,7 @@ def main() -> None:
         if os.environ.get("RGRID_DEBUG"):
             raise
         err.print(
-            f"[red]rgrid: internal error:[/red] {exc.__class__.__name__}: {exc} "
+            f"[red]rgrid: internal error:[/red] {exc.__class__.__name__}: {as_text(str(exc))} "
             "(set RGRID_DEBUG=1 for the traceback)"
         )
         sys.exit(EXIT_INFRA)

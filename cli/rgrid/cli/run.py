@@ -251,8 +251,11 @@ def run(
         Path.cwd(),
     )
     runtime, include = options.runtime, options.include
-    resources = job_resources(options.cpu, options.memory, options.timeout)
-    env_values = parse_env(options.env)
+    try:
+        resources = job_resources(options.cpu, options.memory, options.timeout)
+        env_values = parse_env(options.env)
+    except UsageError as exc:
+        raise UsageError(f"{exc}{options.where_set(str(exc))}") from None
     if network not in ("default", "none"):
         raise UsageError(f"invalid --network {network!r}: use 'default' or 'none'")
     if batch is None and uses_placeholder(args):
