@@ -102,6 +102,7 @@ def test_a_ray_job_finds_no_control_plane_secret_and_cannot_use_the_attempt_serv
     assert report["hits"] == [], [(h, [wanted.get(d) for d in wanted if d in h]) for h in report["hits"]]
     assert report["forged_token"] == "stale"  # the API refused the token: nothing ran
     assert report["smuggled_fields"] == "refused"
+    assert report["own_api"] == "refused"  # only the node's own API hands out specs
 
     # Every Ray process of the grid, the API's driver included, runs as the Ray user.
     rays = {pid: _cmdline(pid) for pid in filter(str.isdigit, os.listdir("/proc"))}

