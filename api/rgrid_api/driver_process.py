@@ -40,7 +40,7 @@ from rgrid_api.driver_messages import (
 )
 from rgrid_api.settings import Settings
 from rgrid_api.workers import current_head
-from rgrid_runner.rayuser import as_ray_user, ray_account, ray_env
+from rgrid_runner.rayuser import as_ray_user, inherited_by_ray, ray_account, ray_env
 from rgrid_runner.settings import runner_settings
 
 log = logging.getLogger(__name__)
@@ -206,7 +206,7 @@ class DriverProcess:
         # Nothing of the server's configuration: the driver is a Ray process,
         # within reach of every node that holds the Ray token.
         # It runs as the Ray user too, where the server runs as root.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_")}
+        env = inherited_by_ray(os.environ)
         env["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] = "0"
         proc = subprocess.Popen(
             as_ray_user(self.ray_account, [sys.executable, "-m", "rgrid_api.raydriver", address]),

@@ -11,6 +11,7 @@ stops the tasks it owned.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import sys
@@ -50,6 +51,7 @@ EXIT_GRACE_S = 5.0
 FENCE_TIMEOUT_S = 30.0
 FENCE_CHECK_S = 5.0
 CAPACITY_CHECK_S = 1.0
+PR_SET_DUMPABLE = 4
 
 
 class RayDriver:
@@ -215,6 +217,10 @@ class RayDriver:
 
 
 def main() -> None:
+    # Not dumpable: other processes of its uid (Ray's workers, where the
+    # driver runs as the Ray user) may not open its /proc files, its pipes
+    # to the server (every ticket, and what the server believes) included.
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     # Ray or a library may print to stdout; only protocol lines may go there.
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)

@@ -486,20 +486,24 @@ class RunnerStart(BaseModel):
 
 
 class RunnerFile(BaseModel):
-    path: str
-    url: str
-    sha256: str  # the worker's input cache is keyed by it, and checks it
+    """One file of a spec. The root runner names files and paths after
+    these, so they are checked here too, not only when the API accepted
+    them: a spec is data from the network."""
+
+    path: Annotated[RelativePath, Field(min_length=1, max_length=1024)]
+    url: str = Field(max_length=16384)  # fetched by httpx: http and https only
+    sha256: str = Field(pattern=SHA256_PATTERN)  # the input cache is keyed by it, and checks it
 
 
 class RunnerSpec(BaseModel):
     """Everything a runner needs to execute one attempt, with fresh URLs."""
 
-    execution_id: str
-    attempt: int
+    execution_id: str = Field(pattern=r"^[0-9a-z]{4,32}$")
+    attempt: int = Field(ge=1)
     script: RunnerFile
     inputs: list[RunnerFile]
     args: list[str]
-    env: dict[str, str]
+    env: JobEnv
     runtime: str
     resources: Resources
     requirements: str | None = None

@@ -65,11 +65,13 @@ def runner_socket_path(worker_id: str) -> Path:
 
 def _attempt_env() -> dict[str, str]:
     """An attempt process's environment besides the runner's settings:
-    system paths, and where temporary files go."""
+    system paths, where temporary files go, and the operator's proxy, index
+    and CA settings for requirement builds."""
+    from rgrid_runner.build import CA_SETTINGS, INSTALLER_ENV
     from rgrid_runner.systools import PRIVILEGED_ENV
 
-    kept = {k: os.environ[k] for k in ("TMPDIR", "HOME") if k in os.environ}
-    return {**PRIVILEGED_ENV, **kept}
+    wanted = {"TMPDIR", "HOME", *INSTALLER_ENV, *CA_SETTINGS}
+    return {**PRIVILEGED_ENV, **{k: v for k, v in os.environ.items() if k in wanted}}
 
 
 def protect_node(sandbox: Sandbox, settings: RunnerSettings, worker_id: str, api_url: str) -> None:
@@ -121,7 +123,7 @@ def worker(
     from rgrid.wire import WORKER_RESOURCE_PREFIX, WorkerRegistration
     from rgrid_runner.agent import AgentConfig, NodeAgent
     from rgrid_runner.attemptservice import ApiUrls, AttemptService
-    from rgrid_runner.rayuser import as_ray_user, give_dir, ray_account, ray_env
+    from rgrid_runner.rayuser import as_ray_user, give_dir, inherited_by_ray, ray_account, ray_env
     from rgrid_runner.runtimes import detect, encode, ray_resources
     from rgrid_runner.sandbox import choose
     from rgrid_runner.settings import runner_settings, runner_variables
@@ -182,7 +184,7 @@ def worker(
         RGRID_WORKER_ID=worker_id,
         RGRID_RUNNER_SOCKET=str(settings.runner_socket or runner_socket_path(worker_id)),
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_")}
+    env = inherited_by_ray(os.environ)
     env.update(runner_env, RAY_ENABLE_UV_RUN_RUNTIME_ENV="0")
     if not head:
         # Joining is refused unless clusters are enabled; raystart keeps loopback anyway.
@@ -230,6 +232,10 @@ def worker(
         argv,
         ray_env(account, env),
     )
+    if cpus <= 0:
+        # A head that runs no jobs (a control server's) gets no attempt
+        # service: nothing of Ray's may ask its root for anything.
+        return agent.run()
     service = AttemptService(
         Path(runner_env["RGRID_RUNNER_SOCKET"]),
         caller_uid=account.uid if account else os.geteuid(),

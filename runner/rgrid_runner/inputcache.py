@@ -26,6 +26,7 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -40,6 +41,9 @@ from rgrid.wire import RunnerFile
 from rgrid_runner.workdir import safe_join
 
 log = logging.getLogger(__name__)
+
+
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 class DigestMismatch(Exception):
@@ -65,6 +69,8 @@ class InputCache:
             d.chmod(0o700)
 
     def path(self, sha256: str) -> Path:
+        if not _DIGEST.fullmatch(sha256):
+            raise ValueError(f"not a sha256 digest: {sha256[:80]!r}")
         return self.objects / sha256
 
     def place(self, http: httpx.Client, files: list[RunnerFile], workdir: Path, share: bool) -> Placed:

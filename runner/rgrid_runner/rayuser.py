@@ -26,8 +26,12 @@ import importlib.util
 import json
 import os
 import pwd
+import shutil
+import stat
 import subprocess
 import sys
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,16 +98,36 @@ def _create(name: str) -> pwd.struct_passwd:
 
 
 def give_dir(account: RayAccount | None, path: Path) -> None:
-    """A directory Ray writes in (its temp dir), made and handed to it;
-    whole, when an earlier Ray ran there as root."""
-    path.mkdir(parents=True, exist_ok=True)
-    if account is None or path.stat().st_uid == account.uid:
+    """A directory Ray writes in (its temp dir), made and handed to it.
+
+    Root never follows what the Ray user may have put there: a symlink or a
+    file in its place, or a directory someone else owns (an earlier Ray that
+    ran as root), is moved aside and removed, and a fresh directory made.
+    Old sessions are worth nothing to a new raylet."""
+    if account is None:
+        path.mkdir(parents=True, exist_ok=True)
         return
-    for top, dirs, files in os.walk(path):
-        for name in dirs + files:
-            os.chown(os.path.join(top, name), account.uid, account.gid, follow_symlinks=False)
-    os.chown(path, account.uid, account.gid)
-    path.chmod(0o700)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None and not (stat.S_ISDIR(st.st_mode) and st.st_uid == account.uid):
+        aside = path.with_name(f".{path.name}.old-{os.getpid()}-{time.monotonic_ns()}")
+        os.rename(path, aside)  # renames a symlink itself, never its target
+        if os.path.islink(aside) or not os.path.isdir(aside):
+            os.unlink(aside)
+        else:
+            shutil.rmtree(aside, ignore_errors=True)
+        st = None
+    if st is None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.mkdir(path, 0o700)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            os.fchown(fd, account.uid, account.gid)
+            os.fchmod(fd, 0o700)
+        finally:
+            os.close(fd)
 
 
 def _python_trees() -> list[Path]:
@@ -147,6 +171,19 @@ def as_ray_user(account: RayAccount | None, argv: list[str]) -> list[str]:
         return argv
     spec = json.dumps(view_spec(account), separators=(",", ":"))
     return [sys.executable, "-m", "rgrid_runner.rayview", spec, "--", *argv]
+
+
+# What of its starter's environment a Ray process may inherit: Ray's own
+# settings and the basics of a process. Everything else (a server's
+# database password, a developer's cloud keys in the local grid's shell)
+# stays out of Ray's reach, whatever its name.
+INHERITED = frozenset(
+    {"PATH", "LANG", "LANGUAGE", "TZ", "TMPDIR", "LD_LIBRARY_PATH", "VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME"}
+)
+
+
+def inherited_by_ray(environ: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in environ.items() if k in INHERITED or k.startswith(("RAY_", "LC_"))}
 
 
 def ray_env(account: RayAccount | None, env: dict[str, str]) -> dict[str, str]:

@@ -52,7 +52,11 @@ def _mount(source: str | None, target: str, fstype: str | None, flags: int, data
 
 
 def build_view(show: dict[str, list[str]]) -> None:
-    """Cover each closed directory with a tmpfs showing only its trees."""
+    """Cover each closed directory with a tmpfs showing only its trees.
+    Nothing to cover (rgrid installed under /opt, a container): no mount
+    namespace at all, which an unprivileged container could not make."""
+    if not show:
+        return
     _check(_libc.unshare(CLONE_NEWNS), "unshare")
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     for hidden, trees in show.items():

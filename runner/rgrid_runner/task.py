@@ -61,6 +61,7 @@ from rgrid_runner.workdisk import WorkDisk
 log = logging.getLogger(__name__)
 
 RENEW_S = 1.0
+ABANDON_CHECK_S = 0.2
 # The script's PATH after its interpreter's (or environment's) bin.
 JOB_PATH_TAIL = "/usr/local/bin:/usr/bin:/bin"
 
@@ -154,13 +155,18 @@ class AttemptRun:
 
     def execute(self, abandoned: threading.Event) -> str:
         self.shipper.start()
+        finished = threading.Event()
         threading.Thread(
-            target=self._abandon_when, args=(abandoned,), name="rgrid-abandon", daemon=True
+            target=self._abandon_when, args=(abandoned, finished), name="rgrid-abandon", daemon=True
         ).start()
         try:
             verdict, outputs = self._run()
         finally:
             tail = self.shipper.close()
+            finished.set()
+        if self.shipper.stale.is_set():
+            # Abandoned (or superseded) while its outputs went up: nothing is reported.
+            raise StaleAttempt("abandoned before its report")
         # What the shipper had not sent travels with the result, which the
         # API records in the same transaction: a follower sees all of it.
         self.reporter.complete(
@@ -174,9 +180,13 @@ class AttemptRun:
         )
         return verdict.reason or "ok"
 
-    def _abandon_when(self, abandoned: threading.Event) -> None:
-        abandoned.wait()
-        self.shipper.abandon()
+    def _abandon_when(self, abandoned: threading.Event, finished: threading.Event) -> None:
+        """Stop the attempt if its Ray task goes; end with it (the process
+        runs attempt after attempt: no watcher may outlive its own)."""
+        while not finished.is_set():
+            if abandoned.wait(ABANDON_CHECK_S):
+                self.shipper.abandon()
+                return
 
     def note(self, text: str) -> None:
         """A line from rgrid itself in the job's stderr."""

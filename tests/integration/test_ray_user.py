@@ -43,10 +43,12 @@ def _cmdline(pid: str) -> str:
 
 
 def _uid(pid: str) -> int | None:
+    """The real uid (its /proc entry is root's when it is not dumpable)."""
     try:
-        return Path(f"/proc/{pid}").stat().st_uid
+        status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return None
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("Uid:")))
 
 
 def test_a_ray_job_finds_no_control_plane_secret_and_cannot_use_the_attempt_service(
