@@ -349,3 +349,12 @@ def test_a_detached_run_or_batch_is_followed_again_with_wait(
     assert "2 inputs" in followed.stderr and "in/b.txt: failed (exit code 3)" in followed.stderr
     assert f"rgrid retry {batch} --failed" in followed.stderr
     assert (tmp_path / "outputs" / "in" / "a" / "out.txt").read_text() == "in/a.txt"
+
+
+def test_cost_on_a_grid_with_no_priced_node_says_so_in_one_line(
+    tmp_path: Path, rgrid_env: dict[str, str]
+) -> None:
+    result = run_cli(["cost"], tmp_path, rgrid_env)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("no priced node since") and "ran for free" in lines[0]

@@ -87,6 +87,12 @@ def cost(since: str | None, json_out: bool) -> int:
     if json_out:
         print_json(report)
         return 0
+    if report.executions_eur == 0 and not any(n.price_eur_per_hour for n in report.nodes):
+        out.print(
+            f"no priced node since {report.since:%Y-%m-%d %H:%M} UTC (a local grid costs nothing): "
+            f"{report.attempts} attempts ran for free"
+        )
+        return 0
     table = make_table("node", "provider", "type", "state", "€/h", "hours", "€")
     for n in report.nodes:
         table.add_row(
