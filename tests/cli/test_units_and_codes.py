@@ -156,3 +156,23 @@ def test_one_wording_for_how_a_run_ended(
     from rgrid.wire import FailureReason, Status
 
     assert describe(Status(status), FailureReason(reason) if reason else None, code) == said
+
+
+def test_tables_fit_a_narrow_terminal_without_cutting_a_word() -> None:
+    import io
+
+    from rich.console import Console
+
+    from rgrid.cli.console import make_table
+
+    table = make_table("id", "status", "script", "created", "took")
+    long_script = "process_every_single_sensor_reading_of_the_year.py --input data/stations/north/2026.csv"
+    table.add_row("k3x9m2p8q1", "failed (exit code 3)", long_script, "2026-12-06 20:00:45", "12.34 s")
+    buffer = io.StringIO()
+    Console(file=buffer, width=80, force_terminal=True, color_system=None).print(table)
+    lines = buffer.getvalue().splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    assert "…" not in buffer.getvalue()
+    start, end = lines[0].index("script"), lines[0].index("created")
+    column = "".join(line[start:end] for line in lines[1:])
+    assert "".join(column.split()) == "".join(long_script.split())  # every character, in its column

@@ -29,7 +29,11 @@ class LazyConsole:
         if self._console is None:
             from rich.console import Console
 
-            self._console = Console(stderr=self._stderr, highlight=False, soft_wrap=True)
+            console = Console(stderr=self._stderr, highlight=False, soft_wrap=True)
+            if not console.is_terminal:
+                # Piped: plain, and a table's row is one line, whole, for grep and awk.
+                console.width = PIPED_WIDTH
+            self._console = console
         return self._console
 
     @property
@@ -40,6 +44,7 @@ class LazyConsole:
         self.rich.print(*objects, **options)
 
 
+PIPED_WIDTH = 4096
 err = LazyConsole(stderr=True)
 out = LazyConsole(stderr=False)
 
@@ -65,7 +70,12 @@ def print_json(value: BaseModel | dict | list) -> None:
 
 def make_table(*columns: str) -> Table:
     """A borderless table for a reading command; rich.table is imported only
-    by the commands that print one (it is not on `rgrid run`'s path)."""
+    by the commands that print one (it is not on `rgrid run`'s path). On a
+    narrow terminal its cells wrap between words and fold a word too long
+    for its column: nothing is cut off."""
     from rich.table import Table
 
-    return Table(*columns, box=None, pad_edge=False)
+    table = Table(box=None, pad_edge=False)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    return table
