@@ -284,15 +284,17 @@ class AttemptService:
         self._keep(self._spawn())
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        # A session of its own: the agent's signals are not its, and killing
-        # the session ends the attempt's whole tree.
+        # A process group of its own (a Ctrl+C meant for the agent is not
+        # its, and killing the group ends the attempt's tree), in the
+        # agent's session: a node crash (its session killed) or a hang takes
+        # it with the node, as it took Ray's workers.
         return subprocess.Popen(
             [sys.executable, "-m", "rgrid_runner.attemptproc"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=self.env,
             cwd="/",
-            start_new_session=True,
+            process_group=0,
         )
 
 
