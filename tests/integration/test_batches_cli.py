@@ -205,7 +205,7 @@ def test_ctrl_c_detaches_from_a_batch_and_it_goes_on(project: Path, rgrid_env: d
     proc.send_signal(signal.SIGINT)
     _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130
-    assert "detached" in err and f"rgrid status {batch_id}" in err and f"rgrid cancel {batch_id}" in err
+    assert "detached" in err and f"rgrid wait {batch_id}" in err and f"rgrid cancel {batch_id}" in err
     assert (
         json.loads(run_cli(["status", "--json", batch_id], project, rgrid_env).stdout)["status"] == "running"
     )

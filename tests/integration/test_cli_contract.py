@@ -225,7 +225,7 @@ def test_ctrl_c_detaches_and_the_run_goes_on(tmp_path: Path, rgrid_env: dict[str
     proc.send_signal(signal.SIGINT)
     _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130
-    assert "detached" in err and "rgrid logs" in err and "rgrid cancel" in err
+    assert "detached" in err and "rgrid wait" in err and "rgrid cancel" in err
     eid = err.split("detached; ")[1].split()[0]
     gate.open()
     assert wait_for_status(rgrid_env, tmp_path, eid, {"succeeded", "failed"})["status"] == "succeeded"
