@@ -295,17 +295,22 @@ def test_a_waiting_run_says_why_and_logs_follow_exits_like_run(
             ["run", "-d", "--json", "--cpu", f"{grid['cpus']:g}", "sleeper.py", gate.url], tmp_path, rgrid_env
         ).stdout
     )
-    wait_for_status(rgrid_env, tmp_path, hog["id"], {"running"})
-    waiting = subprocess.Popen(
-        [sys.executable, "-m", "rgrid", "run", "fail.py"],
-        cwd=tmp_path,
-        env=rgrid_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc_line(waiting, "waiting:").startswith("rgrid: waiting: the grid's")
-    gate.open()
+    try:
+        # An earlier test's run may still hold a CPU for a while.
+        assert (
+            wait_for_status(rgrid_env, tmp_path, hog["id"], {"running"}, timeout=180)["status"] == "running"
+        )
+        waiting = subprocess.Popen(
+            [sys.executable, "-m", "rgrid", "run", "fail.py"],
+            cwd=tmp_path,
+            env=rgrid_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert proc_line(waiting, "waiting:").startswith("rgrid: waiting: the grid's")
+    finally:
+        gate.open()  # the hog ends whatever happened: the grid is the next test's
     _out, err = waiting.communicate(timeout=120)
     assert waiting.returncode == 3 and "bad input" in err
     eid = json.loads(run_cli(["list", "--json"], tmp_path, rgrid_env).stdout)["executions"][0]["id"]
