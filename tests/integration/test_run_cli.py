@@ -160,7 +160,7 @@ def test_the_scripts_own_modules_are_shipped_beside_it(project: Path, rgrid_env:
         "import helper\nfrom shapes import area\nprint(helper.greet(), area.square(3))\n",
     )
     write(project, "app/helper.py", "def greet():\n    return 'hello from helper'\n")
-    write(project, "app/shapes/__init__.py")
+    write(project, "app/shapes/__init__.py", "")
     write(
         project,
         "app/shapes/area.py",
