@@ -140,6 +140,7 @@ class AttemptService:
     # -- lifecycle ---------------------------------------------------------
     def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        _sweep_dead_sockets(self.path.parent)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -296,6 +297,16 @@ class AttemptService:
             cwd="/",
             process_group=0,
         )
+
+
+def _sweep_dead_sockets(directory: Path) -> None:
+    """Sockets of agents that died without removing theirs (named
+    <digest>-<pid>.sock): gone once their pid is."""
+    for path in directory.glob("*-*.sock"):
+        pid = path.stem.rpartition("-")[2]
+        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
 
 def _refuse(conn: socket.socket) -> None:

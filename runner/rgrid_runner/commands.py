@@ -54,8 +54,10 @@ def _ray_temp_dir(extra: list[str]) -> Path:
 
 def runner_socket_path(worker_id: str) -> Path:
     """The attempt service's socket: in /run for root, else in a directory
-    of this user's own. Named by a digest, as socket paths must stay short."""
-    name = hashlib.sha256(worker_id.encode()).hexdigest()[:16] + ".sock"
+    of this user's own. Named by a digest of the worker id (socket paths
+    must stay short) and this agent's pid: two grids on one machine may
+    both have a `local-head`, and must never share a service."""
+    name = f"{hashlib.sha256(worker_id.encode()).hexdigest()[:12]}-{os.getpid()}.sock"
     if os.geteuid() == 0:
         return Path("/run/rgrid") / name
     private = Path(tempfile.gettempdir()) / f"rgrid-{os.geteuid()}"
