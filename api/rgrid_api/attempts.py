@@ -321,6 +321,7 @@ def start_attempt(
         resources=Resources(cpu=execution.cpu, memory_mb=execution.memory_mb, timeout_s=execution.timeout_s),
         requirements=execution.requirements,
         network=execution.network,
+        verbose=execution.verbose,
     )
 
 

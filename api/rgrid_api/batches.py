@@ -60,6 +60,7 @@ def create_batch(session: Session, owner: str, body: BatchCreate, runtime: str) 
             retries=body.retries,
             requirements=body.requirements,
             network=body.network,
+            verbose=body.verbose,
             cache=body.cache,
         )
         row = new_execution(owner, spec, runtime, batch_id=batch.id, batch_input=item.input)

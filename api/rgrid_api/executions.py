@@ -71,6 +71,7 @@ def spec_of(execution: Execution) -> ExecutionCreate:
         retries=execution.retries,
         requirements=execution.requirements,
         network=execution.network,
+        verbose=execution.verbose,
     )
 
 
@@ -98,6 +99,7 @@ def new_execution(
         runtime=runtime,
         requirements=body.requirements,
         network=body.network,
+        verbose=body.verbose,
         cpu=body.resources.cpu,
         memory_mb=body.resources.memory_mb,
         timeout_s=body.resources.timeout_s,

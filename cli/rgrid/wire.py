@@ -234,6 +234,9 @@ class ExecutionCreate(BaseModel):
     retries: int = Field(default=2, ge=0, le=10)
     requirements: RequirementsText | None = None
     network: bool = True
+    # The installer's output in the job's log even when the install works
+    # (a failed install always shows it).
+    verbose: bool = False
     # Reuse a succeeded execution of the same owner with the same content
     # key instead of running (opt-in: scripts reading the clock, the network
     # or randomness are not pure).
@@ -306,6 +309,7 @@ class BatchCreate(BaseModel):
     retries: int = Field(default=2, ge=0, le=10)
     requirements: RequirementsText | None = None
     network: bool = True
+    verbose: bool = False
     cache: bool = False
     # At most this many of the batch dispatched or running at once; none:
     # the grid's capacity is the limit.
@@ -508,6 +512,7 @@ class RunnerSpec(BaseModel):
     resources: Resources
     requirements: str | None = None
     network: bool = True
+    verbose: bool = False
 
 
 class RunnerLogLine(BaseModel):

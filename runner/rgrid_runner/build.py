@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,10 +166,12 @@ def build_environment(
     requirements: str,
     directory: Path,
     timeout_s: float,
+    show: Callable[[str], None] | None = None,
 ) -> None:
     """Install `requirements` into `directory/venv`; InstallFailed says why
     not, and carries the installer's last output (which the job's log shows
-    only then: a build that works is rgrid's business, not the user's).
+    only then: a build that works is rgrid's business, not the user's,
+    unless they asked to `show` it as it comes: `--verbose`).
 
     The build writes on a disk of its own (rgrid_runner.workdisk, the job's
     limits in bytes and files), so it cannot fill the node's; what it built
@@ -187,7 +190,7 @@ def build_environment(
         (workdir / REQUIREMENTS_FILE).write_text(requirements)
         if seed.is_dir():
             shutil.copytree(seed, workdir / INSTALLER_CACHE)
-        _install(confinement, place, interp, workdir, timeout_s, disk)
+        _install(confinement, place, interp, workdir, timeout_s, disk, show)
         try:
             copy_out(workdir / "venv", directory / "venv")
         except (OSError, RecursionError) as exc:  # a tree too deep, a name too long
@@ -203,6 +206,7 @@ def _install(
     workdir: Path,
     timeout_s: float,
     disk: WorkDisk,
+    show: Callable[[str], None] | None,
 ) -> None:
     uv = uv_binary()
     home = confinement.sandbox.home(workdir)
@@ -220,7 +224,7 @@ def _install(
         netns=place.netns,
         resolv_conf=place.resolv_conf,
     )
-    tail = OutputTail()
+    tail = OutputTail(show)
     ended = confinement.run(job, place.name, timeout_s, tail.write, check=disk.exceeded)
     output = tail.text()
     if ended.outcome.stopped and ended.outcome.limit is None:
@@ -248,14 +252,17 @@ def _install(
 
 class OutputTail:
     """The installer's last output (both streams), kept to show and to
-    tell why it failed."""
+    tell why it failed; passed on to `show` as it comes, if given."""
 
-    def __init__(self, limit: int = 64 * 1024) -> None:
+    def __init__(self, show: Callable[[str], None] | None = None, limit: int = 64 * 1024) -> None:
+        self.show = show
         self.limit = limit
         self._parts: list[str] = []
         self._size = 0
 
     def write(self, _stream: Stream, text: str) -> None:
+        if self.show is not None:
+            self.show(text)
         self._parts.append(text)
         self._size += len(text)
         while self._size > self.limit and len(self._parts) > 1:

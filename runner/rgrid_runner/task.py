@@ -192,6 +192,11 @@ class AttemptRun:
         """A line from rgrid itself in the job's stderr."""
         self.shipper.write("stderr", f"rgrid: {text}\n")
 
+    def _show_installer(self, text: str) -> None:
+        """The installer's output as it comes (`--verbose`): rgrid's words
+        to the user, so on stderr."""
+        self.shipper.write("stderr", text)
+
     def _run(self) -> tuple[Verdict, list[OutputFile]]:
         interp = self.cfg.runtimes.get(self.spec.runtime)
         if interp is None:
@@ -213,9 +218,10 @@ class AttemptRun:
                     raise StaleAttempt("superseded while installing") from None
                 if self.shipper.cancel_requested.is_set():
                     return Verdict(None, FailureReason.CANCELLED), []
-                if exc.output:
+                if exc.output and not self.spec.verbose:
                     # The installer's own words, both streams: rgrid's to the
-                    # user, so on stderr, never in the script's stdout.
+                    # user, so on stderr, never in the script's stdout
+                    # (with --verbose they went there as they came).
                     self.shipper.write("stderr", exc.output)
                 self.note(str(exc))
                 if exc.users_fault:
@@ -297,6 +303,7 @@ class AttemptRun:
             requirements,
             directory,
             self.cfg.install_timeout_s,
+            self._show_installer if self.spec.verbose else None,
         )
         self.note(f"installed in {time.monotonic() - started:.1f} s")
 

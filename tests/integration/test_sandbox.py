@@ -290,6 +290,16 @@ def test_requirements_install_once_and_are_reused(tmp_path: Path, rgrid_env: dic
     assert plain.returncode == 1 and "ModuleNotFoundError" in plain.stderr
 
 
+def test_verbose_shows_the_installers_output_as_it_works(tmp_path: Path, rgrid_env: dict[str, str]) -> None:
+    (tmp_path / "reqs.txt").write_text(f"# {time.time_ns()}\ntomli-w==1.2.0\n")
+    name = script(tmp_path, "uses_tomli_w.py", "import tomli_w\nprint(tomli_w.dumps({'v': 1}).strip())\n")
+    shown = run_cli(["run", "-v", "--requirements", "reqs.txt", name], tmp_path, rgrid_env, timeout=300)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout == "v = 1\n"  # the installer's words are never the script's stdout
+    assert "Resolved" in shown.stderr and "tomli-w" in shown.stderr
+    assert shown.stderr.index("rgrid: installing") < shown.stderr.index("Resolved")
+
+
 def test_concurrent_runs_share_one_install(tmp_path: Path, rgrid_env: dict[str, str]) -> None:
     (tmp_path / "reqs.txt").write_text(f"# {time.time_ns()}\ntomli-w==1.2.0\n")
     name = script(tmp_path, "uses_tomli_w.py", "import tomli_w\nprint(tomli_w.dumps({'v': 1}).strip())\n")

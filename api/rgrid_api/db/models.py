@@ -106,6 +106,7 @@ class Execution(Base):
     runtime: Mapped[str] = mapped_column(String(64))
     requirements: Mapped[str | None] = mapped_column(Text)
     network: Mapped[bool] = mapped_column(Boolean, default=True, server_default=sa_true())
+    verbose: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
     cpu: Mapped[float] = mapped_column(Float)
     memory_mb: Mapped[int] = mapped_column(Integer)
     timeout_s: Mapped[float] = mapped_column(Float)

@@ -165,6 +165,7 @@ def _submit(
     show_progress: bool,
     requirements: str | None,
     network: bool,
+    verbose: bool,
     cache: bool,
 ) -> ExecutionView:
     digests = sha256_files([f.local for f in plan.files], rgrid_home())
@@ -182,6 +183,7 @@ def _submit(
         retries=retries,
         requirements=requirements,
         network=network,
+        verbose=verbose,
         cache=cache,
     )
     return client.create_execution(body)
@@ -232,6 +234,7 @@ def run(
     requirements: str | None,
     no_requirements: bool,
     network: str,
+    verbose: bool,
     json_out: bool,
     dry_run: bool,
     batch: str | None,
@@ -277,6 +280,7 @@ def run(
             "retries": retries,
             "requirements": reqs,
             "network": network != "none",
+            "verbose": verbose,
             "cache": cache,
         }
         with connect(start_local=True) as client:
@@ -300,6 +304,7 @@ def run(
             show_progress=not json_out,
             requirements=reqs,
             network=network != "none",
+            verbose=verbose,
             cache=cache,
         )
         if detach:
@@ -383,6 +388,12 @@ def add_commands(commands: Commands) -> None:
         "--no-requirements", action="store_true", help="Install nothing, even if requirements.txt exists."
     )
     p.add_argument("--network", default="default", help="'default' (the job may use the network) or 'none'.")
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="Show the installer's output in the job's log even when the install works.",
+    )
     p.add_argument("--json", dest="json_out", action="store_true", help="Print the execution as JSON.")
     p.add_argument("--dry-run", action="store_true", help="Show what would be shipped; run nothing.")
     p.add_argument(
