@@ -22,6 +22,8 @@ from pathlib import Path
 from _grid import REPO, grid_env, local_grid, rgrid
 
 TICKS = os.sysconf("SC_CLK_TCK")
+# Not rgrid's code: the driver is Ray's library too, but rgrid's process.
+THIRD_PARTY = frozenset({"Ray", "SeaweedFS"})
 
 
 def cpu_ticks(pid: int) -> int | None:
@@ -44,7 +46,7 @@ def piece_of(cmdline: str) -> str:
     for marker, piece in (
         ("rgrid.local.supervisor", "supervisor"),
         ("rgrid server", "API"),
-        ("raydriver", "API"),
+        ("raydriver", "Ray driver"),
         ("weed", "SeaweedFS"),
         ("attemptproc", "node agent"),
         ("rgrid worker", "node agent"),
@@ -93,9 +95,10 @@ def main() -> None:
     print(f"idle for {seconds:.0f} s; % of one core:")
     for piece, cpu in sorted(used.items(), key=lambda kv: -kv[1]):
         print(f"  {piece:<12} {100 * cpu / seconds:5.1f} %")
-    rgrid_own = sum(v for k, v in used.items() if k != "Ray")
+    rgrid_own = sum(v for k, v in used.items() if k not in THIRD_PARTY)
     print(
-        f"  {'all':<12} {100 * total / seconds:5.1f} %   (rgrid's own pieces: {100 * rgrid_own / seconds:.1f} %)"
+        f"  {'all':<12} {100 * total / seconds:5.1f} %   "
+        f"(rgrid's own processes: {100 * rgrid_own / seconds:.1f} %; Ray and SeaweedFS are the rest)"
     )
 
 

@@ -45,7 +45,9 @@ from rgrid_runner.settings import runner_settings
 
 log = logging.getLogger(__name__)
 
-SUPERVISE_S = 0.5
+# How often the head's address is read and the driver checked: a read of the
+# database each time, which is most of an idle server's work.
+SUPERVISE_S = 1.0
 VERIFY_TIMEOUT_S = 5.0
 STOP_GRACE_S = 10.0
 

@@ -108,10 +108,15 @@ def s3_launch(local_dir: Path, ports: dict[str, int], secrets: dict[str, str]) -
 
 def _agent_env(api_url: str, token: dict[str, str], work_root: Path, ray_token: Path) -> dict[str, str]:
     """A node agent's environment; `token` is its credential's variable
-    (the head's agent holds the head token, every other the worker token)."""
+    (the head's agent holds the head token, every other the worker token).
+
+    RAY_num_workers_soft_limit=1: Ray keeps one idle worker per CPU, each
+    costing some 0.7 % of a core while the grid idles on a laptop; one warm
+    worker keeps a lone run warm (an attempt runs in the attempt service's
+    process, the Ray worker only relays it)."""
     env = base_env()
     env.update(ray_env(ray_token))
-    env.update(RGRID_WORK_ROOT=str(work_root), RGRID_API_URL=api_url, **token)
+    env.update(RGRID_WORK_ROOT=str(work_root), RGRID_API_URL=api_url, RAY_num_workers_soft_limit="1", **token)
     return env
 
 
@@ -132,6 +137,8 @@ def node_argv(temp_dir: Path, worker_id: str, ports: dict[str, int], role: list[
         f"--runtime-env-agent-port={ports['runtime_env_agent']}",
         f"--temp-dir={temp_dir}",
         "--disable-usage-stats",
+        # It streams workers' output to drivers; rgrid's driver takes none.
+        "--include-log-monitor=False",
     ]
 
 

@@ -16,10 +16,10 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("executions") as batch:
-        batch.add_column(sa.Column("verbose", sa.Boolean(), nullable=False, server_default=sa.false()))
+    # A plain ADD COLUMN: a batch copy of the table would drop SQLite's
+    # transition triggers with it.
+    op.add_column("executions", sa.Column("verbose", sa.Boolean(), nullable=False, server_default=sa.false()))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("executions") as batch:
-        batch.drop_column("verbose")
+    op.drop_column("executions", "verbose")
