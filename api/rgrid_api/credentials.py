@@ -1,8 +1,11 @@
 """Per-worker credentials. A provisioned server's user data carries one
 bootstrap token: single use, short expiry, bound to the server's worker id.
 Its agent exchanges it at first contact for the node's own credential,
-bound to the same worker id and revoked when the node is deleted. Both are
-stored only as sha256 (256-bit random secrets: a fast hash is enough)."""
+bound to the same worker id and revoked when the node is deleted. A node an
+operator set up (compose, systemd) joins with the shared worker token,
+which buys a credential for an id no live node holds and nothing else. Both
+kinds are stored only as sha256 (256-bit random secrets: a fast hash is
+enough)."""
 
 from __future__ import annotations
 
@@ -13,7 +16,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
-from rgrid_api.db.models import WorkerCredential
+from rgrid.wire import LIVE_WORKER_STATES
+from rgrid_api.db.models import Worker, WorkerCredential
 
 BOOTSTRAP = "bootstrap"
 NODE = "node"
@@ -71,6 +75,29 @@ def exchange(session: Session, token: str) -> tuple[str, str] | None:
     credential = _issue(session, row.worker_id, NODE, None)
     session.commit()
     return row.worker_id, credential
+
+
+class Taken(Exception):
+    """The worker id belongs to a live node, or to the Ray head."""
+
+
+def join(session: Session, worker_id: str) -> str:
+    """A credential for a node an operator set up, bound to `worker_id`.
+    Refused (Taken) while a node with that id lives, and for the head's id:
+    the worker token cannot take over or speak for an existing node. An id
+    whose node left or died may be joined again; its old credentials stop
+    working."""
+    worker = session.get(Worker, worker_id)
+    if worker is not None and (worker.is_head or worker.status in LIVE_WORKER_STATES):
+        session.rollback()
+        raise Taken(
+            f"worker {worker_id} is {'the Ray head' if worker.is_head else worker.status}: "
+            "only its own credential speaks for it"
+        )
+    revoke(session, worker_id)
+    credential = _issue(session, worker_id, NODE, None)
+    session.commit()
+    return credential
 
 
 def worker_for(session: Session, credential: str) -> str | None:

@@ -119,10 +119,19 @@ async def runner_auth(
     attempt: int,
     state: Annotated[AppState, Depends(app_state)],
     authorization: Annotated[str | None, Header()] = None,
-) -> None:
+    x_rgrid_node: Annotated[str | None, Header()] = None,
+) -> WorkerCaller:
+    """The attempt's token, and the node that speaks with it: its agent's
+    credential (`X-Rgrid-Node`), which the attempt service holds. A ticket
+    read off a raylet or the GCS is no use without it, and once an attempt
+    started only the node that started it speaks for it."""
     secret = state.settings.runner_secret.get_secret_value()
     if not check_runner_token(secret, execution_id, attempt, bearer(authorization)):
         raise HTTPException(401, "runner token refused")
+    node = await _node_of(state, x_rgrid_node or "")
+    if node is None:
+        raise HTTPException(401, "a runner speaks with its node's credential (X-Rgrid-Node)")
+    return node
 
 
 def _same(presented: str, secret: str) -> bool:
@@ -134,9 +143,9 @@ def _same(presented: str, secret: str) -> bool:
 @dataclass(frozen=True)
 class WorkerCaller:
     """A node agent: with the head token (the head's agent: the only caller
-    that may say where the Ray head is), the shared worker token (a node an
-    operator set up: it may speak for any worker id but the head's) or its
-    own credential (a provisioned node: only for its own worker id)."""
+    that may say where the Ray head is) or its own credential (only for its
+    own worker id). The shared worker token is no such caller: it only
+    buys a credential (`enrolling`)."""
 
     worker_id: str | None
     head: bool = False
@@ -150,19 +159,39 @@ async def worker_auth(
     state: Annotated[AppState, Depends(app_state)], authorization: Annotated[str | None, Header()] = None
 ) -> WorkerCaller:
     presented = bearer(authorization)
+    if _same(presented, state.settings.worker_token.get_secret_value()):
+        raise HTTPException(
+            403,
+            "the worker token only joins a node (POST /v1/workers/join): speak with the credential it gave",
+        )
+    node = await _node_of(state, presented)
+    if node is None:
+        raise HTTPException(401, "worker credential refused")
+    return node
+
+
+async def _node_of(state: AppState, presented: str) -> WorkerCaller | None:
+    """The node a credential speaks for: the head (its token), a node (its
+    own credential), or none."""
+    if not presented:
+        return None
     if _same(presented, state.settings.head_token.get_secret_value()):
         return WorkerCaller(None, head=True)
-    if _same(presented, state.settings.worker_token.get_secret_value()):
-        return WorkerCaller(None)
 
     def lookup() -> str | None:
         with state.readers() as session:
             return worker_for(session, presented)
 
     worker_id = await run_in_threadpool(lookup)
-    if worker_id is None:
-        raise HTTPException(401, "worker credential refused")
-    return WorkerCaller(worker_id)
+    return WorkerCaller(worker_id) if worker_id is not None else None
+
+
+async def enrolling(
+    state: Annotated[AppState, Depends(app_state)], authorization: Annotated[str | None, Header()] = None
+) -> None:
+    """The shared worker token, which only joins a node to the grid."""
+    if not _same(bearer(authorization), state.settings.worker_token.get_secret_value()):
+        raise HTTPException(401, "worker token refused")
 
 
 Owner = Annotated[str, Depends(current_owner)]
@@ -172,3 +201,5 @@ DB = Annotated[Session, Depends(db_session)]
 ReadDB = Annotated[Session, Depends(read_session)]
 State = Annotated[AppState, Depends(app_state)]
 Agent = Annotated[WorkerCaller, Depends(worker_auth)]
+Enrolling = Annotated[None, Depends(enrolling)]
+RunnerNode = Annotated[WorkerCaller, Depends(runner_auth)]

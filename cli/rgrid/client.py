@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from rgrid.config import Target
 from rgrid.errors import ApiError, AuthRefused, Unreachable
-from rgrid.http import http_client
+from rgrid.http import api_detail, http_client
 from rgrid.retry import API_CALLS, TRANSFERS, Backoff, call_with_retry, raise_for_retryable
 from rgrid.wire import (
     AutoscalerStatus,
@@ -114,17 +114,7 @@ class Client:
                 "(run `rgrid init` or set RGRID_API_KEY)"
             )
         if resp.status_code >= 400:
-            try:
-                detail = resp.json().get("detail", resp.text)
-            except ValueError:
-                detail = resp.text
-            if not isinstance(detail, str):
-                detail = (
-                    "; ".join(str(d.get("msg", d)) for d in detail)
-                    if isinstance(detail, list)
-                    else str(detail)
-                )
-            raise ApiError(resp.status_code, f"API error {resp.status_code}: {detail.strip()[:300]}")
+            raise ApiError(resp.status_code, f"API error {resp.status_code}: {api_detail(resp)}")
 
     def health(self) -> Health:
         return self._call("GET", "/healthz", Health)

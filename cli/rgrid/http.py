@@ -44,3 +44,16 @@ class SchemeTransport(httpx.BaseTransport):
 def http_client(**kwargs: Any) -> httpx.Client:
     """An httpx.Client (same arguments) over a SchemeTransport."""
     return httpx.Client(transport=SchemeTransport(), **kwargs)
+
+
+def api_detail(resp: httpx.Response) -> str:
+    """What an API error answer says: FastAPI's `detail` (a sentence, or a
+    list of validation errors), else the body, in one line of at most 300
+    characters."""
+    try:
+        detail = resp.json().get("detail", resp.text)
+    except (ValueError, AttributeError):
+        detail = resp.text
+    if isinstance(detail, list):
+        detail = "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail)
+    return " ".join(str(detail).split())[:300]

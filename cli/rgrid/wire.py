@@ -398,8 +398,18 @@ MAX_RESOURCE_AMOUNT = 1e9
 RAY_NODE_ID_PATTERN = r"^[0-9a-f]{56}$"
 
 
+WORKER_ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+
+
+class WorkerJoin(BaseModel):
+    """A node an operator set up asks for a credential of its own, for
+    the worker id it proposes."""
+
+    id: str = Field(pattern=WORKER_ID_PATTERN)
+
+
 class WorkerRegistration(BaseModel):
-    id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    id: str = Field(pattern=WORKER_ID_PATTERN)
     host_name: str = Field(max_length=255)
     resources: Annotated[dict[str, float], AfterValidator(_finite_amounts)] = {}
     runtimes: list[str] = []
@@ -414,9 +424,10 @@ class WorkerRegistration(BaseModel):
 
 
 class WorkerGrant(BaseModel):
-    """What a provisioned node's agent gets for its bootstrap token: the
-    worker id it is bound to, its own credential, and the grid's Ray token
-    (none of which may sit in user data)."""
+    """What a node's agent gets for its bootstrap token (a provisioned
+    node: then with the grid's Ray token, which may not sit in user data)
+    or for the worker token (a node an operator set up, which has the Ray
+    token already): the worker id it is bound to and its own credential."""
 
     worker_id: str
     credential: str
@@ -485,7 +496,7 @@ class Health(BaseModel):
 
 class RunnerStart(BaseModel):
     worker: str = Field(max_length=255)
-    worker_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    worker_id: str | None = Field(default=None, pattern=WORKER_ID_PATTERN)
     ray_node_id: str | None = Field(default=None, pattern=RAY_NODE_ID_PATTERN)
 
 

@@ -22,7 +22,7 @@ import sys
 import threading
 
 from rgrid.wire import AttemptTicket
-from rgrid_runner.attemptservice import AttemptOrder
+from rgrid_runner.attemptservice import NODE_CREDENTIAL_ENV, AttemptOrder
 from rgrid_runner.config import runner_config
 from rgrid_runner.lifeline import ensure_lifeline
 from rgrid_runner.task import run_attempt
@@ -36,6 +36,8 @@ def main() -> int:
     current = [threading.Event()]  # the running attempt's, swapped per order
     signal.signal(signal.SIGTERM, lambda *_: current[0].set())
     ensure_lifeline()
+    # Taken out of the environment: nothing this process starts inherits it.
+    node_credential = os.environ.pop(NODE_CREDENTIAL_ENV, "")
     disks = runner_config().disks
     disks.prepare()
     for raw in sys.stdin.buffer:
@@ -44,7 +46,7 @@ def main() -> int:
             execution_id=order.execution_id, attempt=order.attempt, api_url=order.api_url, token=order.token
         )
         abandoned = current[0] = threading.Event()
-        outcome = run_attempt(ticket, order.ray_node_id, abandoned)
+        outcome = run_attempt(ticket, node_credential, order.ray_node_id, abandoned)
         results.write(f"{outcome}\n")
         results.flush()
         if abandoned.is_set():

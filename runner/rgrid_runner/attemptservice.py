@@ -52,6 +52,10 @@ MAX_IDLE = 4
 ABANDON_GRACE_S = 30.0
 # What the relay reads back when the service would not run the attempt.
 REFUSED = "refused"
+# The node's own credential, in its attempt processes' environment only
+# (never Ray's): every runner call presents it, so a ticket alone speaks
+# for nothing.
+NODE_CREDENTIAL_ENV = "RGRID_NODE_CREDENTIAL"
 
 
 class AttemptRequest(BaseModel):

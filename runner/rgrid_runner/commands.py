@@ -118,13 +118,13 @@ def worker(
     extra: list[str],
 ) -> int:
     """Start a Ray node that runs rgrid attempts; extra options go to `ray start`.
-    The API is named by RGRID_API_URL; the agent authenticates with
-    RGRID_WORKER_TOKEN (the head's with RGRID_HEAD_TOKEN), or (a provisioned
-    node) exchanges RGRID_BOOTSTRAP_TOKEN for a credential of its own, kept
-    in RGRID_CREDENTIAL_FILE."""
+    The API is named by RGRID_API_URL. The head's agent authenticates with
+    RGRID_HEAD_TOKEN; any other node with a credential of its own, kept in
+    RGRID_CREDENTIAL_FILE, which it buys with RGRID_WORKER_TOKEN (a node an
+    operator set up) or RGRID_BOOTSTRAP_TOKEN (a provisioned node)."""
     from rgrid.wire import WORKER_RESOURCE_PREFIX, WorkerRegistration
     from rgrid_runner.agent import AgentConfig, NodeAgent
-    from rgrid_runner.attemptservice import ApiUrls, AttemptService
+    from rgrid_runner.attemptservice import NODE_CREDENTIAL_ENV, ApiUrls, AttemptService
     from rgrid_runner.rayuser import as_ray_user, give_dir, inherited_by_ray, ray_account, ray_env
     from rgrid_runner.runtimes import detect, encode, ray_resources
     from rgrid_runner.sandbox import choose
@@ -134,26 +134,31 @@ def worker(
     token_env = ENV_HEAD_TOKEN if head else ENV_TOKEN
     api_url, token = os.environ.get(ENV_API), os.environ.get(token_env)
     bootstrap, credential_file = os.environ.get(ENV_BOOTSTRAP), os.environ.get(ENV_CREDENTIAL_FILE)
-    if api_url and not token and bootstrap:
-        if not credential_file:
+    if not api_url or not (token or (bootstrap and not head)):
+        raise UsageError(f"set {ENV_API} and {token_env} (or {ENV_BOOTSTRAP}) so the node can register")
+    worker_id = worker_id or f"{socket.gethostname()}-{secrets.token_hex(3)}"
+    if head:
+        node_token = str(token)
+    else:
+        from rgrid_runner import bootstrap as credentials
+
+        kept = Path(credential_file) if credential_file else None
+        if token:
+            grant = credentials.by_join(api_url, token, worker_id, kept)
+        elif kept is None:
             raise UsageError(
                 f"{ENV_BOOTSTRAP} needs {ENV_CREDENTIAL_FILE}: where to keep the node's credential"
             )
-        from rgrid_runner.bootstrap import node_credential
-
-        ray_token = os.environ.get("RAY_AUTH_TOKEN_PATH")
-        grant = node_credential(
-            api_url, bootstrap, Path(credential_file), Path(ray_token) if ray_token else None
-        )
-        if worker_id and worker_id != grant.worker_id:
-            logging.getLogger(__name__).warning(
-                "this node's credential is bound to worker %s: using that id, not %s",
-                grant.worker_id,
-                worker_id,
+        else:
+            ray_token = os.environ.get("RAY_AUTH_TOKEN_PATH")
+            grant = credentials.by_bootstrap(
+                api_url, str(bootstrap), kept, Path(ray_token) if ray_token else None
             )
-        token, worker_id = grant.credential, grant.worker_id
-    if not api_url or not token:
-        raise UsageError(f"set {ENV_API} and {token_env} (or {ENV_BOOTSTRAP}) so the node can register")
+        if worker_id != grant.worker_id:
+            logging.getLogger(__name__).info(
+                "this node's credential is bound to worker %s: using that id", grant.worker_id
+            )
+        node_token, worker_id = grant.credential, grant.worker_id
     if os.environ.get("RAY_AUTH_MODE") != "token" or not (
         os.environ.get("RAY_AUTH_TOKEN_PATH") or os.environ.get("RAY_AUTH_TOKEN")
     ):
@@ -161,7 +166,6 @@ def worker(
             "set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH (the grid's Ray token): "
             "without it anyone who reaches Ray's ports can run code on the grid"
         )
-    worker_id = worker_id or f"{socket.gethostname()}-{secrets.token_hex(3)}"
     runtimes = detect()
     settings = runner_settings()
     try:
@@ -226,7 +230,7 @@ def worker(
     agent = NodeAgent(
         AgentConfig(
             api_url=api_url,
-            token=token,
+            token=node_token,
             registration=registration,
             head=head,
             address=_head_gcs_address(extra) if head else address,
@@ -243,7 +247,7 @@ def worker(
         caller_uid=account.uid if account else os.geteuid(),
         caller_gid=account.gid if account else os.getegid(),
         apis=ApiUrls(api_url, os.environ.get(ENV_NODE_API_URLS, "")),
-        env={**_attempt_env(), **runner_env},
+        env={**_attempt_env(), **runner_env, NODE_CREDENTIAL_ENV: node_token},
         max_attempts=settings.job_slots,
     )
     service.start()

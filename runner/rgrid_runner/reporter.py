@@ -5,8 +5,10 @@ from __future__ import annotations
 import httpx
 from pydantic import BaseModel
 
+from rgrid.http import api_detail
 from rgrid.retry import RUNNER_CALLS, call_with_retry, raise_for_retryable
 from rgrid.wire import (
+    AttemptTicket,
     RunnerAck,
     RunnerLogBatch,
     RunnerLogLine,
@@ -25,12 +27,14 @@ class StaleAttempt(Exception):
 
 
 class Reporter:
-    """Speaks for one attempt, over the worker process's shared client."""
+    """Speaks for one attempt, over the worker process's shared client:
+    with its ticket's token, and the credential of the node that runs it
+    (the API binds the attempt to that node when it starts)."""
 
-    def __init__(self, http: httpx.Client, api_url: str, execution_id: str, attempt: int, token: str) -> None:
+    def __init__(self, http: httpx.Client, ticket: AttemptTicket, node_credential: str) -> None:
         self._http = http
-        self._base = f"{api_url.rstrip('/')}/v1/runner/{execution_id}/{attempt}"
-        self._headers = {"Authorization": f"Bearer {token}"}
+        self._base = f"{ticket.api_url.rstrip('/')}/v1/runner/{ticket.execution_id}/{ticket.attempt}"
+        self._headers = {"Authorization": f"Bearer {ticket.token}", "X-Rgrid-Node": node_credential}
 
     def _post(self, path: str, body: BaseModel | None = None) -> httpx.Response:
         """POST under the shared retry policy; 409 means this attempt was
@@ -46,9 +50,9 @@ class Reporter:
 
         resp = call_with_retry(once, RUNNER_CALLS, f"runner call {path}")
         if resp.status_code == 409:
-            raise StaleAttempt(resp.json().get("detail", "stale attempt"))
+            raise StaleAttempt(api_detail(resp))
         if resp.status_code in (401, 403):
-            raise StaleAttempt("the API refused this attempt's token")
+            raise StaleAttempt(f"the API refused this attempt's call: {api_detail(resp)}")
         resp.raise_for_status()
         return resp
 

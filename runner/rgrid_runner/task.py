@@ -86,11 +86,14 @@ def job_env(spec: RunnerSpec, path: str) -> dict[str, str]:
     return env
 
 
-def run_attempt(ticket: AttemptTicket, ray_node_id: str | None, abandoned: threading.Event) -> str:
-    """Run the attempt to its report; how it ended. `abandoned` is set when
-    its Ray task is gone: the job stops and nothing is reported."""
+def run_attempt(
+    ticket: AttemptTicket, node_credential: str, ray_node_id: str | None, abandoned: threading.Event
+) -> str:
+    """Run the attempt to its report, speaking with the ticket's token and
+    the node's credential; how it ended. `abandoned` is set when its Ray
+    task is gone: the job stops and nothing is reported."""
     http = process_client()
-    reporter = Reporter(http, ticket.api_url, ticket.execution_id, ticket.attempt, ticket.token)
+    reporter = Reporter(http, ticket, node_credential)
     try:
         spec = reporter.start(runner_start(ray_node_id))
     except StaleAttempt:

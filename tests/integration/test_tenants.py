@@ -35,10 +35,19 @@ from rgrid.wire import (
     Status,
     WorkerRegistration,
 )
+from rgrid_api.auth import runner_token
 from rgrid_api.db.engine import make_engine
 from rgrid_api.db.models import Worker
 from tests.conftest import run_cli
-from tests.support.services import HEAD_TOKEN, WORKER_TOKEN, ApiServer, RayHead, S3Server, start_api
+from tests.support.services import (
+    HEAD_TOKEN,
+    WORKER_TOKEN,
+    ApiServer,
+    RayHead,
+    S3Server,
+    start_api,
+    start_worker,
+)
 
 
 def _upload(client: Client, path: Path) -> InputFile:
@@ -51,18 +60,65 @@ def _agent(api: ApiServer, token: str) -> httpx.Client:
     return httpx.Client(base_url=api.url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
 
 
+def _joined(api: ApiServer, worker_id: str) -> httpx.Client:
+    """A node an operator set up: it joins with the worker token, then
+    speaks with the credential that bought."""
+    with _agent(api, WORKER_TOKEN) as enrolling:
+        grant = enrolling.post("/v1/workers/join", json={"id": worker_id})
+    assert grant.status_code == 200, grant.text
+    return _agent(api, grant.json()["credential"])
+
+
+def test_the_worker_token_only_joins_and_no_node_speaks_for_another(api: ApiServer) -> None:
+    """The shared worker token (every compose worker holds it) buys a
+    node a credential for an id no live node holds, and speaks for no node
+    itself: it cannot register, beat, drain or take an id that lives."""
+    suffix = os.urandom(3).hex()
+    mine, yours = f"join-a-{suffix}", f"join-b-{suffix}"
+    reg = {id_: WorkerRegistration(id=id_, host_name="h").model_dump(mode="json") for id_ in (mine, yours)}
+    with _agent(api, WORKER_TOKEN) as token:
+        refused = token.post("/v1/workers/register", json=reg[mine])
+        assert refused.status_code == 403 and "only joins" in refused.json()["detail"]
+        assert token.post(f"/v1/workers/{mine}/heartbeat").status_code == 403
+    with _joined(api, mine) as a, _joined(api, yours) as b:
+        assert a.post("/v1/workers/register", json=reg[mine]).status_code == 200
+        assert b.post("/v1/workers/register", json=reg[yours]).status_code == 200
+        for call in ("heartbeat", "drain", "leave"):
+            assert a.post(f"/v1/workers/{yours}/{call}").status_code == 403
+        assert a.post("/v1/workers/register", json=reg[yours]).status_code == 403
+        with _agent(api, WORKER_TOKEN) as token:
+            taken = token.post("/v1/workers/join", json={"id": mine})  # a live node's id
+            assert taken.status_code == 409 and "active" in taken.json()["detail"]
+            heads = token.post("/v1/workers/join", json={"id": "local-head"})
+            assert heads.status_code in (200, 409)  # the head's id, if it is the head here, is refused
+            if heads.status_code == 409:
+                assert "Ray head" in heads.json()["detail"]
+        assert a.post(f"/v1/workers/{mine}/leave").status_code == 200
+        # An id whose node left may be joined again, and its old credential dies.
+        with _joined(api, mine) as again:
+            assert again.post("/v1/workers/register", json=reg[mine]).status_code == 200
+            assert a.post(f"/v1/workers/{mine}/heartbeat").status_code == 401
+            again.post(f"/v1/workers/{mine}/leave")
+        b.post(f"/v1/workers/{yours}/leave")
+    with _agent(api, "not-the-worker-token") as stranger:
+        assert stranger.post("/v1/workers/join", json={"id": f"join-c-{suffix}"}).status_code == 401
+
+
 def test_no_node_can_move_the_head_or_speak_for_it(api: ApiServer, client: Client, tmp_path: Path) -> None:
-    """The head-announce attack: with the shared worker token, announce a
-    fake head and keep beating; take the head's own id; drain it. All are
-    refused, the driver stays where it is, and jobs keep completing."""
+    """The head-announce attack: with a node's credential (and with the
+    shared worker token), announce a fake head and keep beating; take the
+    head's own id; drain it. All are refused, the driver stays where it
+    is, and jobs keep completing."""
     heads = [w for w in client.workers().workers if w.id.endswith("head")]
     deadline = time.monotonic() + 90
     while api.env["RGRID_DATABASE_URL"].startswith("sqlite") and not heads:
         assert time.monotonic() < deadline, "the test grid's head never registered with the SQLite API"
         time.sleep(0.5)
         heads = [w for w in client.workers().workers if w.id.endswith("head")]
-    with _agent(api, WORKER_TOKEN) as node:
-        fake = WorkerRegistration(id="evil-node", host_name="evil", ray_address="203.0.113.9:6379")
+    fake = WorkerRegistration(id="evil-node", host_name="evil", ray_address="203.0.113.9:6379")
+    with _agent(api, WORKER_TOKEN) as token:
+        assert token.post("/v1/workers/register", json=fake.model_dump(mode="json")).status_code == 403
+    with _joined(api, "evil-node") as node:
         for _ in range(3):
             refused = node.post("/v1/workers/register", json=fake.model_dump(mode="json"))
             assert refused.status_code == 403 and "head" in refused.json()["detail"]
@@ -72,15 +128,15 @@ def test_no_node_can_move_the_head_or_speak_for_it(api: ApiServer, client: Clien
             assert node.post(f"/v1/workers/{head.id}/heartbeat").status_code == 403
             assert node.post(f"/v1/workers/{head.id}/drain").status_code == 403
             assert node.post(f"/v1/workers/{head.id}/leave").status_code == 403
-        # A plain worker's registration (no head address) is still welcome,
-        # and its answer names the real head, not the fake one.
+        # A plain registration (no head address) is still welcome, and its
+        # answer names the real head, not the fake one.
         plain = node.post(
             "/v1/workers/register",
-            json=WorkerRegistration(id="plain-node", host_name="p").model_dump(mode="json"),
+            json=WorkerRegistration(id="evil-node", host_name="p").model_dump(mode="json"),
         )
         assert plain.status_code == 200
         assert plain.json()["ray_address"] != "203.0.113.9:6379"
-        assert node.post("/v1/workers/plain-node/leave").status_code == 200
+        assert node.post("/v1/workers/evil-node/leave").status_code == 200
     with _agent(api, "rgw_n_not-a-credential") as stranger:
         assert stranger.post("/v1/workers/register", json=fake.model_dump(mode="json")).status_code == 401
     # The API's key is no node credential either.
@@ -94,18 +150,86 @@ def test_no_node_can_move_the_head_or_speak_for_it(api: ApiServer, client: Clien
         assert time.monotonic() < deadline, "a job did not complete after the attack"
         time.sleep(0.2)
     assert view.status == Status.SUCCEEDED
-    assert all(w.id != "evil-node" for w in client.workers(include_ended=True).workers)
+
+
+def test_a_node_joins_once_keeps_its_credential_and_joins_again_when_it_is_forgotten(
+    api: ApiServer, client: Client, ray_head: RayHead, tmp_path: Path
+) -> None:
+    """A node an operator set up (the worker token in its environment)
+    whose kept credential the API does not know (a reset database) drops it
+    and joins again; what it keeps is its own credential, 0600, never the
+    worker token."""
+    worker_id = f"rejoiner-{os.urandom(3).hex()}"
+    kept = tmp_path / "local" / "credentials" / f"{worker_id}.json"
+    kept.parent.mkdir(parents=True)
+    kept.write_text(json.dumps({"worker_id": worker_id, "credential": "rgw_n_forgotten"}))
+    node = start_worker(tmp_path, worker_id, ray_head, api.url, num_cpus=1)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(w.id == worker_id for w in client.workers().workers):
+            assert time.monotonic() < deadline, f"the node never registered: {node.log.read_text()[-2000:]}"
+            time.sleep(0.5)
+        grant = json.loads(kept.read_text())
+        assert grant["worker_id"] == worker_id
+        assert grant["credential"] not in ("rgw_n_forgotten", WORKER_TOKEN)
+        assert oct(kept.stat().st_mode & 0o777) == "0o600"
+        assert "joining again" in node.log.read_text()
+    finally:
+        node.stop()
+
+
+def test_a_ticket_alone_speaks_for_nothing_and_no_node_hijacks_another_nodes_attempt(
+    api: ApiServer, client: Client, tmp_path: Path
+) -> None:
+    """A running attempt's ticket (its token, as a raylet it passed
+    through could read it) with no node credential, or with another node's,
+    gets no call taken: no spec, no logs, no output URLs, no forged
+    result. The attempt ends as its own node reports it."""
+    script = tmp_path / "victim.py"
+    script.write_text("import time\nprint('begun', flush=True)\ntime.sleep(4)\nprint('the real end')\n")
+    run = client.create_execution(ExecutionCreate(script=_upload(client, script)))
+    deadline = time.monotonic() + 90
+    while (view := client.get_execution(run.id)).status != Status.RUNNING:
+        assert time.monotonic() < deadline and not view.status.final, f"never ran: {view.status}"
+        time.sleep(0.1)
+    number = view.attempts[-1].number
+    token = runner_token(api.env["RGRID_RUNNER_SECRET"], run.id, number)
+    base = f"{api.url}/v1/runner/{run.id}/{number}"
+    forged = {"exit_code": 0, "duration_s": 0.1, "logs": [{"stream": "stdout", "data": "forged\n"}]}
+    calls = [
+        ("/start", {"worker": "t", "worker_id": "x"}),
+        ("/renew", None),
+        ("/logs", {"lines": [{"stream": "stdout", "data": "forged\n"}]}),
+        ("/outputs", {"paths": ["stolen.txt"]}),
+        ("/complete", forged),
+    ]
+    ticket_only = {"Authorization": f"Bearer {token}"}
+    for path, body in calls:
+        assert httpx.post(base + path, json=body, headers=ticket_only, timeout=10).status_code == 401, path
+    suffix = os.urandom(3).hex()
+    with _joined(api, f"hijacker-{suffix}") as thief:
+        theirs = {**ticket_only, "X-Rgrid-Node": thief.headers["Authorization"].removeprefix("Bearer ")}
+        for path, body in calls:
+            answer = httpx.post(base + path, json=body, headers=theirs, timeout=10)
+            assert answer.status_code == 403, (path, answer.text)
+    deadline = time.monotonic() + 90
+    while not (view := client.get_execution(run.id)).status.final:
+        assert time.monotonic() < deadline, "the victim's attempt never ended"
+        time.sleep(0.2)
+    assert view.status == Status.SUCCEEDED
+    logs = "".join(chunk.data for chunk in client.logs(run.id).chunks)
+    assert "the real end" in logs and "forged" not in logs
 
 
 def test_the_head_token_alone_may_name_the_head(api: ApiServer, ray_head: RayHead) -> None:
-    """One announcement of the head's real address: refused with the worker
-    token, accepted with the head's (how the head's agent says where it
+    """One announcement of the head's real address: refused with a node's
+    credential, accepted with the head's (how the head's agent says where it
     is). Without a Ray node id it never becomes the current head, and it
     leaves at once."""
     body = WorkerRegistration(id="second-head", host_name="h", ray_address=ray_head.address).model_dump(
         mode="json"
     )
-    with _agent(api, WORKER_TOKEN) as node:
+    with _joined(api, "second-head") as node:
         assert node.post("/v1/workers/register", json=body).status_code == 403
     with _agent(api, HEAD_TOKEN) as head:
         assert head.post("/v1/workers/register", json=body).status_code == 200
@@ -139,6 +263,7 @@ ROUTES = {
     ("GET", "/v1/autoscaler"): ADMIN,
     ("POST", "/v1/grid/workers/{worker_id}/drain"): ADMIN,
     ("POST", "/v1/workers/bootstrap"): AGENT,
+    ("POST", "/v1/workers/join"): AGENT,
     ("POST", "/v1/workers/register"): AGENT,
     ("POST", "/v1/workers/{worker_id}/heartbeat"): AGENT,
     ("POST", "/v1/workers/{worker_id}/drain"): AGENT,
@@ -225,7 +350,7 @@ def test_an_admin_cancels_anyones_run_and_drains_a_node(
             assert time.monotonic() < deadline, "the admin's cancel did not end the run"
             time.sleep(0.2)
         assert view.status == Status.CANCELLED
-    with _agent(api, WORKER_TOKEN) as node:
+    with _joined(api, "drain-me") as node:
         reg = WorkerRegistration(id="drain-me", host_name="d")
         assert node.post("/v1/workers/register", json=reg.model_dump(mode="json")).status_code == 200
         assert client.drain_worker("drain-me").status == "draining"
@@ -422,7 +547,7 @@ def test_a_node_cannot_take_another_nodes_ray_id_nor_get_it_fenced(
     is checked again before fencing: when the thief is declared dead, the
     node it named is not fenced and jobs keep running there."""
     victim = _head_node_id(ray_head)
-    with _agent(api, WORKER_TOKEN) as thief:
+    with _joined(api, "thief-node") as thief:
         stolen = WorkerRegistration(id="thief-node", host_name="t", ray_node_id=victim)
         refused = thief.post("/v1/workers/register", json=stolen.model_dump(mode="json"))
         assert refused.status_code == 403 and "not worker thief-node's node" in refused.json()["detail"]

@@ -10,11 +10,11 @@ from fastapi import APIRouter, Header, HTTPException, Query
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from rgrid.wire import WorkerAck, WorkerGrant, WorkerList, WorkerRegistration, WorkerStatus
+from rgrid.wire import WorkerAck, WorkerGrant, WorkerJoin, WorkerList, WorkerRegistration, WorkerStatus
 from rgrid_api.attempts import attempts_left_by_old_nodes
-from rgrid_api.credentials import exchange
+from rgrid_api.credentials import Taken, exchange, join
 from rgrid_api.db.models import Worker
-from rgrid_api.deps import DB, Admin, Agent, ReadDB, State, WorkerCaller, bearer
+from rgrid_api.deps import DB, Admin, Agent, Enrolling, ReadDB, State, WorkerCaller, bearer
 from rgrid_api.giveback import give_back
 from rgrid_api.workers import current_head, heartbeat, list_workers, open_attempts, register, set_status
 
@@ -42,6 +42,17 @@ def bootstrap(session: DB, authorization: Annotated[str | None, Header()] = None
         raise HTTPException(401, "bootstrap token refused (unknown, used, expired or revoked)")
     worker_id, credential = granted
     return WorkerGrant(worker_id=worker_id, credential=credential, ray_token=_ray_token())
+
+
+@router.post("/join", response_model=WorkerGrant)
+def join_grid(body: WorkerJoin, _token: Enrolling, session: DB) -> WorkerGrant:
+    """A node an operator set up trades the shared worker token for a
+    credential of its own (no Ray token: its operator gave it that)."""
+    try:
+        credential = join(session, body.id)
+    except Taken as exc:
+        raise HTTPException(409, str(exc)) from None
+    return WorkerGrant(worker_id=body.id, credential=credential)
 
 
 def _ack(session: Session, status: WorkerStatus) -> WorkerAck:

@@ -107,8 +107,8 @@ def s3_launch(local_dir: Path, ports: dict[str, int], secrets: dict[str, str]) -
 
 
 def _agent_env(api_url: str, token: dict[str, str], work_root: Path, ray_token: Path) -> dict[str, str]:
-    """A node agent's environment; `token` is its credential's variable
-    (the head's agent holds the head token, every other the worker token).
+    """A node agent's environment; `token` says how it authenticates (the
+    head's agent with the head token, every other with its own credential).
 
     RAY_num_workers_soft_limit=1: Ray keeps one idle worker per CPU, each
     costing some 0.7 % of a core while the grid idles on a laptop; one warm
@@ -180,11 +180,17 @@ def worker_launch(
     ray_token: Path,
     num_cpus: int = 1,
 ) -> Launch:
-    """An extra worker node: its own agent and raylet, joining the head on loopback."""
+    """An extra worker node: its own agent and raylet, joining the head on
+    loopback. The worker token buys its agent a credential of its own, kept
+    across restarts."""
     role = [f"--address=127.0.0.1:{gcs_port}", f"--num-cpus={num_cpus}"]
+    credential = {
+        "RGRID_WORKER_TOKEN": secrets["worker_token"],
+        "RGRID_CREDENTIAL_FILE": str(home / "local" / "credentials" / f"{worker_id}.json"),
+    }
     return Launch(
         node_argv(ray_temp_dir(home), worker_id, ports, role),
-        _agent_env(api_url, {"RGRID_WORKER_TOKEN": secrets["worker_token"]}, work_root, ray_token),
+        _agent_env(api_url, credential, work_root, ray_token),
     )
 
 
