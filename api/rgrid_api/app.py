@@ -16,9 +16,11 @@ from fastapi.responses import JSONResponse
 
 from rgrid.version import VERSION
 from rgrid.wire import Role
-from rgrid_api.auth import CallerCache, create_key, default_caps
+from rgrid_api.auth import SecretCache, caller_for_key, create_key, default_caps
 from rgrid_api.autoscaler.loop import Autoscaler, config_from
 from rgrid_api.autoscaler.providers import make_provider, offered_runtimes
+from rgrid_api.beats import Beats
+from rgrid_api.credentials import worker_for
 from rgrid_api.db.engine import make_engine, make_hot_reader, make_readers, make_sessionmaker
 from rgrid_api.db.migrate import upgrade
 from rgrid_api.deps import AppState, Owner
@@ -85,7 +87,9 @@ def build_state(settings: Settings, with_dispatcher: bool = True) -> AppState:
         readers=readers,
         read_engine=make_hot_reader(settings.database_url),
         hot_reads=CapacityLimiter(HOT_READ_THREADS),
-        callers=CallerCache(readers, settings.key_cache_s),
+        callers=SecretCache(readers, settings.key_cache_s, caller_for_key),
+        nodes=SecretCache(readers, settings.key_cache_s, worker_for),
+        beats=Beats(sessions),
         caps=default_caps(settings),
         rate_limit=RateLimit(settings.rate_limit_per_s, settings.rate_limit_burst),
         long_polls=LongPolls(settings.long_polls_per_key),
@@ -119,6 +123,7 @@ def create_app(settings: Settings, with_dispatcher: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         state.feed.bind(asyncio.get_running_loop())
+        state.beats.start()
         if state.dispatcher is not None:
             state.dispatcher.start()
         state.monitor.start()
@@ -132,6 +137,7 @@ def create_app(settings: Settings, with_dispatcher: bool = True) -> FastAPI:
             await asyncio.to_thread(state.monitor.stop)
             if state.dispatcher is not None:
                 await asyncio.to_thread(state.dispatcher.stop)
+            await asyncio.to_thread(state.beats.stop)
 
     # /healthz is the only route without a key, so the schema is served
     # under /v1 behind the same Bearer auth as everything else.

@@ -8,9 +8,10 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, Generic, TypeVar, cast
 
 from sqlalchemy import Connection, CursorResult, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -21,6 +22,9 @@ from rgrid_api.settings import Settings
 
 KEY_PREFIX = "rg_"
 OWNER_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+T = TypeVar("T")
 
 
 def hash_key(key: str) -> str:
@@ -145,46 +149,49 @@ def owner_caps(db: Session | Connection, owners: set[str], default: Caps) -> dic
     }
 
 
-class CallerCache:
-    """Who an API key speaks for, remembered for a few seconds so that a
-    request costs no database round trip for it. A revoked key stops
-    working within `ttl_s` (and a changed role takes effect as soon); a
-    refused key is asked about again sooner, so a key created a
-    moment ago works at once."""
+class SecretCache(Generic[T]):
+    """Who a secret (an API key, a node's credential) speaks for,
+    remembered for a few seconds so that a request costs no database round
+    trip for it. A revoked secret stops working within `ttl_s` (and a
+    changed role takes effect as soon); a refused one is asked about again
+    sooner, so a secret made a moment ago works at once."""
 
     REFUSED_TTL_S = 1.0
     MAX_ENTRIES = 10_000
 
-    def __init__(self, readers: sessionmaker, ttl_s: float) -> None:
+    def __init__(
+        self, readers: sessionmaker, ttl_s: float, lookup: Callable[[Session, str], T | None]
+    ) -> None:
         self._readers = readers
         self._ttl_s = ttl_s
-        self._entries: dict[str, tuple[Caller | None, float]] = {}
+        self._lookup = lookup
+        self._entries: dict[str, tuple[T | None, float]] = {}
         self._lock = threading.Lock()
 
-    def cached(self, key: str) -> tuple[bool, Caller | None]:
-        """(known, caller) from memory alone: never waits for the database."""
+    def cached(self, secret: str) -> tuple[bool, T | None]:
+        """(known, who) from memory alone: never waits for the database."""
         with self._lock:
-            hit = self._entries.get(hash_key(key))  # plain keys are never kept
+            hit = self._entries.get(hash_key(secret))  # plain secrets are never kept
         if hit is not None and hit[1] > time.monotonic():
             return True, hit[0]
         return False, None
 
-    def caller(self, key: str) -> Caller | None:
-        known, caller = self.cached(key)
+    def get(self, secret: str) -> T | None:
+        known, who = self.cached(secret)
         if known:
-            return caller
+            return who
         now = time.monotonic()
-        digest = hash_key(key)
+        digest = hash_key(secret)
         with self._readers() as session:
-            caller = caller_for_key(session, key)
+            who = self._lookup(session, secret)
         with self._lock:
             if len(self._entries) >= self.MAX_ENTRIES:
                 self._entries = {k: v for k, v in self._entries.items() if v[1] > now}
                 if len(self._entries) >= self.MAX_ENTRIES:
                     self._entries.clear()
-            ttl = self._ttl_s if caller else min(self._ttl_s, self.REFUSED_TTL_S)
-            self._entries[digest] = (caller, now + ttl)
-        return caller
+            ttl = self._ttl_s if who is not None else min(self._ttl_s, self.REFUSED_TTL_S)
+            self._entries[digest] = (who, now + ttl)
+        return who
 
 
 def runner_token(secret: str, execution_id: str, attempt: int) -> str:

@@ -20,9 +20,9 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from rgrid_api.auth import Caller, CallerCache, Caps, check_runner_token
+from rgrid_api.auth import Caller, Caps, SecretCache, check_runner_token
 from rgrid_api.autoscaler.loop import Autoscaler
-from rgrid_api.credentials import worker_for
+from rgrid_api.beats import Beats
 from rgrid_api.dispatcher import Dispatcher
 from rgrid_api.finalviews import FinalViews
 from rgrid_api.monitor import Monitor
@@ -42,7 +42,10 @@ class AppState:
     # time, so threads beyond a few only queue for the GIL (with anyio's 40,
     # p99 was 130 ms under `wrk`); a few still overlap the round trips.
     hot_reads: CapacityLimiter
-    callers: CallerCache
+    callers: SecretCache[Caller]
+    # Which worker a node's credential speaks for.
+    nodes: SecretCache[str]
+    beats: Beats
     caps: Caps  # an owner's caps where none of its keys sets its own
     rate_limit: RateLimit
     long_polls: LongPolls
@@ -97,7 +100,7 @@ async def current_caller(
     key = bearer(authorization)
     known, caller = state.callers.cached(key)
     if not known:
-        caller = await run_in_threadpool(state.callers.caller, key)
+        caller = await run_in_threadpool(state.callers.get, key)
     if caller is None:
         raise HTTPException(401, "API key refused", headers={"WWW-Authenticate": "Bearer"})
     state.rate_limit.take(caller.key_id)
@@ -177,12 +180,9 @@ async def _node_of(state: AppState, presented: str) -> WorkerCaller | None:
         return None
     if _same(presented, state.settings.head_token.get_secret_value()):
         return WorkerCaller(None, head=True)
-
-    def lookup() -> str | None:
-        with state.readers() as session:
-            return worker_for(session, presented)
-
-    worker_id = await run_in_threadpool(lookup)
+    known, worker_id = state.nodes.cached(presented)
+    if not known:
+        worker_id = await run_in_threadpool(state.nodes.get, presented)
     return WorkerCaller(worker_id) if worker_id is not None else None
 
 

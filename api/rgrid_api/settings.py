@@ -86,8 +86,9 @@ class Settings(BaseSettings):
     upload_grace_s: float = 24 * 3600.0
 
     bootstrap_api_key: SecretStr | None = None
-    # How long a server trusts what it learned about an API key: a revoked
-    # key stops working (and a role change applies) within this many seconds.
+    # How long a server trusts what it learned about an API key or a node's
+    # credential: a revoked one stops working (and a role change applies)
+    # within this many seconds.
     key_cache_s: float = 5.0
     bootstrap_owner: str = "local"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -82,6 +82,34 @@ def _beat(session: Session, worker_id: str, now: datetime) -> None:
     dialect_insert = pg_insert if is_postgres(session.get_bind()) else sqlite_insert
     stmt = dialect_insert(WorkerHeartbeat).values(worker_id=worker_id, last_heartbeat_at=now)
     session.execute(stmt.on_conflict_do_update(index_elements=["worker_id"], set_={"last_heartbeat_at": now}))
+
+
+def record_beats(session: Session, beats: dict[str, datetime]) -> None:
+    """Many nodes' beats in one statement (rgrid_api.beats); a node that
+    is no longer live keeps its last one."""
+    live = select(Worker.id).where(Worker.status.in_(LIVE_WORKER_STATES))
+    session.connection().execute(
+        update(WorkerHeartbeat)
+        .where(WorkerHeartbeat.worker_id == bindparam("beat_worker"), WorkerHeartbeat.worker_id.in_(live))
+        .values(last_heartbeat_at=bindparam("beat_at")),
+        [{"beat_worker": worker_id, "beat_at": at} for worker_id, at in beats.items()],
+    )
+
+
+# How long an ended node stays in the heartbeat view: a node declared dead
+# (or one that left and lingers) hears so from its next beat.
+ENDED_KEPT_S = 3600.0
+
+
+def registry(session: Session) -> dict[str, tuple[WorkerStatus, bool]]:
+    """Each live or recently ended node's status, and whether it is the head."""
+    cutoff = utcnow() - timedelta(seconds=ENDED_KEPT_S)
+    rows = session.execute(
+        select(Worker.id, Worker.status, Worker.is_head).where(
+            or_(Worker.status.in_(LIVE_WORKER_STATES), Worker.ended_at > cutoff)
+        )
+    )
+    return {worker_id: (WorkerStatus(status), bool(is_head)) for worker_id, status, is_head in rows}
 
 
 def heartbeat(session: Session, worker_id: str) -> WorkerStatus:

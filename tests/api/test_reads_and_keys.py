@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from rgrid.wire import FailureReason, RunnerResult, RunnerStart, Status
 from rgrid_api.attempts import attempt_lost, claim_queued, complete_attempt, start_attempt
-from rgrid_api.auth import CallerCache, create_key, revoke_keys
+from rgrid_api.auth import Caller, SecretCache, caller_for_key, create_key, revoke_keys
 from rgrid_api.db.engine import make_engine, make_hot_reader, make_readers, read_only
 from rgrid_api.db.models import Execution
 from rgrid_api.errors import Conflict, NotFound
@@ -67,8 +67,8 @@ def test_a_read_only_session_refuses_to_write(
             r.commit()
 
 
-def _owner(cache: CallerCache, key: str) -> str | None:
-    caller = cache.caller(key)
+def _owner(cache: SecretCache[Caller], key: str) -> str | None:
+    caller = cache.get(key)
     return caller.owner if caller else None
 
 
@@ -76,7 +76,7 @@ def test_a_revoked_key_stops_working_within_the_cache_time(sessions: sessionmake
     with sessions() as s:
         key = create_key(s, "alice", "laptop")
         other = create_key(s, "alice", "ci")
-    cache = CallerCache(make_readers(sessions.kw["bind"]), ttl_s=0.3)
+    cache = SecretCache(make_readers(sessions.kw["bind"]), 0.3, caller_for_key)
     assert _owner(cache, key) == "alice" and _owner(cache, other) == "alice"
     assert _owner(cache, "rg_not-a-key") is None
     with sessions() as s:
@@ -90,7 +90,7 @@ def test_a_revoked_key_stops_working_within_the_cache_time(sessions: sessionmake
 
 
 def test_a_new_key_is_accepted_soon_after_being_refused(sessions: sessionmaker[Session]) -> None:
-    cache = CallerCache(make_readers(sessions.kw["bind"]), ttl_s=60)
+    cache = SecretCache(make_readers(sessions.kw["bind"]), 60, caller_for_key)
     key = "rg_" + "k" * 43
     assert _owner(cache, key) is None
     with sessions() as s:

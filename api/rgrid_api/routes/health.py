@@ -11,5 +11,8 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", response_model=Health)
-def healthz() -> Health:
+async def healthz() -> Health:
+    """Answered on the event loop, never behind the thread pool or the
+    database: a server busy with heartbeats or long-polls is alive, and a
+    supervisor must not restart it for being busy."""
     return Health(status="ok", version=VERSION)

@@ -9,12 +9,13 @@ from typing import Annotated
 from fastapi import APIRouter, Header, HTTPException, Query
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from rgrid.wire import WorkerAck, WorkerGrant, WorkerJoin, WorkerList, WorkerRegistration, WorkerStatus
 from rgrid_api.attempts import attempts_left_by_old_nodes
 from rgrid_api.credentials import Taken, exchange, join
 from rgrid_api.db.models import Worker
-from rgrid_api.deps import DB, Admin, Agent, Enrolling, ReadDB, State, WorkerCaller, bearer
+from rgrid_api.deps import DB, Admin, Agent, AppState, Enrolling, ReadDB, State, WorkerCaller, bearer
 from rgrid_api.giveback import give_back
 from rgrid_api.workers import current_head, heartbeat, list_workers, open_attempts, register, set_status
 
@@ -67,7 +68,20 @@ def _speaks_for(agent: WorkerCaller, session: Session, worker_id: str) -> None:
     token's alone, so no other node can take its place or drain it."""
     agent.check(worker_id)
     if not agent.head and session.scalar(select(Worker.is_head).where(Worker.id == worker_id)):
-        raise HTTPException(403, f"{worker_id} is the Ray head: only the head's token speaks for it")
+        _not_the_heads(worker_id)
+
+
+def _not_the_heads(worker_id: str) -> None:
+    raise HTTPException(403, f"{worker_id} is the Ray head: only the head's token speaks for it")
+
+
+def _noted(state: AppState, session: Session, worker_id: str) -> None:
+    """Tell the heartbeat view what changed here, so the node's next beat
+    hears it (rgrid_api.beats)."""
+    worker = session.get(Worker, worker_id)
+    if worker is not None:
+        state.beats.note(worker_id, WorkerStatus(worker.status), worker.is_head)
+    session.rollback()
 
 
 @router.post("/register", response_model=WorkerAck)
@@ -85,6 +99,7 @@ def register_worker(body: WorkerRegistration, agent: Agent, session: DB, state: 
         if verdict is False:
             raise HTTPException(403, f"Ray node {body.ray_node_id} is not worker {body.id}'s node")
     register(session, body, head=agent.head)
+    _noted(state, session, body.id)
     if body.ray_node_id:
         # The node runs this Ray node now: what its earlier ones ran is gone.
         left = attempts_left_by_old_nodes(session, body.id, body.ray_node_id)
@@ -95,22 +110,41 @@ def register_worker(body: WorkerRegistration, agent: Agent, session: DB, state: 
 
 
 @router.post("/{worker_id}/heartbeat", response_model=WorkerAck)
-def beat(worker_id: str, agent: Agent, session: DB) -> WorkerAck:
-    _speaks_for(agent, session, worker_id)
-    return _ack(session, heartbeat(session, worker_id))
+async def beat(worker_id: str, agent: Agent, state: State) -> WorkerAck:
+    """Answered from memory for a node this server knows, on the event
+    loop (rgrid_api.beats); a node it has not read yet, through the
+    database."""
+    agent.check(worker_id)
+    known = state.beats.known(worker_id)
+    if known is not None and known.is_head and not agent.head:
+        _not_the_heads(worker_id)
+    ack = state.beats.beat(worker_id)
+    if ack is not None:
+        return ack
+    return await run_in_threadpool(_beat_through_the_database, worker_id, agent, state)
+
+
+def _beat_through_the_database(worker_id: str, agent: WorkerCaller, state: AppState) -> WorkerAck:
+    with state.sessions() as session:
+        _speaks_for(agent, session, worker_id)
+        ack = _ack(session, heartbeat(session, worker_id))
+        _noted(state, session, worker_id)
+    return ack
 
 
 @router.post("/{worker_id}/drain", response_model=WorkerAck)
-def drain(worker_id: str, agent: Agent, session: DB) -> WorkerAck:
+def drain(worker_id: str, agent: Agent, session: DB, state: State) -> WorkerAck:
     _speaks_for(agent, session, worker_id)
     set_status(session, worker_id, WorkerStatus.DRAINING)
+    _noted(state, session, worker_id)
     return WorkerAck(status=WorkerStatus.DRAINING)
 
 
 @router.post("/{worker_id}/leave", response_model=WorkerAck)
-def leave(worker_id: str, agent: Agent, session: DB) -> WorkerAck:
+def leave(worker_id: str, agent: Agent, session: DB, state: State) -> WorkerAck:
     _speaks_for(agent, session, worker_id)
     set_status(session, worker_id, WorkerStatus.LEFT)
+    _noted(state, session, worker_id)
     return WorkerAck(status=WorkerStatus.LEFT)
 
 

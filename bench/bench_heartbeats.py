@@ -1,0 +1,168 @@
+"""What node heartbeats cost the API: simulated node agents beating at the
+real interval (2 s) against one API server on PostgreSQL (or SQLite).
+
+Each simulated agent joins with the worker token, registers, then beats
+with its own credential every 2 s (the first beat of each spread over the
+interval), as `rgrid worker` does. Reported: the API server's CPU (its own
+process, from /proc, over the measured window) per beat and in % of a core,
+the beats answered per second, and the latency p50/p99 the agents saw.
+While they beat, `/healthz` is asked every 0.5 s with the local
+supervisor's 1 s timeout: the number that failed is the number of times a
+supervisor would have counted the API unhealthy.
+
+    uv run python bench/bench_heartbeats.py [--agents 200 500 1000] [--seconds 30] [--sqlite]
+
+Real PostgreSQL and SeaweedFS as the tests start them; the API's Ray
+driver points nowhere (heartbeats need no Ray). Figures go into
+docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from rgrid.local.procs import free_port  # noqa: E402
+from rgrid.wire import WorkerRegistration  # noqa: E402
+from tests.support.services import (  # noqa: E402
+    WORKER_TOKEN,
+    Proc,
+    RayHead,
+    start_api,
+    start_postgres,
+    start_s3,
+)
+
+INTERVAL_S = 2.0
+HEALTH_TIMEOUT_S = 1.0
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+async def enrol(http: httpx.AsyncClient, worker_id: str) -> str:
+    grant = await http.post(
+        "/v1/workers/join", json={"id": worker_id}, headers={"Authorization": f"Bearer {WORKER_TOKEN}"}
+    )
+    grant.raise_for_status()
+    credential = str(grant.json()["credential"])
+    reg = WorkerRegistration(id=worker_id, host_name="sim", resources={"CPU": 2}, runtimes=["python:3.11"])
+    answer = await http.post(
+        "/v1/workers/register",
+        json=reg.model_dump(mode="json"),
+        headers={"Authorization": f"Bearer {credential}"},
+    )
+    answer.raise_for_status()
+    return credential
+
+
+async def agent(
+    http: httpx.AsyncClient,
+    worker_id: str,
+    credential: str,
+    until: float,
+    latencies: list[float],
+    errors: list[int],
+) -> None:
+    await asyncio.sleep(random.uniform(0, INTERVAL_S))
+    headers = {"Authorization": f"Bearer {credential}"}
+    while time.monotonic() < until:
+        started = time.monotonic()
+        try:
+            answer = await http.post(f"/v1/workers/{worker_id}/heartbeat", headers=headers)
+            if answer.status_code != 200:
+                errors.append(answer.status_code)
+        except httpx.HTTPError:
+            errors.append(0)
+        latencies.append(time.monotonic() - started)
+        await asyncio.sleep(max(0.0, INTERVAL_S - (time.monotonic() - started)))
+
+
+async def health(base: str, until: float, failed: list[float]) -> None:
+    async with httpx.AsyncClient(base_url=base, timeout=HEALTH_TIMEOUT_S) as http:
+        while time.monotonic() < until:
+            try:
+                (await http.get("/healthz")).raise_for_status()
+            except httpx.HTTPError:
+                failed.append(time.monotonic())
+            await asyncio.sleep(0.5)
+
+
+async def run_load(base: str, pid: int, agents: int, seconds: float) -> str:
+    limits = httpx.Limits(max_connections=agents, max_keepalive_connections=agents)
+    async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as http:
+        suffix = os.urandom(3).hex()
+        ids = [f"sim-{suffix}-{n}" for n in range(agents)]
+        credentials = []
+        for start in range(0, agents, 50):
+            credentials += await asyncio.gather(*(enrol(http, i) for i in ids[start : start + 50]))
+        warm_until = time.monotonic() + INTERVAL_S * 2
+        latencies: list[float] = []
+        errors: list[int] = []
+        failed: list[float] = []
+        until = warm_until + seconds
+        beats = [
+            asyncio.create_task(agent(http, i, c, until, latencies, errors))
+            for i, c in zip(ids, credentials, strict=True)
+        ]
+        checks = asyncio.create_task(health(base, until, failed))
+        await asyncio.sleep(max(0.0, warm_until - time.monotonic()))
+        measured_from = len(latencies)
+        cpu_before = cpu_s(pid)
+        await asyncio.gather(*beats, checks)
+        cpu = cpu_s(pid) - cpu_before
+    window = sorted(latencies[measured_from:])
+    n = len(window)
+    p99 = window[min(n - 1, int(n * 0.99))]
+    return (
+        f"| {agents} | {n / seconds:.0f} | {1000 * cpu / max(n, 1):.2f} ms | {100 * cpu / seconds:.0f} % | "
+        f"{1000 * statistics.median(window):.1f} ms | {1000 * p99:.1f} ms | {len(errors)} | {len(failed)} |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--agents", type=int, nargs="+", default=[200, 500, 1000])
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--sqlite", action="store_true", help="SQLite instead of PostgreSQL")
+    opts = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="rgrid-bench-beats-"))
+    s3 = start_s3(root / "s3")
+    pg = None if opts.sqlite else start_postgres()
+    nowhere = RayHead(
+        f"127.0.0.1:{free_port()}", "", Proc(0, root / "none.log"), token_path=root / "ray-token"
+    )
+    nowhere.token_path.write_text("bench-ray-token\n")
+    database = f"sqlite:///{root / 'rgrid.db'}" if pg is None else pg.url
+    api = start_api(root / "api", database, s3, dataclasses.replace(nowhere), s3.endpoint)
+    try:
+        print(f"{'SQLite' if pg is None else 'PostgreSQL'}, one API server, {opts.seconds:.0f} s per line")
+        print("| agents | beats/s | API CPU per beat | API CPU | p50 | p99 | errors | /healthz failures |")
+        print("|---|---|---|---|---|---|---|---|")
+        for agents in opts.agents:
+            print(asyncio.run(run_load(api.url, api.proc.pid, agents, opts.seconds)), flush=True)
+    finally:
+        api.proc.stop()
+        if pg is not None:
+            pg.stop()
+        s3.proc.stop()
+
+
+if __name__ == "__main__":
+    main()
