@@ -122,7 +122,7 @@ def claim_queued(
         caps,
         _batch_room(session, {c.batch_id for q in queues.values() for c in q if c.batch_id}),
         limit,
-        recent.averages() if recent is not None else None,
+        recent.cpu_seconds() if recent is not None else None,
         grid,
     )
     if not chosen:

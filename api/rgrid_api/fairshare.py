@@ -2,16 +2,19 @@
 order is decided in one place and tested without a database.
 
 The grid is shared between owners, not between submissions: the next
-attempt goes to the owner with the least work, counted as the CPUs it runs
-now (dispatched and running) plus the CPUs it ran on average lately
-(`RecentUse`). Within one owner the oldest goes first. The recent
-part is what lets an owner who just arrived overtake one whose batch has
-held the grid for a while, for each of its runs and not only the first:
-by running CPUs alone, the batch's owner, down to nothing running for an
-instant, would take the next slot back. An owner stops being served in a
-round when its next execution would pass its running-CPU cap, or no longer
-fits the room the grid has left: it keeps its place, so a large run is
-never overtaken forever by smaller ones of the same owner.
+attempt goes to the owner with the least work, counted as the CPU-seconds
+it used lately (`RecentUse`: decayed with a half-life of 30 s, running
+attempts counted as they run) plus, for each CPU it runs now (dispatched
+and running), `RUNNING_WEIGHT_S` more. Within one owner the oldest goes
+first. The recent part is what lets an owner who just arrived overtake one
+whose batch holds the grid, for each of its runs and not only the first:
+by running CPUs alone, the batch's owner, down to nothing running for the
+instant between two of its attempts, would take the next slot back. The
+running part spreads one round's slots between owners with no history
+yet. An owner stops being served in a round when its next execution would
+pass its running-CPU cap, or no longer fits the room the grid has left: it
+keeps its place, so a large run is never overtaken forever by smaller ones
+of the same owner.
 """
 
 from __future__ import annotations
@@ -24,6 +27,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from rgrid_api.driver_messages import Capacity
+
+# What a CPU running now weighs against CPU-seconds already used: about a
+# second of what it is about to use. Small beside any real history, so an
+# owner who used the grid lately yields to one who did not, however few it
+# runs at this instant.
+RUNNING_WEIGHT_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -39,12 +48,12 @@ class Candidate:
 
 
 class RecentUse:
-    """Each owner's running CPUs averaged over the recent past: an
-    exponential moving average with a half-life of `half_life_s`, sampled
-    at every dispatch round. It lives in the dispatcher's memory: every
-    server samples the same database, so their averages come close; a
-    server that restarts starts from nothing, which only favours busy
-    owners for a half-life or two."""
+    """Each owner's CPU-seconds lately: what it ran since the last sample
+    (the CPUs it ran then, for the time since) added to what it had, which
+    halves every `half_life_s`. Sampled at every dispatch round. It lives in
+    the dispatcher's memory: every server samples the same database, so
+    their figures come close; a server that restarts starts from nothing,
+    which only favours busy owners for a half-life or two."""
 
     FORGET_BELOW = 0.01
 
@@ -52,20 +61,21 @@ class RecentUse:
         self.half_life_s = half_life_s
         self._clock = clock
         self._at: float | None = None
-        self._average: dict[str, float] = {}
+        self._running: dict[str, float] = {}
+        self._used: dict[str, float] = {}
 
     def observe(self, running_cpus: dict[str, float]) -> None:
         now = self._clock()
-        kept = 0.0 if self._at is None else 0.5 ** ((now - self._at) / self.half_life_s)
+        elapsed = 0.0 if self._at is None else now - self._at
+        kept = 0.5 ** (elapsed / self.half_life_s)
         self._at = now
-        owners = set(self._average) | set(running_cpus)
-        average = {
-            o: self._average.get(o, 0.0) * kept + running_cpus.get(o, 0.0) * (1 - kept) for o in owners
-        }
-        self._average = {o: v for o, v in average.items() if v >= self.FORGET_BELOW or o in running_cpus}
+        owners = set(self._used) | set(self._running)
+        used = {o: self._used.get(o, 0.0) * kept + self._running.get(o, 0.0) * elapsed for o in owners}
+        self._used = {o: v for o, v in used.items() if v >= self.FORGET_BELOW}
+        self._running = dict(running_cpus)
 
-    def averages(self) -> dict[str, float]:
-        return dict(self._average)
+    def cpu_seconds(self) -> dict[str, float]:
+        return dict(self._used)
 
 
 def fair_order(
@@ -75,14 +85,14 @@ def fair_order(
     caps: dict[str, float],
     batch_room: dict[str, int],
     limit: int,
-    recent_cpus: dict[str, float] | None = None,
+    recent_cpu_s: dict[str, float] | None = None,
     grid: Capacity | None = None,
 ) -> list[Candidate]:
     """Up to `limit` candidates, in the order they should be dispatched.
 
     `queues` holds each owner's queued executions, oldest first; `running_cpus`
-    what each owner runs now and `recent_cpus` what it ran lately (its
-    `RecentUse` average); `room_cpus` how many CPUs may still be handed
+    what each owner runs now and `recent_cpu_s` what it used lately (its
+    `RecentUse`, in CPU-seconds); `room_cpus` how many CPUs may still be handed
     out; `caps` each owner's running-CPU cap (absent: none); `batch_room` how
     many more of each capped batch may be dispatched; `grid` the job nodes,
     one of which a run must fit. A run that fits none, or is larger than
@@ -90,14 +100,18 @@ def fair_order(
     is passed over (it stays queued, and `rgrid status` says why) rather
     than holding up the owner's others, or the room of everyone."""
     running = dict(running_cpus)
-    recent = recent_cpus or {}
+    recent = recent_cpu_s or {}
     rooms = dict(batch_room)
     waiting = {owner: deque(queue) for owner, queue in queues.items() if queue}
     picked: list[Candidate] = []
     while waiting and len(picked) < limit:
         owner = min(
             waiting,
-            key=lambda o: (running.get(o, 0.0) + recent.get(o, 0.0), waiting[o][0].created_at, o),
+            key=lambda o: (
+                running.get(o, 0.0) * RUNNING_WEIGHT_S + recent.get(o, 0.0),
+                waiting[o][0].created_at,
+                o,
+            ),
         )
         queue = waiting[owner]
         head = queue[0]

@@ -75,30 +75,38 @@ def test_a_cap_stops_its_owner_only_and_a_full_batch_lets_the_owners_other_work_
     assert ids(picked) == ["b0", "a0", "b1", "b2", "b3"]
 
 
-def test_an_owner_who_just_arrived_gets_each_of_its_runs_before_a_batch_that_held_the_grid() -> None:
-    # alice's batch ran on both slots for minutes; one of them just freed.
-    # bob runs one already: by running CPUs alone (0 < 1) alice would take
-    # the slot back; her recent use says she has had her share.
+def test_an_owner_who_just_arrived_gets_each_of_its_runs_before_a_batch_that_holds_the_grid() -> None:
+    # alice's batch has run on both slots for two seconds, and both just
+    # freed; bob's first run took the one. By running CPUs alone (0 < 1)
+    # alice would take the other back; what she used says she had her share.
     queues = {"alice": queue("a", 10), "bob": queue("b", 1, start=100)}
-    picked = fair_order(queues, {"alice": 0.0, "bob": 1.0}, 1, {}, {}, 32, recent_cpus={"alice": 1.9})
+    picked = fair_order(queues, {"alice": 0.0, "bob": 1.0}, 1, {}, {}, 32, recent_cpu_s={"alice": 4.0})
     assert ids(picked) == ["b0"]
-    # Without recent use the same moment goes to alice.
+    # Without that history the same moment goes to alice.
     assert ids(fair_order(queues, {"alice": 0.0, "bob": 1.0}, 1, {}, {}, 32)) == ["a0"]
 
 
-def test_recent_use_is_a_moving_average_that_forgets() -> None:
+def test_owners_with_no_history_share_one_rounds_slots() -> None:
+    queues = {"alice": queue("a", 5), "bob": queue("b", 5, start=10)}
+    assert ids(fair_order(queues, {}, 4, {}, {}, 32, recent_cpu_s={})) == ["a0", "b0", "a1", "b1"]
+
+
+def test_recent_use_counts_cpu_seconds_and_forgets_them() -> None:
     now = [0.0]
     recent = RecentUse(half_life_s=60, clock=lambda: now[0])
-    recent.observe({"alice": 2.0})  # the first sample is taken as it is
-    assert recent.averages() == {"alice": 2.0}
-    now[0] = 60.0
-    recent.observe({"bob": 1.0})  # one half-life later: half of each
-    assert recent.averages() == pytest.approx({"alice": 1.0, "bob": 0.5})
-    for step in range(2, 20):
-        now[0] = 60.0 * step
+    recent.observe({"alice": 2.0})  # nothing used yet: running from now on
+    assert recent.cpu_seconds() == {}
+    now[0] = 3.0
+    recent.observe({"bob": 1.0})  # alice's ran 2 CPUs for 3 s, and ended; bob's began
+    assert recent.cpu_seconds() == pytest.approx({"alice": 6.0})
+    now[0] = 63.0
+    recent.observe({"bob": 1.0})  # a half-life later: alice's halves, bob ran 60 s
+    assert recent.cpu_seconds() == pytest.approx({"alice": 3.0, "bob": 60.0})
+    for step in range(2, 40):
+        now[0] = 3.0 + 60.0 * step
         recent.observe({"bob": 1.0})
-    assert "alice" not in recent.averages()  # forgotten once negligible
-    assert recent.averages()["bob"] == pytest.approx(1.0, abs=1e-4)
+    assert "alice" not in recent.cpu_seconds()  # forgotten once negligible
+    assert recent.cpu_seconds()["bob"] == pytest.approx(60 / (1 - 0.5), rel=0.01)
 
 
 def test_the_claim_hands_out_only_what_the_grid_can_start(session: Session, storage: MemoryStorage) -> None:
