@@ -529,18 +529,22 @@ def expired_attempts(session: Session) -> list[tuple[str, int]]:
 
 def renew_dispatched(session: Session, keys: list[tuple[str, int]], lease_s: float) -> None:
     """The dispatcher vouches for attempts Ray still holds for it (waiting for
-    a node, or starting), so their lease runs only while it is alive."""
+    a node, or starting), so their lease runs only while it is alive. One
+    statement for all (executemany): the write lock is held for one round
+    trip, not one per attempt."""
+    if not keys:
+        return
     until = utcnow() + timedelta(seconds=lease_s)
-    for execution_id, number in keys:
-        session.execute(
-            update(Attempt)
-            .where(
-                Attempt.execution_id == execution_id,
-                Attempt.number == number,
-                Attempt.status == Status.DISPATCHED,
-            )
-            .values(lease_expires_at=until)
+    session.connection().execute(
+        update(Attempt)
+        .where(
+            Attempt.execution_id == bindparam("renewed_execution"),
+            Attempt.number == bindparam("renewed_number"),
+            Attempt.status == Status.DISPATCHED,
         )
+        .values(lease_expires_at=until),
+        [{"renewed_execution": execution_id, "renewed_number": number} for execution_id, number in keys],
+    )
     session.commit()
 
 

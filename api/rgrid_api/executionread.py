@@ -24,10 +24,13 @@ from rgrid_api.views import AttemptColumns, execution_view
 EXECUTIONS = Execution.__table__
 ATTEMPTS = Attempt.__table__
 
+# The owner as an expression: SQLite then reads the key's range, not the
+# owner's whole history through its index (`lookup.prefix_query`).
 _chosen = (
     select(EXECUTIONS)
     .where(
-        EXECUTIONS.c.owner == bindparam("owner"), EXECUTIONS.c.id.between(bindparam("low"), bindparam("high"))
+        EXECUTIONS.c.owner.concat("") == bindparam("owner"),
+        EXECUTIONS.c.id.between(bindparam("low"), bindparam("high")),
     )
     .limit(2)
     .subquery("chosen")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from rgrid_api.db.models import Batch, Execution
@@ -47,8 +47,20 @@ def find_by_prefix(
     noun: str,
 ) -> Row:
     """The owner's row; with owner None, anyone's (an admin acting on it)."""
-    low, high = id_range(id_or_prefix, prefix, length, noun)
-    query = select(model).where(model.id.between(low, high))
-    if owner is not None:
-        query = query.where(model.owner == owner)
+    query = prefix_query(model, owner, id_or_prefix, prefix, length, noun)
     return only_match(session.scalars(query.limit(2)).all(), id_or_prefix, noun)
+
+
+def prefix_query(
+    model: type[Row], owner: str | None, id_or_prefix: str, prefix: str, length: int, noun: str
+) -> Select[Row]:
+    """The rows an id or a prefix stands for. The owner is compared as an
+    expression (`owner || ''`), so SQLite's planner, which has no
+    statistics, reads the key's range and not the owner's index: with the
+    owner's index it scanned every row of that owner (33 ms at 100,000
+    executions, against 0.4 ms at 1,000)."""
+    low, high = id_range(id_or_prefix, prefix, length, noun)
+    query = select(model).where(model.id == low if low == high else model.id.between(low, high))
+    if owner is not None:
+        query = query.where(model.owner.concat("") == owner)
+    return query

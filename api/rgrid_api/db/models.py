@@ -141,6 +141,8 @@ class Attempt(Base):
     __table_args__ = (
         UniqueConstraint("execution_id", "number", name="uq_attempts_execution_number"),
         CheckConstraint(_STATE_CHECK, name="ck_attempts_status"),
+        # The monitor's pass every second reads the open attempts' leases.
+        Index("ix_attempts_status_lease", "status", "lease_expires_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
