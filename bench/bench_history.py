@@ -1,0 +1,181 @@
+"""What a long history costs the reads that run on every request: an
+execution by id (the hot read) and by prefix, the first page of `list`,
+and the monitor's pass over open attempts, at 1,000 executions and at
+100,000 (and 1,000,000 with `--sizes`), on SQLite and on PostgreSQL.
+
+Each size is a fresh database migrated as `rgrid db upgrade` does, filled
+with finished executions of ten owners (one attempt each) and 50 running
+ones; each read is timed 200 times and the median is reported, with its
+ratio to the same read at the smallest size, measured in the same run.
+
+    uv run python bench/bench_history.py [--sizes 1000 100000] [--sqlite-only]
+
+Real SQLite, and PostgreSQL as the tests start it. Figures go into
+docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from sqlalchemy import Engine, insert  # noqa: E402
+
+from rgrid.wire import Status  # noqa: E402
+from rgrid_api.attempts import expired_attempts  # noqa: E402
+from rgrid_api.db.engine import make_engine, make_sessionmaker  # noqa: E402
+from rgrid_api.db.migrate import upgrade  # noqa: E402
+from rgrid_api.db.models import Attempt, Execution  # noqa: E402
+from rgrid_api.db.times import utcnow  # noqa: E402
+from rgrid_api.executionread import read_execution  # noqa: E402
+from rgrid_api.executions import find_execution, list_executions  # noqa: E402
+from rgrid_api.ids import new_execution_id  # noqa: E402
+from tests.support.services import postgres_available, start_postgres  # noqa: E402
+
+OWNERS = [f"owner{n}" for n in range(10)]
+RUNNING = 50
+CHUNK = 5000
+REPEAT = 200
+
+
+def fill(engine: Engine, size: int) -> list[tuple[str, str]]:
+    """`size` finished executions and RUNNING running ones; (owner, id) of some."""
+    now = utcnow()
+    picked: list[tuple[str, str]] = []
+    with engine.begin() as conn:
+        for start in range(0, size + RUNNING, CHUNK):
+            executions, attempts = [], []
+            for n in range(start, min(start + CHUNK, size + RUNNING)):
+                running = n >= size
+                execution_id, owner = new_execution_id(), OWNERS[n % len(OWNERS)]
+                created = now - timedelta(seconds=size + RUNNING - n)
+                status = Status.RUNNING if running else Status.SUCCEEDED
+                executions.append(
+                    {
+                        "id": execution_id,
+                        "owner": owner,
+                        "status": status,
+                        "script_name": "job.py",
+                        "script_sha256": "0" * 64,
+                        "args": [],
+                        "inputs": [],
+                        "env": {},
+                        "runtime": "python:3.11",
+                        "cpu": 1.0,
+                        "memory_mb": 256,
+                        "timeout_s": 60.0,
+                        "retries": 0,
+                        "attempt": 1,
+                        "created_at": created,
+                        "started_at": created,
+                        "finished_at": None if running else created + timedelta(seconds=1),
+                        "exit_code": None if running else 0,
+                    }
+                )
+                attempts.append(
+                    {
+                        "execution_id": execution_id,
+                        "number": 1,
+                        "status": status,
+                        "dispatched_at": created,
+                        "started_at": created,
+                        "finished_at": None if running else created + timedelta(seconds=1),
+                        "lease_expires_at": now + timedelta(hours=1) if running else created,
+                    }
+                )
+                if n % max(1, (size + RUNNING) // REPEAT) == 0:
+                    picked.append((owner, execution_id))
+            conn.execute(insert(Execution), executions)
+            conn.execute(insert(Attempt), attempts)
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("ANALYZE")
+    return picked
+
+
+def median_ms(call: Callable[[int], object]) -> float:
+    times = []
+    for n in range(REPEAT):
+        started = time.perf_counter()
+        call(n)
+        times.append(time.perf_counter() - started)
+    return 1000 * statistics.median(times)
+
+
+def measure(url: str, size: int) -> dict[str, float]:
+    upgrade(url)
+    engine = make_engine(url)
+    sessions = make_sessionmaker(engine)
+    picked = fill(engine, size)
+    random.shuffle(picked)
+
+    def by_id(n: int) -> None:
+        owner, execution_id = picked[n % len(picked)]
+        with engine.connect() as conn:
+            read_execution(conn, owner, execution_id)
+
+    def by_prefix(n: int) -> None:
+        owner, execution_id = picked[n % len(picked)]
+        with sessions() as session:
+            find_execution(session, owner, execution_id[:8])
+
+    def first_page(n: int) -> None:
+        with sessions() as session:
+            list_executions(session, OWNERS[n % len(OWNERS)], 20)
+
+    def monitor_pass(_n: int) -> None:
+        with sessions() as session:
+            expired_attempts(session)
+
+    figures = {
+        "execution by id (the hot read)": median_ms(by_id),
+        "execution by an 8-character prefix": median_ms(by_prefix),
+        "`list`, first page": median_ms(first_page),
+        "the monitor's pass (open attempts' leases)": median_ms(monitor_pass),
+    }
+    engine.dispose()
+    return figures
+
+
+def report(backend: str, results: dict[int, dict[str, float]]) -> None:
+    sizes = sorted(results)
+    base = sizes[0]
+    print(f"\n{backend}")
+    print("| read | " + " | ".join(f"{s:,}" for s in sizes) + f" | ratio {sizes[-1]:,} / {base:,} |")
+    print("|---|" + "---|" * (len(sizes) + 1))
+    for name in results[base]:
+        cells = " | ".join(f"{results[s][name]:.2f} ms" for s in sizes)
+        print(f"| {name} | {cells} | {results[sizes[-1]][name] / results[base][name]:.2f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 100_000])
+    parser.add_argument("--sqlite-only", action="store_true")
+    opts = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="rgrid-bench-history-"))
+    report("SQLite", {size: measure(f"sqlite:///{root / f'h{size}.db'}", size) for size in opts.sizes})
+    if opts.sqlite_only or not postgres_available():
+        return
+    results = {}
+    for size in opts.sizes:
+        pg = start_postgres()
+        try:
+            results[size] = measure(pg.url, size)
+        finally:
+            pg.stop()
+    report("PostgreSQL", results)
+
+
+if __name__ == "__main__":
+    main()
