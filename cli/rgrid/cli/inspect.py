@@ -71,7 +71,12 @@ def _show(execution: ExecutionView) -> None:
         out.print(table)
 
 
-def _show_batch(b: BatchView) -> None:
+# A batch this small is shown whole; a larger one by its counts and the
+# inputs that did not succeed (drawing 5,000 rows took seconds).
+WHOLE_BATCH_ROWS = 20
+
+
+def show_batch(b: BatchView, all_rows: bool) -> None:
     done = sum(n for st, n in b.counts.items() if Status(st).final)
     counts = ", ".join(f"{n} {st}" for st, n in sorted(b.counts.items()))
     out.print(f"[bold]{b.id}[/bold]  {b.status}  {done}/{b.total} done ({counts})")
@@ -79,14 +84,21 @@ def _show_batch(b: BatchView) -> None:
     elapsed = ((b.finished_at or datetime.now(UTC)) - b.created_at).total_seconds()
     eta = f"   ETA {elapsed / done * (b.total - done):.0f} s" if b.status == "running" and done else ""
     out.print(f"  created   {_when(b.created_at)}   elapsed {elapsed:.0f} s{eta}")
-    table = make_table("execution", "input", "status")
-    for e in b.executions:
-        table.add_row(e.id, e.input, describe(e.status, e.failure_reason, e.exit_code))
-    out.print(table)
+    whole = all_rows or len(b.executions) <= WHOLE_BATCH_ROWS
+    shown = [e for e in b.executions if whole or e.status not in (Status.SUCCEEDED, Status.QUEUED)]
+    if shown:
+        table = make_table("execution", "input", "status")
+        for e in shown:
+            table.add_row(e.id, e.input, describe(e.status, e.failure_reason, e.exit_code))
+        out.print(table)
+    if not whole:
+        left = len(b.executions) - len(shown)
+        out.print(f"  {left} succeeded or queued not shown: rgrid status {b.id} --all")
 
 
-def status(execution_id: str, json_out: bool) -> int:
-    """Show an execution and every attempt of it, or a batch and its executions."""
+def status(execution_id: str, json_out: bool, all_: bool) -> int:
+    """Show an execution and every attempt of it, or a batch: its counts and
+    the inputs that did not succeed (every input with --all)."""
     with connect(start_local=False) as client:
         shown: BaseModel = (
             client.get_batch(execution_id)
@@ -96,7 +108,7 @@ def status(execution_id: str, json_out: bool) -> int:
     if json_out:
         print_json(shown)
     elif isinstance(shown, BatchView):
-        _show_batch(shown)
+        show_batch(shown, all_)
     else:
         _show(cast(ExecutionView, shown))
     return 0
@@ -288,7 +300,12 @@ def _with_id(commands: Commands, name: str, handler: Callable[..., int], help_: 
 
 
 def add_commands(commands: Commands) -> None:
-    _with_id(commands, "status", status)
+    _with_id(commands, "status", status).add_argument(
+        "--all",
+        dest="all_",
+        action="store_true",
+        help="A batch: every input, not only those that did not succeed.",
+    )
     logs_parser = _with_id(commands, "logs", logs, ID_HELP)
     logs_parser.add_argument(
         "-f", "--follow", dest="follow_", action="store_true", help="Keep printing until it ends."
