@@ -192,9 +192,10 @@ def cancel(execution_id: str, json_out: bool) -> int:
     with connect(start_local=False) as client:
         if is_batch_id(execution_id):
             batch = client.cancel_batch(execution_id)
-            return _emit(
-                json_out, batch, f"{batch.id}: cancelled ({batch.counts.get(Status.CANCELLED, 0)} so far)"
-            )
+            cancelled = batch.counts.get(Status.CANCELLED, 0)
+            stopping = batch.counts.get(Status.RUNNING, 0) + batch.counts.get(Status.DISPATCHED, 0)
+            said = f"{batch.id}: {cancelled} of {batch.total} inputs cancelled"
+            return _emit(json_out, batch, said + (f"; {stopping} running, being stopped" if stopping else ""))
         execution = client.cancel(execution_id)
     # A running script is being stopped: its end arrives a moment later.
     said = (
