@@ -86,11 +86,19 @@ def _beat(session: Session, worker_id: str, now: datetime) -> None:
 
 def record_beats(session: Session, beats: dict[str, datetime]) -> None:
     """Many nodes' beats in one statement (rgrid_api.beats); a node that
-    is no longer live keeps its last one."""
-    live = select(Worker.id).where(Worker.status.in_(LIVE_WORKER_STATES))
+    is no longer live keeps its last one. (No IN list: PostgreSQL's
+    executemany takes none.)"""
+    live = (
+        select(Worker.id)
+        .where(
+            Worker.id == WorkerHeartbeat.worker_id,
+            or_(*(Worker.status == status for status in LIVE_WORKER_STATES)),
+        )
+        .exists()
+    )
     session.connection().execute(
         update(WorkerHeartbeat)
-        .where(WorkerHeartbeat.worker_id == bindparam("beat_worker"), WorkerHeartbeat.worker_id.in_(live))
+        .where(WorkerHeartbeat.worker_id == bindparam("beat_worker"), live)
         .values(last_heartbeat_at=bindparam("beat_at")),
         [{"beat_worker": worker_id, "beat_at": at} for worker_id, at in beats.items()],
     )
