@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import os
 import random
 import statistics
@@ -77,9 +76,11 @@ async def agent(
     worker_id: str,
     credential: str,
     until: float,
-    latencies: list[float],
-    errors: list[int],
+    latencies: list[tuple[float, float]],
+    errors: list[float],
 ) -> None:
+    """Beat until `until`, then leave (so that the next line's monitor has
+    no thousand dead nodes to fence)."""
     await asyncio.sleep(random.uniform(0, INTERVAL_S))
     headers = {"Authorization": f"Bearer {credential}"}
     while time.monotonic() < until:
@@ -87,11 +88,12 @@ async def agent(
         try:
             answer = await http.post(f"/v1/workers/{worker_id}/heartbeat", headers=headers)
             if answer.status_code != 200:
-                errors.append(answer.status_code)
+                errors.append(started)
         except httpx.HTTPError:
-            errors.append(0)
-        latencies.append(time.monotonic() - started)
+            errors.append(started)
+        latencies.append((started, time.monotonic() - started))
         await asyncio.sleep(max(0.0, INTERVAL_S - (time.monotonic() - started)))
+    await http.post(f"/v1/workers/{worker_id}/leave", headers=headers)
 
 
 async def health(base: str, until: float, failed: list[float]) -> None:
@@ -113,8 +115,8 @@ async def run_load(base: str, pid: int, agents: int, seconds: float) -> str:
         for start in range(0, agents, 50):
             credentials += await asyncio.gather(*(enrol(http, i) for i in ids[start : start + 50]))
         warm_until = time.monotonic() + INTERVAL_S * 2
-        latencies: list[float] = []
-        errors: list[int] = []
+        latencies: list[tuple[float, float]] = []
+        errors: list[float] = []
         failed: list[float] = []
         until = warm_until + seconds
         beats = [
@@ -123,11 +125,12 @@ async def run_load(base: str, pid: int, agents: int, seconds: float) -> str:
         ]
         checks = asyncio.create_task(health(base, until, failed))
         await asyncio.sleep(max(0.0, warm_until - time.monotonic()))
-        measured_from = len(latencies)
         cpu_before = cpu_s(pid)
-        await asyncio.gather(*beats, checks)
+        await asyncio.sleep(max(0.0, until - time.monotonic()))
         cpu = cpu_s(pid) - cpu_before
-    window = sorted(latencies[measured_from:])
+        await asyncio.gather(*beats, checks)
+    window = sorted(took for at, took in latencies if warm_until <= at < until)
+    errors = [at for at in errors if warm_until <= at < until]
     n = len(window)
     p99 = window[min(n - 1, int(n * 0.99))]
     return (
@@ -145,12 +148,14 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="rgrid-bench-beats-"))
     s3 = start_s3(root / "s3")
     pg = None if opts.sqlite else start_postgres()
+    # No Ray: the API's driver keeps trying an address nobody listens on.
+    # (Its Proc is never stopped: no process stands behind it.)
     nowhere = RayHead(
-        f"127.0.0.1:{free_port()}", "", Proc(0, root / "none.log"), token_path=root / "ray-token"
+        f"127.0.0.1:{free_port()}", "", Proc(-1, root / "none.log"), token_path=root / "ray-token"
     )
     nowhere.token_path.write_text("bench-ray-token\n")
     database = f"sqlite:///{root / 'rgrid.db'}" if pg is None else pg.url
-    api = start_api(root / "api", database, s3, dataclasses.replace(nowhere), s3.endpoint)
+    api = start_api(root / "api", database, s3, nowhere, s3.endpoint)
     try:
         print(f"{'SQLite' if pg is None else 'PostgreSQL'}, one API server, {opts.seconds:.0f} s per line")
         print("| agents | beats/s | API CPU per beat | API CPU | p50 | p99 | errors | /healthz failures |")

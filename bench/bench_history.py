@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -33,7 +34,7 @@ from sqlalchemy import Engine, insert  # noqa: E402
 
 from rgrid.wire import Status  # noqa: E402
 from rgrid_api.attempts import expired_attempts  # noqa: E402
-from rgrid_api.db.engine import make_engine, make_sessionmaker  # noqa: E402
+from rgrid_api.db.engine import make_engine, make_hot_reader, make_sessionmaker  # noqa: E402
 from rgrid_api.db.migrate import upgrade  # noqa: E402
 from rgrid_api.db.models import Attempt, Execution  # noqa: E402
 from rgrid_api.db.times import utcnow  # noqa: E402
@@ -119,9 +120,11 @@ def measure(url: str, size: int) -> dict[str, float]:
     picked = fill(engine, size)
     random.shuffle(picked)
 
+    hot = make_hot_reader(url)  # what the server reads an execution with
+
     def by_id(n: int) -> None:
         owner, execution_id = picked[n % len(picked)]
-        with engine.connect() as conn:
+        with hot.connect() as conn:
             read_execution(conn, owner, execution_id)
 
     def by_prefix(n: int) -> None:
@@ -144,6 +147,7 @@ def measure(url: str, size: int) -> dict[str, float]:
         "the monitor's pass (open attempts' leases)": median_ms(monitor_pass),
     }
     engine.dispose()
+    hot.dispose()
     return figures
 
 
@@ -164,7 +168,10 @@ def main() -> None:
     parser.add_argument("--sqlite-only", action="store_true")
     opts = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="rgrid-bench-history-"))
-    report("SQLite", {size: measure(f"sqlite:///{root / f'h{size}.db'}", size) for size in opts.sizes})
+    try:
+        report("SQLite", {size: measure(f"sqlite:///{root / f'h{size}.db'}", size) for size in opts.sizes})
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
     if opts.sqlite_only or not postgres_available():
         return
     results = {}

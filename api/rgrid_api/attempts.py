@@ -265,9 +265,26 @@ def _current(session: Session, execution_id: str, attempt: int) -> tuple[Executi
 
 
 def start_attempt(
-    session: Session, storage: Storage, execution_id: str, attempt: int, start: RunnerStart, lease_s: float
+    session: Session,
+    storage: Storage,
+    execution_id: str,
+    attempt: int,
+    start: RunnerStart,
+    lease_s: float,
+    trusted: bool = False,
 ) -> RunnerSpec:
+    """Start the attempt on the worker `start` names, and hand out its spec.
+    An attempt already started is started again only by the same worker
+    (its runner retrying a call whose answer it lost): no other node takes
+    it over. A node's credential (`trusted` False; the head's token is
+    trusted) must name a worker registered here."""
     execution, row = _current(session, execution_id, attempt)
+    if row.status != Status.DISPATCHED and row.worker_id != start.worker_id:
+        session.rollback()
+        raise StaleAttempt(f"attempt {attempt} of {execution_id} was started by another node")
+    if not trusted and (start.worker_id is None or session.get(Worker, start.worker_id) is None):
+        session.rollback()
+        raise StaleAttempt(f"worker {start.worker_id} is not registered here")
     now = utcnow()
     if execution.cancel_requested:
         _finish(execution, row, Status.CANCELLED, FailureReason.CANCELLED, now)

@@ -100,6 +100,23 @@ def revoke_key_cmd(owner: str, name: str | None) -> None:
     out.print(f"revoked {count} key{'s' if count != 1 else ''}")
 
 
+def forget_node_cmd(worker_id: str) -> None:
+    """Revoke every credential of WORKER_ID, so that a node that lost its
+    kept credential (a new disk, a rebuilt container) may join with the
+    worker token under that id again. A node still using one stops being
+    heard within RGRID_KEY_CACHE_S seconds."""
+    from rgrid_api.credentials import revoke
+    from rgrid_api.db.engine import make_engine, make_sessionmaker
+    from rgrid_api.db.migrate import upgrade
+
+    settings = _settings()
+    upgrade(settings.database_url)
+    with make_sessionmaker(make_engine(settings.database_url))() as session:
+        count = revoke(session, worker_id)
+        session.commit()
+    out.print(f"revoked {count} credential{'s' if count != 1 else ''} of {worker_id}; it may join again")
+
+
 def db_upgrade() -> None:
     """Apply every pending migration to RGRID_DATABASE_URL."""
     from rgrid_api.db.migrate import upgrade
@@ -139,6 +156,8 @@ def add_server_commands(commands: Commands) -> None:
     revoke = serve.add("revoke-key", revoke_key_cmd)
     revoke.add_argument("--owner", required=True, help="Tenant whose keys to revoke.")
     revoke.add_argument("--name", help="Only the keys with this label.")
+    forget = serve.add("forget-node", forget_node_cmd)
+    forget.add_argument("worker_id", metavar="WORKER_ID", help="The node's worker id.")
 
 
 def add_db_commands(commands: Commands) -> None:

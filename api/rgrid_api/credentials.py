@@ -14,6 +14,7 @@ import secrets
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import CursorResult, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from rgrid.wire import LIVE_WORKER_STATES
@@ -83,10 +84,13 @@ class Taken(Exception):
 
 def join(session: Session, worker_id: str) -> str:
     """A credential for a node an operator set up, bound to `worker_id`.
-    Refused (Taken) while a node with that id lives, and for the head's id:
-    the worker token cannot take over or speak for an existing node. An id
-    whose node left or died may be joined again; its old credentials stop
-    working."""
+    Refused (Taken) for the head's id, for a live node's, and for any id
+    that still has a credential that works: the worker token cannot take
+    over, or lock out, a node that exists, even one that left or died (it
+    comes back with its kept credential). An operator frees an id with
+    `rgrid server forget-node`; a database that forgot the node (reset) has
+    no credential for it. A unique index keeps two racing joins from both
+    getting one."""
     worker = session.get(Worker, worker_id)
     if worker is not None and (worker.is_head or worker.status in LIVE_WORKER_STATES):
         session.rollback()
@@ -94,9 +98,22 @@ def join(session: Session, worker_id: str) -> str:
             f"worker {worker_id} is {'the Ray head' if worker.is_head else worker.status}: "
             "only its own credential speaks for it"
         )
-    revoke(session, worker_id)
+    held = select(WorkerCredential.id).where(
+        WorkerCredential.worker_id == worker_id,
+        WorkerCredential.kind == NODE,
+        WorkerCredential.revoked_at.is_(None),
+    )
+    if session.scalar(held) is not None:
+        session.rollback()
+        raise Taken(
+            f"worker {worker_id} has a credential: `rgrid server forget-node {worker_id}` frees the id"
+        )
     credential = _issue(session, worker_id, NODE, None)
-    session.commit()
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise Taken(f"worker {worker_id} was joined a moment ago by another node") from None
     return credential
 
 
@@ -112,10 +129,12 @@ def worker_for(session: Session, credential: str) -> str | None:
     return row.worker_id
 
 
-def revoke(session: Session, worker_id: str) -> None:
-    """Every credential of a worker stops working (its node is being deleted)."""
-    session.execute(
+def revoke(session: Session, worker_id: str) -> int:
+    """Every credential of a worker stops working (its node is being
+    deleted, or forgotten); how many did. The caller commits."""
+    revoked: CursorResult = session.execute(  # type: ignore[assignment]
         update(WorkerCredential)
         .where(WorkerCredential.worker_id == worker_id, WorkerCredential.revoked_at.is_(None))
         .values(revoked_at=datetime.now(UTC))
     )
+    return int(revoked.rowcount)

@@ -135,19 +135,21 @@ class Settings(BaseSettings):
     local_node_eur_per_hour: float = 0.0
 
     def default_secrets_in_use(self, host: str) -> list[str]:
-        """The variables still at their built-in value, when the server binds
-        to anything but loopback (anyone could then mint runner tokens or
-        register workers)."""
+        """The variables still at their built-in value, or empty, when the
+        server binds to anything but loopback (anyone could then mint runner
+        tokens or join workers: an empty token matches an empty bearer)."""
         if is_loopback(host):
             return []
-        found = []
-        if self.runner_secret.get_secret_value() == DEFAULT_RUNNER_SECRET:
-            found.append("RGRID_RUNNER_SECRET")
-        if self.worker_token.get_secret_value() == DEFAULT_WORKER_TOKEN:
-            found.append("RGRID_WORKER_TOKEN")
-        if self.head_token.get_secret_value() == DEFAULT_HEAD_TOKEN:
-            found.append("RGRID_HEAD_TOKEN")
-        return found
+        secrets = (
+            ("RGRID_RUNNER_SECRET", self.runner_secret, DEFAULT_RUNNER_SECRET),
+            ("RGRID_WORKER_TOKEN", self.worker_token, DEFAULT_WORKER_TOKEN),
+            ("RGRID_HEAD_TOKEN", self.head_token, DEFAULT_HEAD_TOKEN),
+        )
+        return [
+            name
+            for name, value, default in secrets
+            if value.get_secret_value() == default or not value.get_secret_value().strip()
+        ]
 
     @property
     def client_presign_endpoint(self) -> str:

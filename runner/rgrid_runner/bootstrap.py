@@ -53,12 +53,12 @@ def by_bootstrap(
     return grant
 
 
-def by_join(api_url: str, worker_token: str, worker_id: str, credential_file: Path | None) -> WorkerGrant:
+def by_join(api_url: str, worker_token: str, worker_id: str, credential_file: Path) -> WorkerGrant:
     """The node's credential: its kept one while the API accepts it, or a
-    new one for `worker_id` bought with the worker token (kept in
-    `credential_file`, if given: without one a restarted agent needs an id
-    no live node holds)."""
-    kept = read_json(credential_file) if credential_file else {}
+    new one for `worker_id` bought with the worker token and kept in
+    `credential_file` (the API gives an id one working credential, so a node
+    that lost its file needs `rgrid server forget-node` to join again)."""
+    kept = read_json(credential_file)
     if kept:
         grant = WorkerGrant.model_validate(kept)
         if _accepted(api_url, grant):
@@ -71,8 +71,7 @@ def by_join(api_url: str, worker_token: str, worker_id: str, credential_file: Pa
         WorkerJoin(id=worker_id),
         "the API refused this node's worker token (RGRID_WORKER_TOKEN)",
     )
-    if credential_file is not None:
-        write_private(credential_file, grant.model_dump(exclude={"ray_token"}))
+    write_private(credential_file, grant.model_dump(exclude={"ray_token"}))
     log.info("joined the grid as worker %s", grant.worker_id)
     return grant
 

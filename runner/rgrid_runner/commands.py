@@ -142,21 +142,22 @@ def worker(
     else:
         from rgrid_runner import bootstrap as credentials
 
-        kept = Path(credential_file) if credential_file else None
+        if not credential_file:
+            raise UsageError(
+                f"{ENV_TOKEN if token else ENV_BOOTSTRAP} needs {ENV_CREDENTIAL_FILE}: "
+                "where this node keeps its own credential"
+            )
+        kept = Path(credential_file)
         if token:
             grant = credentials.by_join(api_url, token, worker_id, kept)
-        elif kept is None:
-            raise UsageError(
-                f"{ENV_BOOTSTRAP} needs {ENV_CREDENTIAL_FILE}: where to keep the node's credential"
-            )
         else:
             ray_token = os.environ.get("RAY_AUTH_TOKEN_PATH")
             grant = credentials.by_bootstrap(
                 api_url, str(bootstrap), kept, Path(ray_token) if ray_token else None
             )
         if worker_id != grant.worker_id:
-            logging.getLogger(__name__).info(
-                "this node's credential is bound to worker %s: using that id", grant.worker_id
+            logging.getLogger(__name__).warning(
+                "this node's credential (%s) is bound to worker %s: using that id", kept, grant.worker_id
             )
         node_token, worker_id = grant.credential, grant.worker_id
     if os.environ.get("RAY_AUTH_MODE") != "token" or not (

@@ -154,6 +154,9 @@ class AttemptRun:
         self.workdir = workdir
         self.limits = Limits.for_attempt(spec.resources, cfg.max_pids)
         self.shipper = LogShipper(reporter, RENEW_S)
+        # One budget for everything the user's code prints: the script's
+        # output and, with --verbose, its requirements' build.
+        self.log_budget = LogBudget(cfg.max_log_bytes, self.shipper.write)
         self.confinement = Confinement(cfg.sandbox, cfg.cgroups, self.limits, self.shipper.stop_requested)
 
     def execute(self, abandoned: threading.Event) -> str:
@@ -197,8 +200,9 @@ class AttemptRun:
 
     def _show_installer(self, text: str) -> None:
         """The installer's output as it comes (`--verbose`): rgrid's words
-        to the user, so on stderr."""
-        self.shipper.write("stderr", text)
+        to the user, so on stderr; counted in the attempt's log budget, as
+        a build runs the requirements' own code."""
+        self.log_budget.write("stderr", text)
 
     def _run(self) -> tuple[Verdict, list[OutputFile]]:
         interp = self.cfg.runtimes.get(self.spec.runtime)
@@ -314,7 +318,7 @@ class AttemptRun:
     def _supervise(self, job: Job) -> Verdict:
         """Run the job inside its cgroup (or rlimits) to its end, a cap, the
         timeout, a cancel or fencing; say why it ended."""
-        budget = LogBudget(self.cfg.max_log_bytes, self.shipper.write)
+        budget = self.log_budget
         ended = self.confinement.run(
             job,
             f"{self.spec.execution_id}-{self.spec.attempt}",

@@ -66,21 +66,49 @@ def test_claim_opens_attempt_one_with_a_lease(session: Session, storage: MemoryS
 def test_start_hands_the_runner_fresh_urls_and_runs(session: Session, storage: MemoryStorage) -> None:
     e = submit(session, storage, inputs={"data/a.csv": b"1,2\n"})
     claim_queued(session, LEASE_S)
-    spec = start_attempt(session, storage, e.id, 1, START, LEASE_S)
+    spec = start_attempt(session, storage, e.id, 1, START, LEASE_S, trusted=True)
     assert spec.script.path == "job.py" and spec.script.url.startswith("memory://get/objects/alice/")
     assert [i.path for i in spec.inputs] == ["data/a.csv"]
     assert state(session, e.id)[0] == Status.RUNNING
     assert attempt_row(session, e.id, 1).worker == "host-a"
 
 
+def test_a_started_attempt_is_never_taken_over_by_another_node(
+    session: Session, storage: MemoryStorage
+) -> None:
+    """The thief has a registered node of its own and the attempt's ticket."""
+    add_worker(session, "victim")
+    add_worker(session, "thief")
+    e = submit(session, storage)
+    claim_queued(session, LEASE_S)
+    start_attempt(session, storage, e.id, 1, RunnerStart(worker="v", worker_id="victim"), LEASE_S)
+    with pytest.raises(StaleAttempt, match="started by another node"):
+        start_attempt(session, storage, e.id, 1, RunnerStart(worker="t", worker_id="thief"), LEASE_S)
+    with pytest.raises(StaleAttempt, match="started by another node"):
+        start_attempt(session, storage, e.id, 1, START, LEASE_S, trusted=True)  # not even the head's
+    row = attempt_row(session, e.id, 1)
+    assert (row.status, row.worker_id) == (Status.RUNNING, "victim")
+    # Its own runner, retrying a start whose answer it lost, is answered.
+    again = start_attempt(session, storage, e.id, 1, RunnerStart(worker="v", worker_id="victim"), LEASE_S)
+    assert again.execution_id == e.id and attempt_row(session, e.id, 1).worker_id == "victim"
+
+
+def test_a_node_credential_must_name_a_registered_worker(session: Session, storage: MemoryStorage) -> None:
+    e = submit(session, storage)
+    claim_queued(session, LEASE_S)
+    with pytest.raises(StaleAttempt, match="not registered here"):
+        start_attempt(session, storage, e.id, 1, RunnerStart(worker="j", worker_id="joined-only"), LEASE_S)
+    assert state(session, e.id) == (Status.DISPATCHED, 1, 0)  # untouched: it waits for its own node
+
+
 def test_a_stale_runner_is_fenced_off_everywhere(session: Session, storage: MemoryStorage) -> None:
     e = submit(session, storage)
     claim_queued(session, LEASE_S)
-    start_attempt(session, storage, e.id, 1, START, LEASE_S)
+    start_attempt(session, storage, e.id, 1, START, LEASE_S, trusted=True)
     assert attempt_lost(session, e.id, 1, FailureReason.WORKER_LOST) is True
     assert state(session, e.id) == (Status.QUEUED, 1, 1)
     claim_queued(session, LEASE_S)
-    start_attempt(session, storage, e.id, 2, START, LEASE_S)
+    start_attempt(session, storage, e.id, 2, START, LEASE_S, trusted=True)
     # Runner 1 comes back from a partition: every call it makes is refused.
     with pytest.raises(StaleAttempt):
         renew_lease(session, e.id, 1, LEASE_S)
@@ -89,7 +117,7 @@ def test_a_stale_runner_is_fenced_off_everywhere(session: Session, storage: Memo
     with pytest.raises(StaleAttempt):
         complete_attempt(session, storage, e.id, 1, RunnerResult(exit_code=0, duration_s=1))
     with pytest.raises(StaleAttempt):
-        start_attempt(session, storage, e.id, 1, START, LEASE_S)
+        start_attempt(session, storage, e.id, 1, START, LEASE_S, trusted=True)
     complete_attempt(session, storage, e.id, 2, RunnerResult(exit_code=0, duration_s=1))
     assert state(session, e.id) == (Status.SUCCEEDED, 2, 1)
     # Losing an attempt that already ended is a no-op, never a second requeue.
@@ -133,14 +161,14 @@ def test_cancel_before_start_ends_it_at_once_and_fences_a_late_runner(
     assert state(session, e.id)[0] == Status.CANCELLED
     assert attempt_row(session, e.id, 1).failure_reason == FailureReason.CANCELLED
     with pytest.raises(StaleAttempt):
-        start_attempt(session, storage, e.id, 1, START, LEASE_S)
+        start_attempt(session, storage, e.id, 1, START, LEASE_S, trusted=True)
     assert state(session, e.id)[0] == Status.CANCELLED
 
 
 def test_cancel_while_running_is_told_on_the_next_call(session: Session, storage: MemoryStorage) -> None:
     e = submit(session, storage)
     claim_queued(session, LEASE_S)
-    start_attempt(session, storage, e.id, 1, START, LEASE_S)
+    start_attempt(session, storage, e.id, 1, START, LEASE_S, trusted=True)
     assert renew_lease(session, e.id, 1, LEASE_S) is False
     cancel_execution(session, "alice", e.id)
     assert renew_lease(session, e.id, 1, LEASE_S) is True
@@ -162,14 +190,16 @@ def test_a_draining_worker_gives_work_back_without_counting_it(
     e = submit(session, storage)
     claim_queued(session, LEASE_S)
     with pytest.raises(StaleAttempt):
-        start_attempt(session, storage, e.id, 1, RunnerStart(worker="h", worker_id=worker), LEASE_S)
+        start_attempt(
+            session, storage, e.id, 1, RunnerStart(worker="h", worker_id=worker), LEASE_S, trusted=True
+        )
     assert state(session, e.id) == (Status.QUEUED, 1, 0)
 
 
 def test_logs_are_sequenced_and_renew_the_lease(session: Session, storage: MemoryStorage) -> None:
     e = submit(session, storage)
     claim_queued(session, LEASE_S)
-    start_attempt(session, storage, e.id, 1, START, LEASE_S)
+    start_attempt(session, storage, e.id, 1, START, LEASE_S, trusted=True)
     lines = [RunnerLogLine(stream="stdout", data="a\n"), RunnerLogLine(stream="stderr", data="b\n")]
     append_logs(session, e.id, 1, lines, LEASE_S)
     append_logs(session, e.id, 1, [RunnerLogLine(stream="stdout", data="c\n")], LEASE_S)
@@ -189,7 +219,7 @@ def test_an_attempt_is_open_until_it_ends_or_is_superseded(session: Session, sto
     attempt_lost(session, e.id, 1, FailureReason.WORKER_LOST)
     assert not attempt_open(session, e.id, 1)
     claim_queued(session, LEASE_S)
-    start_attempt(session, storage, e.id, 2, START, LEASE_S)
+    start_attempt(session, storage, e.id, 2, START, LEASE_S, trusted=True)
     assert attempt_open(session, e.id, 2) and not attempt_open(session, e.id, 1)
     complete_attempt(session, storage, e.id, 2, RunnerResult(exit_code=0, duration_s=0.1))
     assert not attempt_open(session, e.id, 2)
@@ -200,7 +230,7 @@ def test_the_last_lines_travel_with_the_result(session: Session, storage: Memory
     after the lines already shipped, and not at all from a fenced-off runner."""
     e = submit(session, storage)
     claim_queued(session, LEASE_S)
-    start_attempt(session, storage, e.id, 1, START, LEASE_S)
+    start_attempt(session, storage, e.id, 1, START, LEASE_S, trusted=True)
     append_logs(session, e.id, 1, [RunnerLogLine(stream="stdout", data="a\n")], LEASE_S)
     tail = [RunnerLogLine(stream="stdout", data="b\n"), RunnerLogLine(stream="stderr", data="c\n")]
     complete_attempt(session, storage, e.id, 1, RunnerResult(exit_code=0, duration_s=0.1, logs=tail))
@@ -217,7 +247,7 @@ def test_the_last_lines_travel_with_the_result(session: Session, storage: Memory
 def test_outputs_must_be_in_storage_before_they_count(session: Session, storage: MemoryStorage) -> None:
     e = submit(session, storage)
     claim_queued(session, LEASE_S)
-    start_attempt(session, storage, e.id, 1, START, LEASE_S)
+    start_attempt(session, storage, e.id, 1, START, LEASE_S, trusted=True)
     urls = output_upload_urls(session, storage, e.id, 1, ["out/r.txt"])
     assert urls == {"out/r.txt": f"memory://put/{output_key(e.id, 1, 'out/r.txt')}"}
     result = RunnerResult(
@@ -236,7 +266,7 @@ def test_an_output_path_outside_the_work_dir_is_refused(
 ) -> None:
     e = submit(session, storage)
     claim_queued(session, LEASE_S)
-    start_attempt(session, storage, e.id, 1, START, LEASE_S)
+    start_attempt(session, storage, e.id, 1, START, LEASE_S, trusted=True)
     result = RunnerResult(exit_code=0, duration_s=1, outputs=[OutputFile(path=bad, size=0, sha256="0" * 64)])
     with pytest.raises(Invalid):
         complete_attempt(session, storage, e.id, 1, result)
@@ -254,7 +284,7 @@ def test_the_database_refuses_transitions_outside_the_diagram(
 ) -> None:
     e = submit(session, storage)
     claim_queued(session, LEASE_S)
-    start_attempt(session, storage, e.id, 1, START, LEASE_S)
+    start_attempt(session, storage, e.id, 1, START, LEASE_S, trusted=True)
     complete_attempt(session, storage, e.id, 1, RunnerResult(exit_code=0, duration_s=1))
     with pytest.raises(DBAPIError, match="invalid execution status transition"):
         session.execute(text("UPDATE executions SET status='running' WHERE id=:id"), {"id": e.id})

@@ -175,7 +175,15 @@ def test_a_server_deleted_outside_rgrid_has_its_work_requeued(sessions, session,
     register(session, WorkerRegistration(id=name, host_name=name, resources={"CPU": 2}, runtimes=["python:3.11"],
                                          sandbox="bubblewrap", provider="hetzner", version="x"))  # fmt: skip
     (claimed,) = claim_queued(session, 30)
-    start_attempt(session, MemoryStorage(), eid, claimed.attempt, RunnerStart(worker="w", worker_id=name), 30)
+    start_attempt(
+        session,
+        MemoryStorage(),
+        eid,
+        claimed.attempt,
+        RunnerStart(worker="w", worker_id=name),
+        30,
+        trusted=True,
+    )
     a.cycle()
     assert rows(session)[name] == p.JOINED
     fake.remove_server(int(next(iter(fake.servers))))

@@ -3,11 +3,15 @@ live node holds (rgrid_api.credentials.join), on a real SQLite database."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from rgrid.wire import WorkerRegistration, WorkerStatus
-from rgrid_api.credentials import Taken, join, worker_for
+from rgrid_api.credentials import NODE, Taken, join, revoke, worker_for
+from rgrid_api.db.models import WorkerCredential
 from rgrid_api.workers import register, set_status
 from tests.api.conftest import add_worker
 
@@ -38,12 +42,25 @@ def test_the_heads_id_is_never_joined(session: Session) -> None:
 
 
 @pytest.mark.parametrize("ended", [WorkerStatus.LEFT, WorkerStatus.DEAD])
-def test_an_ended_nodes_id_may_be_joined_again_and_its_old_credential_dies(
+def test_an_ended_nodes_id_is_its_own_until_an_operator_forgets_it(
     session: Session, ended: WorkerStatus
 ) -> None:
     old = join(session, "node-a")
     add_worker(session, "node-a")
     set_status(session, "node-a", ended)
+    with pytest.raises(Taken, match="forget-node node-a"):
+        join(session, "node-a")  # it comes back with the credential it kept
+    assert worker_for(session, old) == "node-a"
+    assert revoke(session, "node-a") == 1  # `rgrid server forget-node node-a`
+    session.commit()
     new = join(session, "node-a")
-    assert worker_for(session, new) == "node-a"
-    assert worker_for(session, old) is None
+    assert worker_for(session, new) == "node-a" and worker_for(session, old) is None
+
+
+def test_an_id_never_holds_two_working_node_credentials(session: Session) -> None:
+    join(session, "node-a")
+    session.add(
+        WorkerCredential(worker_id="node-a", kind=NODE, secret_hash="0" * 64, created_at=datetime.now(UTC))
+    )
+    with pytest.raises(IntegrityError):  # what a join racing the first would have hit
+        session.commit()

@@ -107,10 +107,10 @@ def test_the_core_read_answers_what_the_orm_does_with_times_in_utc(
     with sessions() as s:
         e = submit(s, storage)
         claim_queued(s, LEASE_S)
-        start_attempt(s, storage, e.id, 1, RunnerStart(worker="host-a"), LEASE_S)
+        start_attempt(s, storage, e.id, 1, RunnerStart(worker="host-a"), LEASE_S, trusted=True)
         assert attempt_lost(s, e.id, 1, FailureReason.WORKER_LOST)
         claim_queued(s, LEASE_S)
-        start_attempt(s, storage, e.id, 2, RunnerStart(worker="host-b"), LEASE_S)
+        start_attempt(s, storage, e.id, 2, RunnerStart(worker="host-b"), LEASE_S, trusted=True)
         complete_attempt(s, storage, e.id, 2, RunnerResult(exit_code=3, duration_s=1))
         s.expire_all()
         row = s.get(Execution, e.id)

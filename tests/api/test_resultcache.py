@@ -39,7 +39,9 @@ def body(
 
 def run_to_end(session: Session, storage: MemoryStorage, execution_id: str, code: int) -> None:
     (claimed,) = [c for c in claim_queued(session, LEASE_S) if c.execution_id == execution_id]
-    start_attempt(session, storage, execution_id, claimed.attempt, RunnerStart(worker="w"), LEASE_S)
+    start_attempt(
+        session, storage, execution_id, claimed.attempt, RunnerStart(worker="w"), LEASE_S, trusted=True
+    )
     storage.put(output_key(execution_id, claimed.attempt, "out.txt"), b"result")
     result = RunnerResult(
         exit_code=code,
@@ -109,7 +111,7 @@ def test_a_batch_reruns_only_what_changed(session: Session, storage: MemoryStora
 
     first = create_batch(session, "alice", batch_of(shas), "python:3.11")
     for c in claim_queued(session, LEASE_S):
-        start_attempt(session, storage, c.execution_id, 1, RunnerStart(worker="w"), LEASE_S)
+        start_attempt(session, storage, c.execution_id, 1, RunnerStart(worker="w"), LEASE_S, trusted=True)
         complete_attempt(session, storage, c.execution_id, 1, RunnerResult(exit_code=0, duration_s=1))
     assert batch_view(session, first).status == Status.SUCCEEDED
     changed = upload(session, storage, "alice", b"changed\n")

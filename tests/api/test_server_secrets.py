@@ -29,6 +29,9 @@ def test_any_other_bind_names_each_default_left() -> None:
     assert only_token.default_secrets_in_use("10.0.0.2") == ["RGRID_WORKER_TOKEN"]
     every = Settings(runner_secret=SecretStr("a"), worker_token=SecretStr("b"), head_token=SecretStr("c"))
     assert every.default_secrets_in_use("10.0.0.2") == []
+    # An empty token would match an empty bearer ("Bearer \u00a0" strips to "").
+    empty = Settings(runner_secret=SecretStr("a"), worker_token=SecretStr(" "), head_token=SecretStr("c"))
+    assert empty.default_secrets_in_use("10.0.0.2") == ["RGRID_WORKER_TOKEN"]
 
 
 def test_server_refuses_to_start_with_one_line(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy import false as sa_false
 from sqlalchemy import true as sa_true
@@ -288,7 +289,17 @@ class WorkerCredential(Base):
     Stored only as sha256."""
 
     __tablename__ = "worker_credentials"
-    __table_args__ = (CheckConstraint("kind IN ('bootstrap','node')", name="ck_worker_credentials_kind"),)
+    __table_args__ = (
+        CheckConstraint("kind IN ('bootstrap','node')", name="ck_worker_credentials_kind"),
+        # At most one node credential that works per worker id.
+        Index(
+            "ux_worker_credentials_live_node",
+            "worker_id",
+            unique=True,
+            sqlite_where=text("kind = 'node' AND revoked_at IS NULL"),
+            postgresql_where=text("kind = 'node' AND revoked_at IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     worker_id: Mapped[str] = mapped_column(String(64), index=True)

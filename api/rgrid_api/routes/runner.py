@@ -54,7 +54,9 @@ def start(
 ) -> RunnerSpec:
     if not node.head and body.worker_id != node.worker_id:
         raise HTTPException(403, f"this node's credential speaks for {node.worker_id}, not {body.worker_id}")
-    spec = start_attempt(session, state.runner_storage, execution_id, attempt, body, state.settings.lease_s)
+    spec = start_attempt(
+        session, state.runner_storage, execution_id, attempt, body, state.settings.lease_s, trusted=node.head
+    )
     state.feed.changed(execution_id)
     return spec
 
