@@ -79,13 +79,11 @@ class Beats:
                 self._pending[worker_id] = utcnow()
             return WorkerAck(status=known.status, ray_address=self._head)
 
-    def note(self, worker_id: str, status: WorkerStatus, is_head: bool, head: str | None = None) -> None:
+    def note(self, worker_id: str, status: WorkerStatus, is_head: bool) -> None:
         """A node changed here (registered, drained, left): answer its next
         beat with that, not with the last reading."""
         with self._lock:
             self._known[worker_id] = Known(status, is_head)
-            if head is not None:
-                self._head = head
 
     def flush(self) -> None:
         """Write the pending beats in one statement, and read the registry."""

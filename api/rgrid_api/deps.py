@@ -44,7 +44,7 @@ class AppState:
     hot_reads: CapacityLimiter
     callers: SecretCache[Caller]
     # Which worker a node's credential speaks for.
-    nodes: SecretCache[str]
+    node_credentials: SecretCache[str]
     beats: Beats
     caps: Caps  # an owner's caps where none of its keys sets its own
     rate_limit: RateLimit
@@ -180,9 +180,9 @@ async def _node_of(state: AppState, presented: str) -> WorkerCaller | None:
         return None
     if _same(presented, state.settings.head_token.get_secret_value()):
         return WorkerCaller(None, head=True)
-    known, worker_id = state.nodes.cached(presented)
+    known, worker_id = state.node_credentials.cached(presented)
     if not known:
-        worker_id = await run_in_threadpool(state.nodes.get, presented)
+        worker_id = await run_in_threadpool(state.node_credentials.get, presented)
     return WorkerCaller(worker_id) if worker_id is not None else None
 
 

@@ -13,6 +13,7 @@ from rgrid.wire import Status
 from rgrid_api.db.models import Attempt, Execution
 from rgrid_api.db.times import utcnow
 from rgrid_api.executionread import READ
+from rgrid_api.ids import ID_LENGTH
 from rgrid_api.lookup import prefix_query
 
 
@@ -27,9 +28,9 @@ def test_the_migrations_make_the_open_attempts_index(session: Session) -> None:
     assert indexes["ix_attempts_status_lease"] == ["status", "lease_expires_at"]
 
 
-@pytest.mark.parametrize("wanted", ["abcdefgh0123", "abcd"])
+@pytest.mark.parametrize("wanted", ["abcdefgh01", "abcd"])
 def test_an_owners_execution_by_id_or_prefix_is_read_by_its_key(session: Session, wanted: str) -> None:
-    plan = _plan(session, prefix_query(Execution, "alice", wanted, "", 12, "execution"))
+    plan = _plan(session, prefix_query(Execution, "alice", wanted, "", ID_LENGTH, "execution"))
     assert "ix_executions_owner" not in plan
     assert "USING INDEX sqlite_autoindex_executions_1" in plan or "USING PRIMARY KEY" in plan, plan
 

@@ -41,8 +41,17 @@ def test_a_large_batch_shows_its_counts_and_failures_only(capsys: pytest.Capture
     shown = capsys.readouterr().out
     assert "5000/5000 done" in shown and "4999 succeeded" in shown
     assert "data/7.csv" in shown and "data/8.csv" not in shown
-    assert "4999 succeeded or queued not shown: rgrid status b-big --all" in shown
+    assert "4999 more not shown (succeeded, queued, or past the first 20): rgrid status b-big --all" in shown
     assert len(shown.splitlines()) < 20
+
+
+def test_the_inputs_shown_are_capped_however_many_failed(capsys: pytest.CaptureFixture[str]) -> None:
+    batch = _batch(1000)
+    batch.executions = [e.model_copy(update={"status": Status.CANCELLED}) for e in batch.executions]
+    show_batch(batch, all_rows=False)
+    shown = capsys.readouterr().out
+    assert "data/19.csv" in shown and "data/20.csv" not in shown
+    assert "980 more not shown" in shown
 
 
 def test_all_shows_every_input_and_a_small_batch_is_shown_whole(capsys: pytest.CaptureFixture[str]) -> None:

@@ -85,7 +85,8 @@ def show_batch(b: BatchView, all_rows: bool) -> None:
     eta = f"   ETA {elapsed / done * (b.total - done):.0f} s" if b.status == "running" and done else ""
     out.print(f"  created   {_when(b.created_at)}   elapsed {elapsed:.0f} s{eta}")
     whole = all_rows or len(b.executions) <= WHOLE_BATCH_ROWS
-    shown = [e for e in b.executions if whole or e.status not in (Status.SUCCEEDED, Status.QUEUED)]
+    notable = [e for e in b.executions if whole or e.status not in (Status.SUCCEEDED, Status.QUEUED)]
+    shown = notable if whole else notable[:WHOLE_BATCH_ROWS]
     if shown:
         table = make_table("execution", "input", "status")
         for e in shown:
@@ -93,12 +94,16 @@ def show_batch(b: BatchView, all_rows: bool) -> None:
         out.print(table)
     if not whole:
         left = len(b.executions) - len(shown)
-        out.print(f"  {left} succeeded or queued not shown: rgrid status {b.id} --all")
+        out.print(
+            f"  {left} more not shown (succeeded, queued, or past the first {WHOLE_BATCH_ROWS}): "
+            f"rgrid status {b.id} --all"
+        )
 
 
 def status(execution_id: str, json_out: bool, all_: bool) -> int:
     """Show an execution and every attempt of it, or a batch: its counts and
-    the inputs that did not succeed (every input with --all)."""
+    the first inputs that are running or ended other than succeeded (every
+    input with --all)."""
     with connect(start_local=False) as client:
         shown: BaseModel = (
             client.get_batch(execution_id)
@@ -194,8 +199,9 @@ def cancel(execution_id: str, json_out: bool) -> int:
             batch = client.cancel_batch(execution_id)
             cancelled = batch.counts.get(Status.CANCELLED, 0)
             stopping = batch.counts.get(Status.RUNNING, 0) + batch.counts.get(Status.DISPATCHED, 0)
-            said = f"{batch.id}: {cancelled} of {batch.total} inputs cancelled"
-            return _emit(json_out, batch, said + (f"; {stopping} running, being stopped" if stopping else ""))
+            ended = batch.total - cancelled - stopping - batch.counts.get(Status.QUEUED, 0)
+            said = f"{batch.id}: {cancelled} cancelled, {ended} had ended"
+            return _emit(json_out, batch, said + (f", {stopping} being stopped" if stopping else ""))
         execution = client.cancel(execution_id)
     # A running script is being stopped: its end arrives a moment later.
     said = (
@@ -305,7 +311,7 @@ def add_commands(commands: Commands) -> None:
         "--all",
         dest="all_",
         action="store_true",
-        help="A batch: every input, not only those that did not succeed.",
+        help="A batch of more than 20 inputs: every input, not only the first running, failed or cancelled.",
     )
     logs_parser = _with_id(commands, "logs", logs, ID_HELP)
     logs_parser.add_argument(

@@ -392,7 +392,8 @@ def add_commands(commands: Commands) -> None:
         "-v",
         "--verbose",
         action="store_true",
-        help="Show the installer's output in the job's log even when the install works.",
+        help="Show the requirements installer's output in the job's log even when the install works "
+        "(nothing to show when this node has them cached).",
     )
     p.add_argument("--json", dest="json_out", action="store_true", help="Print the execution as JSON.")
     p.add_argument("--dry-run", action="store_true", help="Show what would be shipped; run nothing.")

@@ -21,7 +21,10 @@ LIVE_NODE = sa.text("kind = 'node' AND revoked_at IS NULL")
 
 
 def upgrade() -> None:
-    op.create_index("ix_attempts_status_lease", "attempts", ["status", "lease_expires_at"])
+    # An operator may have built it beforehand, CONCURRENTLY (docs/operations.md).
+    op.create_index(
+        "ix_attempts_status_lease", "attempts", ["status", "lease_expires_at"], if_not_exists=True
+    )
     op.create_index(
         "ux_worker_credentials_live_node",
         "worker_credentials",
