@@ -43,10 +43,11 @@ def capacity(caller: User, session: ReadDB, state: State) -> GridCapacity:
 
 
 @router.post("/workers/{worker_id}/drain", response_model=WorkerAck)
-def drain(worker_id: str, _admin: Admin, session: DB) -> WorkerAck:
+def drain(worker_id: str, _admin: Admin, session: DB, state: State) -> WorkerAck:
     """Ask a node to drain: it takes no new work, finishes what it runs, and
-    leaves (its agent learns it from its next heartbeat's answer). Not the
-    Ray head: its leaving would take the whole cluster with it."""
+    leaves (its agent learns it from its next heartbeat's answer: at once
+    from this server, within a second from any other). Not the Ray head:
+    its leaving would take the whole cluster with it."""
     worker = session.get(Worker, worker_id)
     if worker is None:
         raise NotFound(f"no worker {worker_id!r}")
@@ -54,4 +55,5 @@ def drain(worker_id: str, _admin: Admin, session: DB) -> WorkerAck:
         raise Conflict(f"{worker_id} is the Ray head: drain the workers, or stop the head's service")
     set_status(session, worker_id, WorkerStatus.DRAINING)
     session.refresh(worker)
+    state.beats.note(worker_id, WorkerStatus(worker.status), worker.is_head)
     return WorkerAck(status=WorkerStatus(worker.status))
