@@ -4,8 +4,8 @@ Every node beats every 2 s: a thousand nodes send 500 beats a second. A beat
 went through the thread pool and the database (four queries and a commit,
 about 5 ms of the server's CPU), so the heartbeats alone took the server
 past a core. Now a beat of a node this server knows is answered from
-memory: the node's status and where the Ray head is, as the server last
-read them. Its time waits in memory too, and once a second one statement
+memory: the node's status, where the Ray head is and which Ray token is in
+force, as the server last read them. Its time waits in memory too, and once a second one statement
 writes every beat of that second and the registry is read again. So a
 beat costs no database round trip, and what a beat is told is at most a
 second old: a drain, a death or a moved head reaches a node one beat later
@@ -28,6 +28,7 @@ from sqlalchemy.orm import sessionmaker
 
 from rgrid.wire import LIVE_WORKER_STATES, WorkerAck, WorkerStatus
 from rgrid_api.db.times import utcnow
+from rgrid_api.raytoken import current
 from rgrid_api.workers import current_head, record_beats, registry
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class Beats:
         self._pending: dict[str, datetime] = {}
         self._known: dict[str, Known] = {}
         self._head: str | None = None
+        self._token_fp: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rgrid-beats", daemon=True)
 
@@ -77,7 +79,7 @@ class Beats:
                 return None
             if known.status in LIVE_WORKER_STATES:
                 self._pending[worker_id] = utcnow()
-            return WorkerAck(status=known.status, ray_address=self._head)
+            return WorkerAck(status=known.status, ray_address=self._head, ray_token_fp=self._token_fp)
 
     def note(self, worker_id: str, status: WorkerStatus, is_head: bool) -> None:
         """A node changed here (registered, drained, left): answer its next
@@ -98,6 +100,7 @@ class Beats:
                     for worker_id, (status, is_head) in registry(session).items()
                 }
                 head = current_head(session)
+                token = current(session)
                 session.commit()
         except Exception:
             with self._lock:  # kept for the next flush; newer beats win
@@ -106,6 +109,7 @@ class Beats:
         with self._lock:
             self._known = known
             self._head = head.address if head else None
+            self._token_fp = token.fingerprint
 
     def _run(self) -> None:
         while not self._stop.wait(self._flush_s):

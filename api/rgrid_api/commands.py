@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import TYPE_CHECKING
 
 from rgrid.cli.console import out
@@ -13,6 +14,8 @@ from rgrid.cli.parser import Commands, Parser, positive_float, positive_int
 from rgrid.errors import UsageError
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import sessionmaker
+
     from rgrid_api.settings import Settings
 
 
@@ -117,6 +120,79 @@ def forget_node_cmd(worker_id: str) -> None:
     out.print(f"revoked {count} credential{'s' if count != 1 else ''} of {worker_id}; it may join again")
 
 
+ROTATION_POLL_S = 1.0
+
+
+def rotate_ray_token_cmd(abandon: bool, detach: bool) -> int:
+    """Roll a new Ray token to every live node without cutting running
+    work. Nothing new starts until the attempts running now end (queued
+    runs wait); then each node, and the server's Ray driver, restarts Ray
+    with the new token. A node whose credential was revoked (deleted, or
+    forgotten) never gets it. Waits until every live node runs with it;
+    Ctrl+C leaves the rotation going."""
+    from rgrid_api import raytoken
+    from rgrid_api.db.engine import make_engine, make_sessionmaker
+    from rgrid_api.db.migrate import upgrade
+
+    settings = _settings()
+    upgrade(settings.database_url)
+    sessions = make_sessionmaker(make_engine(settings.database_url))
+    with sessions() as session:
+        if abandon:
+            dropped = raytoken.abandon(session)
+            session.commit()
+            out.print(
+                "dropped the waiting Ray token: the grid stays on its token"
+                if dropped
+                else "no rotation waits"
+            )
+            return 0
+        generation = raytoken.rotate(session)
+        session.commit()
+    out.print(f"new Ray token (generation {generation}): nothing new starts until running work ends")
+    if detach:
+        out.print(
+            "follow it with `rgrid workers`; drop it while it waits: rgrid server rotate-ray-token --abandon"
+        )
+        return 0
+    try:
+        _follow_rotation(sessions)
+    except KeyboardInterrupt:
+        out.print(
+            "stopped following; the rotation goes on (rgrid server rotate-ray-token --abandon drops it while it waits)"
+        )
+        return 130
+    return 0
+
+
+def _follow_rotation(sessions: sessionmaker) -> None:
+    """Say each new stage until every live node runs with the new token.
+    It also puts the token in force itself once no attempt is open, as the
+    active server's monitor would."""
+    from rgrid_api import raytoken
+
+    said = ""
+    while True:
+        with sessions() as session:
+            if raytoken.advance(session):
+                session.commit()
+            p = raytoken.progress(session)
+            session.rollback()
+        if p.pending:
+            line = (
+                f"waiting for {p.open_attempts} running attempt{'s' if p.open_attempts != 1 else ''} to end"
+            )
+        else:
+            line = f"in force: {p.switched} of {p.nodes} live node{'s' if p.nodes != 1 else ''} restarted Ray with it"
+        if line != said:
+            out.print(line)
+            said = line
+        if not p.pending and p.switched == p.nodes:
+            out.print("done: every live node runs with the new token")
+            return
+        time.sleep(ROTATION_POLL_S)
+
+
 def db_upgrade() -> None:
     """Apply every pending migration to RGRID_DATABASE_URL."""
     from rgrid_api.db.migrate import upgrade
@@ -158,6 +234,11 @@ def add_server_commands(commands: Commands) -> None:
     revoke.add_argument("--name", help="Only the keys with this label.")
     forget = serve.add("forget-node", forget_node_cmd)
     forget.add_argument("worker_id", metavar="WORKER_ID", help="The node's worker id.")
+    rotate = serve.add("rotate-ray-token", rotate_ray_token_cmd)
+    rotate.add_argument("--detach", "-d", action="store_true", help="Start it and return at once.")
+    rotate.add_argument(
+        "--abandon", action="store_true", help="Drop a rotation still waiting for running work."
+    )
 
 
 def add_db_commands(commands: Commands) -> None:

@@ -6,8 +6,10 @@ the API must keep serving while the head is down. This supervisor starts
 the driver at the head's address (as the head's agent announced it in the
 database, else RGRID_RAY_ADDRESS), restarts it when it exits (with the
 grid's restart schedule), and replaces it when the head moved or restarted
-(a new head is a new cluster, which a driver cannot follow). Each driver
-process is one generation: when it ends, everything it held is reported
+(a new head is a new cluster, which a driver cannot follow). It gives the
+driver the grid's Ray token in force (`rgrid_api.raytoken`), and while a
+rotation waits for running work it says no driver is ready, so nothing new
+is handed to Ray. Each driver process is one generation: when it ends, everything it held is reported
 lost at once, so the dispatcher gives those attempts back without waiting
 for their leases.
 """
@@ -38,9 +40,10 @@ from rgrid_api.driver_messages import (
     Verify,
     line,
 )
+from rgrid_api.raytoken import TokenState, current
 from rgrid_api.settings import Settings
 from rgrid_api.workers import current_head
-from rgrid_runner.rayuser import as_ray_user, inherited_by_ray, ray_account, ray_env
+from rgrid_runner.rayuser import as_ray_user, inherited_by_ray, ray_account, with_ray_token
 from rgrid_runner.settings import runner_settings
 
 log = logging.getLogger(__name__)
@@ -57,6 +60,7 @@ class _Driver:
     generation: int
     address: str
     head_node: str | None
+    token_fp: str | None  # the Ray token it runs with
     proc: subprocess.Popen[bytes]
     connected: threading.Event = field(default_factory=threading.Event)
     capacity: Capacity | None = None  # as the driver last said
@@ -87,6 +91,7 @@ class DriverProcess:
         self.last_reason: str | None = None
         self._driver: _Driver | None = None
         self._generation = 0
+        self._token = TokenState(None, None)  # as last read
         # Verify requests waiting for the driver's answer.
         self._requests = 0
         self._pending: dict[int, tuple[list[bool | None], threading.Event]] = {}
@@ -107,9 +112,14 @@ class DriverProcess:
 
     # -- what the dispatcher and the monitor use ---------------------------
     def ready(self) -> int | None:
-        """The generation of a connected driver, or None."""
-        driver = self._driver
-        return driver.generation if driver is not None and driver.connected.is_set() else None
+        """The generation of a connected driver on the token in force, or
+        None (also while a rotation waits for running work)."""
+        driver, token = self._driver, self._token
+        if driver is None or not driver.connected.is_set():
+            return None
+        if token.pending is not None or driver.token_fp != token.fingerprint:
+            return None
+        return driver.generation
 
     def capacity(self) -> Capacity | None:
         """The cluster's job nodes, as the connected driver last said."""
@@ -179,6 +189,7 @@ class DriverProcess:
     def _head(self) -> tuple[str, str | None]:
         with self.sessions() as session:
             head = current_head(session)
+            self._token = current(session)
             session.rollback()
         return (head.address, head.ray_node_id) if head else (self.settings.ray_address, None)
 
@@ -210,14 +221,17 @@ class DriverProcess:
         # It runs as the Ray user too, where the server runs as root.
         env = inherited_by_ray(os.environ)
         env["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] = "0"
+        token = self._token
+        if token.token is not None:
+            env = with_ray_token(env, token.token)
         proc = subprocess.Popen(
             as_ray_user(self.ray_account, [sys.executable, "-m", "rgrid_api.raydriver", address]),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            env=ray_env(self.ray_account, env),
+            env=env,
             cwd="/",
         )
-        driver = _Driver(self._generation, address, node, proc)
+        driver = _Driver(self._generation, address, node, token.fingerprint, proc)
         driver.reader = threading.Thread(
             target=self._read, args=(driver,), name=f"rgrid-driver-{driver.generation}", daemon=True
         )

@@ -1,6 +1,7 @@
 """The monitor: finds dead workers and expired leases and gives their
-attempts back to the queue (or fails them as worker_lost); every few
-minutes it also cleans up abandoned uploads (`rgrid_api.uploadsweep`).
+attempts back to the queue (or fails them as worker_lost); puts a new
+Ray token in force once no attempt is open (`rgrid_api.raytoken`); every
+few minutes it also cleans up abandoned uploads (`rgrid_api.uploadsweep`).
 
 One monitor is active per database (`rgrid_api.leader`: a Postgres advisory
 lock, or a file lock beside a SQLite database); another server takes over
@@ -18,6 +19,7 @@ import time
 from sqlalchemy.orm import Session, sessionmaker
 
 from rgrid.wire import WorkerStatus
+from rgrid_api import raytoken
 from rgrid_api.attempts import attempts_on_workers, expired_attempts, unstarted_attempts
 from rgrid_api.giveback import Transport, give_back
 from rgrid_api.leader import LeaderLock
@@ -130,6 +132,9 @@ class Monitor:
                         session, attempts_on_workers(session, dead), self.feed, self.transport, "worker dead"
                     )
             give_back(session, expired_attempts(session), self.feed, self.transport, "lease expired")
+            if raytoken.advance(session):
+                session.commit()
+                log.info("the new Ray token is in force: every node restarts Ray with it")
             if self.storage is not None and now - self._swept_uploads_at >= UPLOAD_SWEEP_S:
                 self._swept_uploads_at = now
                 try:

@@ -1,5 +1,5 @@
 """Why a queued execution has not started yet, in one sentence for
-`rgrid status`: the owner's running-CPU cap, its batch's `--parallel`, or a
+`rgrid status`: a Ray token rotation under way, the owner's running-CPU cap, its batch's `--parallel`, or a
 full (or empty) grid. None when nothing holds it: the next dispatch round
 takes it."""
 
@@ -13,6 +13,7 @@ from rgrid_api.attempts import IN_FLIGHT, fail_unschedulable, running_cpus
 from rgrid_api.auth import Caps, owner_caps
 from rgrid_api.db.models import Batch, Execution
 from rgrid_api.driver_messages import Capacity
+from rgrid_api.raytoken import rotation_waits
 
 
 def why_waiting(
@@ -20,6 +21,8 @@ def why_waiting(
 ) -> str | None:
     if view.status != Status.QUEUED:
         return None
+    if rotation_waits(conn):
+        return "the grid is renewing its Ray token: nothing starts until the runs under way end"
     cpu = view.resources.cpu
     running = running_cpus(conn)
     cap = owner_caps(conn, {owner}, default)[owner].running_cpus

@@ -45,6 +45,7 @@ def register(session: Session, reg: WorkerRegistration, head: bool = False) -> N
     worker.version = reg.version
     worker.ray_node_id = reg.ray_node_id
     worker.ray_address = reg.ray_address
+    worker.ray_token_fp = reg.ray_token_fp
     worker.is_head = worker.is_head or head
     worker.status = WorkerStatus.ACTIVE
     worker.ended_at = None

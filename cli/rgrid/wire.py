@@ -6,6 +6,7 @@ drift from the other: the API, the runner and the CLI all import these.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from dataclasses import dataclass
@@ -408,6 +409,9 @@ class WorkerJoin(BaseModel):
     id: str = Field(pattern=WORKER_ID_PATTERN)
 
 
+RAY_TOKEN_FP_PATTERN = r"^[0-9a-f]{16}$"
+
+
 class WorkerRegistration(BaseModel):
     id: str = Field(pattern=WORKER_ID_PATTERN)
     host_name: str = Field(max_length=255)
@@ -421,6 +425,22 @@ class WorkerRegistration(BaseModel):
     ray_node_id: str | None = Field(default=None, pattern=RAY_NODE_ID_PATTERN)
     # A head node's GCS address (host:port), as the cluster's other nodes reach it.
     ray_address: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.\-]{1,253}:\d{1,5}$")
+    # The fingerprint of the Ray token its raylet runs with.
+    ray_token_fp: str | None = Field(default=None, pattern=RAY_TOKEN_FP_PATTERN)
+
+
+def ray_token_fingerprint(token: str) -> str:
+    """Names a Ray token without giving it away, so that answers to nodes
+    can say which token the grid is on (only nodes, which hold it anyway,
+    are told)."""
+    return hashlib.sha256(token.strip().encode()).hexdigest()[:16]
+
+
+class RayTokenGrant(BaseModel):
+    """The grid's Ray token in force, for a node whose raylet runs with
+    another (`rgrid server rotate-ray-token`)."""
+
+    token: str
 
 
 class WorkerGrant(BaseModel):
@@ -442,6 +462,9 @@ class WorkerAck(BaseModel):
 
     status: WorkerStatus
     ray_address: str | None = None
+    # The Ray token in force (its fingerprint): a node on another fetches it
+    # and restarts its raylet with it.
+    ray_token_fp: str | None = None
 
 
 class WorkerView(BaseModel):

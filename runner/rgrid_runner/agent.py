@@ -11,7 +11,10 @@ anyone typing a command. Restarts follow the grid's restart schedule.
 Each raylet is a new Ray node. Once the agent registers the new node's id,
 the API gives back whatever the node's earlier raylets left open, and
 refuses a late runner of theirs. A node the control plane declared dead is
-restarted the same way (its attempts were already given to others).
+restarted the same way (its attempts were already given to others), and so
+is one whose Ray token is no longer the grid's: the API names the token in
+force by its fingerprint, and the agent fetches it with the node's
+credential (`rgrid_api.raytoken`).
 SIGTERM drains: the
 node is marked draining (no new attempt; Ray is asked to place nothing
 more here), running attempts finish, then the raylet stops and the node
@@ -35,8 +38,10 @@ import httpx
 
 from rgrid.http import http_client
 from rgrid.restarts import RestartPolicy
-from rgrid.wire import WorkerAck, WorkerRegistration, WorkerStatus
+from rgrid.wire import RayTokenGrant, WorkerAck, WorkerRegistration, WorkerStatus, ray_token_fingerprint
+from rgrid_runner.nodetoken import NodeRayToken
 from rgrid_runner.ray_compat import RayNode, alive_nodes, drain_node
+from rgrid_runner.rayuser import with_ray_token
 
 log = logging.getLogger(__name__)
 
@@ -106,10 +111,20 @@ class ClusterView:
 
 
 class NodeAgent:
-    def __init__(self, config: AgentConfig, raylet_argv: list[str], raylet_env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        config: AgentConfig,
+        raylet_argv: list[str],
+        raylet_env: dict[str, str],
+        ray_token: NodeRayToken,
+    ) -> None:
+        """`raylet_env`: the raylet's environment but for the Ray token,
+        which `ray_token` holds (it may change while the agent runs)."""
         self.config = config
         self.raylet_argv = raylet_argv
         self.raylet_env = raylet_env
+        self.ray_token = ray_token
+        self.token_fp: str | None = None  # the token the raylet runs with
         self.http = http_client(
             base_url=config.api_url.rstrip("/") + "/v1/workers",
             headers={"Authorization": f"Bearer {config.token}"},
@@ -184,14 +199,20 @@ class NodeAgent:
         address = self.config.address if self.config.head else self.head_address
         if address is None:
             ack = self._post("register", self._registration())
+            if ack is not None:
+                self._follow_token(ack)
             if ack is None or ack.ray_address is None:
                 return  # no head known yet: ask again on the next tick
             address = self.head_address = ack.ray_address
         argv = [*self.raylet_argv, "--head" if self.config.head else f"--address={address}"]
         log.info("starting the raylet (%s)", "head" if self.config.head else f"joining {address}")
+        env, token = self.raylet_env, self.ray_token.value
+        if token is not None:
+            env = with_ray_token(env, token)
         # Its own process group (in the agent's session), so the agent can
         # kill the whole node (raylet, GCS, dashboard) without killing itself.
-        self.raylet = subprocess.Popen(argv, env=self.raylet_env, process_group=0, cwd="/")
+        self.raylet = subprocess.Popen(argv, env=env, process_group=0, cwd="/")
+        self.token_fp = ray_token_fingerprint(token) if token else None
         self.joined = address
         self.view.address = address
         self.started_at = time.monotonic()
@@ -216,6 +237,7 @@ class NodeAgent:
             update={
                 "ray_node_id": node.node_id if node else None,
                 "ray_address": announced,
+                "ray_token_fp": self.token_fp,
             }
         )
 
@@ -227,9 +249,10 @@ class NodeAgent:
             self.node = snap.node
         if not self.registered or (self.node is not None and not self.announced):
             announcing = self.node is not None
-            if self._post("register", self._registration()) is not None:
+            if (ack := self._post("register", self._registration())) is not None:
                 self.registered = True
                 self.announced = announcing
+                self._follow_token(ack)
             return
         if time.monotonic() < self._next_beat:
             return
@@ -247,6 +270,34 @@ class NodeAgent:
             self.head_address = ack.ray_address
             self._stop_raylet(graceful=False)
             self._node_gone(f"the head moved to {ack.ray_address}", crashed=False)
+        else:
+            self._follow_token(ack)
+
+    def _follow_token(self, ack: WorkerAck) -> None:
+        """Move to the grid's Ray token if the API names another one than the
+        raylet runs with: fetch it, keep it, start a fresh raylet with it.
+        The API rolls a new token out only once no attempt runs, so the
+        raylet's restart cuts nothing."""
+        wanted = ack.ray_token_fp
+        if wanted is None or wanted == self.token_fp:
+            return
+        if self.ray_token.fingerprint != wanted:
+            token = self._fetch_token()
+            if token is None or ray_token_fingerprint(token) != wanted:
+                return  # asked again at the next answer
+            self.ray_token.replace(token)
+        if self.raylet is not None:
+            self._stop_raylet(graceful=False)
+            self._node_gone("the grid's Ray token was rotated", crashed=False)
+
+    def _fetch_token(self) -> str | None:
+        try:
+            resp = self.http.get("/ray-token")
+            resp.raise_for_status()
+            return RayTokenGrant.model_validate_json(resp.content).token
+        except (httpx.HTTPError, ValueError) as exc:
+            log.warning("could not fetch the grid's new Ray token: %s", exc)
+            return None
 
     def _post(self, path: str, body: WorkerRegistration | None = None) -> WorkerAck | None:
         """One call to the API; a failure is logged when the API goes away

@@ -125,7 +125,8 @@ def worker(
     from rgrid.wire import WORKER_RESOURCE_PREFIX, WorkerRegistration
     from rgrid_runner.agent import AgentConfig, NodeAgent
     from rgrid_runner.attemptservice import NODE_CREDENTIAL_ENV, ApiUrls, AttemptService
-    from rgrid_runner.rayuser import as_ray_user, give_dir, inherited_by_ray, ray_account, ray_env
+    from rgrid_runner.nodetoken import NodeRayToken
+    from rgrid_runner.rayuser import as_ray_user, give_dir, inherited_by_ray, ray_account
     from rgrid_runner.runtimes import detect, encode, ray_resources
     from rgrid_runner.sandbox import choose
     from rgrid_runner.settings import runner_settings, runner_variables
@@ -237,7 +238,8 @@ def worker(
             address=_head_gcs_address(extra) if head else address,
         ),
         argv,
-        ray_env(account, env),
+        env,
+        NodeRayToken(),
     )
     if cpus <= 0:
         # A head that runs no jobs (a control server's) gets no attempt

@@ -76,6 +76,12 @@ def node_carries(address: str, node_id: str, resource: str) -> bool:
     )
 
 
+def reload_ray_token() -> None:
+    """Have this process's Ray clients read the token again (Ray caches it
+    on first use): the grid's token was rotated."""
+    import_module("ray._raylet").AuthenticationTokenLoader.instance().reset_cache()
+
+
 def node_alive(address: str, node_id: str) -> bool:
     """Whether the GCS still counts the node (hex id) alive."""
     alive = _alive_state()

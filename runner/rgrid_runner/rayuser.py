@@ -186,14 +186,11 @@ def inherited_by_ray(environ: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in environ.items() if k in INHERITED or k.startswith(("RAY_", "LC_"))}
 
 
-def ray_env(account: RayAccount | None, env: dict[str, str]) -> dict[str, str]:
-    """A Ray process's environment. As the Ray user it cannot read a token
-    file kept for root, so the token is handed over by value: it is Ray's
-    own secret, and every Ray process holds it anyway."""
-    if account is None:
-        return env
-    out = dict(env)
-    path = out.pop("RAY_AUTH_TOKEN_PATH", None)
-    if path:
-        out["RAY_AUTH_TOKEN"] = Path(path).read_text().strip()
+def with_ray_token(env: dict[str, str], token: str) -> dict[str, str]:
+    """A Ray process's environment with the grid's Ray token by value: as
+    the Ray user it cannot read a token file kept for root, and the token is
+    Ray's own secret, which every Ray process holds anyway. By value also
+    when not root: a rotated token is the agent's or the server's to give."""
+    out = {k: v for k, v in env.items() if k != "RAY_AUTH_TOKEN_PATH"}
+    out["RAY_AUTH_TOKEN"] = token
     return out

@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import create_engine
 
@@ -283,3 +284,46 @@ def test_graceful_stop_drains_the_node(cluster: Cluster) -> None:
         assert all(a.worker != worker for i in later for a in client.get_execution(i).attempts)
         wait_until(lambda: worker_status() == "left", 60, "the node to leave")
         wait_until(lambda: not session_members(agent.pid), 30, "the node's processes to end")
+
+
+def test_the_ray_token_rotates_without_cutting_running_work(cluster: Cluster) -> None:
+    """`rgrid server rotate-ray-token` on a busy grid: what runs finishes on
+    its first attempt; what is submitted meanwhile waits, says why, and
+    runs once the grid is on the new token; every node moves to it, and
+    Ray refuses the old one."""
+    old = cluster.head.token_path.read_text().strip()
+    with cluster.client() as client:
+        running = cluster.submit(client, 2, (8.0, 8.0), prefix="before-rotation")
+        for execution_id in running:
+            running_on(client, execution_id)
+        rotation = subprocess.Popen(
+            [sys.executable, "-m", "rgrid", "server", "rotate-ray-token"],
+            env=cluster.api.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        later = cluster.submit(client, 3, (0.5, 0.5), prefix="during-rotation")
+
+        def waiting_for_the_token() -> bool:
+            return all("Ray token" in (client.get_execution(i).waiting or "") for i in later)
+
+        wait_until(waiting_for_the_token, 20, "the runs submitted meanwhile to wait for the rotation")
+        assert all(client.get_execution(i).status == Status.QUEUED for i in later)
+        out, err = rotation.communicate(timeout=240)
+        assert rotation.returncode == 0, err
+        assert "waiting for 2 running attempts to end" in out and "done" in out, out
+        wait_final(client, {**running, **later}, timeout=180)
+        assert_exactly_once(cluster.database_url, client, {**running, **later})
+        for execution_id in running:
+            assert len(client.get_execution(execution_id).attempts) == 1
+            assert retries_spent(cluster.database_url, execution_id) == 0
+    new = cluster.head.token_path.read_text().strip()
+    assert new != old and len(new) == 64
+    dashboard = f"{cluster.head.dashboard}/api/version"
+
+    def answers(token: str) -> int:
+        return httpx.get(dashboard, headers={"Authorization": f"Bearer {token}"}, timeout=10).status_code
+
+    assert answers(new) == 200
+    assert answers(old) in (401, 403)

@@ -34,6 +34,7 @@ from rgrid.wire import (
     Resources,
     Status,
     WorkerRegistration,
+    ray_token_fingerprint,
 )
 from rgrid_api.auth import runner_token
 from rgrid_api.db.engine import make_engine
@@ -103,6 +104,32 @@ def test_the_worker_token_only_joins_and_no_node_speaks_for_another(api: ApiServ
         b.post(f"/v1/workers/{yours}/leave")
     with _agent(api, "not-the-worker-token") as stranger:
         assert stranger.post("/v1/workers/join", json={"id": f"join-c-{suffix}"}).status_code == 401
+
+
+def test_only_a_node_with_a_working_credential_gets_the_ray_token(
+    api: ApiServer, ray_head: RayHead, tmp_path: Path
+) -> None:
+    """A rotated Ray token is fetched by nodes with their own credential.
+    The shared worker token, an API key and a forgotten node's credential
+    get nothing: a node removed from the grid stays out of the new cluster."""
+    worker_id = f"token-{os.urandom(3).hex()}"
+    token = ray_head.token_path.read_text().strip()
+    with _joined(api, worker_id) as node:
+        reg = WorkerRegistration(id=worker_id, host_name="h").model_dump(mode="json")
+        ack = node.post("/v1/workers/register", json=reg)
+        assert ack.status_code == 200 and ack.json()["ray_token_fp"] == ray_token_fingerprint(token)
+        fetched = node.get("/v1/workers/ray-token")
+        assert fetched.status_code == 200 and fetched.json() == {"token": token}
+        with _agent(api, WORKER_TOKEN) as enrolling:
+            assert enrolling.get("/v1/workers/ray-token").status_code == 403
+        with _agent(api, api.api_key) as user:
+            assert user.get("/v1/workers/ray-token").status_code == 401
+        forgot = run_cli(["server", "forget-node", worker_id], tmp_path, api.env)
+        assert forgot.returncode == 0, forgot.stderr
+        deadline = time.monotonic() + 30  # servers drop a cached credential within RGRID_KEY_CACHE_S
+        while (code := node.get("/v1/workers/ray-token").status_code) != 401:
+            assert code == 200 and time.monotonic() < deadline, code
+            time.sleep(0.5)
 
 
 def test_no_node_can_move_the_head_or_speak_for_it(api: ApiServer, client: Client, tmp_path: Path) -> None:
@@ -275,6 +302,7 @@ ROUTES = {
     ("POST", "/v1/workers/{worker_id}/drain"): AGENT,
     ("POST", "/v1/workers/{worker_id}/leave"): AGENT,
     ("GET", "/v1/workers/{worker_id}/running"): AGENT,
+    ("GET", "/v1/workers/ray-token"): AGENT,
     ("POST", "/v1/runner/{execution_id}/{attempt}/start"): RUNNER,
     ("POST", "/v1/runner/{execution_id}/{attempt}/renew"): RUNNER,
     ("POST", "/v1/runner/{execution_id}/{attempt}/logs"): RUNNER,

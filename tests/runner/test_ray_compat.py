@@ -47,3 +47,18 @@ def test_loopback_stays_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
     ray_compat.keep_loopback_node_address()
     assert services.resolve_ip_for_localhost("127.0.0.1") == "127.0.0.1"
     assert services.resolve_ip_for_localhost("10.1.2.3") == original("10.1.2.3")
+
+
+def test_a_rotated_token_is_read_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node agent asks the GCS with the grid's token; after a rotation
+    it must use the new one, though Ray caches the first it read."""
+    loader = import_module("ray._raylet").AuthenticationTokenLoader.instance()
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "a" * 64)
+    ray_compat.reload_ray_token()
+    assert loader.get_raw_token(ignore_auth_mode=True) == "a" * 64
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "b" * 64)
+    assert loader.get_raw_token(ignore_auth_mode=True) == "a" * 64
+    ray_compat.reload_ray_token()
+    assert loader.get_raw_token(ignore_auth_mode=True) == "b" * 64
+    monkeypatch.undo()
+    ray_compat.reload_ray_token()

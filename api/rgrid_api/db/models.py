@@ -189,6 +189,9 @@ class Worker(Base):
     status: Mapped[str] = mapped_column(String(16))
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Which Ray token its raylet runs with (rgrid_api.raytoken.fingerprint):
+    # a rotation is done once every live node is on the new one.
+    ray_token_fp: Mapped[str | None] = mapped_column(String(16))
 
 
 class WorkerHeartbeat(Base):
@@ -320,3 +323,18 @@ class AutoscalerReport(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     report: Mapped[dict] = mapped_column(JSON)
+
+
+class RayToken(Base):
+    """The grid's Ray token once it was rotated (`rgrid server
+    rotate-ray-token`); before that, the one the server is configured with.
+    The newest row is pending until no attempt is open, then in force; older
+    rows are deleted. Kept in clear: nodes fetch it with their credential,
+    and whoever reads this database controls the grid anyway."""
+
+    __tablename__ = "ray_tokens"
+
+    generation: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    token: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    in_force_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

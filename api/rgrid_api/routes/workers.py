@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Query
@@ -11,7 +9,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from rgrid.wire import WorkerAck, WorkerGrant, WorkerJoin, WorkerList, WorkerRegistration, WorkerStatus
+from rgrid.wire import (
+    RayTokenGrant,
+    WorkerAck,
+    WorkerGrant,
+    WorkerJoin,
+    WorkerList,
+    WorkerRegistration,
+    WorkerStatus,
+)
+from rgrid_api import raytoken
 from rgrid_api.attempts import attempts_left_by_old_nodes
 from rgrid_api.credentials import Taken, exchange, join
 from rgrid_api.db.models import Worker
@@ -27,14 +34,6 @@ def index(_admin: Admin, session: ReadDB, all_: bool = Query(False, alias="all")
     return WorkerList(workers=list_workers(session, include_ended=all_))
 
 
-def _ray_token() -> str | None:
-    """The grid's Ray token, as this server's own Ray driver holds it."""
-    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
-    if path and Path(path).is_file():
-        return Path(path).read_text().strip()
-    return os.environ.get("RAY_AUTH_TOKEN")
-
-
 @router.post("/bootstrap", response_model=WorkerGrant)
 def bootstrap(session: DB, authorization: Annotated[str | None, Header()] = None) -> WorkerGrant:
     """Spend a provisioned node's single-use bootstrap token."""
@@ -42,7 +41,18 @@ def bootstrap(session: DB, authorization: Annotated[str | None, Header()] = None
     if granted is None:
         raise HTTPException(401, "bootstrap token refused (unknown, used, expired or revoked)")
     worker_id, credential = granted
-    return WorkerGrant(worker_id=worker_id, credential=credential, ray_token=_ray_token())
+    return WorkerGrant(worker_id=worker_id, credential=credential, ray_token=raytoken.current(session).token)
+
+
+@router.get("/ray-token", response_model=RayTokenGrant)
+def ray_token(_agent: Agent, session: ReadDB) -> RayTokenGrant:
+    """The grid's Ray token in force, for a node whose raylet runs with
+    another (a rotation). Only a node's working credential or the head's
+    token gets it: a deleted or forgotten node stays out of the cluster."""
+    token = raytoken.current(session).token
+    if token is None:
+        raise HTTPException(404, "this grid's server has no Ray token")
+    return RayTokenGrant(token=token)
 
 
 @router.post("/join", response_model=WorkerGrant)
@@ -57,10 +67,14 @@ def join_grid(body: WorkerJoin, _token: Enrolling, session: DB) -> WorkerGrant:
 
 
 def _ack(session: Session, status: WorkerStatus) -> WorkerAck:
-    """Every answer to an agent says where the Ray head is now."""
+    """Every answer to an agent says where the Ray head is now, and which
+    Ray token is in force."""
     head = current_head(session)
+    token = raytoken.current(session)
     session.rollback()
-    return WorkerAck(status=status, ray_address=head.address if head else None)
+    return WorkerAck(
+        status=status, ray_address=head.address if head else None, ray_token_fp=token.fingerprint
+    )
 
 
 def _speaks_for(agent: WorkerCaller, session: Session, worker_id: str) -> None:
