@@ -36,6 +36,7 @@ from rgrid_api.driver_messages import Capacity
 from rgrid_api.errors import Invalid, StaleAttempt
 from rgrid_api.executions import last_log_seq
 from rgrid_api.fairshare import Candidate, RecentUse, fair_order
+from rgrid_api.raytoken import rotation_waits
 from rgrid_api.storage import Storage, object_key, output_key
 from rgrid_api.workers import set_ray_node
 
@@ -92,10 +93,15 @@ def claim_queued(
     as well, as a cancel may hold one. `grid` is what the grid's job nodes
     offer (as Ray counts them, so it includes nodes another control plane
     registered); None hands out regardless of capacity. `recent`,
-    the dispatcher's memory of each owner's recent use, is sampled here."""
+    the dispatcher's memory of each owner's recent use, is sampled here.
+    Nothing is claimed while a new Ray token waits for running work
+    (`rgrid_api.raytoken`)."""
     postgres = is_postgres(session.get_bind())
     if postgres:
         session.execute(select(func.pg_advisory_xact_lock(DISPATCH_LOCK_KEY)))
+    if rotation_waits(session):
+        session.rollback()
+        return []
     running = running_cpus(session)
     if recent is not None:
         recent.observe(running)

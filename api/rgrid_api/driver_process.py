@@ -7,9 +7,8 @@ the driver at the head's address (as the head's agent announced it in the
 database, else RGRID_RAY_ADDRESS), restarts it when it exits (with the
 grid's restart schedule), and replaces it when the head moved or restarted
 (a new head is a new cluster, which a driver cannot follow). It gives the
-driver the grid's Ray token in force (`rgrid_api.raytoken`), and while a
-rotation waits for running work it says no driver is ready, so nothing new
-is handed to Ray. Each driver process is one generation: when it ends, everything it held is reported
+driver the grid's Ray token in force (`rgrid_api.raytoken`); a driver on
+another token is not ready, so nothing is handed to a cluster on its way out. Each driver process is one generation: when it ends, everything it held is reported
 lost at once, so the dispatcher gives those attempts back without waiting
 for their leases.
 """
@@ -112,14 +111,13 @@ class DriverProcess:
 
     # -- what the dispatcher and the monitor use ---------------------------
     def ready(self) -> int | None:
-        """The generation of a connected driver on the token in force, or
-        None (also while a rotation waits for running work)."""
-        driver, token = self._driver, self._token
+        """The generation of a connected driver on the Ray token in force,
+        or None (a rotation put a new token in force: the driver's cluster is
+        going away)."""
+        driver = self._driver
         if driver is None or not driver.connected.is_set():
             return None
-        if token.pending is not None or driver.token_fp != token.fingerprint:
-            return None
-        return driver.generation
+        return driver.generation if driver.token_fp == self._token.fingerprint else None
 
     def capacity(self) -> Capacity | None:
         """The cluster's job nodes, as the connected driver last said."""

@@ -281,11 +281,11 @@ class NodeAgent:
         wanted = ack.ray_token_fp
         if wanted is None or wanted == self.token_fp:
             return
-        if self.ray_token.fingerprint != wanted:
-            token = self._fetch_token()
-            if token is None or ray_token_fingerprint(token) != wanted:
-                return  # asked again at the next answer
-            self.ray_token.replace(token)
+        # Another node sharing the token file may have fetched it already.
+        token = self.ray_token.value if self.ray_token.fingerprint == wanted else self._fetch_token()
+        if token is None or ray_token_fingerprint(token) != wanted:
+            return  # asked again at the next answer
+        self.ray_token.replace(token)
         if self.raylet is not None:
             self._stop_raylet(graceful=False)
             self._node_gone("the grid's Ray token was rotated", crashed=False)

@@ -48,6 +48,8 @@ def test_a_new_token_waits_for_every_open_attempt(session: Session, storage: Mem
     state = raytoken.current(session)
     assert state.pending == generation and state.token == CONFIGURED  # nodes stay on the old one
     assert raytoken.rotation_waits(session)
+    waiting = submit(session, storage)
+    assert claim_queued(session, LEASE_S) == []  # nothing new starts meanwhile
     assert not raytoken.advance(session)
     complete_attempt(session, storage, running.id, 1, RunnerResult(exit_code=0, duration_s=1))
     assert raytoken.advance(session)
@@ -56,6 +58,7 @@ def test_a_new_token_waits_for_every_open_attempt(session: Session, storage: Mem
     assert state.pending is None and state.token not in (None, CONFIGURED)
     assert len(state.token or "") == 64
     assert not raytoken.rotation_waits(session)
+    assert [c.execution_id for c in claim_queued(session, LEASE_S)] == [waiting.id]
 
 
 def test_a_second_rotation_replaces_the_first_and_old_tokens_are_deleted(session: Session) -> None:

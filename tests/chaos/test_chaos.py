@@ -303,12 +303,19 @@ def test_the_ray_token_rotates_without_cutting_running_work(cluster: Cluster) ->
             stderr=subprocess.PIPE,
             text=True,
         )
+        assert rotation.stdout is not None
+        started = rotation.stdout.readline()
+        assert started.startswith("new Ray token"), started
         later = cluster.submit(client, 3, (0.5, 0.5), prefix="during-rotation")
 
         def waiting_for_the_token() -> bool:
             return all("Ray token" in (client.get_execution(i).waiting or "") for i in later)
 
-        wait_until(waiting_for_the_token, 20, "the runs submitted meanwhile to wait for the rotation")
+        try:
+            wait_until(waiting_for_the_token, 20, "the runs submitted meanwhile to wait for the rotation")
+        except RuntimeError:
+            seen = [(v.status, v.waiting) for v in map(client.get_execution, later)]
+            raise AssertionError(f"{seen}; the rotation said {rotation.stdout.readline()!r}") from None
         assert all(client.get_execution(i).status == Status.QUEUED for i in later)
         out, err = rotation.communicate(timeout=240)
         assert rotation.returncode == 0, err
