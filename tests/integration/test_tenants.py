@@ -124,6 +124,7 @@ def test_only_a_node_with_a_working_credential_gets_the_ray_token(
             assert enrolling.get("/v1/workers/ray-token").status_code == 403
         with _agent(api, api.api_key) as user:
             assert user.get("/v1/workers/ray-token").status_code == 401
+        assert node.post(f"/v1/workers/{worker_id}/leave").status_code == 200
         forgot = run_cli(["server", "forget-node", worker_id], tmp_path, api.env)
         assert forgot.returncode == 0, forgot.stderr
         deadline = time.monotonic() + 30  # servers drop a cached credential within RGRID_KEY_CACHE_S
