@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
+from rgrid.errors import StaleAttempt
 from rgrid.version import VERSION
 from rgrid.wire import Role
 from rgrid_api.auth import SecretCache, caller_for_key, create_key, default_caps
@@ -25,15 +26,7 @@ from rgrid_api.db.engine import make_engine, make_hot_reader, make_readers, make
 from rgrid_api.db.migrate import upgrade
 from rgrid_api.deps import AppState, Owner
 from rgrid_api.dispatcher import Dispatcher
-from rgrid_api.errors import (
-    Conflict,
-    Invalid,
-    NotFound,
-    OverCap,
-    StaleAttempt,
-    StorageUnavailable,
-    TooLarge,
-)
+from rgrid_api.errors import DomainError
 from rgrid_api.finalviews import FinalViews
 from rgrid_api.monitor import Monitor
 from rgrid_api.notify import ChangeFeed
@@ -167,13 +160,8 @@ def create_app(settings: Settings, with_dispatcher: bool = True) -> FastAPI:
     def openapi_schema(_owner: Owner) -> JSONResponse:
         return JSONResponse(get_openapi(title=app.title, version=app.version, routes=app.routes))
 
-    @app.exception_handler(NotFound)
-    @app.exception_handler(Conflict)
-    @app.exception_handler(Invalid)
+    @app.exception_handler(DomainError)
     @app.exception_handler(StaleAttempt)
-    @app.exception_handler(StorageUnavailable)
-    @app.exception_handler(OverCap)
-    @app.exception_handler(TooLarge)
     async def domain_error(request: Request, exc: Exception) -> JSONResponse:
         status = getattr(exc, "status_code", 500)
         if status >= 500:

@@ -15,10 +15,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session, aliased, lazyload
 
+from rgrid.errors import StaleAttempt
 from rgrid.wire import (
     FailureReason,
     OutputFile,
-    Resources,
     RunnerFile,
     RunnerLogLine,
     RunnerResult,
@@ -28,12 +28,13 @@ from rgrid.wire import (
     WorkerStatus,
     relative_path,
 )
+from rgrid_api import jobspec
 from rgrid_api.auth import Caps, owner_caps
 from rgrid_api.db.engine import is_postgres
 from rgrid_api.db.models import Attempt, Batch, Execution, LogChunkRow, Output, Worker
 from rgrid_api.db.times import utcnow
 from rgrid_api.driver_messages import Capacity
-from rgrid_api.errors import Invalid, StaleAttempt
+from rgrid_api.errors import Invalid
 from rgrid_api.executions import last_log_seq
 from rgrid_api.fairshare import Candidate, RecentUse, fair_order
 from rgrid_api.raytoken import rotation_waits
@@ -339,12 +340,7 @@ def start_attempt(
             for i in execution.inputs
         ],
         args=execution.args,
-        env=execution.env,
-        runtime=execution.runtime,
-        resources=Resources(cpu=execution.cpu, memory_mb=execution.memory_mb, timeout_s=execution.timeout_s),
-        requirements=execution.requirements,
-        network=execution.network,
-        verbose=execution.verbose,
+        **dict(jobspec.of(execution)),
     )
 
 

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from rgrid.wire import (
     BatchCreate,
     BatchExecution,
+    BatchStatus,
     BatchView,
     ExecutionCreate,
     FailureReason,
@@ -51,17 +52,7 @@ def create_batch(session: Session, owner: str, body: BatchCreate, runtime: str) 
     rows = []
     for n, item in enumerate(body.items):
         spec = ExecutionCreate(
-            script=body.script,
-            args=item.args,
-            inputs=[*body.shared, *item.inputs],
-            env=body.env,
-            runtime=runtime,
-            resources=body.resources,
-            retries=body.retries,
-            requirements=body.requirements,
-            network=body.network,
-            verbose=body.verbose,
-            cache=body.cache,
+            **dict(body.job()), script=body.script, args=item.args, inputs=[*body.shared, *item.inputs]
         )
         row = new_execution(owner, spec, runtime, batch_id=batch.id, batch_input=item.input)
         row.created_at = now + timedelta(microseconds=n)  # the queue keeps input order
@@ -125,12 +116,12 @@ def batch_counts(session: Session, batch_ids: list[str]) -> dict[str, dict[str, 
     return counts
 
 
-def batch_status(batch: Batch, counts: dict[str, int]) -> str:
+def batch_status(batch: Batch, counts: dict[str, int]) -> BatchStatus:
     if any(counts.get(s, 0) for s in OPEN):
-        return "running"
+        return BatchStatus.RUNNING
     if batch.cancel_requested:
-        return Status.CANCELLED
-    return Status.SUCCEEDED if counts.get(Status.SUCCEEDED, 0) == batch.total else Status.FAILED
+        return BatchStatus.CANCELLED
+    return BatchStatus.SUCCEEDED if counts.get(Status.SUCCEEDED, 0) == batch.total else BatchStatus.FAILED
 
 
 def _summary(batch: Batch, counts: dict[str, int]) -> BatchView:
@@ -174,7 +165,7 @@ def batch_view(session: Session, batch: Batch, with_executions: bool = True) -> 
             for i, inp, st, code, reason, cached in rows
         ]
     finished_at = None
-    if view.status != "running":
+    if view.status != BatchStatus.RUNNING:
         finished_at = session.scalar(
             select(func.max(Execution.finished_at)).where(Execution.batch_id == batch.id)
         )

@@ -1,36 +1,37 @@
-"""Domain errors; the app turns each into one HTTP status with a message."""
+"""Domain errors; the app turns each into its HTTP status with its message
+(one handler for DomainError, and one for the wire's StaleAttempt)."""
 
 
-class NotFound(Exception):
+class DomainError(Exception):
+    status_code = 500
+
+
+class NotFound(DomainError):
     status_code = 404
 
 
-class Conflict(Exception):
+class Conflict(DomainError):
     status_code = 409
 
 
-class Invalid(Exception):
+class Invalid(DomainError):
     status_code = 422
 
 
-class TooLarge(Exception):
+class TooLarge(DomainError):
     """An object past the grid's size limit: refused before any byte moves."""
 
     status_code = 413
 
 
-class StaleAttempt(Conflict):
-    """A runner spoke for an attempt that is no longer current (fencing)."""
-
-
-class StorageUnavailable(Exception):
+class StorageUnavailable(DomainError):
     """Object storage did not answer, or answered with its own fault (a
     restart, an overload): the caller may try again shortly."""
 
     status_code = 503
 
 
-class OverCap(Exception):
+class OverCap(DomainError):
     """A submission past one of its owner's caps. Unlike a rate limit, trying
     again soon will not help: the message names the cap."""
 

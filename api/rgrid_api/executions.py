@@ -16,10 +16,10 @@ from rgrid.wire import (
     InputFile,
     LogChunk,
     OutputFile,
-    Resources,
     Status,
     Stream,
 )
+from rgrid_api import jobspec
 from rgrid_api.auth import Caps, owner_caps
 from rgrid_api.db.engine import is_postgres
 from rgrid_api.db.models import Attempt, Execution, LogChunkRow, Output
@@ -62,16 +62,10 @@ def create_execution(
 def spec_of(execution: Execution) -> ExecutionCreate:
     """What an execution was asked to run, to run it again."""
     return ExecutionCreate(
+        **dict(jobspec.of(execution)),
         script=InputFile(sha256=execution.script_sha256, path=execution.script_name),
         args=execution.args,
         inputs=[InputFile.model_validate(i) for i in execution.inputs],
-        env=execution.env,
-        runtime=execution.runtime,
-        resources=Resources(cpu=execution.cpu, memory_mb=execution.memory_mb, timeout_s=execution.timeout_s),
-        retries=execution.retries,
-        requirements=execution.requirements,
-        network=execution.network,
-        verbose=execution.verbose,
     )
 
 
@@ -95,15 +89,7 @@ def new_execution(
         script_sha256=body.script.sha256,
         args=body.args,
         inputs=[f.model_dump() for f in body.inputs],
-        env=body.env,
-        runtime=runtime,
-        requirements=body.requirements,
-        network=body.network,
-        verbose=body.verbose,
-        cpu=body.resources.cpu,
-        memory_mb=body.resources.memory_mb,
-        timeout_s=body.resources.timeout_s,
-        retries=body.retries,
+        **jobspec.columns(body, runtime),
         attempt=0,
         lost_attempts=0,
         cancel_requested=False,

@@ -25,6 +25,7 @@ from rgrid.wire import (
     BatchView,
     CostReport,
     Estimate,
+    EstimateRequest,
     ExecutionCreate,
     ExecutionList,
     ExecutionView,
@@ -188,9 +189,8 @@ class Client:
         params = {"since": since.isoformat()} if since else {}
         return self._call("GET", "/v1/cost", CostReport, params=params)
 
-    def estimate(self, script_sha256: str, script_name: str, cpu: float) -> Estimate:
-        body = {"script_sha256": script_sha256, "script_name": script_name, "cpu": cpu}
-        return self._call("POST", "/v1/estimate", Estimate, json=body)
+    def estimate(self, body: EstimateRequest) -> Estimate:
+        return self._call("POST", "/v1/estimate", Estimate, json=body.model_dump(mode="json"))
 
     def workers(self, include_ended: bool = False) -> WorkerList:
         return self._call("GET", "/v1/workers", WorkerList, params={"all": include_ended})

@@ -17,6 +17,13 @@ EXIT_CANCELLED = 130
 EXIT_OOM = 137
 
 
+class StaleAttempt(Exception):
+    """An attempt that is no longer current (fencing): the API answers its
+    runner 409, and the runner stops at once."""
+
+    status_code = 409
+
+
 class RgridError(Exception):
     exit_code = EXIT_INFRA
 

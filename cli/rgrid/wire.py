@@ -225,10 +225,12 @@ class Resources(BaseModel):
     timeout_s: float = Field(default=3600.0, gt=0, le=7 * 24 * 3600)
 
 
-class ExecutionCreate(BaseModel):
-    script: InputFile
-    args: list[str] = []
-    inputs: list[InputFile] = []
+class JobSpec(BaseModel):
+    """How a job runs: the options of `rgrid run`, the same for one run and
+    for each run of a batch. The one place a job option lives on the wire: a
+    new one (say `--gpu`) is a field here, its column (`rgrid_api.jobspec`)
+    and its flag (`rgrid.cli.run`); everything between passes the spec whole."""
+
     env: JobEnv = {}
     runtime: str = "python"
     resources: Resources = Field(default_factory=Resources)
@@ -242,6 +244,16 @@ class ExecutionCreate(BaseModel):
     # key instead of running (opt-in: scripts reading the clock, the network
     # or randomness are not pure).
     cache: bool = False
+
+    def job(self) -> JobSpec:
+        """Only the job's options (of a request that carries more)."""
+        return JobSpec(**{name: getattr(self, name) for name in JobSpec.model_fields})
+
+
+class ExecutionCreate(JobSpec):
+    script: InputFile
+    args: list[str] = []
+    inputs: list[InputFile] = []
 
 
 class AttemptView(BaseModel):
@@ -300,18 +312,10 @@ class BatchItem(BaseModel):
     args: list[str] = []
 
 
-class BatchCreate(BaseModel):
+class BatchCreate(JobSpec):
     script: InputFile
     shared: list[InputFile] = []  # files every execution of the batch gets
     items: list[BatchItem] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
-    env: JobEnv = {}
-    runtime: str = "python"
-    resources: Resources = Field(default_factory=Resources)
-    retries: int = Field(default=2, ge=0, le=10)
-    requirements: RequirementsText | None = None
-    network: bool = True
-    verbose: bool = False
-    cache: bool = False
     # At most this many of the batch dispatched or running at once; none:
     # the grid's capacity is the limit.
     parallel: int | None = Field(default=None, ge=1, le=MAX_BATCH_ITEMS)
@@ -331,12 +335,19 @@ class BatchList(BaseModel):
     batches: list[BatchView]
 
 
-class BatchView(BaseModel):
-    """`status`: running while any execution is unfinished; then cancelled
-    if the batch was cancelled, succeeded only if all succeeded, else failed."""
+class BatchStatus(StrEnum):
+    """Running while any execution is unfinished; then cancelled if the
+    batch was cancelled, succeeded only if all succeeded, else failed."""
 
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class BatchView(BaseModel):
     id: str
-    status: str
+    status: BatchStatus
     script: str
     total: int
     parallel: int | None = None
@@ -533,20 +544,15 @@ class RunnerFile(BaseModel):
     sha256: str = Field(pattern=SHA256_PATTERN)  # the input cache is keyed by it, and checks it
 
 
-class RunnerSpec(BaseModel):
-    """Everything a runner needs to execute one attempt, with fresh URLs."""
+class RunnerSpec(JobSpec):
+    """Everything a runner needs to execute one attempt, with fresh URLs;
+    `runtime` is the resolved one (`python:3.11`)."""
 
     execution_id: str = Field(pattern=r"^[0-9a-z]{4,32}$")
     attempt: int = Field(ge=1)
     script: RunnerFile
     inputs: list[RunnerFile]
     args: list[str]
-    env: JobEnv
-    runtime: str
-    resources: Resources
-    requirements: str | None = None
-    network: bool = True
-    verbose: bool = False
 
 
 class RunnerLogLine(BaseModel):
@@ -605,6 +611,15 @@ class CostReport(BaseModel):
     nodes_eur: float | None = None
     idle_eur: float | None = None
     owners_eur: dict[str, float] | None = None
+
+
+class EstimateRequest(BaseModel):
+    """What `rgrid estimate` asks about: a script (by content, else by
+    name) run with this many CPUs."""
+
+    script_sha256: str = Field(pattern=SHA256_PATTERN)
+    script_name: str = Field(max_length=1024)
+    cpu: float = Field(1.0, gt=0, le=1024)
 
 
 class Estimate(BaseModel):

@@ -18,8 +18,9 @@ import logging
 import threading
 import time
 
+from rgrid.errors import StaleAttempt
 from rgrid.wire import RunnerLogLine, Stream
-from rgrid_runner.reporter import Reporter, StaleAttempt
+from rgrid_runner.reporter import Reporter
 
 log = logging.getLogger(__name__)
 

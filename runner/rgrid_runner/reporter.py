@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 from pydantic import BaseModel
 
+from rgrid.errors import StaleAttempt
 from rgrid.http import api_detail
 from rgrid.retry import RUNNER_CALLS, call_with_retry, raise_for_retryable
 from rgrid.wire import (
@@ -20,10 +21,6 @@ from rgrid.wire import (
 )
 
 CALL_TIMEOUT_S = 30.0
-
-
-class StaleAttempt(Exception):
-    """The API says this attempt is no longer current: stop at once."""
 
 
 class Reporter:

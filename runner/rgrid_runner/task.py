@@ -25,6 +25,7 @@ from pathlib import Path
 
 import httpx
 
+from rgrid.errors import StaleAttempt
 from rgrid.wire import (
     AttemptTicket,
     FailureReason,
@@ -41,7 +42,7 @@ from rgrid_runner.httpclient import process_client
 from rgrid_runner.limits import Limits, LogBudget
 from rgrid_runner.logship import LogShipper
 from rgrid_runner.process import ProcessOutcome
-from rgrid_runner.reporter import Reporter, StaleAttempt
+from rgrid_runner.reporter import Reporter
 from rgrid_runner.runtimes import Interpreter
 from rgrid_runner.sandbox import Job
 from rgrid_runner.settings import runner_settings

@@ -9,6 +9,7 @@ from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from rgrid.errors import StaleAttempt
 from rgrid.wire import (
     FailureReason,
     OutputFile,
@@ -30,7 +31,7 @@ from rgrid_api.attempts import (
     start_attempt,
 )
 from rgrid_api.db.models import Attempt, Execution, Output
-from rgrid_api.errors import Invalid, StaleAttempt
+from rgrid_api.errors import Invalid
 from rgrid_api.executions import cancel_execution, read_logs
 from rgrid_api.storage import output_key
 from rgrid_api.workers import set_status

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy.orm import Session
 
+from rgrid.errors import StaleAttempt
 from rgrid.wire import RunnerStart, Status, WorkerRegistration, WorkerStatus
 from rgrid_api.attempts import attempts_left_by_old_nodes, claim_queued, start_attempt
-from rgrid_api.errors import StaleAttempt
 from rgrid_api.workers import current_head, offered_runtimes, register, set_status
 from tests.api.conftest import LEASE_S, add_worker, submit
 from tests.support.memstorage import MemoryStorage

@@ -27,7 +27,6 @@ from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from rgrid.version import VERSION
@@ -35,8 +34,9 @@ from rgrid.wire import WorkerStatus
 from rgrid_api.attempts import attempts_on_workers, fail_unschedulable
 from rgrid_api.autoscaler import instances
 from rgrid_api.autoscaler import plan as p
+from rgrid_api.autoscaler.report import Report
+from rgrid_api.autoscaler.report import write as write_report
 from rgrid_api.credentials import issue_bootstrap
-from rgrid_api.db.models import AutoscalerReport
 from rgrid_api.giveback import Transport, give_back
 from rgrid_api.leader import LeaderLock
 from rgrid_api.notify import ChangeFeed
@@ -329,23 +329,18 @@ class Autoscaler:
 
     # -- reporting -----------------------------------------------------------------
     def _report(self, state: p.State, demand: list[p.Need], out: p.Plan, now: datetime) -> None:
-        report = {
-            "provider": self.provider.name,
-            "cluster": self.settings.cluster_name,
-            "caps": {k: v for k, v in asdict(self.config).items() if k != "runtimes"},
-            "spend_eur_per_hour": p.spend(state),
-            "demand": len(demand),
-            "unmet": out.unmet,
-            "blocked": out.blocked,
-            "backoff": {
+        report = Report(
+            provider=self.provider.name,
+            cluster=self.settings.cluster_name,
+            caps={k: v for k, v in asdict(self.config).items() if k != "runtimes"},
+            spend_eur_per_hour=p.spend(state),
+            demand=len(demand),
+            unmet=out.unmet,
+            blocked=out.blocked,
+            backoff={
                 f"{t}@{loc}": until for (t, loc), until in self.backoff.items() if until > now.timestamp()
             },
-            "list_ok": state.servers is not None,
-        }
+        )
         with self.sessions() as session:
-            row = session.scalar(select(AutoscalerReport).where(AutoscalerReport.id == 1))
-            if row is None:
-                session.add(AutoscalerReport(id=1, updated_at=now, report=report))
-            else:
-                row.updated_at, row.report = now, report
+            write_report(session, report, now)
             session.commit()

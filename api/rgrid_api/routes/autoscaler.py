@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from rgrid.wire import SHA256_PATTERN, AutoscalerStatus, CostReport, Estimate, InstanceView
+from rgrid.wire import AutoscalerStatus, CostReport, Estimate, EstimateRequest, InstanceView
+from rgrid_api.autoscaler import report
 from rgrid_api.autoscaler.plan import FINAL_STATES
 from rgrid_api.costs import Price, cost_report, estimate
-from rgrid_api.db.models import AutoscalerReport, Instance
+from rgrid_api.db.models import Instance
 from rgrid_api.db.times import aware
 from rgrid_api.deps import Admin, Owner, ReadDB, State, User
 
@@ -45,29 +45,29 @@ def status(_admin: Admin, session: ReadDB, state: State) -> AutoscalerStatus:
             nodes=nodes,
             blocked=["autoscaling is off (RGRID_AUTOSCALER_PROVIDER=none)"],
         )
-    row = session.scalar(select(AutoscalerReport).where(AutoscalerReport.id == 1))
+    reported = report.read(session)
     session.rollback()
-    if row is None:
+    if reported is None:
         return AutoscalerStatus(
             provider=provider, active=False, nodes=nodes, blocked=["no autoscaler cycle ran yet"]
         )
-    age = (now - aware(row.updated_at)).total_seconds()
-    report = row.report
+    age = (now - reported.at).total_seconds()
+    last = reported.report
     # An autoscaler that has not reported for three cycles is not running.
     active = age < 3 * state.settings.autoscaler_interval_s + 30
-    blocked = list(report.get("blocked", []))
+    blocked = list(last.blocked)
     if not active:
         blocked.insert(0, f"no autoscaler has reported for {age:.0f} s")
     return AutoscalerStatus(
         provider=provider,
         active=active,
         report_age_s=age,
-        caps=report.get("caps", {}),
-        spend_eur_per_hour=report.get("spend_eur_per_hour", 0.0),
-        demand=report.get("demand", 0),
-        unmet=report.get("unmet", 0),
+        caps=last.caps,
+        spend_eur_per_hour=last.spend_eur_per_hour,
+        demand=last.demand,
+        unmet=last.unmet,
         blocked=blocked,
-        backoff=report.get("backoff", {}),
+        backoff=last.backoff,
         nodes=nodes,
     )
 
@@ -78,12 +78,6 @@ def cost(caller: User, session: ReadDB, since: datetime | None = None) -> CostRe
     idle time and every owner's share."""
     start = aware(since) if since else datetime.now(UTC) - timedelta(days=30)
     return cost_report(session, caller.owner, start, whole_grid=caller.admin)
-
-
-class EstimateRequest(BaseModel):
-    script_sha256: str = Field(pattern=SHA256_PATTERN)
-    script_name: str = Field(max_length=1024)
-    cpu: float = Field(1.0, gt=0, le=1024)
 
 
 @router.post("/estimate", response_model=Estimate)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 from rgrid.batchplan import BatchPlan, output_folders
 from rgrid.cli.console import err, out, print_json, say
@@ -18,7 +17,7 @@ from rgrid.hashcache import sha256_files
 from rgrid.inputs import LocalFile
 from rgrid.outcome import describe
 from rgrid.transfer import Progress, download, upload_missing
-from rgrid.wire import BatchCreate, BatchItem, BatchView, InputFile, Status
+from rgrid.wire import BatchCreate, BatchItem, BatchStatus, BatchView, InputFile, JobSpec, Status
 
 POLL_S = 0.5
 DOWNLOAD_WORKERS = 8
@@ -30,7 +29,7 @@ def _no_progress(_total: int) -> Progress:
     return lambda _n: None
 
 
-def submit_batch(client: Client, plan: BatchPlan, spec: dict[str, Any], parallel: int | None) -> BatchView:
+def submit_batch(client: Client, plan: BatchPlan, spec: JobSpec, parallel: int | None) -> BatchView:
     """Hash and upload every file (each once), then create the whole batch in
     one call: nothing is submitted unless every input made it up."""
     files = plan.files
@@ -47,7 +46,7 @@ def submit_batch(client: Client, plan: BatchPlan, spec: dict[str, Any], parallel
         shared=[ref(f) for f in plan.shared],
         items=[BatchItem(input=i.label, inputs=[ref(f) for f in i.files], args=i.args) for i in plan.inputs],
         parallel=parallel,
-        **spec,
+        **dict(spec),
     )
     return client.create_batch(body)
 
@@ -55,7 +54,7 @@ def submit_batch(client: Client, plan: BatchPlan, spec: dict[str, Any], parallel
 def watch_batch(client: Client, batch: BatchView, show_bar: bool) -> BatchView:
     """Poll the batch's counts until every execution is final, under one bar."""
     if not show_bar:
-        while client.get_batch(batch.id, executions=False).status == "running":
+        while client.get_batch(batch.id, executions=False).status == BatchStatus.RUNNING:
             time.sleep(POLL_S)
         return client.get_batch(batch.id)
     from rich.progress import (
@@ -77,7 +76,7 @@ def watch_batch(client: Client, batch: BatchView, show_bar: bool) -> BatchView:
             running = now.counts.get(Status.RUNNING, 0) + now.counts.get(Status.DISPATCHED, 0)
             failed = now.counts.get(Status.FAILED, 0)
             p.update(task, completed=done, running=running, failed=failed)
-            if now.status != "running":
+            if now.status != BatchStatus.RUNNING:
                 break
             time.sleep(POLL_S)
     return client.get_batch(batch.id)
@@ -135,7 +134,7 @@ def summarize(client: Client, batch: BatchView, outputs: Path | None) -> None:
 def run_batch(
     client: Client,
     plan: BatchPlan,
-    spec: dict[str, Any],
+    spec: JobSpec,
     parallel: int | None,
     detach: bool,
     json_out: bool,

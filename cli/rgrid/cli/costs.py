@@ -12,6 +12,7 @@ from rgrid.cli.console import make_table, out, print_json
 from rgrid.cli.parser import SCRIPT_ARGS, Commands, json_flag, script_and_args
 from rgrid.errors import UsageError
 from rgrid.hashcache import sha256_file
+from rgrid.wire import EstimateRequest
 
 
 def _age(seconds: float) -> str:
@@ -127,7 +128,9 @@ def estimate(script: str, args: list[str], cpu: float, json_out: bool) -> int:
     if not path.is_file():
         raise UsageError(f"no such script: {script}")
     with connect(start_local=False) as client:
-        guess = client.estimate(sha256_file(path), path.name, cpu)
+        guess = client.estimate(
+            EstimateRequest(script_sha256=sha256_file(path), script_name=path.name, cpu=cpu)
+        )
     if json_out:
         print_json(guess)
         return 0

@@ -17,7 +17,7 @@ from rgrid.cli.run import fetch_outputs, follow_run
 from rgrid.errors import UsageError, exit_code_for
 from rgrid.follow import follow, write_chunk
 from rgrid.outcome import describe
-from rgrid.wire import BatchView, ExecutionList, ExecutionView, Role, Status, is_batch_id
+from rgrid.wire import BatchStatus, BatchView, ExecutionList, ExecutionView, Role, Status, is_batch_id
 
 ID_HELP = "Execution id or a unique prefix of it."
 ANY_ID_HELP = "Execution or batch id (batch ids begin with b-), or a unique prefix of it."
@@ -82,7 +82,11 @@ def show_batch(b: BatchView, all_rows: bool) -> None:
     out.print(f"[bold]{b.id}[/bold]  {b.status}  {done}/{b.total} done ({counts})")
     out.print(f"  script    {b.script}" + (f"   at most {b.parallel} at a time" if b.parallel else ""))
     elapsed = ((b.finished_at or datetime.now(UTC)) - b.created_at).total_seconds()
-    eta = f"   ETA {elapsed / done * (b.total - done):.0f} s" if b.status == "running" and done else ""
+    eta = (
+        f"   ETA {elapsed / done * (b.total - done):.0f} s"
+        if b.status == BatchStatus.RUNNING and done
+        else ""
+    )
     out.print(f"  created   {_when(b.created_at)}   elapsed {elapsed:.0f} s{eta}")
     whole = all_rows or len(b.executions) <= WHOLE_BATCH_ROWS
     notable = [e for e in b.executions if whole or e.status not in (Status.SUCCEEDED, Status.QUEUED)]

@@ -23,7 +23,7 @@ from rgrid.projectconfig import resolve as resolve_options
 from rgrid.requirements import RefusedRequirement, check_requirements
 from rgrid.transfer import Progress, download, upload_missing
 from rgrid.units import job_resources, parse_env
-from rgrid.wire import ExecutionCreate, ExecutionView, InputFile, Resources, Status
+from rgrid.wire import ExecutionCreate, ExecutionView, InputFile, JobSpec, Status
 
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024
 
@@ -155,36 +155,17 @@ def _requirements(script: str, explicit: str | None, disabled: bool) -> str | No
         raise UsageError(f"{path}: {exc}") from None
 
 
-def _submit(
-    client: Client,
-    plan: RunPlan,
-    env: dict[str, str],
-    runtime: str,
-    resources: Resources,
-    retries: int,
-    show_progress: bool,
-    requirements: str | None,
-    network: bool,
-    verbose: bool,
-    cache: bool,
-) -> ExecutionView:
+def _submit(client: Client, plan: RunPlan, spec: JobSpec, show_progress: bool) -> ExecutionView:
     digests = sha256_files([f.local for f in plan.files], rgrid_home())
     shas = {f.remote: digests[f.local] for f in plan.files}
     by_sha = {shas[f.remote]: f.local for f in plan.files}
     sizes = {shas[f.remote]: f.size for f in plan.files}
     upload_missing(client, by_sha, sizes, _progress_factory(show_progress))
     body = ExecutionCreate(
+        **dict(spec),
         script=InputFile(sha256=shas[plan.script.remote], path=plan.script.remote),
         args=plan.args,
         inputs=[InputFile(sha256=shas[f.remote], path=f.remote) for f in plan.inputs],
-        env=env,
-        runtime=runtime,
-        resources=resources,
-        retries=retries,
-        requirements=requirements,
-        network=network,
-        verbose=verbose,
-        cache=cache,
     )
     return client.create_execution(body)
 
@@ -265,7 +246,16 @@ def run(
         raise UsageError("'{}' in the arguments marks where a batch input goes: it needs --batch GLOB")
     if batch is None and parallel is not None:
         raise UsageError("--parallel limits a batch: it needs --batch GLOB")
-    reqs = _requirements(script, requirements, no_requirements)
+    spec = JobSpec(
+        env=env_values,
+        runtime=runtime,
+        resources=resources,
+        retries=retries,
+        requirements=_requirements(script, requirements, no_requirements),
+        network=network != "none",
+        verbose=verbose,
+        cache=cache,
+    )
     if batch is not None:
         batch_plan = plan_batch(script, batch, args, include, Path.cwd(), not no_auto_include)
         for note in batch_plan.notes:
@@ -273,16 +263,6 @@ def run(
         if dry_run:
             _print_batch_dry_run(batch_plan, options, json_out)
             return 0
-        spec = {
-            "env": env_values,
-            "runtime": runtime,
-            "resources": resources,
-            "retries": retries,
-            "requirements": reqs,
-            "network": network != "none",
-            "verbose": verbose,
-            "cache": cache,
-        }
         with connect(start_local=True) as client:
             return run_batch(
                 client, batch_plan, spec, parallel, detach, json_out, Path(output_dir), remote_only
@@ -294,19 +274,7 @@ def run(
         _print_dry_run(plan, options, json_out)
         return 0
     with connect(start_local=True) as client:
-        execution = _submit(
-            client,
-            plan,
-            env_values,
-            runtime,
-            resources,
-            retries,
-            show_progress=not json_out,
-            requirements=reqs,
-            network=network != "none",
-            verbose=verbose,
-            cache=cache,
-        )
+        execution = _submit(client, plan, spec, show_progress=not json_out)
         if detach:
             if json_out:
                 print_json(execution)
