@@ -16,7 +16,9 @@ from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session, aliased, lazyload
 
 from rgrid.errors import StaleAttempt
+from rgrid.states import ATTEMPT, EXECUTION
 from rgrid.wire import (
+    OPEN_STATES,
     FailureReason,
     OutputFile,
     RunnerFile,
@@ -40,8 +42,6 @@ from rgrid_api.fairshare import Candidate, RecentUse, fair_order
 from rgrid_api.raytoken import rotation_waits
 from rgrid_api.storage import Storage, object_key, output_key
 from rgrid_api.workers import set_ray_node
-
-IN_FLIGHT = (Status.DISPATCHED, Status.RUNNING)
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,7 @@ def claim_queued(
         if execution is None:
             continue
         execution.attempt += 1
-        execution.status = Status.DISPATCHED
+        EXECUTION.move(execution, Status.DISPATCHED)
         session.add(
             Attempt(
                 execution_id=execution.id,
@@ -186,7 +186,7 @@ def _queue_heads(
     in_flight = (
         select(func.count())
         .select_from(other)
-        .where(other.batch_id == Execution.batch_id, other.status.in_(IN_FLIGHT))
+        .where(other.batch_id == Execution.batch_id, other.status.in_(OPEN_STATES))
         .scalar_subquery()
     )
     queues: dict[str, list[Candidate]] = {}
@@ -221,7 +221,7 @@ def running_cpus(session: Session | Connection) -> dict[str, float]:
         owner: float(cpus or 0.0)
         for owner, cpus in session.execute(
             select(Execution.owner, func.sum(Execution.cpu))
-            .where(Execution.status.in_(IN_FLIGHT))
+            .where(Execution.status.in_(OPEN_STATES))
             .group_by(Execution.owner)
         )
     }
@@ -242,7 +242,7 @@ def _batch_room(session: Session, batch_ids: set[str]) -> dict[str, int]:
         b: n
         for b, n in session.execute(
             select(Execution.batch_id, func.count())
-            .where(Execution.batch_id.in_(list(caps)), Execution.status.in_(IN_FLIGHT))
+            .where(Execution.batch_id.in_(list(caps)), Execution.status.in_(OPEN_STATES))
             .group_by(Execution.batch_id)
         )
     }
@@ -313,7 +313,7 @@ def start_attempt(
             raise StaleAttempt(f"worker {start.worker_id} restarted its Ray node")
         if start.ray_node_id and worker.ray_node_id is None:
             set_ray_node(session, worker.id, start.ray_node_id)
-    row.status = Status.RUNNING
+    ATTEMPT.move(row, Status.RUNNING)
     row.ray_node_id = start.ray_node_id
     row.worker = start.worker
     # A node registered elsewhere (another control plane) is only covered by
@@ -321,7 +321,7 @@ def start_attempt(
     row.worker_id = worker.id if worker is not None else None
     row.started_at = now
     row.lease_expires_at = now + timedelta(seconds=lease_s)
-    execution.status = Status.RUNNING
+    EXECUTION.move(execution, Status.RUNNING)
     execution.started_at = execution.started_at or now
     session.commit()
     owner = execution.owner
@@ -446,7 +446,8 @@ def _finish(
     exit_code: int | None = None,
 ) -> None:
     """End an attempt and its execution together."""
-    row.status = execution.status = status
+    ATTEMPT.move(row, status)
+    EXECUTION.move(execution, status)
     row.finished_at = execution.finished_at = now
     row.exit_code = execution.exit_code = exit_code
     row.failure_reason = execution.failure_reason = reason
@@ -455,20 +456,20 @@ def _finish(
 def _requeue(execution: Execution, row: Attempt, now: datetime, reason: str, counted: bool = True) -> bool:
     """End the attempt as lost; requeue the execution while infrastructure
     retries are left, else fail it as worker_lost. True when requeued."""
-    row.status = Status.FAILED
+    ATTEMPT.move(row, Status.FAILED)
     row.finished_at = now
     row.failure_reason = reason
     if counted:
         execution.lost_attempts += 1
     if execution.cancel_requested:
-        execution.status = Status.CANCELLED
+        EXECUTION.move(execution, Status.CANCELLED)
         execution.failure_reason = FailureReason.CANCELLED
         execution.finished_at = now
         return False
     if execution.lost_attempts <= execution.retries:
-        execution.status = Status.QUEUED
+        EXECUTION.move(execution, Status.QUEUED)
         return True
-    execution.status = Status.FAILED
+    EXECUTION.move(execution, Status.FAILED)
     execution.failure_reason = FailureReason.WORKER_LOST
     execution.finished_at = now
     return False
@@ -509,7 +510,7 @@ def attempts_left_by_old_nodes(session: Session, worker_id: str, ray_node_id: st
     rows = session.execute(
         select(Attempt.execution_id, Attempt.number).where(
             Attempt.worker_id == worker_id,
-            Attempt.status.in_([Status.DISPATCHED, Status.RUNNING]),
+            Attempt.status.in_(OPEN_STATES),
             Attempt.ray_node_id.is_not(None),
             Attempt.ray_node_id != ray_node_id,
         )
@@ -530,7 +531,7 @@ def attempts_on_workers(session: Session, worker_ids: list[str]) -> list[tuple[s
     """Open attempts placed on these workers."""
     rows = session.execute(
         select(Attempt.execution_id, Attempt.number).where(
-            Attempt.worker_id.in_(worker_ids), Attempt.status.in_([Status.DISPATCHED, Status.RUNNING])
+            Attempt.worker_id.in_(worker_ids), Attempt.status.in_(OPEN_STATES)
         )
     )
     return [(execution_id, number) for execution_id, number in rows]
@@ -540,7 +541,7 @@ def expired_attempts(session: Session) -> list[tuple[str, int]]:
     """Open attempts whose lease ran out: their runner or dispatcher is gone."""
     rows = session.execute(
         select(Attempt.execution_id, Attempt.number).where(
-            Attempt.status.in_([Status.DISPATCHED, Status.RUNNING]), Attempt.lease_expires_at < utcnow()
+            Attempt.status.in_(OPEN_STATES), Attempt.lease_expires_at < utcnow()
         )
     )
     return [(execution_id, number) for execution_id, number in rows]
@@ -581,9 +582,10 @@ def fail_unschedulable(session: Session, execution_id: str, detail: str) -> int 
             select(Attempt).where(Attempt.execution_id == execution_id, Attempt.number == execution.attempt)
         )
         if row is not None and row.status == Status.DISPATCHED:
-            row.status, row.finished_at, row.failure_reason = Status.FAILED, now, FailureReason.UNSCHEDULABLE
+            ATTEMPT.move(row, Status.FAILED)
+            row.finished_at, row.failure_reason = now, FailureReason.UNSCHEDULABLE
             open_attempt = row.number
-    execution.status = Status.FAILED
+    EXECUTION.move(execution, Status.FAILED)
     execution.failure_reason = FailureReason.UNSCHEDULABLE
     execution.failure_detail = detail
     execution.finished_at = now

@@ -11,6 +11,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from rgrid.wire import (
+    OPEN_STATES,
+    UNFINISHED_STATES,
     BatchCreate,
     BatchExecution,
     BatchStatus,
@@ -30,8 +32,6 @@ from rgrid_api.lookup import find_by_prefix
 from rgrid_api.resultcache import copy_results, previous_results, reuse
 from rgrid_api.storage import Storage
 from rgrid_api.uploads import require_complete
-
-OPEN = (Status.QUEUED, Status.DISPATCHED, Status.RUNNING)
 
 
 def create_batch(session: Session, owner: str, body: BatchCreate, runtime: str) -> Batch:
@@ -117,7 +117,7 @@ def batch_counts(session: Session, batch_ids: list[str]) -> dict[str, dict[str, 
 
 
 def batch_status(batch: Batch, counts: dict[str, int]) -> BatchStatus:
-    if any(counts.get(s, 0) for s in OPEN):
+    if any(counts.get(s, 0) for s in UNFINISHED_STATES):
         return BatchStatus.RUNNING
     if batch.cancel_requested:
         return BatchStatus.CANCELLED
@@ -197,7 +197,9 @@ def cancel_batch(
     now = datetime.now(UTC)
     touched = list(
         session.scalars(
-            select(Execution.id).where(Execution.batch_id == batch.id, Execution.status.in_(OPEN))
+            select(Execution.id).where(
+                Execution.batch_id == batch.id, Execution.status.in_(UNFINISHED_STATES)
+            )
         )
     )
     session.execute(
@@ -216,7 +218,7 @@ def cancel_batch(
             unstarted.append((execution.id, attempt))
     session.execute(
         update(Execution)
-        .where(Execution.batch_id == batch.id, Execution.status.in_([Status.DISPATCHED, Status.RUNNING]))
+        .where(Execution.batch_id == batch.id, Execution.status.in_(OPEN_STATES))
         .values(cancel_requested=True)
     )
     session.commit()

@@ -9,6 +9,7 @@ from typing import cast
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from rgrid.states import ATTEMPT, EXECUTION
 from rgrid.wire import (
     ALLOWED_RUNTIMES,
     ExecutionCreate,
@@ -145,10 +146,11 @@ def cancel_open(session: Session, execution: Execution) -> int | None:
             select(Attempt).where(Attempt.execution_id == execution.id, Attempt.number == execution.attempt)
         )
         if row is not None and row.status == Status.DISPATCHED:
-            row.status, row.finished_at, row.failure_reason = Status.CANCELLED, now, FailureReason.CANCELLED
+            ATTEMPT.move(row, Status.CANCELLED)
+            row.finished_at, row.failure_reason = now, FailureReason.CANCELLED
             unstarted = row.number
     if execution.status == Status.QUEUED or unstarted is not None:
-        execution.status = Status.CANCELLED
+        EXECUTION.move(execution, Status.CANCELLED)
         execution.failure_reason = FailureReason.CANCELLED
         execution.finished_at = now
     else:

@@ -32,10 +32,9 @@ from pathlib import Path
 from sqlalchemy import Connection, delete, exists, func, select
 from sqlalchemy.orm import Session
 
-from rgrid.wire import LIVE_WORKER_STATES, ray_token_fingerprint
+from rgrid.wire import LIVE_WORKER_STATES, OPEN_STATES, ray_token_fingerprint
 from rgrid_api.db.models import Attempt, RayToken, Worker
 from rgrid_api.db.times import utcnow
-from rgrid_api.workers import OPEN
 
 
 def configured() -> str | None:
@@ -90,7 +89,9 @@ def abandon(session: Session) -> int:
 
 def open_attempts(session: Session) -> int:
     """Attempts anywhere on the grid that a raylet's restart would cut."""
-    return session.scalar(select(func.count()).select_from(Attempt).where(Attempt.status.in_(OPEN))) or 0
+    return (
+        session.scalar(select(func.count()).select_from(Attempt).where(Attempt.status.in_(OPEN_STATES))) or 0
+    )
 
 
 def advance(session: Session) -> bool:

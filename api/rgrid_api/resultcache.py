@@ -65,6 +65,7 @@ def reuse(rows: list[Execution], previous: dict[str, Execution]) -> list[tuple[E
         source = previous.get(row.cache_key or "")
         if source is None:
             continue
+        # A new row, not yet written: it is born succeeded (no move).
         row.status = Status.SUCCEEDED
         row.exit_code = 0
         row.duration_s = source.duration_s

@@ -8,8 +8,8 @@ from __future__ import annotations
 from sqlalchemy import Connection, func, select
 from sqlalchemy.orm import Session
 
-from rgrid.wire import ExecutionView, Status
-from rgrid_api.attempts import IN_FLIGHT, fail_unschedulable, running_cpus
+from rgrid.wire import OPEN_STATES, ExecutionView, Status
+from rgrid_api.attempts import fail_unschedulable, running_cpus
 from rgrid_api.auth import Caps, owner_caps
 from rgrid_api.db.models import Batch, Execution
 from rgrid_api.driver_messages import Capacity
@@ -36,7 +36,7 @@ def why_waiting(
             busy = conn.scalar(
                 select(func.count())
                 .select_from(Execution)
-                .where(Execution.batch_id == view.batch_id, Execution.status.in_(IN_FLIGHT))
+                .where(Execution.batch_id == view.batch_id, Execution.status.in_(OPEN_STATES))
             )
             if (busy or 0) >= parallel:
                 return f"its batch runs at most {parallel} at once (--parallel)"

@@ -11,7 +11,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from rgrid.wire import LIVE_WORKER_STATES, Status, WorkerRegistration, WorkerStatus, WorkerView
+from rgrid.states import WORKER
+from rgrid.wire import LIVE_WORKER_STATES, OPEN_STATES, WorkerRegistration, WorkerStatus, WorkerView
 from rgrid_api.db.engine import is_postgres
 from rgrid_api.db.models import Attempt, Instance, Worker, WorkerHeartbeat
 from rgrid_api.db.times import aware, utcnow
@@ -33,7 +34,7 @@ def register(session: Session, reg: WorkerRegistration, head: bool = False) -> N
     now = utcnow()
     worker = session.get(Worker, reg.id)
     if worker is None:
-        worker = Worker(id=reg.id, started_at=now)
+        worker = Worker(id=reg.id, started_at=now, status=WorkerStatus.ACTIVE)
         session.add(worker)
     worker.host_name = reg.host_name
     worker.resources = reg.resources
@@ -47,7 +48,7 @@ def register(session: Session, reg: WorkerRegistration, head: bool = False) -> N
     worker.ray_address = reg.ray_address
     worker.ray_token_fp = reg.ray_token_fp
     worker.is_head = worker.is_head or head
-    worker.status = WorkerStatus.ACTIVE
+    WORKER.move(worker, WorkerStatus.ACTIVE)
     worker.ended_at = None
     session.flush()
     _beat(session, reg.id, now)
@@ -138,7 +139,7 @@ def set_status(session: Session, worker_id: str, status: WorkerStatus) -> None:
     if worker is None:
         raise NotFound(f"no worker {worker_id!r}")
     if worker.status in LIVE_WORKER_STATES:
-        worker.status = status
+        WORKER.move(worker, status)
         if not status.live:
             worker.ended_at = utcnow()
     session.commit()
@@ -175,15 +176,12 @@ def stale_workers(session: Session, timeout_s: float) -> list[str]:
     )
 
 
-OPEN = (Status.DISPATCHED, Status.RUNNING)
-
-
 def open_attempts(session: Session, worker_id: str) -> int:
     """Attempts still open on one worker (a draining node waits for 0)."""
     count = session.scalar(
         select(func.count())
         .select_from(Attempt)
-        .where(Attempt.worker_id == worker_id, Attempt.status.in_(OPEN))
+        .where(Attempt.worker_id == worker_id, Attempt.status.in_(OPEN_STATES))
     )
     return count or 0
 
@@ -193,7 +191,7 @@ def list_workers(session: Session, include_ended: bool = False) -> list[WorkerVi
     running = dict(
         session.execute(
             select(Attempt.worker_id, func.count())
-            .where(Attempt.status.in_(OPEN), Attempt.worker_id.is_not(None))
+            .where(Attempt.status.in_(OPEN_STATES), Attempt.worker_id.is_not(None))
             .group_by(Attempt.worker_id)
         ).all()
     )

@@ -37,6 +37,10 @@ class Status(StrEnum):
 
 
 FINAL_STATES = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
+# Handed to Ray and not ended: what a node's loss or a lease's end gives back.
+OPEN_STATES = frozenset({Status.DISPATCHED, Status.RUNNING})
+# Not ended, queued included: a batch with one such execution still runs.
+UNFINISHED_STATES = frozenset({Status.QUEUED, *OPEN_STATES})
 
 
 class FailureReason(StrEnum):
@@ -79,6 +83,21 @@ class WorkerStatus(StrEnum):
 
 
 LIVE_WORKER_STATES = (WorkerStatus.ACTIVE, WorkerStatus.DRAINING)
+
+
+class InstanceState(StrEnum):
+    """A server the autoscaler created, from its request to its deletion
+    (moves: `rgrid.states.INSTANCE`)."""
+
+    REQUESTED = "requested"
+    ALLOCATED = "allocated"
+    JOINED = "joined"
+    DRAINING = "draining"
+    DELETING = "deleting"
+    DELETED = "deleted"
+    ALLOCATION_FAILED = "allocation_failed"
+    JOIN_TIMEOUT = "join_timeout"
+
 
 # Which of the script's output streams a piece of log belongs to.
 Stream = Literal["stdout", "stderr"]
@@ -634,7 +653,7 @@ class Estimate(BaseModel):
 
 class InstanceView(BaseModel):
     name: str
-    state: str
+    state: InstanceState
     provider: str
     server_type: str
     location: str

@@ -290,7 +290,7 @@ def test_the_database_refuses_transitions_outside_the_diagram(
     with pytest.raises(DBAPIError, match="invalid execution status transition"):
         session.execute(text("UPDATE executions SET status='running' WHERE id=:id"), {"id": e.id})
     session.rollback()
-    with pytest.raises(DBAPIError, match="attempt already ended"):
+    with pytest.raises(DBAPIError, match="invalid attempt status transition"):
         session.execute(
             text("UPDATE attempts SET status='failed' WHERE execution_id=:id AND number=1"), {"id": e.id}
         )

@@ -11,8 +11,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from rgrid.wire import Status, WorkerRegistration
-from rgrid_api.autoscaler import plan as p
+from rgrid.wire import InstanceState, Status, WorkerRegistration
 from rgrid_api.autoscaler.loop import Autoscaler, config_from
 from rgrid_api.autoscaler.providers import make_provider, offered_runtimes
 from rgrid_api.credentials import exchange, worker_for
@@ -82,7 +81,7 @@ def test_demand_creates_servers_within_max_nodes_and_budget(sessions, session, f
     a.cycle()
     # cx23 costs 0.0072 €/h: two fit the budget of 0.02, a third would not.
     assert len(fake.servers) == 2
-    assert set(rows(session).values()) == {p.ALLOCATED}
+    assert set(rows(session).values()) == {InstanceState.ALLOCATED}
     assert all(s["labels"][CLUSTER_LABEL] == "t" for s in fake.servers.values())
     b = scaler(sessions, fake, autoscaler_budget_eur_per_hour=10)
     b.cycle()
@@ -95,7 +94,7 @@ def test_no_capacity_in_one_location_falls_back_to_the_next_at_once(sessions, se
     fake.inject("POST", "/servers", 412, "resource_unavailable", match={"location": "fsn1"}, times=5)
     scaler(sessions, fake).cycle()
     assert [s["location"]["name"] for s in fake.servers.values()] == ["nbg1"]
-    assert sorted(rows(session).values()) == [p.ALLOCATED, p.ALLOCATION_FAILED]
+    assert sorted(rows(session).values()) == [InstanceState.ALLOCATED, InstanceState.ALLOCATION_FAILED]
 
 
 def test_429_pauses_every_call_until_the_reset_then_resumes(sessions, session, fake) -> None:  # type: ignore[no-untyped-def]
@@ -132,7 +131,7 @@ def test_an_action_error_deletes_the_server(sessions, session, fake) -> None:  #
     action = next(x for x in fake.actions.values() if x["resources"][0]["id"] == next(iter(fake.servers)))
     action.update(status="error", error={"code": "action_failed", "message": "boom"})
     a.cycle()
-    assert rows(session)[name] in (p.DELETING, p.DELETED)
+    assert rows(session)[name] in (InstanceState.DELETING, InstanceState.DELETED)
     # Deleted; the work still waiting got a new server.
     assert name not in [s["name"] for s in fake.servers.values()]
 
@@ -149,7 +148,7 @@ def test_a_timed_out_create_is_adopted_not_duplicated(sessions, session, fake, m
     a.cycle()
     a.cycle()
     assert len(fake.servers) == 1
-    assert list(rows(session).values()) == [p.ALLOCATED]
+    assert list(rows(session).values()) == [InstanceState.ALLOCATED]
 
 
 def test_an_orphan_from_a_crash_before_the_database_write_is_deleted_after_the_grace(
@@ -185,10 +184,10 @@ def test_a_server_deleted_outside_rgrid_has_its_work_requeued(sessions, session,
         trusted=True,
     )
     a.cycle()
-    assert rows(session)[name] == p.JOINED
+    assert rows(session)[name] == InstanceState.JOINED
     fake.remove_server(int(next(iter(fake.servers))))
     a.cycle()
-    assert rows(session)[name] == p.DELETED
+    assert rows(session)[name] == InstanceState.DELETED
     session.expire_all()
     assert session.get(Execution, eid).status == Status.QUEUED
     session.rollback()
@@ -201,7 +200,7 @@ def test_a_node_that_never_joins_is_deleted(sessions, session, fake) -> None:  #
     (name,) = rows(session)
     a.cycle(datetime.now(UTC) + timedelta(seconds=700))
     a.cycle(datetime.now(UTC) + timedelta(seconds=701))
-    assert rows(session)[name] in (p.DELETING, p.DELETED)
+    assert rows(session)[name] in (InstanceState.DELETING, InstanceState.DELETED)
     assert name not in [s["name"] for s in fake.servers.values()]
     reasons = [
         t.reason
@@ -273,7 +272,7 @@ def test_a_crash_between_the_create_call_and_the_database_write_is_adopted_not_d
     real_move = instances.move
 
     def crash_after_create(s, name, state, reason, **fields):  # type: ignore[no-untyped-def]
-        if state == p.ALLOCATED:
+        if state == InstanceState.ALLOCATED:
             raise SystemExit("the server process died here")
         return real_move(s, name, state, reason, **fields)
 
@@ -281,10 +280,10 @@ def test_a_crash_between_the_create_call_and_the_database_write_is_adopted_not_d
     with pytest.raises(SystemExit):
         scaler(sessions, fake).cycle()
     monkeypatch.setattr(instances, "move", real_move)
-    assert len(fake.servers) == 1 and list(rows(session).values()) == [p.REQUESTED]
+    assert len(fake.servers) == 1 and list(rows(session).values()) == [InstanceState.REQUESTED]
     # The next autoscaler (another process) finds the server by its name.
     again = scaler(sessions, fake)
     again.cycle()
     again.cycle()
     assert len(fake.servers) == 1
-    assert list(rows(session).values()) == [p.ALLOCATED]
+    assert list(rows(session).values()) == [InstanceState.ALLOCATED]

@@ -6,18 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from rgrid.wire import InstanceState
 from rgrid_api.autoscaler.plan import (
-    ALLOCATED,
-    ALLOCATION_FAILED,
-    DELETED,
-    DELETING,
-    DRAINING,
-    JOIN_TIMEOUT,
-    JOINED,
-    REQUESTED,
     Capacity,
     Config,
-    Instance,
+    InstanceRecord,
     Need,
     State,
     plan,
@@ -53,7 +46,7 @@ def need(key: str, cpu: float = 1, memory_mb: int = 512, runtime: str = PY) -> N
     return Need(key, cpu, memory_mb, runtime)
 
 
-def inst(name: str, state: str, since: float = 0, **kw: object) -> Instance:
+def inst(name: str, state: str, since: float = 0, **kw: object) -> InstanceRecord:
     fields: dict = dict(
         server_id=f"id-{name}",
         server_type="small",
@@ -63,14 +56,14 @@ def inst(name: str, state: str, since: float = 0, **kw: object) -> Instance:
         state_since=at(since),
     )
     fields.update(kw)
-    return Instance(name=name, state=state, **fields)
+    return InstanceRecord(name=name, state=state, **fields)
 
 
 def server(name: str, created: float = 0, stype: str = "small") -> Server:
     return Server(f"id-{name}", name, stype, "fsn1", {"rgrid-cluster": "c"}, "running", at(created))
 
 
-def state(instances: list[Instance] = (), servers: list[Server] | None = (), **kw: object) -> State:  # type: ignore[assignment]
+def state(instances: list[InstanceRecord] = (), servers: list[Server] | None = (), **kw: object) -> State:  # type: ignore[assignment]
     fields: dict = dict(live=[], types=TYPES)
     fields.update(kw)
     return State(instances=list(instances), servers=None if servers is None else list(servers), **fields)
@@ -98,7 +91,7 @@ def test_demand_is_bin_packed_onto_the_cheapest_type_that_fits(demand: list[Need
 def test_demand_that_fits_live_or_pending_nodes_creates_nothing() -> None:
     live = [Capacity("w1", 1, 1024, frozenset({PY}))]
     out = plan(
-        state([inst("p1", ALLOCATED)], [server("p1")], live=live),
+        state([inst("p1", InstanceState.ALLOCATED)], [server("p1")], live=live),
         [need("a"), need("b"), need("c")],
         CONFIG,
         T0,
@@ -145,7 +138,7 @@ def test_a_live_worker_that_fits_keeps_big_work_from_failing() -> None:
 def test_growth_stops_at_every_limit(
     config: Config, existing: int, creates: int, blocked: str | None
 ) -> None:
-    instances = [inst(f"j{i}", JOINED) for i in range(existing)]
+    instances = [inst(f"j{i}", InstanceState.JOINED) for i in range(existing)]
     servers = [server(f"j{i}") for i in range(existing)]
     demand = [need(f"n{i}", cpu=2) for i in range(10)]
     out = plan(state(instances, servers), demand, config, T0)
@@ -159,7 +152,7 @@ def test_growth_stops_at_every_limit(
 def test_orphans_and_unknown_outcomes_count_against_the_budget() -> None:
     config = Config(**{**CONFIG.__dict__, "budget_eur_per_hour": 0.02})
     # An orphan (no row) and a create whose outcome is unknown (row, no server).
-    s = state([inst("r1", REQUESTED, server_id=None)], [server("orphan")])
+    s = state([inst("r1", InstanceState.REQUESTED, server_id=None)], [server("orphan")])
     assert spend(s) == pytest.approx(0.02)
     out = plan(s, [need("a", cpu=2), need("b", cpu=2)], config, T0)
     assert out.creates == [] and any("budget" in b for b in out.blocked)
@@ -176,7 +169,7 @@ def test_backed_off_type_and_location_is_skipped_for_the_next() -> None:
 
 
 def test_a_hold_stops_scale_up_but_not_scale_down_or_cleanup() -> None:
-    idle = inst("j1", JOINED, since=-3500, worker_status="active", idle_since=at(-120))
+    idle = inst("j1", InstanceState.JOINED, since=-3500, worker_status="active", idle_since=at(-120))
     out = plan(
         state([idle], [server("j1", -3500), server("orphan", -600)], held="authentication refused"),
         [],
@@ -192,7 +185,10 @@ def test_min_nodes_are_kept_without_demand() -> None:
     config = Config(**{**CONFIG.__dict__, "min_nodes": 2})
     out = plan(state(), [], config, T0)
     assert len(out.creates) == 2
-    idle = [inst(f"j{i}", JOINED, since=-3500, worker_status="active", idle_since=at(-600)) for i in range(2)]
+    idle = [
+        inst(f"j{i}", InstanceState.JOINED, since=-3500, worker_status="active", idle_since=at(-600))
+        for i in range(2)
+    ]
     out = plan(state(idle, [server("j0", -3500), server("j1", -3500)]), [], config, T0)
     assert out.drains == [] and out.creates == []
 
@@ -212,40 +208,40 @@ def test_idle_nodes_drain_near_the_end_of_a_paid_hour(
     age: float, idle_for: float, billing: float | None, drained: bool
 ) -> None:
     config = Config(**{**CONFIG.__dict__, "billing_period_s": billing})
-    node = inst("j1", JOINED, since=-age, worker_status="active", idle_since=at(-idle_for))
+    node = inst("j1", InstanceState.JOINED, since=-age, worker_status="active", idle_since=at(-idle_for))
     out = plan(state([node], [server("j1", -age)]), [], config, T0)
     assert out.drains == (["j1"] if drained else [])
 
 
 def test_a_busy_node_or_waiting_work_keeps_a_node() -> None:
-    busy = inst("j1", JOINED, since=-3500, worker_status="active", idle_since=None)
+    busy = inst("j1", InstanceState.JOINED, since=-3500, worker_status="active", idle_since=None)
     assert plan(state([busy], [server("j1", -3500)]), [], CONFIG, T0).drains == []
-    idle = inst("j1", JOINED, since=-3500, worker_status="active", idle_since=at(-600))
+    idle = inst("j1", InstanceState.JOINED, since=-3500, worker_status="active", idle_since=at(-600))
     assert plan(state([idle], [server("j1", -3500)]), [need("a")], CONFIG, T0).drains == []
 
 
 def test_a_drained_node_is_deleted_and_its_deletion_confirmed() -> None:
-    left = inst("d1", DRAINING, worker_status="left")
+    left = inst("d1", InstanceState.DRAINING, worker_status="left")
     out = plan(state([left], [server("d1")]), [], CONFIG, T0)
     assert out.deletes == {"d1": "drained"}
-    gone = inst("x1", DELETING)
+    gone = inst("x1", InstanceState.DELETING)
     out = plan(state([gone], []), [], CONFIG, T0)
-    assert out.moves == {"x1": (DELETED, "deletion confirmed")}
+    assert out.moves == {"x1": (InstanceState.DELETED, "deletion confirmed")}
 
 
 # -- failures and reconciliation ------------------------------------------------------
 def test_a_create_whose_answer_was_lost_is_adopted_by_name_not_made_again() -> None:
-    row = inst("r1", REQUESTED, server_id=None)
+    row = inst("r1", InstanceState.REQUESTED, server_id=None)
     out = plan(state([row], [server("r1")]), [need("a")], CONFIG, T0)
     assert out.adopt["r1"].id == "id-r1"
     assert out.creates == []  # its capacity is already counted as pending
 
 
 def test_a_create_that_never_happened_fails_after_the_grace() -> None:
-    row = inst("r1", REQUESTED, since=-200, server_id=None)
+    row = inst("r1", InstanceState.REQUESTED, since=-200, server_id=None)
     out = plan(state([row], []), [], CONFIG, T0)
-    assert out.moves == {"r1": (ALLOCATION_FAILED, "the server never appeared")}
-    young = inst("r1", REQUESTED, since=-10, server_id=None)
+    assert out.moves == {"r1": (InstanceState.ALLOCATION_FAILED, "the server never appeared")}
+    young = inst("r1", InstanceState.REQUESTED, since=-10, server_id=None)
     assert plan(state([young], []), [], CONFIG, T0).moves == {}
 
 
@@ -257,13 +253,13 @@ def test_an_unknown_server_is_deleted_after_the_grace_only() -> None:
 
 
 def test_a_server_that_vanished_ends_its_row() -> None:
-    for st in (ALLOCATED, JOINED, DRAINING):
+    for st in (InstanceState.ALLOCATED, InstanceState.JOINED, InstanceState.DRAINING):
         out = plan(state([inst("v1", st, worker_status="active")], []), [], CONFIG, T0)
-        assert out.moves["v1"][0] == DELETED and "vanished" in out.moves["v1"][1]
+        assert out.moves["v1"][0] == InstanceState.DELETED and "vanished" in out.moves["v1"][1]
 
 
 def test_nothing_is_reconciled_created_or_deleted_when_the_list_failed() -> None:
-    rows = [inst("v1", JOINED, worker_status="active", idle_since=at(-9999), since=-3500)]
+    rows = [inst("v1", InstanceState.JOINED, worker_status="active", idle_since=at(-9999), since=-3500)]
     out = plan(state(rows, servers=None), [need("a")], CONFIG, T0)
     assert out.moves == {} and out.creates == [] and out.drains == [] and out.orphans == []
 
@@ -271,17 +267,23 @@ def test_nothing_is_reconciled_created_or_deleted_when_the_list_failed() -> None
 @pytest.mark.parametrize(
     ("row", "expected"),
     [
-        (inst("a1", ALLOCATED, action_error="action_failed: boom"), ("delete", "creation failed")),
-        (inst("a1", ALLOCATED, since=-700), ("move", JOIN_TIMEOUT)),
-        (inst("a1", ALLOCATED, since=-100), None),
-        (inst("a1", ALLOCATED, worker_status="active"), ("move", JOINED)),
-        (inst("a1", JOIN_TIMEOUT), ("delete", "never joined")),
-        (inst("a1", JOINED, worker_status="dead", worker_ended_at=at(-30)), None),
-        (inst("a1", JOINED, worker_status="dead", worker_ended_at=at(-200)), ("delete", "dead")),
-        (inst("a1", JOINED, worker_status="left"), ("delete", "left")),
+        (
+            inst("a1", InstanceState.ALLOCATED, action_error="action_failed: boom"),
+            ("delete", "creation failed"),
+        ),
+        (inst("a1", InstanceState.ALLOCATED, since=-700), ("move", InstanceState.JOIN_TIMEOUT)),
+        (inst("a1", InstanceState.ALLOCATED, since=-100), None),
+        (inst("a1", InstanceState.ALLOCATED, worker_status="active"), ("move", InstanceState.JOINED)),
+        (inst("a1", InstanceState.JOIN_TIMEOUT), ("delete", "never joined")),
+        (inst("a1", InstanceState.JOINED, worker_status="dead", worker_ended_at=at(-30)), None),
+        (
+            inst("a1", InstanceState.JOINED, worker_status="dead", worker_ended_at=at(-200)),
+            ("delete", "dead"),
+        ),
+        (inst("a1", InstanceState.JOINED, worker_status="left"), ("delete", "left")),
     ],
 )
-def test_failed_nodes_end(row: Instance, expected: tuple | None) -> None:
+def test_failed_nodes_end(row: InstanceRecord, expected: tuple | None) -> None:
     out = plan(state([row], [server("a1")]), [], CONFIG, T0)
     if expected is None:
         assert out.moves == {} and out.deletes == {}

@@ -3,6 +3,7 @@ PostgreSQL, and is safe to run again."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -10,7 +11,10 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, inspect
+from sqlalchemy.exc import DBAPIError
 
+from rgrid.states import ATTEMPT, EXECUTION
+from rgrid.wire import Status
 from tests.support.services import Postgres
 
 TABLES = {"alembic_version", "api_keys", "objects", "executions", "attempts", "outputs", "log_chunks"}
@@ -63,27 +67,50 @@ def test_upgrade_error_is_reported(url: str) -> None:
     assert result.returncode != 0
 
 
-def _transitions_refused(url: str) -> None:
-    """The database itself refuses leaving a final state, whoever writes."""
+EXECUTION_ROW = (
+    "INSERT INTO executions (id, owner, status, script_name, script_sha256, args, inputs, env,"
+    " runtime, cpu, memory_mb, timeout_s, retries, attempt, cancel_requested, created_at,"
+    " network, lost_attempts) VALUES ('{id}', 'o', '{status}', 's.py', 'x', '[]', '[]', '{{}}',"
+    " 'python:3.11', 1, 64, 60, 0, 0, false, CURRENT_TIMESTAMP, true, 0)"
+)
+ATTEMPT_ROW = (
+    "INSERT INTO attempts (execution_id, number, status, dispatched_at)"
+    " VALUES ('host', {number}, '{status}', CURRENT_TIMESTAMP)"
+)
+
+
+def _the_database_allows_exactly_the_tables(url: str) -> None:
+    """Whoever writes, the database allows an execution or an attempt
+    exactly the moves of its table in rgrid.states, and no other."""
     assert upgrade(url).returncode == 0
     engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
     with engine.begin() as conn:
-        conn.exec_driver_sql(
-            "INSERT INTO executions (id, owner, status, script_name, script_sha256, args, inputs, env,"
-            " runtime, cpu, memory_mb, timeout_s, retries, attempt, cancel_requested, created_at,"
-            " network, lost_attempts) VALUES ('t1', 'o', 'queued', 's.py', 'x', '[]', '[]', '{}',"
-            " 'python:3.11', 1, 64, 60, 0, 0, false, CURRENT_TIMESTAMP, true, 0)"
-        )
-        conn.exec_driver_sql("UPDATE executions SET status = 'cancelled' WHERE id = 't1'")
-    for illegal in ("queued", "running", "succeeded"):
-        with pytest.raises(Exception, match=r"transition|cannot go"), engine.begin() as conn:
-            conn.exec_driver_sql(f"UPDATE executions SET status = '{illegal}' WHERE id = 't1'")
+        conn.exec_driver_sql(EXECUTION_ROW.format(id="host", status="running"))
+    n = 0
+    for moves, table in ((EXECUTION, "executions"), (ATTEMPT, "attempts")):
+        allowed = moves.pairs()
+        for old, new in itertools.permutations([str(s) for s in Status], 2):
+            n += 1
+            with engine.begin() as conn:
+                if table == "executions":
+                    conn.exec_driver_sql(EXECUTION_ROW.format(id=f"t{n}", status=old))
+                    where = f"id = 't{n}'"
+                else:
+                    conn.exec_driver_sql(ATTEMPT_ROW.format(number=n, status=old))
+                    where = f"execution_id = 'host' AND number = {n}"
+            try:
+                with engine.begin() as conn:
+                    conn.exec_driver_sql(f"UPDATE {table} SET status = '{new}' WHERE {where}")
+                moved = True
+            except DBAPIError:
+                moved = False
+            assert moved == ((old, new) in allowed), f"{table}: {old} -> {new}"
     engine.dispose()
 
 
-def test_transitions_enforced_sqlite(tmp_path: Path) -> None:
-    _transitions_refused(f"sqlite:///{tmp_path / 'tr.db'}")
+def test_state_tables_enforced_sqlite(tmp_path: Path) -> None:
+    _the_database_allows_exactly_the_tables(f"sqlite:///{tmp_path / 'tr.db'}")
 
 
-def test_transitions_enforced_postgres(postgres: Postgres) -> None:
-    _transitions_refused(fresh_database(postgres, "transitions_check"))
+def test_state_tables_enforced_postgres(postgres: Postgres) -> None:
+    _the_database_allows_exactly_the_tables(fresh_database(postgres, "transitions_check"))

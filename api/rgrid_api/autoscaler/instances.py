@@ -6,25 +6,12 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from rgrid.wire import Status
+from rgrid.states import INSTANCE, INSTANCE_ENDED, INSTANCE_FINAL
+from rgrid.wire import OPEN_STATES, InstanceState, Status
 from rgrid_api.autoscaler import plan as p
 from rgrid_api.credentials import revoke
 from rgrid_api.db.models import Attempt, Execution, Instance, InstanceTransition, Worker
 from rgrid_api.db.times import aware, utcnow
-
-OPEN = (Status.DISPATCHED, Status.RUNNING)
-# The transitions the state machine allows.
-EDGES = {
-    p.REQUESTED: {p.ALLOCATED, p.ALLOCATION_FAILED, p.DELETING},
-    p.ALLOCATED: {p.JOINED, p.JOIN_TIMEOUT, p.DELETING, p.DELETED},
-    p.JOINED: {p.DRAINING, p.DELETING, p.DELETED},
-    p.DRAINING: {p.DELETING, p.DELETED},
-    p.JOIN_TIMEOUT: {p.DELETING, p.DELETED},
-    p.DELETING: {p.DELETED},
-    p.DELETED: set(),
-    p.ALLOCATION_FAILED: set(),
-}
-ENDED = {p.DELETING, p.DELETED, p.ALLOCATION_FAILED, p.JOIN_TIMEOUT}
 
 
 def add(session: Session, name: str, provider: str, create: p.Create, reason: str) -> None:
@@ -39,22 +26,25 @@ def add(session: Session, name: str, provider: str, create: p.Create, reason: st
             price_eur_per_hour=create.price,
             cpus=create.cpus,
             memory_mb=create.memory_mb,
-            state=p.REQUESTED,
+            state=InstanceState.REQUESTED,
             reason=reason,
             requested_at=now,
             state_since=now,
         )
     )
     session.add(
-        InstanceTransition(instance=name, from_state=None, to_state=p.REQUESTED, at=now, reason=reason)
+        InstanceTransition(
+            instance=name, from_state=None, to_state=InstanceState.REQUESTED, at=now, reason=reason
+        )
     )
 
 
-def move(session: Session, name: str, state: str, reason: str, **fields: object) -> bool:
-    """Take one allowed transition and record it; False if not allowed now.
-    A node on its way out loses its credentials at once."""
+def move(session: Session, name: str, state: InstanceState, reason: str, **fields: object) -> bool:
+    """Take one allowed transition (`rgrid.states.INSTANCE`) and record it;
+    False if not allowed now (the planner may act on a row another server
+    moved meanwhile). A node on its way out loses its credentials at once."""
     row = session.get(Instance, name)
-    if row is None or state not in EDGES[row.state]:
+    if row is None or row.state == state or not INSTANCE.allowed(row.state, state):
         return False
     now = utcnow()
     session.add(
@@ -63,16 +53,16 @@ def move(session: Session, name: str, state: str, reason: str, **fields: object)
     row.state, row.reason, row.state_since = state, reason, now
     for key, value in fields.items():
         setattr(row, key, value)
-    if state in ENDED:
+    if state in INSTANCE_ENDED:
         revoke(session, name)
-    if state in p.FINAL_STATES:
+    if state in INSTANCE_FINAL:
         row.ended_at = now
     return True
 
 
-def load(session: Session) -> list[p.Instance]:
+def load(session: Session) -> list[p.InstanceRecord]:
     """The rows that are not final, with their workers' status and idle time."""
-    rows = session.scalars(select(Instance).where(Instance.state.not_in(p.FINAL_STATES))).all()
+    rows = session.scalars(select(Instance).where(Instance.state.not_in(INSTANCE_FINAL))).all()
     names = [r.name for r in rows]
     workers = {
         worker_id: (status, started_at, ended_at)
@@ -82,7 +72,9 @@ def load(session: Session) -> list[p.Instance]:
     }
     busy = set(
         session.scalars(
-            select(Attempt.worker_id).where(Attempt.worker_id.in_(names), Attempt.status.in_(OPEN)).distinct()
+            select(Attempt.worker_id)
+            .where(Attempt.worker_id.in_(names), Attempt.status.in_(OPEN_STATES))
+            .distinct()
         )
     )
     last_end = dict(
@@ -100,9 +92,9 @@ def load(session: Session) -> list[p.Instance]:
             ends = [aware(t) for t in (last_end.get(r.name), started_at) if t is not None]
             idle_since = max(ends) if ends else None
         out.append(
-            p.Instance(
+            p.InstanceRecord(
                 name=r.name,
-                state=r.state,
+                state=InstanceState(r.state),
                 server_id=r.server_id,
                 server_type=r.server_type,
                 location=r.location,
@@ -137,7 +129,7 @@ def live_capacity(session: Session) -> list[p.Capacity]:
     for worker_id, cpu, memory in session.execute(
         select(Attempt.worker_id, Execution.cpu, Execution.memory_mb)
         .join(Execution, Execution.id == Attempt.execution_id)
-        .where(Attempt.status.in_(OPEN), Attempt.worker_id.is_not(None))
+        .where(Attempt.status.in_(OPEN_STATES), Attempt.worker_id.is_not(None))
     ):
         c, m = used.get(worker_id, (0.0, 0))
         used[worker_id] = (c + cpu, m + memory)

@@ -30,7 +30,7 @@ from typing import TypeVar
 from sqlalchemy.orm import Session, sessionmaker
 
 from rgrid.version import VERSION
-from rgrid.wire import WorkerStatus
+from rgrid.wire import InstanceState, WorkerStatus
 from rgrid_api.attempts import attempts_on_workers, fail_unschedulable
 from rgrid_api.autoscaler import instances
 from rgrid_api.autoscaler import plan as p
@@ -184,12 +184,12 @@ class Autoscaler:
                 self._types, self._types_at = found, t
         return self._types
 
-    def _check_actions(self, rows: list[p.Instance]) -> None:
+    def _check_actions(self, rows: list[p.InstanceRecord]) -> None:
         """Creation actions of servers that have not joined yet, until each is done."""
         pending = [
             (i.name, i.action_id)
             for i in rows
-            if i.state == p.ALLOCATED and i.action_id and i.action_id not in self._actions_done
+            if i.state == InstanceState.ALLOCATED and i.action_id and i.action_id not in self._actions_done
         ]
         for name, action_id in pending:
             result = self._call(self.provider.action_result, action_id)
@@ -203,16 +203,19 @@ class Autoscaler:
         by_name = {i.name: i for i in state.instances}
         with self.sessions() as session:
             for name, server in out.adopt.items():
-                instances.move(session, name, p.ALLOCATED, "found by name", server_id=server.id)
+                instances.move(session, name, InstanceState.ALLOCATED, "found by name", server_id=server.id)
                 log.info("adopted server %s (%s)", name, server.id)
             for name, (to_state, reason) in out.moves.items():
                 instances.move(session, name, to_state, reason)
                 log.info("instance %s: %s (%s)", name, to_state, reason)
-                if to_state == p.DELETED and by_name[name].worker_status in ("active", "draining"):
+                if to_state == InstanceState.DELETED and by_name[name].worker_status in (
+                    "active",
+                    "draining",
+                ):
                     self._worker_gone(session, name, reason)
             session.commit()
             for name in out.drains:
-                instances.move(session, name, p.DRAINING, "idle")
+                instances.move(session, name, InstanceState.DRAINING, "idle")
                 set_status(session, name, WorkerStatus.DRAINING)
                 log.info("draining %s: idle", name)
             for key, why in out.unschedulable.items():
@@ -236,7 +239,7 @@ class Autoscaler:
 
     def _delete(self, name: str, server_id: str | None, reason: str) -> None:
         with self.sessions() as session:
-            instances.move(session, name, p.DELETING, reason)
+            instances.move(session, name, InstanceState.DELETING, reason)
             session.commit()
         log.info("deleting %s: %s", name, reason)
         if server_id is not None:
@@ -271,7 +274,7 @@ class Autoscaler:
                 instances.move(
                     session,
                     name,
-                    p.ALLOCATED,
+                    InstanceState.ALLOCATED,
                     "created",
                     server_id=created.server.id,
                     action_id=created.action_id,
@@ -289,7 +292,7 @@ class Autoscaler:
             log.warning("create of %s: %s; the next list call settles it", name, exc)
             return exc.kind == ProviderError.EXISTS
         with self.sessions() as session:
-            instances.move(session, name, p.ALLOCATION_FAILED, str(exc))
+            instances.move(session, name, InstanceState.ALLOCATION_FAILED, str(exc))
             session.commit()
         self._react(exc, (create.server_type, create.location))
         return False

@@ -25,21 +25,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from rgrid.states import INSTANCE_BILLED, INSTANCE_FINAL, INSTANCE_PENDING
+from rgrid.wire import InstanceState
 from rgrid_infra.provider import Server, ServerType
-
-# Instance states (the instances table; transitions in rgrid_api.autoscaler.instances).
-REQUESTED = "requested"
-ALLOCATED = "allocated"
-JOINED = "joined"
-DRAINING = "draining"
-DELETING = "deleting"
-DELETED = "deleted"
-ALLOCATION_FAILED = "allocation_failed"
-JOIN_TIMEOUT = "join_timeout"
-FINAL_STATES = (DELETED, ALLOCATION_FAILED)
-PENDING_STATES = (REQUESTED, ALLOCATED)
-# States whose server may exist and be billed.
-BILLED_STATES = (REQUESTED, ALLOCATED, JOINED, DRAINING, DELETING, JOIN_TIMEOUT)
 
 
 @dataclass(frozen=True)
@@ -66,11 +54,11 @@ class Capacity:
 
 
 @dataclass(frozen=True)
-class Instance:
+class InstanceRecord:
     """A row of the instances table, with what the database knows of its worker."""
 
     name: str
-    state: str
+    state: InstanceState
     server_id: str | None
     server_type: str
     location: str
@@ -109,7 +97,7 @@ class Config:
 
 @dataclass(frozen=True)
 class State:
-    instances: list[Instance]
+    instances: list[InstanceRecord]
     # The labelled list call's answer; None when it failed this cycle (then
     # nothing is reconciled, nothing deleted, nothing created).
     servers: list[Server] | None
@@ -136,7 +124,7 @@ class Plan:
     # Row name -> server: a server found for a row that waited for it.
     adopt: dict[str, Server] = field(default_factory=dict)
     # Row name -> (new state, reason), for rows that change without a call.
-    moves: dict[str, tuple[str, str]] = field(default_factory=dict)
+    moves: dict[str, tuple[InstanceState, str]] = field(default_factory=dict)
     drains: list[str] = field(default_factory=list)
     # Row name -> reason: delete its server.
     deletes: dict[str, str] = field(default_factory=dict)
@@ -178,7 +166,7 @@ def plan(state: State, demand: list[Need], config: Config, now: datetime) -> Pla
     # nodes still pending (their whole size).
     bins = [_Bin(c.name, c.cpus, c.memory_mb, c.runtimes) for c in state.live]
     for inst in state.instances:
-        if inst.state in PENDING_STATES and inst.name not in out.moves and inst.name not in out.deletes:
+        if inst.state in INSTANCE_PENDING and inst.name not in out.moves and inst.name not in out.deletes:
             stype = types.get(inst.server_type)
             if stype is not None:
                 bins.append(_Bin(inst.name, stype.cpus, stype.memory_mb, config.runtimes))
@@ -216,7 +204,7 @@ def _why_never(need: Need, types: list[ServerType], config: Config) -> str:
 def _reconcile(
     state: State,
     servers: list[Server],
-    by_name: dict[str, Instance],
+    by_name: dict[str, InstanceRecord],
     config: Config,
     now: datetime,
     out: Plan,
@@ -224,18 +212,27 @@ def _reconcile(
     listed = {s.name: s for s in servers}
     for inst in state.instances:
         server = listed.get(inst.name)
-        if inst.state == REQUESTED:
+        if inst.state == InstanceState.REQUESTED:
             if server is not None:
                 out.adopt[inst.name] = server
             elif _age(now, inst.state_since) > config.orphan_grace_s:
-                out.moves[inst.name] = (ALLOCATION_FAILED, "the server never appeared")
-        elif inst.state in (ALLOCATED, JOINED, DRAINING, JOIN_TIMEOUT) and server is None:
-            out.moves[inst.name] = (DELETED, "the server vanished (deleted outside rgrid?)")
-        elif inst.state == DELETING and server is None:
-            out.moves[inst.name] = (DELETED, "deletion confirmed")
+                out.moves[inst.name] = (InstanceState.ALLOCATION_FAILED, "the server never appeared")
+        elif (
+            inst.state
+            in (
+                InstanceState.ALLOCATED,
+                InstanceState.JOINED,
+                InstanceState.DRAINING,
+                InstanceState.JOIN_TIMEOUT,
+            )
+            and server is None
+        ):
+            out.moves[inst.name] = (InstanceState.DELETED, "the server vanished (deleted outside rgrid?)")
+        elif inst.state == InstanceState.DELETING and server is None:
+            out.moves[inst.name] = (InstanceState.DELETED, "deletion confirmed")
     for server in servers:
         row = by_name.get(server.name)
-        known = row is not None and row.state not in FINAL_STATES
+        known = row is not None and row.state not in INSTANCE_FINAL
         if not known and _age(now, server.created_at) > config.orphan_grace_s:
             out.orphans.append(server)
 
@@ -244,27 +241,27 @@ def _end_failed_nodes(state: State, config: Config, now: datetime, out: Plan) ->
     for inst in state.instances:
         if inst.name in out.moves or inst.name in out.adopt:
             continue
-        if inst.state == ALLOCATED:
+        if inst.state == InstanceState.ALLOCATED:
             if inst.action_error:
                 out.deletes[inst.name] = f"creation failed: {inst.action_error}"
             elif inst.worker_status is not None:
-                out.moves[inst.name] = (JOINED, "its agent registered")
+                out.moves[inst.name] = (InstanceState.JOINED, "its agent registered")
             elif _age(now, inst.requested_at) > config.join_timeout_s:
                 out.moves[inst.name] = (
-                    JOIN_TIMEOUT,
+                    InstanceState.JOIN_TIMEOUT,
                     f"no agent registered within {config.join_timeout_s:.0f} s",
                 )
-        elif inst.state == JOIN_TIMEOUT:
+        elif inst.state == InstanceState.JOIN_TIMEOUT:
             out.deletes[inst.name] = "it never joined"
-        elif inst.state == JOINED and inst.worker_status == "left":
+        elif inst.state == InstanceState.JOINED and inst.worker_status == "left":
             out.deletes[inst.name] = "its worker left"
-        elif inst.state == JOINED and inst.worker_status == "dead":
+        elif inst.state == InstanceState.JOINED and inst.worker_status == "dead":
             # An agent restarting misses a few heartbeats and comes back;
             # one dead for the grace period is replaced.
             ended = inst.worker_ended_at or inst.state_since
             if _age(now, ended) > config.orphan_grace_s:
                 out.deletes[inst.name] = f"its worker has been dead for {config.orphan_grace_s:.0f} s"
-        elif inst.state == DRAINING and inst.worker_status in ("dead", "left", None):
+        elif inst.state == InstanceState.DRAINING and inst.worker_status in ("dead", "left", None):
             out.deletes[inst.name] = "drained"
 
 
@@ -284,16 +281,20 @@ def spend(state: State) -> float:
     servers = state.servers or []
     listed = {s.name for s in servers}
     total = sum(_price(s, types) for s in servers)
-    total += sum(i.price for i in state.instances if i.state == REQUESTED and i.name not in listed)
+    total += sum(
+        i.price for i in state.instances if i.state == InstanceState.REQUESTED and i.name not in listed
+    )
     return total
 
 
 def _scale_up(state: State, unmet: list[Need], config: Config, now: datetime, out: Plan) -> None:
     servers = state.servers or []
-    known = {i.name for i in state.instances if i.state not in FINAL_STATES}
-    counted = {i.name for i in state.instances if i.state in BILLED_STATES and i.state != DELETING}
+    known = {i.name for i in state.instances if i.state not in INSTANCE_FINAL}
+    counted = {
+        i.name for i in state.instances if i.state in INSTANCE_BILLED and i.state != InstanceState.DELETING
+    }
     nodes = len(counted) + sum(1 for s in servers if s.name not in known)
-    pending = sum(1 for i in state.instances if i.state in PENDING_STATES)
+    pending = sum(1 for i in state.instances if i.state in INSTANCE_PENDING)
     budget_left = config.budget_eur_per_hour - spend(state)
     wanted_min = max(0, config.min_nodes - nodes)
     if not unmet and not wanted_min:
@@ -354,8 +355,12 @@ def _scale_up(state: State, unmet: list[Need], config: Config, now: datetime, ou
 
 
 def _scale_down(state: State, demand: list[Need], config: Config, now: datetime, out: Plan) -> None:
-    joined = [i for i in state.instances if i.state == JOINED and i.name not in out.deletes]
-    keep = sum(1 for i in state.instances if i.state in (REQUESTED, ALLOCATED, JOINED)) - len(out.deletes)
+    joined = [i for i in state.instances if i.state == InstanceState.JOINED and i.name not in out.deletes]
+    keep = sum(
+        1
+        for i in state.instances
+        if i.state in (InstanceState.REQUESTED, InstanceState.ALLOCATED, InstanceState.JOINED)
+    ) - len(out.deletes)
     for inst in sorted(joined, key=lambda i: i.requested_at):
         if keep <= config.min_nodes:
             return

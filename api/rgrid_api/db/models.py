@@ -8,6 +8,7 @@ execution cannot both open attempt n.
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import (
     JSON,
@@ -28,8 +29,14 @@ from sqlalchemy import false as sa_false
 from sqlalchemy import true as sa_true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-STATES = ("queued", "dispatched", "running", "succeeded", "failed", "cancelled")
-_STATE_CHECK = "status IN ('queued','dispatched','running','succeeded','failed','cancelled')"
+from rgrid.wire import InstanceState, Status, WorkerStatus
+
+
+def _one_of(column: str, states: type[StrEnum]) -> str:
+    return f"{column} IN (" + ",".join(f"'{s}'" for s in states) + ")"
+
+
+_STATE_CHECK = _one_of("status", Status)
 
 
 class Base(DeclarativeBase):
@@ -167,9 +174,7 @@ class Worker(Base):
     """A node that runs attempts: registered and kept alive by its agent."""
 
     __tablename__ = "workers"
-    __table_args__ = (
-        CheckConstraint("status IN ('active','draining','dead','left')", name="ck_workers_status"),
-    )
+    __table_args__ = (CheckConstraint(_one_of("status", WorkerStatus), name="ck_workers_status"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     host_name: Mapped[str] = mapped_column(String(256))
@@ -231,18 +236,6 @@ class LogChunkRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
-INSTANCE_STATES = (
-    "requested",
-    "allocated",
-    "joined",
-    "draining",
-    "deleting",
-    "deleted",
-    "allocation_failed",
-    "join_timeout",
-)
-
-
 class Instance(Base):
     """One server the autoscaler asked a provider for. Its name is chosen
     (and this row written) before the create call, so a call whose answer
@@ -250,9 +243,7 @@ class Instance(Base):
 
     __tablename__ = "instances"
     __table_args__ = (
-        CheckConstraint(
-            "state IN (" + ",".join(f"'{s}'" for s in INSTANCE_STATES) + ")", name="ck_instances_state"
-        ),
+        CheckConstraint(_one_of("state", InstanceState), name="ck_instances_state"),
         Index("ix_instances_state", "state"),
     )
 

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 from fastapi import APIRouter
 from sqlalchemy import select
 
-from rgrid.wire import AutoscalerStatus, CostReport, Estimate, EstimateRequest, InstanceView
+from rgrid.states import INSTANCE_FINAL
+from rgrid.wire import AutoscalerStatus, CostReport, Estimate, EstimateRequest, InstanceState, InstanceView
 from rgrid_api.autoscaler import report
-from rgrid_api.autoscaler.plan import FINAL_STATES
 from rgrid_api.costs import Price, cost_report, estimate
 from rgrid_api.db.models import Instance
 from rgrid_api.db.times import aware
@@ -23,12 +23,12 @@ def status(_admin: Admin, session: ReadDB, state: State) -> AutoscalerStatus:
     now = datetime.now(UTC)
     provider = state.settings.autoscaler_provider
     rows = session.scalars(
-        select(Instance).where(Instance.state.not_in(FINAL_STATES)).order_by(Instance.requested_at)
+        select(Instance).where(Instance.state.not_in(INSTANCE_FINAL)).order_by(Instance.requested_at)
     )
     nodes = [
         InstanceView(
             name=i.name,
-            state=i.state,
+            state=InstanceState(i.state),
             provider=i.provider,
             server_type=i.server_type,
             location=i.location,

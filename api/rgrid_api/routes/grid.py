@@ -6,8 +6,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 from sqlalchemy import func, select
 
-from rgrid.wire import GridCapacity, Status, WorkerAck, WorkerStatus
-from rgrid_api.attempts import IN_FLIGHT, running_cpus
+from rgrid.wire import OPEN_STATES, UNFINISHED_STATES, GridCapacity, Status, WorkerAck, WorkerStatus
+from rgrid_api.attempts import running_cpus
 from rgrid_api.db.models import Execution, Worker
 from rgrid_api.deps import DB, Admin, ReadDB, State, User
 from rgrid_api.errors import Conflict, NotFound
@@ -25,7 +25,7 @@ def capacity(caller: User, session: ReadDB, state: State) -> GridCapacity:
     counts = dict(
         session.execute(
             select(Execution.status, func.count())
-            .where(Execution.status.in_((Status.QUEUED, *IN_FLIGHT)))
+            .where(Execution.status.in_(UNFINISHED_STATES))
             .group_by(Execution.status)
         ).all()
     )
@@ -38,7 +38,7 @@ def capacity(caller: User, session: ReadDB, state: State) -> GridCapacity:
         cpus=cpus,
         free_cpus=max(0.0, cpus - sum(running_cpus(session).values())),
         queued=counts.get(Status.QUEUED, 0),
-        running=sum(counts.get(s, 0) for s in IN_FLIGHT),
+        running=sum(counts.get(s, 0) for s in OPEN_STATES),
     )
 
 
