@@ -49,7 +49,7 @@ def _cmdline(pid: int) -> str:
 
 
 def role(cmd: str) -> str:
-    if "rgrid_api.raydriver" in cmd:
+    if "rgrid_runner.raydriver" in cmd:
         return "ray driver (dispatcher's)"
     if "rgrid server" in cmd:
         return "api"

@@ -35,13 +35,13 @@ from rgrid_api.auth import Caps, owner_caps
 from rgrid_api.db.engine import is_postgres
 from rgrid_api.db.models import Attempt, Batch, Execution, LogChunkRow, Output, Worker
 from rgrid_api.db.times import utcnow
-from rgrid_api.driver_messages import Capacity
 from rgrid_api.errors import Invalid
 from rgrid_api.executions import last_log_seq
 from rgrid_api.fairshare import Candidate, RecentUse, fair_order
 from rgrid_api.raytoken import rotation_waits
 from rgrid_api.storage import Storage, object_key, output_key
 from rgrid_api.workers import set_ray_node
+from rgrid_runner.driver_messages import Capacity
 
 
 @dataclass(frozen=True)

@@ -29,13 +29,13 @@ from rgrid.wire import AttemptTicket, FailureReason, Status
 from rgrid_api.attempts import Claimed, Sharing, attempt_lost, attempt_open, claim_queued, renew_dispatched
 from rgrid_api.auth import default_caps, runner_token
 from rgrid_api.db.models import Execution
-from rgrid_api.driver_messages import Capacity, Settled, Submit
 from rgrid_api.driver_process import DriverProcess
 from rgrid_api.fairshare import RecentUse
 from rgrid_api.giveback import give_back
 from rgrid_api.notify import ChangeFeed
 from rgrid_api.settings import Settings
 from rgrid_api.waiting import fail_where_no_node_fits
+from rgrid_runner.driver_messages import Capacity, Settled, Submit
 
 log = logging.getLogger(__name__)
 

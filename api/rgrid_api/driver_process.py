@@ -1,4 +1,4 @@
-"""Keeps the server's Ray driver process (`rgrid_api.raydriver`) running
+"""Keeps the server's Ray driver process (`rgrid_runner.raydriver`) running
 against the cluster's current head.
 
 The server never joins Ray itself: Ray ends a driver whose GCS is gone, and
@@ -27,7 +27,10 @@ from dataclasses import dataclass, field
 from sqlalchemy.orm import sessionmaker
 
 from rgrid.restarts import RestartPolicy
-from rgrid_api.driver_messages import (
+from rgrid_api.raytoken import TokenState, current
+from rgrid_api.settings import Settings
+from rgrid_api.workers import current_head
+from rgrid_runner.driver_messages import (
     FROM_DRIVER,
     Cancel,
     Capacity,
@@ -39,9 +42,6 @@ from rgrid_api.driver_messages import (
     Verify,
     line,
 )
-from rgrid_api.raytoken import TokenState, current
-from rgrid_api.settings import Settings
-from rgrid_api.workers import current_head
 from rgrid_runner.rayuser import as_ray_user, inherited_by_ray, ray_account, with_ray_token
 from rgrid_runner.settings import runner_settings
 
@@ -223,7 +223,7 @@ class DriverProcess:
         if token.token is not None:
             env = with_ray_token(env, token.token)
         proc = subprocess.Popen(
-            as_ray_user(self.ray_account, [sys.executable, "-m", "rgrid_api.raydriver", address]),
+            as_ray_user(self.ray_account, [sys.executable, "-m", "rgrid_runner.raydriver", address]),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,

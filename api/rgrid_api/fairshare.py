@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from rgrid_api.driver_messages import Capacity
+from rgrid_runner.driver_messages import Capacity
 
 # What a CPU running now weighs against CPU-seconds already used: about a
 # second of what it is about to use. Small beside any real history, so an

@@ -12,8 +12,8 @@ from rgrid.wire import OPEN_STATES, ExecutionView, Status
 from rgrid_api.attempts import fail_unschedulable, running_cpus
 from rgrid_api.auth import Caps, owner_caps
 from rgrid_api.db.models import Batch, Execution
-from rgrid_api.driver_messages import Capacity
 from rgrid_api.raytoken import rotation_waits
+from rgrid_runner.driver_messages import Capacity
 
 
 def why_waiting(

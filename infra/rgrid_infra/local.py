@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from rgrid.local import nodes
-from rgrid.local.components import WORKER_PORTS, base_env, node_argv, ray_env
-from rgrid.local.procs import free_ports, spawn
+from rgrid.local.components import provisioned_launch
+from rgrid.local.procs import spawn
 from rgrid_infra.provider import (
     ActionResult,
     BootContext,
@@ -103,17 +103,14 @@ class LocalProvider:
         """`rgrid worker` for a new node, every port on loopback and chosen
         now; it joins wherever the API says the head is."""
         c = self.config
-        own = nodes.node_dir(c.nodes_dir, boot.worker_id)
-        ports = dict(zip(WORKER_PORTS, free_ports(len(WORKER_PORTS)), strict=True))
-        role = [f"--num-cpus={boot.cpus:g}", f"--memory={boot.memory_mb * 2**20}"]
-        argv = node_argv(c.ray_temp_dir, boot.worker_id, ports, role)
-        env = base_env()
-        env.update(ray_env(own / "ray-token"))
-        env.update(
-            RGRID_API_URL=boot.api_url,
-            RGRID_BOOTSTRAP_TOKEN=boot.bootstrap_token,
-            RGRID_CREDENTIAL_FILE=str(own / "credential.json"),
+        launch = provisioned_launch(
+            c.ray_temp_dir,
+            nodes.node_dir(c.nodes_dir, boot.worker_id),
+            boot.worker_id,
+            boot.cpus,
+            boot.memory_mb,
+            boot.api_url,
+            boot.bootstrap_token,
+            c.work_root,
         )
-        if c.work_root is not None:
-            env["RGRID_WORK_ROOT"] = str(c.work_root)
-        return json.dumps({"argv": argv, "env": env})
+        return json.dumps({"argv": launch.argv, "env": launch.env})

@@ -14,12 +14,12 @@ from rgrid_api.attempts import Sharing, claim_queued
 from rgrid_api.auth import Caps, create_key, owner_caps, set_caps
 from rgrid_api.db.engine import make_hot_reader
 from rgrid_api.db.models import Execution
-from rgrid_api.driver_messages import Capacity
 from rgrid_api.errors import Invalid, OverCap
 from rgrid_api.executionread import read_execution
 from rgrid_api.executions import admit, cancel_execution
 from rgrid_api.fairshare import Candidate, RecentUse, fair_order
 from rgrid_api.waiting import why_waiting
+from rgrid_runner.driver_messages import Capacity
 from tests.api.conftest import LEASE_S, submit
 from tests.api.test_batches import finish, make_batch
 from tests.support.memstorage import MemoryStorage

@@ -60,7 +60,7 @@ def _descendants(root: int) -> list[int]:
 
 def test_the_drivers_environment_holds_no_server_setting(api: ApiServer) -> None:
     deadline = time.monotonic() + 60
-    while not (drivers := [p for p in _descendants(api.proc.pid) if "rgrid_api.raydriver" in _cmdline(p)]):
+    while not (drivers := [p for p in _descendants(api.proc.pid) if "rgrid_runner.raydriver" in _cmdline(p)]):
         assert time.monotonic() < deadline, "the API never started its Ray driver"
         time.sleep(0.2)
     for pid in drivers:
@@ -84,8 +84,8 @@ HOSTILE_RESULT = """
 import io, sys, threading, time
 import ray
 from rgrid.wire import AttemptTicket
-from rgrid_api.driver_messages import Submit
-from rgrid_api.raydriver import RayDriver
+from rgrid_runner.driver_messages import Submit
+from rgrid_runner.raydriver import RayDriver
 
 address, marker = sys.argv[1], sys.argv[2]
 

@@ -30,7 +30,7 @@ from typing import TypeVar
 from sqlalchemy.orm import Session, sessionmaker
 
 from rgrid.version import VERSION
-from rgrid.wire import InstanceState, WorkerStatus
+from rgrid.wire import LIVE_WORKER_STATES, InstanceState, WorkerStatus
 from rgrid_api.attempts import attempts_on_workers, fail_unschedulable
 from rgrid_api.autoscaler import instances
 from rgrid_api.autoscaler import plan as p
@@ -203,21 +203,21 @@ class Autoscaler:
         by_name = {i.name: i for i in state.instances}
         with self.sessions() as session:
             for name, server in out.adopt.items():
-                instances.move(session, name, InstanceState.ALLOCATED, "found by name", server_id=server.id)
-                log.info("adopted server %s (%s)", name, server.id)
-            for name, (to_state, reason) in out.moves.items():
-                instances.move(session, name, to_state, reason)
-                log.info("instance %s: %s (%s)", name, to_state, reason)
-                if to_state == InstanceState.DELETED and by_name[name].worker_status in (
-                    "active",
-                    "draining",
+                if instances.move(
+                    session, name, InstanceState.ALLOCATED, "found by name", server_id=server.id
                 ):
+                    log.info("adopted server %s (%s)", name, server.id)
+            for name, (to_state, reason) in out.moves.items():
+                if not instances.move(session, name, to_state, reason):
+                    continue  # another server moved it meanwhile
+                log.info("instance %s: %s (%s)", name, to_state, reason)
+                if to_state == InstanceState.DELETED and by_name[name].worker_status in LIVE_WORKER_STATES:
                     self._worker_gone(session, name, reason)
             session.commit()
             for name in out.drains:
-                instances.move(session, name, InstanceState.DRAINING, "idle")
-                set_status(session, name, WorkerStatus.DRAINING)
-                log.info("draining %s: idle", name)
+                if instances.move(session, name, InstanceState.DRAINING, "idle"):
+                    set_status(session, name, WorkerStatus.DRAINING)
+                    log.info("draining %s: idle", name)
             for key, why in out.unschedulable.items():
                 attempt = fail_unschedulable(session, key, why)
                 if attempt is not None and self.transport is not None:
@@ -239,9 +239,10 @@ class Autoscaler:
 
     def _delete(self, name: str, server_id: str | None, reason: str) -> None:
         with self.sessions() as session:
-            instances.move(session, name, InstanceState.DELETING, reason)
+            moved = instances.move(session, name, InstanceState.DELETING, reason)
             session.commit()
-        log.info("deleting %s: %s", name, reason)
+        if moved:
+            log.info("deleting %s: %s", name, reason)
         if server_id is not None:
             self._call(self.provider.delete, server_id)
         self.action_errors.pop(name, None)

@@ -12,7 +12,7 @@ from pathlib import Path
 from secrets import token_hex
 
 from rgrid.config import write_private, write_private_text
-from rgrid.local.procs import port_open
+from rgrid.local.procs import free_ports, port_open
 
 RAY_PORTS = ("gcs", "dashboard", "client", "agent_listen", "agent_grpc", "metrics", "runtime_env_agent")
 S3_PORTS = ("s3", "s3_grpc", "master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc")
@@ -192,6 +192,35 @@ def worker_launch(
         node_argv(ray_temp_dir(home), worker_id, ports, role),
         _agent_env(api_url, credential, work_root, ray_token),
     )
+
+
+def provisioned_launch(
+    temp_dir: Path,
+    own: Path,
+    worker_id: str,
+    cpus: float,
+    memory_mb: int,
+    api_url: str,
+    bootstrap_token: str,
+    work_root: Path | None,
+) -> Launch:
+    """A worker node that the autoscaler's local provider (`rgrid_infra.local`)
+    creates, all it needs of the local grid: every port on loopback and
+    chosen now; it joins with its single-use bootstrap token, as a cloud
+    server does, keeps its credential and its copy of the Ray token in
+    `own`, and joins wherever the API says the head is."""
+    ports = dict(zip(WORKER_PORTS, free_ports(len(WORKER_PORTS)), strict=True))
+    role = [f"--num-cpus={cpus:g}", f"--memory={memory_mb * 2**20}"]
+    env = base_env()
+    env.update(ray_env(own / "ray-token"))
+    env.update(
+        RGRID_API_URL=api_url,
+        RGRID_BOOTSTRAP_TOKEN=bootstrap_token,
+        RGRID_CREDENTIAL_FILE=str(own / "credential.json"),
+    )
+    if work_root is not None:
+        env["RGRID_WORK_ROOT"] = str(work_root)
+    return Launch(node_argv(temp_dir, worker_id, ports, role), env)
 
 
 def worker_healthy(ports: dict[str, int]) -> bool:

@@ -26,7 +26,7 @@ from rgrid.wire import (
     WORKER_RESOURCE_PREFIX,
     resource_name,
 )
-from rgrid_api.driver_messages import (
+from rgrid_runner.driver_messages import (
     TO_DRIVER,
     Cancel,
     Capacity,
@@ -41,7 +41,7 @@ from rgrid_api.driver_messages import (
 from rgrid_runner.ray_compat import NODE_ID_LABEL, drain_node, job_nodes, node_alive, node_carries
 from rgrid_runner.raytask import run_attempt
 
-log = logging.getLogger("rgrid_api.raydriver")
+log = logging.getLogger("rgrid_runner.raydriver")
 
 MIB = 1024 * 1024
 WATCH_INTERVAL_S = 0.2
