@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -164,7 +165,7 @@ def rgrid_env(api: ApiServer, tmp_path: Path) -> dict[str, str]:
 
 
 def run_cli(
-    args: list[str], cwd: Path, env: dict[str, str], timeout: float = 120, **kwargs: object
+    args: list[str], cwd: Path, env: dict[str, str], timeout: float = 120, **kwargs: Any
 ) -> subprocess.CompletedProcess[str]:
     """Run the rgrid CLI as a user would: a separate process."""
     return subprocess.run(

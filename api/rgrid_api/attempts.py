@@ -39,7 +39,7 @@ from rgrid_api.errors import Invalid
 from rgrid_api.executions import last_log_seq
 from rgrid_api.fairshare import Candidate, RecentUse, fair_order
 from rgrid_api.raytoken import rotation_waits
-from rgrid_api.storage import Storage, object_key, output_key
+from rgrid_api.storage import ObjectStore, object_key, output_key
 from rgrid_api.workers import set_ray_node
 from rgrid_runner.driver_messages import Capacity
 
@@ -273,7 +273,7 @@ def _current(session: Session, execution_id: str, attempt: int) -> tuple[Executi
 
 def start_attempt(
     session: Session,
-    storage: Storage,
+    storage: ObjectStore,
     execution_id: str,
     attempt: int,
     start: RunnerStart,
@@ -384,7 +384,7 @@ def _add_lines(
 
 
 def output_upload_urls(
-    session: Session, storage: Storage, execution_id: str, attempt: int, paths: list[str]
+    session: Session, storage: ObjectStore, execution_id: str, attempt: int, paths: list[str]
 ) -> dict[str, str]:
     _current(session, execution_id, attempt)
     session.rollback()
@@ -402,7 +402,7 @@ def _final_status(result: RunnerResult) -> tuple[Status, str | None]:
 
 
 def complete_attempt(
-    session: Session, storage: Storage, execution_id: str, attempt: int, result: RunnerResult
+    session: Session, storage: ObjectStore, execution_id: str, attempt: int, result: RunnerResult
 ) -> None:
     """Record the last output lines, the final result and the outputs in one
     transaction. Outputs are checked to exist in storage first, so a

@@ -30,7 +30,7 @@ from rgrid_api.executions import admit, cancel_open, new_execution, output_file,
 from rgrid_api.ids import BATCH_ID_LENGTH, BATCH_PREFIX, new_batch_id
 from rgrid_api.lookup import find_by_prefix
 from rgrid_api.resultcache import copy_results, previous_results, reuse
-from rgrid_api.storage import Storage
+from rgrid_api.storage import ObjectStore
 from rgrid_api.uploads import require_complete
 
 
@@ -225,7 +225,7 @@ def cancel_batch(
     return batch, touched, unstarted
 
 
-def batch_outputs(session: Session, storage: Storage, batch: Batch) -> dict[str, list[OutputFile]]:
+def batch_outputs(session: Session, storage: ObjectStore, batch: Batch) -> dict[str, list[OutputFile]]:
     """Every output of the batch's executions, with download URLs."""
     found: dict[str, list[OutputFile]] = {}
     rows = session.scalars(

@@ -28,7 +28,7 @@ from rgrid_api.errors import Invalid, OverCap
 from rgrid_api.ids import ID_LENGTH, new_execution_id
 from rgrid_api.lookup import find_by_prefix
 from rgrid_api.resultcache import content_key, copy_results, previous_results, reuse
-from rgrid_api.storage import Storage
+from rgrid_api.storage import ObjectStore
 from rgrid_api.uploads import require_complete
 
 
@@ -173,12 +173,12 @@ def last_log_seq(session: Session, execution_id: str) -> int:
     return seq or 0
 
 
-def list_outputs(session: Session, storage: Storage, execution: Execution) -> list[OutputFile]:
+def list_outputs(session: Session, storage: ObjectStore, execution: Execution) -> list[OutputFile]:
     rows = session.scalars(select(Output).where(Output.execution_id == execution.id).order_by(Output.path))
     return [output_file(storage, r) for r in rows]
 
 
-def output_file(storage: Storage, row: Output) -> OutputFile:
+def output_file(storage: ObjectStore, row: Output) -> OutputFile:
     """An output as the client gets it: with a fresh presigned URL."""
     return OutputFile(
         path=row.path,

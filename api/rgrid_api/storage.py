@@ -13,6 +13,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from minio import Minio
 from minio.datatypes import Part
@@ -45,6 +46,22 @@ def _answering() -> Iterator[None]:
         raise StorageUnavailable(
             f"object storage is unavailable ({exc.__class__.__name__}); try again"
         ) from exc
+
+
+class ObjectStore(Protocol):
+    """What the control plane's decisions need of storage: presigned URLs
+    and what an object holds. `Storage` is S3; the fast tests give the same
+    answers from memory."""
+
+    def presign_put(self, key: str) -> str: ...
+    def presign_get(self, key: str) -> str: ...
+    def start_multipart(self, key: str) -> str: ...
+    def presign_part(self, key: str, upload_id: str, number: int) -> str: ...
+    def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> None: ...
+    def abort_multipart(self, key: str, upload_id: str) -> None: ...
+    def size(self, key: str) -> int | None: ...
+    def sha256(self, key: str) -> str: ...
+    def delete(self, key: str) -> None: ...
 
 
 class Storage:

@@ -21,7 +21,7 @@ from rgrid.wire import ObjectSpec, UploadCompletion, UploadPart, UploadPlan, Upl
 from rgrid_api.db.models import StoredObject
 from rgrid_api.errors import Invalid, NotFound, StorageUnavailable, TooLarge
 from rgrid_api.settings import Settings
-from rgrid_api.storage import Storage, object_key
+from rgrid_api.storage import ObjectStore, object_key
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ MAX_PARTS = 10_000
 
 
 def plan_uploads(
-    session: Session, storage: Storage, settings: Settings, owner: str, objects: list[ObjectSpec]
+    session: Session, storage: ObjectStore, settings: Settings, owner: str, objects: list[ObjectSpec]
 ) -> UploadPlan:
     """Tickets for the objects the owner does not have yet. Two clients may
     announce the same new object at once; the loser of that insert race
@@ -42,7 +42,7 @@ def plan_uploads(
 
 
 def _plan(
-    session: Session, storage: Storage, settings: Settings, owner: str, objects: list[ObjectSpec]
+    session: Session, storage: ObjectStore, settings: Settings, owner: str, objects: list[ObjectSpec]
 ) -> UploadPlan:
     wanted = {o.sha256: o for o in objects}
     too_big = [o for o in objects if o.size > settings.max_input_bytes]
@@ -74,7 +74,7 @@ def _plan(
     return UploadPlan(missing=missing)
 
 
-def _ticket(storage: Storage, settings: Settings, owner: str, row: StoredObject) -> UploadTicket:
+def _ticket(storage: ObjectStore, settings: Settings, owner: str, row: StoredObject) -> UploadTicket:
     key = object_key(owner, row.sha256)
     if row.size < settings.multipart_threshold:
         row.upload_id = None
@@ -90,7 +90,7 @@ def _ticket(storage: Storage, settings: Settings, owner: str, row: StoredObject)
     )
 
 
-def complete_upload(session: Session, storage: Storage, owner: str, done: UploadCompletion) -> None:
+def complete_upload(session: Session, storage: ObjectStore, owner: str, done: UploadCompletion) -> None:
     row = session.scalar(
         select(StoredObject).where(StoredObject.owner == owner, StoredObject.sha256 == done.sha256)
     )
@@ -138,7 +138,7 @@ def require_complete(session: Session, owner: str, shas: set[str]) -> None:
         raise Invalid(f"objects not uploaded: {shown}{more}")
 
 
-def _complete_parts(storage: Storage, key: str, upload_id: str, done: UploadCompletion) -> None:
+def _complete_parts(storage: ObjectStore, key: str, upload_id: str, done: UploadCompletion) -> None:
     """Assemble the parts. A client whose completion timed out, or whose
     answer was lost, asks again; by then storage may have assembled them
     and forgotten the upload id (AWS and MinIO answer NoSuchUpload), or

@@ -74,7 +74,9 @@ def queue(session: Session, n: int, cpu: float = 2.0) -> list[str]:
     return ids
 
 
-def test_demand_creates_servers_within_max_nodes_and_budget(sessions, session, fake) -> None:  # type: ignore[no-untyped-def]
+def test_demand_creates_servers_within_max_nodes_and_budget(
+    sessions: sessionmaker[Session], session: Session, fake: FakeHcloud
+) -> None:
     queue(session, 10)
     a = scaler(sessions, fake, autoscaler_budget_eur_per_hour=0.02)
     a.cycle()
@@ -89,7 +91,9 @@ def test_demand_creates_servers_within_max_nodes_and_budget(sessions, session, f
     assert len(fake.servers) == 3  # max nodes
 
 
-def test_no_capacity_in_one_location_falls_back_to_the_next_at_once(sessions, session, fake) -> None:  # type: ignore[no-untyped-def]
+def test_no_capacity_in_one_location_falls_back_to_the_next_at_once(
+    sessions: sessionmaker[Session], session: Session, fake: FakeHcloud
+) -> None:
     queue(session, 1)
     fake.inject("POST", "/servers", 412, "resource_unavailable", match={"location": "fsn1"}, times=5)
     scaler(sessions, fake).cycle()
@@ -97,7 +101,9 @@ def test_no_capacity_in_one_location_falls_back_to_the_next_at_once(sessions, se
     assert sorted(rows(session).values()) == [InstanceState.ALLOCATED, InstanceState.ALLOCATION_FAILED]
 
 
-def test_429_pauses_every_call_until_the_reset_then_resumes(sessions, session, fake) -> None:  # type: ignore[no-untyped-def]
+def test_429_pauses_every_call_until_the_reset_then_resumes(
+    sessions: sessionmaker[Session], session: Session, fake: FakeHcloud
+) -> None:
     queue(session, 1)
     a = scaler(sessions, fake)
     fake.throttle(2)
@@ -113,7 +119,9 @@ def test_429_pauses_every_call_until_the_reset_then_resumes(sessions, session, f
     assert len(fake.servers) == 1
 
 
-def test_refused_credentials_disable_scale_up_and_say_so(sessions, session, fake) -> None:  # type: ignore[no-untyped-def]
+def test_refused_credentials_disable_scale_up_and_say_so(
+    sessions: sessionmaker[Session], session: Session, fake: FakeHcloud
+) -> None:
     queue(session, 1)
     a = scaler(sessions, fake, hcloud_token="wrong")
     out = a.cycle()
@@ -122,7 +130,9 @@ def test_refused_credentials_disable_scale_up_and_say_so(sessions, session, fake
     assert any("credentials" in b for b in out.blocked)
 
 
-def test_an_action_error_deletes_the_server(sessions, session, fake) -> None:  # type: ignore[no-untyped-def]
+def test_an_action_error_deletes_the_server(
+    sessions: sessionmaker[Session], session: Session, fake: FakeHcloud
+) -> None:
     queue(session, 1)
     a = scaler(sessions, fake, autoscaler_max_creates_per_cycle=1)
     a.cycle()
@@ -136,7 +146,9 @@ def test_an_action_error_deletes_the_server(sessions, session, fake) -> None:  #
     assert name not in [s["name"] for s in fake.servers.values()]
 
 
-def test_a_timed_out_create_is_adopted_not_duplicated(sessions, session, fake, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_timed_out_create_is_adopted_not_duplicated(
+    sessions: sessionmaker[Session], session: Session, fake: FakeHcloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import rgrid_infra.hetzner as hz
 
     monkeypatch.setattr(hz, "TIMEOUT_S", (1.0, 0.3))
@@ -152,8 +164,8 @@ def test_a_timed_out_create_is_adopted_not_duplicated(sessions, session, fake, m
 
 
 def test_an_orphan_from_a_crash_before_the_database_write_is_deleted_after_the_grace(
-    sessions, session, fake
-) -> None:  # type: ignore[no-untyped-def]
+    sessions: sessionmaker[Session], session: Session, fake: FakeHcloud
+) -> None:
     stray = fake.add_server("t-deadbeef", {CLUSTER_LABEL: "t", "rgrid-role": "worker"})
     a = scaler(sessions, fake)
     a.cycle()
@@ -163,7 +175,9 @@ def test_an_orphan_from_a_crash_before_the_database_write_is_deleted_after_the_g
     assert stray["id"] not in fake.servers
 
 
-def test_a_server_deleted_outside_rgrid_has_its_work_requeued(sessions, session, fake) -> None:  # type: ignore[no-untyped-def]
+def test_a_server_deleted_outside_rgrid_has_its_work_requeued(
+    sessions: sessionmaker[Session], session: Session, fake: FakeHcloud
+) -> None:
     from rgrid.wire import RunnerStart
     from rgrid_api.attempts import claim_queued, start_attempt
 
@@ -189,11 +203,14 @@ def test_a_server_deleted_outside_rgrid_has_its_work_requeued(sessions, session,
     a.cycle()
     assert rows(session)[name] == InstanceState.DELETED
     session.expire_all()
-    assert session.get(Execution, eid).status == Status.QUEUED
+    requeued = session.get(Execution, eid)
+    assert requeued is not None and requeued.status == Status.QUEUED
     session.rollback()
 
 
-def test_a_node_that_never_joins_is_deleted(sessions, session, fake) -> None:  # type: ignore[no-untyped-def]
+def test_a_node_that_never_joins_is_deleted(
+    sessions: sessionmaker[Session], session: Session, fake: FakeHcloud
+) -> None:
     queue(session, 1)
     a = scaler(sessions, fake)
     a.cycle()
@@ -209,18 +226,20 @@ def test_a_node_that_never_joins_is_deleted(sessions, session, fake) -> None:  #
     assert any("no agent registered" in r for r in reasons)
 
 
-def test_work_no_server_could_run_fails_at_once_with_a_reason(sessions, session, fake) -> None:  # type: ignore[no-untyped-def]
+def test_work_no_server_could_run_fails_at_once_with_a_reason(
+    sessions: sessionmaker[Session], session: Session, fake: FakeHcloud
+) -> None:
     (eid,) = queue(session, 1, cpu=64)
     scaler(sessions, fake).cycle()
     session.expire_all()
     e = session.get(Execution, eid)
-    assert e.status == Status.FAILED and e.failure_reason == "unschedulable"
+    assert e is not None and e.status == Status.FAILED and e.failure_reason == "unschedulable"
     assert "64 CPU" in (e.failure_detail or "") and fake.servers == {}
 
 
 def test_a_bootstrap_token_is_single_use_and_its_credential_dies_with_the_node(
-    sessions, session, fake
-) -> None:  # type: ignore[no-untyped-def]
+    sessions: sessionmaker[Session], session: Session, fake: FakeHcloud
+) -> None:
     queue(session, 1)
     a = scaler(sessions, fake)
     a.cycle()
@@ -237,7 +256,9 @@ def test_a_bootstrap_token_is_single_use_and_its_credential_dies_with_the_node(
     assert worker_for(session, granted[1]) is None
 
 
-def test_with_two_servers_one_autoscaler_acts_and_the_other_takes_over(sessions, session, fake) -> None:  # type: ignore[no-untyped-def]
+def test_with_two_servers_one_autoscaler_acts_and_the_other_takes_over(
+    sessions: sessionmaker[Session], session: Session, fake: FakeHcloud
+) -> None:
     queue(session, 1)
     first = scaler(sessions, fake, autoscaler_interval_s=0.1)
     second = scaler(sessions, fake, autoscaler_interval_s=0.1)
@@ -264,8 +285,8 @@ def test_with_two_servers_one_autoscaler_acts_and_the_other_takes_over(sessions,
 
 
 def test_a_crash_between_the_create_call_and_the_database_write_is_adopted_not_duplicated(
-    sessions, session, fake, monkeypatch
-) -> None:  # type: ignore[no-untyped-def]
+    sessions: sessionmaker[Session], session: Session, fake: FakeHcloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from rgrid_api.autoscaler import instances
 
     queue(session, 1)

@@ -17,7 +17,7 @@ from rgrid_api.ids import ID_LENGTH
 from rgrid_api.lookup import prefix_query
 
 
-def _plan(session: Session, statement: Select) -> str:  # type: ignore[type-arg]
+def _plan(session: Session, statement: Select) -> str:
     compiled = statement.compile(session.get_bind(), compile_kwargs={"literal_binds": True})
     rows = session.execute(text(f"EXPLAIN QUERY PLAN {compiled}")).all()
     return " | ".join(str(row[-1]) for row in rows)

@@ -137,13 +137,13 @@ def test_abandoned_uploads_are_gone_after_the_grace_period(session: Session, s3:
     (put,) = plan_uploads(
         session, storage, settings, "alice", [ObjectSpec(sha256=stray_sha, size=len(stray))]
     ).missing
-    httpx.put(put.url, content=stray, timeout=STORAGE_TIMEOUT_S).raise_for_status()
+    httpx.put(str(put.url), content=stray, timeout=STORAGE_TIMEOUT_S).raise_for_status()
     kept = b"kept\n"
     kept_sha = hashlib.sha256(kept).hexdigest()
     (done,) = plan_uploads(
         session, storage, settings, "alice", [ObjectSpec(sha256=kept_sha, size=len(kept))]
     ).missing
-    httpx.put(done.url, content=kept, timeout=STORAGE_TIMEOUT_S).raise_for_status()
+    httpx.put(str(done.url), content=kept, timeout=STORAGE_TIMEOUT_S).raise_for_status()
     complete_upload(session, storage, "alice", UploadCompletion(sha256=kept_sha, size=len(kept)))
     listed = {
         upload_id for _key, upload_id in storage.stale_multiparts(datetime.now(UTC) + timedelta(hours=1))

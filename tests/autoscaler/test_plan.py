@@ -46,7 +46,7 @@ def need(key: str, cpu: float = 1, memory_mb: int = 512, runtime: str = PY) -> N
     return Need(key, cpu, memory_mb, runtime)
 
 
-def inst(name: str, state: str, since: float = 0, **kw: object) -> InstanceRecord:
+def inst(name: str, state: InstanceState, since: float = 0, **kw: object) -> InstanceRecord:
     fields: dict = dict(
         server_id=f"id-{name}",
         server_type="small",

@@ -20,7 +20,7 @@ from rgrid.errors import RgridError
 from rgrid.hashcache import sha256_file
 from rgrid.local.procs import free_port, stop_session
 from rgrid.transfer import upload_missing
-from rgrid.wire import ExecutionCreate, InputFile, Status
+from rgrid.wire import ExecutionCreate, InputFile, Resources, Status
 from rgrid_api.db.engine import make_engine
 from tests.support.services import (
     ApiServer,
@@ -114,7 +114,7 @@ def submit_jobs(
             script=InputFile(sha256=sha, path="chaos_job.py"),
             args=[name, f"{rng.uniform(*seconds):.2f}"],
             retries=retries,
-            resources={"cpu": 1, "memory_mb": 256, "timeout_s": 300},
+            resources=Resources(cpu=1, memory_mb=256, timeout_s=300),
         )
         ids[client.create_execution(body).id] = name
     return ids
@@ -161,7 +161,7 @@ def assert_exactly_once(database_url: str, client: Client, ids: dict[str, str]) 
         assert execution.status == Status.SUCCEEDED, (execution_id, execution.failure_reason)
         (out,) = client.outputs(execution_id).outputs
         assert out.path == f"out/{name}.txt"
-        assert client.storage.get(out.url).content == name.encode()
+        assert client.storage.get(str(out.url)).content == name.encode()
 
 
 def retries_spent(database_url: str, execution_id: str) -> int:

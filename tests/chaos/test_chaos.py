@@ -84,7 +84,7 @@ def test_worker_nodes_killed_three_times(cluster: Cluster) -> None:
                 if a.worker == victim and a.failure_reason == "worker_lost"
             ]
             assert lost, f"no attempt was running on {victim}"
-            delays += [a.finished_at.timestamp() - at for a in lost]
+            delays += [a.finished_at.timestamp() - at for a in lost if a.finished_at]
         assert max(delays) <= HEARTBEAT_TIMEOUT_S + 2, delays
         print(
             f"\nkill -> requeue: median {sorted(delays)[len(delays) // 2]:.3f} s, "
@@ -106,7 +106,9 @@ def test_server_killed_mid_batch_and_restarted(cluster: Cluster) -> None:
     with cluster.client() as client:
         wait_final(client, ids, timeout=300)
         assert_exactly_once(cluster.database_url, client, ids)
-        finished = max(client.get_execution(i).finished_at.timestamp() for i in ids)
+        finished = max(
+            view.finished_at.timestamp() for view in map(client.get_execution, ids) if view.finished_at
+        )
         print(f"\nserver kill -> batch done: {finished - killed_at:.1f} s")
 
 
@@ -152,7 +154,9 @@ def test_stale_runner_cannot_overwrite_the_new_attempt(cluster: Cluster) -> None
         assert execution.attempts[0].failure_reason == "worker_lost"
         assert execution.attempts[1].worker != worker
         assert_exactly_once(cluster.database_url, client, ids)
-        requeue = execution.attempts[0].finished_at.timestamp() - stopped_at
+        lost_at = execution.attempts[0].finished_at
+        assert lost_at is not None
+        requeue = lost_at.timestamp() - stopped_at
         assert requeue <= HEARTBEAT_TIMEOUT_S + 2
         print(f"\npartition -> requeue (heartbeat path): {requeue:.1f} s")
     cluster.workers.pop(worker).stop()
@@ -235,7 +239,7 @@ def test_database_restarted_and_connections_killed(cluster: Cluster, postgres: P
                 {"db": database},
             ).scalar()
         admin.dispose()
-        assert killed > 0
+        assert killed is not None and killed > 0
         time.sleep(3)
         postgres.restart()
         wait_final(client, ids, timeout=300)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from rgrid.cli.inspect import WHOLE_BATCH_ROWS, show_batch
-from rgrid.wire import BatchExecution, BatchView, FailureReason, Status
+from rgrid.wire import BatchExecution, BatchStatus, BatchView, FailureReason, Status
 
 
 def _batch(total: int) -> BatchView:
@@ -26,7 +26,7 @@ def _batch(total: int) -> BatchView:
     )
     return BatchView(
         id="b-big",
-        status="failed",
+        status=BatchStatus.FAILED,
         script="proc.py",
         total=total,
         counts={"succeeded": total - 1, "failed": 1},

@@ -26,7 +26,9 @@ def test_files_mirror_the_current_directory(cwd: Path) -> None:
     assert [f.remote for f in plan.inputs] == ["data/x.csv"]
 
 
-def test_files_outside_the_current_directory_get_distinct_places(cwd: Path, tmp_path_factory) -> None:
+def test_files_outside_the_current_directory_get_distinct_places(
+    cwd: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     a = tmp_path_factory.mktemp("a") / "data.csv"
     b = tmp_path_factory.mktemp("b") / "data.csv"
     a.write_text("a")

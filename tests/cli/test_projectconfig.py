@@ -13,7 +13,14 @@ import pytest
 from rgrid.errors import UsageError
 from rgrid.projectconfig import resolve
 
-NOTHING_GIVEN = {"runtime": None, "cpu": None, "memory": None, "timeout": None, "include": [], "env": []}
+NOTHING_GIVEN: dict[str, object] = {
+    "runtime": None,
+    "cpu": None,
+    "memory": None,
+    "timeout": None,
+    "include": [],
+    "env": [],
+}
 
 
 def test_without_a_file_rgrids_defaults_apply(tmp_path: Path) -> None:

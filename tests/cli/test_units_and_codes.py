@@ -11,7 +11,7 @@ import pytest
 
 from rgrid.errors import UsageError, exit_code_for, exit_code_for_batch
 from rgrid.units import job_resources, parse_duration_s, parse_env, parse_memory_mb
-from rgrid.wire import BatchExecution, BatchView, ExecutionView, Resources, Status
+from rgrid.wire import BatchExecution, BatchStatus, BatchView, ExecutionView, FailureReason, Resources, Status
 
 
 @pytest.mark.parametrize(
@@ -47,13 +47,13 @@ def test_env_pairs() -> None:
 def _view(status: str, reason: str | None = None, code: int | None = None) -> ExecutionView:
     return ExecutionView(
         id="x",
-        status=status,
+        status=Status(status),
         script="s.py",
         args=[],
         runtime="python",
         resources=Resources(),
         created_at=datetime.now(UTC),
-        failure_reason=reason,
+        failure_reason=FailureReason(reason) if reason else None,
         exit_code=code,
     )
 
@@ -87,7 +87,7 @@ def test_exit_codes(status: str, reason: str | None, code: int | None, expected:
 def test_batch_exit_codes(status: str, members: list[tuple[str, str | None]], expected: int) -> None:
     batch = BatchView(
         id="b-12345678",
-        status=status,
+        status=BatchStatus(status),
         script="job.py",
         total=len(members),
         counts={},

@@ -61,7 +61,7 @@ def test_corrupted_upload_is_refused_and_not_usable(client: Client, tmp_path: Pa
     real = os.urandom(1000)
     claimed = hashlib.sha256(b"something else").hexdigest()
     plan = client.plan_uploads([ObjectSpec(sha256=claimed, size=1000)])
-    httpx.put(plan.missing[0].url, content=real, timeout=120).raise_for_status()
+    httpx.put(str(plan.missing[0].url), content=real, timeout=120).raise_for_status()
     with pytest.raises(ApiError, match="corrupted"):
         client.complete_upload(UploadCompletion(sha256=claimed, size=1000))
     with pytest.raises(ApiError, match="not uploaded"):

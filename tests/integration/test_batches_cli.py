@@ -18,6 +18,7 @@ from rgrid.batchplan import plan_batch
 from rgrid.cli.batch import submit_batch
 from rgrid.client import Client
 from rgrid.errors import UsageError
+from rgrid.wire import JobSpec
 from tests.conftest import run_cli
 
 PROC = """import sys
@@ -138,7 +139,7 @@ def test_an_input_deleted_after_globbing_submits_nothing(
     before = {b.id for b in client.list_batches().batches}
     (project / "data" / "b.csv").unlink()
     with pytest.raises(UsageError, match=r"cannot read data/b\.csv"):
-        submit_batch(client, plan, {}, None)
+        submit_batch(client, plan, JobSpec(), None)
     assert {b.id for b in client.list_batches().batches} == before
 
 

@@ -137,7 +137,7 @@ def test_a_hostile_build_runs_as_the_job_and_reaches_nothing_of_the_node(
     grid_state.write_text('{"api_key": "grid-secret"}')
     grid_state.chmod(0o644)
     public, private, metadata = net_hosts["public"], net_hosts["private"], net_hosts["metadata"]
-    targets = {
+    targets: dict[str, list] = {
         "files": [
             "/etc/shadow",
             str(credential),

@@ -204,7 +204,7 @@ def test_follow_streams_while_the_script_runs(tmp_path: Path, rgrid_env: dict[st
         stderr=subprocess.PIPE,
         text=True,
     )
-    assert proc.stdout.readline() == "waiting\n"
+    assert proc.stdout is not None and proc.stdout.readline() == "waiting\n"
     gate.open()
     rest, _err = proc.communicate(timeout=60)
     assert rest == "finished\n"
@@ -221,7 +221,7 @@ def test_ctrl_c_detaches_and_the_run_goes_on(tmp_path: Path, rgrid_env: dict[str
         stderr=subprocess.PIPE,
         text=True,
     )
-    assert proc.stdout.readline() == "waiting\n"
+    assert proc.stdout is not None and proc.stdout.readline() == "waiting\n"
     proc.send_signal(signal.SIGINT)
     _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130

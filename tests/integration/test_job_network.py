@@ -149,11 +149,12 @@ def test_a_hostile_job_cannot_take_over_the_grid(
     dashboard_port = int(ray_head.dashboard.rsplit(":", 1)[1])
     ports = listening_ports()
     assert dashboard_port in ports and int(api.url.rsplit(":", 1)[1]) in ports
+    dashboards = [f"http://{host}:{dashboard_port}" for host in ("127.0.0.1", node_address())]
     targets = {
         "hosts": ["127.0.0.1", node_address(), "GATEWAY"],
         "ports": ports,
         "urls": [h.url for h in net_hosts.values()],
-        "dashboards": [f"http://{host}:{dashboard_port}" for host in ("127.0.0.1", node_address())],
+        "dashboards": dashboards,
         "marker": str(marker),
     }
     (tmp_path / "attack.py").write_text(PROBE)
@@ -165,7 +166,7 @@ def test_a_hostile_job_cannot_take_over_the_grid(
     assert found["urls"][net_hosts["public"].url] == net_hosts["public"].body
     for name in ("private", "metadata"):
         assert found["urls"][net_hosts[name].url] != net_hosts[name].body
-    for dashboard in targets["dashboards"]:
+    for dashboard in dashboards:
         assert found["urls"][dashboard] not in (200, 201)
     assert not marker.exists()
 

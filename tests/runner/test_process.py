@@ -8,7 +8,7 @@ import threading
 import time
 from pathlib import Path
 
-from rgrid_runner.process import run_supervised
+from rgrid_runner.process import ProcessOutcome, run_supervised
 from rgrid_runner.workdir import OutputLimits, changed_files, snapshot
 
 FORKER = """
@@ -22,7 +22,9 @@ time.sleep(600)
 """
 
 
-def run(script: str, tmp_path: Path, timeout: float = 30.0, stop: threading.Event | None = None):
+def run(
+    script: str, tmp_path: Path, timeout: float = 30.0, stop: threading.Event | None = None
+) -> tuple[ProcessOutcome, list[tuple[str, str]]]:
     (tmp_path / "s.py").write_text(script)
     lines: list[tuple[str, str]] = []
     outcome = run_supervised(

@@ -203,7 +203,7 @@ def test_two_jobs_cannot_see_signal_or_read_each_other(
         "time.sleep(60)\n"
     )
     done = threading.Event()
-    results: dict[str, object] = {}
+    results: dict[str, tuple[Confined, str]] = {}
 
     def job_a(user: JobUser) -> None:
         results["a"] = run_job(confinement, user, interp, work_a, code_a)
@@ -247,7 +247,7 @@ print(json.dumps(found))
     assert all(
         v in ("ProcessLookupError", "PermissionError") for k, v in found_b.items() if k.startswith("kill")
     )
-    ended_a, _ = results["a"]  # type: ignore[misc]
+    ended_a, _ = results["a"]
     assert ended_a.outcome.stopped  # A ran until the test stopped it: B never killed it
 
 

@@ -138,6 +138,7 @@ class FakeHcloud:
         self.throttled_until = 0.0
         self.requests: list[tuple[float, str, str]] = []
         self.remaining = rate_limit
+        self._hour: int | None = None  # the hour the rate limit counts
         self._next_id = 1000
         self._lock = threading.RLock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -389,7 +390,7 @@ class FakeHcloud:
                 with fake._lock:
                     fake.requests.append((now, method, urlparse(self.path).path.removeprefix("/v1")))
                     hour = int(now // 3600)
-                    if getattr(fake, "_hour", None) != hour:
+                    if fake._hour != hour:
                         fake._hour, fake.remaining = hour, fake.rate_limit
                     fake.remaining = max(0, fake.remaining - 1)
                 reset = math.ceil(
