@@ -26,6 +26,7 @@ from rgrid_api.db.engine import make_engine, make_hot_reader, make_readers, make
 from rgrid_api.db.migrate import upgrade
 from rgrid_api.deps import AppState, Owner
 from rgrid_api.dispatcher import Dispatcher
+from rgrid_api.driver_process import DriverProcess
 from rgrid_api.errors import DomainError
 from rgrid_api.finalviews import FinalViews
 from rgrid_api.monitor import Monitor
@@ -64,7 +65,9 @@ def build_state(settings: Settings, with_dispatcher: bool = True) -> AppState:
     feed = ChangeFeed()
     provider = make_provider(settings)
     dispatcher = (
-        Dispatcher(settings, sessions, readers, feed, fail_unfit=provider is None)
+        Dispatcher(
+            settings, sessions, readers, feed, DriverProcess(settings, sessions), fail_unfit=provider is None
+        )
         if with_dispatcher
         else None
     )

@@ -29,11 +29,11 @@ from rgrid.wire import AttemptTicket, FailureReason, Status
 from rgrid_api.attempts import Claimed, Sharing, attempt_lost, attempt_open, claim_queued, renew_dispatched
 from rgrid_api.auth import default_caps, runner_token
 from rgrid_api.db.models import Execution
-from rgrid_api.driver_process import DriverProcess
 from rgrid_api.fairshare import RecentUse
 from rgrid_api.giveback import give_back
 from rgrid_api.notify import ChangeFeed
 from rgrid_api.settings import Settings
+from rgrid_api.transport import Transport
 from rgrid_api.waiting import fail_where_no_node_fits
 from rgrid_runner.driver_messages import Capacity, Settled, Submit
 
@@ -49,6 +49,7 @@ class Dispatcher:
         sessions: sessionmaker,
         readers: sessionmaker,
         feed: ChangeFeed,
+        transport: Transport,
         fail_unfit: bool = False,
     ) -> None:
         """`fail_unfit`: no autoscaler could add a node, so what fits none of
@@ -59,9 +60,7 @@ class Dispatcher:
         self.sessions = sessions
         self.readers = readers
         self.feed = feed
-        self.transport = DriverProcess(
-            settings, sessions, on_connected=feed.work_queued, on_settled=self._settle, on_lost=self._lost
-        )
+        self.transport = transport
         self.sharing = Sharing(settings.dispatch_margin, default_caps(settings))
         self.recent = RecentUse()
         self._stop = threading.Event()
@@ -71,7 +70,7 @@ class Dispatcher:
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        self.transport.start()
+        self.transport.start(self)
         for target in (self._dispatch_loop, self._renew_loop):
             t = threading.Thread(target=target, name=f"rgrid-{target.__name__}", daemon=True)
             t.start()
@@ -89,12 +88,14 @@ class Dispatcher:
             self.feed.new_work.wait(self.settings.dispatch_poll_s)
             self.feed.new_work.clear()
             try:
-                self._dispatch_once()
+                self.dispatch_round()
             except Exception:
                 log.exception("dispatch round failed; retrying on the next wake-up")
                 self._stop.wait(self.settings.dispatch_poll_s)
 
-    def _dispatch_once(self) -> None:
+    def dispatch_round(self) -> None:
+        """Hand the transport what the grid can start now (the loop runs one
+        round on each wake-up)."""
         while not self._stop.is_set() and (generation := self.transport.ready()) is not None:
             capacity = self.transport.capacity()
             if capacity is None:
@@ -162,7 +163,11 @@ class Dispatcher:
                     return
         self._give_back_now([key], "the Ray driver went away while taking it")
 
-    def _settle(self, generation: int, s: Settled) -> None:
+    # -- the transport's listener -----------------------------------------
+    def on_connected(self) -> None:
+        self.feed.work_queued()
+
+    def on_settled(self, generation: int, s: Settled) -> None:
         """A task ended. If its runner reported, the attempt is already final
         (a read says so, without the write lock); otherwise it was lost in
         Ray (its worker or node died, or it never started)."""
@@ -189,7 +194,7 @@ class Dispatcher:
             self.feed.work_queued()
         self.feed.changed(s.execution_id)
 
-    def _lost(self, generation: int, why: str) -> None:
+    def on_lost(self, generation: int, why: str) -> None:
         """A driver process ended: every attempt it held is gone with it."""
         with self._lock:
             keys = [key for key, gen in self._inflight.items() if gen == generation]
@@ -209,12 +214,16 @@ class Dispatcher:
 
     def _renew_loop(self) -> None:
         while not self._stop.wait(self.settings.lease_s / 3):
-            with self._lock:
-                keys = list(self._inflight)
-            if not keys:
-                continue
             try:
-                with self.sessions() as session:
-                    renew_dispatched(session, keys, self.settings.lease_s)
+                self.renew_round()
             except Exception:
                 log.exception("renewing dispatched leases failed")
+
+    def renew_round(self) -> None:
+        """Renew the leases of the attempts the transport holds for us (a
+        started attempt's runner renews its own)."""
+        with self._lock:
+            keys = list(self._inflight)
+        if keys:
+            with self.sessions() as session:
+                renew_dispatched(session, keys, self.settings.lease_s)

@@ -21,7 +21,6 @@ import queue
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy.orm import sessionmaker
@@ -29,6 +28,7 @@ from sqlalchemy.orm import sessionmaker
 from rgrid.restarts import RestartPolicy
 from rgrid_api.raytoken import TokenState, current
 from rgrid_api.settings import Settings
+from rgrid_api.transport import Listener
 from rgrid_api.workers import current_head
 from rgrid_runner.driver_messages import (
     FROM_DRIVER,
@@ -36,7 +36,6 @@ from rgrid_runner.driver_messages import (
     Capacity,
     Connected,
     Fence,
-    Settled,
     Submit,
     Verified,
     Verify,
@@ -72,19 +71,10 @@ class _Driver:
 class DriverProcess:
     """The transport: Ray, through a supervised child process."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        sessions: sessionmaker,
-        on_connected: Callable[[], None],
-        on_settled: Callable[[int, Settled], None],
-        on_lost: Callable[[int, str], None],
-    ) -> None:
+    def __init__(self, settings: Settings, sessions: sessionmaker) -> None:
         self.settings = settings
         self.sessions = sessions
-        self.on_connected = on_connected
-        self.on_settled = on_settled
-        self.on_lost = on_lost
+        self.listener: Listener | None = None
         self.policy = RestartPolicy()
         self.ray_account = ray_account(runner_settings().ray_user)
         self.last_reason: str | None = None
@@ -99,7 +89,8 @@ class DriverProcess:
         self._thread = threading.Thread(target=self._supervise, name="rgrid-driver-supervisor", daemon=True)
 
     # -- lifecycle ---------------------------------------------------------
-    def start(self) -> None:
+    def start(self, listener: Listener) -> None:
+        self.listener = listener
         self._thread.start()
 
     def stop(self) -> None:
@@ -250,12 +241,13 @@ class DriverProcess:
             except ValueError:
                 log.warning("unreadable line from the Ray driver: %r", raw[:200])
                 continue
+            assert self.listener is not None
             if isinstance(message, Connected):
                 driver.connected.set()
-                self.on_connected()
+                self.listener.on_connected()
             elif isinstance(message, Capacity):
                 driver.capacity = message
-                self.on_connected()  # more room may mean more to hand out
+                self.listener.on_connected()  # more room may mean more to hand out
             elif isinstance(message, Verified):
                 with self._lock:
                     waiting = self._pending.get(message.request)
@@ -263,7 +255,7 @@ class DriverProcess:
                     waiting[0].append(message.ok)
                     waiting[1].set()
             else:
-                self.on_settled(driver.generation, message)
+                self.listener.on_settled(driver.generation, message)
 
     def _end(self, driver: _Driver, graceful: bool) -> None:
         """Stop a driver: closing its stdin asks it to leave Ray."""
@@ -289,7 +281,8 @@ class DriverProcess:
         self.last_reason = reason
         pause = self.policy.crashed() if crashed else 0.0
         log.warning("%s; restarting it in %.0f s", reason, pause)
-        self.on_lost(driver.generation, reason)
+        if self.listener is not None:
+            self.listener.on_lost(driver.generation, reason)
 
 
 def _describe(code: int) -> str:

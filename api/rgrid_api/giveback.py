@@ -10,26 +10,15 @@ harmless. The transport is asked to cancel what it may still hold.
 from __future__ import annotations
 
 import logging
-from typing import Protocol
 
 from sqlalchemy.orm import Session
 
 from rgrid.wire import FailureReason
 from rgrid_api.attempts import attempt_lost
 from rgrid_api.notify import ChangeFeed
+from rgrid_api.transport import Transport
 
 log = logging.getLogger(__name__)
-
-
-class Transport(Protocol):
-    """What the control plane asks of the transport (the Ray driver process)."""
-
-    def cancel_task(self, execution_id: str, attempt: int) -> None:
-        """Force-cancel the Ray task of an attempt that was given back."""
-
-    def fence_node(self, ray_node_id: str, worker_id: str) -> None:
-        """Have Ray place no new task on a node declared dead (if it is the
-        worker's node: the driver checks)."""
 
 
 def give_back(

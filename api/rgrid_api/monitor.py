@@ -21,11 +21,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from rgrid.wire import WorkerStatus
 from rgrid_api import raytoken
 from rgrid_api.attempts import attempts_on_workers, expired_attempts, unstarted_attempts
-from rgrid_api.giveback import Transport, give_back
+from rgrid_api.giveback import give_back
 from rgrid_api.leader import LeaderLock
 from rgrid_api.notify import ChangeFeed
 from rgrid_api.settings import Settings
 from rgrid_api.storage import Storage
+from rgrid_api.transport import Transport
 from rgrid_api.uploadsweep import sweep_abandoned
 from rgrid_api.workers import ray_node_ids, set_status, stale_workers
 

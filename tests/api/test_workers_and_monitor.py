@@ -19,6 +19,7 @@ from rgrid_api.settings import Settings
 from rgrid_api.workers import heartbeat, list_workers, open_attempts, set_status, stale_workers
 from tests.api.conftest import LEASE_S, add_worker, submit
 from tests.support.memstorage import MemoryStorage
+from tests.support.memtransport import MemoryTransport
 
 TIMEOUT_S = 10.0
 
@@ -32,21 +33,7 @@ def age_heartbeat(session: Session, worker_id: str, seconds: float) -> None:
     session.commit()
 
 
-class RecordingTransport:
-    """Stands in for the dispatcher's Ray driver: records what it was asked."""
-
-    def __init__(self) -> None:
-        self.cancelled: list[tuple[str, int]] = []
-        self.fenced: list[str] = []
-
-    def cancel_task(self, execution_id: str, attempt: int) -> None:
-        self.cancelled.append((execution_id, attempt))
-
-    def fence_node(self, ray_node_id: str, worker_id: str) -> None:
-        self.fenced.append(ray_node_id)
-
-
-def monitor(sessions: sessionmaker[Session], transport: RecordingTransport) -> Monitor:
+def monitor(sessions: sessionmaker[Session], transport: MemoryTransport) -> Monitor:
     settings = Settings(heartbeat_timeout_s=TIMEOUT_S, database_url="sqlite://")
     return Monitor(settings, sessions, ChangeFeed(), transport)
 
@@ -89,7 +76,7 @@ def test_a_dead_worker_is_declared_only_after_one_timeout_of_trust(
     worker = add_worker(session, ray_node_id="ab" * 28)
     execution_id = running_on(session, storage, worker)
     age_heartbeat(session, worker, TIMEOUT_S + 5)
-    transport = RecordingTransport()
+    transport = MemoryTransport()
     m = monitor(sessions, transport)
     assert m._lead()
     m._sweep()
@@ -122,7 +109,7 @@ def test_attempts_ray_has_not_started_go_around_a_fenced_node_at_no_cost(
     waiting = submit(session, storage, retries=0)
     claim_queued(session, LEASE_S)
     age_heartbeat(session, worker, TIMEOUT_S + 5)
-    transport = RecordingTransport()
+    transport = MemoryTransport()
     m = monitor(sessions, transport)
     assert m._lead()
     assert m._trusted_since is None
@@ -145,7 +132,7 @@ def test_an_expired_lease_is_given_back(
 ) -> None:
     e = submit(session, storage)
     claim_queued(session, lease_s=-1.0)
-    transport = RecordingTransport()
+    transport = MemoryTransport()
     m = monitor(sessions, transport)
     assert m._lead()
     m._sweep()
@@ -156,7 +143,7 @@ def test_an_expired_lease_is_given_back(
 
 
 def test_one_monitor_acts_per_database(sessions: sessionmaker[Session]) -> None:
-    first, second = monitor(sessions, RecordingTransport()), monitor(sessions, RecordingTransport())
+    first, second = monitor(sessions, MemoryTransport()), monitor(sessions, MemoryTransport())
     assert first._lead()
     assert not second._lead()
     assert first._lead()

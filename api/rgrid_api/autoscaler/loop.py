@@ -37,10 +37,11 @@ from rgrid_api.autoscaler import plan as p
 from rgrid_api.autoscaler.report import Report
 from rgrid_api.autoscaler.report import write as write_report
 from rgrid_api.credentials import issue_bootstrap
-from rgrid_api.giveback import Transport, give_back
+from rgrid_api.giveback import give_back
 from rgrid_api.leader import LeaderLock
 from rgrid_api.notify import ChangeFeed
 from rgrid_api.settings import Settings
+from rgrid_api.transport import Transport
 from rgrid_api.workers import set_status
 from rgrid_infra.provider import (
     CLUSTER_LABEL,
