@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from anyio import CapacityLimiter
 from fastapi import FastAPI, Request
@@ -16,7 +17,8 @@ from fastapi.responses import JSONResponse
 
 from rgrid.errors import StaleAttempt
 from rgrid.version import VERSION
-from rgrid.wire import Role
+from rgrid.wire import ErrorAnswer, Role
+from rgrid_api.allow import AllowEveryMethod
 from rgrid_api.auth import SecretCache, caller_for_key, create_key, default_caps
 from rgrid_api.autoscaler.loop import Autoscaler, config_from
 from rgrid_api.autoscaler.providers import make_provider, offered_runtimes
@@ -113,6 +115,23 @@ def _wait_for_storage(storage: Storage, wait_s: float) -> None:
             time.sleep(0.5)
 
 
+# What any route may answer besides its own result, so the schema says so.
+ERROR_ANSWERS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorAnswer, "description": description}
+    for code, description in (
+        (400, "The request could not be read."),
+        (401, "No credential, or one the API refuses."),
+        (403, "The credential may not do this (an admin key, another node's id)."),
+        (404, "No such thing, or not the caller's."),
+        (409, "It changed meanwhile (a stale attempt, a taken id)."),
+        (413, "Too large."),
+        (422, "The request did not validate, or asks what cannot be (a runtime no node offers)."),
+        (429, "A cap or the rate limit: the message says which; Retry-After says when."),
+        (503, "Storage or the database is briefly away: try again."),
+    )
+}
+
+
 def create_app(settings: Settings, with_dispatcher: bool = True) -> FastAPI:
     state = build_state(settings, with_dispatcher)
 
@@ -157,7 +176,9 @@ def create_app(settings: Settings, with_dispatcher: bool = True) -> FastAPI:
         grid.router,
         autoscaler.router,
     ):
-        app.include_router(router)
+        app.include_router(router, responses=ERROR_ANSWERS)
+
+    app.add_middleware(AllowEveryMethod, routes=app.routes)
 
     @app.get("/v1/openapi.json", include_in_schema=False)
     def openapi_schema(_owner: Owner) -> JSONResponse:

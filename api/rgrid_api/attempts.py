@@ -19,6 +19,7 @@ from rgrid.errors import StaleAttempt
 from rgrid.states import ATTEMPT, EXECUTION
 from rgrid.wire import (
     OPEN_STATES,
+    WAITING_STATES,
     FailureReason,
     OutputFile,
     RunnerFile,
@@ -52,7 +53,6 @@ class Claimed:
     attempt: int
     cpu: float
     memory_mb: int
-    timeout_s: float
     runtime: str
 
 
@@ -166,7 +166,6 @@ def claim_queued(
                 execution.attempt,
                 execution.cpu,
                 execution.memory_mb,
-                execution.timeout_s,
                 execution.runtime,
             )
         )
@@ -573,7 +572,7 @@ def fail_unschedulable(session: Session, execution_id: str, detail: str) -> int 
     (queued, or dispatched and not started). Returns the attempt whose Ray
     task is to be cancelled, if one was open."""
     execution = session.get(Execution, execution_id)
-    if execution is None or execution.status not in (Status.QUEUED, Status.DISPATCHED):
+    if execution is None or execution.status not in WAITING_STATES:
         return None
     now = utcnow()
     open_attempt = None

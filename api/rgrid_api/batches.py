@@ -202,6 +202,8 @@ def cancel_batch(
             )
         )
     )
+    # One statement for every queued one (EXECUTION's queued -> cancelled;
+    # the database's trigger checks each row as `move` would).
     session.execute(
         update(Execution)
         .where(Execution.batch_id == batch.id, Execution.status == Status.QUEUED)

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from anyio import CapacityLimiter
-from fastapi import Depends, Header, HTTPException, Request
+from fastapi import Depends, Header, HTTPException, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
@@ -87,14 +88,34 @@ async def read_session(state: Annotated[AppState, Depends(app_state)]) -> AsyncI
         await _closed(session)
 
 
-def bearer(authorization: str | None) -> str:
-    if not authorization or not authorization.lower().startswith("bearer "):
+# The three kinds of bearer a route may take, named so the API's schema
+# says which (its securitySchemes).
+_API_KEY = HTTPBearer(
+    auto_error=False, scheme_name="apiKey", description="An API key (`rgrid server create-key`)."
+)
+_NODE = HTTPBearer(
+    auto_error=False,
+    scheme_name="node",
+    description="A node's own credential or the head's token; to join, the worker token or a bootstrap token.",
+)
+_ATTEMPT = HTTPBearer(
+    auto_error=False,
+    scheme_name="attempt",
+    description="An attempt's token; its node's credential goes in X-Rgrid-Node.",
+)
+ApiKeyBearer = Annotated[HTTPAuthorizationCredentials | None, Security(_API_KEY)]
+NodeBearer = Annotated[HTTPAuthorizationCredentials | None, Security(_NODE)]
+AttemptBearer = Annotated[HTTPAuthorizationCredentials | None, Security(_ATTEMPT)]
+
+
+def bearer(credentials: HTTPAuthorizationCredentials | None) -> str:
+    if credentials is None:
         raise HTTPException(401, "missing API key", headers={"WWW-Authenticate": "Bearer"})
-    return authorization[7:].strip()
+    return credentials.credentials.strip()
 
 
 async def current_caller(
-    state: Annotated[AppState, Depends(app_state)], authorization: Annotated[str | None, Header()] = None
+    state: Annotated[AppState, Depends(app_state)], authorization: ApiKeyBearer
 ) -> Caller:
     """The key's caller, once the key's rate limit let the request in."""
     key = bearer(authorization)
@@ -121,7 +142,7 @@ async def runner_auth(
     execution_id: str,
     attempt: int,
     state: Annotated[AppState, Depends(app_state)],
-    authorization: Annotated[str | None, Header()] = None,
+    authorization: AttemptBearer,
     x_rgrid_node: Annotated[str | None, Header()] = None,
 ) -> WorkerCaller:
     """The attempt's token, and the node that speaks with it: its agent's
@@ -159,7 +180,7 @@ class WorkerCaller:
 
 
 async def worker_auth(
-    state: Annotated[AppState, Depends(app_state)], authorization: Annotated[str | None, Header()] = None
+    state: Annotated[AppState, Depends(app_state)], authorization: NodeBearer
 ) -> WorkerCaller:
     presented = bearer(authorization)
     if _same(presented, state.settings.worker_token.get_secret_value()):
@@ -186,9 +207,7 @@ async def _node_of(state: AppState, presented: str) -> WorkerCaller | None:
     return WorkerCaller(worker_id) if worker_id is not None else None
 
 
-async def enrolling(
-    state: Annotated[AppState, Depends(app_state)], authorization: Annotated[str | None, Header()] = None
-) -> None:
+async def enrolling(state: Annotated[AppState, Depends(app_state)], authorization: NodeBearer) -> None:
     """The shared worker token, which only joins a node to the grid."""
     if not _same(bearer(authorization), state.settings.worker_token.get_secret_value()):
         raise HTTPException(401, "worker token refused")

@@ -6,15 +6,15 @@ every `dispatch_poll_s` for what other servers changed. The queue stays in
 the database: each round hands Ray only what the grid can start now (plus
 `dispatch_margin`), in the fair order of `rgrid_api.fairshare`, so another
 owner's run never waits behind a large batch already inside Ray. Each
-claimed attempt goes to the Ray driver process (`DriverProcess`), which
-runs it as one Ray task asking for the execution's CPU and memory, so Ray
-only places it where it fits.
+claimed attempt goes to the transport (`rgrid_api.transport`; in production
+the Ray driver process, `DriverProcess`, which runs it as one Ray task asking
+for the execution's CPU and memory, so Ray only places it where it fits).
 
-Ray is only the transport. The dispatcher claims nothing while no driver is
-connected: executions wait in the database, and the API keeps serving. It
-renews the leases of the attempts a driver holds for it; when a task ends
-without its runner reporting, or the driver process itself ends, those
-attempts are given back at once.
+The dispatcher is the transport's listener and claims nothing while no
+transport is connected: executions wait in the database, and the API keeps
+serving. It renews the leases of the attempts a transport generation holds
+for it; when a task ends without its runner reporting, or the generation
+itself ends, those attempts are given back at once.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ place, raising on any other (as Ray's autoscaler v2 does for its instances).
 
 - Executions and attempts: the database refuses every other move too, by
   triggers written from these tables (migrations 0003 and 0012);
-  `tests/integration/test_state_tables.py` checks on SQLite and PostgreSQL
+  `tests/integration/test_migrations.py` checks on SQLite and PostgreSQL
   that they allow exactly these.
 - Workers and instances are moved only through `move`.
 - A batch's status is derived from its executions' (`BatchStatus`), never

@@ -10,7 +10,7 @@ import hashlib
 import math
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import PurePosixPath
 from typing import Annotated, Literal
@@ -21,8 +21,17 @@ from pydantic import BaseModel as _PydanticModel
 from rgrid.requirements import check_requirements
 
 
+def _utc(value: datetime) -> datetime:
+    """SQLite gives times back without their zone; every time rgrid stores
+    is UTC, and the wire says so."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
+
+
 class Status(StrEnum):
-    """Execution and attempt states (see docs/architecture.md)."""
+    """Execution and attempt states; which may follow which: `rgrid.states`."""
 
     QUEUED = "queued"
     DISPATCHED = "dispatched"
@@ -39,6 +48,8 @@ class Status(StrEnum):
 FINAL_STATES = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
 # Handed to Ray and not ended: what a node's loss or a lease's end gives back.
 OPEN_STATES = frozenset({Status.DISPATCHED, Status.RUNNING})
+# Not started anywhere: waiting for a place (Ray may hold a dispatched one).
+WAITING_STATES = frozenset({Status.QUEUED, Status.DISPATCHED})
 # Not ended, queued included: a batch with one such execution still runs.
 UNFINISHED_STATES = frozenset({Status.QUEUED, *OPEN_STATES})
 
@@ -191,7 +202,7 @@ class ObjectSpec(BaseModel):
     """A content-addressed blob the client wants to have on the server."""
 
     sha256: str = Field(pattern=SHA256_PATTERN)
-    size: int = Field(ge=0)
+    size: int = Field(ge=0, strict=True)  # a count of bytes: false or 1.5 is none
 
 
 class UploadPart(BaseModel):
@@ -261,7 +272,8 @@ class JobSpec(BaseModel):
     verbose: bool = False
     # Reuse a succeeded execution of the same owner with the same content
     # key instead of running (opt-in: scripts reading the clock, the network
-    # or randomness are not pure).
+    # or randomness are not pure). Decided at submission: a runner's spec
+    # always says False.
     cache: bool = False
 
     def job(self) -> JobSpec:
@@ -275,12 +287,19 @@ class ExecutionCreate(JobSpec):
     inputs: list[InputFile] = []
 
 
+class ErrorAnswer(BaseModel):
+    """Every error the API answers: `detail` says what went wrong in one
+    line, or lists the fields of a request that did not validate."""
+
+    detail: str | list[dict[str, object]]
+
+
 class AttemptView(BaseModel):
     number: int
     status: Status
     worker: str | None = None
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
+    started_at: UtcDatetime | None = None
+    finished_at: UtcDatetime | None = None
     exit_code: int | None = None
     failure_reason: FailureReason | None = None
 
@@ -292,9 +311,9 @@ class ExecutionView(BaseModel):
     args: list[str]
     runtime: str
     resources: Resources
-    created_at: datetime
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None = None
+    finished_at: UtcDatetime | None = None
     exit_code: int | None = None
     failure_reason: FailureReason | None = None
     # A sentence for the reasons that need one (unschedulable).
@@ -371,8 +390,8 @@ class BatchView(BaseModel):
     total: int
     parallel: int | None = None
     counts: dict[str, int]
-    created_at: datetime
-    finished_at: datetime | None = None
+    created_at: UtcDatetime
+    finished_at: UtcDatetime | None = None
     executions: list[BatchExecution] = []
 
 
@@ -509,7 +528,7 @@ class WorkerView(BaseModel):
     server_id: str | None = None
     pid: int | None = None
     ray_node_id: str | None = None
-    started_at: datetime
+    started_at: UtcDatetime
     # Autoscaled nodes: what the provider calls the server's type, and its price.
     server_type: str | None = None
     price_eur_per_hour: float | None = None
@@ -620,7 +639,7 @@ class CostReport(BaseModel):
     """Node-hours and € per autoscaled node since `since`; the caller's
     executions' share of them; and what no execution used (idle)."""
 
-    since: datetime
+    since: UtcDatetime
     executions_eur: float
     attempts: int
     # An admin's report only: the grid's nodes, what they cost, what no

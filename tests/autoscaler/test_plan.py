@@ -8,11 +8,11 @@ import pytest
 
 from rgrid.wire import InstanceState
 from rgrid_api.autoscaler.plan import (
-    Capacity,
     Config,
     InstanceRecord,
     Need,
     State,
+    WorkerRoom,
     plan,
     spend,
 )
@@ -89,7 +89,7 @@ def test_demand_is_bin_packed_onto_the_cheapest_type_that_fits(demand: list[Need
 
 
 def test_demand_that_fits_live_or_pending_nodes_creates_nothing() -> None:
-    live = [Capacity("w1", 1, 1024, frozenset({PY}))]
+    live = [WorkerRoom("w1", 1, 1024, frozenset({PY}))]
     out = plan(
         state([inst("p1", InstanceState.ALLOCATED)], [server("p1")], live=live),
         [need("a"), need("b"), need("c")],
@@ -114,11 +114,11 @@ def test_work_no_allowed_type_can_ever_run_fails_at_once() -> None:
 
 
 def test_a_live_worker_that_fits_keeps_big_work_from_failing() -> None:
-    live = [Capacity("hand-started", 64, 1 << 20, frozenset({PY}), 64, 1 << 20)]
+    live = [WorkerRoom("hand-started", 64, 1 << 20, frozenset({PY}), 64, 1 << 20)]
     out = plan(state(live=live), [need("huge", cpu=64)], CONFIG, T0)
     assert out.unschedulable == {} and out.creates == []
     # Busy now: the work waits for it rather than failing.
-    busy = [Capacity("hand-started", 0, 0, frozenset({PY}), 64, 1 << 20)]
+    busy = [WorkerRoom("hand-started", 0, 0, frozenset({PY}), 64, 1 << 20)]
     out = plan(state(live=busy), [need("huge", cpu=64)], CONFIG, T0)
     assert out.unschedulable == {}
 

@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from rgrid.states import INSTANCE, INSTANCE_ENDED, INSTANCE_FINAL
-from rgrid.wire import OPEN_STATES, InstanceState, Status
+from rgrid.wire import OPEN_STATES, WAITING_STATES, InstanceState
 from rgrid_api.autoscaler import plan as p
 from rgrid_api.credentials import revoke
 from rgrid_api.db.models import Attempt, Execution, Instance, InstanceTransition, Worker
@@ -115,14 +115,14 @@ def demand(session: Session, limit: int = 10_000) -> list[p.Need]:
     started anywhere (Ray holds them until a node fits)."""
     rows = session.execute(
         select(Execution.id, Execution.cpu, Execution.memory_mb, Execution.runtime)
-        .where(Execution.status.in_((Status.QUEUED, Status.DISPATCHED)))
+        .where(Execution.status.in_(WAITING_STATES))
         .order_by(Execution.created_at)
         .limit(limit)
     ).all()
     return [p.Need(key, cpu, memory_mb, runtime) for key, cpu, memory_mb, runtime in rows]
 
 
-def live_capacity(session: Session) -> list[p.Capacity]:
+def live_capacity(session: Session) -> list[p.WorkerRoom]:
     """Free room on every active worker: what it registered, less what its
     open attempts asked for."""
     used: dict[str | None, tuple[float, int]] = {}
@@ -140,7 +140,7 @@ def live_capacity(session: Session) -> list[p.Capacity]:
         memory = int(worker.resources.get("memory_mb", 1 << 40))
         if cpus > 0:
             out.append(
-                p.Capacity(
+                p.WorkerRoom(
                     worker.id, max(0.0, cpus - c), memory - m, frozenset(worker.runtimes), cpus, memory
                 )
             )

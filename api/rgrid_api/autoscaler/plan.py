@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from rgrid.states import INSTANCE_BILLED, INSTANCE_FINAL, INSTANCE_PENDING
-from rgrid.wire import InstanceState
+from rgrid.wire import InstanceState, WorkerStatus
 from rgrid_infra.provider import Server, ServerType
 
 
@@ -41,7 +41,7 @@ class Need:
 
 
 @dataclass(frozen=True)
-class Capacity:
+class WorkerRoom:
     """Room on a live worker: free now, and its whole size (work as big as a
     busy node still fits there later)."""
 
@@ -101,7 +101,7 @@ class State:
     # The labelled list call's answer; None when it failed this cycle (then
     # nothing is reconciled, nothing deleted, nothing created).
     servers: list[Server] | None
-    live: list[Capacity]  # free room on live, active workers
+    live: list[WorkerRoom]  # free room on live, active workers
     types: list[ServerType]
     # (type, location) -> until when it is backed off (epoch seconds).
     backoff: Mapping[tuple[str, str], float] = field(default_factory=dict)
@@ -253,15 +253,19 @@ def _end_failed_nodes(state: State, config: Config, now: datetime, out: Plan) ->
                 )
         elif inst.state == InstanceState.JOIN_TIMEOUT:
             out.deletes[inst.name] = "it never joined"
-        elif inst.state == InstanceState.JOINED and inst.worker_status == "left":
+        elif inst.state == InstanceState.JOINED and inst.worker_status == WorkerStatus.LEFT:
             out.deletes[inst.name] = "its worker left"
-        elif inst.state == InstanceState.JOINED and inst.worker_status == "dead":
+        elif inst.state == InstanceState.JOINED and inst.worker_status == WorkerStatus.DEAD:
             # An agent restarting misses a few heartbeats and comes back;
             # one dead for the grace period is replaced.
             ended = inst.worker_ended_at or inst.state_since
             if _age(now, ended) > config.orphan_grace_s:
                 out.deletes[inst.name] = f"its worker has been dead for {config.orphan_grace_s:.0f} s"
-        elif inst.state == InstanceState.DRAINING and inst.worker_status in ("dead", "left", None):
+        elif inst.state == InstanceState.DRAINING and inst.worker_status in (
+            WorkerStatus.DEAD,
+            WorkerStatus.LEFT,
+            None,
+        ):
             out.deletes[inst.name] = "drained"
 
 
@@ -364,7 +368,7 @@ def _scale_down(state: State, demand: list[Need], config: Config, now: datetime,
     for inst in sorted(joined, key=lambda i: i.requested_at):
         if keep <= config.min_nodes:
             return
-        if inst.worker_status != "active" or inst.idle_since is None:
+        if inst.worker_status != WorkerStatus.ACTIVE or inst.idle_since is None:
             continue
         if _age(now, inst.idle_since) < config.idle_s:
             continue

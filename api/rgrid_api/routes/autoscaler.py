@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Annotated
 
 from fastapi import APIRouter
+from pydantic import BeforeValidator
 from sqlalchemy import select
 
 from rgrid.states import INSTANCE_FINAL
@@ -72,8 +74,22 @@ def status(_admin: Admin, session: ReadDB, state: State) -> AutoscalerStatus:
     )
 
 
+def _iso_time(value: object) -> object:
+    """A time as ISO 8601 (2026-12-01T00:00:00Z): a bare number is refused,
+    though pydantic would read it as seconds since 1970."""
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return value
+        raise ValueError("give a time as ISO 8601, such as 2026-12-01T00:00:00Z")
+    return value
+
+
 @router.get("/cost", response_model=CostReport)
-def cost(caller: User, session: ReadDB, since: datetime | None = None) -> CostReport:
+def cost(
+    caller: User, session: ReadDB, since: Annotated[datetime | None, BeforeValidator(_iso_time)] = None
+) -> CostReport:
     """The caller's executions' cost; an admin's report adds the nodes, the
     idle time and every owner's share."""
     start = aware(since) if since else datetime.now(UTC) - timedelta(days=30)

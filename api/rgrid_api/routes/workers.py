@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Header, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -22,7 +20,18 @@ from rgrid_api import raytoken
 from rgrid_api.attempts import attempts_left_by_old_nodes
 from rgrid_api.credentials import Taken, exchange, join
 from rgrid_api.db.models import Worker
-from rgrid_api.deps import DB, Admin, Agent, AppState, Enrolling, ReadDB, State, WorkerCaller, bearer
+from rgrid_api.deps import (
+    DB,
+    Admin,
+    Agent,
+    AppState,
+    Enrolling,
+    NodeBearer,
+    ReadDB,
+    State,
+    WorkerCaller,
+    bearer,
+)
 from rgrid_api.giveback import give_back
 from rgrid_api.workers import current_head, heartbeat, list_workers, open_attempts, register, set_status
 
@@ -35,7 +44,7 @@ def index(_admin: Admin, session: ReadDB, all_: bool = Query(False, alias="all")
 
 
 @router.post("/bootstrap", response_model=WorkerGrant)
-def bootstrap(session: DB, authorization: Annotated[str | None, Header()] = None) -> WorkerGrant:
+def bootstrap(session: DB, authorization: NodeBearer) -> WorkerGrant:
     """Spend a provisioned node's single-use bootstrap token."""
     granted = exchange(session, bearer(authorization))
     if granted is None:

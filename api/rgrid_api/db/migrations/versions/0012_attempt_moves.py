@@ -43,7 +43,7 @@ def upgrade() -> None:
     else:
         op.execute("DROP TRIGGER attempts_status_final")
         op.execute(f"""
-            CREATE TRIGGER attempts_status_final BEFORE UPDATE OF status ON attempts
+            CREATE TRIGGER attempts_status_moves BEFORE UPDATE OF status ON attempts
             WHEN NEW.status <> OLD.status AND NOT ({_edge_sql()})
             BEGIN SELECT RAISE(ABORT, 'invalid attempt status transition'); END""")
 
@@ -59,7 +59,7 @@ def downgrade() -> None:
                 RETURN NEW;
             END $$ LANGUAGE plpgsql""")
     else:
-        op.execute("DROP TRIGGER attempts_status_final")
+        op.execute("DROP TRIGGER attempts_status_moves")
         op.execute(f"""
             CREATE TRIGGER attempts_status_final BEFORE UPDATE OF status ON attempts
             WHEN NEW.status <> OLD.status AND OLD.status IN {FINAL}
