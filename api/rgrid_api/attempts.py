@@ -31,7 +31,7 @@ from rgrid.wire import (
     WorkerStatus,
     relative_path,
 )
-from rgrid_api import jobspec
+from rgrid_api import dispatchlock, jobspec
 from rgrid_api.auth import Caps, owner_caps
 from rgrid_api.db.engine import is_postgres
 from rgrid_api.db.models import Attempt, Batch, Execution, LogChunkRow, Output, Worker
@@ -39,7 +39,7 @@ from rgrid_api.db.times import utcnow
 from rgrid_api.errors import Invalid
 from rgrid_api.executions import last_log_seq
 from rgrid_api.fairshare import Candidate, RecentUse, fair_order
-from rgrid_api.raytoken import rotation_waits
+from rgrid_api.raytoken import may_claim
 from rgrid_api.storage import ObjectStore, object_key, output_key
 from rgrid_api.workers import set_ray_node
 from rgrid_runner.driver_messages import Capacity
@@ -73,11 +73,6 @@ class Sharing:
     caps: Caps = field(default_factory=Caps)
 
 
-# Serialises dispatch rounds across servers on PostgreSQL, so two of them
-# never hand out the same free CPUs.
-DISPATCH_LOCK_KEY = 0x726772696403  # "rgrid" + 3
-
-
 def claim_queued(
     session: Session,
     lease_s: float,
@@ -85,6 +80,7 @@ def claim_queued(
     sharing: Sharing = Sharing(),
     grid: Capacity | None = None,
     recent: RecentUse | None = None,
+    ray_token_fp: str | None = None,
 ) -> list[Claimed]:
     """Move up to `limit` queued executions to dispatched and open their next
     attempt, in the fair order (`fairshare.fair_order`), never taking a batch
@@ -95,12 +91,12 @@ def claim_queued(
     offer (as Ray counts them, so it includes nodes another control plane
     registered); None hands out regardless of capacity. `recent`,
     the dispatcher's memory of each owner's recent use, is sampled here.
-    Nothing is claimed while a new Ray token waits for running work
-    (`rgrid_api.raytoken`)."""
+    `ray_token_fp`: the Ray token the transport's cluster runs with; nothing
+    is claimed while a new token waits for running work, nor for a cluster
+    whose token is no longer in force (`rgrid_api.raytoken.may_claim`)."""
     postgres = is_postgres(session.get_bind())
-    if postgres:
-        session.execute(select(func.pg_advisory_xact_lock(DISPATCH_LOCK_KEY)))
-    if rotation_waits(session):
+    dispatchlock.hold(session)
+    if not may_claim(session, ray_token_fp):
         session.rollback()
         return []
     running = running_cpus(session)

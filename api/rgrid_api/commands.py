@@ -130,6 +130,8 @@ def rotate_ray_token_cmd(abandon: bool, detach: bool) -> int:
     with the new token. A node whose credential was revoked (deleted, or
     forgotten) never gets it. Waits until every live node runs with it;
     Ctrl+C leaves the rotation going."""
+    from sqlalchemy.exc import IntegrityError
+
     from rgrid_api import raytoken
     from rgrid_api.db.engine import make_engine, make_sessionmaker
     from rgrid_api.db.migrate import upgrade
@@ -147,8 +149,13 @@ def rotate_ray_token_cmd(abandon: bool, detach: bool) -> int:
                 else "no rotation waits"
             )
             return 0
-        generation = raytoken.rotate(session)
-        session.commit()
+        try:
+            generation = raytoken.rotate(session)
+            session.commit()
+        except IntegrityError:
+            raise UsageError(
+                "another rotation was started at the same moment: it goes on (see `rgrid workers`)"
+            ) from None
     out.print(f"new Ray token (generation {generation}): nothing new starts until running work ends")
     if detach:
         out.print(

@@ -110,6 +110,7 @@ class Dispatcher:
                     sharing=self.sharing,
                     grid=capacity,
                     recent=self.recent,
+                    ray_token_fp=self.transport.ray_token_fingerprint(),
                 )
             for c in claimed:
                 self._submit(c)

@@ -7,8 +7,9 @@ the driver at the head's address (as the head's agent announced it in the
 database, else RGRID_RAY_ADDRESS), restarts it when it exits (with the
 grid's restart schedule), and replaces it when the head moved or restarted
 (a new head is a new cluster, which a driver cannot follow). It gives the
-driver the grid's Ray token in force (`rgrid_api.raytoken`); a driver on
-another token is not ready, so nothing is handed to a cluster on its way out. Each driver process is one generation: when it ends, everything it held is reported
+driver the grid's Ray token in force (`rgrid_api.raytoken`), and says which
+token its driver runs with: the claim hands nothing to a cluster on its way
+out. Each driver process is one generation: when it ends, everything it held is reported
 lost at once, so the dispatcher gives those attempts back without waiting
 for their leases.
 """
@@ -102,13 +103,13 @@ class DriverProcess:
 
     # -- what the dispatcher and the monitor use ---------------------------
     def ready(self) -> int | None:
-        """The generation of a connected driver on the Ray token in force,
-        or None (a rotation put a new token in force: the driver's cluster is
-        going away)."""
+        """The generation of a connected driver, or None."""
         driver = self._driver
-        if driver is None or not driver.connected.is_set():
-            return None
-        return driver.generation if driver.token_fp == self._token.fingerprint else None
+        return driver.generation if driver is not None and driver.connected.is_set() else None
+
+    def ray_token_fingerprint(self) -> str | None:
+        driver = self._driver
+        return driver.token_fp if driver is not None else None
 
     def capacity(self) -> Capacity | None:
         """The cluster's job nodes, as the connected driver last said."""

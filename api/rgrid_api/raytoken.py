@@ -6,8 +6,9 @@ restart with it, and a restarted raylet loses the attempts it held. So a
 rotation waits for running work instead of cutting it:
 
 1. `rgrid server rotate-ray-token` stores a new token, *pending*. From then
-   on no server hands Ray anything new (`DriverProcess.ready`); queued runs
-   wait in the database, and attempts already in Ray run to their end.
+   on no server hands Ray anything new (`may_claim`, in the claim's own
+   transaction); queued runs wait in the database, and attempts already in
+   Ray run to their end.
 2. Once no attempt is open, the monitor puts the token *in force* (`advance`)
    and deletes the older ones.
 3. Every answer to a node names the token in force by its fingerprint. A
@@ -16,7 +17,11 @@ rotation waits for running work instead of cutting it:
    is a new cluster, which the server's driver follows, started with the
    new token. A node whose credential was revoked (deleted, forgotten)
    cannot fetch it and is out of the cluster for good.
-4. Dispatch resumes once the driver runs with the token in force.
+4. Dispatch resumes once the driver runs with the token in force: a claim
+   for a cluster on any other token gets nothing.
+
+Storing, putting in force and claiming take one lock (`dispatchlock`), so
+on PostgreSQL no claim round interleaves with either.
 
 Before any rotation the token in force is the one the server is configured
 with (`RAY_AUTH_TOKEN_PATH`, or `RAY_AUTH_TOKEN`), as on every node.
@@ -33,6 +38,7 @@ from sqlalchemy import Connection, delete, exists, func, select
 from sqlalchemy.orm import Session
 
 from rgrid.wire import LIVE_WORKER_STATES, OPEN_STATES, ray_token_fingerprint
+from rgrid_api import dispatchlock
 from rgrid_api.db.models import Attempt, RayToken, Worker
 from rgrid_api.db.times import utcnow
 
@@ -72,8 +78,19 @@ def rotation_waits(conn: Connection | Session) -> bool:
     return bool(conn.scalar(select(exists().where(RayToken.in_force_at.is_(None)))))
 
 
+def may_claim(session: Session, ray_token_fp: str | None) -> bool:
+    """Whether anything may be handed to a cluster on this token (None: a
+    transport without one): not while a new token waits, and never to a
+    cluster whose token is no longer in force (it is going away)."""
+    state = current(session)
+    if state.pending is not None:
+        return False
+    return ray_token_fp is None or ray_token_fp == state.fingerprint
+
+
 def rotate(session: Session) -> int:
     """Store a new token, pending; its generation. The caller commits."""
+    dispatchlock.hold(session)
     latest = session.scalar(select(func.max(RayToken.generation))) or 0
     session.add(RayToken(generation=latest + 1, token=secrets.token_hex(32), created_at=utcnow()))
     session.flush()
@@ -97,6 +114,7 @@ def open_attempts(session: Session) -> int:
 def advance(session: Session) -> bool:
     """Put the pending token in force once no attempt is open, and forget
     the older ones; True if it did. The caller commits."""
+    dispatchlock.hold(session)
     pending = session.scalar(select(func.max(RayToken.generation)).where(RayToken.in_force_at.is_(None)))
     if pending is None or open_attempts(session):
         return False

@@ -52,3 +52,7 @@ class Transport(Protocol):
 
     def verify_node(self, ray_node_id: str, worker_id: str) -> bool | None:
         """Whether the node is the worker's; None if it cannot tell now."""
+
+    def ray_token_fingerprint(self) -> str | None:
+        """The Ray token the connected generation's cluster runs with (None:
+        a transport without one); the claim checks it is the one in force."""

@@ -55,6 +55,10 @@ class NodeRayToken:
         reload_ray_token()
         if self.path is not None:
             try:
+                kept = self.path.stat() if self.path.exists() else None
                 write_private_text(self.path, token)
+                if kept is not None:  # a token file shared with a server keeps its owner
+                    os.chown(self.path, kept.st_uid, kept.st_gid)
+                    self.path.chmod(kept.st_mode & 0o777)
             except OSError as exc:
                 log.warning("cannot keep the new Ray token in %s (%s): kept in memory", self.path, exc)

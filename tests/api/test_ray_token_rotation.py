@@ -107,10 +107,11 @@ def test_progress_counts_the_live_nodes_on_the_token_in_force(session: Session) 
 def test_a_node_keeps_a_new_token_where_it_keeps_its_token(tmp_path: Path) -> None:
     path = tmp_path / "ray-token"
     path.write_text(CONFIGURED + "\n")
+    path.chmod(0o640)  # shared with a server's group, as on a control server
     on_file = NodeRayToken({"RAY_AUTH_TOKEN_PATH": str(path)})
     assert on_file.fingerprint == ray_token_fingerprint(CONFIGURED)
     on_file.replace("d" * 64)
-    assert path.read_text().strip() == "d" * 64 and path.stat().st_mode & 0o777 == 0o600
+    assert path.read_text().strip() == "d" * 64 and path.stat().st_mode & 0o777 == 0o640
     assert NodeRayToken({"RAY_AUTH_TOKEN_PATH": str(path)}).value == "d" * 64  # a restarted agent
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")  # the token's folder cannot be made: it may not be written
@@ -123,3 +124,18 @@ def test_a_node_keeps_a_new_token_where_it_keeps_its_token(tmp_path: Path) -> No
     by_value = NodeRayToken(environ)
     by_value.replace("e" * 64)
     assert environ["RAY_AUTH_TOKEN"] == "e" * 64 and by_value.value == "e" * 64
+
+
+def test_nothing_goes_to_a_cluster_whose_token_is_no_longer_in_force(
+    session: Session, storage: MemoryStorage
+) -> None:
+    """After the new token is in force, the old cluster (its driver still
+    connected for a moment) is handed nothing; the new one is."""
+    raytoken.rotate(session)
+    assert raytoken.advance(session)
+    session.commit()
+    waiting = submit(session, storage)
+    old = ray_token_fingerprint(CONFIGURED)
+    assert claim_queued(session, LEASE_S, ray_token_fp=old) == []
+    new = raytoken.current(session).fingerprint
+    assert [c.execution_id for c in claim_queued(session, LEASE_S, ray_token_fp=new)] == [waiting.id]

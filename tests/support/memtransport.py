@@ -23,6 +23,7 @@ class MemoryTransport:
         self.cancelled: list[tuple[str, int]] = []
         self.fenced: list[str] = []
         self.verdicts: dict[str, bool] = {}  # ray node id -> is the worker's
+        self.token_fp: str | None = None  # the Ray token its cluster runs with
         self._lock = threading.Lock()
 
     # -- the Transport protocol -------------------------------------------
@@ -57,6 +58,9 @@ class MemoryTransport:
 
     def verify_node(self, ray_node_id: str, worker_id: str) -> bool | None:
         return self.verdicts.get(ray_node_id)
+
+    def ray_token_fingerprint(self) -> str | None:
+        return self.token_fp
 
     # -- the test plays the cluster ----------------------------------------
     def connect(self, nodes: list[tuple[float, float]]) -> int:

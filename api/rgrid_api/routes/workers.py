@@ -18,7 +18,7 @@ from rgrid.wire import (
 )
 from rgrid_api import raytoken
 from rgrid_api.attempts import attempts_left_by_old_nodes
-from rgrid_api.credentials import Taken, exchange, join
+from rgrid_api.credentials import Taken, exchange, join, worker_for
 from rgrid_api.db.models import Worker
 from rgrid_api.deps import (
     DB,
@@ -54,10 +54,14 @@ def bootstrap(session: DB, authorization: NodeBearer) -> WorkerGrant:
 
 
 @router.get("/ray-token", response_model=RayTokenGrant)
-def ray_token(_agent: Agent, session: ReadDB) -> RayTokenGrant:
+def ray_token(agent: Agent, session: ReadDB, authorization: NodeBearer) -> RayTokenGrant:
     """The grid's Ray token in force, for a node whose raylet runs with
     another (a rotation). Only a node's working credential or the head's
-    token gets it: a deleted or forgotten node stays out of the cluster."""
+    token gets it: a deleted or forgotten node stays out of the cluster. The
+    credential is checked in the database here, not in the servers' cache of
+    credentials: a node forgotten a moment ago gets nothing."""
+    if not agent.head and worker_for(session, bearer(authorization)) is None:
+        raise HTTPException(401, "worker credential refused")
     token = raytoken.current(session).token
     if token is None:
         raise HTTPException(404, "this grid's server has no Ray token")
