@@ -137,11 +137,20 @@ def _summary(batch: Batch, counts: dict[str, int]) -> BatchView:
     )
 
 
-def batch_view(session: Session, batch: Batch, with_executions: bool = True) -> BatchView:
+def batch_view(
+    session: Session,
+    batch: Batch,
+    with_executions: bool = True,
+    notable: bool = False,
+    limit: int | None = None,
+) -> BatchView:
+    """The batch, its counts and its executions in input order; `notable`:
+    only those running or ended other than succeeded (what `rgrid status`
+    shows of a large batch), at most `limit` of them."""
     view = _summary(batch, batch_counts(session, [batch.id])[batch.id])
     executions = []
     if with_executions:
-        rows = session.execute(
+        query = (
             select(
                 Execution.id,
                 Execution.batch_input,
@@ -152,7 +161,11 @@ def batch_view(session: Session, batch: Batch, with_executions: bool = True) -> 
             )
             .where(Execution.batch_id == batch.id)
             .order_by(Execution.created_at)
+            .limit(limit)
         )
+        if notable:
+            query = query.where(Execution.status.not_in((Status.SUCCEEDED, Status.QUEUED)))
+        rows = session.execute(query)
         executions = [
             BatchExecution(
                 id=i,

@@ -165,8 +165,17 @@ class Client:
     def create_batch(self, body: BatchCreate) -> BatchView:
         return self._call("POST", "/v1/batches", BatchView, backoff=ONCE, json=body.model_dump(mode="json"))
 
-    def get_batch(self, batch_id: str, executions: bool = True) -> BatchView:
-        return self._call("GET", f"/v1/batches/{batch_id}", BatchView, params={"executions": executions})
+    def get_batch(
+        self, batch_id: str, executions: bool = True, notable: bool = False, limit: int | None = None
+    ) -> BatchView:
+        """`notable`: only the executions running or ended other than
+        succeeded, at most `limit` (the server filters)."""
+        params: dict[str, str | int | bool] = {"executions": executions}
+        if notable:
+            params["notable"] = True
+        if limit is not None:
+            params["limit"] = limit
+        return self._call("GET", f"/v1/batches/{batch_id}", BatchView, params=params)
 
     def batch_outputs(self, batch_id: str) -> BatchOutputs:
         return self._call("GET", f"/v1/batches/{batch_id}/outputs", BatchOutputs)

@@ -155,3 +155,16 @@ def test_ten_thousand_inputs_are_created_in_bounded_memory(session: Session, sto
     assert view.total == 10_000 and view.counts == {Status.QUEUED: 10_000}
     assert peak < 256 * 1024 * 1024, f"creating the batch took {peak / 2**20:.0f} MiB"
     assert len(claim_queued(session, LEASE_S)) == 4
+
+
+def test_the_notable_inputs_are_filtered_by_the_server(session: Session, storage: MemoryStorage) -> None:
+    """What `rgrid status` asks of a large batch: running, failed or
+    cancelled inputs, in input order, at most `limit`; the counts stay whole."""
+    batch = make_batch(session, storage, 6)
+    codes = iter([0, 3, 0, 4, 5])
+    claimed = claim_queued(session, LEASE_S, limit=5)
+    for c in claimed:
+        finish(session, storage, c.execution_id, 1, next(codes))
+    view = batch_view(session, batch, notable=True, limit=2)
+    assert [(e.input, e.exit_code) for e in view.executions] == [("data/1.csv", 3), ("data/3.csv", 4)]
+    assert view.total == 6 and view.counts == {Status.SUCCEEDED: 2, Status.FAILED: 3, Status.QUEUED: 1}

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Query
 from sqlalchemy import select
 
-from rgrid.wire import BatchCreate, BatchList, BatchOutputs, BatchView
+from rgrid.wire import MAX_BATCH_ITEMS, BatchCreate, BatchList, BatchOutputs, BatchView
 from rgrid_api.batches import (
     batch_outputs,
     batch_view,
@@ -42,9 +44,24 @@ def index(owner: Owner, session: ReadDB, limit: int = Query(50, ge=1, le=1000)) 
 
 
 @router.get("/{batch_id}", response_model=BatchView)
-def get(batch_id: str, owner: Owner, session: ReadDB, executions: bool = True) -> BatchView:
-    """With executions=false, only the counts (what a progress bar polls)."""
-    return batch_view(session, find_batch(session, owner, batch_id), with_executions=executions)
+def get(
+    batch_id: str,
+    owner: Owner,
+    session: ReadDB,
+    executions: bool = True,
+    notable: bool = False,
+    limit: Annotated[int | None, Query(ge=1, le=MAX_BATCH_ITEMS)] = None,
+) -> BatchView:
+    """With executions=false, only the counts (what a progress bar polls);
+    notable=true, only the executions running or ended other than
+    succeeded, at most `limit` of them (what `rgrid status` shows)."""
+    return batch_view(
+        session,
+        find_batch(session, owner, batch_id),
+        with_executions=executions,
+        notable=notable,
+        limit=limit,
+    )
 
 
 @router.get("/{batch_id}/outputs", response_model=BatchOutputs)

@@ -14,6 +14,7 @@ from rgrid.cli.connect import connect
 from rgrid.cli.console import make_table, out, print_json, say
 from rgrid.cli.parser import Commands, Parser, json_flag
 from rgrid.cli.run import fetch_outputs, follow_run
+from rgrid.client import Client
 from rgrid.errors import UsageError, exit_code_for
 from rgrid.follow import follow, write_chunk
 from rgrid.outcome import describe
@@ -88,20 +89,28 @@ def show_batch(b: BatchView, all_rows: bool) -> None:
         else ""
     )
     out.print(f"  created   {_when(b.created_at)}   elapsed {elapsed:.0f} s{eta}")
-    whole = all_rows or len(b.executions) <= WHOLE_BATCH_ROWS
-    notable = [e for e in b.executions if whole or e.status not in (Status.SUCCEEDED, Status.QUEUED)]
-    shown = notable if whole else notable[:WHOLE_BATCH_ROWS]
+    whole = all_rows or b.total <= WHOLE_BATCH_ROWS
+    shown = b.executions  # a large batch's were asked for notable ones only
     if shown:
         table = make_table("execution", "input", "status")
         for e in shown:
             table.add_row(e.id, e.input, describe(e.status, e.failure_reason, e.exit_code))
         out.print(table)
     if not whole:
-        left = len(b.executions) - len(shown)
+        left = b.total - len(shown)
         out.print(
             f"  {left} more not shown (succeeded, queued, or past the first {WHOLE_BATCH_ROWS}): "
             f"rgrid status {b.id} --all"
         )
+
+
+def _batch_to_show(client: Client, batch_id: str, whole: bool) -> BatchView:
+    """A batch as `status` shows it: whole (--all, --json) or small, else
+    its counts and the first notable inputs, filtered by the server."""
+    if whole:
+        return client.get_batch(batch_id)
+    notable = client.get_batch(batch_id, notable=True, limit=WHOLE_BATCH_ROWS)
+    return client.get_batch(batch_id) if notable.total <= WHOLE_BATCH_ROWS else notable
 
 
 def status(execution_id: str, json_out: bool, all_: bool) -> int:
@@ -110,7 +119,7 @@ def status(execution_id: str, json_out: bool, all_: bool) -> int:
     input with --all)."""
     with connect(start_local=False) as client:
         shown: BaseModel = (
-            client.get_batch(execution_id)
+            _batch_to_show(client, execution_id, whole=all_ or json_out)
             if is_batch_id(execution_id)
             else client.get_execution(execution_id)
         )
