@@ -53,6 +53,7 @@ class Beats:
         self._known: dict[str, Known] = {}
         self._head: str | None = None
         self._token_fp: str | None = None
+        self._answers: dict[WorkerStatus, bytes] = {}  # by the node's status
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rgrid-beats", daemon=True)
 
@@ -69,17 +70,23 @@ class Beats:
         with self._lock:
             return self._known.get(worker_id)
 
-    def beat(self, worker_id: str) -> WorkerAck | None:
-        """Answer a known node's beat, keeping its time if it is live (a
-        dead node's beat is not recorded: it must register anew); None if
-        the node is not known here yet."""
+    def beat(self, worker_id: str) -> bytes | None:
+        """Answer a known node's beat (a WorkerAck, as JSON), keeping its
+        time if it is live (a dead node's beat is not recorded: it must
+        register anew); None if the node is not known here yet. The answer
+        is encoded once per status until the next reading: most beats get
+        the same bytes."""
         with self._lock:
             known = self._known.get(worker_id)
             if known is None:
                 return None
             if known.status in LIVE_WORKER_STATES:
                 self._pending[worker_id] = utcnow()
-            return WorkerAck(status=known.status, ray_address=self._head, ray_token_fp=self._token_fp)
+            answer = self._answers.get(known.status)
+            if answer is None:
+                ack = WorkerAck(status=known.status, ray_address=self._head, ray_token_fp=self._token_fp)
+                answer = self._answers[known.status] = ack.model_dump_json().encode()
+            return answer
 
     def note(self, worker_id: str, status: WorkerStatus, is_head: bool) -> None:
         """A node changed here (registered, drained, left): answer its next
@@ -110,6 +117,7 @@ class Beats:
             self._known = known
             self._head = head.address if head else None
             self._token_fp = token.fingerprint
+            self._answers = {}
 
     def _run(self) -> None:
         while not self._stop.wait(self._flush_s):

@@ -8,7 +8,7 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from rgrid.wire import WorkerRegistration, WorkerStatus
+from rgrid.wire import WorkerAck, WorkerRegistration, WorkerStatus
 from rgrid_api.beats import Beats
 from rgrid_api.db.models import WorkerHeartbeat
 from rgrid_api.db.times import aware, utcnow
@@ -34,6 +34,12 @@ def _last_beat(session: Session, worker_id: str) -> float:
     return (utcnow() - aware(at)).total_seconds()
 
 
+def _answer(beats: Beats, worker_id: str) -> WorkerAck:
+    answer = beats.beat(worker_id)
+    assert answer is not None
+    return WorkerAck.model_validate_json(answer)
+
+
 def test_a_beat_is_answered_from_memory_and_written_at_the_flush(
     sessions: sessionmaker[Session], session: Session
 ) -> None:
@@ -44,8 +50,8 @@ def test_a_beat_is_answered_from_memory_and_written_at_the_flush(
     beats = Beats(sessions)
     assert beats.beat("node-1") is None  # not read yet: the route takes the database path
     beats.flush()
-    ack = beats.beat("node-1")
-    assert ack is not None and ack.status == WorkerStatus.ACTIVE
+    ack = _answer(beats, "node-1")
+    assert ack.status == WorkerStatus.ACTIVE
     assert _last_beat(session, "node-1") > 50  # not written yet
     beats.flush()
     assert _last_beat(session, "node-1") < 5
@@ -61,8 +67,8 @@ def test_a_dead_nodes_beat_is_not_recorded_and_it_hears_that_it_is_dead(
     set_status(session, "node-1", WorkerStatus.DEAD)
     beats = Beats(sessions)
     beats.flush()
-    ack = beats.beat("node-1")
-    assert ack is not None and ack.status == WorkerStatus.DEAD
+    ack = _answer(beats, "node-1")
+    assert ack.status == WorkerStatus.DEAD
     beats.flush()
     assert _last_beat(session, "node-1") > 50
 
@@ -82,8 +88,8 @@ def test_a_change_made_here_is_heard_at_the_next_beat_and_the_head_is_named(
     assert known is not None and known.is_head
     set_status(session, "node-1", WorkerStatus.DRAINING)
     beats.note("node-1", WorkerStatus.DRAINING, is_head=False)
-    ack = beats.beat("node-1")
-    assert ack is not None and ack.status == WorkerStatus.DRAINING and ack.ray_address == "127.0.0.1:6379"
+    ack = _answer(beats, "node-1")
+    assert ack.status == WorkerStatus.DRAINING and ack.ray_address == "127.0.0.1:6379"
 
 
 def test_stopping_writes_what_is_pending(sessions: sessionmaker[Session], session: Session) -> None:

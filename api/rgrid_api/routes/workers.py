@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -137,18 +137,19 @@ def register_worker(body: WorkerRegistration, agent: Agent, session: DB, state: 
 
 
 @router.post("/{worker_id}/heartbeat", response_model=WorkerAck)
-async def beat(worker_id: str, agent: Agent, state: State) -> WorkerAck:
+async def beat(worker_id: str, agent: Agent, state: State) -> Response:
     """Answered from memory for a node this server knows, on the event
-    loop (rgrid_api.beats); a node it has not read yet, through the
-    database."""
+    loop, with bytes encoded once (rgrid_api.beats); a node it has not read
+    yet, through the database."""
     agent.check(worker_id)
     known = state.beats.known(worker_id)
     if known is not None and known.is_head and not agent.head:
         _not_the_heads(worker_id)
-    ack = state.beats.beat(worker_id)
-    if ack is not None:
-        return ack
-    return await run_in_threadpool(_beat_through_the_database, worker_id, agent, state)
+    answer = state.beats.beat(worker_id)
+    if answer is None:
+        ack = await run_in_threadpool(_beat_through_the_database, worker_id, agent, state)
+        answer = ack.model_dump_json().encode()
+    return Response(answer, media_type="application/json")
 
 
 def _beat_through_the_database(worker_id: str, agent: WorkerCaller, state: AppState) -> WorkerAck:
