@@ -22,20 +22,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import random
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from rgrid.local.procs import free_port  # noqa: E402
-from rgrid.wire import WorkerRegistration  # noqa: E402
 from tests.support.services import (  # noqa: E402
     WORKER_TOKEN,
     Proc,
@@ -44,9 +40,9 @@ from tests.support.services import (  # noqa: E402
     start_postgres,
     start_s3,
 )
+from tests.support.simagents import Swarm, swarm  # noqa: E402
 
 INTERVAL_S = 2.0
-HEALTH_TIMEOUT_S = 1.0
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -55,87 +51,24 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-async def enrol(http: httpx.AsyncClient, worker_id: str) -> str:
-    grant = await http.post(
-        "/v1/workers/join", json={"id": worker_id}, headers={"Authorization": f"Bearer {WORKER_TOKEN}"}
-    )
-    grant.raise_for_status()
-    credential = str(grant.json()["credential"])
-    reg = WorkerRegistration(id=worker_id, host_name="sim", resources={"CPU": 2}, runtimes=["python:3.11"])
-    answer = await http.post(
-        "/v1/workers/register",
-        json=reg.model_dump(mode="json"),
-        headers={"Authorization": f"Bearer {credential}"},
-    )
-    answer.raise_for_status()
-    return credential
-
-
-async def agent(
-    http: httpx.AsyncClient,
-    worker_id: str,
-    credential: str,
-    until: float,
-    latencies: list[tuple[float, float]],
-    errors: list[float],
-) -> None:
-    """Beat until `until`, then leave (so that the next line's monitor has
-    no thousand dead nodes to fence)."""
-    await asyncio.sleep(random.uniform(0, INTERVAL_S))
-    headers = {"Authorization": f"Bearer {credential}"}
-    while time.monotonic() < until:
-        started = time.monotonic()
-        try:
-            answer = await http.post(f"/v1/workers/{worker_id}/heartbeat", headers=headers)
-            if answer.status_code != 200:
-                errors.append(started)
-        except httpx.HTTPError:
-            errors.append(started)
-        latencies.append((started, time.monotonic() - started))
-        await asyncio.sleep(max(0.0, INTERVAL_S - (time.monotonic() - started)))
-    await http.post(f"/v1/workers/{worker_id}/leave", headers=headers)
-
-
-async def health(base: str, until: float, failed: list[float]) -> None:
-    async with httpx.AsyncClient(base_url=base, timeout=HEALTH_TIMEOUT_S) as http:
-        while time.monotonic() < until:
-            try:
-                (await http.get("/healthz")).raise_for_status()
-            except httpx.HTTPError:
-                failed.append(time.monotonic())
-            await asyncio.sleep(0.5)
-
-
 async def run_load(base: str, pid: int, agents: int, seconds: float) -> str:
-    limits = httpx.Limits(max_connections=agents, max_keepalive_connections=agents)
-    async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as http:
-        suffix = os.urandom(3).hex()
-        ids = [f"sim-{suffix}-{n}" for n in range(agents)]
-        credentials = []
-        for start in range(0, agents, 50):
-            credentials += await asyncio.gather(*(enrol(http, i) for i in ids[start : start + 50]))
-        warm_until = time.monotonic() + INTERVAL_S * 2
-        latencies: list[tuple[float, float]] = []
-        errors: list[float] = []
-        failed: list[float] = []
-        until = warm_until + seconds
-        beats = [
-            asyncio.create_task(agent(http, i, c, until, latencies, errors))
-            for i, c in zip(ids, credentials, strict=True)
-        ]
-        checks = asyncio.create_task(health(base, until, failed))
-        await asyncio.sleep(max(0.0, warm_until - time.monotonic()))
-        cpu_before = cpu_s(pid)
-        await asyncio.sleep(max(0.0, until - time.monotonic()))
-        cpu = cpu_s(pid) - cpu_before
-        await asyncio.gather(*beats, checks)
-    window = sorted(took for at, took in latencies if warm_until <= at < until)
-    errors = [at for at in errors if warm_until <= at < until]
+    warm_until = time.monotonic() + INTERVAL_S * 2
+    until = warm_until + seconds
+    seen = Swarm()
+    load = asyncio.create_task(swarm(base, WORKER_TOKEN, agents, INTERVAL_S, until, seen))
+    await asyncio.sleep(max(0.0, warm_until - time.monotonic()))
+    cpu_before = cpu_s(pid)
+    await asyncio.sleep(max(0.0, until - time.monotonic()))
+    cpu = cpu_s(pid) - cpu_before
+    await load
+    window = sorted(took for at, took in seen.latencies if warm_until <= at < until)
+    errors = [at for at in seen.errors if warm_until <= at < until]
     n = len(window)
     p99 = window[min(n - 1, int(n * 0.99))]
     return (
         f"| {agents} | {n / seconds:.0f} | {1000 * cpu / max(n, 1):.2f} ms | {100 * cpu / seconds:.0f} % | "
-        f"{1000 * statistics.median(window):.1f} ms | {1000 * p99:.1f} ms | {len(errors)} | {len(failed)} |"
+        f"{1000 * statistics.median(window):.1f} ms | {1000 * p99:.1f} ms | {len(errors)} | "
+        f"{len(seen.health_failures)} |"
     )
 
 
