@@ -24,7 +24,7 @@ from rgrid_api import jobspec
 from rgrid_api.auth import Caps, owner_caps
 from rgrid_api.db.engine import is_postgres
 from rgrid_api.db.models import Attempt, Execution, LogChunkRow, Output
-from rgrid_api.errors import Invalid, OverCap
+from rgrid_api.errors import Conflict, Invalid, OverCap
 from rgrid_api.ids import ID_LENGTH, new_execution_id
 from rgrid_api.lookup import find_by_prefix
 from rgrid_api.resultcache import content_key, copy_results, previous_results, reuse
@@ -40,7 +40,7 @@ def resolve_runtime(requested: str, default: str, available: set[str] | None) ->
         raise Invalid(f"unknown runtime {requested!r}; choose one of: {', '.join(ALLOWED_RUNTIMES)}")
     if available is not None and runtime not in available:
         offered = ", ".join(sorted(available)) or "none"
-        raise Invalid(f"runtime_unavailable: no worker offers {runtime}; available: {offered}")
+        raise Conflict(f"runtime_unavailable: no worker offers {runtime}; available: {offered}")
     return runtime
 
 

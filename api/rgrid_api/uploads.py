@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from rgrid.wire import ObjectSpec, UploadCompletion, UploadPart, UploadPlan, UploadTicket
 from rgrid_api.db.models import StoredObject
-from rgrid_api.errors import Invalid, NotFound, StorageUnavailable, TooLarge
+from rgrid_api.errors import Conflict, Invalid, NotFound, StorageUnavailable, TooLarge
 from rgrid_api.settings import Settings
 from rgrid_api.storage import ObjectStore, object_key
 
@@ -101,11 +101,11 @@ def complete_upload(session: Session, storage: ObjectStore, owner: str, done: Up
     key = object_key(owner, done.sha256)
     if row.upload_id:
         if done.upload_id != row.upload_id:
-            raise Invalid("upload id does not match the one handed out")
+            raise Conflict("upload id does not match the one handed out")
         _complete_parts(storage, key, row.upload_id, done)
     size = storage.size(key)
     if size is None:
-        raise Invalid(f"object {done.sha256[:12]} was not uploaded")
+        raise Conflict(f"object {done.sha256[:12]} was not uploaded")
     if size != row.size or storage.sha256(key) != done.sha256:
         storage.delete(key)
         raise Invalid(f"object {done.sha256[:12]} arrived corrupted (size or sha256 mismatch)")
@@ -135,7 +135,7 @@ def require_complete(session: Session, owner: str, shas: set[str]) -> None:
     if missing := sorted(shas - found):
         shown = ", ".join(s[:12] for s in missing[:5])
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-        raise Invalid(f"objects not uploaded: {shown}{more}")
+        raise Conflict(f"objects not uploaded: {shown}{more}")
 
 
 def _complete_parts(storage: ObjectStore, key: str, upload_id: str, done: UploadCompletion) -> None:

@@ -15,7 +15,7 @@ from enum import StrEnum
 from pathlib import PurePosixPath
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, ConfigDict, Field
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field
 from pydantic import BaseModel as _PydanticModel
 
 from rgrid.requirements import check_requirements
@@ -129,8 +129,15 @@ def _normal_relative(path: str) -> str:
     return str(relative_path(path))
 
 
+# The same rule as the schema says it (ECMA-262): not absolute, not only
+# dots and slashes, no `..` segment, no NUL.
+RELATIVE_PATH_PATTERN = r"^(?!/)(?![./]*$)(?!(.*/)?\.\.(/|$))[^\x00]*$"
+NO_NUL_PATTERN = r"^[^\x00]*$"
+
 # A relative path, validated and normalised where a model is parsed.
-RelativePath = Annotated[str, AfterValidator(_normal_relative)]
+RelativePath = Annotated[
+    str, AfterValidator(_normal_relative), Field(json_schema_extra={"pattern": RELATIVE_PATH_PATTERN})
+]
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")
 
@@ -147,10 +154,28 @@ def _job_env(env: dict[str, str]) -> dict[str, str]:
     return env
 
 
-JobEnv = Annotated[dict[str, str], AfterValidator(_job_env)]
+JobEnv = Annotated[
+    dict[str, str],
+    AfterValidator(_job_env),
+    Field(
+        json_schema_extra={
+            "propertyNames": {"pattern": ENV_NAME.pattern},
+            "additionalProperties": {"type": "string", "pattern": NO_NUL_PATTERN},
+        }
+    ),
+]
 # The text of a requirements file, with only lines a worker may install
 # (rgrid.requirements); installed into a cached environment.
-RequirementsText = Annotated[str, Field(max_length=256 * 1024), AfterValidator(check_requirements)]
+# Which lines may stand is rgrid.requirements' to say (PEP 508, no options,
+# no paths), more than a pattern can; the schema promises the plain subset
+# that is always accepted: `name`, `name==1.2.3`, each with a comment.
+_REQUIREMENT_LINE = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,99}[A-Za-z0-9])?(?:==[0-9]{1,9}(?:\.[0-9]{1,9}){0,5})?(?:[ ]+#[\x20-\x7e]*)?"
+REQUIREMENTS_PATTERN = rf"^(?:{_REQUIREMENT_LINE}\n)*(?:{_REQUIREMENT_LINE})?$"
+RequirementsText = Annotated[
+    str,
+    Field(max_length=256 * 1024, json_schema_extra={"pattern": REQUIREMENTS_PATTERN}),
+    AfterValidator(check_requirements),
+]
 
 
 # Runtimes: a job asks for one by name; a worker advertises each runtime it
@@ -198,11 +223,21 @@ class BaseModel(_PydanticModel):
     model_config = ConfigDict(defer_build=True)
 
 
+def _not_a_bool(value: object) -> object:
+    """JSON's true is no count (pydantic would read it as 1); 4.0 is 4."""
+    if isinstance(value, bool):
+        raise ValueError("a count, not true or false")
+    return value
+
+
+ByteCount = Annotated[int, BeforeValidator(_not_a_bool)]
+
+
 class ObjectSpec(BaseModel):
     """A content-addressed blob the client wants to have on the server."""
 
     sha256: str = Field(pattern=SHA256_PATTERN)
-    size: int = Field(ge=0, strict=True)  # a count of bytes: false or 1.5 is none
+    size: ByteCount = Field(ge=0)
 
 
 class UploadPart(BaseModel):
@@ -262,7 +297,8 @@ class JobSpec(BaseModel):
     and its flag (`rgrid.cli.run`); everything between passes the spec whole."""
 
     env: JobEnv = {}
-    runtime: str = "python"
+    # `python` is the grid's default Python; the API refuses any other name.
+    runtime: str = Field(default="python", json_schema_extra={"enum": ["python", *ALLOWED_RUNTIMES]})
     resources: Resources = Field(default_factory=Resources)
     retries: int = Field(default=2, ge=0, le=10)
     requirements: RequirementsText | None = None

@@ -14,7 +14,7 @@ from rgrid.wire import BatchCreate, BatchItem, InputFile, RunnerResult, RunnerSt
 from rgrid_api.attempts import claim_queued, complete_attempt, start_attempt
 from rgrid_api.batches import batch_view, cancel_batch, create_batch, find_batch, list_batches
 from rgrid_api.db.models import Batch, Execution
-from rgrid_api.errors import Invalid, NotFound
+from rgrid_api.errors import Conflict, NotFound
 from tests.api.conftest import LEASE_S, submit, upload
 from tests.support.memstorage import MemoryStorage
 
@@ -71,7 +71,7 @@ def test_nothing_is_created_when_one_input_was_never_uploaded(
             BatchItem(input="b.csv"),
         ],
     )
-    with pytest.raises(Invalid, match="not uploaded"):
+    with pytest.raises(Conflict, match="not uploaded"):
         create_batch(session, "alice", body, "python:3.11")
     session.rollback()
     assert session.scalar(select(func.count()).select_from(Batch)) == 0
