@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from typing import TYPE_CHECKING
 
@@ -200,6 +201,27 @@ def _follow_rotation(sessions: sessionmaker) -> None:
         time.sleep(ROTATION_POLL_S)
 
 
+def bootstrap_token_cmd(worker_id: str, ttl: float) -> None:
+    """Print a single-use bootstrap token for a node you set up by hand, so
+    that no shared secret sits on it: its agent spends the token once
+    (RGRID_BOOTSTRAP_TOKEN, with RGRID_CREDENTIAL_FILE) for a credential of
+    its own bound to WORKER_ID, and for the grid's Ray token. Unused, it
+    expires after --ttl seconds."""
+    from rgrid.wire import WORKER_ID_PATTERN
+    from rgrid_api.credentials import issue_bootstrap
+    from rgrid_api.db.engine import make_engine, make_sessionmaker
+    from rgrid_api.db.migrate import upgrade
+
+    if not re.match(WORKER_ID_PATTERN, worker_id):
+        raise UsageError(f"invalid worker id {worker_id!r}: letters, digits, dot, dash and underscore")
+    settings = _settings()
+    upgrade(settings.database_url)
+    with make_sessionmaker(make_engine(settings.database_url))() as session:
+        token = issue_bootstrap(session, worker_id, ttl)
+        session.commit()
+    out.print(token, markup=False, highlight=False)
+
+
 def db_upgrade() -> None:
     """Apply every pending migration to RGRID_DATABASE_URL."""
     from rgrid_api.db.migrate import upgrade
@@ -241,6 +263,11 @@ def add_server_commands(commands: Commands) -> None:
     revoke.add_argument("--name", help="Only the keys with this label.")
     forget = serve.add("forget-node", forget_node_cmd)
     forget.add_argument("worker_id", metavar="WORKER_ID", help="The node's worker id.")
+    boot = serve.add("bootstrap-token", bootstrap_token_cmd)
+    boot.add_argument("worker_id", metavar="WORKER_ID", help="The id the node will have.")
+    boot.add_argument(
+        "--ttl", type=positive_float, default=3600.0, metavar="SECONDS", help="How long it may wait unused."
+    )
     rotate = serve.add("rotate-ray-token", rotate_ray_token_cmd)
     rotate.add_argument("--detach", "-d", action="store_true", help="Start it and return at once.")
     rotate.add_argument(

@@ -133,6 +133,26 @@ def test_only_a_node_with_a_working_credential_gets_the_ray_token(
             time.sleep(0.5)
 
 
+def test_a_bootstrap_token_made_by_hand_is_spent_once(
+    api: ApiServer, ray_head: RayHead, tmp_path: Path
+) -> None:
+    """`rgrid server bootstrap-token ID`: a node set up by hand joins without
+    the shared worker token; the token buys one credential, bound to ID,
+    and the grid's Ray token, once."""
+    worker_id = f"hand-{os.urandom(3).hex()}"
+    made = run_cli(["server", "bootstrap-token", worker_id], tmp_path, api.env)
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip()
+    with _agent(api, token) as node:
+        grant = node.post("/v1/workers/bootstrap")
+        assert grant.status_code == 200, grant.text
+        assert grant.json()["worker_id"] == worker_id
+        assert grant.json()["ray_token"] == ray_head.token_path.read_text().strip()
+        assert node.post("/v1/workers/bootstrap").status_code == 401  # spent
+    bad = run_cli(["server", "bootstrap-token", "no/such id"], tmp_path, api.env)
+    assert bad.returncode == 2 and "invalid worker id" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_no_node_can_move_the_head_or_speak_for_it(api: ApiServer, client: Client, tmp_path: Path) -> None:
     """The head-announce attack: with a node's credential (and with the
     shared worker token), announce a fake head and keep beating; take the
