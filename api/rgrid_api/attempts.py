@@ -37,9 +37,11 @@ from rgrid_api.db.engine import is_postgres
 from rgrid_api.db.models import Attempt, Batch, Execution, LogChunkRow, Output, Worker
 from rgrid_api.db.times import utcnow
 from rgrid_api.errors import Invalid
-from rgrid_api.executions import last_log_seq
+from rgrid_api.executions import last_log_seq, spec_of
 from rgrid_api.fairshare import Candidate, RecentUse, fair_order
+from rgrid_api.provenance import record_environment
 from rgrid_api.raytoken import may_claim
+from rgrid_api.resultcache import content_key
 from rgrid_api.storage import ObjectStore, object_key, output_key
 from rgrid_api.workers import set_ray_node
 from rgrid_runner.driver_messages import Capacity
@@ -417,6 +419,16 @@ def complete_attempt(
     _add_lines(session, execution_id, attempt, result.logs, now)
     _finish(execution, row, status, reason, now, result.exit_code)
     execution.duration_s = result.duration_s
+    if result.usage is not None:
+        row.cpu_seconds = result.usage.cpu_seconds
+        row.peak_memory_bytes = result.usage.peak_memory_bytes
+        row.wall_seconds = result.usage.wall_seconds
+        row.output_bytes = sum(out.size for out in outputs)  # what the API checked, not what was said
+    if result.environment is not None:
+        lock = record_environment(session, execution, row, result.environment)
+        if status == Status.SUCCEEDED:
+            # Its result is keyed by the packages it was made with.
+            execution.cache_key = content_key(spec_of(execution), execution.runtime, lock)
     for out in outputs:
         session.add(
             Output(

@@ -19,6 +19,7 @@ from rgrid_api.costs import execution_cost
 from rgrid_api.db.models import Attempt, Execution
 from rgrid_api.ids import ID_LENGTH
 from rgrid_api.lookup import id_range, only_match
+from rgrid_api.provenance import provenance
 from rgrid_api.views import AttemptColumns, execution_view
 
 EXECUTIONS = Execution.__table__
@@ -44,8 +45,8 @@ READ = (
 
 
 def read_execution(conn: Connection, owner: str, id_or_prefix: str) -> ExecutionView:
-    """The owner's execution by id or unique prefix, with its attempts and,
-    once final, its cost."""
+    """The owner's execution by id or unique prefix, with its attempts, its
+    provenance and, once final, its cost."""
     low, high = id_range(id_or_prefix, "", ID_LENGTH, "execution")
     rows = conn.execute(READ, {"owner": owner, "low": low, "high": high}).all()
     execution = only_match(list({row.id: row for row in rows}.values()), id_or_prefix, "execution")
@@ -53,4 +54,5 @@ def read_execution(conn: Connection, owner: str, id_or_prefix: str) -> Execution
     attempts = [AttemptColumns(*row[-width:]) for row in rows if row.attempt_number is not None]
     view = execution_view(execution, attempts)
     view.cost_eur = execution_cost(conn, execution, attempts)
+    view.provenance = provenance(conn, execution, attempts)
     return view

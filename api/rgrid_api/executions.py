@@ -27,6 +27,7 @@ from rgrid_api.db.models import Attempt, Execution, LogChunkRow, Output
 from rgrid_api.errors import Conflict, Invalid, OverCap
 from rgrid_api.ids import ID_LENGTH, new_execution_id
 from rgrid_api.lookup import find_by_prefix
+from rgrid_api.provenance import current_lock
 from rgrid_api.resultcache import content_key, copy_results, previous_results, reuse
 from rgrid_api.storage import ObjectStore
 from rgrid_api.uploads import require_complete
@@ -48,7 +49,8 @@ def create_execution(
     session: Session, owner: str, body: ExecutionCreate, runtime: str, retry_of: str | None = None
 ) -> Execution:
     require_complete(session, owner, {f.sha256 for f in [body.script, *body.inputs]})
-    execution = new_execution(owner, body, runtime, retry_of=retry_of)
+    lock = current_lock(session, owner, runtime, body.requirements)
+    execution = new_execution(owner, body, runtime, lock, retry_of=retry_of)
     # Before the row is added: a query would flush it as queued, and queued
     # -> succeeded is no transition the database allows.
     previous = previous_results(session, owner, {str(execution.cache_key)}) if body.cache else {}
@@ -74,11 +76,14 @@ def new_execution(
     owner: str,
     body: ExecutionCreate,
     runtime: str,
+    lock_sha256: str | None,
     retry_of: str | None = None,
     batch_id: str | None = None,
     batch_input: str | None = None,
 ) -> Execution:
-    """A queued execution row (not added): its files must not share a path."""
+    """A queued execution row (not added): its files must not share a path.
+    `lock_sha256`: the package set its requirements now install as, if
+    known (its cache key takes it)."""
     paths = [f.path for f in [body.script, *body.inputs]]
     if len(set(paths)) != len(paths):
         raise Invalid("two inputs would land on the same path in the work dir")
@@ -97,7 +102,7 @@ def new_execution(
         retry_of=retry_of,
         batch_id=batch_id,
         batch_input=batch_input,
-        cache_key=content_key(body, runtime),
+        cache_key=content_key(body, runtime, lock_sha256),
         created_at=datetime.now(UTC),
     )
 

@@ -2,8 +2,11 @@
 running the same thing again.
 
 Every execution gets a content key: the sha256 of its script, every input's
-content and place in the work dir, its arguments, runtime, requirements and
-`--env` values. With `cache`, a new execution whose key matches a succeeded
+content and place in the work dir, its arguments, runtime, requirements,
+`--env` values and the exact package set its requirements install as
+(`rgrid_api.provenance`): at submission the set they last installed as for
+this owner, and once it ran, the set it ran with. So a result made with
+other packages than the requirements now install is not reused. With `cache`, a new execution whose key matches a succeeded
 execution of the same owner is created already succeeded: its log chunks
 and outputs (the same stored objects) are copied from that execution, and
 `cached_from` names it. Nothing runs, and the CLI replays it exactly as if
@@ -25,8 +28,9 @@ from rgrid_api.db.models import Execution, LogChunkRow, Output
 LOOKUP_CHUNK = 1000
 
 
-def content_key(spec: ExecutionCreate, runtime: str) -> str:
+def content_key(spec: ExecutionCreate, runtime: str, lock_sha256: str | None) -> str:
     described = {
+        "packages": lock_sha256 or "",
         "script": [spec.script.path, spec.script.sha256],
         "inputs": sorted([f.path, f.sha256] for f in spec.inputs),
         "args": spec.args,
@@ -71,6 +75,7 @@ def reuse(rows: list[Execution], previous: dict[str, Execution]) -> list[tuple[E
         row.duration_s = source.duration_s
         row.started_at = row.finished_at = now
         row.cached_from = source.cached_from or source.id
+        row.lock_sha256 = source.lock_sha256
         pairs.append((row, source))
     return pairs
 

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Row
 
-from rgrid.wire import AttemptView, ExecutionView, FailureReason, Resources, Status
+from rgrid.wire import AttemptView, ExecutionView, FailureReason, Resources, Status, Usage
 from rgrid_api.db.models import Attempt, Execution
 from rgrid_api.db.times import aware
 
@@ -30,6 +30,13 @@ class AttemptColumns(NamedTuple):
     finished_at: datetime | None
     exit_code: int | None
     failure_reason: str | None
+    ray_node_id: str | None
+    cpu_seconds: float | None
+    peak_memory_bytes: int | None
+    wall_seconds: float | None
+    output_bytes: int | None
+    interpreter: str | None
+    rgrid_version: str | None
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -45,6 +52,19 @@ def attempt_view(a: Attempt | AttemptColumns) -> AttemptView:
         finished_at=_utc(a.finished_at),
         exit_code=a.exit_code,
         failure_reason=FailureReason(a.failure_reason) if a.failure_reason else None,
+        usage=usage_of(a),
+    )
+
+
+def usage_of(a: Attempt | AttemptColumns) -> Usage | None:
+    """What an attempt used, if its runner reported it."""
+    if a.wall_seconds is None:
+        return None
+    return Usage(
+        cpu_seconds=a.cpu_seconds,
+        peak_memory_bytes=a.peak_memory_bytes,
+        wall_seconds=a.wall_seconds,
+        output_bytes=a.output_bytes or 0,
     )
 
 

@@ -22,6 +22,11 @@ def parse_memory_mb(text: str) -> int:
     return max(1, int(float(m.group(1)) * _MEM_FACTOR_MB[unit]))
 
 
+def memory_flag(memory_mb: int) -> str:
+    """A size as --memory takes it, in whole GiB where it is one."""
+    return f"{memory_mb // 1024}G" if memory_mb % 1024 == 0 else f"{memory_mb}M"
+
+
 def parse_duration_s(text: str) -> float:
     """'90', '90s', '5m', '2h' (seconds when no unit is given)."""
     m = _DUR.match(text)

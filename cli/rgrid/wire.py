@@ -330,6 +330,33 @@ class ErrorAnswer(BaseModel):
     detail: str | list[dict[str, object]]
 
 
+# One installed distribution of a package set, exactly: `name==version`.
+LOCKED_PACKAGE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}==[A-Za-z0-9][A-Za-z0-9.+!_-]{0,99}$"
+LockedPackage = Annotated[str, Field(pattern=LOCKED_PACKAGE_PATTERN)]
+MAX_LOCKED_PACKAGES = 5000
+
+
+class Usage(BaseModel):
+    """What one attempt used, measured by the kernel in its cgroup (CPU and
+    peak memory are unknown on a node without cgroups), as far as it got
+    when it was killed."""
+
+    cpu_seconds: float | None = Field(default=None, ge=0)
+    peak_memory_bytes: ByteCount | None = Field(default=None, ge=0)
+    wall_seconds: float = Field(ge=0)
+    output_bytes: ByteCount = Field(default=0, ge=0)
+
+
+class RunnerEnvironment(BaseModel):
+    """What exactly an attempt ran with, as its runner found it: the
+    interpreter's exact version, every package of its environment, and the
+    runner's own rgrid."""
+
+    interpreter: str = Field(max_length=128)
+    packages: list[LockedPackage] = Field(default=[], max_length=MAX_LOCKED_PACKAGES)
+    rgrid_version: str = Field(max_length=64)
+
+
 class AttemptView(BaseModel):
     number: int
     status: Status
@@ -338,6 +365,41 @@ class AttemptView(BaseModel):
     finished_at: UtcDatetime | None = None
     exit_code: int | None = None
     failure_reason: FailureReason | None = None
+    usage: Usage | None = None
+
+
+class InputRecord(BaseModel):
+    """One file a run read, as it was: its place, size and content hash."""
+
+    path: str
+    size: int | None = None
+    sha256: str
+
+
+class AttemptRecord(BaseModel):
+    """Where one attempt ran and with what."""
+
+    number: int
+    worker_id: str | None = None
+    ray_node_id: str | None = None
+    interpreter: str | None = None
+    rgrid_version: str | None = None
+
+
+class Provenance(BaseModel):
+    """What exactly an execution ran: enough to tell two runs apart and to
+    run the same again (`rgrid retry --exact` installs `packages`).
+    `packages` and `interpreter` are those of the attempt that decided the
+    result (for a cached result, the run it reuses)."""
+
+    script: InputRecord
+    inputs: list[InputRecord] = []
+    args: list[str] = []
+    runtime: str
+    requirements: str | None = None
+    interpreter: str | None = None
+    packages: list[str] | None = None
+    attempts: list[AttemptRecord] = []
 
 
 class ExecutionView(BaseModel):
@@ -363,6 +425,8 @@ class ExecutionView(BaseModel):
     # Queued: what it waits for, when something holds it (a cap, a full grid).
     waiting: str | None = None
     attempts: list[AttemptView] = []
+    # Only in the answer about this one execution (not in lists).
+    provenance: Provenance | None = None
 
 
 class ExecutionList(BaseModel):
@@ -419,6 +483,15 @@ class BatchStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
+class BatchUsage(BaseModel):
+    """What a batch's runs used, over the attempts that reported a measure."""
+
+    attempts: int
+    cpu_seconds: float
+    median_peak_memory_bytes: int | None = None
+    max_peak_memory_bytes: int | None = None
+
+
 class BatchView(BaseModel):
     id: str
     status: BatchStatus
@@ -429,6 +502,7 @@ class BatchView(BaseModel):
     created_at: UtcDatetime
     finished_at: UtcDatetime | None = None
     executions: list[BatchExecution] = []
+    usage: BatchUsage | None = None
 
 
 class LogChunk(BaseModel):
@@ -659,6 +733,8 @@ class RunnerResult(BaseModel):
     outputs: list[OutputFile] = []
     # Output the log shipper had not sent yet (all of a short job's).
     logs: list[RunnerLogLine] = []
+    usage: Usage | None = None
+    environment: RunnerEnvironment | None = None
 
 
 class NodeCost(BaseModel):
@@ -704,6 +780,10 @@ class Estimate(BaseModel):
     median_s: float | None = None
     p90_s: float | None = None
     cost_eur: float | None = None
+    # What the history says to ask for: CPUs the runs kept busy and memory
+    # over their largest peak (None without measured runs).
+    suggested_cpu: float | None = None
+    suggested_memory_mb: int | None = None
 
 
 class InstanceView(BaseModel):

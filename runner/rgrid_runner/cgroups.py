@@ -4,6 +4,10 @@ that the kernel enforces, and the record of why a script was killed.
 Both cgroup v2 (one unified tree) and v1 (one tree per controller, as on
 this project's machines) are supported. Where neither is writable the
 runner falls back to rlimits (see `limits.py`) and says so.
+
+The group is also what measures an attempt (`Cgroup.usage`): its CPU time
+and its peak memory, as the kernel charged them to the limit the user set,
+page cache included, since that is what `--memory` must hold.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import os
 import shlex
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from rgrid_runner.limits import Limits
@@ -22,6 +27,15 @@ log = logging.getLogger(__name__)
 ROOT = Path("/sys/fs/cgroup")
 GROUP = "rgrid"
 CPU_PERIOD_US = 100_000
+
+
+@dataclass(frozen=True)
+class GroupUse:
+    """What the kernel charged a group: CPU seconds and peak bytes of memory
+    (either unknown where this kernel does not tell it)."""
+
+    cpu_seconds: float | None
+    peak_memory_bytes: int | None
 
 
 def _write(path: Path, value: str) -> None:
@@ -34,6 +48,44 @@ class Cgroup:
     def __init__(self, dirs: dict[str, Path], v2: bool) -> None:
         self.dirs = dirs
         self.v2 = v2
+        # The largest memory.current seen, for a v2 kernel without memory.peak (< 5.19).
+        self._sampled_peak = 0
+
+    def _read_int(self, controller: str, name: str) -> int | None:
+        directory = self.dirs.get(controller)
+        if directory is None:
+            return None
+        try:
+            return int((directory / name).read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def sample(self) -> None:
+        """Note the memory in use now: the peak where the kernel keeps none."""
+        if self.v2 and not (self.dirs["memory"] / "memory.peak").exists():
+            self._sampled_peak = max(self._sampled_peak, self._read_int("memory", "memory.current") or 0)
+
+    def usage(self) -> GroupUse | None:
+        """CPU seconds and peak memory of everything that ran in the group,
+        so far (read before `remove`); None where the kernel tells neither."""
+        if self.v2:
+            peak = self._read_int("memory", "memory.peak")
+            cpu_us = None
+            try:
+                stat = (self.dirs["cpu"] / "cpu.stat").read_text()
+                fields = dict(line.split(" ", 1) for line in stat.splitlines() if " " in line)
+                cpu_us = int(fields["usage_usec"])
+            except (OSError, ValueError, KeyError):
+                pass
+            cpu_s = None if cpu_us is None else cpu_us / 1e6
+            peak = max(peak or 0, self._sampled_peak) or None
+        else:
+            peak = self._read_int("memory", "memory.max_usage_in_bytes")
+            cpu_ns = self._read_int("cpuacct", "cpuacct.usage")
+            cpu_s = None if cpu_ns is None else cpu_ns / 1e9
+        if cpu_s is None and peak is None:
+            return None
+        return GroupUse(cpu_seconds=cpu_s, peak_memory_bytes=peak)
 
     def join_command(self, argv: list[str]) -> list[str]:
         """Wrap argv so the process enters the group before it execs: no
@@ -116,7 +168,8 @@ class CgroupManager:
         return self.root / GROUP if self.v2 else self.root / controller / GROUP
 
     def _controllers(self) -> tuple[str, ...]:
-        return ("memory", "pids", "cpu")
+        # v1 counts CPU time in a controller of its own; v2's cpu.stat has it.
+        return ("memory", "pids", "cpu") if self.v2 else ("memory", "pids", "cpu", "cpuacct")
 
     def _probe(self) -> bool:
         try:

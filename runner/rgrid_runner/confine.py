@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from rgrid.wire import Stream
-from rgrid_runner.cgroups import Cgroup, CgroupManager
+from rgrid_runner.cgroups import Cgroup, CgroupManager, GroupUse
 from rgrid_runner.limits import Limits, rlimit_command
 from rgrid_runner.process import Check, ProcessOutcome, run_supervised
 from rgrid_runner.sandbox import Job, Sandbox
@@ -28,6 +28,9 @@ class Confined:
     outcome: ProcessOutcome
     oom: bool
     pids_hit: bool
+    # CPU and peak memory of the whole tree; None without cgroups (rlimits
+    # measure nothing per attempt).
+    usage: GroupUse | None = None
 
 
 @dataclass(frozen=True)
@@ -59,13 +62,14 @@ class Confinement:
                     timeout_s,
                     sink,
                     self.stop,
-                    check=check,
+                    check=_sampling(group, check),
                     pass_fds=launch.pass_fds,
                 )
                 return Confined(
                     outcome,
                     oom=group.oom_killed() if group else False,
                     pids_hit=group.hit_pid_limit() if group else False,
+                    usage=group.usage() if group else None,
                 )
         finally:
             launch.close()
@@ -80,3 +84,16 @@ class Confinement:
             yield group
         finally:
             group.remove()
+
+
+def _sampling(group: Cgroup | None, check: Check | None) -> Check | None:
+    """The supervisor's periodic check, which also samples the group's
+    memory where the kernel keeps no peak of its own."""
+    if group is None:
+        return check
+
+    def sampled() -> str | None:
+        group.sample()
+        return check() if check is not None else None
+
+    return sampled

@@ -23,6 +23,9 @@ runs on the worker, of any tenant: same key, same environment.
   Every entry counts at least one block, and entries are counted too, so a
   build of a million empty files is not free. Concurrent runs with one key
   build once (an exclusive lock).
+- **Its package set, listed once.** When it is published, the names of
+  its installed distributions (`rgrid_runner.packages`) are written beside
+  it, for every run's provenance.
 - **Bookkeeping beside the tree, not in it.** A build controls every name
   in its tree (a link named like a marker would have the runner write
   through it as root), so the cache's own files lie in its root, written
@@ -44,10 +47,12 @@ from pathlib import Path
 
 from rgrid.filelock import FileLock
 from rgrid_runner.limits import tree_usage
+from rgrid_runner.packages import installed
 from rgrid_runner.runtimes import Interpreter
 
 USED_SUFFIX = ".used"
 USAGE_SUFFIX = ".usage"
+PACKAGES_SUFFIX = ".packages"
 BUILT_VENV = "venv"
 
 
@@ -67,6 +72,8 @@ class InstallFailed(Exception):
 @dataclass(frozen=True)
 class Environment:
     path: Path
+    # `name==version` of everything installed in it.
+    packages: tuple[str, ...] = ()
 
     @property
     def python(self) -> str:
@@ -135,6 +142,17 @@ class EnvCache:
     def _usage(self, key: str) -> Path:
         return self.root / f"{key}{USAGE_SUFFIX}"
 
+    def _packages(self, key: str) -> tuple[str, ...]:
+        """The environment's package set, listed when it was published (an
+        environment published before rgrid listed them is listed now)."""
+        mark = self.root / f"{key}{PACKAGES_SUFFIX}"
+        try:
+            return tuple(mark.read_text().split())
+        except FileNotFoundError:
+            packages = installed(self.root / key)
+            _write_mark(mark, "\n".join(packages))
+            return tuple(packages)
+
     @contextmanager
     def use(
         self, interp: Interpreter, requirements: str, build: Builder, stop: threading.Event | None = None
@@ -160,7 +178,7 @@ class EnvCache:
                     lock.release()
             os.utime(self._used(key))
             self._evict(keep=key)
-            yield Environment(self.root / key)
+            yield Environment(self.root / key, self._packages(key))
         finally:
             lock.release()
 
@@ -177,6 +195,7 @@ class EnvCache:
             if final.exists():
                 shutil.rmtree(final)
             venv.rename(final)
+            _write_mark(self.root / f"{key}{PACKAGES_SUFFIX}", "\n".join(installed(final)))
             _write_mark(self._usage(key), f"{usage.bytes} {usage.files}")
             _write_mark(self._used(key), "")  # last: the environment is complete
         finally:
@@ -206,6 +225,7 @@ class EnvCache:
                     self._used(key).unlink(missing_ok=True)  # first: no one takes it as complete
                     shutil.rmtree(self.root / key, ignore_errors=True)
                     self._usage(key).unlink(missing_ok=True)
+                    (self.root / f"{key}{PACKAGES_SUFFIX}").unlink(missing_ok=True)
                     total -= size
                     count -= files
                 finally:

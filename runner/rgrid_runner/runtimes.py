@@ -27,18 +27,23 @@ class Interpreter:
     runtime: str
     executable: str
     prefix: str  # sys.base_prefix: the tree a sandbox must show the job
+    # Exactly which Python, for provenance: "CPython 3.11.2".
+    version: str = ""
 
 
 def _probe(executable: str, runtime: str) -> Interpreter | None:
-    code = "import sys; print(sys.base_prefix); print('%d.%d' % sys.version_info[:2])"
+    code = (
+        "import platform, sys; print(sys.base_prefix); print('%d.%d' % sys.version_info[:2]);"
+        " print(platform.python_implementation(), platform.python_version())"
+    )
     try:
         out = subprocess.run([executable, "-I", "-c", code], capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    lines = out.stdout.split()
-    if out.returncode != 0 or len(lines) != 2 or f"python:{lines[1]}" != runtime:
+    lines = out.stdout.splitlines()
+    if out.returncode != 0 or len(lines) != 3 or f"python:{lines[1]}" != runtime:
         return None
-    return Interpreter(runtime, os.path.realpath(executable), lines[0])
+    return Interpreter(runtime, os.path.realpath(executable), lines[0], lines[2])
 
 
 def _candidates(version: str) -> list[str]:

@@ -26,21 +26,28 @@ from pathlib import Path
 import httpx
 
 from rgrid.errors import StaleAttempt
+from rgrid.sizing import larger_memory_mb
+from rgrid.units import memory_flag
+from rgrid.version import VERSION
 from rgrid.wire import (
     AttemptTicket,
     FailureReason,
     OutputFile,
+    RunnerEnvironment,
     RunnerResult,
     RunnerSpec,
     RunnerStart,
+    Usage,
 )
 from rgrid_runner.build import BuildPlace, build_environment
+from rgrid_runner.cgroups import GroupUse
 from rgrid_runner.config import RunnerConfig, runner_config
 from rgrid_runner.confine import Confinement
 from rgrid_runner.envs import InstallFailed
 from rgrid_runner.httpclient import process_client
 from rgrid_runner.limits import Limits, LogBudget
 from rgrid_runner.logship import LogShipper
+from rgrid_runner.packages import interpreter_packages
 from rgrid_runner.process import ProcessOutcome
 from rgrid_runner.reporter import Reporter
 from rgrid_runner.runtimes import Interpreter
@@ -131,6 +138,9 @@ class Verdict:
     exit_code: int | None
     reason: FailureReason | None
     duration_s: float = 0.0
+    # What the script's process tree used, as far as it got (None: never
+    # started, or no cgroup to measure it).
+    used: GroupUse | None = None
 
 
 class AttemptRun:
@@ -159,6 +169,8 @@ class AttemptRun:
         # output and, with --verbose, its requirements' build.
         self.log_budget = LogBudget(cfg.max_log_bytes, self.shipper.write)
         self.confinement = Confinement(cfg.sandbox, cfg.cgroups, self.limits, self.shipper.stop_requested)
+        # What the script runs with, once its environment is ready.
+        self.environment: RunnerEnvironment | None = None
 
     def execute(self, abandoned: threading.Event) -> str:
         self.shipper.start()
@@ -183,6 +195,8 @@ class AttemptRun:
                 duration_s=verdict.duration_s,
                 outputs=outputs,
                 logs=tail,
+                usage=_usage(verdict, outputs),
+                environment=self.environment,
             )
         )
         return verdict.reason or "ok"
@@ -252,6 +266,7 @@ class AttemptRun:
         network namespace (held while the job runs)."""
         python, readonly = interp.executable, [Path(interp.prefix)]
         path = f"{Path(interp.executable).parent}:{JOB_PATH_TAIL}"
+        packages = interpreter_packages(interp.prefix)
         netns = None
         if self.cfg.sandbox.needs_netns and (self.spec.network or self.spec.requirements):
             # A build reaches the package index even for a job without network.
@@ -270,6 +285,12 @@ class AttemptRun:
             )
             python, path = env.python, f"{env.bin}:{path}"
             readonly.append(env.path)
+            packages = env.packages
+        self.environment = RunnerEnvironment(
+            interpreter=interp.version or f"Python {interp.runtime.split(':')[-1]}",
+            packages=list(packages),
+            rgrid_version=VERSION,
+        )
         self.cfg.sandbox.prepare(self.workdir, self.user)
         return Job(
             argv=[python, self.spec.script.path, *self.spec.args],
@@ -336,17 +357,19 @@ class AttemptRun:
         reason = _failure_reason(
             outcome, cancelled=self.shipper.cancel_requested.is_set(), oom=ended.oom, pids_hit=ended.pids_hit
         )
-        explanation = self._explanation(reason, outcome)
+        explanation = self._explanation(reason, outcome, ended.usage)
         if explanation:
             self.note(explanation)
-        return Verdict(outcome.exit_code, reason, outcome.duration_s)
+        return Verdict(outcome.exit_code, reason, outcome.duration_s, ended.usage)
 
-    def _explanation(self, reason: FailureReason | None, outcome: ProcessOutcome) -> str | None:
+    def _explanation(
+        self, reason: FailureReason | None, outcome: ProcessOutcome, used: GroupUse | None
+    ) -> str | None:
         """Why rgrid stopped the script, for the user reading its stderr."""
         if reason == FailureReason.TIMEOUT:
             return f"killed after the {self.spec.resources.timeout_s:g} s timeout"
         if reason == FailureReason.OUT_OF_MEMORY:
-            return f"killed for exceeding its memory limit ({self.spec.resources.memory_mb} MiB)"
+            return out_of_memory_note(self.spec.resources.memory_mb, used)
         if reason == FailureReason.OUTPUT_TOO_LARGE:
             return f"stopped: {outcome.limit}"
         if reason == FailureReason.PROCESS_LIMIT:
@@ -378,3 +401,26 @@ def _failure_reason(
     if outcome.exit_code != 0:
         return FailureReason.PROCESS_LIMIT if pids_hit else FailureReason.EXIT_CODE
     return None
+
+
+def _usage(verdict: Verdict, outputs: list[OutputFile]) -> Usage | None:
+    """The attempt's usage as reported; none for a script that never ran."""
+    if verdict.used is None and verdict.duration_s == 0:
+        return None
+    used = verdict.used
+    return Usage(
+        cpu_seconds=round(used.cpu_seconds, 3) if used and used.cpu_seconds is not None else None,
+        peak_memory_bytes=used.peak_memory_bytes if used else None,
+        wall_seconds=round(verdict.duration_s, 3),
+        output_bytes=sum(o.size for o in outputs),
+    )
+
+
+def out_of_memory_note(memory_mb: int, used: GroupUse | None) -> str:
+    """The OOM kill in the job's stderr: the peak it reached, and a limit to try."""
+    peak = used.peak_memory_bytes if used else None
+    seen = f", peak {peak / 2**20:.0f} MiB" if peak else ""
+    return (
+        f"killed for exceeding its memory limit ({memory_mb} MiB{seen}); "
+        f"try --memory {memory_flag(larger_memory_mb(memory_mb, peak))}"
+    )

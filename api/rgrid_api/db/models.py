@@ -135,6 +135,8 @@ class Execution(Base):
     # result the execution whose result it reuses.
     cache_key: Mapped[str | None] = mapped_column(String(64))
     cached_from: Mapped[str | None] = mapped_column(String(16))
+    # The package set (`PackageLock`) its result was made with.
+    lock_sha256: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -166,8 +168,41 @@ class Attempt(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     exit_code: Mapped[int | None] = mapped_column(Integer)
     failure_reason: Mapped[str | None] = mapped_column(String(32))
+    # What it used (`rgrid.wire.Usage`), as its runner reported it.
+    cpu_seconds: Mapped[float | None] = mapped_column(Float)
+    peak_memory_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    wall_seconds: Mapped[float | None] = mapped_column(Float)
+    output_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    # What it ran with (`rgrid.wire.RunnerEnvironment`).
+    interpreter: Mapped[str | None] = mapped_column(String(128))
+    rgrid_version: Mapped[str | None] = mapped_column(String(64))
+    lock_sha256: Mapped[str | None] = mapped_column(String(64))
 
     execution: Mapped[Execution] = relationship(back_populates="attempts")
+
+
+class PackageLock(Base):
+    """An exact package set, stored once however many runs share it: the
+    interpreter and `name==version` of every installed distribution."""
+
+    __tablename__ = "package_locks"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    interpreter: Mapped[str] = mapped_column(String(128))
+    packages: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class CurrentLock(Base):
+    """What an owner's requirements (for one runtime) last installed as: the
+    package set the result cache's key takes for a new run of them."""
+
+    __tablename__ = "current_locks"
+
+    owner: Mapped[str] = mapped_column(String(128), primary_key=True)
+    environment_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    lock_sha256: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class Worker(Base):
