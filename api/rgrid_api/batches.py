@@ -33,6 +33,7 @@ from rgrid_api.provenance import current_lock
 from rgrid_api.resultcache import copy_results, previous_results, reuse
 from rgrid_api.storage import ObjectStore
 from rgrid_api.uploads import require_complete
+from rgrid_api.usage import batch_usage
 
 
 def create_batch(session: Session, owner: str, body: BatchCreate, runtime: str) -> Batch:
@@ -154,9 +155,10 @@ def batch_view(
     notable: bool = False,
     limit: int | None = None,
 ) -> BatchView:
-    """The batch, its counts and its executions in input order; `notable`:
-    only those running or ended other than succeeded (what `rgrid status`
-    shows of a large batch), at most `limit` of them."""
+    """The batch, its counts, what its runs used, and its executions in
+    input order; `notable`: only those running or ended other than
+    succeeded (what `rgrid status` shows of a large batch), at most `limit`
+    of them. Without executions, only the counts (a progress bar's poll)."""
     view = _summary(batch, batch_counts(session, [batch.id])[batch.id])
     executions = []
     if with_executions:
@@ -193,7 +195,11 @@ def batch_view(
             select(func.max(Execution.finished_at)).where(Execution.batch_id == batch.id)
         )
     return view.model_copy(
-        update={"finished_at": aware(finished_at) if finished_at else None, "executions": executions}
+        update={
+            "finished_at": aware(finished_at) if finished_at else None,
+            "executions": executions,
+            "usage": batch_usage(session, batch.id) if with_executions else None,
+        }
     )
 
 

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, select
+from sqlalchemy import Connection, Row, and_, select
 from sqlalchemy.orm import Session
 
+from rgrid.sizing import memory_for_peak_mb, suggested_cpu
 from rgrid.wire import CostReport, Estimate, NodeCost, Status
 from rgrid_api.db.models import Attempt, Execution, Instance
 from rgrid_api.db.times import aware
@@ -119,7 +120,8 @@ def estimate(
     session: Session, owner: str, script_sha256: str, script_name: str, cpu: float, price: Price | None
 ) -> Estimate:
     """Duration and cost of a run, from the owner's succeeded runs of the same
-    script (same content first; else the same file name)."""
+    script (same content first; else the same file name), and the --cpu and
+    --memory their measured use suggests."""
     basis = "same script"
     rows = _history(session, owner, Execution.script_sha256 == script_sha256)
     if not rows:
@@ -127,23 +129,49 @@ def estimate(
         rows = _history(session, owner, Execution.script_name == script_name)
     if not rows:
         return Estimate(runs=0, basis="no history")
-    durations = sorted(d for d in rows)
+    durations = sorted(run.duration_s for run in rows)
     median = statistics.median(durations)
     p90 = durations[min(len(durations) - 1, int(0.9 * len(durations)))]
     cost = None
     if price is not None and price.cpus > 0:
         cost = round(median / 3600 * price.eur_per_hour * min(1.0, cpu / price.cpus), 6)
-    return Estimate(runs=len(durations), basis=basis, median_s=median, p90_s=p90, cost_eur=cost)
+    busy = sorted(
+        run.cpu_seconds / run.wall_seconds for run in rows if run.cpu_seconds is not None and run.wall_seconds
+    )
+    peaks = [run.peak_memory_bytes for run in rows if run.peak_memory_bytes is not None]
+    return Estimate(
+        runs=len(durations),
+        basis=basis,
+        median_s=median,
+        p90_s=p90,
+        cost_eur=cost,
+        # The busiest run in ten decides the CPUs; the largest peak the memory.
+        suggested_cpu=suggested_cpu(busy[min(len(busy) - 1, int(0.9 * len(busy)))]) if busy else None,
+        suggested_memory_mb=memory_for_peak_mb(max(peaks)) if peaks else None,
+    )
 
 
-def _history(session: Session, owner: str, match: object) -> list[float]:
-    return [
-        d
-        for d in session.scalars(
-            select(Execution.duration_s)
-            .where(Execution.owner == owner, Execution.status == Status.SUCCEEDED, match)  # type: ignore[arg-type]
+def _history(session: Session, owner: str, match: object) -> list[Row[Any]]:
+    """The owner's last 50 succeeded runs that match, with what their
+    deciding attempt used."""
+    return list(
+        session.execute(
+            select(
+                Execution.duration_s,
+                Attempt.cpu_seconds,
+                Attempt.wall_seconds,
+                Attempt.peak_memory_bytes,
+            )
+            .outerjoin(
+                Attempt, and_(Attempt.execution_id == Execution.id, Attempt.number == Execution.attempt)
+            )
+            .where(
+                Execution.owner == owner,
+                Execution.status == Status.SUCCEEDED,
+                Execution.duration_s.is_not(None),
+                match,  # type: ignore[arg-type]
+            )
             .order_by(Execution.finished_at.desc())
             .limit(50)
         )
-        if d is not None
-    ]
+    )

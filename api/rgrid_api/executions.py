@@ -27,7 +27,7 @@ from rgrid_api.db.models import Attempt, Execution, LogChunkRow, Output
 from rgrid_api.errors import Conflict, Invalid, OverCap
 from rgrid_api.ids import ID_LENGTH, new_execution_id
 from rgrid_api.lookup import find_by_prefix
-from rgrid_api.provenance import current_lock
+from rgrid_api.provenance import current_lock, locked_set
 from rgrid_api.resultcache import content_key, copy_results, previous_results, reuse
 from rgrid_api.storage import ObjectStore
 from rgrid_api.uploads import require_complete
@@ -70,6 +70,22 @@ def spec_of(execution: Execution) -> ExecutionCreate:
         args=execution.args,
         inputs=[InputFile.model_validate(i) for i in execution.inputs],
     )
+
+
+def exact_spec(session: Session, execution: Execution) -> ExecutionCreate:
+    """An execution's spec with its requirements pinned to the package set
+    it ran with (a run without requirements has none to pin: the
+    interpreter's own packages are the node's)."""
+    spec = spec_of(execution)
+    if not execution.requirements:
+        return spec
+    lock = locked_set(session, execution.lock_sha256)
+    if lock is None:
+        raise Conflict(
+            f"{execution.id} has no recorded package set (its requirements never installed): "
+            "retry it without --exact"
+        )
+    return spec.model_copy(update={"requirements": lock.packages})
 
 
 def new_execution(

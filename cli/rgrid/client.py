@@ -150,8 +150,14 @@ class Client:
     def cancel(self, execution_id: str) -> ExecutionView:
         return self._call("POST", f"/v1/executions/{execution_id}/cancel", ExecutionView)
 
-    def retry(self, execution_id: str) -> ExecutionView:
-        return self._call("POST", f"/v1/executions/{execution_id}/retry", ExecutionView, backoff=ONCE)
+    def retry(self, execution_id: str, exact: bool = False) -> ExecutionView:
+        return self._call(
+            "POST",
+            f"/v1/executions/{execution_id}/retry",
+            ExecutionView,
+            backoff=ONCE,
+            params={"exact": exact},
+        )
 
     def logs(self, execution_id: str, after: int = 0, wait: float = 0.0) -> LogPage:
         return self._call(

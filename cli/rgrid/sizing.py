@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 from rgrid.units import memory_flag
-from rgrid.wire import Resources, Usage
+from rgrid.wire import BatchUsage, Resources, Usage
 
 MIB = 2**20
 # A limit is rounded up to this many MiB: nobody types --memory 731M.
@@ -105,3 +105,14 @@ def usage_hint(usage: Usage, resources: Resources, out_of_memory: bool) -> str |
     if not hints:
         return None
     return f"it would fit in {' and '.join(hints)}"
+
+
+def batch_usage_line(usage: BatchUsage) -> str:
+    """`0.42 CPU-hours over 100 runs; peak memory median 120 MiB, max 300 MiB`."""
+    line = f"{usage.cpu_seconds / 3600:.2f} CPU-hours over {usage.attempts} run{'' if usage.attempts == 1 else 's'}"
+    if usage.median_peak_memory_bytes is not None and usage.max_peak_memory_bytes is not None:
+        line += (
+            f"; peak memory median {_size(usage.median_peak_memory_bytes)}, "
+            f"max {_size(usage.max_peak_memory_bytes)}"
+        )
+    return line

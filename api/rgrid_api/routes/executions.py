@@ -25,6 +25,7 @@ from rgrid_api.executions import (
     admit,
     cancel_execution,
     create_execution,
+    exact_spec,
     find_execution,
     list_executions,
     list_outputs,
@@ -131,11 +132,14 @@ def cancel(execution_id: str, caller: User, session: DB, state: State) -> Execut
 
 
 @router.post("/{execution_id}/retry", response_model=ExecutionView, status_code=201)
-def retry(execution_id: str, caller: User, session: DB, state: State) -> ExecutionView:
+def retry(execution_id: str, caller: User, session: DB, state: State, exact: bool = False) -> ExecutionView:
+    """The same execution again. With `exact`, its requirements are the
+    exact package set it ran with, whatever they resolve to now."""
     old = find_execution(session, caller.owner, execution_id)
+    spec = exact_spec(session, old) if exact else spec_of(old)
     admit(session, caller.owner, 1, old.cpu, state.caps)
     execution = create_execution(
-        session, caller.owner, spec_of(old), runtime_for(state, session, old.runtime), retry_of=old.id
+        session, caller.owner, spec, runtime_for(state, session, old.runtime), retry_of=old.id
     )
     fail_if_no_node_fits(state, session, [execution.id], old.cpu, old.memory_mb)
     state.feed.work_queued()

@@ -18,7 +18,17 @@ from rgrid.client import Client
 from rgrid.errors import UsageError, exit_code_for
 from rgrid.follow import follow, write_chunk
 from rgrid.outcome import describe
-from rgrid.wire import BatchStatus, BatchView, ExecutionList, ExecutionView, Role, Status, is_batch_id
+from rgrid.sizing import batch_usage_line, usage_hint, usage_line
+from rgrid.wire import (
+    BatchStatus,
+    BatchView,
+    ExecutionList,
+    ExecutionView,
+    FailureReason,
+    Role,
+    Status,
+    is_batch_id,
+)
 
 ID_HELP = "Execution id or a unique prefix of it."
 ANY_ID_HELP = "Execution or batch id (batch ids begin with b-), or a unique prefix of it."
@@ -57,6 +67,22 @@ def _show(execution: ExecutionView) -> None:
     )
     if e.exit_code is not None:
         out.print(f"  exit code {e.exit_code}")
+    measured = next((a for a in reversed(e.attempts) if a.usage is not None), None)
+    if measured is not None and measured.usage is not None:
+        out.print(f"  used      {usage_line(measured.usage, e.resources)}", markup=False, highlight=False)
+        hint = usage_hint(
+            measured.usage, e.resources, out_of_memory=measured.failure_reason == FailureReason.OUT_OF_MEMORY
+        )
+        if hint:
+            out.print(f"  hint      {hint}", markup=False, highlight=False)
+    if e.provenance is not None and e.provenance.interpreter:
+        count = len(e.provenance.packages or [])
+        out.print(
+            f"  ran with  {e.provenance.interpreter}, {count} package{'' if count == 1 else 's'} "
+            "(--json: provenance)",
+            markup=False,
+            highlight=False,
+        )
     if e.attempts:
         table = make_table("attempt", "status", "worker", "started", "finished", "exit", "reason")
         for a in e.attempts:
@@ -89,6 +115,8 @@ def show_batch(b: BatchView, all_rows: bool) -> None:
         else ""
     )
     out.print(f"  created   {_when(b.created_at)}   elapsed {elapsed:.0f} s{eta}")
+    if b.usage is not None and b.usage.attempts:
+        out.print(f"  used      {batch_usage_line(b.usage)}", markup=False, highlight=False)
     whole = all_rows or b.total <= WHOLE_BATCH_ROWS
     shown = b.executions  # a large batch's were asked for notable ones only
     if shown:
@@ -225,11 +253,14 @@ def cancel(execution_id: str, json_out: bool) -> int:
     return _emit(json_out, execution, f"{execution.id}: {said}")
 
 
-def retry(execution_id: str, failed: bool, json_out: bool, detach: bool, output_dir: str) -> int:
+def retry(execution_id: str, failed: bool, exact: bool, json_out: bool, detach: bool, output_dir: str) -> int:
     """Run an execution again, with the same script, inputs and options, as
-    a new execution linked to the old one (it prints the new id); a batch
-    again as a new batch, followed with its bar unless -d (with --failed:
-    its failed inputs only). Inputs you changed since: rgrid run --cache."""
+    a new execution linked to the old one (it prints the new id); with
+    --exact, with the exact packages it ran with. A batch again as a new
+    batch, followed with its bar unless -d (with --failed: its failed
+    inputs only). Inputs you changed since: rgrid run --cache."""
+    if exact and is_batch_id(execution_id):
+        raise UsageError("--exact applies to one execution; retry a batch's inputs by their ids")
     with connect(start_local=False) as client:
         if is_batch_id(execution_id):
             batch = client.retry_batch(execution_id, failed_only=failed)
@@ -238,7 +269,7 @@ def retry(execution_id: str, failed: bool, json_out: bool, detach: bool, output_
             return follow_batch(client, batch, json_out, Path(output_dir), remote_only=False)
         if failed:
             raise UsageError("--failed applies to a batch (its id begins with b-)")
-        execution = client.retry(execution_id)
+        execution = client.retry(execution_id, exact=exact)
     return _emit(json_out, execution, execution.id)
 
 
@@ -339,6 +370,12 @@ def add_commands(commands: Commands) -> None:
         "--failed",
         action="store_true",
         help="A batch: only its failed inputs, as they were (the same files).",
+    )
+    retry_parser.add_argument(
+        "--exact",
+        action="store_true",
+        help="Install exactly the packages it ran with (rgrid status ID --json: provenance), "
+        "whatever its requirements resolve to now.",
     )
     retry_parser.add_argument(
         "-d", "--detach", action="store_true", help="A batch: print its id and return at once."
