@@ -31,9 +31,20 @@ from rgrid_api.dispatcher import Dispatcher
 from rgrid_api.driver_process import DriverProcess
 from rgrid_api.errors import DomainError
 from rgrid_api.finalviews import FinalViews
+from rgrid_api.metrics import RequestTimer, registry_for, serve_metrics, watch
 from rgrid_api.monitor import Monitor
 from rgrid_api.notify import ChangeFeed
-from rgrid_api.routes import autoscaler, batches, executions, grid, health, runner, uploads, workers
+from rgrid_api.routes import (
+    autoscaler,
+    batches,
+    executions,
+    grid,
+    health,
+    metrics,
+    runner,
+    uploads,
+    workers,
+)
 from rgrid_api.settings import Settings
 from rgrid_api.storage import Storage
 from rgrid_api.throttle import LongPolls, RateLimit, Throttled
@@ -51,7 +62,9 @@ def build_state(settings: Settings, with_dispatcher: bool = True) -> AppState:
     upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
     sessions = make_sessionmaker(engine)
+    watch(sessions)
     readers = make_readers(engine)
+    read_engine = make_hot_reader(settings.database_url)
     if settings.bootstrap_api_key is not None:
         with sessions() as session:
             create_key(
@@ -83,7 +96,8 @@ def build_state(settings: Settings, with_dispatcher: bool = True) -> AppState:
         settings=settings,
         sessions=sessions,
         readers=readers,
-        read_engine=make_hot_reader(settings.database_url),
+        read_engine=read_engine,
+        metrics=registry_for(read_engine),
         hot_reads=CapacityLimiter(HOT_READ_THREADS),
         callers=SecretCache(readers, settings.key_cache_s, caller_for_key),
         node_credentials=SecretCache(readers, settings.key_cache_s, worker_for),
@@ -138,6 +152,7 @@ def create_app(settings: Settings, with_dispatcher: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         state.feed.bind(asyncio.get_running_loop())
+        exporter = serve_metrics(state.settings.metrics_bind, state.metrics)
         state.beats.start()
         if state.dispatcher is not None:
             state.dispatcher.start()
@@ -153,6 +168,8 @@ def create_app(settings: Settings, with_dispatcher: bool = True) -> FastAPI:
             if state.dispatcher is not None:
                 await asyncio.to_thread(state.dispatcher.stop)
             await asyncio.to_thread(state.beats.stop)
+            if exporter is not None:
+                exporter.shutdown()
 
     # /healthz is the only route without a key, so the schema is served
     # under /v1 behind the same Bearer auth as everything else.
@@ -175,10 +192,12 @@ def create_app(settings: Settings, with_dispatcher: bool = True) -> FastAPI:
         workers.router,
         grid.router,
         autoscaler.router,
+        metrics.router,
     ):
         app.include_router(router, responses=ERROR_ANSWERS)
 
     app.add_middleware(AllowEveryMethod, routes=app.routes)
+    app.add_middleware(RequestTimer)
 
     @app.get("/v1/openapi.json", include_in_schema=False)
     def openapi_schema(_owner: Owner) -> JSONResponse:

@@ -6,8 +6,9 @@ is a 404. How many of a batch run at once is the dispatcher's business
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session
 
 from rgrid.wire import (
@@ -29,6 +30,7 @@ from rgrid_api.errors import Conflict
 from rgrid_api.executions import admit, cancel_open, new_execution, output_file, spec_of
 from rgrid_api.ids import BATCH_ID_LENGTH, BATCH_PREFIX, new_batch_id
 from rgrid_api.lookup import find_by_prefix
+from rgrid_api.metrics import note_finished
 from rgrid_api.provenance import current_lock
 from rgrid_api.resultcache import copy_results, previous_results, reuse
 from rgrid_api.storage import ObjectStore
@@ -233,11 +235,12 @@ def cancel_batch(
     )
     # One statement for every queued one (EXECUTION's queued -> cancelled;
     # the database's trigger checks each row as `move` would).
-    session.execute(
+    cancelled: CursorResult[Any] = session.execute(  # type: ignore[assignment]
         update(Execution)
         .where(Execution.batch_id == batch.id, Execution.status == Status.QUEUED)
         .values(status=Status.CANCELLED, failure_reason=FailureReason.CANCELLED, finished_at=now)
     )
+    note_finished(session, Status.CANCELLED, FailureReason.CANCELLED, cancelled.rowcount)
     # Only as many as the grid could start are dispatched at a time: each is
     # cancelled as a single run is, its attempt locked against a late start.
     unstarted = []

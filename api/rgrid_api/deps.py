@@ -17,6 +17,7 @@ from typing import Annotated
 from anyio import CapacityLimiter
 from fastapi import Depends, Header, HTTPException, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
@@ -56,6 +57,8 @@ class AppState:
     feed: ChangeFeed
     dispatcher: Dispatcher | None
     monitor: Monitor
+    # This server's metrics (`rgrid_api.metrics`).
+    metrics: CollectorRegistry
     autoscaler: Autoscaler | None = None
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rgrid.hosts import is_loopback
@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     # is (the worker token and node credentials cannot).
     head_token: SecretStr = SecretStr(DEFAULT_HEAD_TOKEN)
     heartbeat_timeout_s: float = 10.0
+    # `host:port` where /metrics is served without a key, for a Prometheus
+    # on the operator's private network (docs/operations.md, "Metrics").
+    # Unset: only the API's own /metrics, for admin keys.
+    metrics_bind: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.:\[\]-]+:[0-9]{1,5}$")
     monitor_interval_s: float = 1.0
 
     lease_s: float = 30.0

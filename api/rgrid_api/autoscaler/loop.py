@@ -294,7 +294,8 @@ class Autoscaler:
             log.warning("create of %s: %s; the next list call settles it", name, exc)
             return exc.kind == ProviderError.EXISTS
         with self.sessions() as session:
-            instances.move(session, name, InstanceState.ALLOCATION_FAILED, str(exc))
+            # The kind first: the metric of create failures is labelled by it.
+            instances.move(session, name, InstanceState.ALLOCATION_FAILED, f"{exc.kind}: {exc}")
             session.commit()
         self._react(exc, (create.server_type, create.location))
         return False

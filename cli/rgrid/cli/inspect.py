@@ -69,7 +69,7 @@ def _show(execution: ExecutionView) -> None:
         out.print(f"  exit code {e.exit_code}")
     measured = next((a for a in reversed(e.attempts) if a.usage is not None), None)
     if measured is not None and measured.usage is not None:
-        out.print(f"  used      {usage_line(measured.usage, e.resources)}", markup=False, highlight=False)
+        out.print(f"  usage     {usage_line(measured.usage, e.resources)}", markup=False, highlight=False)
         hint = usage_hint(
             measured.usage, e.resources, out_of_memory=measured.failure_reason == FailureReason.OUT_OF_MEMORY
         )
