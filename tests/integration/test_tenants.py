@@ -315,6 +315,7 @@ ROUTES = {
     ("GET", "/v1/grid"): USER,
     ("GET", "/v1/workers"): ADMIN,
     ("GET", "/v1/autoscaler"): ADMIN,
+    ("GET", "/metrics"): ADMIN,
     ("POST", "/v1/grid/workers/{worker_id}/drain"): ADMIN,
     ("POST", "/v1/workers/bootstrap"): AGENT,
     ("POST", "/v1/workers/join"): AGENT,
