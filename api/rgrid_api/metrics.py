@@ -32,7 +32,7 @@ from sqlalchemy import Engine, event, func, inspect, select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from rgrid.wire import UNFINISHED_STATES, FailureReason, InstanceState, Status
+from rgrid.wire import UNFINISHED_STATES, FailureReason, InstanceState, Status, WorkerStatus
 from rgrid_api.db.models import Attempt, Execution, Instance, Worker
 from rgrid_api.db.times import aware, utcnow
 from rgrid_infra.provider import ProviderError
@@ -190,8 +190,8 @@ class GridState(Collector):
             for waiting in UNFINISHED_STATES:
                 queue.add_metric([waiting], unfinished.get(waiting, 0))
             by_status = dict(conn.execute(select(Worker.status, func.count()).group_by(Worker.status)).all())
-            for status, count in sorted(by_status.items()):
-                workers.add_metric([status], count)
+            for status in WorkerStatus:
+                workers.add_metric([status], by_status.get(status, 0))
             by_state = dict(conn.execute(select(Instance.state, func.count()).group_by(Instance.state)).all())
             for state in InstanceState:
                 nodes.add_metric([state], by_state.get(state, 0))

@@ -128,6 +128,7 @@ def provenance(
         attempts=[
             AttemptRecord(
                 number=a.number,
+                worker=a.worker,
                 worker_id=a.worker_id,
                 ray_node_id=a.ray_node_id,
                 interpreter=a.interpreter,

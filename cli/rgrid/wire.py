@@ -380,6 +380,9 @@ class AttemptRecord(BaseModel):
     """Where one attempt ran and with what."""
 
     number: int
+    # The node's name as its runner gave it, and its registered id (none
+    # for a node started outside this control plane).
+    worker: str | None = None
     worker_id: str | None = None
     ray_node_id: str | None = None
     interpreter: str | None = None
