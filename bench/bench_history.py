@@ -1,11 +1,12 @@
 """What a long history costs the reads that run on every request: an
-execution by id (the hot read) and by prefix, the first page of `list`,
-and the monitor's pass over open attempts, at 1,000 executions and at
-100,000 (and 1,000,000 with `--sizes`), on SQLite and on PostgreSQL.
+execution by id (the hot read, with its provenance) and by prefix, the
+first page of `list`, the monitor's pass over open attempts, and a scrape
+of `/metrics`, at 1,000 executions and at 100,000 (and 1,000,000 with
+`--sizes`), on SQLite and on PostgreSQL.
 
 Each size is a fresh database migrated as `rgrid db upgrade` does, filled
-with finished executions of ten owners (one attempt each) and 50 running
-ones; each read is timed 200 times and the median is reported, with its
+with finished executions of ten owners (one attempt each, all made with one
+package set) and 50 running ones; each read is timed 200 times and the median is reported, with its
 ratio to the same read at the smallest size, measured in the same run.
 
     uv run python bench/bench_history.py [--sizes 1000 100000] [--sqlite-only]
@@ -36,11 +37,14 @@ from rgrid.wire import Status  # noqa: E402
 from rgrid_api.attempts import expired_attempts  # noqa: E402
 from rgrid_api.db.engine import make_engine, make_hot_reader, make_sessionmaker  # noqa: E402
 from rgrid_api.db.migrate import upgrade  # noqa: E402
-from rgrid_api.db.models import Attempt, Execution  # noqa: E402
+from prometheus_client import generate_latest  # noqa: E402
+
+from rgrid_api.db.models import Attempt, Execution, PackageLock  # noqa: E402
 from rgrid_api.db.times import utcnow  # noqa: E402
 from rgrid_api.executionread import read_execution  # noqa: E402
 from rgrid_api.executions import find_execution, list_executions  # noqa: E402
 from rgrid_api.ids import new_execution_id  # noqa: E402
+from rgrid_api.metrics import registry_for  # noqa: E402
 from tests.support.services import postgres_available, start_postgres  # noqa: E402
 
 OWNERS = [f"owner{n}" for n in range(10)]
@@ -53,7 +57,19 @@ def fill(engine: Engine, size: int) -> list[tuple[str, str]]:
     """`size` finished executions and RUNNING running ones; (owner, id) of some."""
     now = utcnow()
     picked: list[tuple[str, str]] = []
+    lock = "1" * 64
     with engine.begin() as conn:
+        conn.execute(
+            insert(PackageLock),
+            [
+                {
+                    "sha256": lock,
+                    "interpreter": "CPython 3.11.7",
+                    "packages": "numpy==2.1.0",
+                    "created_at": now,
+                }
+            ],
+        )
         for start in range(0, size + RUNNING, CHUNK):
             executions, attempts = [], []
             for n in range(start, min(start + CHUNK, size + RUNNING)):
@@ -81,6 +97,7 @@ def fill(engine: Engine, size: int) -> list[tuple[str, str]]:
                         "started_at": created,
                         "finished_at": None if running else created + timedelta(seconds=1),
                         "exit_code": None if running else 0,
+                        "lock_sha256": lock,
                     }
                 )
                 attempts.append(
@@ -140,11 +157,17 @@ def measure(url: str, size: int) -> dict[str, float]:
         with sessions() as session:
             expired_attempts(session)
 
+    registry = registry_for(hot)
+
+    def scrape(_n: int) -> None:
+        generate_latest(registry)
+
     figures = {
         "execution by id (the hot read)": median_ms(by_id),
         "execution by an 8-character prefix": median_ms(by_prefix),
         "`list`, first page": median_ms(first_page),
         "the monitor's pass (open attempts' leases)": median_ms(monitor_pass),
+        "a scrape of /metrics": median_ms(scrape),
     }
     engine.dispose()
     hot.dispose()
