@@ -31,14 +31,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from prometheus_client import generate_latest  # noqa: E402
 from sqlalchemy import Engine, insert  # noqa: E402
 
 from rgrid.wire import Status  # noqa: E402
 from rgrid_api.attempts import expired_attempts  # noqa: E402
 from rgrid_api.db.engine import make_engine, make_hot_reader, make_sessionmaker  # noqa: E402
 from rgrid_api.db.migrate import upgrade  # noqa: E402
-from prometheus_client import generate_latest  # noqa: E402
-
 from rgrid_api.db.models import Attempt, Execution, PackageLock  # noqa: E402
 from rgrid_api.db.times import utcnow  # noqa: E402
 from rgrid_api.executionread import read_execution  # noqa: E402

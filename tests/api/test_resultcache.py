@@ -12,6 +12,7 @@ from rgrid.wire import (
     ExecutionCreate,
     InputFile,
     OutputFile,
+    RunnerEnvironment,
     RunnerLogLine,
     RunnerResult,
     RunnerStart,
@@ -37,7 +38,13 @@ def body(
     )
 
 
-def run_to_end(session: Session, storage: MemoryStorage, execution_id: str, code: int) -> None:
+def run_to_end(
+    session: Session,
+    storage: MemoryStorage,
+    execution_id: str,
+    code: int,
+    packages: list[str] | None = None,
+) -> None:
     (claimed,) = [c for c in claim_queued(session, LEASE_S) if c.execution_id == execution_id]
     start_attempt(
         session, storage, execution_id, claimed.attempt, RunnerStart(worker="w"), LEASE_S, trusted=True
@@ -48,6 +55,9 @@ def run_to_end(session: Session, storage: MemoryStorage, execution_id: str, code
         duration_s=1.5,
         outputs=[OutputFile(path="out.txt", size=6, sha256="0" * 64)],
         logs=[RunnerLogLine(stream="stdout", data="hello\n")],
+        environment=RunnerEnvironment(
+            interpreter="CPython 3.11.7", packages=packages or [], rgrid_version="0"
+        ),
     )
     complete_attempt(session, storage, execution_id, claimed.attempt, result)
 
@@ -120,3 +130,27 @@ def test_a_batch_reruns_only_what_changed(session: Session, storage: MemoryStora
     assert [c.execution_id for c in claim_queued(session, LEASE_S)] == [
         batch_view(session, second).executions[1].id
     ]
+
+
+def test_a_result_made_with_other_packages_than_the_requirements_now_install_is_not_reused(
+    session: Session, storage: MemoryStorage
+) -> None:
+    """The key takes the package set: at submission, the one these
+    requirements last installed as for the owner; once run, its own."""
+    spec = body(session, storage, "alice", b"1\n", ["in.csv"]).model_copy(
+        update={"requirements": "numpy>=1\n"}
+    )
+    first = create_execution(session, "alice", spec, "python:3.11")
+    run_to_end(session, storage, first.id, 0, ["numpy==1.26.4"])
+    assert create_execution(session, "alice", spec, "python:3.11").cached_from == first.id
+    # Another run of the same requirements (uncached, and it fails) installs numpy 2:
+    # the result made with numpy 1 is no longer what a run would do.
+    fresh = create_execution(session, "alice", spec.model_copy(update={"cache": False}), "python:3.11")
+    run_to_end(session, storage, fresh.id, 1, ["numpy==2.1.0"])
+    again = create_execution(session, "alice", spec, "python:3.11")
+    assert again.status == Status.QUEUED and again.cached_from is None
+    run_to_end(session, storage, again.id, 0, ["numpy==2.1.0"])
+    assert create_execution(session, "alice", spec, "python:3.11").cached_from == again.id
+    # Bob's requirements drift on his own: alice's lock is not his.
+    bob = body(session, storage, "bob", b"1\n", ["in.csv"]).model_copy(update={"requirements": "numpy>=1\n"})
+    assert create_execution(session, "bob", bob, "python:3.11").status == Status.QUEUED

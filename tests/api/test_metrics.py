@@ -1,0 +1,75 @@
+"""The metrics' bookkeeping on a real migrated database: a move is counted
+once its transaction commits and never when it rolls back; the gauges are
+read from the database; the keyless exporter serves the same text."""
+
+from __future__ import annotations
+
+import socket
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy.orm import Session, sessionmaker
+
+from rgrid.wire import RunnerResult, RunnerStart, Status
+from rgrid_api.attempts import claim_queued, complete_attempt, start_attempt
+from rgrid_api.db.models import Execution
+from rgrid_api.metrics import registry_for, serve_metrics, watch
+from tests.api.conftest import LEASE_S, submit
+from tests.support.memstorage import MemoryStorage
+
+
+def test_moves_count_on_commit_and_never_on_rollback(
+    sessions: sessionmaker[Session], storage: MemoryStorage
+) -> None:
+    watch(sessions)
+    with sessions() as session:
+        registry = registry_for(session.get_bind())  # type: ignore[arg-type]
+
+    def counted(name: str, **labels: str) -> float:
+        return registry.get_sample_value(name, labels) or 0.0
+
+    before = counted("rgrid_executions_finished_total", status="failed", reason="exit_code")
+    waits = counted("rgrid_execution_queue_wait_seconds_count")
+    runs = counted("rgrid_execution_duration_seconds_count")
+    with sessions() as session:
+        execution_id = submit(session, storage, "alice").id
+        (claimed,) = claim_queued(session, LEASE_S)
+        start_attempt(session, storage, execution_id, 1, RunnerStart(worker="w"), LEASE_S, trusted=True)
+        row = session.get(Execution, execution_id)
+        assert row is not None
+        row.status = Status.FAILED  # a move that rolls back is not counted
+        session.flush()
+        session.rollback()
+        assert counted("rgrid_executions_finished_total", status="failed", reason="exit_code") == before
+        complete_attempt(
+            session, storage, execution_id, claimed.attempt, RunnerResult(exit_code=2, duration_s=1.0)
+        )
+    assert counted("rgrid_executions_finished_total", status="failed", reason="exit_code") == before + 1
+    assert counted("rgrid_execution_queue_wait_seconds_count") == waits + 1
+    assert counted("rgrid_execution_duration_seconds_count") == runs + 1
+
+
+def test_the_exporter_serves_the_grid_gauges_without_a_key(
+    sessions: sessionmaker[Session], storage: MemoryStorage
+) -> None:
+    with sessions() as session:
+        for _ in range(3):
+            submit(session, storage, "alice")
+        engine = session.get_bind()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = serve_metrics(f"127.0.0.1:{port}", registry_for(engine))  # type: ignore[arg-type]
+    assert server is not None
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    finally:
+        server.shutdown()
+        server.server_close()
+    samples = {
+        (s.name, tuple(s.labels.items())): s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+    }
+    assert samples[("rgrid_executions", (("state", "queued"),))] == 3
+    assert samples[("rgrid_cost_eur_total", ())] == 0
