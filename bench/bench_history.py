@@ -1,5 +1,5 @@
 """What a long history costs the reads that run on every request: an
-execution by id (the hot read, with its provenance) and by prefix, the
+execution by id (the hot read, and with its provenance) and by prefix, the
 first page of `list`, the monitor's pass over open attempts, and a scrape
 of `/metrics`, at 1,000 executions and at 100,000 (and 1,000,000 with
 `--sizes`), on SQLite and on PostgreSQL.
@@ -143,6 +143,11 @@ def measure(url: str, size: int) -> dict[str, float]:
         with hot.connect() as conn:
             read_execution(conn, owner, execution_id)
 
+    def with_provenance(n: int) -> None:
+        owner, execution_id = picked[n % len(picked)]
+        with hot.connect() as conn:
+            read_execution(conn, owner, execution_id, with_provenance=True)
+
     def by_prefix(n: int) -> None:
         owner, execution_id = picked[n % len(picked)]
         with sessions() as session:
@@ -163,6 +168,7 @@ def measure(url: str, size: int) -> dict[str, float]:
 
     figures = {
         "execution by id (the hot read)": median_ms(by_id),
+        "the same with its provenance (`rgrid status`)": median_ms(with_provenance),
         "execution by an 8-character prefix": median_ms(by_prefix),
         "`list`, first page": median_ms(first_page),
         "the monitor's pass (open attempts' leases)": median_ms(monitor_pass),

@@ -44,9 +44,11 @@ READ = (
 )
 
 
-def read_execution(conn: Connection, owner: str, id_or_prefix: str) -> ExecutionView:
-    """The owner's execution by id or unique prefix, with its attempts, its
-    provenance and, once final, its cost."""
+def read_execution(
+    conn: Connection, owner: str, id_or_prefix: str, with_provenance: bool = False
+) -> ExecutionView:
+    """The owner's execution by id or unique prefix, with its attempts,
+    once final its cost, and if asked its provenance."""
     low, high = id_range(id_or_prefix, "", ID_LENGTH, "execution")
     rows = conn.execute(READ, {"owner": owner, "low": low, "high": high}).all()
     execution = only_match(list({row.id: row for row in rows}.values()), id_or_prefix, "execution")
@@ -54,5 +56,6 @@ def read_execution(conn: Connection, owner: str, id_or_prefix: str) -> Execution
     attempts = [AttemptColumns(*row[-width:]) for row in rows if row.attempt_number is not None]
     view = execution_view(execution, attempts)
     view.cost_eur = execution_cost(conn, execution, attempts)
-    view.provenance = provenance(conn, execution, attempts)
+    if with_provenance:
+        view.provenance = provenance(conn, execution, attempts)
     return view

@@ -141,8 +141,9 @@ class Client:
             "POST", "/v1/executions", ExecutionView, backoff=ONCE, json=body.model_dump(mode="json")
         )
 
-    def get_execution(self, execution_id: str) -> ExecutionView:
-        return self._call("GET", f"/v1/executions/{execution_id}", ExecutionView)
+    def get_execution(self, execution_id: str, provenance: bool = False) -> ExecutionView:
+        params = {"provenance": True} if provenance else None
+        return self._call("GET", f"/v1/executions/{execution_id}", ExecutionView, params=params)
 
     def list_executions(self, limit: int = 50) -> ExecutionList:
         return self._call("GET", "/v1/executions", ExecutionList, params={"limit": limit})

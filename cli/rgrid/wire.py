@@ -428,7 +428,7 @@ class ExecutionView(BaseModel):
     # Queued: what it waits for, when something holds it (a cap, a full grid).
     waiting: str | None = None
     attempts: list[AttemptView] = []
-    # Only in the answer about this one execution (not in lists).
+    # Only when asked for (`GET /v1/executions/{id}?provenance=true`).
     provenance: Provenance | None = None
 
 

@@ -84,32 +84,37 @@ def index(owner: Owner, session: ReadDB, limit: int = Query(50, ge=1, le=1000)) 
 
 
 @router.get("/{execution_id}", response_model=ExecutionView)
-async def get(execution_id: str, owner: Owner, state: State) -> Response:
+async def get(execution_id: str, owner: Owner, state: State, provenance: bool = False) -> Response:
     """A final execution's answer comes from memory (`FinalViews`); the
     encoded view is returned as it is, with no second validation.
+
+    Its provenance (two more reads) only when asked for: followers poll
+    this read, `rgrid status` asks for provenance.
 
     Another is read on the event loop itself on SQLite: an embedded
     database answers a one-statement read from its page cache sooner than
     a hand-off to a worker thread takes, and worker threads contending for
     the GIL halved this read's throughput. On PostgreSQL the read is a
     network round trip, so it waits in one of a few worker threads."""
-    body = state.final_views.get(owner, execution_id)
+    body = None if provenance else state.final_views.get(owner, execution_id)
     if body is None:
         if is_postgres(state.read_engine):
-            body = await to_thread.run_sync(_read_view, state, owner, execution_id, limiter=state.hot_reads)
+            body = await to_thread.run_sync(
+                _read_view, state, owner, execution_id, provenance, limiter=state.hot_reads
+            )
         else:
-            body = _read_view(state, owner, execution_id)
+            body = _read_view(state, owner, execution_id, provenance)
     return Response(body, media_type="application/json")
 
 
-def _read_view(state: AppState, owner: str, execution_id: str) -> bytes:
+def _read_view(state: AppState, owner: str, execution_id: str, with_provenance: bool) -> bytes:
     with state.read_engine.connect() as conn:
-        view = read_execution(conn, owner, execution_id)
+        view = read_execution(conn, owner, execution_id, with_provenance)
         if view.status == Status.QUEUED:
             grid = state.dispatcher.transport.capacity() if state.dispatcher else None
             view.waiting = why_waiting(conn, owner, view, state.caps, grid)
     body = view.model_dump_json().encode()
-    if view.status.final:
+    if view.status.final and not with_provenance:
         state.final_views.put(owner, view.id, body)
     return body
 

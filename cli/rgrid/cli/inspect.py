@@ -149,7 +149,7 @@ def status(execution_id: str, json_out: bool, all_: bool) -> int:
         shown: BaseModel = (
             _batch_to_show(client, execution_id, whole=all_ or json_out)
             if is_batch_id(execution_id)
-            else client.get_execution(execution_id)
+            else client.get_execution(execution_id, provenance=True)
         )
     if json_out:
         print_json(shown)
