@@ -4,7 +4,10 @@ read from the database; the keyless exporter serves the same text."""
 
 from __future__ import annotations
 
+import json
+import re
 import socket
+from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -73,3 +76,21 @@ def test_the_exporter_serves_the_grid_gauges_without_a_key(
     }
     assert samples[("rgrid_executions", (("state", "queued"),))] == 3
     assert samples[("rgrid_cost_eur_total", ())] == 0
+
+
+def test_the_shipped_dashboard_graphs_only_metrics_rgrid_exports(sessions: sessionmaker[Session]) -> None:
+    dashboard = json.loads(
+        (Path(__file__).parents[2] / "infra" / "grafana" / "rgrid-dashboard.json").read_text()
+    )
+    with sessions() as session:
+        families = {family.name for family in registry_for(session.get_bind()).collect()}  # type: ignore[arg-type]
+    graphed = {
+        re.sub(r"_(bucket|count|sum|total)$", "", name)
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\brgrid_[a-z_]+", target["expr"])
+    }
+    assert graphed and graphed <= families, graphed - families
+    titles = " ".join(panel["title"] for panel in dashboard["panels"]).lower()
+    for watched in ("queue wait", "throughput", "failures by reason", "nodes by state", "€ per hour"):
+        assert watched in titles
