@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
+from sqlalchemy import Connection, Select, and_, bindparam, func, or_, select, text, update
 from sqlalchemy.orm import Session, aliased, lazyload
 
 from rgrid.errors import StaleAttempt
@@ -110,7 +110,7 @@ def claim_queued(
         if room <= 0:
             session.rollback()
             return []
-    owners = set(session.scalars(select(Execution.owner).where(Execution.status == Status.QUEUED).distinct()))
+    owners = queued_owners(session)
     caps = {
         owner: c.running_cpus
         for owner, c in owner_caps(session, owners, sharing.caps).items()
@@ -133,11 +133,7 @@ def claim_queued(
     if not chosen:
         session.rollback()
         return []
-    query = (
-        select(Execution)
-        .where(Execution.id.in_([c.execution_id for c in chosen]), Execution.status == Status.QUEUED)
-        .options(NO_ATTEMPT_LIST)
-    )
+    query = still_queued([c.execution_id for c in chosen])
     if postgres:
         query = query.with_for_update(skip_locked=True, of=Execution)
     taken = {e.id: e for e in session.scalars(query)}
@@ -169,6 +165,38 @@ def claim_queued(
         )
     session.commit()
     return claimed
+
+
+def still_queued(execution_ids: list[str]) -> Select[Execution]:
+    """Those of the chosen that are still queued, read by their key: the
+    status is an expression so that SQLite, without statistics, does not
+    read every queued row's entry of the status index instead (83 ms at
+    100,000 queued)."""
+    return (
+        select(Execution)
+        .where(Execution.id.in_(execution_ids), Execution.status.concat("") == Status.QUEUED)
+        .options(NO_ATTEMPT_LIST)
+    )
+
+
+# The owners with queued work, one index probe each (a loose index scan):
+# DISTINCT read every queued row's index entry, 9 ms at 100,000 queued.
+_QUEUED_OWNERS = text(
+    """
+    WITH RECURSIVE owners(owner) AS (
+        SELECT min(owner) FROM executions WHERE status = :queued
+        UNION ALL
+        SELECT (SELECT min(e.owner) FROM executions e WHERE e.status = :queued AND e.owner > owners.owner)
+        FROM owners WHERE owners.owner IS NOT NULL
+    )
+    SELECT owner FROM owners WHERE owner IS NOT NULL
+    """
+)
+
+
+def queued_owners(session: Session) -> set[str]:
+    """Who has queued work (through `ix_executions_status_owner_created`)."""
+    return set(session.scalars(_QUEUED_OWNERS, {"queued": Status.QUEUED.value}))
 
 
 def _queue_heads(

@@ -10,6 +10,7 @@ from sqlalchemy import Select, inspect, select, text
 from sqlalchemy.orm import Session
 
 from rgrid.wire import Status
+from rgrid_api.attempts import _QUEUED_OWNERS, still_queued
 from rgrid_api.db.models import Attempt, Execution
 from rgrid_api.db.times import utcnow
 from rgrid_api.executionread import READ
@@ -45,3 +46,14 @@ def test_the_monitors_pass_reads_only_open_attempts(session: Session) -> None:
         Attempt.status.in_([Status.DISPATCHED, Status.RUNNING]), Attempt.lease_expires_at < utcnow()
     )
     assert "ix_attempts_status_lease" in _plan(session, query)
+
+
+def test_a_claim_takes_its_chosen_runs_by_their_key(session: Session) -> None:
+    plan = _plan(session, still_queued(["abcdefgh01", "abcdefgh02"]))
+    assert "ix_executions_status" not in plan and "sqlite_autoindex_executions_1" in plan, plan
+
+
+def test_the_owners_with_queued_work_are_found_one_index_probe_each(session: Session) -> None:
+    rows = session.execute(text(f"EXPLAIN QUERY PLAN {_QUEUED_OWNERS.text}"), {"queued": "queued"}).all()
+    plan = " | ".join(str(row[-1]) for row in rows)
+    assert "(status=? AND owner>?)" in plan and "SCAN executions" not in plan, plan
