@@ -97,7 +97,9 @@ def build_state(settings: Settings, with_dispatcher: bool = True) -> AppState:
         sessions=sessions,
         readers=readers,
         read_engine=read_engine,
-        metrics=registry_for(read_engine),
+        # A pool of its own: a scrape never takes a connection the event
+        # loop's hot read is waiting for.
+        metrics=registry_for(make_hot_reader(settings.database_url)),
         hot_reads=CapacityLimiter(HOT_READ_THREADS),
         callers=SecretCache(readers, settings.key_cache_s, caller_for_key),
         node_credentials=SecretCache(readers, settings.key_cache_s, worker_for),

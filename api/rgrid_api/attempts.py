@@ -43,6 +43,7 @@ from rgrid_api.provenance import record_environment
 from rgrid_api.raytoken import may_claim
 from rgrid_api.resultcache import content_key
 from rgrid_api.storage import ObjectStore, object_key, output_key
+from rgrid_api.usage import plausible
 from rgrid_api.workers import set_ray_node
 from rgrid_runner.driver_messages import Capacity
 
@@ -448,9 +449,12 @@ def complete_attempt(
     _finish(execution, row, status, reason, now, result.exit_code)
     execution.duration_s = result.duration_s
     if result.usage is not None:
-        row.cpu_seconds = result.usage.cpu_seconds
-        row.peak_memory_bytes = result.usage.peak_memory_bytes
-        row.wall_seconds = result.usage.wall_seconds
+        used = plausible(result.usage, execution)
+        row.cpu_seconds, row.peak_memory_bytes, row.wall_seconds = (
+            used.cpu_seconds,
+            used.peak_memory_bytes,
+            used.wall_seconds,
+        )
         row.output_bytes = sum(out.size for out in outputs)  # what the API checked, not what was said
     if result.environment is not None:
         lock = record_environment(session, execution, row, result.environment)

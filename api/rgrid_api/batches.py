@@ -31,7 +31,7 @@ from rgrid_api.executions import admit, cancel_open, new_execution, output_file,
 from rgrid_api.ids import BATCH_ID_LENGTH, BATCH_PREFIX, new_batch_id
 from rgrid_api.lookup import find_by_prefix
 from rgrid_api.metrics import note_finished
-from rgrid_api.provenance import current_lock
+from rgrid_api.provenance import current_package_set
 from rgrid_api.resultcache import copy_results, previous_results, reuse
 from rgrid_api.storage import ObjectStore
 from rgrid_api.uploads import require_complete
@@ -53,13 +53,13 @@ def create_batch(session: Session, owner: str, body: BatchCreate, runtime: str) 
         created_at=now,
     )
     session.add(batch)
-    lock = current_lock(session, owner, runtime, body.requirements)
+    known_set = current_package_set(session, owner, runtime, body.requirements)
     rows = []
     for n, item in enumerate(body.items):
         spec = ExecutionCreate(
             **dict(body.job()), script=body.script, args=item.args, inputs=[*body.shared, *item.inputs]
         )
-        row = new_execution(owner, spec, runtime, lock, batch_id=batch.id, batch_input=item.input)
+        row = new_execution(owner, spec, runtime, known_set, batch_id=batch.id, batch_input=item.input)
         row.created_at = now + timedelta(microseconds=n)  # the queue keeps input order
         rows.append(row)
     pairs = (
@@ -95,13 +95,13 @@ def retry_batch(session: Session, owner: str, id_or_prefix: str, failed_only: bo
     )
     session.add(batch)
     # A batch's runs share their runtime and requirements.
-    lock = current_lock(session, owner, previous[0].runtime, previous[0].requirements)
+    known_set = current_package_set(session, owner, previous[0].runtime, previous[0].requirements)
     for n, e in enumerate(previous):
         row = new_execution(
             owner,
             spec_of(e),
             e.runtime,
-            lock,
+            known_set,
             retry_of=e.id,
             batch_id=batch.id,
             batch_input=e.batch_input,

@@ -21,7 +21,7 @@ from sqlalchemy import Connection, Row, and_, select
 from sqlalchemy.orm import Session
 
 from rgrid.sizing import memory_for_peak_mb, suggested_cpu
-from rgrid.wire import CostReport, Estimate, NodeCost, Status
+from rgrid.wire import CostReport, Estimate, InstanceState, NodeCost, Status
 from rgrid_api.db.models import Attempt, Execution, Instance
 from rgrid_api.db.times import aware
 from rgrid_api.views import AttemptColumns
@@ -65,6 +65,17 @@ def execution_cost(
     return round(total, 6)
 
 
+def spent_eur(db: Session | Connection, now: datetime) -> float:
+    """What every autoscaled server has cost since the grid began: the
+    servers `cost_report` bills, each for the time it existed."""
+    rows = db.execute(
+        select(Instance.price_eur_per_hour, Instance.requested_at, Instance.ended_at).where(
+            Instance.state != InstanceState.ALLOCATION_FAILED
+        )
+    )
+    return sum(price * _hours(aware(start), aware(end) if end else now) for price, start, end in rows)
+
+
 def cost_report(session: Session, owner: str, since: datetime, whole_grid: bool = False) -> CostReport:
     """The owner's executions' cost since `since`; with whole_grid (an
     admin), also node-hours and € per node, every owner's share, and the
@@ -73,7 +84,9 @@ def cost_report(session: Session, owner: str, since: datetime, whole_grid: bool 
     nodes = []
     node_total = 0.0
     if whole_grid:
-        for inst in session.scalars(select(Instance).where(Instance.state != "allocation_failed")):
+        for inst in session.scalars(
+            select(Instance).where(Instance.state != InstanceState.ALLOCATION_FAILED)
+        ):
             start = max(aware(inst.requested_at), since)
             end = aware(inst.ended_at) if inst.ended_at else now
             hours = _hours(start, end)
@@ -131,7 +144,7 @@ def estimate(
         return Estimate(runs=0, basis="no history")
     durations = sorted(run.duration_s for run in rows)
     median = statistics.median(durations)
-    p90 = durations[min(len(durations) - 1, int(0.9 * len(durations)))]
+    p90 = _p90(durations)
     cost = None
     if price is not None and price.cpus > 0:
         cost = round(median / 3600 * price.eur_per_hour * min(1.0, cpu / price.cpus), 6)
@@ -139,16 +152,23 @@ def estimate(
         run.cpu_seconds / run.wall_seconds for run in rows if run.cpu_seconds is not None and run.wall_seconds
     )
     peaks = [run.peak_memory_bytes for run in rows if run.peak_memory_bytes is not None]
+    # The CPUs kept busy at the 90th percentile decide --cpu; the largest peak --memory.
+    busy_p90 = _p90(busy) if busy else None
     return Estimate(
         runs=len(durations),
         basis=basis,
         median_s=median,
         p90_s=p90,
         cost_eur=cost,
-        # The busiest run in ten decides the CPUs; the largest peak the memory.
-        suggested_cpu=suggested_cpu(busy[min(len(busy) - 1, int(0.9 * len(busy)))]) if busy else None,
+        busy_cpus=round(busy_p90, 2) if busy_p90 is not None else None,
+        peak_memory_bytes=max(peaks) if peaks else None,
+        suggested_cpu=suggested_cpu(busy_p90) if busy_p90 is not None else None,
         suggested_memory_mb=memory_for_peak_mb(max(peaks)) if peaks else None,
     )
+
+
+def _p90(ordered: list[float]) -> float:
+    return ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
 
 
 def _history(session: Session, owner: str, match: object) -> list[Row[Any]]:

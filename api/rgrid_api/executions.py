@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import cast
 
+from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -27,7 +28,7 @@ from rgrid_api.db.models import Attempt, Execution, LogChunkRow, Output
 from rgrid_api.errors import Conflict, Invalid, OverCap
 from rgrid_api.ids import ID_LENGTH, new_execution_id
 from rgrid_api.lookup import find_by_prefix
-from rgrid_api.provenance import current_lock, locked_set
+from rgrid_api.provenance import current_package_set, package_set
 from rgrid_api.resultcache import content_key, copy_results, previous_results, reuse
 from rgrid_api.storage import ObjectStore
 from rgrid_api.uploads import require_complete
@@ -49,8 +50,8 @@ def create_execution(
     session: Session, owner: str, body: ExecutionCreate, runtime: str, retry_of: str | None = None
 ) -> Execution:
     require_complete(session, owner, {f.sha256 for f in [body.script, *body.inputs]})
-    lock = current_lock(session, owner, runtime, body.requirements)
-    execution = new_execution(owner, body, runtime, lock, retry_of=retry_of)
+    known_set = current_package_set(session, owner, runtime, body.requirements)
+    execution = new_execution(owner, body, runtime, known_set, retry_of=retry_of)
     # Before the row is added: a query would flush it as queued, and queued
     # -> succeeded is no transition the database allows.
     previous = previous_results(session, owner, {str(execution.cache_key)}) if body.cache else {}
@@ -74,18 +75,31 @@ def spec_of(execution: Execution) -> ExecutionCreate:
 
 def exact_spec(session: Session, execution: Execution) -> ExecutionCreate:
     """An execution's spec with its requirements pinned to the package set
-    it ran with (a run without requirements has none to pin: the
-    interpreter's own packages are the node's)."""
-    spec = spec_of(execution)
+    it ran with, checked as any submitted spec is. Refused (409, saying
+    why) where pinning cannot mean "the same": no requirements (the
+    interpreter's packages are the node's), no recorded set, a requirement
+    fetched from a URL (its name on the index may be anyone's package)."""
     if not execution.requirements:
-        return spec
-    lock = locked_set(session, execution.lock_sha256)
-    if lock is None:
+        raise Conflict(f"{execution.id} ran without requirements: nothing to pin; retry it without --exact")
+    if any("@" in line.split("#")[0] for line in execution.requirements.splitlines()):
         raise Conflict(
-            f"{execution.id} has no recorded package set (its requirements never installed): "
+            f"{execution.id} installs a package from a URL, which a version pin cannot name; "
             "retry it without --exact"
         )
-    return spec.model_copy(update={"requirements": lock.packages})
+    recorded = package_set(session, execution.lock_sha256)
+    if recorded is None or not recorded.packages:
+        raise Conflict(
+            f"no package set was recorded for {execution.id} (it ran before rgrid recorded them, "
+            "or its requirements never installed): retry it without --exact"
+        )
+    try:
+        return ExecutionCreate.model_validate(
+            {**spec_of(execution).model_dump(), "requirements": recorded.packages}
+        )
+    except ValidationError:
+        raise Conflict(
+            f"the package set {execution.id} ran with cannot be submitted as requirements; retry it without --exact"
+        ) from None
 
 
 def new_execution(

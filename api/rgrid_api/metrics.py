@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rgrid.wire import UNFINISHED_STATES, FailureReason, InstanceState, Status, WorkerStatus
+from rgrid_api.costs import spent_eur
 from rgrid_api.db.models import Attempt, Execution, Instance, Worker
 from rgrid_api.db.times import aware, utcnow
 from rgrid_infra.provider import ProviderError
@@ -73,7 +74,7 @@ ATTEMPTS_LOST = Counter(
 )
 CREATE_FAILURES = Counter(
     "rgrid_autoscaler_create_failures_total",
-    "Servers the autoscaler asked for and did not get, by why.",
+    "Servers the autoscaler asked for and did not get, or that never joined, by why.",
     ["reason"],
     registry=None,
 )
@@ -140,6 +141,8 @@ def _moves(session: Session, _context: object) -> None:
                 pending.append(
                     (CREATE_FAILURES.labels(kind if kind in PROVIDER_KINDS else "never_appeared").inc, 1)
                 )
+            elif state == InstanceState.JOIN_TIMEOUT:
+                pending.append((CREATE_FAILURES.labels("join_timeout").inc, 1))
 
 
 def _counted(session: Session) -> None:
@@ -195,14 +198,7 @@ class GridState(Collector):
             by_state = dict(conn.execute(select(Instance.state, func.count()).group_by(Instance.state)).all())
             for state in InstanceState:
                 nodes.add_metric([state], by_state.get(state, 0))
-            now = utcnow()
-            spent = sum(
-                price * (aware(ended or now) - aware(requested)).total_seconds() / 3600
-                for price, requested, ended in conn.execute(
-                    select(Instance.price_eur_per_hour, Instance.requested_at, Instance.ended_at)
-                )
-            )
-            cost.add_metric([], round(spent, 6))
+            cost.add_metric([], spent_eur(conn, utcnow()))
         yield from (queue, workers, nodes, cost)
 
 
@@ -242,5 +238,8 @@ def serve_metrics(bind: str | None, registry: CollectorRegistry) -> WSGIServer |
     if bind is None:
         return None
     host, _, port = bind.rpartition(":")
-    server, _thread = start_http_server(int(port), addr=host.strip("[]"), registry=registry)
+    try:
+        server, _thread = start_http_server(int(port), addr=host.strip("[]"), registry=registry)
+    except (OSError, OverflowError) as exc:
+        raise RuntimeError(f"RGRID_METRICS_BIND={bind}: cannot listen there ({exc})") from None
     return server

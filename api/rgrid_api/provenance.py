@@ -14,6 +14,7 @@ execution's set again.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -34,13 +35,16 @@ def environment_key(runtime: str, requirements: str | None) -> str:
     return hashlib.sha256(f"{runtime}\n{requirements or ''}".encode()).hexdigest()
 
 
-def lock_sha256(environment: RunnerEnvironment) -> str:
-    text = "\n".join([environment.interpreter, *sorted(environment.packages)])
+def package_set_sha256(environment: RunnerEnvironment) -> str:
+    """A package set's identity: its interpreter and sorted lines, encoded
+    so that no interpreter text can pass for lines (JSON)."""
+    text = json.dumps([environment.interpreter, sorted(environment.packages)])
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def current_lock(session: Session, owner: str, runtime: str, requirements: str | None) -> str | None:
-    """The package set these requirements last installed as for this owner."""
+def current_package_set(session: Session, owner: str, runtime: str, requirements: str | None) -> str | None:
+    """The package set (its sha256) these requirements last installed as
+    for this owner; None before any run of them reported one."""
     return session.scalar(
         select(CurrentLock.lock_sha256).where(
             CurrentLock.owner == owner, CurrentLock.environment_key == environment_key(runtime, requirements)
@@ -58,7 +62,7 @@ def record_environment(
 ) -> str:
     """Keep what an attempt ran with, in the caller's transaction; returns
     the package set's sha256."""
-    sha = lock_sha256(environment)
+    sha = package_set_sha256(environment)
     now = utcnow()
     stored = _insert(
         session,
@@ -93,7 +97,8 @@ def record_environment(
     return sha
 
 
-def locked_set(session: Session, sha: str | None) -> PackageLock | None:
+def package_set(session: Session, sha: str | None) -> PackageLock | None:
+    """The stored package set of this sha256, if any."""
     return session.get(PackageLock, sha) if sha else None
 
 

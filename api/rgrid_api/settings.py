@@ -20,6 +20,10 @@ DEFAULT_WORKER_TOKEN = "change-me-too"
 DEFAULT_HEAD_TOKEN = "change-me-three"
 
 
+# `host:port`, the port 1-65535.
+METRICS_BIND_PATTERN = r"^[A-Za-z0-9.:\[\]-]+:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RGRID_", extra="ignore")
 
@@ -64,7 +68,7 @@ class Settings(BaseSettings):
     # `host:port` where /metrics is served without a key, for a Prometheus
     # on the operator's private network (docs/operations.md, "Metrics").
     # Unset: only the API's own /metrics, for admin keys.
-    metrics_bind: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.:\[\]-]+:[0-9]{1,5}$")
+    metrics_bind: str | None = Field(default=None, pattern=METRICS_BIND_PATTERN)
     monitor_interval_s: float = 1.0
 
     lease_s: float = 30.0

@@ -1,13 +1,30 @@
-"""What a batch's runs used, summed from its attempts' reports: the totals
-`rgrid status BATCH` shows beside its counts."""
+"""What runs used, as nodes report it: kept within what the run could
+have used, and summed for a batch (the totals `rgrid status BATCH` shows
+beside its counts)."""
 
 from __future__ import annotations
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from rgrid.wire import BatchUsage
+from rgrid.wire import BatchUsage, Usage
 from rgrid_api.db.models import Attempt, Execution
+
+# Time a report may exceed the timeout by: the kill's grace and the report.
+WALL_GRACE_S = 600.0
+
+
+def plausible(usage: Usage, execution: Execution) -> Usage:
+    """A node's report, cut to what the run could have used: no longer
+    than its timeout, no more CPU than its CPUs for that long, no more
+    memory than its limit (the kernel enforces it; page cache may touch
+    it). A hostile node lies only about runs it holds, and its lie then
+    cannot make one owner's estimates or totals absurd."""
+    wall = min(usage.wall_seconds, execution.timeout_s + WALL_GRACE_S)
+    cpu = None if usage.cpu_seconds is None else min(usage.cpu_seconds, wall * execution.cpu * 1.05 + 1.0)
+    limit = execution.memory_mb * 2**20
+    peak = None if usage.peak_memory_bytes is None else min(usage.peak_memory_bytes, limit)
+    return Usage(cpu_seconds=cpu, peak_memory_bytes=peak, wall_seconds=wall, output_bytes=usage.output_bytes)
 
 
 def batch_usage(session: Session, batch_id: str) -> BatchUsage:

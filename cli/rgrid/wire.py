@@ -334,6 +334,8 @@ class ErrorAnswer(BaseModel):
 LOCKED_PACKAGE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}==[A-Za-z0-9][A-Za-z0-9.+!_-]{0,99}$"
 LockedPackage = Annotated[str, Field(pattern=LOCKED_PACKAGE_PATTERN)]
 MAX_LOCKED_PACKAGES = 5000
+# "CPython 3.11.2": one line, no room for anything but a name and a version.
+INTERPRETER_PATTERN = r"^[A-Za-z][A-Za-z0-9 .+()_-]{0,127}$"
 
 
 class Usage(BaseModel):
@@ -341,9 +343,11 @@ class Usage(BaseModel):
     peak memory are unknown on a node without cgroups), as far as it got
     when it was killed."""
 
-    cpu_seconds: float | None = Field(default=None, ge=0)
-    peak_memory_bytes: ByteCount | None = Field(default=None, ge=0)
-    wall_seconds: float = Field(ge=0)
+    # Finite and bounded: a node's report, never trusted to be sane.
+    cpu_seconds: float | None = Field(default=None, ge=0, le=1e9, allow_inf_nan=False)
+    peak_memory_bytes: ByteCount | None = Field(default=None, ge=0, le=2**50)
+    wall_seconds: float = Field(ge=0, le=1e9, allow_inf_nan=False)
+    # Filled by the API from the outputs it verified in storage.
     output_bytes: ByteCount = Field(default=0, ge=0)
 
 
@@ -352,7 +356,7 @@ class RunnerEnvironment(BaseModel):
     interpreter's exact version, every package of its environment, and the
     runner's own rgrid."""
 
-    interpreter: str = Field(max_length=128)
+    interpreter: str = Field(pattern=INTERPRETER_PATTERN)
     packages: list[LockedPackage] = Field(default=[], max_length=MAX_LOCKED_PACKAGES)
     rgrid_version: str = Field(max_length=64)
 
@@ -783,8 +787,11 @@ class Estimate(BaseModel):
     median_s: float | None = None
     p90_s: float | None = None
     cost_eur: float | None = None
-    # What the history says to ask for: CPUs the runs kept busy and memory
-    # over their largest peak (None without measured runs).
+    # What the runs used (the CPUs they kept busy at the 90th percentile,
+    # their largest peak) and what that says to ask for; None without
+    # measured runs.
+    busy_cpus: float | None = None
+    peak_memory_bytes: int | None = None
     suggested_cpu: float | None = None
     suggested_memory_mb: int | None = None
 

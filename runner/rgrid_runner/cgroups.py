@@ -168,8 +168,12 @@ class CgroupManager:
         return self.root / GROUP if self.v2 else self.root / controller / GROUP
 
     def _controllers(self) -> tuple[str, ...]:
-        # v1 counts CPU time in a controller of its own; v2's cpu.stat has it.
-        return ("memory", "pids", "cpu") if self.v2 else ("memory", "pids", "cpu", "cpuacct")
+        # v1 counts CPU time in a controller of its own, used where the host
+        # mounts it (only a measure: its absence costs no limit); v2's
+        # cpu.stat has it.
+        if self.v2 or not (self.root / "cpuacct").is_dir():
+            return ("memory", "pids", "cpu")
+        return ("memory", "pids", "cpu", "cpuacct")
 
     def _probe(self) -> bool:
         try:

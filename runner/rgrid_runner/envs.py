@@ -142,10 +142,13 @@ class EnvCache:
     def _usage(self, key: str) -> Path:
         return self.root / f"{key}{USAGE_SUFFIX}"
 
+    def _packages_mark(self, key: str) -> Path:
+        return self.root / f"{key}{PACKAGES_SUFFIX}"
+
     def _packages(self, key: str) -> tuple[str, ...]:
         """The environment's package set, listed when it was published (an
         environment published before rgrid listed them is listed now)."""
-        mark = self.root / f"{key}{PACKAGES_SUFFIX}"
+        mark = self._packages_mark(key)
         try:
             return tuple(mark.read_text().split())
         except FileNotFoundError:
@@ -195,7 +198,7 @@ class EnvCache:
             if final.exists():
                 shutil.rmtree(final)
             venv.rename(final)
-            _write_mark(self.root / f"{key}{PACKAGES_SUFFIX}", "\n".join(installed(final)))
+            _write_mark(self._packages_mark(key), "\n".join(installed(final)))
             _write_mark(self._usage(key), f"{usage.bytes} {usage.files}")
             _write_mark(self._used(key), "")  # last: the environment is complete
         finally:
@@ -225,7 +228,7 @@ class EnvCache:
                     self._used(key).unlink(missing_ok=True)  # first: no one takes it as complete
                     shutil.rmtree(self.root / key, ignore_errors=True)
                     self._usage(key).unlink(missing_ok=True)
-                    (self.root / f"{key}{PACKAGES_SUFFIX}").unlink(missing_ok=True)
+                    self._packages_mark(key).unlink(missing_ok=True)
                     total -= size
                     count -= files
                 finally:

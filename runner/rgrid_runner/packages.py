@@ -12,6 +12,7 @@ an interpreter for every attempt.
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import os
 import re
@@ -19,9 +20,9 @@ from pathlib import Path
 
 from rgrid.wire import LOCKED_PACKAGE_PATTERN
 
-# Where an environment keeps its distributions: a venv or a Python's own
-# tree, and Debian's system Python.
-SITE_GLOBS = ("lib/python3*/site-packages", "lib/python3/dist-packages", "lib/python3*/dist-packages")
+# Where an environment keeps its distributions, below its prefix: a venv
+# or a Python's own tree, and Debian's system Python.
+SITE_DIRS = ("site-packages", "dist-packages")
 _LOCKED = re.compile(LOCKED_PACKAGE_PATTERN)
 
 
@@ -45,18 +46,29 @@ def _locked(entry: str) -> str | None:
     return line if name and _LOCKED.match(line) else None
 
 
+def _real_dirs(parent: Path, match: str) -> list[Path]:
+    """Directories (never links to one) in `parent` whose names match."""
+    try:
+        with os.scandir(parent) as entries:
+            return sorted(
+                Path(e.path)
+                for e in entries
+                if fnmatch.fnmatch(e.name, match) and e.is_dir(follow_symlinks=False)
+            )
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
 def installed(prefix: Path) -> list[str]:
-    """Every distribution under `prefix`, sorted and one line per name.
-    Links are not followed: a build decides every name in its tree."""
+    """Every distribution under `prefix` (`lib/python3*/site-packages`,
+    `lib/python3*/dist-packages`), sorted and one line per name. No link
+    is followed at any depth below `prefix`: a build decides every name in
+    its tree."""
     found: dict[str, str] = {}
-    for pattern in SITE_GLOBS:
-        for site in sorted(prefix.glob(pattern)):
-            if site.is_symlink() or not site.is_dir():
-                continue
-            with os.scandir(site) as entries:
-                for entry in entries:
-                    if not entry.is_dir(follow_symlinks=False):
-                        continue
+    for lib in _real_dirs(prefix, "lib"):
+        for python in _real_dirs(lib, "python3*"):
+            for site in (d for name in SITE_DIRS for d in _real_dirs(python, name)):
+                for entry in _real_dirs(site, "*-info"):
                     line = _locked(entry.name)
                     if line is not None:
                         found.setdefault(line.partition("==")[0], line)

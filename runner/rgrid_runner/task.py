@@ -24,10 +24,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
+from pydantic import ValidationError
 
 from rgrid.errors import StaleAttempt
-from rgrid.sizing import larger_memory_mb
-from rgrid.units import memory_flag
+from rgrid.sizing import out_of_memory_note
 from rgrid.version import VERSION
 from rgrid.wire import (
     AttemptTicket,
@@ -195,7 +195,7 @@ class AttemptRun:
                 duration_s=verdict.duration_s,
                 outputs=outputs,
                 logs=tail,
-                usage=_usage(verdict, outputs),
+                usage=_reported_usage(verdict),
                 environment=self.environment,
             )
         )
@@ -286,11 +286,16 @@ class AttemptRun:
             python, path = env.python, f"{env.bin}:{path}"
             readonly.append(env.path)
             packages = env.packages
-        self.environment = RunnerEnvironment(
-            interpreter=interp.version or f"Python {interp.runtime.split(':')[-1]}",
-            packages=list(packages),
-            rgrid_version=VERSION,
-        )
+        try:
+            self.environment = RunnerEnvironment(
+                interpreter=interp.version
+                or f"Python {interp.runtime.split(':')[-1]} (patch version not probed)",
+                packages=list(packages),
+                rgrid_version=VERSION,
+            )
+        except ValidationError:
+            # More distributions than a report holds: the run goes on, unrecorded.
+            log.warning("%s: its environment is too large to record", self.spec.execution_id)
         self.cfg.sandbox.prepare(self.workdir, self.user)
         return Job(
             argv=[python, self.spec.script.path, *self.spec.args],
@@ -369,7 +374,7 @@ class AttemptRun:
         if reason == FailureReason.TIMEOUT:
             return f"killed after the {self.spec.resources.timeout_s:g} s timeout"
         if reason == FailureReason.OUT_OF_MEMORY:
-            return out_of_memory_note(self.spec.resources.memory_mb, used)
+            return out_of_memory_note(self.spec.resources.memory_mb, used.peak_memory_bytes if used else None)
         if reason == FailureReason.OUTPUT_TOO_LARGE:
             return f"stopped: {outcome.limit}"
         if reason == FailureReason.PROCESS_LIMIT:
@@ -403,8 +408,9 @@ def _failure_reason(
     return None
 
 
-def _usage(verdict: Verdict, outputs: list[OutputFile]) -> Usage | None:
-    """The attempt's usage as reported; none for a script that never ran."""
+def _reported_usage(verdict: Verdict) -> Usage | None:
+    """The attempt's usage as reported (output bytes are the API's, from
+    the outputs it verified); none for a script that never ran."""
     if verdict.used is None and verdict.duration_s == 0:
         return None
     used = verdict.used
@@ -412,15 +418,4 @@ def _usage(verdict: Verdict, outputs: list[OutputFile]) -> Usage | None:
         cpu_seconds=round(used.cpu_seconds, 3) if used and used.cpu_seconds is not None else None,
         peak_memory_bytes=used.peak_memory_bytes if used else None,
         wall_seconds=round(verdict.duration_s, 3),
-        output_bytes=sum(o.size for o in outputs),
-    )
-
-
-def out_of_memory_note(memory_mb: int, used: GroupUse | None) -> str:
-    """The OOM kill in the job's stderr: the peak it reached, and a limit to try."""
-    peak = used.peak_memory_bytes if used else None
-    seen = f", peak {peak / 2**20:.0f} MiB" if peak else ""
-    return (
-        f"killed for exceeding its memory limit ({memory_mb} MiB{seen}); "
-        f"try --memory {memory_flag(larger_memory_mb(memory_mb, peak))}"
     )

@@ -13,11 +13,15 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.orm import Session, sessionmaker
 
-from rgrid.wire import RunnerResult, RunnerStart, Status
-from rgrid_api.attempts import claim_queued, complete_attempt, start_attempt
+from rgrid.wire import FailureReason, InstanceState, RunnerResult, RunnerStart, Status
+from rgrid_api.attempts import attempt_lost, claim_queued, complete_attempt, start_attempt
+from rgrid_api.autoscaler import instances
+from rgrid_api.autoscaler.plan import Create
+from rgrid_api.batches import cancel_batch
 from rgrid_api.db.models import Execution
 from rgrid_api.metrics import registry_for, serve_metrics, watch
 from tests.api.conftest import LEASE_S, submit
+from tests.api.test_batches import make_batch
 from tests.support.memstorage import MemoryStorage
 
 
@@ -94,3 +98,51 @@ def test_the_shipped_dashboard_graphs_only_metrics_rgrid_exports(sessions: sessi
     titles = " ".join(panel["title"] for panel in dashboard["panels"]).lower()
     for watched in ("queue wait", "throughput", "failures by reason", "nodes by state", "€ per hour"):
         assert watched in titles
+
+
+def test_every_way_a_run_or_a_server_ends_is_counted(
+    sessions: sessionmaker[Session], storage: MemoryStorage
+) -> None:
+    """A batch's queued runs cancelled in one statement, an attempt lost, a
+    server that failed or never joined, one that joined: each moves its
+    metric by exactly one event."""
+    watch(sessions)
+    with sessions() as session:
+        registry = registry_for(session.get_bind())  # type: ignore[arg-type]
+
+    def counted(name: str, **labels: str) -> float:
+        return registry.get_sample_value(name, labels) or 0.0
+
+    before = {
+        "cancelled": counted("rgrid_executions_finished_total", status="cancelled", reason="cancelled"),
+        "lost": counted("rgrid_attempts_lost_total"),
+        "limit": counted("rgrid_autoscaler_create_failures_total", reason="limit"),
+        "never": counted("rgrid_autoscaler_create_failures_total", reason="join_timeout"),
+        "joined": counted("rgrid_autoscaler_join_seconds_count"),
+    }
+    with sessions() as session:
+        batch = make_batch(session, storage, 3)
+        cancel_batch(session, "alice", batch.id)
+        lost = submit(session, storage, "alice", retries=1)
+        (claimed,) = claim_queued(session, LEASE_S)
+        assert attempt_lost(session, lost.id, claimed.attempt, FailureReason.WORKER_LOST)
+        create = Create(server_type="cx22", location="fsn1", price=0.01, cpus=2, memory_mb=4096)
+        for name in ("node-a", "node-b", "node-c"):
+            instances.add(session, name, "hetzner", create, "queued work")
+        session.commit()
+        instances.move(session, "node-a", InstanceState.ALLOCATION_FAILED, "limit: server limit exceeded")
+        for name in ("node-b", "node-c"):
+            instances.move(session, name, InstanceState.ALLOCATED, "the server exists")
+        instances.move(session, "node-b", InstanceState.JOIN_TIMEOUT, "its agent never registered")
+        instances.move(session, "node-c", InstanceState.JOINED, "its agent registered")
+        session.commit()
+    assert (
+        counted("rgrid_executions_finished_total", status="cancelled", reason="cancelled")
+        == before["cancelled"] + 3
+    )
+    assert counted("rgrid_attempts_lost_total") == before["lost"] + 1
+    assert counted("rgrid_autoscaler_create_failures_total", reason="limit") == before["limit"] + 1
+    assert counted("rgrid_autoscaler_create_failures_total", reason="join_timeout") == before["never"] + 1
+    assert counted("rgrid_autoscaler_join_seconds_count") == before["joined"] + 1
+    assert counted("rgrid_autoscaler_nodes", state="joined") == 1
+    assert counted("rgrid_cost_eur_total") > 0  # node-b and node-c exist; node-a never did

@@ -170,10 +170,11 @@ def test_metrics_parse_move_by_exactly_the_runs_made_and_are_for_admins(
     assert moved("rgrid_api_request_duration_seconds_count", route="/v1/executions", method="POST") == 3
     assert moved("rgrid_attempts_lost_total") == 0
     assert after[("rgrid_executions", (("state", "queued"),))] == 0
-    # The test grid's node registered with the SQLite API only.
-    workers = {dict(labels)["status"] for name, labels in after if name == "rgrid_workers"}
-    assert workers == {"active", "draining", "left", "dead"}
-    assert ("rgrid_cost_eur_total", ()) in after
+    # The test grid's node registered with the API on SQLite (other tests
+    # may have registered more, on either).
+    if "sqlite" in api.env["RGRID_DATABASE_URL"]:
+        assert after[("rgrid_workers", (("status", "active"),))] >= 1
+    assert after[("rgrid_cost_eur_total", ())] == 0  # no autoscaled server
     # No label carries an id: a route is its template.
     made = _last_id(tmp_path, rgrid_env)
     assert not any(made in value for _name, labels in after for _label, value in labels)

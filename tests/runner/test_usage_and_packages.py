@@ -73,6 +73,22 @@ def test_a_site_directory_that_is_a_link_is_not_read(tmp_path: Path) -> None:
     assert installed(tmp_path / "env") == []
 
 
+def test_a_link_at_any_depth_of_the_site_path_is_not_followed(tmp_path: Path) -> None:
+    """A build names every entry of its tree: `lib` or `python3.11` planted
+    as links to another environment must not make root list it."""
+    elsewhere = tmp_path / "other-env"
+    _dist(elsewhere / "lib" / "python3.11" / "site-packages", "tenantb_secret-1.0.dist-info")
+    linked_lib = tmp_path / "a"
+    linked_lib.mkdir()
+    os.symlink(elsewhere / "lib", linked_lib / "lib")
+    assert installed(linked_lib) == []
+    linked_python = tmp_path / "b"
+    (linked_python / "lib").mkdir(parents=True)
+    os.symlink(elsewhere / "lib" / "python3.11", linked_python / "lib" / "python3aN")
+    assert installed(linked_python) == []
+    assert installed(elsewhere) == ["tenantb-secret==1.0"]  # what they would have shown
+
+
 def test_a_published_environment_carries_its_package_set(tmp_path: Path) -> None:
     cache = EnvCache(tmp_path / "envs", max_bytes=10**9, max_files=10**6)
     interp = Interpreter("python:3.11", "/usr/bin/python3.11", "/usr", "CPython 3.11.2")

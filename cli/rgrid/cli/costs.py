@@ -12,7 +12,7 @@ from rgrid.cli.console import make_table, out, print_json
 from rgrid.cli.parser import SCRIPT_ARGS, Commands, json_flag, script_and_args
 from rgrid.errors import UsageError
 from rgrid.hashcache import sha256_file
-from rgrid.units import memory_flag
+from rgrid.sizing import estimate_line
 from rgrid.wire import EstimateRequest
 
 
@@ -143,13 +143,9 @@ def estimate(script: str, args: list[str], cpu: float, json_out: bool) -> int:
         f"{path.name}: about {guess.median_s:.1f} s (90% within {guess.p90_s:.1f} s), {cost_text}; "
         f"from {guess.runs} runs of the {guess.basis}"
     )
-    if guess.suggested_cpu is not None or guess.suggested_memory_mb is not None:
-        asks = []
-        if guess.suggested_cpu is not None:
-            asks.append(f"--cpu {guess.suggested_cpu:g}")
-        if guess.suggested_memory_mb is not None:
-            asks.append(f"--memory {memory_flag(guess.suggested_memory_mb)}")
-        out.print(f"  what those runs used suggests: {' '.join(asks)}")
+    sized = estimate_line(guess)
+    if sized:
+        out.print(f"  {sized}", markup=False, highlight=False)
     return 0
 
 

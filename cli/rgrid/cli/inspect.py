@@ -71,7 +71,10 @@ def _show(execution: ExecutionView) -> None:
     if measured is not None and measured.usage is not None:
         out.print(f"  usage     {usage_line(measured.usage, e.resources)}", markup=False, highlight=False)
         hint = usage_hint(
-            measured.usage, e.resources, out_of_memory=measured.failure_reason == FailureReason.OUT_OF_MEMORY
+            measured.usage,
+            e.resources,
+            out_of_memory=measured.failure_reason == FailureReason.OUT_OF_MEMORY,
+            succeeded=measured.status == Status.SUCCEEDED,
         )
         if hint:
             out.print(f"  hint      {hint}", markup=False, highlight=False)
@@ -79,7 +82,7 @@ def _show(execution: ExecutionView) -> None:
         count = len(e.provenance.packages or [])
         out.print(
             f"  ran with  {e.provenance.interpreter}, {count} package{'' if count == 1 else 's'} "
-            "(--json: provenance)",
+            f"(the full list: rgrid status {e.id} --json)",
             markup=False,
             highlight=False,
         )
