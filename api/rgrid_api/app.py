@@ -173,7 +173,8 @@ def create_app(settings: Settings, with_dispatcher: bool = True) -> FastAPI:
             if exporter is not None:
                 exporter.shutdown()
 
-    # /healthz is the only route without a key, so the schema is served
+    # /healthz is the only route without a key (RGRID_METRICS_BIND serves
+    # /metrics keyless on a port of its own), so the schema is served
     # under /v1 behind the same Bearer auth as everything else.
     app = FastAPI(
         title="rgrid",

@@ -123,7 +123,7 @@ def cost(since: str | None, json_out: bool) -> int:
 
 def estimate(script: str, args: list[str], cpu: float, json_out: bool) -> int:
     """Predict a run's duration and cost from your history of the same
-    script. `args` are taken so that a run's command line can be pasted
+    script, and the --cpu and --memory what those runs used suggests. `args` are taken so that a run's command line can be pasted
     after `rgrid estimate`; the history is the script's, whatever its args."""
     path = Path(script)
     if not path.is_file():

@@ -145,9 +145,11 @@ def _batch_to_show(client: Client, batch_id: str, whole: bool) -> BatchView:
 
 
 def status(execution_id: str, json_out: bool, all_: bool) -> int:
-    """Show an execution and every attempt of it, or a batch: its counts and
-    the first inputs that are running or ended other than succeeded (every
-    input with --all)."""
+    """Show an execution: every attempt, what it used against what it asked
+    for (with a hint when a limit was far off) and what exactly it ran
+    (--json: its provenance: hashes, packages, nodes). Or a batch: its
+    counts, its totals, and the first inputs that are running or ended
+    other than succeeded (every input with --all)."""
     with connect(start_local=False) as client:
         shown: BaseModel = (
             _batch_to_show(client, execution_id, whole=all_ or json_out)
@@ -377,8 +379,8 @@ def add_commands(commands: Commands) -> None:
     retry_parser.add_argument(
         "--exact",
         action="store_true",
-        help="Install exactly the packages it ran with (rgrid status ID --json: provenance), "
-        "whatever its requirements resolve to now.",
+        help="Install exactly the package versions it ran with (see rgrid status ID --json, "
+        "provenance.packages), whatever its requirements file resolves to now.",
     )
     retry_parser.add_argument(
         "-d", "--detach", action="store_true", help="A batch: print its id and return at once."
