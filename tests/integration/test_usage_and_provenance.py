@@ -53,7 +53,7 @@ def test_a_run_reports_what_it_used_and_status_says_it_as_seff_does(
     assert 0.7 <= usage["cpu_seconds"] <= 1.3, usage
     assert usage["wall_seconds"] >= usage["cpu_seconds"] * 0.9 and usage["output_bytes"] == 0
     human = run_cli(["status", execution_id], tmp_path, rgrid_env).stdout
-    assert "of 1 CPUs" in human and "of 2.0 GiB" in human, human
+    assert "of 1 CPU (" in human and "of 2 GiB" in human, human
     # 15 % of 2 GiB used: the hint names a limit that holds the peak.
     assert "it would fit in --memory 512M" in human, human
 
