@@ -87,7 +87,7 @@ def test_a_batchs_totals_are_the_sum_of_its_runs(tmp_path: Path, rgrid_env: dict
     assert abs(batch["usage"]["cpu_seconds"] - sum(u["cpu_seconds"] for u in runs)) < 0.01
     assert batch["usage"]["median_peak_memory_bytes"] == peaks[1]
     assert batch["usage"]["max_peak_memory_bytes"] == peaks[2] > peaks[0] + 60 * MIB
-    assert "CPU-hours over 3 runs" in run_cli(["status", batch_id], tmp_path, rgrid_env).stdout
+    assert "CPU-hours over 3 attempts" in run_cli(["status", batch_id], tmp_path, rgrid_env).stdout
 
 
 def test_provenance_names_every_byte_and_retry_exact_installs_the_same_packages(
