@@ -22,6 +22,7 @@ from rgrid_api.allow import AllowEveryMethod
 from rgrid_api.auth import SecretCache, caller_for_key, create_key, default_caps
 from rgrid_api.autoscaler.loop import Autoscaler, config_from
 from rgrid_api.autoscaler.providers import make_provider, offered_runtimes
+from rgrid_api.beatpath import BeatFastPath
 from rgrid_api.beats import Beats
 from rgrid_api.credentials import worker_for
 from rgrid_api.db.engine import make_engine, make_hot_reader, make_readers, make_sessionmaker
@@ -200,6 +201,7 @@ def create_app(settings: Settings, with_dispatcher: bool = True) -> FastAPI:
         app.include_router(router, responses=ERROR_ANSWERS)
 
     app.add_middleware(AllowEveryMethod, routes=app.routes)
+    app.add_middleware(BeatFastPath, state=state)
     app.add_middleware(RequestTimer)
 
     @app.get("/v1/openapi.json", include_in_schema=False)

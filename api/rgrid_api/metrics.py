@@ -91,6 +91,9 @@ REQUEST_LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
     registry=None,
 )
+# Where a request answered before routing (`rgrid_api.beatpath`) names its
+# route template for RequestTimer.
+ROUTE_KEY = "rgrid.route"
 # A method outside these is counted as "other": a client chooses it.
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 EVENTS = (FINISHED, QUEUE_WAIT, RUN_DURATION, ATTEMPTS_LOST, CREATE_FAILURES, JOIN_TIME, REQUEST_LATENCY)
@@ -227,7 +230,7 @@ class RequestTimer:
             await self.app(scope, receive, send)
         finally:
             route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            template = getattr(route, "path", None) or scope.get(ROUTE_KEY) or "unmatched"
             method = scope["method"] if scope["method"] in METHODS else "other"
             REQUEST_LATENCY.labels(template, method).observe(time.perf_counter() - started)
 

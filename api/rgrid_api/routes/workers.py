@@ -140,7 +140,9 @@ def register_worker(body: WorkerRegistration, agent: Agent, session: DB, state: 
 async def beat(worker_id: str, agent: Agent, state: State) -> Response:
     """Answered from memory for a node this server knows, on the event
     loop, with bytes encoded once (rgrid_api.beats); a node it has not read
-    yet, through the database."""
+    yet, through the database. Most beats never reach here: a known node's
+    beat with a credential already checked is answered before routing
+    (rgrid_api.beatpath), exactly as here."""
     agent.check(worker_id)
     known = state.beats.known(worker_id)
     if known is not None and known.is_head and not agent.head:
