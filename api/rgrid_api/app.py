@@ -66,6 +66,7 @@ def build_state(settings: Settings, with_dispatcher: bool = True) -> AppState:
     watch(sessions)
     readers = make_readers(engine)
     read_engine = make_hot_reader(settings.database_url)
+    node_credentials = SecretCache(readers, settings.key_cache_s, worker_for)
     if settings.bootstrap_api_key is not None:
         with sessions() as session:
             create_key(
@@ -103,8 +104,8 @@ def build_state(settings: Settings, with_dispatcher: bool = True) -> AppState:
         metrics=registry_for(make_hot_reader(settings.database_url)),
         hot_reads=CapacityLimiter(HOT_READ_THREADS),
         callers=SecretCache(readers, settings.key_cache_s, caller_for_key),
-        node_credentials=SecretCache(readers, settings.key_cache_s, worker_for),
-        beats=Beats(sessions),
+        node_credentials=node_credentials,
+        beats=Beats(sessions, node_credentials),
         caps=default_caps(settings),
         rate_limit=RateLimit(settings.rate_limit_per_s, settings.rate_limit_burst),
         long_polls=LongPolls(settings.long_polls_per_key),

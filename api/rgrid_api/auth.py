@@ -176,6 +176,22 @@ class SecretCache(Generic[T]):
             return True, hit[0]
         return False, None
 
+    def renew(self, known: dict[str, T]) -> None:
+        """Re-check every secret at once (digest -> who, all that work now):
+        each is good for another `ttl_s`, and one cached as someone that is
+        no longer there is refused from now. Done once a second for node
+        credentials (`rgrid_api.beats`), so a beat never waits for the
+        database to re-check its node's credential, and a revoked one stops
+        working within a second."""
+        now = time.monotonic()
+        with self._lock:
+            for digest, (who, _until) in list(self._entries.items()):
+                if who is not None and digest not in known:
+                    self._entries[digest] = (None, now + self.REFUSED_TTL_S)
+            if len(known) < self.MAX_ENTRIES:
+                for digest, who in known.items():
+                    self._entries[digest] = (who, now + self._ttl_s)
+
     def get(self, secret: str) -> T | None:
         known, who = self.cached(secret)
         if known:

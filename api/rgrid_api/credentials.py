@@ -129,6 +129,17 @@ def worker_for(session: Session, credential: str) -> str | None:
     return row.worker_id
 
 
+def live_node_credentials(session: Session) -> dict[str, str]:
+    """Every node credential that works now: its sha256 -> its worker id
+    (one indexed read, for the servers' once-a-second re-check)."""
+    rows = session.execute(
+        select(WorkerCredential.secret_hash, WorkerCredential.worker_id).where(
+            WorkerCredential.kind == NODE, WorkerCredential.revoked_at.is_(None)
+        )
+    )
+    return {secret_hash: worker_id for secret_hash, worker_id in rows}
+
+
 def revoke(session: Session, worker_id: str) -> int:
     """Every credential of a worker stops working (its node is being
     deleted, or forgotten); how many did. The caller commits."""

@@ -17,8 +17,10 @@ from rgrid.wire import WorkerAck, WorkerStatus
 from rgrid_api.auth import SecretCache
 from rgrid_api.beatpath import BeatFastPath
 from rgrid_api.beats import Beats
+from rgrid_api.credentials import join, revoke, worker_for
 from rgrid_api.deps import AppState
 from rgrid_api.metrics import ROUTE_KEY
+from tests.api.conftest import add_worker
 
 CREDENTIALS = {"cred-a": "node-a", "cred-head": "head-node"}
 
@@ -107,3 +109,31 @@ def test_a_node_not_read_yet_goes_to_the_route(sessions: sessionmaker[Session]) 
         )[0]
         == 599
     )
+
+
+def test_credentials_are_rechecked_at_once_and_a_revoked_one_stops_within_a_flush(
+    sessions: sessionmaker[Session],
+) -> None:
+    """Each flush re-checks every node credential in one read: a live one
+    is answered with no lookup of its own, a revoked one goes to the route
+    (which refuses it) from the next flush."""
+    cache = SecretCache(sessions, 5.0, worker_for)
+    beats = Beats(sessions, cache)
+    grid = Grid(sessions)
+    grid.node_credentials, grid.beats = cache, beats
+    with sessions() as session:
+        credential = join(session, "node-a")
+        session.commit()
+        add_worker(session, "node-a")
+    path = BeatFastPath(_route, cast(AppState, grid))
+    beat = ("POST", "/v1/workers/node-a/heartbeat", f"Bearer {credential}".encode())
+    assert _call(path, *beat)[0] == 599  # neither read nor checked here yet: the route decides
+    beats.flush()
+    assert cache.cached(credential) == (True, "node-a")
+    assert _call(path, *beat)[0] == 200
+    with sessions() as session:
+        assert revoke(session, "node-a") == 1
+        session.commit()
+    beats.flush()
+    assert cache.cached(credential) == (True, None)
+    assert _call(path, *beat)[0] == 599
