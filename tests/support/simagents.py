@@ -75,10 +75,17 @@ async def _health(base: str, until: float, seen: Swarm) -> None:
 
 
 async def swarm(
-    base: str, worker_token: str, agents: int, interval_s: float, until: float, seen: Swarm
+    base: str,
+    worker_token: str,
+    agents: int,
+    interval_s: float,
+    until: float,
+    seen: Swarm,
+    start_at: float | None = None,
 ) -> list[str]:
-    """Enrol `agents` nodes, then beat every `interval_s` until `until`
-    (time.monotonic); the ids they used."""
+    """Enrol `agents` nodes, then (from `start_at`, if given: several
+    swarms start together) beat every `interval_s` until `until`
+    (time.monotonic, the same clock in every process); the ids they used."""
     limits = httpx.Limits(max_connections=agents, max_keepalive_connections=agents)
     async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as http:
         suffix = os.urandom(3).hex()
@@ -88,6 +95,8 @@ async def swarm(
             credentials += await asyncio.gather(
                 *(_enrol(http, worker_token, i) for i in ids[start : start + 50])
             )
+        if start_at is not None:
+            await asyncio.sleep(max(0.0, start_at - time.monotonic()))
         beats = [_agent(http, i, c, interval_s, until, seen) for i, c in zip(ids, credentials, strict=True)]
         await asyncio.gather(*beats, _health(base, until, seen))
     return ids
