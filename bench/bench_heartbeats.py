@@ -40,6 +40,7 @@ sys.path.insert(0, str(REPO))
 from rgrid.local.procs import free_port  # noqa: E402
 from tests.support.services import (  # noqa: E402
     WORKER_TOKEN,
+    ApiServer,
     Proc,
     RayHead,
     start_api,
@@ -64,7 +65,10 @@ def _simulate(base: str, agents: int, start_at: float, until: float, results: Qu
     results.put((seen.latencies, seen.errors, seen.health_failures))
 
 
-def run_load(base: str, pid: int, agents: int, seconds: float, procs: int) -> str:
+def run_load(servers: list[ApiServer], agents: int, seconds: float, procs: int) -> str:
+    """One line of the table: the agents spread over the simulator
+    processes, and the processes over the servers (as nodes would be behind
+    a load balancer); the servers' CPU in all."""
     # Time to enrol (join and register) every agent before any beats.
     start_at = time.monotonic() + 3.0 + agents * 0.02
     warm_until = start_at + INTERVAL_S * 2
@@ -72,13 +76,17 @@ def run_load(base: str, pid: int, agents: int, seconds: float, procs: int) -> st
     context = get_context("fork")
     results: Queue = context.Queue()
     shares = [agents // procs + (1 if n < agents % procs else 0) for n in range(procs)]
-    children = [context.Process(target=_simulate, args=(base, n, start_at, until, results)) for n in shares]
+    children = [
+        context.Process(target=_simulate, args=(servers[k % len(servers)].url, n, start_at, until, results))
+        for k, n in enumerate(shares)
+    ]
     for child in children:
         child.start()
     time.sleep(max(0.0, warm_until - time.monotonic()))
-    cpu_before = cpu_s(pid)
+    cpu_before = [cpu_s(server.proc.pid) for server in servers]
     time.sleep(max(0.0, until - time.monotonic()))
-    cpu = cpu_s(pid) - cpu_before
+    cpu_each = [cpu_s(server.proc.pid) - before for server, before in zip(servers, cpu_before, strict=True)]
+    cpu = sum(cpu_each)
     seen = Swarm()
     for _ in children:
         latencies, failed, unhealthy = results.get(timeout=600)
@@ -91,8 +99,9 @@ def run_load(base: str, pid: int, agents: int, seconds: float, procs: int) -> st
     errors = [at for at in seen.errors if warm_until <= at < until]
     n = len(window)
     p99 = window[min(n - 1, int(n * 0.99))]
+    shares_cpu = " + ".join(f"{100 * c / seconds:.0f}" for c in cpu_each)
     return (
-        f"| {agents} | {n / seconds:.0f} | {1000 * cpu / max(n, 1):.2f} ms | {100 * cpu / seconds:.0f} % | "
+        f"| {agents} | {len(servers)} | {n / seconds:.0f} | {1000 * cpu / max(n, 1):.2f} ms | {shares_cpu} % | "
         f"{1000 * statistics.median(window):.1f} ms | {1000 * p99:.1f} ms | {len(errors)} | "
         f"{len(seen.health_failures)} |"
     )
@@ -103,6 +112,9 @@ def main() -> None:
     parser.add_argument("--agents", type=int, nargs="+", default=[200, 500, 1000])
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--procs", type=int, help="simulator processes (default: one per 250 agents)")
+    parser.add_argument(
+        "--servers", type=int, nargs="+", default=[1], help="API servers behind the one database (PostgreSQL)"
+    )
     parser.add_argument("--sqlite", action="store_true", help="SQLite instead of PostgreSQL")
     opts = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="rgrid-bench-beats-"))
@@ -115,16 +127,21 @@ def main() -> None:
     )
     nowhere.token_path.write_text("bench-ray-token\n")
     database = f"sqlite:///{root / 'rgrid.db'}" if pg is None else pg.url
-    api = start_api(root / "api", database, s3, nowhere, s3.endpoint)
+    apis = [start_api(root / f"api{n}", database, s3, nowhere, s3.endpoint) for n in range(max(opts.servers))]
     try:
-        print(f"{'SQLite' if pg is None else 'PostgreSQL'}, one API server, {opts.seconds:.0f} s per line")
-        print("| agents | beats/s | API CPU per beat | API CPU | p50 | p99 | errors | /healthz failures |")
-        print("|---|---|---|---|---|---|---|---|")
-        for agents in opts.agents:
-            procs = opts.procs or max(1, -(-agents // 250))
-            print(run_load(api.url, api.proc.pid, agents, opts.seconds, procs), flush=True)
+        print(f"{'SQLite' if pg is None else 'PostgreSQL'}, {opts.seconds:.0f} s per line")
+        print(
+            "| agents | API servers | beats/s | API CPU per beat | API CPU (each) | p50 | p99 | errors "
+            "| /healthz failures |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|")
+        for servers in opts.servers:
+            for agents in opts.agents:
+                procs = opts.procs or max(servers, -(-agents // 250))
+                print(run_load(apis[:servers], agents, opts.seconds, procs), flush=True)
     finally:
-        api.proc.stop()
+        for api in apis:
+            api.proc.stop()
         if pg is not None:
             pg.stop()
         s3.proc.stop()
