@@ -9,7 +9,6 @@ enough)."""
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from datetime import UTC, datetime, timedelta
 
@@ -18,14 +17,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from rgrid.wire import LIVE_WORKER_STATES
+from rgrid_api.auth import hash_key
 from rgrid_api.db.models import Worker, WorkerCredential
 
 BOOTSTRAP = "bootstrap"
 NODE = "node"
-
-
-def _hash(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def _issue(session: Session, worker_id: str, kind: str, expires_at: datetime | None) -> str:
@@ -34,7 +30,7 @@ def _issue(session: Session, worker_id: str, kind: str, expires_at: datetime | N
         WorkerCredential(
             worker_id=worker_id,
             kind=kind,
-            secret_hash=_hash(secret),
+            secret_hash=hash_key(secret),
             created_at=datetime.now(UTC),
             expires_at=expires_at,
         )
@@ -54,7 +50,7 @@ def exchange(session: Session, token: str) -> tuple[str, str] | None:
     now = datetime.now(UTC)
     row = session.scalar(
         select(WorkerCredential).where(
-            WorkerCredential.secret_hash == _hash(token), WorkerCredential.kind == BOOTSTRAP
+            WorkerCredential.secret_hash == hash_key(token), WorkerCredential.kind == BOOTSTRAP
         )
     )
     if row is None:
@@ -121,7 +117,7 @@ def worker_for(session: Session, credential: str) -> str | None:
     """The worker id a node credential speaks for, while it is not revoked."""
     row = session.scalar(
         select(WorkerCredential).where(
-            WorkerCredential.secret_hash == _hash(credential), WorkerCredential.kind == NODE
+            WorkerCredential.secret_hash == hash_key(credential), WorkerCredential.kind == NODE
         )
     )
     if row is None or row.revoked_at is not None:
