@@ -5,7 +5,7 @@ before start, and the state triggers in the database itself."""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import event, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -27,6 +27,7 @@ from rgrid_api.attempts import (
     complete_attempt,
     expired_attempts,
     output_upload_urls,
+    renew_dispatched,
     renew_lease,
     start_attempt,
 )
@@ -321,3 +322,23 @@ def test_the_fence_and_the_claim_read_no_attempt_list(session: Session, storage:
         event.remove(engine, "before_cursor_execute", record)
     assert claim_selects and not [q for q in claim_selects if "FROM attempts" in q], claim_selects
     assert len(selects) == 1, selects
+
+
+def test_a_bulk_renewal_keeps_fencing(session: Session, storage: MemoryStorage) -> None:
+    """The dispatcher renews what it holds in one statement; an attempt
+    that was lost meanwhile is not revived by it, and its late runner is
+    still refused."""
+    e = submit(session, storage)
+    (first,) = claim_queued(session, LEASE_S)
+    assert attempt_lost(session, e.id, first.attempt, FailureReason.WORKER_LOST)
+    (second,) = claim_queued(session, LEASE_S)
+    assert second.attempt == first.attempt + 1
+    renew_dispatched(session, [(e.id, first.attempt), (e.id, second.attempt)], LEASE_S)
+    session.expire_all()
+    lost = session.scalar(
+        select(Attempt).where(Attempt.execution_id == e.id, Attempt.number == first.attempt)
+    )
+    assert lost is not None and lost.status == Status.FAILED
+    with pytest.raises(StaleAttempt):
+        start_attempt(session, storage, e.id, first.attempt, RunnerStart(worker="w"), LEASE_S, trusted=True)
+    start_attempt(session, storage, e.id, second.attempt, RunnerStart(worker="w"), LEASE_S, trusted=True)

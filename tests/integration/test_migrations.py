@@ -18,6 +18,17 @@ from rgrid.wire import Status
 from tests.support.services import Postgres
 
 TABLES = {"alembic_version", "api_keys", "objects", "executions", "attempts", "outputs", "log_chunks"}
+# The indexes the hot paths rely on (docs/benchmarks.md: history, queue depth).
+INDEXES = {
+    "executions": {
+        "ix_executions_owner_created",
+        "ix_executions_status",
+        "ix_executions_status_owner_created",
+        "ix_executions_batch_status",
+        "ix_executions_owner_cache_key",
+    },
+    "attempts": {"ix_attempts_status_lease", "ix_attempts_worker_id"},
+}
 
 
 def upgrade(url: str) -> subprocess.CompletedProcess[str]:
@@ -35,11 +46,21 @@ def tables(url: str) -> set[str]:
         engine.dispose()
 
 
+def indexes(url: str, table: str) -> set[str]:
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        return {str(ix["name"]) for ix in inspect(engine).get_indexes(table)}
+    finally:
+        engine.dispose()
+
+
 def check(url: str) -> None:
     first = upgrade(url)
     assert first.returncode == 0, first.stderr
     assert "up to date" in first.stdout
     assert tables(url) >= TABLES
+    for table, wanted in INDEXES.items():
+        assert indexes(url, table) >= wanted, (table, wanted - indexes(url, table))
     assert upgrade(url).returncode == 0
 
 
