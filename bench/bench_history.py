@@ -19,18 +19,14 @@ from __future__ import annotations
 
 import argparse
 import random
-import shutil
-import statistics
 import sys
-import tempfile
-import time
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from _sizes import execution_row, median_ms, on_both_databases  # noqa: E402
 from prometheus_client import generate_latest  # noqa: E402
 from sqlalchemy import Engine, insert  # noqa: E402
 
@@ -44,7 +40,6 @@ from rgrid_api.executionread import read_execution  # noqa: E402
 from rgrid_api.executions import find_execution, list_executions  # noqa: E402
 from rgrid_api.ids import new_execution_id  # noqa: E402
 from rgrid_api.metrics import registry_for  # noqa: E402
-from tests.support.services import postgres_available, start_postgres  # noqa: E402
 
 OWNERS = [f"owner{n}" for n in range(10)]
 RUNNING = 50
@@ -77,27 +72,16 @@ def fill(engine: Engine, size: int) -> list[tuple[str, str]]:
                 created = now - timedelta(seconds=size + RUNNING - n)
                 status = Status.RUNNING if running else Status.SUCCEEDED
                 executions.append(
-                    {
-                        "id": execution_id,
-                        "owner": owner,
-                        "status": status,
-                        "script_name": "job.py",
-                        "script_sha256": "0" * 64,
-                        "args": [],
-                        "inputs": [],
-                        "env": {},
-                        "runtime": "python:3.11",
-                        "cpu": 1.0,
-                        "memory_mb": 256,
-                        "timeout_s": 60.0,
-                        "retries": 0,
-                        "attempt": 1,
-                        "created_at": created,
-                        "started_at": created,
-                        "finished_at": None if running else created + timedelta(seconds=1),
-                        "exit_code": None if running else 0,
-                        "lock_sha256": lock,
-                    }
+                    execution_row(
+                        execution_id,
+                        owner,
+                        status,
+                        created,
+                        started_at=created,
+                        finished_at=None if running else created + timedelta(seconds=1),
+                        exit_code=None if running else 0,
+                        lock_sha256=lock,
+                    )
                 )
                 attempts.append(
                     {
@@ -118,15 +102,6 @@ def fill(engine: Engine, size: int) -> list[tuple[str, str]]:
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.exec_driver_sql("ANALYZE")
     return picked
-
-
-def median_ms(call: Callable[[int], object]) -> float:
-    times = []
-    for n in range(REPEAT):
-        started = time.perf_counter()
-        call(n)
-        times.append(time.perf_counter() - started)
-    return 1000 * statistics.median(times)
 
 
 def measure(url: str, size: int) -> dict[str, float]:
@@ -179,37 +154,12 @@ def measure(url: str, size: int) -> dict[str, float]:
     return figures
 
 
-def report(backend: str, results: dict[int, dict[str, float]]) -> None:
-    sizes = sorted(results)
-    base = sizes[0]
-    print(f"\n{backend}")
-    print("| read | " + " | ".join(f"{s:,}" for s in sizes) + f" | ratio {sizes[-1]:,} / {base:,} |")
-    print("|---|" + "---|" * (len(sizes) + 1))
-    for name in results[base]:
-        cells = " | ".join(f"{results[s][name]:.2f} ms" for s in sizes)
-        print(f"| {name} | {cells} | {results[sizes[-1]][name] / results[base][name]:.2f} |")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 100_000])
     parser.add_argument("--sqlite-only", action="store_true")
     opts = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="rgrid-bench-history-"))
-    try:
-        report("SQLite", {size: measure(f"sqlite:///{root / f'h{size}.db'}", size) for size in opts.sizes})
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-    if opts.sqlite_only or not postgres_available():
-        return
-    results = {}
-    for size in opts.sizes:
-        pg = start_postgres()
-        try:
-            results[size] = measure(pg.url, size)
-        finally:
-            pg.stop()
-    report("PostgreSQL", results)
+    on_both_databases(measure, opts.sizes, "read", opts.sqlite_only)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from _grid import REPO, RGRID, grid_env, local_grid, rgrid, timed
+from _sizes import execution_row
 from sqlalchemy import create_engine, insert, select, text
 
 from rgrid.wire import Status
@@ -37,6 +38,8 @@ def add_history(database: Path, count: int) -> None:
     engine = create_engine(f"sqlite:///{database}", connect_args={"timeout": 60})
     with engine.connect() as conn:
         local_owner = conn.scalar(select(ApiKey.owner).limit(1))
+    if local_owner is None:
+        raise SystemExit("the local grid's database has no API key yet")
     owners = [local_owner, *(f"owner{n}" for n in range(9))]
     now = utcnow()
     for start in range(0, count, CHUNK):
@@ -46,27 +49,16 @@ def add_history(database: Path, count: int) -> None:
             execution_id = new_execution_id()
             created = now - timedelta(days=30, seconds=count - n)
             executions.append(
-                {
-                    "id": execution_id,
-                    "owner": owners[n % len(owners)],
-                    "status": Status.SUCCEEDED,
-                    "script_name": "hello.py",
-                    "script_sha256": "0" * 64,
-                    "args": [],
-                    "inputs": [],
-                    "env": {},
-                    "runtime": "python:3.11",
-                    "cpu": 1.0,
-                    "memory_mb": 256,
-                    "timeout_s": 60.0,
-                    "retries": 0,
-                    "attempt": 1,
-                    "exit_code": 0,
-                    "duration_s": 0.5,
-                    "created_at": created,
-                    "started_at": created,
-                    "finished_at": created + timedelta(seconds=1),
-                }
+                execution_row(
+                    execution_id,
+                    owners[n % len(owners)],
+                    Status.SUCCEEDED,
+                    created,
+                    exit_code=0,
+                    duration_s=0.5,
+                    started_at=created,
+                    finished_at=created + timedelta(seconds=1),
+                )
             )
             attempts.append(
                 {
