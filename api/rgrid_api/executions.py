@@ -17,6 +17,7 @@ from rgrid.wire import (
     FailureReason,
     InputFile,
     LogChunk,
+    LogPage,
     OutputFile,
     Status,
     Stream,
@@ -201,6 +202,17 @@ def read_logs(session: Session, execution_id: str, after: int, limit: int = 1000
         .limit(limit)
     )
     return [LogChunk(seq=r.seq, attempt=r.attempt, stream=cast(Stream, r.stream), data=r.data) for r in rows]
+
+
+def log_page(session: Session, owner: str | None, id_or_prefix: str, after: int) -> tuple[str, LogPage]:
+    """The owner's execution's full id and its log chunks after `after`;
+    `final` once it has ended and nothing is left to read."""
+    execution = find_execution(session, owner, id_or_prefix)
+    chunks = read_logs(session, execution.id, after)
+    status = Status(execution.status)
+    next_seq = chunks[-1].seq if chunks else after
+    final = status.final and not read_logs(session, execution.id, next_seq, limit=1)
+    return execution.id, LogPage(chunks=chunks, next_seq=next_seq, status=status, final=final)
 
 
 def last_log_seq(session: Session, execution_id: str) -> int:

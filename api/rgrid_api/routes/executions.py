@@ -29,7 +29,7 @@ from rgrid_api.executions import (
     find_execution,
     list_executions,
     list_outputs,
-    read_logs,
+    log_page,
     resolve_runtime,
     spec_of,
 )
@@ -187,9 +187,4 @@ async def logs(
 
 def _read_page(state: AppState, owner: str, execution_id: str, after: int) -> tuple[str, LogPage]:
     with state.readers() as session:
-        execution = find_execution(session, owner, execution_id)
-        chunks = read_logs(session, execution.id, after)
-        status = Status(execution.status)
-        next_seq = chunks[-1].seq if chunks else after
-        final = status.final and not read_logs(session, execution.id, next_seq, limit=1)
-        return execution.id, LogPage(chunks=chunks, next_seq=next_seq, status=status, final=final)
+        return log_page(session, owner, execution_id, after)
