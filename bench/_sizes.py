@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for `tests.support`
 
 from rgrid.wire import Status
 from tests.support.services import postgres_available, start_postgres
