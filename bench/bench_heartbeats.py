@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
 import tempfile
@@ -36,6 +35,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from _cpu import cpu_s  # noqa: E402
 
 from rgrid.local.procs import free_port  # noqa: E402
 from tests.support.services import (  # noqa: E402
@@ -50,12 +51,6 @@ from tests.support.services import (  # noqa: E402
 from tests.support.simagents import Swarm, swarm  # noqa: E402
 
 INTERVAL_S = 2.0
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def _simulate(base: str, agents: int, start_at: float, until: float, results: Queue) -> None:

@@ -12,33 +12,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
 
+from _cpu import all_processes, proc_stat
 from _grid import REPO, grid_env, local_grid, rgrid
 
-TICKS = os.sysconf("SC_CLK_TCK")
 # Not rgrid's code: the driver is Ray's library too, but rgrid's process.
 THIRD_PARTY = frozenset({"Ray", "SeaweedFS"})
-
-
-def cpu_ticks(pid: int) -> int | None:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return int(fields[11]) + int(fields[12])  # utime + stime
-
-
-def session_of(pid: int) -> int | None:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3])
-    except OSError:
-        return None
 
 
 def piece_of(cmdline: str) -> str:
@@ -62,10 +46,13 @@ def grid_processes(home: Path) -> dict[int, str]:
     state = json.loads((home / "local" / "state.json").read_text())
     leaders = {state["supervisor"]["pid"], *(p["pid"] for p in state["pieces"].values() if p.get("pid"))}
     found = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and session_of(int(entry.name)) in leaders:
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            found[int(entry.name)] = piece_of(cmd)
+    for pid, stat in all_processes().items():
+        if stat.session in leaders:
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            found[pid] = piece_of(cmd)
     return found
 
 
@@ -82,13 +69,13 @@ def main() -> None:
             rgrid(["run", "examples/hello.py", "examples/data.csv"], project, env)
             time.sleep(5)  # the run's own tail (uploads, reports) is not idleness
             procs = grid_processes(home / "home")
-            before = {pid: cpu_ticks(pid) for pid in procs}
+            before = {pid: proc_stat(pid) for pid in procs}
             time.sleep(seconds)
             used: dict[str, float] = defaultdict(float)
             for pid, piece in procs.items():
-                start, end = before[pid], cpu_ticks(pid)
+                start, end = before[pid], proc_stat(pid)
                 if start is not None and end is not None:
-                    used[piece] += (end - start) / TICKS
+                    used[piece] += end.own_s - start.own_s
     finally:
         shutil.rmtree(home, ignore_errors=True)
     total = sum(used.values())

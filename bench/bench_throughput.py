@@ -22,23 +22,10 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
+from _cpu import descendants
 from _grid import client_code, grid_env, local_grid, rgrid
 
-TICKS = os.sysconf("SC_CLK_TCK")
 SCRIPT = "print('ok')\n"
-
-
-def _stat(pid: int) -> tuple[int, float, float] | None:
-    """(ppid, own CPU s, reaped children's CPU s) of one process."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = raw[raw.rindex(")") + 2 :].split()
-    ppid = int(fields[1])
-    own = (int(fields[11]) + int(fields[12])) / TICKS
-    reaped = (int(fields[13]) + int(fields[14])) / TICKS
-    return ppid, own, reaped
 
 
 def _cmdline(pid: int) -> str:
@@ -62,20 +49,7 @@ def role(cmd: str) -> str:
 
 def grid_cpu(root: int) -> dict[int, tuple[str, float, float]]:
     """Every descendant of `root`: (role, own CPU s, reaped CPU s)."""
-    stats = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and (st := _stat(int(entry))) is not None:
-            stats[int(entry)] = st
-    children: dict[int, list[int]] = defaultdict(list)
-    for pid, (ppid, _own, _reaped) in stats.items():
-        children[ppid].append(pid)
-    found: dict[int, tuple[str, float, float]] = {}
-    stack = list(children[root])
-    while stack:
-        pid = stack.pop()
-        found[pid] = (role(_cmdline(pid)), stats[pid][1], stats[pid][2])
-        stack.extend(children[pid])
-    return found
+    return {pid: (role(_cmdline(pid)), st.own_s, st.reaped_s) for pid, st in descendants(root).items()}
 
 
 def cpu_split(before: dict, after: dict) -> dict[str, float]:
