@@ -13,11 +13,12 @@ from typing import Any
 from anyio import CapacityLimiter
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from rgrid.errors import StaleAttempt
 from rgrid.version import VERSION
 from rgrid.wire import ErrorAnswer, Role
+from rgrid_api import console
 from rgrid_api.allow import AllowEveryMethod
 from rgrid_api.auth import SecretCache, caller_for_key, create_key, default_caps
 from rgrid_api.autoscaler.loop import Autoscaler, config_from
@@ -38,6 +39,7 @@ from rgrid_api.notify import ChangeFeed
 from rgrid_api.routes import (
     autoscaler,
     batches,
+    console_links,
     executions,
     grid,
     health,
@@ -198,9 +200,11 @@ def create_app(settings: Settings, with_dispatcher: bool = True) -> FastAPI:
         grid.router,
         autoscaler.router,
         metrics.router,
+        console_links.router,
     ):
         app.include_router(router, responses=ERROR_ANSWERS)
 
+    console.install(app)
     app.add_middleware(AllowEveryMethod, routes=app.routes)
     app.add_middleware(BeatFastPath, state=state)
     app.add_middleware(RequestTimer)
@@ -211,10 +215,12 @@ def create_app(settings: Settings, with_dispatcher: bool = True) -> FastAPI:
 
     @app.exception_handler(DomainError)
     @app.exception_handler(StaleAttempt)
-    async def domain_error(request: Request, exc: Exception) -> JSONResponse:
+    async def domain_error(request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status_code", 500)
         if status >= 500:
             log.warning("%s %s: %s", request.method, request.url.path, exc)
+        if console.in_console(request):
+            return console.actions.refused(request, exc)
         return JSONResponse({"detail": str(exc)}, status_code=status)
 
     @app.exception_handler(Throttled)

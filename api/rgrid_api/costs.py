@@ -58,11 +58,24 @@ def execution_cost(
     db: Session | Connection, execution: Execution | Row[Any], attempts: Sequence[Attempt | AttemptColumns]
 ) -> float | None:
     """Its share of its nodes' time, once it is final (every attempt counts)."""
-    if not Status(execution.status).final:
-        return None
-    known = prices(db, {a.worker_id for a in attempts if a.worker_id})
-    total = sum(_attempt_cost(a, execution.cpu, known.get(a.worker_id or "")) for a in attempts)
-    return round(total, 6)
+    return execution_costs(db, [(execution, attempts)])[execution.id]
+
+
+def execution_costs(
+    db: Session | Connection,
+    executions: Sequence[tuple[Execution | Row[Any], Sequence[Attempt | AttemptColumns]]],
+) -> dict[str, float | None]:
+    """`execution_cost` of each (execution, its attempts), with one read of
+    the nodes' prices for all of them (a page of the console's runs)."""
+    known = prices(db, {a.worker_id for _e, attempts in executions for a in attempts if a.worker_id})
+    costs: dict[str, float | None] = {}
+    for execution, attempts in executions:
+        if not Status(execution.status).final:
+            costs[execution.id] = None
+            continue
+        total = sum(_attempt_cost(a, execution.cpu, known.get(a.worker_id or "")) for a in attempts)
+        costs[execution.id] = round(total, 6)
+    return costs
 
 
 def spent_eur(db: Session | Connection, now: datetime) -> float:
@@ -74,6 +87,40 @@ def spent_eur(db: Session | Connection, now: datetime) -> float:
         )
     )
     return sum(price * _hours(aware(start), aware(end) if end else now) for price, start, end in rows)
+
+
+@dataclass(frozen=True)
+class CostedAttempt:
+    """One ended attempt on a node, and its share of the node's price."""
+
+    owner: str
+    script: str
+    finished_at: datetime
+    eur: float
+
+
+def costed_attempts(session: Session, owner: str | None, since: datetime) -> list[CostedAttempt]:
+    """The attempts that ended on a node since `since` (owner None: every
+    owner's), each with its cost."""
+    query = (
+        select(Attempt, Execution.cpu, Execution.owner, Execution.script_name)
+        .join(Execution, Execution.id == Attempt.execution_id)
+        .where(Attempt.finished_at.is_not(None), Attempt.finished_at >= since, Attempt.worker_id.is_not(None))
+    )
+    if owner is not None:
+        query = query.where(Execution.owner == owner)
+    rows = session.execute(query).all()
+    known = prices(session, {a.worker_id for a, *_ in rows if a.worker_id})
+    return [
+        CostedAttempt(
+            who,
+            script,
+            aware(attempt.finished_at),
+            _attempt_cost(attempt, cpu, known.get(attempt.worker_id or "")),
+        )
+        for attempt, cpu, who, script in rows
+        if attempt.finished_at is not None
+    ]
 
 
 def cost_report(session: Session, owner: str, since: datetime, whole_grid: bool = False) -> CostReport:
@@ -105,20 +152,11 @@ def cost_report(session: Session, owner: str, since: datetime, whole_grid: bool 
                     eur=round(eur, 6),
                 )
             )
-    query = (
-        select(Attempt, Execution.cpu, Execution.owner)
-        .join(Execution, Execution.id == Attempt.execution_id)
-        .where(Attempt.finished_at.is_not(None), Attempt.finished_at >= since, Attempt.worker_id.is_not(None))
-    )
-    if not whole_grid:
-        query = query.where(Execution.owner == owner)
-    rows = session.execute(query).all()
-    known = prices(session, {a.worker_id for a, _, _ in rows if a.worker_id})
     owners: dict[str, float] = {}
     runs = 0
-    for attempt, cpu, who in rows:
-        owners[who] = owners.get(who, 0.0) + _attempt_cost(attempt, cpu, known.get(attempt.worker_id or ""))
-        runs += who == owner
+    for costed in costed_attempts(session, None if whole_grid else owner, since):
+        owners[costed.owner] = owners.get(costed.owner, 0.0) + costed.eur
+        runs += costed.owner == owner
     report = CostReport(since=since, executions_eur=round(owners.get(owner, 0.0), 6), attempts=runs)
     if whole_grid:
         report.nodes = sorted(nodes, key=lambda n: n.name)

@@ -201,7 +201,11 @@ def read_logs(session: Session, execution_id: str, after: int, limit: int = 1000
         .order_by(LogChunkRow.seq)
         .limit(limit)
     )
-    return [LogChunk(seq=r.seq, attempt=r.attempt, stream=cast(Stream, r.stream), data=r.data) for r in rows]
+    return [log_chunk(r) for r in rows]
+
+
+def log_chunk(row: LogChunkRow) -> LogChunk:
+    return LogChunk(seq=row.seq, attempt=row.attempt, stream=cast(Stream, row.stream), data=row.data)
 
 
 def log_page(session: Session, owner: str | None, id_or_prefix: str, after: int) -> tuple[str, LogPage]:

@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     # within this many seconds.
     key_cache_s: float = 5.0
     bootstrap_owner: str = "local"
+    # The web console (`rgrid_api.console`): how long a browser stays
+    # logged in, and how long a one-time login link (`rgrid console`) works.
+    console_session_s: float = 12 * 3600.0
+    console_link_s: float = 60.0
 
     host: str = "127.0.0.1"
     port: int = 8080

@@ -23,6 +23,7 @@ from rgrid.wire import (
     BatchList,
     BatchOutputs,
     BatchView,
+    ConsoleLink,
     CostReport,
     Estimate,
     EstimateRequest,
@@ -216,6 +217,9 @@ class Client:
 
     def drain_worker(self, worker_id: str) -> WorkerAck:
         return self._call("POST", f"/v1/grid/workers/{worker_id}/drain", WorkerAck)
+
+    def console_link(self) -> ConsoleLink:
+        return self._call("POST", "/v1/console/link", ConsoleLink)
 
     def outputs(self, execution_id: str) -> OutputList:
         return self._call("GET", f"/v1/executions/{execution_id}/outputs", OutputList)

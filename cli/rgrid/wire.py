@@ -821,3 +821,12 @@ class AutoscalerStatus(BaseModel):
     blocked: list[str] = []
     backoff: dict[str, float] = {}
     nodes: list[InstanceView] = []
+
+
+class ConsoleLink(BaseModel):
+    """A one-time login link to the web console (`rgrid console`): the
+    path to open on the API's own address, usable once within
+    `expires_in_s` seconds."""
+
+    path: str
+    expires_in_s: float

@@ -26,6 +26,7 @@ INDEXES = {
         "ix_executions_status_owner_created",
         "ix_executions_batch_status",
         "ix_executions_owner_cache_key",
+        "ix_executions_owner_script_created",
     },
     "attempts": {"ix_attempts_status_lease", "ix_attempts_worker_id"},
 }

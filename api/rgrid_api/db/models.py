@@ -101,6 +101,8 @@ class Execution(Base):
         Index("ix_executions_status_owner_created", "status", "owner", "created_at"),
         Index("ix_executions_batch_status", "batch_id", "status"),
         Index("ix_executions_owner_cache_key", "owner", "cache_key"),
+        # The console's runs list filtered by script, newest first.
+        Index("ix_executions_owner_script_created", "owner", "script_name", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(16), primary_key=True)
@@ -364,3 +366,29 @@ class RayToken(Base):
     token: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     in_force_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ConsoleSession(Base):
+    """A browser logged in to the console (`rgrid_api.console`): the
+    cookie's sha256, never the cookie; it dies with its key (the key's row
+    is checked on every request) and at `expires_at`."""
+
+    __tablename__ = "console_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), index=True)
+    # What the session's forms carry back (a POST without it is refused).
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class ConsoleLink(Base):
+    """A one-time login link (`rgrid console`), by its token's sha256:
+    deleted when used, useless after `expires_at`."""
+
+    __tablename__ = "console_links"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), index=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

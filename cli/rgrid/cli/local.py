@@ -62,6 +62,8 @@ def status_(json_out: bool) -> int:
     pieces = grid.status()
     supervisor = grid.supervisor_pid()
     healthy = 0 if supervisor and all(p.state == "running" for p in pieces) else 1
+    api_url = next((p.url for p in pieces if p.name == "api" and p.url), None)
+    console_url = f"{api_url.rstrip('/')}/ui/" if api_url else None
     if json_out:
         print_json(
             {
@@ -79,6 +81,7 @@ def status_(json_out: bool) -> int:
                     }
                     for p in pieces
                 ],
+                "console": console_url,
                 "node": grid.node_info(),
                 "workers": describe_workers(grid.read_state()),
                 "autoscaled_nodes": [
@@ -103,6 +106,8 @@ def status_(json_out: bool) -> int:
             str(p.restarts),
         )
     out.print(table)
+    if console_url:
+        out.print(f"web console: {console_url} (`rgrid console` opens it logged in)")
     out.print(f"workers: {describe_workers(grid.read_state())}")
     autoscaled = grid.autoscaled_nodes()
     if autoscaled:

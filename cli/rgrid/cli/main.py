@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Any
 
-from rgrid.cli import completion, costs, inspect, local, run
+from rgrid.cli import completion, costs, inspect, local, run, web
 from rgrid.cli.console import as_text, err, out
 from rgrid.cli.parser import Commands, Parser, dispatch
 from rgrid.errors import EXIT_CANCELLED, EXIT_INFRA, RgridError
@@ -30,6 +30,7 @@ CLIENT_COMMANDS = {
     "autoscaler",
     "cost",
     "estimate",
+    "console",
 }
 
 
@@ -56,6 +57,7 @@ def build_parser(with_plugins: bool) -> Parser:
     costs.add_commands(commands)
     local.add_commands(commands)
     completion.add_commands(commands)
+    web.add_commands(commands)
     if with_plugins:
         # Scanning installed packages' entry points costs tens of ms: only
         # server-side commands pay for it.

@@ -1,0 +1,162 @@
+"""The web console's doors, attacked over HTTP as a hostile page or
+tenant would: login links used twice or late, forms without their CSRF
+token or from another origin, a revoked key's session, another owner's
+ids, and what a job prints reaching the page as text. Real API servers on
+SQLite and PostgreSQL, real Ray and S3, the real CLI."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+from sqlalchemy import text
+
+from tests.support.console import csrf_of, database, logged_in, login_link, submit
+from tests.support.services import ApiServer
+
+
+def test_a_login_link_works_once(api: ApiServer, tmp_path: Path) -> None:
+    link = login_link(api, api.api_key, tmp_path / "home")
+    assert link.startswith(f"{api.url}/ui/login/")
+    first = httpx.get(link)
+    assert first.status_code == 303 and first.headers["location"] == "/ui/"
+    cookie = first.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "path=/ui" in cookie
+    assert "secure" not in cookie  # plain http on loopback; Secure over https
+    again = httpx.get(link)
+    assert again.status_code == 401
+    assert "used already or has expired" in again.text
+    assert "rgrid_console=" not in again.headers.get("set-cookie", "")
+    with httpx.Client(base_url=api.url, cookies={"rgrid_console": first.cookies["rgrid_console"]}) as browser:
+        runs = browser.get("/ui/")
+    assert runs.status_code == 200 and "<h1>Runs</h1>" in runs.text
+
+
+def test_an_expired_login_link_is_refused(api: ApiServer, tmp_path: Path) -> None:
+    link = login_link(api, api.api_key, tmp_path / "home")
+    with database(api) as engine, engine.begin() as conn:
+        conn.execute(
+            text("UPDATE console_links SET expires_at = :past"),
+            {"past": datetime.now(UTC) - timedelta(seconds=1)},
+        )
+    assert httpx.get(link).status_code == 401
+    assert httpx.get(f"{api.url}/ui/login/not-a-link").status_code == 401
+
+
+def test_the_key_form_logs_in_with_its_csrf_token_only(api: ApiServer) -> None:
+    with httpx.Client(base_url=api.url) as browser:
+        form = browser.get("/ui/login")
+        assert form.status_code == 200
+        token = csrf_of(form.text)
+        refused = browser.post("/ui/login", data={"csrf": token, "key": "rg_wrong"})
+        assert refused.status_code == 401 and "refused" in refused.text
+        browser.get("/ui/login")
+        token = csrf_of(browser.get("/ui/login").text)
+        no_token = browser.post("/ui/login", data={"key": api.api_key})
+        assert no_token.status_code == 403 and "rgrid_console=" not in no_token.headers.get("set-cookie", "")
+        token = csrf_of(browser.get("/ui/login").text)
+        elsewhere = browser.post(
+            "/ui/login", data={"csrf": token, "key": api.api_key}, headers={"Origin": "https://evil.example"}
+        )
+        assert elsewhere.status_code == 403
+        token = csrf_of(browser.get("/ui/login").text)
+        done = browser.post("/ui/login", data={"csrf": token, "key": api.api_key})
+        assert done.status_code == 303
+        browser.cookies.set("rgrid_console", done.cookies["rgrid_console"], path="/ui")
+        assert browser.get("/ui/").status_code == 200
+
+
+def test_pages_need_a_session_and_forbid_inline_script(api: ApiServer, tmp_path: Path) -> None:
+    for path in ("/ui/", "/ui/cost", "/ui/grid", "/ui/runs/abc"):
+        answer = httpx.get(f"{api.url}{path}")
+        assert answer.status_code == 303 and answer.headers["location"] == "/ui/login", path
+    assert httpx.get(f"{api.url}/ui/live/rows?ids=x").status_code == 401
+    with httpx.Client(base_url=api.url, cookies={"rgrid_console": "forged"}) as forged:
+        assert forged.get("/ui/").status_code == 303
+    with logged_in(api, api.api_key, tmp_path / "home") as browser:
+        page = browser.get("/ui/")
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "frame-ancestors 'none'" in csp
+    assert page.headers["x-frame-options"] == "DENY"
+    assert page.headers["referrer-policy"] == "no-referrer"
+    assert re.search(r"<script(?![^>]*\bsrc=)", page.text) is None  # no inline script
+    assert re.search(r"\son[a-z]+\s*=", page.text) is None  # no inline event handler
+
+
+def test_a_revoked_key_ends_its_sessions_at_once(api: ApiServer, tmp_path: Path) -> None:
+    key = api.create_key("erin")
+    with logged_in(api, key, tmp_path / "home") as browser:
+        assert browser.get("/ui/").status_code == 200
+        subprocess.run(
+            [sys.executable, "-m", "rgrid", "server", "revoke-key", "--owner", "erin"],
+            env=api.env,
+            check=True,
+            capture_output=True,
+        )
+        gone = browser.get("/ui/")
+        assert gone.status_code == 303 and gone.headers["location"] == "/ui/login"
+
+
+def test_actions_need_the_sessions_csrf_token_and_origin(api: ApiServer, tmp_path: Path) -> None:
+    (tmp_path / "sleep.py").write_text("import time\ntime.sleep(300)\n")
+    run_id = submit(api, api.api_key, tmp_path / "home", tmp_path, "sleep.py")
+    with logged_in(api, api.api_key, tmp_path / "home") as browser:
+        page = browser.get(f"/ui/runs/{run_id}")
+        assert page.status_code == 200
+        token = csrf_of(page.text)
+        assert browser.post(f"/ui/runs/{run_id}/cancel").status_code == 403
+        assert browser.post(f"/ui/runs/{run_id}/cancel", data={"csrf": "stale"}).status_code == 403
+        cross = browser.post(
+            f"/ui/runs/{run_id}/cancel", data={"csrf": token}, headers={"Sec-Fetch-Site": "cross-site"}
+        )
+        assert cross.status_code == 403
+        assert browser.get(f"/ui/runs/{run_id}").text.count("Cancel") >= 1
+        done = browser.post(f"/ui/runs/{run_id}/cancel", data={"csrf": token})
+        assert done.status_code == 303 and done.headers["location"] == f"/ui/runs/{run_id}"
+    deadline = time.monotonic() + 60
+    with httpx.Client(base_url=api.url, headers={"Authorization": f"Bearer {api.api_key}"}) as c:
+        while c.get(f"/v1/executions/{run_id}").json()["status"] != "cancelled":
+            assert time.monotonic() < deadline, "the console's cancel did not cancel"
+            time.sleep(0.2)
+
+
+def test_another_owners_run_reads_as_a_missing_one(api: ApiServer, tmp_path: Path) -> None:
+    (tmp_path / "hi.py").write_text("print('hi')\n")
+    theirs = submit(api, api.api_key, tmp_path / "home", tmp_path, "hi.py")
+    missing = "x" * len(theirs)
+    with logged_in(api, api.create_key("mallory"), tmp_path / "home-m") as browser:
+        answers = {
+            name: [browser.get(path.format(id=i)) for path in ("/ui/runs/{id}", "/ui/runs/{id}/log.txt")]
+            for name, i in (("theirs", theirs), ("missing", missing))
+        }
+        token = csrf_of(browser.get("/ui/").text)
+        cancel = browser.post(f"/ui/runs/{theirs}/cancel", data={"csrf": token})
+    for a, b in zip(answers["theirs"], answers["missing"], strict=True):
+        assert a.status_code == b.status_code == 404
+        assert a.text.replace(theirs, "ID") == b.text.replace(missing, "ID")
+    assert cancel.status_code == 404
+
+
+def test_what_a_job_prints_or_names_is_shown_as_text(api: ApiServer, tmp_path: Path) -> None:
+    hostile = "<script>alert('x')</script><img src=x onerror=alert(1)>"
+    (tmp_path / "xss.py").write_text(f"import sys\nprint({hostile!r})\nprint(sys.argv[1], file=sys.stderr)\n")
+    run_id = submit(
+        api, api.api_key, tmp_path / "home", tmp_path, "--env", "SECRET_TOKEN=hunter2", "xss.py", hostile
+    )
+    with httpx.Client(base_url=api.url, headers={"Authorization": f"Bearer {api.api_key}"}) as c:
+        deadline = time.monotonic() + 120
+        while c.get(f"/v1/executions/{run_id}").json()["status"] != "succeeded":
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+    with logged_in(api, api.api_key, tmp_path / "home") as browser:
+        page = browser.get(f"/ui/runs/{run_id}").text
+        listing = browser.get("/ui/").text
+    assert hostile not in page and "<img src=x" not in page and "<script>alert" not in page
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;" in page
+    assert "SECRET_TOKEN" in page and "hunter2" not in page
+    assert "<script>alert" not in listing
