@@ -83,7 +83,7 @@ def test_pages_need_a_session_and_forbid_inline_script(api: ApiServer, tmp_path:
     csp = page.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "frame-ancestors 'none'" in csp
     assert page.headers["x-frame-options"] == "DENY"
-    assert page.headers["referrer-policy"] == "no-referrer"
+    assert page.headers["referrer-policy"] == "same-origin"
     assert re.search(r"<script(?![^>]*\bsrc=)", page.text) is None  # no inline script
     assert re.search(r"\son[a-z]+\s*=", page.text) is None  # no inline event handler
 

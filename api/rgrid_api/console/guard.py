@@ -8,7 +8,8 @@ console itself, and the headers every console answer carries.
   this origin. The session cookie is also SameSite=Strict: a request that
   another site starts carries no session at all.
 - Answers forbid inline scripts and framing (Content-Security-Policy),
-  sniffing, caching and referrers (a login link is a secret in a URL).
+  sniffing, caching, and referrers to other sites (a login link is a
+  secret in a URL).
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ HEADERS = [
     (b"content-security-policy", CSP.encode()),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
+    # A login link's token must not leave in a Referer; this origin's own
+    # pages may name themselves (browsers then send a real Origin on POST).
+    (b"referrer-policy", b"same-origin"),
     (b"cache-control", b"no-store"),
 ]
 
@@ -97,16 +100,19 @@ async def live_visitor(request: Request, state: Annotated[AppState, Depends(app_
 
 
 def same_origin(request: Request) -> None:
-    """Refuse a request the browser says another site started."""
+    """Refuse a request the browser says another site started: by
+    `Sec-Fetch-Site` where the browser sends it (every current one does),
+    else by `Origin`."""
     site = request.headers.get("sec-fetch-site")
-    if site is not None and site not in ("same-origin", "none"):
-        raise HTTPException(403, "a console form must come from the console")
-    origin = request.headers.get("origin")
-    if origin is not None and origin != "null":
-        parts = urlsplit(origin)
-        if (parts.scheme, parts.netloc) != (request.url.scheme, request.url.netloc):
+    if site is not None:
+        if site not in ("same-origin", "none"):
             raise HTTPException(403, "a console form must come from the console")
-    elif origin == "null":
+        return
+    origin = request.headers.get("origin")
+    if origin is None:
+        return  # not a browser's cross-site form; the CSRF token still decides
+    parts = urlsplit(origin)
+    if origin == "null" or (parts.scheme, parts.netloc) != (request.url.scheme, request.url.netloc):
         raise HTTPException(403, "a console form must come from the console")
 
 
