@@ -220,12 +220,18 @@ def create_app(settings: Settings, with_dispatcher: bool = True) -> FastAPI:
         if status >= 500:
             log.warning("%s %s: %s", request.method, request.url.path, exc)
         if console.in_console(request):
-            return console.actions.refused(request, exc)
+            return await console.refusal(request, exc)
         return JSONResponse({"detail": str(exc)}, status_code=status)
 
     @app.exception_handler(Throttled)
-    async def throttled(_request: Request, exc: Exception) -> JSONResponse:
+    async def throttled(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, Throttled)
-        return JSONResponse({"detail": str(exc)}, status_code=429, headers={"Retry-After": exc.retry_after})
+        answer = (
+            await console.refusal(request, exc)
+            if console.in_console(request)
+            else JSONResponse({"detail": str(exc)}, status_code=429)
+        )
+        answer.headers["Retry-After"] = exc.retry_after
+        return answer
 
     return app

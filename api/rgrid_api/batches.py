@@ -5,6 +5,7 @@ is a 404. How many of a batch run at once is the dispatcher's business
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -135,6 +136,24 @@ def batch_status(batch: Batch, counts: dict[str, int]) -> BatchStatus:
     if batch.cancel_requested:
         return BatchStatus.CANCELLED
     return BatchStatus.SUCCEEDED if counts.get(Status.SUCCEEDED, 0) == batch.total else BatchStatus.FAILED
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a batch got: counts by status, how many ended, and when the
+    rest should have ended at the pace so far (None before one ended)."""
+
+    total: int
+    ended: int
+    counts: dict[str, int]
+    eta_s: float | None
+
+
+def batch_progress(batch: Batch, counts: dict[str, int], now: datetime) -> Progress:
+    ended = sum(n for s, n in counts.items() if Status(s).final)
+    elapsed = (now - aware(batch.created_at)).total_seconds()
+    eta_s = elapsed / ended * (batch.total - ended) if 0 < ended < batch.total else None
+    return Progress(total=batch.total, ended=ended, counts=counts, eta_s=eta_s)
 
 
 def _summary(batch: Batch, counts: dict[str, int]) -> BatchView:

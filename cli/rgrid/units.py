@@ -1,8 +1,9 @@
-"""Parsing the human units of --memory and --timeout."""
+"""Parsing the human units of --memory, --timeout and --since."""
 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 
 from rgrid.errors import UsageError
 from rgrid.wire import Resources
@@ -61,3 +62,20 @@ def job_resources(cpu: float, memory: str, timeout: str) -> Resources:
             "timeout_s": ("--timeout", timeout, " (seconds)"),
         }[str(error["loc"][0])]
         raise UsageError(f"invalid {option} {given!r}: {error['msg'].lower()}{unit}") from None
+
+
+def parse_since(value: str) -> datetime:
+    """`30m`, `24h`, `7d` back from now, or an ISO date or time (UTC
+    unless it names its offset); a ValueError that says so otherwise."""
+    m = re.fullmatch(r"(\d+)\s*([mhd])", value.strip())
+    if m:
+        unit = {"m": "minutes", "h": "hours", "d": "days"}[m[2]]
+        try:
+            return datetime.now(UTC) - timedelta(**{unit: int(m[1])})
+        except OverflowError:
+            raise ValueError(f"reaches back before the year 1, in {value!r}") from None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(f"takes 30m, 24h, 7d or an ISO date, not {value!r}") from None
+    return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)

@@ -160,3 +160,83 @@ def test_what_a_job_prints_or_names_is_shown_as_text(api: ApiServer, tmp_path: P
     assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;" in page
     assert "SECRET_TOKEN" in page and "hunter2" not in page
     assert "<script>alert" not in listing
+
+
+def wait_final(api: ApiServer, run_id: str) -> str:
+    with httpx.Client(base_url=api.url, headers={"Authorization": f"Bearer {api.api_key}"}) as c:
+        deadline = time.monotonic() + 120
+        while (status := c.get(f"/v1/executions/{run_id}").json()["status"]) not in ("succeeded", "failed"):
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+    return str(status)
+
+
+def test_filters_narrow_the_list_and_bad_ones_say_so(api: ApiServer, tmp_path: Path) -> None:
+    (tmp_path / "fails.py").write_text("raise SystemExit(3)\n")
+    (tmp_path / "works.py").write_text("print('ok')\n")
+    failing = submit(api, api.api_key, tmp_path / "home", tmp_path, "fails.py")
+    working = submit(api, api.api_key, tmp_path / "home", tmp_path, "works.py")
+    assert (wait_final(api, failing), wait_final(api, working)) == ("failed", "succeeded")
+    with logged_in(api, api.api_key, tmp_path / "home") as browser:
+
+        def shown(query: str) -> set[str]:
+            answer = browser.get(f"/ui/?{query}")
+            assert answer.status_code == 200, (query, answer.text)
+            return {i for i in (failing, working) if f'id="row-{i}"' in answer.text}
+
+        assert shown("script=fails.py") == {failing}
+        assert shown("status=failed&script=fails.py") == {failing}
+        assert shown("status=succeeded&script=fails.py") == set()
+        assert shown(f"q={failing[:6]}") == {failing}
+        assert shown("since=1h") == {failing, working}
+        assert shown("since=2000-01-01") == {failing, working}
+        assert shown(f"since={(datetime.now(UTC) + timedelta(hours=1)).isoformat()}") == set()
+        for query, says in (
+            ("since=yesterday", "since takes 30m, 24h, 7d or an ISO date"),
+            ("since=99999999999d", "since reaches back before the year 1"),
+            ("status=bogus", "no status &#39;bogus&#39;"),
+            ("after=zzzzzzzzzz", "no run &#39;zzzzzzzzzz&#39; to page on from"),
+            ("batch=b-zzzzzzzz", "no batch"),
+            ("q=%25%25", "no run"),
+        ):
+            answer = browser.get(f"/ui/?{query}")
+            assert answer.status_code == 200 and says in answer.text, (query, answer.text[-600:])
+            assert 'id="row-' not in answer.text
+        for query in ("limit=abc", "limit=0", "limit=100000"):
+            answer = browser.get(f"/ui/?{query}")
+            assert answer.status_code == 400 and answer.headers["content-type"].startswith("text/html"), query
+            assert "limit" in answer.text
+        assert browser.get("/ui/live/rows?ids=" + "a" * 5000).status_code == 400
+        assert "evil" not in httpx.get(f"{api.url}/ui/login?problem=evil").text
+
+
+def test_a_login_link_sent_by_another_site_is_refused_and_kept(api: ApiServer, tmp_path: Path) -> None:
+    link = login_link(api, api.api_key, tmp_path / "home")
+    planted = httpx.get(link, headers={"Sec-Fetch-Site": "cross-site"})
+    assert planted.status_code == 403 and "another site" in planted.text
+    assert httpx.get(link, headers={"Sec-Fetch-Site": "same-site"}).status_code == 403
+    assert httpx.get(link, headers={"Sec-Fetch-Site": "none"}).status_code == 303  # still unused until then
+
+
+def test_a_live_stream_ends_with_its_session(api: ApiServer, tmp_path: Path) -> None:
+    (tmp_path / "ticks.py").write_text(
+        "import time\nfor n in range(240):\n    print(n, flush=True)\n    time.sleep(0.5)\n"
+    )
+    run_id = submit(api, api.api_key, tmp_path / "home", tmp_path, "ticks.py")
+    with logged_in(api, api.api_key, tmp_path / "home") as browser:
+        token = csrf_of(browser.get(f"/ui/runs/{run_id}").text)
+        with browser.stream("GET", f"/ui/runs/{run_id}/events", timeout=60) as stream:
+            lines = stream.iter_lines()
+            until_log = time.monotonic() + 90
+            while "event: log" not in next(lines):
+                assert time.monotonic() < until_log, "no log event came"
+            assert browser.post("/ui/logout", data={"csrf": token}).status_code == 303
+            ended_by = time.monotonic() + 30
+            for line in lines:
+                if line == "event: logged-out":
+                    break
+                assert time.monotonic() < ended_by, "the stream outlived its session"
+            else:
+                raise AssertionError("the stream closed without saying the session ended")
+    with httpx.Client(base_url=api.url, headers={"Authorization": f"Bearer {api.api_key}"}) as c:
+        c.post(f"/v1/executions/{run_id}/cancel")

@@ -183,6 +183,7 @@ def test_cancel_from_the_page(api: ApiServer, browser: WebDriver, tmp_path: Path
     browser.get(f"{api.url}/ui/runs/{run_id}")
     until(lambda: "sleeping" in text_of(browser, "#log"), "the run to start", timeout=90)
     browser.find_element(By.CSS_SELECTOR, ".actions button.danger").click()
+    browser.switch_to.alert.accept()  # "Cancel this run?"
     until(lambda: api_status(api, api.api_key, run_id) == "cancelled", "the run to be cancelled")
     until(lambda: text_of(browser, "#status") == "cancelled", "the page to say so")
 
@@ -272,7 +273,7 @@ def test_paging_through_ten_thousand_runs(api: ApiServer, browser: WebDriver, tm
     key = api.create_key(f"pager{os.getpid()}")
     owner = f"pager{os.getpid()}"
     now = datetime.now(UTC)
-    ids = [f"p{os.getpid() % 10000:04d}{n:05d}".ljust(16, "0")[:16] for n in range(10_000)]
+    ids = [f"p{os.getpid() % 10000:04d}{n:05d}" for n in range(10_000)]  # ten characters, as ids are
     rows = [
         {
             "id": execution_id,

@@ -13,12 +13,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.exception_handlers import http_exception_handler
+from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from rgrid_api.console import actions, live, pages
 from rgrid_api.console.guard import ConsoleHeaders, LoginNeeded
+from rgrid_api.console.problems import problem_page
 
 STATIC = Path(__file__).parent / "static"
 
@@ -38,9 +40,21 @@ def install(app: FastAPI) -> None:
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         if in_console(request):
-            return actions.refused(request, exc)
+            return await problem_page(request, exc)
         return await http_exception_handler(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        if in_console(request):
+            return await problem_page(request, exc)
+        return await request_validation_exception_handler(request, exc)
 
 
 def in_console(request: Request) -> bool:
     return request.url.path.startswith("/ui/")
+
+
+async def refusal(request: Request, exc: Exception) -> Response:
+    """The console's page for a refusal the API's own handlers caught."""
+    return await problem_page(request, exc)

@@ -18,7 +18,7 @@ import hmac
 from typing import Annotated
 from urllib.parse import parse_qs, urlsplit
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Request, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -28,6 +28,42 @@ from rgrid_api.deps import AppState, app_state
 COOKIE = "rgrid_console"
 LOGIN_COOKIE = "rgrid_console_login"  # the login form's CSRF token, before any session
 MAX_FORM_BYTES = 16 * 1024
+
+
+def cookie_name(request: Request, name: str) -> str:
+    """Over https a `__Host-` cookie: the browser keeps it to this host and
+    port exactly, so no other service on the host (storage on another port)
+    can set or shadow it. Plain http (loopback, a tunnel) cannot have one."""
+    return f"__Host-{name}" if _https(request) else name
+
+
+def set_cookie(response: Response, request: Request, name: str, value: str, max_age: int, path: str) -> None:
+    """HttpOnly and SameSite=Strict always; Secure, `__Host-` and the
+    whole path over https (the prefix demands Path=/)."""
+    response.set_cookie(
+        cookie_name(request, name),
+        value,
+        max_age=max_age,
+        httponly=True,
+        samesite="strict",
+        secure=_https(request),
+        path="/" if _https(request) else path,
+    )
+
+
+def clear_cookie(response: Response, request: Request, name: str, path: str) -> None:
+    response.delete_cookie(
+        cookie_name(request, name),
+        path="/" if _https(request) else path,
+        secure=_https(request),
+        httponly=True,
+        samesite="strict",
+    )
+
+
+def _https(request: Request) -> bool:
+    return request.url.scheme == "https"
+
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -68,8 +104,9 @@ class ConsoleHeaders:
         await self.app(scope, receive, with_headers)
 
 
-async def _visitor(request: Request, state: AppState) -> Visitor | None:
-    token = request.cookies.get(COOKIE)
+async def session_visitor(request: Request, state: AppState) -> Visitor | None:
+    """The browser's live session, if it has one (no rate limit taken)."""
+    token = request.cookies.get(cookie_name(request, COOKIE))
     if not token:
         return None
 
@@ -77,10 +114,20 @@ async def _visitor(request: Request, state: AppState) -> Visitor | None:
         with state.readers() as session:
             return visitor(session, token)
 
-    found = await run_in_threadpool(read)
+    return await run_in_threadpool(read)
+
+
+async def _visitor(request: Request, state: AppState) -> Visitor | None:
+    found = await session_visitor(request, state)
     if found is not None:
         state.rate_limit.take(found.caller.key_id)
     return found
+
+
+async def still_logged_in(request: Request, state: AppState) -> bool:
+    """Whether a long answer's session is still alive (not logged out,
+    not expired, its key not revoked)."""
+    return await session_visitor(request, state) is not None
 
 
 async def page_visitor(request: Request, state: Annotated[AppState, Depends(app_state)]) -> Visitor:
@@ -116,11 +163,24 @@ def same_origin(request: Request) -> None:
         raise HTTPException(403, "a console form must come from the console")
 
 
+def started_here(request: Request) -> bool:
+    """Whether the browser says this navigation was typed, opened from
+    outside the browser (`rgrid console`) or came from the console itself,
+    not from another site's page."""
+    return request.headers.get("sec-fetch-site", "none") in ("none", "same-origin")
+
+
 async def form_of(request: Request) -> dict[str, str]:
-    """A url-encoded form, each field's first value."""
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
+    """A url-encoded form, each field's first value; a larger one is
+    refused before it is read."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_FORM_BYTES:
         raise HTTPException(413, "form too large")
+    body = b""
+    async for part in request.stream():
+        body += part
+        if len(body) > MAX_FORM_BYTES:
+            raise HTTPException(413, "form too large")
     try:
         fields = parse_qs(body.decode(), keep_blank_values=True, max_num_fields=20)
     except (UnicodeDecodeError, ValueError):

@@ -1,14 +1,15 @@
 """The live parts of the console, as server-sent events: a run's log as
-it is written, the runs list's unfinished rows, a batch's progress; and a
-run's whole log as a download.
+it is written, a list's unfinished rows, a batch's progress.
 
 A stream re-reads only what it shows (the new chunks, the rows still
 running, one batch's counts), wakes on this server's change feed and
 re-checks the database at least every RECHECK_S (another server's
 writes), so a new log line reaches the browser well within a second. Each
-open stream counts against its key's long-poll cap. The browser's
-EventSource reconnects by itself and says the last event it got
-(`Last-Event-ID`), so a dropped connection loses no line.
+open stream holds one of its key's long-poll slots, and re-checks its
+session every SESSION_CHECK_S: a stream outlives neither a logout nor its
+key. After STREAM_FOR_S a stream closes and the browser's EventSource
+reconnects by itself, saying the last event it got (`Last-Event-ID`), so
+no line is lost.
 """
 
 from __future__ import annotations
@@ -16,31 +17,31 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from datetime import UTC, datetime
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from rgrid.wire import BatchStatus, LogPage
-from rgrid_api.batches import batch_counts, batch_status, find_batch
-from rgrid_api.console.guard import LiveVisitor
-from rgrid_api.console.logtail import whole_log
-from rgrid_api.console.pages import progress
+from rgrid_api.batches import batch_counts, batch_progress, batch_status, find_batch
+from rgrid_api.console.guard import LiveVisitor, still_logged_in
 from rgrid_api.console.render import render
-from rgrid_api.console.runs import run_rows
-from rgrid_api.db.times import aware
+from rgrid_api.console.runlist import RunRow, run_rows
 from rgrid_api.deps import AppState, State
 from rgrid_api.executions import find_execution, log_page
+from rgrid_api.ids import ID_LENGTH
 from rgrid_api.throttle import Throttled
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
 RECHECK_S = 0.5
 ROWS_EVERY_S = 1.0
+SESSION_CHECK_S = 5.0
 KEEPALIVE_S = 15.0
-STREAM_FOR_S = 3600.0  # then the browser reconnects: no stream lives forever
+STREAM_FOR_S = 600.0
 MAX_LIVE_ROWS = 500
+DURATION_STEP_S = 5  # a running row is redrawn when its duration passes a step
 
 
 def event(name: str, data: object, event_id: int | None = None) -> str:
@@ -49,14 +50,24 @@ def event(name: str, data: object, event_id: int | None = None) -> str:
     return f"{head}event: {name}\ndata: {json.dumps(data)}\n\n"
 
 
-def streamed(state: AppState, key_id: int, events: Callable[[], AsyncIterator[str]]) -> StreamingResponse:
-    """`events` as an event stream, holding one of the key's long-poll
-    slots while it runs; a key with every slot taken gets a `busy` event."""
+def streamed(
+    request: Request, state: AppState, key_id: int, events: Callable[[], AsyncIterator[str]]
+) -> StreamingResponse:
+    """`events` as an event stream that holds one of the key's long-poll
+    slots and ends (`logged-out`) once its session is gone; a key with
+    every slot taken gets one `busy` event."""
 
     async def body() -> AsyncIterator[str]:
+        loop = asyncio.get_running_loop()
+        checked = loop.time()
         try:
             with state.long_polls.hold(key_id):
                 async for item in events():
+                    if loop.time() - checked > SESSION_CHECK_S:
+                        checked = loop.time()
+                        if not await still_logged_in(request, state):
+                            yield event("logged-out", "")
+                            return
                     yield item
         except Throttled as exc:
             yield event("busy", str(exc))
@@ -66,6 +77,7 @@ def streamed(state: AppState, key_id: int, events: Callable[[], AsyncIterator[st
 
 @router.get("/runs/{execution_id}/events")
 async def run_events(
+    request: Request,
     execution_id: str,
     visitor: LiveVisitor,
     state: State,
@@ -75,7 +87,7 @@ async def run_events(
     """`log` events (each chunk, with its seq as the event id), `status`
     when the run moves, and `end` once it has ended and all is sent."""
     owner = visitor.caller.owner
-    full_id, _first = await run_in_threadpool(_page, state, owner, execution_id, 0)
+    full_id = await run_in_threadpool(_full_id, state, owner, execution_id)
 
     async def events() -> AsyncIterator[str]:
         loop = asyncio.get_running_loop()
@@ -103,7 +115,12 @@ async def run_events(
                 yield ": keep-alive\n\n"
             await state.feed.wait(full_id, seen, RECHECK_S)
 
-    return streamed(state, visitor.caller.key_id, events)
+    return streamed(request, state, visitor.caller.key_id, events)
+
+
+def _full_id(state: AppState, owner: str, execution_id: str) -> str:
+    with state.readers() as session:
+        return find_execution(session, owner, execution_id).id
 
 
 def _page(state: AppState, owner: str, execution_id: str, after: int) -> tuple[str, LogPage]:
@@ -111,28 +128,18 @@ def _page(state: AppState, owner: str, execution_id: str, after: int) -> tuple[s
         return log_page(session, owner, execution_id, after)
 
 
-@router.get("/runs/{execution_id}/log.txt")
-def whole_log_download(execution_id: str, visitor: LiveVisitor, state: State) -> StreamingResponse:
-    """The whole log, stdout and stderr in the order they were written."""
-    with state.readers() as session:
-        full_id = find_execution(session, visitor.caller.owner, execution_id).id
-    return StreamingResponse(
-        whole_log(state.readers, full_id),
-        media_type="text/plain; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{full_id}.log"'},
-    )
-
-
 @router.get("/live/rows")
 async def row_events(
     request: Request, visitor: LiveVisitor, state: State, ids: str = ""
 ) -> StreamingResponse:
     """A `row` event (the row's HTML, rendered as the page renders it)
-    whenever one of these unfinished runs changes; ends once all ended."""
+    whenever one of these unfinished runs changes; `end` once all ended."""
     owner = visitor.caller.owner
-    wanted = [i for i in ids.split(",") if i][:MAX_LIVE_ROWS]
+    wanted = [i for i in ids.split(",") if i]
+    if len(wanted) > MAX_LIVE_ROWS or not all(len(i) == ID_LENGTH and i.isalnum() for i in wanted):
+        raise HTTPException(400, f"ids: at most {MAX_LIVE_ROWS} run ids, separated by commas")
 
-    def read() -> list[Any]:
+    def read() -> list[RunRow]:
         with state.readers() as session:
             return run_rows(session, owner, wanted)
 
@@ -140,23 +147,27 @@ async def row_events(
         loop = asyncio.get_running_loop()
         stop_at = loop.time() + STREAM_FOR_S
         last: dict[str, tuple[object, ...]] = {}
-        while wanted and loop.time() < stop_at:
+        while loop.time() < stop_at:
             for row in await run_in_threadpool(read):
-                shown = (row.status, row.exit_code, row.started_at, row.cost_eur)
-                if last.get(row.id) != shown:
-                    if row.id in last:
-                        yield event("row", {"id": row.id, "html": render("row.html", row=row)})
-                    last[row.id] = shown
+                duration_step = int((row.duration_s or 0) // DURATION_STEP_S)
+                shown = (row.status, row.exit_code, row.started_at, row.cost_eur, duration_step)
+                if row.id in last and last[row.id] != shown:
+                    yield event("row", {"id": row.id, "html": render("row.html", row=row)})
+                last[row.id] = shown
                 if row.final:
                     wanted.remove(row.id)
+            if not wanted:
+                yield event("end", "")
+                return
             await asyncio.sleep(ROWS_EVERY_S)
-        yield event("end", "")
 
-    return streamed(state, visitor.caller.key_id, events)
+    return streamed(request, state, visitor.caller.key_id, events)
 
 
 @router.get("/batches/{batch_id}/events")
-async def batch_events(batch_id: str, visitor: LiveVisitor, state: State) -> StreamingResponse:
+async def batch_events(
+    request: Request, batch_id: str, visitor: LiveVisitor, state: State
+) -> StreamingResponse:
     """A `progress` event whenever the batch's counts move; `end` once it ended."""
     owner = visitor.caller.owner
 
@@ -164,7 +175,8 @@ async def batch_events(batch_id: str, visitor: LiveVisitor, state: State) -> Str
         with state.readers() as session:
             b = find_batch(session, owner, batch_id)
             counts = batch_counts(session, [b.id]).get(b.id, {})
-            return progress(b.total, counts, aware(b.created_at)), batch_status(b, counts)
+            now = batch_progress(b, counts, datetime.now(UTC))
+            return now.__dict__, batch_status(b, counts)
 
     await run_in_threadpool(read)  # a missing or another owner's batch: 404 before streaming
 
@@ -182,4 +194,4 @@ async def batch_events(batch_id: str, visitor: LiveVisitor, state: State) -> Str
                 return
             await asyncio.sleep(ROWS_EVERY_S)
 
-    return streamed(state, visitor.caller.key_id, events)
+    return streamed(request, state, visitor.caller.key_id, events)

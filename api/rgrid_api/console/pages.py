@@ -1,32 +1,37 @@
-"""The console's pages: runs, a run, a batch, cost and the grid.
+"""The console's pages: runs, a run (and its whole log), batches, a batch,
+cost and the grid.
 
 Each page reads what the API's own routes read, for the logged-in
 browser's key, and renders it on the server; the live parts of a page
 (`live.py`) then keep it current. A run or batch of another owner is not
-found, exactly as a missing one.
+found, exactly as a missing one. A parameter that means nothing (a status
+that does not exist, a `since` that is no time) is said on the page, over
+an empty list, never ignored.
 """
 
 from __future__ import annotations
 
 import shlex
 from collections import defaultdict
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, StreamingResponse
+from sqlalchemy.orm import Session
 
-from rgrid.units import parse_duration_s
+from rgrid.units import parse_since
 from rgrid.wire import Resources, Status
-from rgrid_api.batches import batch_counts, batch_status, find_batch
+from rgrid_api.batches import batch_counts, batch_progress, batch_status, find_batch, list_batches
 from rgrid_api.console.charts import day_chart
-from rgrid_api.console.guard import PageVisitor
-from rgrid_api.console.logtail import tail
+from rgrid_api.console.guard import LiveVisitor, PageVisitor
+from rgrid_api.console.logtail import TAIL_LINES, tail, whole_log
 from rgrid_api.console.render import page
-from rgrid_api.console.runs import RunFilter, runs_page
+from rgrid_api.console.runlist import RunFilter, RunRow, runs_page
 from rgrid_api.costs import costed_attempts, execution_cost
-from rgrid_api.db.times import aware
 from rgrid_api.deps import ReadDB, State
-from rgrid_api.errors import NotFound
+from rgrid_api.errors import DomainError
 from rgrid_api.executions import find_execution, list_outputs
 from rgrid_api.routes import autoscaler as autoscaler_routes
 from rgrid_api.routes import grid as grid_routes
@@ -37,7 +42,10 @@ router = APIRouter(prefix="/ui", include_in_schema=False)
 
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+BATCH_PAGE_SIZE = 100
+BATCHES_SHOWN = 100
 COST_DAYS = 30
+STATUSES = [s.value for s in Status]
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -50,62 +58,71 @@ def runs(
     script: str = "",
     since: str = "",
     q: str = "",
-    before: str | None = None,
+    after: str | None = None,
     limit: int = Query(PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE),
 ) -> HTMLResponse:
     """Newest first, a page at a time, filtered; its running rows live."""
     owner = visitor.caller.owner
-    problems = []
-    narrowed = RunFilter(script=script.strip() or None, id_prefix=q.strip() or None)
-    if status:
+    narrowed, problems = _status_filter(
+        RunFilter(script=script.strip() or None, id_prefix=q.strip() or None), status
+    )
+    if since.strip():
         try:
-            narrowed = _with(narrowed, status=Status(status))
-        except ValueError:
-            problems.append(f"no status {status!r}")
-    if since:
+            narrowed = replace(narrowed, since=parse_since(since))
+        except ValueError as exc:
+            problems.append(f"since {exc}")
+    if batch.strip():
         try:
-            narrowed = _with(narrowed, since=_since(since))
-        except ValueError:
-            problems.append(
-                f"'since' takes an age such as 24h or 7d, or a date such as 2026-12-01, not {since!r}"
-            )
-    if batch:
-        try:
-            narrowed = _with(narrowed, batch_id=find_batch(session, owner, batch.strip()).id)
-        except NotFound as exc:
+            narrowed = replace(narrowed, batch_id=find_batch(session, owner, batch.strip()).id)
+        except DomainError as exc:
             problems.append(str(exc))
-    rows, more = ([], None) if problems else runs_page(session, owner, narrowed, before, limit)
+    chosen = {"status": status, "batch": batch, "script": script, "since": since, "q": q}
     return page(
         request,
         visitor,
         "runs.html",
-        rows=rows,
-        problems=problems,
-        statuses=[s.value for s in Status],
-        chosen={"status": status, "batch": batch, "script": script, "since": since, "q": q},
-        older=str(request.url.include_query_params(before=more)) if more else None,
-        newest=str(request.url.remove_query_params("before")) if before else None,
-        live=[r.id for r in rows if not r.final],
+        statuses=STATUSES,
+        chosen=chosen,
+        filtered=any(v.strip() for v in chosen.values()),
+        **_listing(request, session, owner, narrowed, problems, after, limit, newest_first=True),
     )
 
 
-def _with(narrowed: RunFilter, **changes: object) -> RunFilter:
-    return RunFilter(**{**narrowed.__dict__, **changes})
-
-
-def _since(text: str) -> datetime:
-    """An age (`24h`, `7d`, `90m`) back from now, or a day (`2026-12-01`, UTC)."""
-    text = text.strip()
+def _status_filter(narrowed: RunFilter, status: str) -> tuple[RunFilter, list[str]]:
+    if not status:
+        return narrowed, []
     try:
-        return datetime.fromisoformat(text).replace(tzinfo=UTC) if "-" in text else _ago(text)
+        return replace(narrowed, status=Status(status)), []
     except ValueError:
-        raise ValueError(text) from None
+        return narrowed, [f"no status {status!r} (one of {', '.join(STATUSES)})"]
 
 
-def _ago(text: str) -> datetime:
-    if text.endswith("d") and text[:-1].isdigit():
-        return datetime.now(UTC) - timedelta(days=int(text[:-1]))
-    return datetime.now(UTC) - timedelta(seconds=parse_duration_s(text))
+def _listing(
+    request: Request,
+    session: Session,
+    owner: str,
+    narrowed: RunFilter,
+    problems: list[str],
+    after: str | None,
+    limit: int,
+    newest_first: bool,
+) -> dict[str, Any]:
+    """A list's rows, its problems, its links to the next and first page,
+    and the ids its live part follows."""
+    rows: list[RunRow] = []
+    more = None
+    if not problems:
+        try:
+            rows, more = runs_page(session, owner, narrowed, after, limit, newest_first)
+        except DomainError as exc:
+            problems.append(str(exc))
+    return {
+        "rows": rows,
+        "problems": problems,
+        "next_page": str(request.url.include_query_params(after=more)) if more else None,
+        "first_page": str(request.url.remove_query_params("after")) if after else None,
+        "live": [r.id for r in rows if not r.final],
+    }
 
 
 @router.get("/runs/{execution_id}", response_class=HTMLResponse)
@@ -129,10 +146,31 @@ def run(
         attempts=[(a, usage_of(a)) for a in e.attempts],
         chunks=chunks,
         left_out=left_out,
+        tail_lines=TAIL_LINES,
         last_seq=chunks[-1].seq if chunks else 0,
         outputs=list_outputs(session, state.storage, e) if status.final else [],
         cost=execution_cost(session, e, e.attempts),
     )
+
+
+@router.get("/runs/{execution_id}/log.txt")
+def run_log(execution_id: str, visitor: LiveVisitor, state: State) -> StreamingResponse:
+    """The whole log, stdout and stderr in the order they were written."""
+    with state.readers() as session:
+        full_id = find_execution(session, visitor.caller.owner, execution_id).id
+    return StreamingResponse(
+        whole_log(state.readers, full_id),
+        media_type="text/plain; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{full_id}.log"'},
+    )
+
+
+@router.get("/batches", response_class=HTMLResponse)
+def batches(request: Request, visitor: PageVisitor, session: ReadDB) -> HTMLResponse:
+    """The owner's newest batches with their counts."""
+    shown = list_batches(session, visitor.caller.owner, BATCHES_SHOWN)
+    ended = [(b, sum(n for s, n in b.counts.items() if Status(s).final)) for b in shown]
+    return page(request, visitor, "batches.html", batches=ended, limit=BATCHES_SHOWN)
 
 
 @router.get("/batches/{batch_id}", response_class=HTMLResponse)
@@ -142,78 +180,61 @@ def batch(
     visitor: PageVisitor,
     session: ReadDB,
     status: str = "",
-    before: str | None = None,
+    after: str | None = None,
 ) -> HTMLResponse:
-    """Progress with counts and an ETA; its inputs, filterable by status."""
+    """Progress with counts and an ETA; its inputs in submission order,
+    filterable by status."""
     owner = visitor.caller.owner
     b = find_batch(session, owner, batch_id)
     counts = batch_counts(session, [b.id]).get(b.id, {})
-    problems = []
-    narrowed = RunFilter(batch_id=b.id)
-    if status:
-        try:
-            narrowed = _with(narrowed, status=Status(status))
-        except ValueError:
-            problems.append(f"no status {status!r}")
-    rows, more = ([], None) if problems else runs_page(session, owner, narrowed, before, MAX_PAGE_SIZE // 5)
+    narrowed, problems = _status_filter(RunFilter(batch_id=b.id), status)
     return page(
         request,
         visitor,
         "batch.html",
         b=b,
-        state=batch_status(b, counts),
-        progress=progress(b.total, counts, aware(b.created_at)),
-        statuses=[s.value for s in Status],
+        batch_state=batch_status(b, counts),
+        progress=batch_progress(b, counts, datetime.now(UTC)),
+        statuses=STATUSES,
         chosen=status,
-        problems=problems,
-        rows=rows,
-        older=str(request.url.include_query_params(before=more)) if more else None,
-        newest=str(request.url.remove_query_params("before")) if before else None,
-        live=[r.id for r in rows if not r.final],
+        filtered=bool(status),
+        **_listing(request, session, owner, narrowed, problems, after, BATCH_PAGE_SIZE, newest_first=False),
     )
-
-
-def progress(total: int, counts: dict[str, int], created_at: datetime) -> dict[str, object]:
-    """Counts by status, how many ended, and an ETA from the pace so far."""
-    ended = sum(n for s, n in counts.items() if Status(s).final)
-    elapsed = (datetime.now(UTC) - created_at).total_seconds()
-    eta_s = elapsed / ended * (total - ended) if 0 < ended < total else None
-    return {"total": total, "ended": ended, "counts": counts, "eta_s": eta_s}
 
 
 @router.get("/cost", response_class=HTMLResponse)
 def cost(request: Request, visitor: PageVisitor, session: ReadDB) -> HTMLResponse:
-    """The owner's spend per day for COST_DAYS days, and per script."""
+    """The owner's spend per day (UTC) for COST_DAYS days, and per script."""
     today = datetime.now(UTC).date()
     since = datetime.combine(today - timedelta(days=COST_DAYS - 1), datetime.min.time(), UTC)
     by_day: dict[date, float] = defaultdict(float)
-    by_script: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
+    attempts: dict[str, int] = defaultdict(int)
+    spent: dict[str, float] = defaultdict(float)
     for costed in costed_attempts(session, visitor.caller.owner, since):
         by_day[costed.finished_at.date()] += costed.eur
-        by_script[costed.script][0] += 1
-        by_script[costed.script][1] += costed.eur
-    scripts = sorted(by_script.items(), key=lambda kv: (-kv[1][1], kv[0]))
+        attempts[costed.script] += 1
+        spent[costed.script] += costed.eur
     return page(
         request,
         visitor,
         "cost.html",
         chart=day_chart(by_day, today, COST_DAYS),
         total=sum(by_day.values()),
-        scripts=[(name, int(runs), eur) for name, (runs, eur) in scripts],
+        scripts=[(name, attempts[name], spent[name]) for name in sorted(spent, key=lambda n: (-spent[n], n))],
         days=COST_DAYS,
     )
 
 
 @router.get("/grid", response_class=HTMLResponse)
 def grid(request: Request, visitor: PageVisitor, session: ReadDB, state: State) -> HTMLResponse:
-    """Nodes and the autoscaler, for admin keys."""
+    """Nodes and the autoscaler, for admin keys: the admin routes' own answers."""
     if not visitor.caller.admin:
         return page(
             request,
             visitor,
             "message.html",
             status_code=403,
-            title="Grid",
+            title="Not allowed",
             message="The grid page needs an admin key (ask the grid's operator).",
         )
     return page(

@@ -3,8 +3,7 @@ grid is doing about machines, and what runs cost."""
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from rgrid.cli.connect import connect
@@ -13,6 +12,7 @@ from rgrid.cli.parser import SCRIPT_ARGS, Commands, json_flag, script_and_args
 from rgrid.errors import UsageError
 from rgrid.hashcache import sha256_file
 from rgrid.sizing import estimate_line
+from rgrid.units import parse_since
 from rgrid.wire import EstimateRequest
 
 
@@ -65,25 +65,13 @@ def autoscaler_status(json_out: bool) -> int:
     return 0
 
 
-def parse_since(value: str | None) -> datetime | None:
-    """`24h`, `7d`, `30m`, or an ISO date or time."""
-    if value is None:
-        return None
-    m = re.fullmatch(r"(\d+)\s*([mhd])", value.strip())
-    if m:
-        unit = {"m": "minutes", "h": "hours", "d": "days"}[m[2]]
-        return datetime.now(UTC) - timedelta(**{unit: int(m[1])})
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise UsageError(f"--since takes 30m, 24h, 7d or an ISO date, not {value!r}") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
 def cost(since: str | None, json_out: bool) -> int:
     """Your executions' cost; with an admin key, also node-hours and € per
     node, every owner's share, and idle time."""
-    start = parse_since(since)
+    try:
+        start = parse_since(since) if since is not None else None
+    except ValueError as exc:
+        raise UsageError(f"--since {exc}") from None
     with connect(start_local=False) as client:
         report = client.cost(start)
     if json_out:

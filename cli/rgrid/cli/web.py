@@ -14,8 +14,9 @@ from rgrid.cli.parser import Commands
 
 def console(no_open: bool) -> int:
     """Open the web console in a browser, logged in as this CLI's key. The
-    login link works once, for 60 seconds; with --no-open it is printed as
-    the last line instead (open it yourself, or through an SSH tunnel)."""
+    login link works once, for a minute (the server's setting); with
+    --no-open it is printed as the last line instead (open it yourself, or
+    through an SSH tunnel)."""
     with connect(start_local=False) as client:
         link = client.console_link()
         url = client.target.api_url.rstrip("/") + link.path
@@ -24,11 +25,12 @@ def console(no_open: bool) -> int:
         return 0
     import webbrowser
 
+    lifetime = f"it works once, for {link.expires_in_s:g} s"
     if not webbrowser.open(url):
-        err.print("no browser could be opened here: open this link (it works once, for 60 s):")
+        err.print(f"no browser could be opened here: open this link ({lifetime}):")
         out.print(url, markup=False, highlight=False, soft_wrap=True)
         return 0
-    err.print("opened the console in your browser (the link works once, for 60 s)")
+    err.print(f"opened the console in your browser (the link: {lifetime})")
     return 0
 
 

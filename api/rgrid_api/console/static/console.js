@@ -3,9 +3,21 @@
 // rows come from the server already escaped.
 "use strict";
 
-const MAX_LOG_LINES = 1000;
+function paused(source, why) {
+  source.close();
+  const note = document.getElementById("live-note");
+  if (note) { note.textContent = why; note.hidden = false; }
+}
+
+function stopsWhenTold(source) {
+  source.addEventListener("busy", (message) => paused(source,
+    "Live updates paused: " + JSON.parse(message.data) + ". Close another console tab and reload."));
+  source.addEventListener("logged-out", () => paused(source,
+    "Live updates stopped: this session ended. Log in again to continue."));
+}
 
 function followLog(pre) {
+  const maxLines = Number(pre.dataset.lines) || 1000;
   const source = new EventSource(pre.dataset.events);
   let lines = pre.textContent.split("\n").length;
   source.addEventListener("log", (message) => {
@@ -16,7 +28,7 @@ function followLog(pre) {
     span.textContent = chunk.data;
     pre.appendChild(span);
     lines += chunk.data.split("\n").length - 1;
-    while (lines > MAX_LOG_LINES && pre.firstChild) {
+    while (lines > maxLines && pre.firstChild) {
       lines -= (pre.firstChild.textContent.split("\n").length - 1) || 1;
       pre.removeChild(pre.firstChild);
     }
@@ -32,7 +44,7 @@ function followLog(pre) {
     // The page shows outputs, cost and the buttons for an ended run.
     window.location.reload();
   });
-  source.addEventListener("busy", () => source.close());
+  stopsWhenTold(source);
 }
 
 function followRows(table) {
@@ -46,7 +58,7 @@ function followRows(table) {
     old.replaceWith(template.content.firstElementChild);
   });
   source.addEventListener("end", () => source.close());
-  source.addEventListener("busy", () => source.close());
+  stopsWhenTold(source);
 }
 
 function followBatch(section) {
@@ -62,7 +74,7 @@ function followBatch(section) {
     }
   });
   source.addEventListener("end", () => { source.close(); window.location.reload(); });
-  source.addEventListener("busy", () => source.close());
+  stopsWhenTold(source);
 }
 
 function formatSeconds(s) {

@@ -1,10 +1,12 @@
-"""The console's runs list: one owner's executions, newest first, a page
-at a time, filtered.
+"""The console's lists of runs: one owner's executions a page at a time,
+filtered; newest first (the runs page) or in submission order (a
+batch's inputs).
 
 Pages are cut by a cursor (the last row's creation time and id), never by
 an offset: the thousandth page costs what the first does, and a run that
 arrives while someone pages does not shift the rows under them. Every
-filter rides an index that starts with the owner (see the models).
+filter rides an index that starts with the owner (see the models); the id
+search is a range on the key, as every id lookup is (`lookup.id_range`).
 """
 
 from __future__ import annotations
@@ -19,11 +21,14 @@ from rgrid.wire import Status
 from rgrid_api.costs import execution_costs
 from rgrid_api.db.models import Execution
 from rgrid_api.db.times import aware
+from rgrid_api.errors import NotFound
+from rgrid_api.ids import ID_LENGTH
+from rgrid_api.lookup import id_range
 
 
 @dataclass(frozen=True)
 class RunFilter:
-    """What the list is narrowed to (each None: not narrowed)."""
+    """What a list is narrowed to (each None: not narrowed)."""
 
     status: Status | None = None
     batch_id: str | None = None
@@ -34,7 +39,7 @@ class RunFilter:
 
 @dataclass(frozen=True)
 class RunRow:
-    """One row of the list, as the page shows it."""
+    """One row of a list, as the page shows it."""
 
     id: str
     script: str
@@ -53,10 +58,17 @@ class RunRow:
 
 
 def runs_page(
-    session: Session, owner: str, narrowed: RunFilter, before: str | None, limit: int
+    session: Session,
+    owner: str,
+    narrowed: RunFilter,
+    after: str | None,
+    limit: int,
+    newest_first: bool = True,
 ) -> tuple[list[RunRow], str | None]:
-    """A page of the owner's runs older than the run `before` (None: the
-    newest); and the cursor of the next page, None on the last."""
+    """A page of the owner's runs that come after the run `after` in the
+    list's order (None: from the start); and the cursor of the next page,
+    None on the last. NotFound for an `after` that is not the owner's run
+    or an id search that is no id."""
     query = select(Execution).where(Execution.owner == owner)
     if narrowed.status is not None:
         query = query.where(Execution.status == narrowed.status)
@@ -67,35 +79,44 @@ def runs_page(
     if narrowed.since is not None:
         query = query.where(Execution.created_at >= narrowed.since)
     if narrowed.id_prefix:
-        query = query.where(Execution.id.startswith(narrowed.id_prefix, autoescape=True))
-    if before is not None:
+        # The owner as an expression, so that SQLite reads the key's range
+        # and not the owner's whole history (as `lookup.prefix_query`).
+        low, high = id_range(narrowed.id_prefix, "", ID_LENGTH, "run")
+        query = query.where(Execution.id.between(low, high), Execution.owner.concat("") == owner)
+    if after is not None:
         cursor = session.execute(
-            select(Execution.created_at, Execution.id).where(Execution.owner == owner, Execution.id == before)
+            select(Execution.created_at, Execution.id).where(Execution.owner == owner, Execution.id == after)
         ).first()
-        if cursor is not None:
-            at, last = cursor
+        if cursor is None:
+            raise NotFound(f"no run {after!r} to page on from")
+        at, last = cursor
+        if newest_first:
             query = query.where(
                 Execution.created_at <= at,
                 or_(Execution.created_at < at, and_(Execution.created_at == at, Execution.id < last)),
             )
-    rows = list(
-        session.scalars(query.order_by(Execution.created_at.desc(), Execution.id.desc()).limit(limit + 1))
+        else:
+            query = query.where(
+                Execution.created_at >= at,
+                or_(Execution.created_at > at, and_(Execution.created_at == at, Execution.id > last)),
+            )
+    order = (
+        (Execution.created_at.desc(), Execution.id.desc())
+        if newest_first
+        else (Execution.created_at, Execution.id)
     )
+    rows = list(session.scalars(query.order_by(*order).limit(limit + 1)))
     more = len(rows) > limit
     rows = rows[:limit]
     return as_rows(session, rows), rows[-1].id if more else None
 
 
 def run_rows(session: Session, owner: str, ids: list[str]) -> list[RunRow]:
-    """These runs of the owner's (others' ids are left out), newest first:
-    what the list's live rows are re-read as."""
+    """These runs of the owner's (others' ids are left out): what a list's
+    live rows are re-read as."""
     if not ids:
         return []
-    rows = session.scalars(
-        select(Execution)
-        .where(Execution.owner == owner, Execution.id.in_(ids))
-        .order_by(Execution.created_at.desc(), Execution.id.desc())
-    )
+    rows = session.scalars(select(Execution).where(Execution.owner == owner, Execution.id.in_(ids)))
     return as_rows(session, list(rows))
 
 
