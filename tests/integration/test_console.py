@@ -142,24 +142,36 @@ def test_another_owners_run_reads_as_a_missing_one(api: ApiServer, tmp_path: Pat
     assert cancel.status_code == 404
 
 
-def test_what_a_job_prints_or_names_is_shown_as_text(api: ApiServer, tmp_path: Path) -> None:
+def test_a_runs_page_shows_it_as_text_with_its_outputs_log_and_retry(api: ApiServer, tmp_path: Path) -> None:
     hostile = "<script>alert('x')</script><img src=x onerror=alert(1)>"
-    (tmp_path / "xss.py").write_text(f"import sys\nprint({hostile!r})\nprint(sys.argv[1], file=sys.stderr)\n")
+    (tmp_path / "xss.py").write_text(
+        f"import sys\nprint({hostile!r})\nprint(sys.argv[1], file=sys.stderr)\n"
+        "open('result.txt', 'w').write('forty-two')\n"
+    )
     run_id = submit(
         api, api.api_key, tmp_path / "home", tmp_path, "--env", "SECRET_TOKEN=hunter2", "xss.py", hostile
     )
-    with httpx.Client(base_url=api.url, headers={"Authorization": f"Bearer {api.api_key}"}) as c:
-        deadline = time.monotonic() + 120
-        while c.get(f"/v1/executions/{run_id}").json()["status"] != "succeeded":
-            assert time.monotonic() < deadline
-            time.sleep(0.3)
+    assert wait_final(api, run_id) == "succeeded"
     with logged_in(api, api.api_key, tmp_path / "home") as browser:
         page = browser.get(f"/ui/runs/{run_id}").text
         listing = browser.get("/ui/").text
+        whole = browser.get(f"/ui/runs/{run_id}/log.txt")
+        retried = browser.post(f"/ui/runs/{run_id}/retry", data={"csrf": csrf_of(page)})
     assert hostile not in page and "<img src=x" not in page and "<script>alert" not in page
     assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;" in page
     assert "SECRET_TOKEN" in page and "hunter2" not in page
     assert "<script>alert" not in listing
+    assert (
+        whole.headers["content-type"].startswith("text/plain")
+        and whole.headers["x-content-type-options"] == "nosniff"
+    )
+    assert whole.text == f"{hostile}\n{hostile}\n"  # stdout and stderr, whole, in order
+    link = re.search(r'<a href="([^"]+)" rel="noreferrer">result.txt</a>', page)
+    assert link is not None, page
+    assert httpx.get(link[1].replace("&amp;", "&")).text == "forty-two"  # the presigned download
+    assert retried.status_code == 303
+    again = retried.headers["location"].removeprefix("/ui/runs/")
+    assert again != run_id and wait_final(api, again) == "succeeded"
 
 
 def wait_final(api: ApiServer, run_id: str) -> str:

@@ -13,6 +13,8 @@ import stat
 import time
 from pathlib import Path
 
+import httpx
+
 from rgrid.local.procs import session_members
 from tests.conftest import run_cli
 
@@ -57,6 +59,9 @@ def test_local_grid_lifecycle(tmp_path: Path, local_env: dict[str, str]) -> None
     assert status.returncode == 0
     assert status.stdout.index("Ray dashboard") < status.stdout.index("rgrid API")
     assert "sandbox: bubblewrap" in status.stdout
+    console_url = re.search(r"web console: (http://127\.0\.0\.1:\d+/ui/)", status.stdout)
+    assert console_url is not None, status.stdout
+    assert httpx.get(console_url[1]).headers["location"] == "/ui/login"  # the console, asking who you are
     state = pieces(local_env, project)
     assert {p["state"] for p in state.values()} == {"running"}
     assert all(p["url"].startswith("http://127.0.0.1:") for p in state.values())
