@@ -37,6 +37,25 @@ def test_a_login_link_works_once(api: ApiServer, tmp_path: Path) -> None:
     assert runs.status_code == 200 and "<h1>Runs</h1>" in runs.text
 
 
+def test_over_https_the_session_cookie_is_secure_and_host_only(api: ApiServer, tmp_path: Path) -> None:
+    """Behind a TLS proxy on the same host (it says X-Forwarded-Proto, which
+    the server trusts from 127.0.0.1) the cookie is `__Host-`, Secure, Path=/."""
+    link = login_link(api, api.api_key, tmp_path / "home")
+    answer = httpx.get(link, headers={"X-Forwarded-Proto": "https"})
+    assert answer.status_code == 303
+    cookie = answer.headers["set-cookie"]
+    assert cookie.startswith("__Host-rgrid_console=")
+    assert "Secure" in cookie and "Path=/;" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+    token = cookie.split(";", 1)[0].split("=", 1)[1]
+    https = {"X-Forwarded-Proto": "https"}
+    assert (
+        httpx.get(f"{api.url}/ui/", headers=https, cookies={"__Host-rgrid_console": token}).status_code == 200
+    )
+    # Over https only the host-only name is read: a plain-named cookie
+    # (which another port of the host could set) is no session there.
+    assert httpx.get(f"{api.url}/ui/", headers=https, cookies={"rgrid_console": token}).status_code == 303
+
+
 def test_an_expired_login_link_is_refused(api: ApiServer, tmp_path: Path) -> None:
     link = login_link(api, api.api_key, tmp_path / "home")
     with database(api) as engine, engine.begin() as conn:

@@ -60,3 +60,20 @@ def test_wheel_runs_db_upgrade_from_a_fresh_venv(tmp_path: Path) -> None:
     )
     assert control.returncode == 0, control.stderr
     assert "ExecStart=/opt/rgrid/.venv/bin/rgrid server" in control.stdout
+    # The web console's templates and assets ship in the wheel (no CDN, no build step).
+    console = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "from rgrid_api.console import STATIC; from rgrid_api.console.render import TEMPLATES;"
+            "[TEMPLATES.get_template(t) for t in ('runs.html', 'run.html', 'batch.html', 'cost.html', 'grid.html')];"
+            "print(sorted(p.name for p in STATIC.iterdir()))",
+        ],
+        cwd=work,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=60,
+    )
+    assert console.returncode == 0, console.stderr
+    assert console.stdout.strip() == "['console.css', 'console.js']"
