@@ -11,41 +11,18 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for `tests.support`
 
-from rgrid.wire import Status
+from tests.support.history import execution_row
 from tests.support.services import postgres_available, start_postgres
+
+__all__ = ["execution_row", "median_ms", "on_both_databases", "report"]
 
 T = TypeVar("T")
 REPEAT = 200
-
-
-def execution_row(
-    execution_id: str, owner: str, status: Status, created: datetime, **more: object
-) -> dict[str, object]:
-    """An executions row as the API writes one (a 1-CPU `job.py`), with `more` columns."""
-    return {
-        "id": execution_id,
-        "owner": owner,
-        "status": status,
-        "script_name": "job.py",
-        "script_sha256": "0" * 64,
-        "args": [],
-        "inputs": [],
-        "env": {},
-        "runtime": "python:3.11",
-        "cpu": 1.0,
-        "memory_mb": 256,
-        "timeout_s": 60.0,
-        "retries": 0,
-        "attempt": 0 if status == Status.QUEUED else 1,
-        "created_at": created,
-        **more,
-    }
 
 
 def median_ms(

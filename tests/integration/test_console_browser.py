@@ -21,8 +21,10 @@ from typing import Any, cast
 import pytest
 from sqlalchemy import insert
 
+from rgrid.wire import Status
 from rgrid_api.db.models import Execution
 from tests.support.console import cli_env, database, login_link, submit
+from tests.support.history import execution_row
 from tests.support.services import ApiServer
 
 CHROMIUM = shutil.which("chromium")
@@ -276,31 +278,19 @@ def test_paging_through_ten_thousand_runs(api: ApiServer, browser: WebDriver, tm
     now = datetime.now(UTC)
     ids = [f"p{os.getpid() % 10000:04d}{n:05d}" for n in range(10_000)]  # ten characters, as ids are
     rows = [
-        {
-            "id": execution_id,
-            "owner": owner,
-            "status": "succeeded",
-            "script_name": f"job{n % 7}.py",
-            "script_sha256": "0" * 64,
-            "args": [],
-            "inputs": [],
-            "env": {},
-            "runtime": "python:3.11",
-            "cpu": 1.0,
-            "memory_mb": 256,
-            "timeout_s": 60.0,
-            "retries": 0,
-            "attempt": 1,
-            "lost_attempts": 0,
-            "cancel_requested": False,
-            "exit_code": 0,
-            "duration_s": 1.0,
+        execution_row(
+            execution_id,
+            owner,
+            Status.SUCCEEDED,
             # Every tenth run shares its creation time with the next: the
             # cursor must still neither skip nor repeat one.
-            "created_at": now - timedelta(seconds=10_000 - n + (n % 10 == 1)),
-            "started_at": now - timedelta(seconds=10_000 - n),
-            "finished_at": now - timedelta(seconds=9_999 - n),
-        }
+            now - timedelta(seconds=10_000 - n + (n % 10 == 1)),
+            script_name=f"job{n % 7}.py",
+            exit_code=0,
+            duration_s=1.0,
+            started_at=now - timedelta(seconds=10_000 - n),
+            finished_at=now - timedelta(seconds=9_999 - n),
+        )
         for n, execution_id in enumerate(ids)
     ]
     with database(api) as engine, engine.begin() as conn:
