@@ -76,6 +76,8 @@ def parse_since(value: str) -> datetime:
             raise ValueError(f"reaches back before the year 1, in {value!r}") from None
     try:
         parsed = datetime.fromisoformat(value.strip())
+        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     except ValueError:
         raise ValueError(f"takes 30m, 24h, 7d or an ISO date, not {value!r}") from None
-    return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except OverflowError:
+        raise ValueError(f"is out of the calendar's range: {value!r}") from None

@@ -271,3 +271,21 @@ def test_a_live_stream_ends_with_its_session(api: ApiServer, tmp_path: Path) -> 
                 raise AssertionError("the stream closed without saying the session ended")
     with httpx.Client(base_url=api.url, headers={"Authorization": f"Bearer {api.api_key}"}) as c:
         c.post(f"/v1/executions/{run_id}/cancel")
+
+
+def test_odd_parameters_are_said_never_a_server_error(api: ApiServer, tmp_path: Path) -> None:
+    with logged_in(api, api.api_key, tmp_path / "home") as browser:
+        for query in (
+            "after=%00",
+            "script=a%00b",
+            "after=" + "x" * 300,
+            "since=0001-01-01T00:00:00%2B14:00",
+            "since=9999-12-31T23:59:59-14:00",
+            "q=%C3%A9",
+            "status=%00",
+        ):
+            answer = browser.get(f"/ui/?{query}")
+            assert answer.status_code == 200 and 'class="problem"' in answer.text, (query, answer.text[-400:])
+        assert browser.get("/ui/batches/b-zzzzzzzz?after=%00").status_code == 404
+        unknown = browser.get("/ui/no/such/page")
+        assert unknown.status_code == 404 and unknown.headers["content-type"].startswith("text/html")

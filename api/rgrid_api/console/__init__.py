@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
 
 from rgrid_api.console import actions, live, pages
 from rgrid_api.console.guard import ConsoleHeaders, LoginNeeded
@@ -36,6 +37,7 @@ def install(app: FastAPI) -> None:
     async def to_login(_request: Request, _exc: Exception) -> Response:
         return RedirectResponse("/ui/login", status_code=303)
 
+    # Starlette's own (an unknown path, a wrong method) as well as the routes'.
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)

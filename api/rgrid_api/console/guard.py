@@ -31,9 +31,10 @@ MAX_FORM_BYTES = 16 * 1024
 
 
 def cookie_name(request: Request, name: str) -> str:
-    """Over https a `__Host-` cookie: the browser keeps it to this host and
-    port exactly, so no other service on the host (storage on another port)
-    can set or shadow it. Plain http (loopback, a tunnel) cannot have one."""
+    """Over https a `__Host-` cookie: Secure, Path=/ and no Domain, so a
+    sibling subdomain cannot set or shadow it (browsers do not tell ports
+    apart: serve storage from its own host name, as the operations guide
+    says). Plain http (loopback, a tunnel) cannot have one."""
     return f"__Host-{name}" if _https(request) else name
 
 

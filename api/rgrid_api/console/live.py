@@ -1,5 +1,6 @@
 """The live parts of the console, as server-sent events: a run's log as
-it is written, a list's unfinished rows, a batch's progress.
+it is written, a list's unfinished rows, a batch's progress; and the
+long answer that is not live, a run's whole log as a download.
 
 A stream re-reads only what it shows (the new chunks, the rows still
 running, one batch's counts), wakes on this server's change feed and
@@ -26,6 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from rgrid.wire import BatchStatus, LogPage
 from rgrid_api.batches import batch_counts, batch_progress, batch_status, find_batch
 from rgrid_api.console.guard import LiveVisitor, still_logged_in
+from rgrid_api.console.logtail import log_text_page
 from rgrid_api.console.render import render
 from rgrid_api.console.runlist import RunRow, run_rows
 from rgrid_api.deps import AppState, State
@@ -128,6 +130,34 @@ def _page(state: AppState, owner: str, execution_id: str, after: int) -> tuple[s
         return log_page(session, owner, execution_id, after)
 
 
+@router.get("/runs/{execution_id}/log.txt")
+async def run_log(
+    request: Request, execution_id: str, visitor: LiveVisitor, state: State
+) -> StreamingResponse:
+    """The whole log, stdout and stderr in the order they were written, a
+    page of chunks at a time; like a stream it holds a long-poll slot and
+    stops once its session is gone."""
+    full_id = await run_in_threadpool(_full_id, state, visitor.caller.owner, execution_id)
+
+    async def body() -> AsyncIterator[str]:
+        try:
+            with state.long_polls.hold(visitor.caller.key_id):
+                after = 0
+                while await still_logged_in(request, state):
+                    text, after = await run_in_threadpool(log_text_page, state.readers, full_id, after)
+                    if not text:
+                        return
+                    yield text
+        except Throttled as exc:
+            yield f"rgrid: {exc}\n"
+
+    return StreamingResponse(
+        body(),
+        media_type="text/plain; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{full_id}.log"'},
+    )
+
+
 @router.get("/live/rows")
 async def row_events(
     request: Request, visitor: LiveVisitor, state: State, ids: str = ""
@@ -135,7 +165,7 @@ async def row_events(
     """A `row` event (the row's HTML, rendered as the page renders it)
     whenever one of these unfinished runs changes; `end` once all ended."""
     owner = visitor.caller.owner
-    wanted = [i for i in ids.split(",") if i]
+    wanted = list(dict.fromkeys(i for i in ids.split(",") if i))
     if len(wanted) > MAX_LIVE_ROWS or not all(len(i) == ID_LENGTH and i.isalnum() for i in wanted):
         raise HTTPException(400, f"ids: at most {MAX_LIVE_ROWS} run ids, separated by commas")
 
@@ -147,18 +177,26 @@ async def row_events(
         loop = asyncio.get_running_loop()
         stop_at = loop.time() + STREAM_FOR_S
         last: dict[str, tuple[object, ...]] = {}
+        quiet_since = loop.time()
         while loop.time() < stop_at:
-            for row in await run_in_threadpool(read):
+            rows = await run_in_threadpool(read)
+            # Ids that are not the owner's runs (or no runs) are not followed.
+            wanted[:] = [row.id for row in rows if not row.final]
+            for row in rows:
                 duration_step = int((row.duration_s or 0) // DURATION_STEP_S)
                 shown = (row.status, row.exit_code, row.started_at, row.cost_eur, duration_step)
-                if row.id in last and last[row.id] != shown:
+                # Sent at the first read too: a stream that reconnects may
+                # have missed a change, and an unchanged row is redrawn as it was.
+                if last.get(row.id) != shown:
+                    quiet_since = loop.time()
                     yield event("row", {"id": row.id, "html": render("row.html", row=row)})
                 last[row.id] = shown
-                if row.final:
-                    wanted.remove(row.id)
             if not wanted:
                 yield event("end", "")
                 return
+            if loop.time() - quiet_since > KEEPALIVE_S:
+                quiet_since = loop.time()
+                yield ": keep-alive\n\n"  # and the session is checked before it goes
             await asyncio.sleep(ROWS_EVERY_S)
 
     return streamed(request, state, visitor.caller.key_id, events)
@@ -184,11 +222,16 @@ async def batch_events(
         loop = asyncio.get_running_loop()
         stop_at = loop.time() + STREAM_FOR_S
         last = None
+        quiet_since = loop.time()
         while loop.time() < stop_at:
             now, status = await run_in_threadpool(read)
             if (now["counts"], status) != last:
                 last = (now["counts"], status)
+                quiet_since = loop.time()
                 yield event("progress", {**now, "status": status.value})
+            elif loop.time() - quiet_since > KEEPALIVE_S:
+                quiet_since = loop.time()
+                yield ": keep-alive\n\n"  # and the session is checked before it goes
             if status != BatchStatus.RUNNING:
                 yield event("end", status.value)
                 return

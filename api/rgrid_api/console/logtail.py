@@ -3,12 +3,10 @@ long log stays usable), the whole of it as a download.
 
 Chunks are read from the newest back until enough lines are in hand, so
 the page costs the same for a log of a hundred lines or of millions; the
-download streams the chunks a page at a time.
+download (`live.run_log`) streams the chunks a page at a time.
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -48,13 +46,9 @@ def tail(session: Session, execution_id: str, lines: int = TAIL_LINES) -> tuple[
     return picked, left_out
 
 
-def whole_log(sessions: sessionmaker[Session], execution_id: str) -> Iterator[str]:
-    """Every chunk's text in order, read a page at a time in short sessions."""
-    after = 0
-    while True:
-        with sessions() as session:
-            chunks = read_logs(session, execution_id, after, limit=DOWNLOAD_PAGE)
-        if not chunks:
-            return
-        yield "".join(c.data for c in chunks)
-        after = chunks[-1].seq
+def log_text_page(sessions: sessionmaker[Session], execution_id: str, after: int) -> tuple[str, int]:
+    """The text of the chunks after `after`, a page of them, read in a short
+    session; and the seq to read on from ("" once nothing is left)."""
+    with sessions() as session:
+        chunks = read_logs(session, execution_id, after, limit=DOWNLOAD_PAGE)
+    return "".join(c.data for c in chunks), chunks[-1].seq if chunks else after

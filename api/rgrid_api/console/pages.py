@@ -1,5 +1,4 @@
-"""The console's pages: runs, a run (and its whole log), batches, a batch,
-cost and the grid.
+"""The console's pages: runs, a run, batches, a batch, cost and the grid.
 
 Each page reads what the API's own routes read, for the logged-in
 browser's key, and renders it on the server; the live parts of a page
@@ -18,15 +17,15 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import HTMLResponse, StreamingResponse
+from fastapi.responses import HTMLResponse
 from sqlalchemy.orm import Session
 
 from rgrid.units import parse_since
 from rgrid.wire import Resources, Status
 from rgrid_api.batches import batch_counts, batch_progress, batch_status, find_batch, list_batches
 from rgrid_api.console.charts import day_chart
-from rgrid_api.console.guard import LiveVisitor, PageVisitor
-from rgrid_api.console.logtail import TAIL_LINES, tail, whole_log
+from rgrid_api.console.guard import PageVisitor
+from rgrid_api.console.logtail import TAIL_LINES, tail
 from rgrid_api.console.render import page
 from rgrid_api.console.runlist import RunFilter, RunRow, runs_page
 from rgrid_api.costs import costed_attempts, execution_cost
@@ -150,18 +149,6 @@ def run(
         last_seq=chunks[-1].seq if chunks else 0,
         outputs=list_outputs(session, state.storage, e) if status.final else [],
         cost=execution_cost(session, e, e.attempts),
-    )
-
-
-@router.get("/runs/{execution_id}/log.txt")
-def run_log(execution_id: str, visitor: LiveVisitor, state: State) -> StreamingResponse:
-    """The whole log, stdout and stderr in the order they were written."""
-    with state.readers() as session:
-        full_id = find_execution(session, visitor.caller.owner, execution_id).id
-    return StreamingResponse(
-        whole_log(state.readers, full_id),
-        media_type="text/plain; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{full_id}.log"'},
     )
 
 

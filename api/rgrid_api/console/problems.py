@@ -5,9 +5,10 @@ run reads exactly as a missing one: the message is the API's own."""
 
 from __future__ import annotations
 
-from fastapi import HTTPException, Request
+from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse
+from starlette.exceptions import HTTPException
 
 from rgrid_api.console.guard import session_visitor
 from rgrid_api.console.render import page
@@ -33,9 +34,11 @@ async def problem_page(request: Request, exc: Exception) -> HTMLResponse:
         message = str(exc.detail)
     else:
         message = str(exc)
+    # A throttled browser gets no database read for its menu.
+    visitor = None if status == 429 else await session_visitor(request, request.app.state.rgrid)
     return page(
         request,
-        await session_visitor(request, request.app.state.rgrid),
+        visitor,
         "message.html",
         status_code=status,
         title=TITLES.get(status, "Not done"),

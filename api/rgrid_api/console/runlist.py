@@ -69,6 +69,10 @@ def runs_page(
     list's order (None: from the start); and the cursor of the next page,
     None on the last. NotFound for an `after` that is not the owner's run
     or an id search that is no id."""
+    if after is not None and not (len(after) == ID_LENGTH and after.isalnum() and after.isascii()):
+        raise NotFound(f"no run {after!r} to page on from")
+    if narrowed.script is not None and "\x00" in narrowed.script:
+        raise NotFound("no script name holds a NUL byte")
     query = select(Execution).where(Execution.owner == owner)
     if narrowed.status is not None:
         query = query.where(Execution.status == narrowed.status)

@@ -3,9 +3,11 @@ starts every piece of the grid, watches it, and restarts it when it crashes
 or hangs, so that nobody has to type `rgrid local up` again.
 
 Pieces start in dependency order: the S3 server and the Ray head at once,
-the API once S3 answers, the extra worker nodes once the head's GCS does. A piece is restarted when its process exits, or
-when it stays unhealthy for UNHEALTHY_S while everything it depends on is
-healthy; restarts follow the grid's restart schedule (`rgrid.restarts`).
+the API once S3 answers, the extra worker nodes once the head's GCS does.
+Whether a running piece must be restarted is `verdict.failure` (its
+process ended, it never became healthy, or it stayed unhealthy while what
+it needs was up); restarts follow the grid's restart schedule
+(`rgrid.restarts`).
 The Ray head's restart needs nothing else restarted: the API's driver and
 the worker agents follow the head through the database. Only a piece whose
 address changed makes the pieces configured with that address restart.
@@ -21,11 +23,9 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from rgrid.filelock import FileLock
@@ -33,33 +33,14 @@ from rgrid.local import components as c
 from rgrid.local.grid import PORT_NAMES, LocalGrid, healthy, kind
 from rgrid.local.nodes import remove_all
 from rgrid.local.procs import alive, free_ports, port_in_use, spawn, stop_session
-from rgrid.restarts import RestartPolicy
+from rgrid.local.verdict import Watched, failure
 
 log = logging.getLogger("rgrid.local.supervisor")
 
 TICK_S = 0.5
-# A piece that exited is seen within a tick (a cheap poll); one that runs is
-# asked whether it is healthy every tick only until it first is, and while
-# it is not, else every HEALTH_EVERY_S: an idle grid costs the laptop little.
-HEALTH_EVERY_S = 5.0
-UNHEALTHY_S = 30.0
-START_TIMEOUT_S = {"s3": 60.0, "api": 60.0, "ray": 90.0, "worker": 90.0}
 # Started only once these are healthy (a node joining before the head's GCS
 # listens can hang), and only blamed for being unhealthy while they are.
 DEPENDS = {"s3": (), "api": ("s3",), "ray": (), "worker": ("ray",)}
-
-
-@dataclass
-class Watched:
-    """What the supervisor knows of one piece beyond state.json."""
-
-    policy: RestartPolicy = field(default_factory=RestartPolicy)
-    proc: subprocess.Popen[bytes] | None = None  # None: adopted from an earlier supervisor
-    started: float = 0.0
-    healthy_once: bool = False
-    unhealthy_since: float | None = None
-    ok: bool = False
-    checked_at: float = 0.0
 
 
 class Supervisor:
@@ -126,32 +107,20 @@ class Supervisor:
 
     def _failure(self, name: str, piece: dict, w: Watched, pieces: dict, now: float) -> str | None:
         """Why a recorded piece must be restarted, or None if it may run on."""
+        exited = None
         if w.proc is not None:
             code = w.proc.poll()
-            if code is not None:
-                return _describe_exit(code)
+            exited = _describe_exit(code) if code is not None else None
         elif not alive(piece["pid"]):
-            return "exited"
-        if w.proc is None and not w.started:
-            w.started = now  # adopted: give it the same chances as a fresh start
-        if w.ok and now - w.checked_at < HEALTH_EVERY_S:
-            return None
-        w.ok, w.checked_at = healthy(name, piece), now
-        if w.ok:
-            w.healthy_once = True
-            w.unhealthy_since = None
-            return None
-        if not all(self._ok(dep, pieces) for dep in DEPENDS[kind(name)]):
-            w.unhealthy_since = None  # not its fault: what it needs is down
-            return None
-        if not w.healthy_once:
-            if now - w.started > START_TIMEOUT_S[kind(name)]:
-                return f"not healthy {START_TIMEOUT_S[kind(name)]:.0f} s after start"
-            return None
-        w.unhealthy_since = w.unhealthy_since or now
-        if now - w.unhealthy_since > UNHEALTHY_S:
-            return f"unhealthy for {UNHEALTHY_S:.0f} s"
-        return None
+            exited = "exited"
+        return failure(
+            w,
+            kind(name),
+            exited,
+            lambda: healthy(name, piece),
+            lambda: all(self._ok(dep, pieces) for dep in DEPENDS[kind(name)]),
+            now,
+        )
 
     def _ok(self, name: str, pieces: dict) -> bool:
         w = self.watched.get(name)
