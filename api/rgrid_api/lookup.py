@@ -23,7 +23,7 @@ def id_range(id_or_prefix: str, prefix: str, length: int, noun: str) -> tuple[st
     below "~". A whole id is its own range."""
     wanted = id_or_prefix.strip().lower()
     rest = wanted.removeprefix(prefix)
-    if not wanted.startswith(prefix) or not rest.isalnum():
+    if not wanted.startswith(prefix) or not (rest.isalnum() and rest.isascii()):
         raise NotFound(f"no {noun} {id_or_prefix!r}")
     return (wanted, wanted) if len(wanted) >= length else (wanted, wanted + "~")
 

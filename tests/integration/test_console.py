@@ -108,11 +108,11 @@ def test_pages_need_a_session_and_forbid_inline_script(api: ApiServer, tmp_path:
 
 
 def test_a_revoked_key_ends_its_sessions_at_once(api: ApiServer, tmp_path: Path) -> None:
-    key = api.create_key("erin")
+    key = api.create_key("console-revokee")
     with logged_in(api, key, tmp_path / "home") as browser:
         assert browser.get("/ui/").status_code == 200
         subprocess.run(
-            [sys.executable, "-m", "rgrid", "server", "revoke-key", "--owner", "erin"],
+            [sys.executable, "-m", "rgrid", "server", "revoke-key", "--owner", "console-revokee"],
             env=api.env,
             check=True,
             capture_output=True,

@@ -313,6 +313,7 @@ ROUTES = {
     ("GET", "/v1/cost"): USER,
     ("POST", "/v1/estimate"): USER,
     ("GET", "/v1/grid"): USER,
+    ("POST", "/v1/console/link"): USER,
     ("GET", "/v1/workers"): ADMIN,
     ("GET", "/v1/autoscaler"): ADMIN,
     ("GET", "/metrics"): ADMIN,
