@@ -36,12 +36,12 @@ class ControlPlane:
 
 
 @pytest.fixture
-def api() -> ControlPlane:
+def control_plane() -> ControlPlane:
     return ControlPlane()
 
 
 @pytest.fixture
-def agent(api: ControlPlane) -> Iterator[NodeAgent]:
+def agent(control_plane: ControlPlane) -> Iterator[NodeAgent]:
     config = AgentConfig(
         api_url="http://api.test",
         token="node-credential",
@@ -50,7 +50,9 @@ def agent(api: ControlPlane) -> Iterator[NodeAgent]:
         heartbeat_s=0.0,
     )
     node = NodeAgent(config, RAYLET, {}, NodeRayToken({}))
-    node.http = httpx.Client(base_url="http://api.test/v1/workers", transport=httpx.MockTransport(api))
+    node.http = httpx.Client(
+        base_url="http://api.test/v1/workers", transport=httpx.MockTransport(control_plane)
+    )
     yield node
     node._stop_raylet(graceful=False)
 
@@ -64,21 +66,23 @@ def joined_at(agent: NodeAgent) -> str:
 
 
 def test_a_worker_asks_the_api_where_the_head_is_then_joins_and_beats(
-    agent: NodeAgent, api: ControlPlane
+    agent: NodeAgent, control_plane: ControlPlane
 ) -> None:
     agent._tend()
     assert joined_at(agent) == "--address=10.9.0.1:6379"
     agent._tend()  # registers its fresh node
     agent._tend()  # then beats
-    assert [path for path, _ in api.calls] == ["register", "register", "node-7/heartbeat"]
-    assert api.calls[0][1] is not None and api.calls[0][1]["id"] == "node-7"
+    assert [path for path, _ in control_plane.calls] == ["register", "register", "node-7/heartbeat"]
+    assert control_plane.calls[0][1] is not None and control_plane.calls[0][1]["id"] == "node-7"
 
 
-def test_a_new_head_address_restarts_the_raylet_there_at_once(agent: NodeAgent, api: ControlPlane) -> None:
+def test_a_new_head_address_restarts_the_raylet_there_at_once(
+    agent: NodeAgent, control_plane: ControlPlane
+) -> None:
     for _ in range(3):
         agent._tend()
     first = agent.raylet
-    api.ray_address = "10.9.0.2:6380"  # the head restarted elsewhere
+    control_plane.ray_address = "10.9.0.2:6380"  # the head restarted elsewhere
     agent._tend()
     assert first is not None and first.poll() is not None  # the old raylet is gone
     assert agent.raylet is None
@@ -86,48 +90,52 @@ def test_a_new_head_address_restarts_the_raylet_there_at_once(agent: NodeAgent, 
     assert joined_at(agent) == "--address=10.9.0.2:6380"
 
 
-def test_the_control_planes_drain_stops_the_loop(agent: NodeAgent, api: ControlPlane) -> None:
+def test_the_control_planes_drain_stops_the_loop(agent: NodeAgent, control_plane: ControlPlane) -> None:
     for _ in range(3):
         agent._tend()
     assert not agent._drain.is_set()
-    api.status = WorkerStatus.DRAINING
+    control_plane.status = WorkerStatus.DRAINING
     agent._tend()
     assert agent._drain.is_set()  # `run` leaves its loop and drains the node
     assert agent.raylet is not None and agent.raylet.poll() is None  # running work finishes first
 
 
 def test_a_node_declared_dead_starts_afresh_and_backs_off_if_it_keeps_dying(
-    agent: NodeAgent, api: ControlPlane
+    agent: NodeAgent, control_plane: ControlPlane
 ) -> None:
     for _ in range(3):
         agent._tend()
     first = agent.raylet
-    api.status = WorkerStatus.DEAD
+    control_plane.status = WorkerStatus.DEAD
     agent._tend()
     assert first is not None and first.poll() is not None and agent.raylet is None
-    api.status = WorkerStatus.ACTIVE
+    control_plane.status = WorkerStatus.ACTIVE
     agent._tend()  # a first crash: a fresh raylet at once
     assert agent.raylet is not None and agent.policy.restarts == 1
     agent._tend()  # registers the fresh node
-    api.status = WorkerStatus.DEAD
+    control_plane.status = WorkerStatus.DEAD
     agent._tend()  # and is declared dead again
     assert agent.raylet is None
-    api.status = WorkerStatus.ACTIVE
+    control_plane.status = WorkerStatus.ACTIVE
     agent._tend()
     assert agent.raylet is None and not agent.policy.may_start()  # twice in a row: it waits
 
 
-def test_an_api_that_forgot_the_node_is_registered_with_again(agent: NodeAgent, api: ControlPlane) -> None:
+def test_an_api_that_forgot_the_node_is_registered_with_again(
+    agent: NodeAgent, control_plane: ControlPlane
+) -> None:
     for _ in range(3):
         agent._tend()
 
     def forgot(request: httpx.Request) -> httpx.Response:
-        api.calls.append((request.url.path.removeprefix("/v1/workers/"), None))
+        control_plane.calls.append((request.url.path.removeprefix("/v1/workers/"), None))
         return httpx.Response(404, json={"detail": "no such worker"})
 
     agent.http = httpx.Client(base_url="http://api.test/v1/workers", transport=httpx.MockTransport(forgot))
     agent._tend()
     assert not agent.registered
-    agent.http = httpx.Client(base_url="http://api.test/v1/workers", transport=httpx.MockTransport(api))
+    agent.http = httpx.Client(
+        base_url="http://api.test/v1/workers", transport=httpx.MockTransport(control_plane)
+    )
     agent._tend()
-    assert agent.registered and api.calls[-1][0] == "register"
+    assert agent.registered and control_plane.calls[-1][0] == "register"
