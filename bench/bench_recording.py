@@ -42,6 +42,7 @@ from rgrid_api.ids import new_execution_id  # noqa: E402
 from rgrid_runner.cgroups import CgroupManager  # noqa: E402
 from rgrid_runner.limits import Limits  # noqa: E402
 from rgrid_runner.packages import installed, interpreter_packages  # noqa: E402
+from tests.support.history import execution_row  # noqa: E402
 from tests.support.memstorage import MemoryStorage  # noqa: E402
 from tests.support.services import postgres_available, start_postgres  # noqa: E402
 
@@ -110,25 +111,9 @@ def api_side(url: str) -> dict[str, float]:
         conn.execute(
             insert(Execution),
             [
-                {
-                    "id": execution_id,
-                    "owner": "bench",
-                    "status": Status.RUNNING,
-                    "script_name": "job.py",
-                    "script_sha256": "0" * 64,
-                    "args": [],
-                    "inputs": [],
-                    "env": {},
-                    "runtime": "python:3.11",
-                    "requirements": "package-1>=1",
-                    "cpu": 1.0,
-                    "memory_mb": 256,
-                    "timeout_s": 60.0,
-                    "retries": 0,
-                    "attempt": 1,
-                    "created_at": now,
-                    "started_at": now,
-                }
+                execution_row(
+                    execution_id, "bench", Status.RUNNING, now, requirements="package-1>=1", started_at=now
+                )
                 for execution_id in ids
             ],
         )
