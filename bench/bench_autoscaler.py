@@ -138,6 +138,7 @@ def hetzner_calls(latency_s: float, cycles: int) -> dict:
                         id=name, host_name=name, resources={"CPU": 2}, runtimes=["python:3.11"],
                         sandbox="bubblewrap", provider="hetzner", version="bench",
                     ))  # fmt: skip
+                    session.commit()
             time.sleep(0.5)  # the creation actions finish
             scaler.cycle()  # they join
             before = len(fake.requests)

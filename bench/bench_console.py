@@ -66,6 +66,7 @@ def measure(url: str, size: int, repeat: int) -> dict[str, float]:
     picked = fill(engine, size)
     with make_sessionmaker(engine)() as session:
         key = create_key(session, OWNERS[0], "bench")
+        session.commit()
     engine.dispose()
     if not S3:
         S3.append(start_s3(root / "s3"))

@@ -93,7 +93,9 @@ def measure(url: str, queued: int) -> dict[str, float]:
 
     def claim(_n: int) -> list[str]:
         with sessions() as session:
-            return [c.execution_id for c in claim_queued(session, LEASE_S, sharing=Sharing(), grid=GRID)]
+            claimed = claim_queued(session, LEASE_S, sharing=Sharing(), grid=GRID)
+            session.commit()
+            return [c.execution_id for c in claimed]
 
     def put_back(claimed: list[str]) -> None:
         ids = list(claimed)
@@ -114,6 +116,7 @@ def measure(url: str, queued: int) -> dict[str, float]:
     def renew_cycle(_n: int) -> None:
         with sessions() as session:
             renew_dispatched(session, in_flight, LEASE_S)
+            session.commit()
 
     def monitor_pass(_n: int) -> None:
         with sessions() as session:

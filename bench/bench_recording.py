@@ -135,6 +135,7 @@ def api_side(url: str) -> dict[str, float]:
     def complete(execution_id: str, result: RunnerResult) -> None:
         with sessions() as session:
             complete_attempt(session, storage, execution_id, 1, result)
+            session.commit()
 
     bare = RunnerResult(exit_code=0, duration_s=1.3)
     full = RunnerResult(exit_code=0, duration_s=1.3, usage=USAGE, environment=ENVIRONMENT)

@@ -78,6 +78,7 @@ def build_state(settings: Settings, with_dispatcher: bool = True) -> AppState:
                 settings.bootstrap_api_key.get_secret_value(),
                 role=Role.ADMIN,
             )
+            session.commit()
     storage = Storage(settings, settings.client_presign_endpoint)
     runner_storage = Storage(settings, settings.runner_presign_endpoint)
     _wait_for_storage(storage, settings.storage_wait_s)

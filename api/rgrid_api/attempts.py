@@ -4,6 +4,9 @@ Every runner write names (execution_id, attempt). It is accepted only while
 that attempt is the execution's current one and has not ended; otherwise the
 runner gets StaleAttempt and must kill its script. This is what keeps a
 runner that was presumed dead from overwriting the result of its successor.
+
+Like every helper that takes a session, these never commit nor roll back:
+the caller (a route, a loop) owns the transaction.
 """
 
 from __future__ import annotations
@@ -96,11 +99,11 @@ def claim_queued(
     the dispatcher's memory of each owner's recent use, is sampled here.
     `ray_token_fp`: the Ray token the transport's cluster runs with; nothing
     is claimed while a new token waits for running work, nor for a cluster
-    whose token is no longer in force (`rgrid_api.raytoken.may_claim`)."""
+    whose token is no longer in force (`rgrid_api.raytoken.may_claim`).
+    The caller commits promptly: the dispatch lock is held until it does."""
     postgres = is_postgres(session.get_bind())
     dispatchlock.hold(session)
     if not may_claim(session, ray_token_fp):
-        session.rollback()
         return []
     running = running_cpus(session)
     if recent is not None:
@@ -109,7 +112,6 @@ def claim_queued(
     if grid is not None:
         room = grid.cpus * (1 + sharing.margin) - sum(running.values())
         if room <= 0:
-            session.rollback()
             return []
     owners = queued_owners(session)
     caps = {
@@ -119,7 +121,6 @@ def claim_queued(
     }
     queues = _queue_heads(session, owners, caps, grid, limit)
     if not queues:
-        session.rollback()
         return []
     chosen = fair_order(
         queues,
@@ -132,7 +133,6 @@ def claim_queued(
         grid,
     )
     if not chosen:
-        session.rollback()
         return []
     query = still_queued([c.execution_id for c in chosen])
     if postgres:
@@ -164,7 +164,6 @@ def claim_queued(
                 execution.runtime,
             )
         )
-    session.commit()
     return claimed
 
 
@@ -297,6 +296,14 @@ def _current(session: Session, execution_id: str, attempt: int) -> tuple[Executi
     return found[0], found[1]
 
 
+@dataclass(frozen=True)
+class NotStarted:
+    """The attempt ended, or went back to the queue, instead of starting:
+    the caller commits that, then refuses the runner (StaleAttempt)."""
+
+    why: str
+
+
 def start_attempt(
     session: Session,
     storage: ObjectStore,
@@ -305,38 +312,35 @@ def start_attempt(
     start: RunnerStart,
     lease_s: float,
     trusted: bool = False,
-) -> RunnerSpec:
+) -> RunnerSpec | NotStarted:
     """Start the attempt on the worker `start` names, and hand out its spec.
     An attempt already started is started again only by the same worker
     (its runner retrying a call whose answer it lost): no other node takes
     it over. A node's credential (`trusted` False; the head's token is
-    trusted) must name a worker registered here."""
+    trusted) must name a worker registered here. Refusals that change
+    nothing raise StaleAttempt; those that end or requeue the attempt
+    return NotStarted, for the caller to commit before it refuses."""
     execution, row = _current(session, execution_id, attempt)
     if row.status != Status.DISPATCHED and row.worker_id != start.worker_id:
-        session.rollback()
         raise StaleAttempt(f"attempt {attempt} of {execution_id} was started by another node")
     if not trusted and (start.worker_id is None or session.get(Worker, start.worker_id) is None):
-        session.rollback()
         raise StaleAttempt(f"worker {start.worker_id} is not registered here")
     now = utcnow()
     if execution.cancel_requested:
         _finish(execution, row, Status.CANCELLED, FailureReason.CANCELLED, now)
-        session.commit()
-        raise StaleAttempt(f"{execution_id} was cancelled before it started")
+        return NotStarted(f"{execution_id} was cancelled before it started")
     worker = session.get(Worker, start.worker_id) if start.worker_id else None
     if worker is not None:
         if worker.status != WorkerStatus.ACTIVE:
             # A draining or dead node takes no new work; this is no fault of
             # the execution, so it does not count against its retries.
             _requeue(execution, row, now, reason=FailureReason.WORKER_LOST, counted=False)
-            session.commit()
-            raise StaleAttempt(f"worker {start.worker_id} takes no new work")
+            return NotStarted(f"worker {start.worker_id} takes no new work")
         if worker.ray_node_id and start.ray_node_id and start.ray_node_id != worker.ray_node_id:
             # A runner of the node's previous raylet, starting late: that
             # raylet is gone, and what it held was given back.
             _requeue(execution, row, now, reason=FailureReason.WORKER_LOST, counted=False)
-            session.commit()
-            raise StaleAttempt(f"worker {start.worker_id} restarted its Ray node")
+            return NotStarted(f"worker {start.worker_id} restarted its Ray node")
         if start.ray_node_id and worker.ray_node_id is None:
             set_ray_node(session, worker.id, start.ray_node_id)
     ATTEMPT.move(row, Status.RUNNING)
@@ -349,7 +353,6 @@ def start_attempt(
     row.lease_expires_at = now + timedelta(seconds=lease_s)
     EXECUTION.move(execution, Status.RUNNING)
     execution.started_at = execution.started_at or now
-    session.commit()
     owner = execution.owner
     return RunnerSpec(
         execution_id=execution.id,
@@ -374,7 +377,6 @@ def renew_lease(session: Session, execution_id: str, attempt: int, lease_s: floa
     """Extend the lease; the answer says whether the user asked to cancel."""
     execution, row = _current(session, execution_id, attempt)
     row.lease_expires_at = utcnow() + timedelta(seconds=lease_s)
-    session.commit()
     return execution.cancel_requested
 
 
@@ -385,7 +387,6 @@ def append_logs(
     now = utcnow()
     _add_lines(session, execution_id, attempt, lines, now)
     row.lease_expires_at = now + timedelta(seconds=lease_s)
-    session.commit()
     return execution.cancel_requested
 
 
@@ -413,7 +414,6 @@ def output_upload_urls(
     session: Session, storage: ObjectStore, execution_id: str, attempt: int, paths: list[str]
 ) -> dict[str, str]:
     _current(session, execution_id, attempt)
-    session.rollback()
     return {p: storage.presign_put(output_key(execution_id, attempt, p)) for p in paths}
 
 
@@ -473,7 +473,6 @@ def complete_attempt(
                 mode=out.mode,
             )
         )
-    session.commit()
 
 
 def _finish(
@@ -525,11 +524,8 @@ def attempt_lost(
     try:
         execution, row = _current(session, execution_id, attempt)
     except StaleAttempt:
-        session.rollback()
         return False
-    requeued = _requeue(execution, row, utcnow(), reason, counted)
-    session.commit()
-    return requeued
+    return _requeue(execution, row, utcnow(), reason, counted)
 
 
 def attempt_open(session: Session, execution_id: str, attempt: int) -> bool:
@@ -604,7 +600,6 @@ def renew_dispatched(session: Session, keys: list[tuple[str, int]], lease_s: flo
         .values(lease_expires_at=until),
         [{"renewed_execution": execution_id, "renewed_number": number} for execution_id, number in keys],
     )
-    session.commit()
 
 
 def fail_unschedulable(session: Session, execution_id: str, detail: str) -> int | None:
@@ -628,5 +623,4 @@ def fail_unschedulable(session: Session, execution_id: str, detail: str) -> int 
     execution.failure_reason = FailureReason.UNSCHEDULABLE
     execution.failure_detail = detail
     execution.finished_at = now
-    session.commit()
     return open_attempt

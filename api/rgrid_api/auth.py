@@ -87,7 +87,6 @@ def create_key(
         )
     else:
         row.role = role.value
-    session.commit()
     return key
 
 
@@ -105,7 +104,6 @@ def revoke_keys(session: Session, owner: str, name: str | None = None) -> int:
     if name is not None:
         query = query.where(ApiKey.name == name)
     result = cast(CursorResult[Any], session.execute(query.values(revoked_at=datetime.now(UTC))))
-    session.commit()
     return result.rowcount
 
 
@@ -118,7 +116,6 @@ def set_caps(session: Session, owner: str, caps: Caps, name: str | None = None) 
         query = query.where(ApiKey.name == name)
     values = {"max_running_cpus": caps.running_cpus, "max_queued": caps.queued}
     result = cast(CursorResult[Any], session.execute(query.values(**values)))
-    session.commit()
     return result.rowcount
 
 

@@ -69,7 +69,6 @@ def create_batch(session: Session, owner: str, body: BatchCreate, runtime: str) 
     session.add_all(rows)
     session.flush()
     copy_results(session, pairs)
-    session.commit()
     return batch
 
 
@@ -109,7 +108,6 @@ def retry_batch(session: Session, owner: str, id_or_prefix: str, failed_only: bo
         )
         row.created_at = now + timedelta(microseconds=n)
         session.add(row)
-    session.commit()
     return batch
 
 
@@ -274,7 +272,6 @@ def cancel_batch(
         .where(Execution.batch_id == batch.id, Execution.status.in_(OPEN_STATES))
         .values(cancel_requested=True)
     )
-    session.commit()
     return batch, touched, unstarted
 
 

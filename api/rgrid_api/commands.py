@@ -68,6 +68,7 @@ def create_key_cmd(
             key = create_key(session, owner, name, role=role, caps=Caps(max_running_cpus, max_queued))
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+        session.commit()
     out.print(key, markup=False, highlight=False)
 
 
@@ -85,6 +86,7 @@ def set_caps_cmd(
     upgrade(settings.database_url)
     with make_sessionmaker(make_engine(settings.database_url))() as session:
         count = set_caps(session, owner, Caps(max_running_cpus, max_queued), name)
+        session.commit()
     if count == 0:
         raise UsageError(f"{owner} has no key in force" + (f" called {name}" if name else ""))
     out.print(f"caps set on {count} key{'s' if count != 1 else ''}")
@@ -101,6 +103,7 @@ def revoke_key_cmd(owner: str, name: str | None) -> None:
     upgrade(settings.database_url)
     with make_sessionmaker(make_engine(settings.database_url))() as session:
         count = revoke_keys(session, owner, name)
+        session.commit()
     out.print(f"revoked {count} key{'s' if count != 1 else ''}")
 
 

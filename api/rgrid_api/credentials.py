@@ -67,11 +67,8 @@ def exchange(session: Session, token: str) -> tuple[str, str] | None:
         .execution_options(synchronize_session=False)
     )
     if spent.rowcount != 1:
-        session.rollback()
         return None
-    credential = _issue(session, row.worker_id, NODE, None)
-    session.commit()
-    return row.worker_id, credential
+    return row.worker_id, _issue(session, row.worker_id, NODE, None)
 
 
 class Taken(Exception):
@@ -86,10 +83,10 @@ def join(session: Session, worker_id: str) -> str:
     comes back with its kept credential). An operator frees an id with
     `rgrid server forget-node`; a database that forgot the node (reset) has
     no credential for it. A unique index keeps two racing joins from both
-    getting one."""
+    getting one (the insert is flushed in a savepoint here, so the caller
+    hears Taken, not the database's error at its commit)."""
     worker = session.get(Worker, worker_id)
     if worker is not None and (worker.is_head or worker.status in LIVE_WORKER_STATES):
-        session.rollback()
         raise Taken(
             f"worker {worker_id} is {'the Ray head' if worker.is_head else worker.status}: "
             "only its own credential speaks for it"
@@ -100,15 +97,13 @@ def join(session: Session, worker_id: str) -> str:
         WorkerCredential.revoked_at.is_(None),
     )
     if session.scalar(held) is not None:
-        session.rollback()
         raise Taken(
             f"worker {worker_id} has a credential: `rgrid server forget-node {worker_id}` frees the id"
         )
-    credential = _issue(session, worker_id, NODE, None)
     try:
-        session.commit()
+        with session.begin_nested():
+            credential = _issue(session, worker_id, NODE, None)
     except IntegrityError:
-        session.rollback()
         raise Taken(f"worker {worker_id} was joined a moment ago by another node") from None
     return credential
 

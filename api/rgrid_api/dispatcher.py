@@ -112,6 +112,7 @@ class Dispatcher:
                     recent=self.recent,
                     ray_token_fp=self.transport.ray_token_fingerprint(),
                 )
+                session.commit()
             for c in claimed:
                 self._submit(c)
             if not claimed:
@@ -130,7 +131,9 @@ class Dispatcher:
                 )
             ).all()
             for execution_id, cpu, memory_mb in queued:
-                for key in fail_where_no_node_fits(session, [execution_id], cpu, memory_mb, grid):
+                opened = fail_where_no_node_fits(session, [execution_id], cpu, memory_mb, grid)
+                session.commit()
+                for key in opened:
                     self.transport.cancel_task(*key)
                 self.feed.changed(execution_id)
 
@@ -186,6 +189,7 @@ class Dispatcher:
         try:
             with self.sessions() as session:
                 requeued = attempt_lost(session, s.execution_id, s.attempt, FailureReason.WORKER_LOST)
+                session.commit()
         except Exception:
             # No longer renewed by us, the attempt's lease runs out and the
             # monitor gives it back: nothing is lost.
@@ -209,7 +213,9 @@ class Dispatcher:
             return
         try:
             with self.sessions() as session:
-                give_back(session, keys, self.feed, None, why)
+                given = give_back(session, keys, None, why)
+                session.commit()
+            given.tell(self.feed)
         except Exception:
             log.exception("giving back %d attempts failed; their leases will expire", len(keys))
 
@@ -228,3 +234,4 @@ class Dispatcher:
         if keys:
             with self.sessions() as session:
                 renew_dispatched(session, keys, self.settings.lease_s)
+                session.commit()

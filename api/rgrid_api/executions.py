@@ -60,7 +60,6 @@ def create_execution(
     session.add(execution)
     session.flush()
     copy_results(session, pairs)
-    session.commit()
     return execution
 
 
@@ -161,7 +160,6 @@ def cancel_execution(session: Session, owner: str | None, id_or_prefix: str) -> 
     call and kills the script; the runner's report ends it."""
     execution = find_execution(session, owner, id_or_prefix)
     unstarted = cancel_open(session, execution)
-    session.commit()
     return execution, unstarted
 
 

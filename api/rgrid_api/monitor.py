@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from rgrid.wire import WorkerStatus
 from rgrid_api import raytoken
 from rgrid_api.attempts import attempts_on_workers, expired_attempts, unstarted_attempts
-from rgrid_api.giveback import give_back
+from rgrid_api.giveback import GivenBack, give_back
 from rgrid_api.leader import LeaderLock
 from rgrid_api.notify import ChangeFeed
 from rgrid_api.settings import Settings
@@ -93,7 +93,7 @@ class Monitor:
         self.active.clear()
         self._leader.release()
 
-    def _fence(self, session: Session, dead: list[str], transport: Transport) -> None:
+    def _fence(self, session: Session, dead: list[str], transport: Transport) -> GivenBack:
         """Have Ray place nothing more on the dead workers' nodes. Ray may
         already hold attempts it has not started for such a node (a frozen
         raylet keeps them until Ray's own health checks give up on it, about
@@ -102,44 +102,43 @@ class Monitor:
         fenced = ray_node_ids(session, dead)
         for node, worker_id in fenced:
             transport.fence_node(node, worker_id)
-        if fenced:
-            give_back(
-                session,
-                unstarted_attempts(session),
-                self.feed,
-                transport,
-                "resubmitted around a fenced node",
-                counted=False,
-            )
+        if not fenced:
+            return GivenBack()
+        return give_back(
+            session, unstarted_attempts(session), transport, "resubmitted around a fenced node", counted=False
+        )
 
     def _sweep(self) -> None:
         now = time.monotonic()
         if self._trusted_since is None:
             self._trusted_since = now
+        given = GivenBack()
         with self.sessions() as session:
             if now - self._trusted_since >= self.settings.heartbeat_timeout_s:
                 dead = stale_workers(session, self.settings.heartbeat_timeout_s)
                 for worker_id in dead:
                     log.warning("worker %s missed its heartbeats: marking it dead", worker_id)
                     set_status(session, worker_id, WorkerStatus.DEAD)
+                session.commit()  # dead before anything is fenced or given back
                 # A node that stopped heartbeating may still run its raylet
                 # (a hung agent, a partition): Ray must place nothing more
                 # there, or each attempt it gets would be refused and requeued
                 # back onto it, forever.
                 if dead and self.transport is not None:
-                    self._fence(session, dead, self.transport)
+                    given = self._fence(session, dead, self.transport)
                 if dead:
-                    give_back(
-                        session, attempts_on_workers(session, dead), self.feed, self.transport, "worker dead"
+                    given = given.add(
+                        give_back(session, attempts_on_workers(session, dead), self.transport, "worker dead")
                     )
-            give_back(session, expired_attempts(session), self.feed, self.transport, "lease expired")
+            given = given.add(give_back(session, expired_attempts(session), self.transport, "lease expired"))
+            session.commit()
+            given.tell(self.feed)
             if raytoken.advance(session):
                 session.commit()
                 log.info("the new Ray token is in force: every node restarts Ray with it")
-            if self.storage is not None and now - self._swept_uploads_at >= UPLOAD_SWEEP_S:
-                self._swept_uploads_at = now
-                try:
-                    sweep_abandoned(session, self.storage, self.settings.upload_grace_s)
-                except Exception:  # storage away: the next sweep does it; the monitor goes on
-                    session.rollback()
-                    log.exception("cleaning up abandoned uploads failed")
+        if self.storage is not None and now - self._swept_uploads_at >= UPLOAD_SWEEP_S:
+            self._swept_uploads_at = now
+            try:
+                sweep_abandoned(self.sessions, self.storage, self.settings.upload_grace_s)
+            except Exception:  # storage away: the next sweep does it; the monitor goes on
+                log.exception("cleaning up abandoned uploads failed")

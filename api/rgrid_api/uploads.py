@@ -33,11 +33,12 @@ def plan_uploads(
 ) -> UploadPlan:
     """Tickets for the objects the owner does not have yet. Two clients may
     announce the same new object at once; the loser of that insert race
-    simply plans again and finds the winner's row."""
+    (inside a savepoint, so the caller's transaction goes on) simply plans
+    again and finds the winner's row."""
     try:
-        return _plan(session, storage, settings, owner, objects)
+        with session.begin_nested():
+            return _plan(session, storage, settings, owner, objects)
     except IntegrityError:
-        session.rollback()
         return _plan(session, storage, settings, owner, objects)
 
 
@@ -70,7 +71,6 @@ def _plan(
         row.size = spec.size
         row.created_at = datetime.now(UTC)  # a new ticket: the cleanup's grace starts again
         missing.append(_ticket(storage, settings, owner, row))
-    session.commit()
     return UploadPlan(missing=missing)
 
 
@@ -111,7 +111,6 @@ def complete_upload(session: Session, storage: ObjectStore, owner: str, done: Up
         raise Invalid(f"object {done.sha256[:12]} arrived corrupted (size or sha256 mismatch)")
     row.complete = True
     row.upload_id = None
-    session.commit()
 
 
 LOOKUP_CHUNK = 1000

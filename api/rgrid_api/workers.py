@@ -52,7 +52,6 @@ def register(session: Session, reg: WorkerRegistration, head: bool = False) -> N
     worker.ended_at = None
     session.flush()
     _beat(session, reg.id, now)
-    session.commit()
 
 
 def current_head(session: Session) -> Head | None:
@@ -130,7 +129,6 @@ def heartbeat(session: Session, worker_id: str) -> WorkerStatus:
         raise NotFound(f"no worker {worker_id!r}")
     if worker.status in LIVE_WORKER_STATES:
         _beat(session, worker_id, utcnow())
-    session.commit()
     return WorkerStatus(worker.status)
 
 
@@ -142,7 +140,6 @@ def set_status(session: Session, worker_id: str, status: WorkerStatus) -> None:
         WORKER.move(worker, status)
         if not status.live:
             worker.ended_at = utcnow()
-    session.commit()
 
 
 def grid_cpus(session: Session) -> float:

@@ -91,7 +91,9 @@ def submit(
         resources=Resources(cpu=1, memory_mb=256, timeout_s=60),
         retries=retries,
     )
-    return create_execution(session, owner, body, "python:3.11")
+    execution = create_execution(session, owner, body, "python:3.11")
+    session.commit()
+    return execution
 
 
 def add_worker(session: Session, worker_id: str = "node-1", ray_node_id: str | None = None) -> str:
@@ -99,4 +101,5 @@ def add_worker(session: Session, worker_id: str = "node-1", ray_node_id: str | N
         session,
         WorkerRegistration(id=worker_id, host_name="h", runtimes=["python:3.11"], ray_node_id=ray_node_id),
     )
+    session.commit()
     return worker_id

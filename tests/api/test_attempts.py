@@ -20,6 +20,7 @@ from rgrid.wire import (
     WorkerStatus,
 )
 from rgrid_api.attempts import (
+    NotStarted,
     append_logs,
     attempt_lost,
     attempt_open,
@@ -58,17 +59,21 @@ def attempt_row(session: Session, execution_id: str, number: int) -> Attempt:
 def test_claim_opens_attempt_one_with_a_lease(session: Session, storage: MemoryStorage) -> None:
     e = submit(session, storage)
     claimed = claim_queued(session, LEASE_S)
+    session.commit()
     assert [(c.execution_id, c.attempt) for c in claimed] == [(e.id, 1)]
     assert state(session, e.id) == (Status.DISPATCHED, 1, 0)
     row = attempt_row(session, e.id, 1)
     assert row.status == Status.DISPATCHED and row.lease_expires_at is not None
     assert claim_queued(session, LEASE_S) == []
+    session.commit()
 
 
 def test_start_hands_the_runner_fresh_urls_and_runs(session: Session, storage: MemoryStorage) -> None:
     e = submit(session, storage, inputs={"data/a.csv": b"1,2\n"})
     claim_queued(session, LEASE_S)
+    session.commit()
     spec = start_attempt(session, storage, e.id, 1, START, LEASE_S, trusted=True)
+    session.commit()
     assert spec.script.path == "job.py" and spec.script.url.startswith("memory://get/objects/alice/")
     assert [i.path for i in spec.inputs] == ["data/a.csv"]
     assert state(session, e.id)[0] == Status.RUNNING
@@ -83,7 +88,9 @@ def test_a_started_attempt_is_never_taken_over_by_another_node(
     add_worker(session, "thief")
     e = submit(session, storage)
     claim_queued(session, LEASE_S)
+    session.commit()
     start_attempt(session, storage, e.id, 1, RunnerStart(worker="v", worker_id="victim"), LEASE_S)
+    session.commit()
     with pytest.raises(StaleAttempt, match="started by another node"):
         start_attempt(session, storage, e.id, 1, RunnerStart(worker="t", worker_id="thief"), LEASE_S)
     with pytest.raises(StaleAttempt, match="started by another node"):
@@ -92,12 +99,14 @@ def test_a_started_attempt_is_never_taken_over_by_another_node(
     assert (row.status, row.worker_id) == (Status.RUNNING, "victim")
     # Its own runner, retrying a start whose answer it lost, is answered.
     again = start_attempt(session, storage, e.id, 1, RunnerStart(worker="v", worker_id="victim"), LEASE_S)
+    session.commit()
     assert again.execution_id == e.id and attempt_row(session, e.id, 1).worker_id == "victim"
 
 
 def test_a_node_credential_must_name_a_registered_worker(session: Session, storage: MemoryStorage) -> None:
     e = submit(session, storage)
     claim_queued(session, LEASE_S)
+    session.commit()
     with pytest.raises(StaleAttempt, match="not registered here"):
         start_attempt(session, storage, e.id, 1, RunnerStart(worker="j", worker_id="joined-only"), LEASE_S)
     assert state(session, e.id) == (Status.DISPATCHED, 1, 0)  # untouched: it waits for its own node
@@ -106,11 +115,16 @@ def test_a_node_credential_must_name_a_registered_worker(session: Session, stora
 def test_a_stale_runner_is_fenced_off_everywhere(session: Session, storage: MemoryStorage) -> None:
     e = submit(session, storage)
     claim_queued(session, LEASE_S)
+    session.commit()
     start_attempt(session, storage, e.id, 1, START, LEASE_S, trusted=True)
+    session.commit()
     assert attempt_lost(session, e.id, 1, FailureReason.WORKER_LOST) is True
+    session.commit()
     assert state(session, e.id) == (Status.QUEUED, 1, 1)
     claim_queued(session, LEASE_S)
+    session.commit()
     start_attempt(session, storage, e.id, 2, START, LEASE_S, trusted=True)
+    session.commit()
     # Runner 1 comes back from a partition: every call it makes is refused.
     with pytest.raises(StaleAttempt):
         renew_lease(session, e.id, 1, LEASE_S)
@@ -121,9 +135,11 @@ def test_a_stale_runner_is_fenced_off_everywhere(session: Session, storage: Memo
     with pytest.raises(StaleAttempt):
         start_attempt(session, storage, e.id, 1, START, LEASE_S, trusted=True)
     complete_attempt(session, storage, e.id, 2, RunnerResult(exit_code=0, duration_s=1))
+    session.commit()
     assert state(session, e.id) == (Status.SUCCEEDED, 2, 1)
     # Losing an attempt that already ended is a no-op, never a second requeue.
     assert attempt_lost(session, e.id, 2, FailureReason.WORKER_LOST) is False
+    session.commit()
     assert state(session, e.id) == (Status.SUCCEEDED, 2, 1)
 
 
@@ -131,7 +147,9 @@ def test_lost_attempts_beyond_retries_fail_as_worker_lost(session: Session, stor
     e = submit(session, storage, retries=1)
     for number in (1, 2):
         claim_queued(session, LEASE_S)
+        session.commit()
         requeued = attempt_lost(session, e.id, number, FailureReason.WORKER_LOST)
+        session.commit()
         assert requeued is (number == 1)
     session.expire_all()
     execution = session.get(Execution, e.id)
@@ -146,8 +164,10 @@ def test_lost_attempts_beyond_retries_fail_as_worker_lost(session: Session, stor
 def test_cancel_queued_is_immediate(session: Session, storage: MemoryStorage) -> None:
     e = submit(session, storage)
     cancel_execution(session, "alice", e.id)
+    session.commit()
     assert state(session, e.id)[0] == Status.CANCELLED
     assert claim_queued(session, LEASE_S) == []
+    session.commit()
 
 
 def test_cancel_before_start_ends_it_at_once_and_fences_a_late_runner(
@@ -158,7 +178,9 @@ def test_cancel_before_start_ends_it_at_once_and_fences_a_late_runner(
     refused."""
     e = submit(session, storage)
     claim_queued(session, LEASE_S)
+    session.commit()
     _, unstarted = cancel_execution(session, "alice", e.id)
+    session.commit()
     assert unstarted == 1
     assert state(session, e.id)[0] == Status.CANCELLED
     assert attempt_row(session, e.id, 1).failure_reason == FailureReason.CANCELLED
@@ -170,10 +192,15 @@ def test_cancel_before_start_ends_it_at_once_and_fences_a_late_runner(
 def test_cancel_while_running_is_told_on_the_next_call(session: Session, storage: MemoryStorage) -> None:
     e = submit(session, storage)
     claim_queued(session, LEASE_S)
+    session.commit()
     start_attempt(session, storage, e.id, 1, START, LEASE_S, trusted=True)
+    session.commit()
     assert renew_lease(session, e.id, 1, LEASE_S) is False
+    session.commit()
     cancel_execution(session, "alice", e.id)
+    session.commit()
     assert renew_lease(session, e.id, 1, LEASE_S) is True
+    session.commit()
     complete_attempt(
         session,
         storage,
@@ -181,6 +208,7 @@ def test_cancel_while_running_is_told_on_the_next_call(session: Session, storage
         1,
         RunnerResult(exit_code=None, failure_reason=FailureReason.CANCELLED, duration_s=1),
     )
+    session.commit()
     assert state(session, e.id)[0] == Status.CANCELLED
 
 
@@ -189,22 +217,29 @@ def test_a_draining_worker_gives_work_back_without_counting_it(
 ) -> None:
     worker = add_worker(session)
     set_status(session, worker, WorkerStatus.DRAINING)
+    session.commit()
     e = submit(session, storage)
     claim_queued(session, LEASE_S)
-    with pytest.raises(StaleAttempt):
-        start_attempt(
-            session, storage, e.id, 1, RunnerStart(worker="h", worker_id=worker), LEASE_S, trusted=True
-        )
+    session.commit()
+    refused = start_attempt(
+        session, storage, e.id, 1, RunnerStart(worker="h", worker_id=worker), LEASE_S, trusted=True
+    )
+    session.commit()
+    assert refused == NotStarted(f"worker {worker} takes no new work")
     assert state(session, e.id) == (Status.QUEUED, 1, 0)
 
 
 def test_logs_are_sequenced_and_renew_the_lease(session: Session, storage: MemoryStorage) -> None:
     e = submit(session, storage)
     claim_queued(session, LEASE_S)
+    session.commit()
     start_attempt(session, storage, e.id, 1, START, LEASE_S, trusted=True)
+    session.commit()
     lines = [RunnerLogLine(stream="stdout", data="a\n"), RunnerLogLine(stream="stderr", data="b\n")]
     append_logs(session, e.id, 1, lines, LEASE_S)
+    session.commit()
     append_logs(session, e.id, 1, [RunnerLogLine(stream="stdout", data="c\n")], LEASE_S)
+    session.commit()
     chunks = read_logs(session, e.id, after=0)
     assert [(c.seq, c.stream, c.data) for c in chunks] == [
         (1, "stdout", "a\n"),
@@ -217,13 +252,18 @@ def test_logs_are_sequenced_and_renew_the_lease(session: Session, storage: Memor
 def test_an_attempt_is_open_until_it_ends_or_is_superseded(session: Session, storage: MemoryStorage) -> None:
     e = submit(session, storage)
     claim_queued(session, LEASE_S)
+    session.commit()
     assert attempt_open(session, e.id, 1)
     attempt_lost(session, e.id, 1, FailureReason.WORKER_LOST)
+    session.commit()
     assert not attempt_open(session, e.id, 1)
     claim_queued(session, LEASE_S)
+    session.commit()
     start_attempt(session, storage, e.id, 2, START, LEASE_S, trusted=True)
+    session.commit()
     assert attempt_open(session, e.id, 2) and not attempt_open(session, e.id, 1)
     complete_attempt(session, storage, e.id, 2, RunnerResult(exit_code=0, duration_s=0.1))
+    session.commit()
     assert not attempt_open(session, e.id, 2)
 
 
@@ -232,10 +272,14 @@ def test_the_last_lines_travel_with_the_result(session: Session, storage: Memory
     after the lines already shipped, and not at all from a fenced-off runner."""
     e = submit(session, storage)
     claim_queued(session, LEASE_S)
+    session.commit()
     start_attempt(session, storage, e.id, 1, START, LEASE_S, trusted=True)
+    session.commit()
     append_logs(session, e.id, 1, [RunnerLogLine(stream="stdout", data="a\n")], LEASE_S)
+    session.commit()
     tail = [RunnerLogLine(stream="stdout", data="b\n"), RunnerLogLine(stream="stderr", data="c\n")]
     complete_attempt(session, storage, e.id, 1, RunnerResult(exit_code=0, duration_s=0.1, logs=tail))
+    session.commit()
     assert [(c.seq, c.data) for c in read_logs(session, e.id, after=0)] == [
         (1, "a\n"),
         (2, "b\n"),
@@ -249,7 +293,9 @@ def test_the_last_lines_travel_with_the_result(session: Session, storage: Memory
 def test_outputs_must_be_in_storage_before_they_count(session: Session, storage: MemoryStorage) -> None:
     e = submit(session, storage)
     claim_queued(session, LEASE_S)
+    session.commit()
     start_attempt(session, storage, e.id, 1, START, LEASE_S, trusted=True)
+    session.commit()
     urls = output_upload_urls(session, storage, e.id, 1, ["out/r.txt"])
     assert urls == {"out/r.txt": f"memory://put/{output_key(e.id, 1, 'out/r.txt')}"}
     result = RunnerResult(
@@ -259,6 +305,7 @@ def test_outputs_must_be_in_storage_before_they_count(session: Session, storage:
         complete_attempt(session, storage, e.id, 1, result)
     storage.put(output_key(e.id, 1, "out/r.txt"), b"abc")
     complete_attempt(session, storage, e.id, 1, result)
+    session.commit()
     assert [o.path for o in session.query(Output).filter_by(execution_id=e.id)] == ["out/r.txt"]
 
 
@@ -268,7 +315,9 @@ def test_an_output_path_outside_the_work_dir_is_refused(
 ) -> None:
     e = submit(session, storage)
     claim_queued(session, LEASE_S)
+    session.commit()
     start_attempt(session, storage, e.id, 1, START, LEASE_S, trusted=True)
+    session.commit()
     result = RunnerResult(exit_code=0, duration_s=1, outputs=[OutputFile(path=bad, size=0, sha256="0" * 64)])
     with pytest.raises(Invalid):
         complete_attempt(session, storage, e.id, 1, result)
@@ -278,6 +327,7 @@ def test_an_output_path_outside_the_work_dir_is_refused(
 def test_an_expired_lease_is_found(session: Session, storage: MemoryStorage) -> None:
     e = submit(session, storage)
     claim_queued(session, lease_s=-1.0)
+    session.commit()
     assert expired_attempts(session) == [(e.id, 1)]
 
 
@@ -286,8 +336,11 @@ def test_the_database_refuses_transitions_outside_the_diagram(
 ) -> None:
     e = submit(session, storage)
     claim_queued(session, LEASE_S)
+    session.commit()
     start_attempt(session, storage, e.id, 1, START, LEASE_S, trusted=True)
+    session.commit()
     complete_attempt(session, storage, e.id, 1, RunnerResult(exit_code=0, duration_s=1))
+    session.commit()
     with pytest.raises(DBAPIError, match="invalid execution status transition"):
         session.execute(text("UPDATE executions SET status='running' WHERE id=:id"), {"id": e.id})
     session.rollback()
@@ -315,9 +368,11 @@ def test_the_fence_and_the_claim_read_no_attempt_list(session: Session, storage:
     event.listen(engine, "before_cursor_execute", record)
     try:
         claim_queued(session, LEASE_S)
+        session.commit()
         claim_selects = list(selects)
         selects.clear()
         renew_lease(session, first.id, 1, LEASE_S)
+        session.commit()
     finally:
         event.remove(engine, "before_cursor_execute", record)
     assert claim_selects and not [q for q in claim_selects if "FROM attempts" in q], claim_selects
@@ -330,10 +385,14 @@ def test_a_bulk_renewal_keeps_fencing(session: Session, storage: MemoryStorage) 
     still refused."""
     e = submit(session, storage)
     (first,) = claim_queued(session, LEASE_S)
+    session.commit()
     assert attempt_lost(session, e.id, first.attempt, FailureReason.WORKER_LOST)
+    session.commit()
     (second,) = claim_queued(session, LEASE_S)
+    session.commit()
     assert second.attempt == first.attempt + 1
     renew_dispatched(session, [(e.id, first.attempt), (e.id, second.attempt)], LEASE_S)
+    session.commit()
     session.expire_all()
     lost = session.scalar(
         select(Attempt).where(Attempt.execution_id == e.id, Attempt.number == first.attempt)
@@ -342,3 +401,4 @@ def test_a_bulk_renewal_keeps_fencing(session: Session, storage: MemoryStorage) 
     with pytest.raises(StaleAttempt):
         start_attempt(session, storage, e.id, first.attempt, RunnerStart(worker="w"), LEASE_S, trusted=True)
     start_attempt(session, storage, e.id, second.attempt, RunnerStart(worker="w"), LEASE_S, trusted=True)
+    session.commit()

@@ -187,7 +187,9 @@ def test_a_server_deleted_outside_rgrid_has_its_work_requeued(
     (name,) = rows(session)
     register(session, WorkerRegistration(id=name, host_name=name, resources={"CPU": 2}, runtimes=["python:3.11"],
                                          sandbox="bubblewrap", provider="hetzner", version="x"))  # fmt: skip
+    session.commit()
     (claimed,) = claim_queued(session, 30)
+    session.commit()
     start_attempt(
         session,
         MemoryStorage(),
@@ -197,6 +199,7 @@ def test_a_server_deleted_outside_rgrid_has_its_work_requeued(
         30,
         trusted=True,
     )
+    session.commit()
     a.cycle()
     assert rows(session)[name] == InstanceState.JOINED
     fake.remove_server(int(next(iter(fake.servers))))
@@ -247,8 +250,10 @@ def test_a_bootstrap_token_is_single_use_and_its_credential_dies_with_the_node(
     token = next(line.split("=", 1)[1] for line in fake.user_data[server["id"]].split("\\n")
                  if line.startswith("RGRID_BOOTSTRAP_TOKEN="))  # fmt: skip
     granted = exchange(session, token)
+    session.commit()
     assert granted is not None and granted[0] == server["name"]
     assert exchange(session, token) is None  # single use
+    session.commit()
     assert worker_for(session, granted[1]) == server["name"]
     session.rollback()
     a.cycle(datetime.now(UTC) + timedelta(seconds=700))  # never joined: deleted

@@ -40,12 +40,16 @@ def make_batch(
         items=items,
         parallel=parallel,
     )
-    return create_batch(session, owner, body, "python:3.11")
+    batch = create_batch(session, owner, body, "python:3.11")
+    session.commit()
+    return batch
 
 
 def finish(session: Session, storage: MemoryStorage, execution_id: str, attempt: int, code: int) -> None:
     start_attempt(session, storage, execution_id, attempt, RunnerStart(worker="w"), LEASE_S, trusted=True)
+    session.commit()
     complete_attempt(session, storage, execution_id, attempt, RunnerResult(exit_code=code, duration_s=0.1))
+    session.commit()
 
 
 def test_a_batch_is_one_execution_per_input_in_input_order(session: Session, storage: MemoryStorage) -> None:
@@ -82,12 +86,15 @@ def test_the_dispatcher_keeps_the_cap_and_serves_other_work(session: Session, st
     batch = make_batch(session, storage, 6, parallel=2)
     other = submit(session, storage, owner="bob")  # queued after the whole batch
     first = claim_queued(session, LEASE_S)
+    session.commit()
     assert {c.execution_id for c in first} == {e.id for e in batch_view(session, batch).executions[:2]} | {
         other.id
     }
     assert claim_queued(session, LEASE_S) == []  # the batch is at its cap
+    session.commit()
     finish(session, storage, first[0].execution_id, 1, 0)
     assert len(claim_queued(session, LEASE_S)) == 1  # one slot came free
+    session.commit()
 
 
 def test_status_is_failed_if_any_failed_and_succeeded_only_if_all_did(
@@ -112,8 +119,11 @@ def test_cancel_ends_the_queued_and_unstarted_and_tells_the_running(
 ) -> None:
     batch = make_batch(session, storage, 4, parallel=2)
     running, unstarted = claim_queued(session, LEASE_S)
+    session.commit()
     start_attempt(session, storage, running.execution_id, 1, RunnerStart(worker="w"), LEASE_S, trusted=True)
+    session.commit()
     _, touched, to_cancel = cancel_batch(session, "alice", batch.id)
+    session.commit()
     assert len(touched) == 4
     assert to_cancel == [(unstarted.execution_id, 1)]  # its Ray task is cancelled too
     session.expire_all()
@@ -122,6 +132,7 @@ def test_cancel_ends_the_queued_and_unstarted_and_tells_the_running(
     row = session.get(Execution, running.execution_id)
     assert row is not None and row.cancel_requested
     assert claim_queued(session, LEASE_S) == []
+    session.commit()
 
 
 def test_owners_never_see_each_others_batches(session: Session, storage: MemoryStorage) -> None:
@@ -148,6 +159,7 @@ def test_ten_thousand_inputs_are_created_in_bounded_memory(session: Session, sto
     tracemalloc.start()
     try:
         batch = create_batch(session, "alice", body, "python:3.11")
+        session.commit()
         view = batch_view(session, batch)
         _current, peak = tracemalloc.get_traced_memory()
     finally:
@@ -155,6 +167,7 @@ def test_ten_thousand_inputs_are_created_in_bounded_memory(session: Session, sto
     assert view.total == 10_000 and view.counts == {Status.QUEUED: 10_000}
     assert peak < 256 * 1024 * 1024, f"creating the batch took {peak / 2**20:.0f} MiB"
     assert len(claim_queued(session, LEASE_S)) == 4
+    session.commit()
 
 
 def test_the_notable_inputs_are_filtered_by_the_server(session: Session, storage: MemoryStorage) -> None:
@@ -163,6 +176,7 @@ def test_the_notable_inputs_are_filtered_by_the_server(session: Session, storage
     batch = make_batch(session, storage, 6)
     codes = iter([0, 3, 0, 4, 5])
     claimed = claim_queued(session, LEASE_S, limit=5)
+    session.commit()
     for c in claimed:
         finish(session, storage, c.execution_id, 1, next(codes))
     view = batch_view(session, batch, notable=True, limit=2)

@@ -65,6 +65,7 @@ def test_a_dead_nodes_beat_is_not_recorded_and_it_hears_that_it_is_dead(
     add_worker(session, "node-1")
     _age_beats(session, "node-1", 60)
     set_status(session, "node-1", WorkerStatus.DEAD)
+    session.commit()
     beats = Beats(sessions)
     beats.flush()
     ack = _answer(beats, "node-1")
@@ -81,12 +82,14 @@ def test_a_change_made_here_is_heard_at_the_next_beat_and_the_head_is_named(
         WorkerRegistration(id="head", host_name="h", ray_address="127.0.0.1:6379", ray_node_id="ab" * 28),
         head=True,
     )
+    session.commit()
     add_worker(session, "node-1")
     beats = Beats(sessions)
     beats.flush()
     known = beats.known("head")
     assert known is not None and known.is_head
     set_status(session, "node-1", WorkerStatus.DRAINING)
+    session.commit()
     beats.note("node-1", WorkerStatus.DRAINING, is_head=False)
     ack = _answer(beats, "node-1")
     assert ack.status == WorkerStatus.DRAINING and ack.ray_address == "127.0.0.1:6379"

@@ -104,7 +104,9 @@ def test_a_task_that_ends_without_its_runner_is_lost_and_one_that_reported_is_no
     start_attempt(
         session, storage, reported, 1, RunnerStart(worker="h", worker_id="w1"), LEASE_S, trusted=True
     )
+    session.commit()
     complete_attempt(session, storage, reported, 1, RunnerResult(exit_code=0, duration_s=0.1))
+    session.commit()
     transport.settle(reported, 1)
     transport.settle(silent, 1)
     assert attempts(session, reported) == [(1, Status.SUCCEEDED, None)]

@@ -114,9 +114,13 @@ def test_the_claim_hands_out_only_what_the_grid_can_start(session: Session, stor
         submit(session, storage)
     sharing = Sharing(margin=0.0)
     assert len(claim_queued(session, LEASE_S, sharing=sharing, grid=grid(2.0))) == 2
+    session.commit()
     assert claim_queued(session, LEASE_S, sharing=sharing, grid=grid(2.0)) == []
+    session.commit()
     assert len(claim_queued(session, LEASE_S, sharing=Sharing(margin=0.5), grid=grid(2.0))) == 1
+    session.commit()
     assert claim_queued(session, LEASE_S, sharing=sharing, grid=grid(0.0)) == []
+    session.commit()
     counts = {s: 0 for s in Status}
     for row in session.query(Execution):
         counts[Status(row.status)] += 1
@@ -129,17 +133,21 @@ def test_another_owners_run_goes_next_when_a_slot_frees_behind_a_large_batch(
     make_batch(session, storage, 40, owner="alice")
     sharing = Sharing(margin=0.0)
     running = claim_queued(session, LEASE_S, sharing=sharing, grid=grid(2.0))
+    session.commit()
     assert len(running) == 2
     late = [submit(session, storage, owner="bob") for _ in range(2)]
     finish(session, storage, running[0].execution_id, 1, 0)
     (next_one,) = claim_queued(session, LEASE_S, sharing=sharing, grid=grid(2.0))
+    session.commit()
     assert next_one.execution_id == late[0].id
     finish(session, storage, running[1].execution_id, 1, 0)
     # bob runs 1 CPU and alice none now: alice's batch gets its turn.
     (then,) = claim_queued(session, LEASE_S, sharing=sharing, grid=grid(2.0))
+    session.commit()
     assert then.execution_id not in {e.id for e in late}
     finish(session, storage, next_one.execution_id, 1, 0)
     (last,) = claim_queued(session, LEASE_S, sharing=sharing, grid=grid(2.0))
+    session.commit()
     assert last.execution_id == late[1].id
 
 
@@ -147,19 +155,26 @@ def test_an_owner_runs_up_to_its_cap_and_the_rest_waits_queued(
     session: Session, storage: MemoryStorage
 ) -> None:
     create_key(session, "alice", caps=Caps(running_cpus=2.0))
+    session.commit()
     for _ in range(4):
         submit(session, storage)
     bob = submit(session, storage, owner="bob")
     claimed = claim_queued(session, LEASE_S, sharing=Sharing(), grid=grid(100.0))
+    session.commit()
     assert len(claimed) == 3 and bob.id in {c.execution_id for c in claimed}
     assert claim_queued(session, LEASE_S, sharing=Sharing(), grid=grid(100.0)) == []
+    session.commit()
 
 
 def test_an_owners_cap_is_the_largest_its_keys_set_and_the_default_where_none_does(session: Session) -> None:
     create_key(session, "alice", "small", caps=Caps(running_cpus=1.0, queued=10))
+    session.commit()
     create_key(session, "alice", "large", caps=Caps(running_cpus=3.0))
+    session.commit()
     create_key(session, "alice", "plain")  # a key without caps neither lifts nor lowers them
+    session.commit()
     create_key(session, "bob")
+    session.commit()
     caps = owner_caps(session, {"alice", "bob", "carol"}, Caps(running_cpus=None, queued=500))
     assert caps == {
         "alice": Caps(running_cpus=3.0, queued=10),
@@ -168,8 +183,10 @@ def test_an_owners_cap_is_the_largest_its_keys_set_and_the_default_where_none_do
     }
     # An operator changes them later, for the owner's keys called "small".
     assert set_caps(session, "alice", Caps(running_cpus=8.0), name="small") == 1
+    session.commit()
     assert owner_caps(session, {"alice"}, Caps(queued=500))["alice"] == Caps(running_cpus=8.0, queued=500)
     assert set_caps(session, "nobody", Caps(running_cpus=1.0)) == 0
+    session.commit()
 
 
 def test_the_queued_cap_refuses_a_submission_and_keeps_what_was_accepted(
@@ -182,6 +199,7 @@ def test_the_queued_cap_refuses_a_submission_and_keeps_what_was_accepted(
         admit(session, "alice", 1, 1.0, three)
     admit(session, "bob", 3, 1.0, three)  # another owner's queue is its own
     cancel_execution(session, "alice", kept[0].id)
+    session.commit()
     admit(session, "alice", 1, 1.0, three)
     session.expire_all()
     assert [session.get(Execution, e.id).status for e in kept[1:]] == [Status.QUEUED] * 2  # type: ignore[union-attr]
@@ -189,9 +207,11 @@ def test_the_queued_cap_refuses_a_submission_and_keeps_what_was_accepted(
 
 def test_status_says_why_a_queued_run_waits(session: Session, storage: MemoryStorage, db_path: Path) -> None:
     create_key(session, "alice", caps=Caps(running_cpus=1.0))
+    session.commit()
     first, second = submit(session, storage), submit(session, storage)
     submit(session, storage, owner="bob")  # runs: the grid is full
     claim_queued(session, LEASE_S, sharing=Sharing(), grid=grid(2.0))
+    session.commit()
     engine = make_hot_reader(f"sqlite:///{db_path}")
 
     def why(execution: Execution, cpus: float | None, owner: str = "alice") -> str | None:
@@ -211,6 +231,7 @@ def test_status_says_why_a_queued_run_waits(session: Session, storage: MemorySto
     assert why(bob_late, None, "bob") is None
     batch = make_batch(session, storage, 3, parallel=1, owner="carol")
     claim_queued(session, LEASE_S, sharing=Sharing(), grid=grid(100.0))
+    session.commit()
     waiting = [e for e in session.query(Execution).filter_by(batch_id=batch.id, status=Status.QUEUED)]
     assert why(waiting[0], 100.0, "carol") == "its batch runs at most 1 at once (--parallel)"
 
@@ -219,6 +240,7 @@ def test_a_run_larger_than_its_owners_cap_is_refused_and_one_larger_than_the_gri
     session: Session, storage: MemoryStorage
 ) -> None:
     create_key(session, "alice", caps=Caps(running_cpus=2.0))
+    session.commit()
     with pytest.raises(
         Invalid, match=r"asks for 4 CPUs, more than alice may run at once \(2\): it could never start"
     ):
@@ -268,4 +290,5 @@ def test_the_claim_reads_past_runs_that_could_never_start(session: Session, stor
     session.commit()
     small = submit(session, storage)
     (claimed,) = claim_queued(session, LEASE_S, sharing=Sharing(), grid=grid(2))
+    session.commit()
     assert claimed.execution_id == small.id

@@ -18,16 +18,19 @@ from tests.api.conftest import add_worker
 
 def test_a_new_id_gets_a_credential_that_speaks_for_it_alone(session: Session) -> None:
     credential = join(session, "node-a")
+    session.commit()
     assert worker_for(session, credential) == "node-a"
     assert worker_for(session, credential + "x") is None
 
 
 def test_a_live_node_keeps_its_id(session: Session) -> None:
     first = join(session, "node-a")
+    session.commit()
     add_worker(session, "node-a")
     with pytest.raises(Taken, match="node-a is active"):
         join(session, "node-a")
     set_status(session, "node-a", WorkerStatus.DRAINING)
+    session.commit()
     with pytest.raises(Taken, match="draining"):
         join(session, "node-a")
     assert worker_for(session, first) == "node-a"  # the refused join took nothing from it
@@ -37,6 +40,7 @@ def test_the_heads_id_is_never_joined(session: Session) -> None:
     register(session, WorkerRegistration(id="the-head", host_name="h"), head=True)
     session.commit()
     set_status(session, "the-head", WorkerStatus.LEFT)
+    session.commit()
     with pytest.raises(Taken, match="Ray head"):
         join(session, "the-head")
 
@@ -46,19 +50,23 @@ def test_an_ended_nodes_id_is_its_own_until_an_operator_forgets_it(
     session: Session, ended: WorkerStatus
 ) -> None:
     old = join(session, "node-a")
+    session.commit()
     add_worker(session, "node-a")
     set_status(session, "node-a", ended)
+    session.commit()
     with pytest.raises(Taken, match="forget-node node-a"):
         join(session, "node-a")  # it comes back with the credential it kept
     assert worker_for(session, old) == "node-a"
     assert revoke(session, "node-a") == 1  # `rgrid server forget-node node-a`
     session.commit()
     new = join(session, "node-a")
+    session.commit()
     assert worker_for(session, new) == "node-a" and worker_for(session, old) is None
 
 
 def test_an_id_never_holds_two_working_node_credentials(session: Session) -> None:
     join(session, "node-a")
+    session.commit()
     session.add(
         WorkerCredential(worker_id="node-a", kind=NODE, secret_hash="0" * 64, created_at=datetime.now(UTC))
     )

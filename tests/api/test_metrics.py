@@ -41,7 +41,9 @@ def test_moves_count_on_commit_and_never_on_rollback(
     with sessions() as session:
         execution_id = submit(session, storage, "alice").id
         (claimed,) = claim_queued(session, LEASE_S)
+        session.commit()
         start_attempt(session, storage, execution_id, 1, RunnerStart(worker="w"), LEASE_S, trusted=True)
+        session.commit()
         row = session.get(Execution, execution_id)
         assert row is not None
         row.status = Status.FAILED  # a move that rolls back is not counted
@@ -51,6 +53,7 @@ def test_moves_count_on_commit_and_never_on_rollback(
         complete_attempt(
             session, storage, execution_id, claimed.attempt, RunnerResult(exit_code=2, duration_s=1.0)
         )
+        session.commit()
     assert counted("rgrid_executions_finished_total", status="failed", reason="exit_code") == before + 1
     assert counted("rgrid_execution_queue_wait_seconds_count") == waits + 1
     assert counted("rgrid_execution_duration_seconds_count") == runs + 1
@@ -123,9 +126,12 @@ def test_every_way_a_run_or_a_server_ends_is_counted(
     with sessions() as session:
         batch = make_batch(session, storage, 3)
         cancel_batch(session, "alice", batch.id)
+        session.commit()
         lost = submit(session, storage, "alice", retries=1)
         (claimed,) = claim_queued(session, LEASE_S)
+        session.commit()
         assert attempt_lost(session, lost.id, claimed.attempt, FailureReason.WORKER_LOST)
+        session.commit()
         create = Create(server_type="cx22", location="fsn1", price=0.01, cpus=2, memory_mb=4096)
         for name in ("node-a", "node-b", "node-c"):
             instances.add(session, name, "hetzner", create, "queued work")

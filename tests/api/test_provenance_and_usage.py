@@ -35,11 +35,14 @@ def _run(
     execution.requirements = requirements
     session.commit()
     (claimed,) = claim_queued(session, LEASE_S)
+    session.commit()
     start_attempt(
         session, storage, execution.id, claimed.attempt, RunnerStart(worker="w"), LEASE_S, trusted=True
     )
+    session.commit()
     result = RunnerResult(exit_code=0, duration_s=2.0, usage=usage, environment=environment)
     complete_attempt(session, storage, execution.id, claimed.attempt, result)
+    session.commit()
     session.refresh(execution)
     return execution
 

@@ -40,9 +40,11 @@ def test_a_new_token_waits_for_every_open_attempt(session: Session, storage: Mem
     add_worker(session, "w1")
     running = submit(session, storage)
     claim_queued(session, LEASE_S)
+    session.commit()
     start_attempt(
         session, storage, running.id, 1, RunnerStart(worker="h", worker_id="w1"), LEASE_S, trusted=True
     )
+    session.commit()
     generation = raytoken.rotate(session)
     session.commit()
     state = raytoken.current(session)
@@ -50,8 +52,10 @@ def test_a_new_token_waits_for_every_open_attempt(session: Session, storage: Mem
     assert raytoken.rotation_waits(session)
     waiting = submit(session, storage)
     assert claim_queued(session, LEASE_S) == []  # nothing new starts meanwhile
+    session.commit()
     assert not raytoken.advance(session)
     complete_attempt(session, storage, running.id, 1, RunnerResult(exit_code=0, duration_s=1))
+    session.commit()
     assert raytoken.advance(session)
     session.commit()
     state = raytoken.current(session)
@@ -59,6 +63,7 @@ def test_a_new_token_waits_for_every_open_attempt(session: Session, storage: Mem
     assert len(state.token or "") == 64
     assert not raytoken.rotation_waits(session)
     assert [c.execution_id for c in claim_queued(session, LEASE_S)] == [waiting.id]
+    session.commit()
 
 
 def test_a_second_rotation_replaces_the_first_and_old_tokens_are_deleted(session: Session) -> None:
@@ -90,6 +95,7 @@ def test_progress_counts_the_live_nodes_on_the_token_in_force(session: Session) 
             session,
             WorkerRegistration(id=worker_id, host_name="h", ray_token_fp=ray_token_fingerprint(token)),
         )
+        session.commit()
 
     node("w1", CONFIGURED)
     node("w2", CONFIGURED)
@@ -137,5 +143,7 @@ def test_nothing_goes_to_a_cluster_whose_token_is_no_longer_in_force(
     waiting = submit(session, storage)
     old = ray_token_fingerprint(CONFIGURED)
     assert claim_queued(session, LEASE_S, ray_token_fp=old) == []
+    session.commit()
     new = raytoken.current(session).fingerprint
     assert [c.execution_id for c in claim_queued(session, LEASE_S, ray_token_fp=new)] == [waiting.id]
+    session.commit()

@@ -75,13 +75,17 @@ def _owner(cache: SecretCache[Caller], key: str) -> str | None:
 def test_a_revoked_key_stops_working_within_the_cache_time(sessions: sessionmaker[Session]) -> None:
     with sessions() as s:
         key = create_key(s, "alice", "laptop")
+        s.commit()
         other = create_key(s, "alice", "ci")
+        s.commit()
     cache = SecretCache(make_readers(sessions.kw["bind"]), 0.3, caller_for_key)
     assert _owner(cache, key) == "alice" and _owner(cache, other) == "alice"
     assert _owner(cache, "rg_not-a-key") is None
     with sessions() as s:
         assert revoke_keys(s, "alice", "laptop") == 1
+        s.commit()
         assert revoke_keys(s, "alice", "laptop") == 0
+        s.commit()
     deadline = time.monotonic() + 5
     while _owner(cache, key) is not None:
         assert time.monotonic() < deadline, "the revoked key was still accepted after 5 s"
@@ -95,6 +99,7 @@ def test_a_new_key_is_accepted_soon_after_being_refused(sessions: sessionmaker[S
     assert _owner(cache, key) is None
     with sessions() as s:
         create_key(s, "bob", key=key)
+        s.commit()
     deadline = time.monotonic() + 5
     while _owner(cache, key) != "bob":
         assert time.monotonic() < deadline, "a refused answer was kept too long"
@@ -107,11 +112,17 @@ def test_the_core_read_answers_what_the_orm_does_with_times_in_utc(
     with sessions() as s:
         e = submit(s, storage)
         claim_queued(s, LEASE_S)
+        s.commit()
         start_attempt(s, storage, e.id, 1, RunnerStart(worker="host-a"), LEASE_S, trusted=True)
+        s.commit()
         assert attempt_lost(s, e.id, 1, FailureReason.WORKER_LOST)
+        s.commit()
         claim_queued(s, LEASE_S)
+        s.commit()
         start_attempt(s, storage, e.id, 2, RunnerStart(worker="host-b"), LEASE_S, trusted=True)
+        s.commit()
         complete_attempt(s, storage, e.id, 2, RunnerResult(exit_code=3, duration_s=1))
+        s.commit()
         s.expire_all()
         row = s.get(Execution, e.id)
         assert row is not None

@@ -15,7 +15,7 @@ from minio import Minio
 from minio.error import S3Error
 from pydantic import SecretStr
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from rgrid.local.procs import free_port
 from rgrid.wire import CompletedPart, ObjectSpec, UploadCompletion
@@ -47,6 +47,7 @@ def send_parts(session: Session, storage: Storage, settings: Settings, data: byt
     (ticket,) = plan_uploads(
         session, storage, settings, "alice", [ObjectSpec(sha256=sha, size=len(data))]
     ).missing
+    session.commit()
     assert ticket.part_size == PART and len(ticket.parts) == 3
     parts = []
     for part in ticket.parts:
@@ -79,6 +80,7 @@ def test_a_completion_asked_again_after_storage_assembled_the_parts(session: Ses
     session.commit()
 
     complete_upload(session, storage, "alice", done.model_copy(update={"upload_id": row.upload_id}))
+    session.commit()
 
     session.refresh(row)
     assert row.complete and row.upload_id is None
@@ -116,9 +118,12 @@ def test_a_file_past_the_size_limit_is_refused_before_any_byte_moves(session: Se
         plan_uploads(session, storage, settings, "alice", [small, big])
     assert session.scalar(select(StoredObject)) is None  # no ticket, no row
     assert len(plan_uploads(session, storage, settings, "alice", [small]).missing) == 1
+    session.commit()
 
 
-def test_abandoned_uploads_are_gone_after_the_grace_period(session: Session, s3: S3Server) -> None:
+def test_abandoned_uploads_are_gone_after_the_grace_period(
+    session: Session, sessions: sessionmaker[Session], s3: S3Server
+) -> None:
     """A client plans a multipart upload, sends one part and vanishes; another
     PUTs bytes it never completes. After the grace period the sweep aborts the
     multipart upload in storage, removes the stray bytes and the rows; a
@@ -131,32 +136,36 @@ def test_abandoned_uploads_are_gone_after_the_grace_period(session: Session, s3:
     (ticket,) = plan_uploads(
         session, storage, settings, "alice", [ObjectSpec(sha256=big_sha, size=len(big))]
     ).missing
+    session.commit()
     httpx.put(ticket.parts[0].url, content=big[:PART], timeout=STORAGE_TIMEOUT_S).raise_for_status()
     stray = b"never completed\n"
     stray_sha = hashlib.sha256(stray).hexdigest()
     (put,) = plan_uploads(
         session, storage, settings, "alice", [ObjectSpec(sha256=stray_sha, size=len(stray))]
     ).missing
+    session.commit()
     httpx.put(str(put.url), content=stray, timeout=STORAGE_TIMEOUT_S).raise_for_status()
     kept = b"kept\n"
     kept_sha = hashlib.sha256(kept).hexdigest()
     (done,) = plan_uploads(
         session, storage, settings, "alice", [ObjectSpec(sha256=kept_sha, size=len(kept))]
     ).missing
+    session.commit()
     httpx.put(str(done.url), content=kept, timeout=STORAGE_TIMEOUT_S).raise_for_status()
     complete_upload(session, storage, "alice", UploadCompletion(sha256=kept_sha, size=len(kept)))
+    session.commit()
     listed = {
         upload_id for _key, upload_id in storage.stale_multiparts(datetime.now(UTC) + timedelta(hours=1))
     }
     assert ticket.upload_id in listed
 
-    assert sweep_abandoned(session, storage, grace_s=3600) == 0  # within the grace period: nothing goes
+    assert sweep_abandoned(sessions, storage, grace_s=3600) == 0  # within the grace period: nothing goes
     assert storage.size(object_key("alice", stray_sha)) == len(stray)
 
     for row in session.scalars(select(StoredObject)):
         row.created_at = datetime.now(UTC) - timedelta(hours=2)  # as if planned two hours ago
     session.commit()
-    assert sweep_abandoned(session, storage, grace_s=3600) >= 2
+    assert sweep_abandoned(sessions, storage, grace_s=3600) >= 2
     assert {r.sha256 for r in session.scalars(select(StoredObject))} == {kept_sha}
     assert storage.size(object_key("alice", stray_sha)) is None
     assert storage.size(object_key("alice", kept_sha)) == len(kept)

@@ -41,9 +41,11 @@ def monitor(sessions: sessionmaker[Session], transport: MemoryTransport) -> Moni
 def running_on(session: Session, storage: MemoryStorage, worker_id: str) -> str:
     e = submit(session, storage)
     claim_queued(session, LEASE_S)
+    session.commit()
     start_attempt(
         session, storage, e.id, 1, RunnerStart(worker="h", worker_id=worker_id), LEASE_S, trusted=True
     )
+    session.commit()
     return e.id
 
 
@@ -59,12 +61,15 @@ def status_of(session: Session, execution_id: str) -> str:
 def test_registry_heartbeats_and_staleness(session: Session) -> None:
     worker = add_worker(session)
     assert heartbeat(session, worker) == WorkerStatus.ACTIVE
+    session.commit()
     assert stale_workers(session, TIMEOUT_S) == []
     age_heartbeat(session, worker, TIMEOUT_S + 1)
     assert stale_workers(session, TIMEOUT_S) == [worker]
     set_status(session, worker, WorkerStatus.DEAD)
+    session.commit()
     # A dead worker's heartbeat is answered, not recorded: it must stop.
     assert heartbeat(session, worker) == WorkerStatus.DEAD
+    session.commit()
     assert stale_workers(session, TIMEOUT_S) == []
     assert list_workers(session) == []
     assert [w.status for w in list_workers(session, include_ended=True)] == [WorkerStatus.DEAD]
@@ -108,6 +113,7 @@ def test_attempts_ray_has_not_started_go_around_a_fenced_node_at_no_cost(
     running = running_on(session, storage, worker)
     waiting = submit(session, storage, retries=0)
     claim_queued(session, LEASE_S)
+    session.commit()
     age_heartbeat(session, worker, TIMEOUT_S + 5)
     transport = MemoryTransport()
     m = monitor(sessions, transport)
@@ -132,6 +138,7 @@ def test_an_expired_lease_is_given_back(
 ) -> None:
     e = submit(session, storage)
     claim_queued(session, lease_s=-1.0)
+    session.commit()
     transport = MemoryTransport()
     m = monitor(sessions, transport)
     assert m._lead()

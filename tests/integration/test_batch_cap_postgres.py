@@ -31,6 +31,7 @@ def test_concurrent_dispatchers_keep_the_cap(postgres: Postgres) -> None:
         for _ in range(5):
             with sessions() as session:
                 got = [c.execution_id for c in claim_queued(session, 30.0)]
+                session.commit()
             with lock:
                 claimed.extend(got)
 

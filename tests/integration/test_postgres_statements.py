@@ -53,9 +53,11 @@ def test_coalesced_beats_are_written_for_live_nodes_only(pg_sessions: sessionmak
     with pg_sessions() as session:
         for worker_id in ("live", "dead"):
             register(session, WorkerRegistration(id=worker_id, host_name="h"))
+            session.commit()
         session.execute(update(WorkerHeartbeat).values(last_heartbeat_at=utcnow() - timedelta(minutes=5)))
         session.commit()
         set_status(session, "dead", WorkerStatus.DEAD)
+        session.commit()
     beats = Beats(pg_sessions)
     beats.flush()
     assert beats.beat("live") is not None and beats.beat("dead") is not None
@@ -71,10 +73,12 @@ def test_dispatched_leases_are_renewed_in_one_statement(pg_sessions: sessionmake
         for _ in range(3):
             submit(session, storage)
         keys = [(c.execution_id, c.attempt) for c in claim_queued(session, 1.0)]
+        session.commit()
         assert len(keys) == 3
         session.execute(update(Attempt).values(lease_expires_at=utcnow() - timedelta(minutes=1)))
         session.commit()
         renew_dispatched(session, keys[:2], 30.0)
+        session.commit()
         rows = session.execute(select(Attempt.execution_id, Attempt.lease_expires_at)).all()
     leases = {execution_id: aware(at) for execution_id, at in rows if at is not None}
     assert all(leases[k] > utcnow() for k, _ in keys[:2]) and leases[keys[2][0]] < utcnow()

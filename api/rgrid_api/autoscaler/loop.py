@@ -37,7 +37,7 @@ from rgrid_api.autoscaler import plan as p
 from rgrid_api.autoscaler.report import Report
 from rgrid_api.autoscaler.report import write as write_report
 from rgrid_api.credentials import issue_bootstrap
-from rgrid_api.giveback import give_back
+from rgrid_api.giveback import GivenBack, give_back
 from rgrid_api.leader import LeaderLock
 from rgrid_api.notify import ChangeFeed
 from rgrid_api.settings import Settings
@@ -202,6 +202,7 @@ class Autoscaler:
     # -- doing it ------------------------------------------------------------------
     def _carry_out(self, out: p.Plan, state: p.State) -> None:
         by_name = {i.name: i for i in state.instances}
+        given = GivenBack()
         with self.sessions() as session:
             for name, server in out.adopt.items():
                 if instances.move(
@@ -213,19 +214,20 @@ class Autoscaler:
                     continue  # another server moved it meanwhile
                 log.info("instance %s: %s (%s)", name, to_state, reason)
                 if to_state == InstanceState.DELETED and by_name[name].worker_status in LIVE_WORKER_STATES:
-                    self._worker_gone(session, name, reason)
+                    given = given.add(self._worker_gone(session, name, reason))
             session.commit()
             for name in out.drains:
                 if instances.move(session, name, InstanceState.DRAINING, "idle"):
                     set_status(session, name, WorkerStatus.DRAINING)
                     log.info("draining %s: idle", name)
-            for key, why in out.unschedulable.items():
-                attempt = fail_unschedulable(session, key, why)
-                if attempt is not None and self.transport is not None:
-                    self.transport.cancel_task(key, attempt)
-                self.feed.changed(key)
-                log.warning("%s can never be placed: %s", key, why)
+            opened = {key: fail_unschedulable(session, key, why) for key, why in out.unschedulable.items()}
             session.commit()
+        given.tell(self.feed)
+        for key, attempt in opened.items():
+            if attempt is not None and self.transport is not None:
+                self.transport.cancel_task(key, attempt)
+            self.feed.changed(key)
+            log.warning("%s can never be placed: %s", key, out.unschedulable[key])
         for name, reason in out.deletes.items():
             self._delete(name, by_name[name].server_id, reason)
         for server in out.orphans:
@@ -233,10 +235,10 @@ class Autoscaler:
             self._call(self.provider.delete, server.id)
         self._create(out.creates)
 
-    def _worker_gone(self, session: Session, name: str, why: str) -> None:
+    def _worker_gone(self, session: Session, name: str, why: str) -> GivenBack:
         """The server is gone: so is its worker, and what ran there goes back."""
         set_status(session, name, WorkerStatus.DEAD)
-        give_back(session, attempts_on_workers(session, [name]), self.feed, self.transport, why)
+        return give_back(session, attempts_on_workers(session, [name]), self.transport, why)
 
     def _delete(self, name: str, server_id: str | None, reason: str) -> None:
         with self.sessions() as session:

@@ -34,6 +34,7 @@ def create(body: BatchCreate, caller: User, session: DB, state: State) -> BatchV
     batch = create_batch(session, caller.owner, body, runtime_for(state, session, body.runtime))
     ids = list(session.scalars(select(Execution.id).where(Execution.batch_id == batch.id)))
     fail_if_no_node_fits(state, session, ids, body.resources.cpu, body.resources.memory_mb)
+    session.commit()
     state.feed.work_queued()
     return batch_view(session, batch)
 
@@ -73,6 +74,7 @@ def outputs(batch_id: str, owner: Owner, session: ReadDB, state: State) -> Batch
 def retry(batch_id: str, caller: User, session: DB, state: State, failed: bool = False) -> BatchView:
     """A new batch of the same inputs; with failed=true, of the failed ones only."""
     batch = retry_batch(session, caller.owner, batch_id, failed, state.caps)
+    session.commit()
     state.feed.work_queued()
     return batch_view(session, batch)
 
@@ -88,6 +90,7 @@ def cancel(batch_id: str, caller: User, session: DB, state: State) -> BatchView:
             raise
         session.rollback()
         batch, touched, unstarted = cancel_batch(session, None, batch_id)
+    session.commit()
     if state.dispatcher is not None:
         for execution_id, attempt in unstarted:
             state.dispatcher.transport.cancel_task(execution_id, attempt)

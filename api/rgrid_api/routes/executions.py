@@ -48,6 +48,7 @@ def create(body: ExecutionCreate, caller: User, session: DB, state: State) -> Ex
     admit(session, caller.owner, 1, body.resources.cpu, state.caps)
     execution = create_execution(session, caller.owner, body, runtime_for(state, session, body.runtime))
     fail_if_no_node_fits(state, session, [execution.id], body.resources.cpu, body.resources.memory_mb)
+    session.commit()
     state.feed.work_queued()
     session.refresh(execution)
     return execution_view(execution, execution.attempts)
@@ -130,6 +131,7 @@ def cancel(execution_id: str, caller: User, session: DB, state: State) -> Execut
             raise
         session.rollback()
         execution, unstarted = cancel_execution(session, None, execution_id)
+    session.commit()
     if unstarted is not None and state.dispatcher is not None:
         state.dispatcher.transport.cancel_task(execution.id, unstarted)
     state.feed.changed(execution.id)
@@ -147,6 +149,7 @@ def retry(execution_id: str, caller: User, session: DB, state: State, exact: boo
         session, caller.owner, spec, runtime_for(state, session, old.runtime), retry_of=old.id
     )
     fail_if_no_node_fits(state, session, [execution.id], old.cpu, old.memory_mb)
+    session.commit()
     state.feed.work_queued()
     session.refresh(execution)
     return execution_view(execution, execution.attempts)

@@ -54,6 +54,7 @@ def drain(worker_id: str, _admin: Admin, session: DB, state: State) -> WorkerAck
     if worker.is_head:
         raise Conflict(f"{worker_id} is the Ray head: drain the workers, or stop the head's service")
     set_status(session, worker_id, WorkerStatus.DRAINING)
+    session.commit()
     session.refresh(worker)
     state.beats.note(worker_id, WorkerStatus(worker.status), worker.is_head)
     return WorkerAck(status=WorkerStatus(worker.status))

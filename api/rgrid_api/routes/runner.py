@@ -11,6 +11,7 @@ from fastapi import APIRouter, HTTPException
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from rgrid.errors import StaleAttempt
 from rgrid.wire import (
     RunnerAck,
     RunnerLogBatch,
@@ -21,6 +22,7 @@ from rgrid.wire import (
     RunnerStart,
 )
 from rgrid_api.attempts import (
+    NotStarted,
     append_logs,
     complete_attempt,
     output_upload_urls,
@@ -57,14 +59,19 @@ def start(
     spec = start_attempt(
         session, state.runner_storage, execution_id, attempt, body, state.settings.lease_s, trusted=node.head
     )
+    session.commit()
     state.feed.changed(execution_id)
+    if isinstance(spec, NotStarted):
+        raise StaleAttempt(spec.why)
     return spec
 
 
 @router.post("/renew", response_model=RunnerAck)
 def renew(execution_id: str, attempt: Attempt, node: RunnerNode, session: DB, state: State) -> RunnerAck:
     _holds(session, execution_id, attempt, node)
-    return RunnerAck(cancel=renew_lease(session, execution_id, attempt, state.settings.lease_s))
+    cancel = renew_lease(session, execution_id, attempt, state.settings.lease_s)
+    session.commit()
+    return RunnerAck(cancel=cancel)
 
 
 @router.post("/logs", response_model=RunnerAck)
@@ -73,6 +80,7 @@ def logs(
 ) -> RunnerAck:
     _holds(session, execution_id, attempt, node)
     cancel = append_logs(session, execution_id, attempt, body.lines, state.settings.lease_s)
+    session.commit()
     state.feed.changed(execution_id)
     return RunnerAck(cancel=cancel)
 
@@ -87,9 +95,9 @@ def outputs(
     state: State,
 ) -> RunnerOutputUrls:
     _holds(session, execution_id, attempt, node)
-    return RunnerOutputUrls(
-        urls=output_upload_urls(session, state.runner_storage, execution_id, attempt, body.paths)
-    )
+    urls = output_upload_urls(session, state.runner_storage, execution_id, attempt, body.paths)
+    session.rollback()  # only checked: the fence's row lock goes at once
+    return RunnerOutputUrls(urls=urls)
 
 
 @router.post("/complete", status_code=204)
@@ -98,5 +106,6 @@ def complete(
 ) -> None:
     _holds(session, execution_id, attempt, node)
     complete_attempt(session, state.runner_storage, execution_id, attempt, body)
+    session.commit()
     state.feed.changed(execution_id)
     state.feed.work_queued()  # its CPUs are free for the next in the queue

@@ -13,9 +13,12 @@ router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
 
 @router.post("/plan", response_model=UploadPlan)
 def plan(body: UploadPlanRequest, owner: Owner, session: DB, state: State) -> UploadPlan:
-    return plan_uploads(session, state.storage, state.settings, owner, body.objects)
+    plan = plan_uploads(session, state.storage, state.settings, owner, body.objects)
+    session.commit()
+    return plan
 
 
 @router.post("/complete", status_code=204)
 def complete(body: UploadCompletion, owner: Owner, session: DB, state: State) -> None:
     complete_upload(session, state.storage, owner, body)
+    session.commit()

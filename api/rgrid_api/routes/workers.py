@@ -49,6 +49,7 @@ def bootstrap(session: DB, authorization: NodeBearer) -> WorkerGrant:
     granted = exchange(session, bearer(authorization))
     if granted is None:
         raise HTTPException(401, "bootstrap token refused (unknown, used, expired or revoked)")
+    session.commit()
     worker_id, credential = granted
     return WorkerGrant(worker_id=worker_id, credential=credential, ray_token=raytoken.current(session).token)
 
@@ -76,6 +77,7 @@ def join_grid(body: WorkerJoin, _token: Enrolling, session: DB) -> WorkerGrant:
         credential = join(session, body.id)
     except Taken as exc:
         raise HTTPException(409, str(exc)) from None
+    session.commit()
     return WorkerGrant(worker_id=body.id, credential=credential)
 
 
@@ -126,12 +128,15 @@ def register_worker(body: WorkerRegistration, agent: Agent, session: DB, state: 
         if verdict is False:
             raise HTTPException(403, f"Ray node {body.ray_node_id} is not worker {body.id}'s node")
     register(session, body, head=agent.head)
+    session.commit()
     _noted(state, session, body.id)
     if body.ray_node_id:
         # The node runs this Ray node now: what its earlier ones ran is gone.
         left = attempts_left_by_old_nodes(session, body.id, body.ray_node_id)
         transport = state.dispatcher.transport if state.dispatcher else None
-        give_back(session, left, state.feed, transport, "its node restarted")
+        given = give_back(session, left, transport, "its node restarted")
+        session.commit()
+        given.tell(state.feed)
     state.feed.work_queued()  # the grid may have room for more now
     return _ack(session, WorkerStatus.ACTIVE)
 
@@ -157,7 +162,9 @@ async def beat(worker_id: str, agent: Agent, state: State) -> Response:
 def _beat_through_the_database(worker_id: str, agent: WorkerCaller, state: AppState) -> WorkerAck:
     with state.sessions() as session:
         _speaks_for(agent, session, worker_id)
-        ack = _ack(session, heartbeat(session, worker_id))
+        status = heartbeat(session, worker_id)
+        session.commit()
+        ack = _ack(session, status)
         _noted(state, session, worker_id)
     return ack
 
@@ -166,6 +173,7 @@ def _beat_through_the_database(worker_id: str, agent: WorkerCaller, state: AppSt
 def drain(worker_id: str, agent: Agent, session: DB, state: State) -> WorkerAck:
     _speaks_for(agent, session, worker_id)
     set_status(session, worker_id, WorkerStatus.DRAINING)
+    session.commit()
     _noted(state, session, worker_id)
     return WorkerAck(status=WorkerStatus.DRAINING)
 
@@ -174,6 +182,7 @@ def drain(worker_id: str, agent: Agent, session: DB, state: State) -> WorkerAck:
 def leave(worker_id: str, agent: Agent, session: DB, state: State) -> WorkerAck:
     _speaks_for(agent, session, worker_id)
     set_status(session, worker_id, WorkerStatus.LEFT)
+    session.commit()
     _noted(state, session, worker_id)
     return WorkerAck(status=WorkerStatus.LEFT)
 
