@@ -15,6 +15,7 @@ from rgrid.wire import (
     OutputFile,
     RunnerLogLine,
     RunnerResult,
+    RunnerSpec,
     RunnerStart,
     Status,
     WorkerStatus,
@@ -74,6 +75,7 @@ def test_start_hands_the_runner_fresh_urls_and_runs(session: Session, storage: M
     session.commit()
     spec = start_attempt(session, storage, e.id, 1, START, LEASE_S, trusted=True)
     session.commit()
+    assert isinstance(spec, RunnerSpec)
     assert spec.script.path == "job.py" and spec.script.url.startswith("memory://get/objects/alice/")
     assert [i.path for i in spec.inputs] == ["data/a.csv"]
     assert state(session, e.id)[0] == Status.RUNNING
@@ -100,7 +102,11 @@ def test_a_started_attempt_is_never_taken_over_by_another_node(
     # Its own runner, retrying a start whose answer it lost, is answered.
     again = start_attempt(session, storage, e.id, 1, RunnerStart(worker="v", worker_id="victim"), LEASE_S)
     session.commit()
-    assert again.execution_id == e.id and attempt_row(session, e.id, 1).worker_id == "victim"
+    assert (
+        isinstance(again, RunnerSpec)
+        and again.execution_id == e.id
+        and attempt_row(session, e.id, 1).worker_id == "victim"
+    )
 
 
 def test_a_node_credential_must_name_a_registered_worker(session: Session, storage: MemoryStorage) -> None:
