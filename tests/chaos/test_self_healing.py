@@ -26,6 +26,7 @@ from rgrid.client import Client
 from rgrid.local.components import ray_temp_dir
 from rgrid.local.grid import LocalGrid
 from rgrid.local.procs import stop_session
+from rgrid.local.state import Piece
 from rgrid.restarts import pause_before_restart
 from rgrid.wire import Status
 from tests.chaos.conftest import assert_exactly_once, submit_jobs, wait_final
@@ -45,20 +46,25 @@ class SupervisedGrid:
     def client(self) -> Client:
         return Client(self.grid.target())
 
-    def piece(self, name: str) -> dict:
-        piece: dict = self.grid.read_state()["pieces"][name]
-        return piece
+    def piece(self, name: str) -> Piece:
+        return self.grid.read_state().pieces[name]
+
+    def pid(self, name: str) -> int:
+        """The running piece's process (its session leader)."""
+        pid = self.piece(name).pid
+        assert pid is not None, f"{name} is not running"
+        return pid
 
     def kill(self, name: str) -> float:
         """SIGKILL every process of one piece (its whole session)."""
-        pid = self.piece(name)["pid"]
+        pid = self.pid(name)
         at = time.time()
         stop_session(pid, grace_s=0, first=signal.SIGKILL)
         return at
 
     def wait_restarted(self, name: str, old_pid: int) -> None:
         def restarted() -> bool:
-            pid = self.grid.read_state()["pieces"].get(name, {}).get("pid")
+            pid = self.grid.read_state().pid_of(name)
             return bool(pid) and pid != old_pid
 
         wait_until(restarted, 120, f"the supervisor to restart {name}", self.grid.log_path("supervisor"))
@@ -114,7 +120,7 @@ def run_batch_through(grid: SupervisedGrid, tmp_path: Path, kill: list[str], cou
         )
         kills = []
         for name in kill:
-            old = grid.piece(name)["pid"]
+            old = grid.pid(name)
             kills.append(grid.kill(name))
             grid.wait_restarted(name, old)
         wait_final(client, ids, timeout=300)
@@ -131,14 +137,14 @@ def test_head_killed_mid_batch(supervised: SupervisedGrid, tmp_path: Path) -> No
     """SIGKILL the Ray head node mid-batch: the API stays up, the head comes
     back on new ports, both worker nodes rejoin it, the driver reconnects,
     and every execution succeeds exactly once with its own outputs."""
-    api_pid = supervised.piece("api")["pid"]
+    api_pid = supervised.piece("api").pid
     r = run_batch_through(supervised, tmp_path, ["ray"])
     with supervised.client() as client:
         assert_exactly_once(supervised.database_url, client, r.ids)
         workers = {w.id: w for w in client.workers().workers}
-    assert supervised.piece("api")["pid"] == api_pid, "the API must survive the loss of Ray"
-    assert supervised.piece("ray")["restarts"] == 1
-    assert "SIGKILL" in supervised.piece("ray")["last_reason"]
+    assert supervised.piece("api").pid == api_pid, "the API must survive the loss of Ray"
+    assert supervised.piece("ray").restarts == 1
+    assert "SIGKILL" in (supervised.piece("ray").last_reason or "")
     assert set(workers) == {"local-head", "local-worker-1", "local-worker-2"}
     assert all(w.status == "active" for w in workers.values())
     print(f"\nhead kill: {r.summary()}")
@@ -166,11 +172,12 @@ def test_head_killed_twice_within_a_minute(supervised: SupervisedGrid, tmp_path:
     with supervised.client() as client:
         assert_exactly_once(supervised.database_url, client, r.ids)
     ray = supervised.piece("ray")
-    assert ray["restarts"] == 2
-    assert ray["next_start_in_s"] == pause_before_restart(2)
+    assert ray.started_at is not None and ray.last_crash_at is not None
+    assert ray.restarts == 2
+    assert ray.next_start_in_s == pause_before_restart(2)
     # The backoff was honoured: the head came back no sooner than its pause.
-    assert ray["started_at"] >= ray["last_crash_at"] + pause_before_restart(2)
-    down = ray["started_at"] - r.kills[1]
+    assert ray.started_at >= ray.last_crash_at + pause_before_restart(2)
+    down = ray.started_at - r.kills[1]
     print(
         f"\nhead killed twice: second restart {down:.1f} s after the kill "
         f"(pause {pause_before_restart(2):.0f} s); {r.summary()}"

@@ -5,7 +5,7 @@ and extra worker nodes, kept running by the grid's supervisor
 `up` starts the supervisor if it is not running (it adopts pieces that are
 still alive) and waits until every piece is healthy; `down` stops the
 supervisor, which stops exactly the process sessions it started. state.json
-is shared by both, under a file lock.
+(`rgrid.local.state`) is shared by both, under a file lock.
 """
 
 from __future__ import annotations
@@ -20,12 +20,15 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from rgrid.config import Target, read_json, write_private
 from rgrid.errors import RgridError
 from rgrid.filelock import FileLock
 from rgrid.local import components as c
 from rgrid.local.nodes import records, remove_all
 from rgrid.local.procs import alive, session_members, spawn, stop_session
+from rgrid.local.state import GridState, Piece
 
 UP_TIMEOUT_S = 180.0
 SUPERVISOR_STOP_S = 60.0
@@ -39,8 +42,8 @@ def kind(name: str) -> str:
     return "worker" if name.startswith("worker-") else name
 
 
-def healthy(name: str, piece: dict) -> bool:
-    return HEALTH[kind(name)](piece["ports"])
+def healthy(name: str, piece: Piece) -> bool:
+    return HEALTH[kind(name)](piece.ports)
 
 
 @dataclass
@@ -63,11 +66,17 @@ class LocalGrid:
         self.secrets_path = self.dir / "secrets.json"
 
     # -- state -------------------------------------------------------------
-    def read_state(self) -> dict:
-        return read_json(self.state_path)
+    def read_state(self) -> GridState:
+        try:
+            return GridState.model_validate(read_json(self.state_path))
+        except (ValueError, ValidationError) as exc:
+            first = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+            raise RgridError(
+                f"{self.state_path} is not a state rgrid can read ({first}); remove it to start afresh"
+            ) from None
 
-    def save_state(self, state: dict) -> None:
-        write_private(self.state_path, state)
+    def save_state(self, state: GridState) -> None:
+        write_private(self.state_path, state.model_dump(mode="json"))
 
     def locked(self) -> AbstractContextManager[None]:
         """One writer of state.json at a time (the CLI or the supervisor)."""
@@ -100,27 +109,28 @@ class LocalGrid:
     def log_path(self, name: str) -> Path:
         return self.dir / "logs" / f"{name}.log"
 
-    def names(self, state: dict) -> list[str]:
-        return [*ORDER, *(f"worker-{i}" for i in range(1, state.get("workers", 0) + 1))]
+    def names(self, state: GridState) -> list[str]:
+        return [*ORDER, *(f"worker-{i}" for i in range(1, state.workers + 1))]
 
     # -- queries -----------------------------------------------------------
     def supervisor_pid(self) -> int | None:
-        pid = self.read_state().get("supervisor", {}).get("pid")
-        return pid if alive(pid) else None
+        record = self.read_state().supervisor
+        return record.pid if record is not None and alive(record.pid) else None
 
     def running(self) -> bool:
         """Cheap check used on every `rgrid run`: the supervisor is alive
         (it heals the rest) and the API has been started."""
-        state = self.read_state()
-        return self.supervisor_pid() is not None and bool(state.get("pieces", {}).get("api", {}).get("pid"))
+        return self.supervisor_pid() is not None and bool(self.read_state().pid_of("api"))
 
     def target(self) -> Target:
-        ports = self.read_state()["pieces"]["api"]["ports"]
-        return Target(api_url=f"http://127.0.0.1:{ports['api']}", api_key=self.secrets()["api_key"])
+        api = self.read_state().pieces.get("api")
+        if api is None:
+            raise RgridError("the local grid's API is not running: rgrid local up")
+        return Target(api_url=f"http://127.0.0.1:{api.ports['api']}", api_key=self.secrets()["api_key"])
 
     def dashboard_url(self) -> str | None:
-        ray = self.read_state().get("pieces", {}).get("ray")
-        return f"http://127.0.0.1:{ray['ports']['dashboard']}" if ray else None
+        ray = self.read_state().pieces.get("ray")
+        return f"http://127.0.0.1:{ray.ports['dashboard']}" if ray else None
 
     def autoscaled_nodes(self) -> list[dict]:
         """The nodes the autoscaler started here (name, pid, alive)."""
@@ -132,15 +142,14 @@ class LocalGrid:
 
     def status(self) -> list[PieceStatus]:
         state = self.read_state()
-        pieces = state.get("pieces", {})
         supervised = self.supervisor_pid() is not None
         out = []
         for name in ["ray", "api", "s3", *self.names(state)[len(ORDER) :]]:
-            piece = pieces.get(name)
+            piece = state.pieces.get(name)
             if piece is None:
                 out.append(PieceStatus(name, "stopped", None, None, self.log_path(name)))
                 continue
-            pid = piece.get("pid")
+            pid = piece.pid
             if not alive(pid):
                 health = "restarting" if supervised else "crashed"
             else:
@@ -150,11 +159,11 @@ class LocalGrid:
                     name,
                     health,
                     pid if alive(pid) else None,
-                    _url(name, piece["ports"]),
+                    _url(name, piece.ports),
                     self.log_path(name),
-                    piece.get("restarts", 0),
-                    piece.get("last_reason"),
-                    piece.get("last_crash_at"),
+                    piece.restarts,
+                    piece.last_reason,
+                    piece.last_crash_at,
                 )
             )
         return out
@@ -175,31 +184,31 @@ class LocalGrid:
         passed on) are kept until changed."""
         with self.locked():
             state = self.read_state()
-            running = bool(state.get("pieces"))
-            if workers is not None and state.get("workers", 0) != workers:
+            running = bool(state.pieces)
+            if workers is not None and state.workers != workers:
                 if running:
-                    say(f"worker nodes: {state.get('workers', 0)} -> {workers} (the others keep running)")
-                state["workers"] = workers
+                    say(f"worker nodes: {state.workers} -> {workers} (the others keep running)")
+                state.workers = workers
             restart: dict[str, str] = {}
-            if database_url is not None and state.get("database_url") != (database_url or None):
-                state["database_url"] = database_url or None
+            if database_url is not None and state.database_url != (database_url or None):
+                state.database_url = database_url or None
                 restart["api"] = "it moves to the new database"
-            if max_workers is not None and state.get("max_workers", 0) != max_workers:
-                state["max_workers"] = max_workers
+            if max_workers is not None and state.max_workers != max_workers:
+                state.max_workers = max_workers
                 restart["api"] = "the autoscaler's settings changed"
                 restart["ray"] = "the head runs jobs only without autoscaled nodes"
                 if not max_workers:
                     gone = remove_all(c.nodes_dir(self.dir))  # nobody would scale them down
                     if gone:
                         say(f"removed autoscaled nodes {', '.join(gone)}: the autoscaler is off")
-            if settings is not None and state.get("settings", {}) != settings:
-                state["settings"] = settings
+            if settings is not None and state.settings != settings:
+                state.settings = settings
                 restart.setdefault("api", "its settings changed")
             for name, why in restart.items():
-                piece = state.get("pieces", {}).pop(name, None)
-                if piece and piece.get("pid"):
+                piece = state.pieces.pop(name, None)
+                if piece is not None and piece.pid:
                     say(f"restarting {piece_label(name)}: {why}")
-                    stop_session(piece["pid"])
+                    stop_session(piece.pid)
             self.save_state(state)
             supervisor = None
             if self.supervisor_pid() is None:
@@ -242,11 +251,11 @@ class LocalGrid:
         with self.locked():
             state = self.read_state()
             for name in reversed(self.names(state)):
-                piece = state.get("pieces", {}).pop(name, None)
-                if piece and piece.get("pid") and session_members(piece["pid"]):
-                    stop_session(piece["pid"])
+                piece = state.pieces.pop(name, None)
+                if piece is not None and piece.pid and session_members(piece.pid):
+                    stop_session(piece.pid)
             running += remove_all(c.nodes_dir(self.dir))
-            state.pop("supervisor", None)
+            state.supervisor = None
             self.save_state(state)
         return running
 
@@ -257,12 +266,12 @@ def piece_label(name: str) -> str:
     return fixed.get(name) or f"worker node {name.removeprefix('worker-')}"
 
 
-def describe_workers(state: dict) -> str:
+def describe_workers(state: GridState) -> str:
     """The grid's worker mode, as `local status` shows it."""
-    autoscaled = state.get("max_workers", 0)
+    autoscaled = state.max_workers
     if autoscaled:
         return f"autoscaled 0–{autoscaled} worker nodes (the head runs no jobs)"
-    fixed = state.get("workers", 0)
+    fixed = state.workers
     return (
         f"{fixed} worker node{'' if fixed == 1 else 's'} beside the head"
         if fixed

@@ -33,6 +33,7 @@ from rgrid.local import components as c
 from rgrid.local.grid import PORT_NAMES, LocalGrid, healthy, kind
 from rgrid.local.nodes import remove_all
 from rgrid.local.procs import alive, free_ports, port_in_use, spawn, stop_session
+from rgrid.local.state import GridState, Piece, SupervisorRecord
 from rgrid.local.verdict import Watched, failure
 
 log = logging.getLogger("rgrid.local.supervisor")
@@ -58,7 +59,7 @@ class Supervisor:
         signal.signal(signal.SIGINT, lambda *_: self._stop.set())
         with self.grid.locked():
             state = self.grid.read_state()
-            state["supervisor"] = {"pid": os.getpid(), "started_at": time.time()}
+            state.supervisor = SupervisorRecord(pid=os.getpid(), started_at=time.time())
             self.grid.save_state(state)
         log.info("supervising the local grid in %s", self.grid.dir)
         try:
@@ -77,22 +78,23 @@ class Supervisor:
     def _round(self) -> None:
         with self.grid.locked():
             state = self.grid.read_state()
-            pieces = state.setdefault("pieces", {})
+            pieces = state.pieces
             wanted = self.grid.names(state)
             for name in [n for n in pieces if n not in wanted]:
                 self._retire(name, pieces)
             changed = False
             for name in wanted:
-                changed |= self._tend(name, state, pieces)
+                changed |= self._tend(name, state)
             if changed:
                 self.grid.save_state(state)
 
-    def _tend(self, name: str, state: dict, pieces: dict) -> bool:
+    def _tend(self, name: str, state: GridState) -> bool:
         """Check one piece, start or restart it if due. True if state changed."""
+        pieces = state.pieces
         w = self.watched.setdefault(name, Watched())
         piece = pieces.get(name)
         now = time.monotonic()
-        if piece is not None and piece.get("pid"):
+        if piece is not None and piece.pid:
             why = self._failure(name, piece, w, pieces, now)
             if why is None:
                 return False
@@ -102,16 +104,18 @@ class Supervisor:
             return False
         if not w.policy.may_start():
             return False
-        self._start(name, state, pieces, w)
+        self._start(name, state, w)
         return True
 
-    def _failure(self, name: str, piece: dict, w: Watched, pieces: dict, now: float) -> str | None:
+    def _failure(
+        self, name: str, piece: Piece, w: Watched, pieces: dict[str, Piece], now: float
+    ) -> str | None:
         """Why a recorded piece must be restarted, or None if it may run on."""
         exited = None
         if w.proc is not None:
             code = w.proc.poll()
             exited = _describe_exit(code) if code is not None else None
-        elif not alive(piece["pid"]):
+        elif not alive(piece.pid):
             exited = "exited"
         return failure(
             w,
@@ -122,71 +126,64 @@ class Supervisor:
             now,
         )
 
-    def _ok(self, name: str, pieces: dict) -> bool:
+    def _ok(self, name: str, pieces: dict[str, Piece]) -> bool:
         w = self.watched.get(name)
-        return bool(pieces.get(name, {}).get("pid")) and w is not None and w.ok
+        piece = pieces.get(name)
+        return piece is not None and bool(piece.pid) and w is not None and w.ok
 
-    def _record_crash(self, name: str, piece: dict, w: Watched, why: str) -> None:
-        stop_session(piece["pid"])  # whatever it left behind (a raylet holding ports)
+    def _record_crash(self, name: str, piece: Piece, w: Watched, why: str) -> None:
+        if piece.pid:
+            stop_session(piece.pid)  # whatever it left behind (a raylet holding ports)
         pause = w.policy.crashed()
-        piece.update(
-            pid=None,
-            restarts=piece.get("restarts", 0) + 1,
-            last_reason=why,
-            last_crash_at=time.time(),
-            next_start_in_s=pause,
-        )
+        piece.pid = None
+        piece.restarts += 1
+        piece.last_reason, piece.last_crash_at, piece.next_start_in_s = why, time.time(), pause
         w.proc, w.ok, w.healthy_once, w.unhealthy_since = None, False, False, None
         log.warning("%s %s; restarting it in %.0f s", name, why, pause)
 
     # -- starting ----------------------------------------------------------
-    def _start(self, name: str, state: dict, pieces: dict, w: Watched) -> None:
-        previous = pieces.get(name) or {}
-        known = state.setdefault("ports", {}).get(name)
+    def _start(self, name: str, state: GridState, w: Watched) -> None:
+        previous = state.pieces.get(name)
+        known = state.ports.get(name)
         # A restarted head moves: on one machine, the other nodes' raylets
         # still name the old GCS address, and Ray refuses to start a head
         # there. The API and the agents follow it through the database.
-        ports = self.ports(name, state, fresh=name == "ray" and bool(previous))
+        ports = self.ports(name, state, fresh=name == "ray" and previous is not None)
         moved = known not in (None, ports)
-        launch = self._launch(name, ports, state, pieces)
+        launch = self._launch(name, ports, state)
         proc = spawn(launch.argv, launch.env, self.grid.log_path(name), self.grid.dir)
-        pieces[name] = {
-            "pid": proc.pid,
-            "ports": ports,
-            "started_at": time.time(),
-            "restarts": previous.get("restarts", 0),
-            "last_reason": previous.get("last_reason"),
-            "last_crash_at": previous.get("last_crash_at"),
-            "next_start_in_s": previous.get("next_start_in_s"),
-        }
+        # Restarts and why are kept across the new process (`rgrid local status`).
+        piece = previous or Piece()
+        piece.pid, piece.ports, piece.started_at = proc.pid, ports, time.time()
+        state.pieces[name] = piece
         w.proc, w.started, w.ok, w.healthy_once = proc, time.monotonic(), False, False
         w.policy.started()
         log.info("started %s (pid %d)", name, proc.pid)
         if moved:
-            self._restart_dependents(name, pieces)
+            self._restart_dependents(name, state.pieces)
 
-    def _restart_dependents(self, name: str, pieces: dict) -> None:
+    def _restart_dependents(self, name: str, pieces: dict[str, Piece]) -> None:
         """A piece on new ports: those started with its old address restart."""
         for other in list(pieces):
             if other != name and name in _configured_with(other):
                 piece = pieces.pop(other)
-                if piece.get("pid"):
-                    stop_session(piece["pid"])
+                if piece.pid:
+                    stop_session(piece.pid)
                 self.watched.pop(other, None)
                 log.info("%s moved: restarting %s", name, other)
 
-    def ports(self, name: str, state: dict, fresh: bool = False) -> dict[str, int]:
+    def ports(self, name: str, state: GridState, fresh: bool = False) -> dict[str, int]:
         """The piece's ports: the ones it had while they are all free (and
         not `fresh`), else new ones. Kept in state.json across restarts, so
         the pieces that know a piece's address keep working when it comes back."""
-        known = state.setdefault("ports", {}).get(name)
+        known = state.ports.get(name)
         names = PORT_NAMES[kind(name)]
         if fresh or not known or set(known) != set(names) or any(port_in_use(p) for p in known.values()):
             known = dict(zip(names, free_ports(len(names)), strict=True))
-            state["ports"][name] = known
+            state.ports[name] = known
         return dict(known)
 
-    def _launch(self, name: str, ports: dict[str, int], state: dict, pieces: dict) -> c.Launch:
+    def _launch(self, name: str, ports: dict[str, int], state: GridState) -> c.Launch:
         home, secrets = self.grid.home, self.grid.secrets()
         token = c.ensure_ray_token(self.grid.ray_token_path())
         work_root = self.grid.dir / "work"
@@ -195,47 +192,46 @@ class Supervisor:
         if name == "api":
             # RGRID_RAY_ADDRESS is only where to look first: the head's agent
             # announces where it really is through the database.
-            gcs = state["ports"].get("ray", {}).get("gcs") or self.ports("ray", state)["gcs"]
+            gcs = state.ports.get("ray", {}).get("gcs") or self.ports("ray", state)["gcs"]
             settings = {}
-            if state.get("max_workers"):
-                settings.update(c.autoscaler_env(home, self.grid.dir, state["max_workers"]))
-            settings.update(state.get("settings", {}))
+            if state.max_workers:
+                settings.update(c.autoscaler_env(home, self.grid.dir, state.max_workers))
+            settings.update(state.settings)
             return c.api_launch(
                 self.grid.dir,
-                {**ports, "s3": pieces["s3"]["ports"]["s3"], "gcs": gcs},
+                {**ports, "s3": state.pieces["s3"].ports["s3"], "gcs": gcs},
                 secrets,
                 token,
-                state.get("database_url"),
+                state.database_url,
                 settings,
             )
-        api_url = f"http://127.0.0.1:{(state['ports'].get('api') or self.ports('api', state))['api']}"
+        api_url = f"http://127.0.0.1:{(state.ports.get('api') or self.ports('api', state))['api']}"
         if name == "ray":
             # Autoscaling: the head runs no jobs, so the grid really goes to zero.
-            cpus = 0 if state.get("max_workers") else None
+            cpus = 0 if state.max_workers else None
             return c.ray_launch(home, ports, work_root, api_url, secrets, token, num_cpus=cpus)
-        gcs = pieces["ray"]["ports"]["gcs"]
+        gcs = state.pieces["ray"].ports["gcs"]
         return c.worker_launch(home, f"local-{name}", ports, gcs, work_root, api_url, secrets, token)
 
     # -- stopping ----------------------------------------------------------
-    def _retire(self, name: str, pieces: dict) -> None:
+    def _retire(self, name: str, pieces: dict[str, Piece]) -> None:
         piece = pieces.pop(name)
         self.watched.pop(name, None)
-        if piece.get("pid"):
-            stop_session(piece["pid"])
+        if piece.pid:
+            stop_session(piece.pid)
         log.info("stopped %s (no longer wanted)", name)
 
     def _stop_all(self) -> None:
         with self.grid.locked():
             state = self.grid.read_state()
-            pieces = state.get("pieces", {})
             for name in reversed(self.grid.names(state)):
-                piece = pieces.pop(name, None)
-                if piece and piece.get("pid"):
-                    stop_session(piece["pid"])
+                piece = state.pieces.pop(name, None)
+                if piece is not None and piece.pid:
+                    stop_session(piece.pid)
                     log.info("stopped %s", name)
             for node in remove_all(c.nodes_dir(self.grid.dir)):
                 log.info("stopped autoscaled node %s", node)
-            state.pop("supervisor", None)
+            state.supervisor = None
             self.grid.save_state(state)
 
 
