@@ -4,6 +4,8 @@ before start, and the state triggers in the database itself."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from sqlalchemy import event, select, text
 from sqlalchemy.exc import DBAPIError
@@ -42,6 +44,17 @@ from tests.api.conftest import LEASE_S, add_worker, submit
 from tests.support.memstorage import MemoryStorage
 
 START = RunnerStart(worker="host-a")
+
+
+def running(session: Session, storage: MemoryStorage, **submitted: Any) -> Execution:
+    """A submitted execution whose attempt 1 was claimed and started, as a
+    runner's start call leaves it (committed)."""
+    e = submit(session, storage, **submitted)
+    claim_queued(session, LEASE_S)
+    session.commit()
+    start_attempt(session, storage, e.id, 1, START, LEASE_S, trusted=True)
+    session.commit()
+    return e
 
 
 def state(session: Session, execution_id: str) -> tuple[str, int, int]:
@@ -119,11 +132,7 @@ def test_a_node_credential_must_name_a_registered_worker(session: Session, stora
 
 
 def test_a_stale_runner_is_fenced_off_everywhere(session: Session, storage: MemoryStorage) -> None:
-    e = submit(session, storage)
-    claim_queued(session, LEASE_S)
-    session.commit()
-    start_attempt(session, storage, e.id, 1, START, LEASE_S, trusted=True)
-    session.commit()
+    e = running(session, storage)
     assert attempt_lost(session, e.id, 1, FailureReason.WORKER_LOST) is True
     session.commit()
     assert state(session, e.id) == (Status.QUEUED, 1, 1)
@@ -196,11 +205,7 @@ def test_cancel_before_start_ends_it_at_once_and_fences_a_late_runner(
 
 
 def test_cancel_while_running_is_told_on_the_next_call(session: Session, storage: MemoryStorage) -> None:
-    e = submit(session, storage)
-    claim_queued(session, LEASE_S)
-    session.commit()
-    start_attempt(session, storage, e.id, 1, START, LEASE_S, trusted=True)
-    session.commit()
+    e = running(session, storage)
     assert renew_lease(session, e.id, 1, LEASE_S) is False
     session.commit()
     cancel_execution(session, "alice", e.id)
@@ -236,11 +241,7 @@ def test_a_draining_worker_gives_work_back_without_counting_it(
 
 
 def test_logs_are_sequenced_and_renew_the_lease(session: Session, storage: MemoryStorage) -> None:
-    e = submit(session, storage)
-    claim_queued(session, LEASE_S)
-    session.commit()
-    start_attempt(session, storage, e.id, 1, START, LEASE_S, trusted=True)
-    session.commit()
+    e = running(session, storage)
     lines = [RunnerLogLine(stream="stdout", data="a\n"), RunnerLogLine(stream="stderr", data="b\n")]
     append_logs(session, e.id, 1, lines, LEASE_S)
     session.commit()
@@ -276,11 +277,7 @@ def test_an_attempt_is_open_until_it_ends_or_is_superseded(session: Session, sto
 def test_the_last_lines_travel_with_the_result(session: Session, storage: MemoryStorage) -> None:
     """A short job's output comes with its result, and is recorded with it:
     after the lines already shipped, and not at all from a fenced-off runner."""
-    e = submit(session, storage)
-    claim_queued(session, LEASE_S)
-    session.commit()
-    start_attempt(session, storage, e.id, 1, START, LEASE_S, trusted=True)
-    session.commit()
+    e = running(session, storage)
     append_logs(session, e.id, 1, [RunnerLogLine(stream="stdout", data="a\n")], LEASE_S)
     session.commit()
     tail = [RunnerLogLine(stream="stdout", data="b\n"), RunnerLogLine(stream="stderr", data="c\n")]
@@ -297,11 +294,7 @@ def test_the_last_lines_travel_with_the_result(session: Session, storage: Memory
 
 
 def test_outputs_must_be_in_storage_before_they_count(session: Session, storage: MemoryStorage) -> None:
-    e = submit(session, storage)
-    claim_queued(session, LEASE_S)
-    session.commit()
-    start_attempt(session, storage, e.id, 1, START, LEASE_S, trusted=True)
-    session.commit()
+    e = running(session, storage)
     urls = output_upload_urls(session, storage, e.id, 1, ["out/r.txt"])
     assert urls == {"out/r.txt": f"memory://put/{output_key(e.id, 1, 'out/r.txt')}"}
     result = RunnerResult(
@@ -319,11 +312,7 @@ def test_outputs_must_be_in_storage_before_they_count(session: Session, storage:
 def test_an_output_path_outside_the_work_dir_is_refused(
     session: Session, storage: MemoryStorage, bad: str
 ) -> None:
-    e = submit(session, storage)
-    claim_queued(session, LEASE_S)
-    session.commit()
-    start_attempt(session, storage, e.id, 1, START, LEASE_S, trusted=True)
-    session.commit()
+    e = running(session, storage)
     result = RunnerResult(exit_code=0, duration_s=1, outputs=[OutputFile(path=bad, size=0, sha256="0" * 64)])
     with pytest.raises(Invalid):
         complete_attempt(session, storage, e.id, 1, result)
@@ -340,11 +329,7 @@ def test_an_expired_lease_is_found(session: Session, storage: MemoryStorage) -> 
 def test_the_database_refuses_transitions_outside_the_diagram(
     session: Session, storage: MemoryStorage
 ) -> None:
-    e = submit(session, storage)
-    claim_queued(session, LEASE_S)
-    session.commit()
-    start_attempt(session, storage, e.id, 1, START, LEASE_S, trusted=True)
-    session.commit()
+    e = running(session, storage)
     complete_attempt(session, storage, e.id, 1, RunnerResult(exit_code=0, duration_s=1))
     session.commit()
     with pytest.raises(DBAPIError, match="invalid execution status transition"):

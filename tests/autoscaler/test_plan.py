@@ -25,6 +25,7 @@ TYPES = [
     ServerType("big", 8, 16384, {"fsn1": 0.03}),
 ]
 CONFIG = Config(
+    min_nodes=0,
     max_nodes=3,
     max_pending=3,
     max_creates_per_cycle=3,

@@ -77,22 +77,25 @@ class InstanceRecord:
 
 @dataclass(frozen=True)
 class Config:
-    min_nodes: int = 0
-    max_nodes: int = 4
-    max_pending: int = 4
-    max_creates_per_cycle: int = 2
-    idle_s: float = 300.0
-    join_timeout_s: float = 900.0
-    budget_eur_per_hour: float = 1.0
+    """The caps the planner keeps, built from the server's settings
+    (`loop.config_from`), whose defaults are the only ones."""
+
+    min_nodes: int
+    max_nodes: int
+    max_pending: int
+    max_creates_per_cycle: int
+    idle_s: float
+    join_timeout_s: float
+    budget_eur_per_hour: float
     # Seconds per billed unit (None: time is free, so idle nodes go at once),
     # and how close to its end a node may be drained.
-    billing_period_s: float | None = 3600.0
-    period_end_window_s: float = 300.0
+    billing_period_s: float | None
+    period_end_window_s: float
     # An unknown server is deleted only after this long (its creator may
     # still be about to write its row).
-    orphan_grace_s: float = 300.0
+    orphan_grace_s: float
     # What a new node offers.
-    runtimes: frozenset[str] = frozenset()
+    runtimes: frozenset[str]
 
 
 @dataclass(frozen=True)
