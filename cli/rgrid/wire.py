@@ -292,9 +292,10 @@ class Resources(BaseModel):
 
 class JobSpec(BaseModel):
     """How a job runs: the options of `rgrid run`, the same for one run and
-    for each run of a batch. The one place a job option lives on the wire: a
-    new one (say `--gpu`) is a field here, its column (`rgrid_api.jobspec`)
-    and its flag (`rgrid.cli.run`); everything between passes the spec whole."""
+    for each run of a batch. The one place a job option lives: a new one is
+    a field here, stored in the execution's column of the same name
+    (`rgrid_api.jobspec`), and its flag (`rgrid.cli.run`); everything
+    between passes the spec whole."""
 
     env: JobEnv = {}
     # `python` is the grid's default Python; the API refuses any other name.

@@ -1,6 +1,6 @@
 """Every job option survives the database: a spec written as an
-execution's columns reads back the same (a new JobSpec field forgotten in
-rgrid_api.jobspec fails here). `cache` is decided at submission and read
+execution's columns reads back the same (a new JobSpec field without a
+column of its name fails here). `cache` is decided at submission and read
 back as False, so a rerun reuses no result."""
 
 from __future__ import annotations
