@@ -36,6 +36,8 @@ ENV_TOKEN = "RGRID_WORKER_TOKEN"
 ENV_HEAD_TOKEN = "RGRID_HEAD_TOKEN"
 ENV_BOOTSTRAP = "RGRID_BOOTSTRAP_TOKEN"
 ENV_CREDENTIAL_FILE = "RGRID_CREDENTIAL_FILE"
+# Who runs this machine, as a provisioned server's user data says (`--provider` wins).
+ENV_PROVIDER = "RGRID_PROVIDER"
 # APIs besides RGRID_API_URL whose tickets this node runs (rgrid_runner.attemptservice.ApiUrls).
 ENV_NODE_API_URLS = "RGRID_NODE_API_URLS"
 
@@ -112,7 +114,7 @@ def worker(
     head: bool,
     address: str | None,
     worker_id: str | None,
-    provider: str,
+    provider: str | None,
     server_id: str | None,
     info_file: str | None,
     extra: list[str],
@@ -224,7 +226,7 @@ def worker(
         resources={"CPU": cpus, "memory_mb": memory_mb, **resources},
         runtimes=sorted(runtimes),
         sandbox=sandbox.name,
-        provider=provider,
+        provider=provider or os.environ.get(ENV_PROVIDER) or "local",
         server_id=server_id,
         pid=os.getpid(),
         version=VERSION,
@@ -267,6 +269,9 @@ def add_commands(commands: Commands) -> None:
         "--address", help="Ray head to join, host:port (default: wherever the API says the head is)."
     )
     node.add_argument("--worker-id", help="This node's id (default: host name + random).")
-    node.add_argument("--provider", default="local", help="Who runs this machine: local, hetzner, ...")
+    node.add_argument(
+        "--provider",
+        help="Who runs this machine: local, hetzner, ... (default: $RGRID_PROVIDER, else local).",
+    )
     node.add_argument("--server-id", help="The provider's id of this machine.")
     node.add_argument("--info-file", help="Write what this node offers here (JSON).")

@@ -8,6 +8,7 @@ a setting cannot leave a launcher setting a name nobody reads."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import rgrid.local.components
@@ -22,23 +23,29 @@ LAUNCHERS = [
 ]
 
 
+# Read by the systemd units themselves (`--node-ip-address=${RGRID_PRIVATE_IP}`).
+READ_BY_UNITS = {"RGRID_PRIVATE_IP"}
+NAME = re.compile(r"RGRID_[A-Z0-9_]+")
+
+
 def _read_names() -> set[str]:
     """Every RGRID_ variable some reader reads."""
     prefix = "RGRID_"
     settings = {prefix + name.upper() for cls in (Settings, RunnerSettings) for name in cls.model_fields}
     agent = {value for name, value in vars(commands).items() if name.startswith("ENV_")}
-    return settings | agent | {"RGRID_HOME"}  # rgrid.config.home reads it
+    return settings | agent | READ_BY_UNITS | {"RGRID_HOME"}  # rgrid.config.home reads it
 
 
 def _written_names(path: Path) -> list[tuple[int, str]]:
-    """RGRID_ names in a launcher's string literals: a whole name, a
-    `NAME=value` line of user data, or a prefix (ending in `_`)."""
+    """RGRID_ names anywhere in a launcher's strings (a whole name, a
+    `NAME=value` line of user data or of a heredoc, a shell `$NAME`, or a
+    prefix ending in `_`) and in keyword arguments (`env.update(NAME=...)`)."""
     found = []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
-            text = node.value.split("=", 1)[0]
-            if text.startswith("RGRID_"):
-                found.append((node.lineno, text))
+            found += [(node.lineno, name) for name in NAME.findall(node.value)]
+        elif isinstance(node, ast.keyword) and node.arg and NAME.fullmatch(node.arg):
+            found.append((node.lineno, node.arg))
     return found
 
 
@@ -60,6 +67,12 @@ def test_every_name_a_launcher_writes_is_read() -> None:
 def test_a_renamed_setting_is_caught(tmp_path: Path) -> None:
     launcher = tmp_path / "launcher.py"
     launcher.write_text(
-        'ENV = {"RGRID_DATABASE_URI": "x", "RGRID_S3_": "prefix"}\nUSER = "RGRID_API_URL=x"\n'
+        'ENV = {"RGRID_DATABASE_URI": "x", "RGRID_S3_": "prefix"}\n'
+        'USER = f"RGRID_API_URL={1}\\necho RGRID_PROVIDR=x >> node.env"\n'
+        "env.update(RGRID_WORK_ROT='/w')\n"
     )
-    assert _unread(launcher, _read_names()) == ["launcher.py:1 RGRID_DATABASE_URI"]
+    assert _unread(launcher, _read_names()) == [
+        "launcher.py:1 RGRID_DATABASE_URI",
+        "launcher.py:2 RGRID_PROVIDR",
+        "launcher.py:3 RGRID_WORK_ROT",
+    ]
