@@ -26,6 +26,8 @@ from pathlib import Path
 
 from _grid import RGRID, client_code, grid_env, local_grid, rgrid, timed
 
+from rgrid.local.grid import LocalGrid
+
 SCRIPT = "import os, sys\nprint(os.path.getsize(sys.argv[1]))\n"
 
 
@@ -37,7 +39,7 @@ def raw_put(home: Path, path: Path) -> float:
     from minio import Minio
 
     secrets = json.loads((home / "local" / "secrets.json").read_text())
-    port = json.loads((home / "local" / "state.json").read_text())["pieces"]["s3"]["ports"]["s3"]
+    port = LocalGrid(home).read_state().pieces["s3"].ports["s3"]
     s3 = Minio(f"127.0.0.1:{port}", secrets["s3_access_key"], secrets["s3_secret_key"], secure=False)
     if not s3.bucket_exists("bench-raw"):
         s3.make_bucket("bench-raw")
@@ -68,7 +70,7 @@ def downloads(home: Path, rounds: int) -> tuple[list[float], list[float]]:
     from rgrid.fetch import fetch_into
 
     secrets = json.loads((home / "local" / "secrets.json").read_text())
-    port = json.loads((home / "local" / "state.json").read_text())["pieces"]["s3"]["ports"]["s3"]
+    port = LocalGrid(home).read_state().pieces["s3"].ports["s3"]
     s3 = Minio(f"127.0.0.1:{port}", secrets["s3_access_key"], secrets["s3_secret_key"], secure=False)
     url = s3.presigned_get_object("bench-raw", "big.bin", expires=timedelta(hours=1))
     single: list[float] = []

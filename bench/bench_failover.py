@@ -24,6 +24,8 @@ from pathlib import Path
 
 from _grid import grid_env, local_grid, rgrid
 
+from rgrid.local.grid import LocalGrid
+
 JOB = "import time\ntime.sleep(20)\nprint('done')\n"
 
 
@@ -48,8 +50,8 @@ def run_rounds(work: Path, n: int) -> list[tuple[float | None, float | None, flo
     results = []
     for r in range(n):
         with local_grid(work, env, "--workers", "1"):
-            state = json.loads((work / "home" / "local" / "state.json").read_text())
-            gcs = state["pieces"]["ray"]["ports"]["gcs"]
+            state = LocalGrid(work / "home").read_state()
+            gcs = state.pieces["ray"].ports["gcs"]
             ray.init(address=f"127.0.0.1:{gcs}", logging_level="ERROR", log_to_driver=False)
             ids = [rgrid(["run", "-d", "job.py"], work, env).strip() for _ in range(4)]
             victim = "local-worker-1"
@@ -64,7 +66,8 @@ def run_rounds(work: Path, n: int) -> list[tuple[float | None, float | None, flo
                 for nd in ray.nodes()
                 if f"rgrid_worker_{victim}" in nd["Resources"] and nd["Alive"]
             )
-            session = state["pieces"]["worker-1"]["pid"]
+            session = state.pid_of("worker-1")
+            assert session is not None, "worker node 1 is not running"
             frozen = time.time()
             for pid in session_members(session):
                 os.kill(pid, signal.SIGSTOP)

@@ -11,7 +11,6 @@ attempt service) from /proc. Figures go into docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import tempfile
 import time
@@ -20,6 +19,8 @@ from pathlib import Path
 
 from _cpu import all_processes, proc_stat
 from _grid import REPO, grid_env, local_grid, rgrid
+
+from rgrid.local.grid import LocalGrid
 
 # Not rgrid's code: the driver is Ray's library too, but rgrid's process.
 THIRD_PARTY = frozenset({"Ray", "SeaweedFS"})
@@ -43,8 +44,9 @@ def piece_of(cmdline: str) -> str:
 def grid_processes(home: Path) -> dict[int, str]:
     """Every process of the grid: the supervisor's session and the session
     of each piece it started (each leads one)."""
-    state = json.loads((home / "local" / "state.json").read_text())
-    leaders = {state["supervisor"]["pid"], *(p["pid"] for p in state["pieces"].values() if p.get("pid"))}
+    state = LocalGrid(home).read_state()
+    assert state.supervisor is not None, "the local grid's supervisor is not running"
+    leaders = {state.supervisor.pid, *(p.pid for p in state.pieces.values() if p.pid)}
     found = {}
     for pid, stat in all_processes().items():
         if stat.session in leaders:

@@ -25,6 +25,8 @@ from pathlib import Path
 from _cpu import descendants
 from _grid import client_code, grid_env, local_grid, rgrid
 
+from rgrid.local.grid import LocalGrid
+
 SCRIPT = "print('ok')\n"
 
 
@@ -119,9 +121,9 @@ def main() -> None:
         with local_grid(project, env):
             for _ in range(3):
                 rgrid(["run", "job.py"], project, env)
-            supervisor = json.loads((Path(tmp) / "home" / "local" / "state.json").read_text())["supervisor"][
-                "pid"
-            ]
+            record = LocalGrid(Path(tmp) / "home").read_state().supervisor
+            assert record is not None, "the local grid's supervisor is not running"
+            supervisor = record.pid
             before = grid_cpu(supervisor)
             times = submit_all(env, project, opts.jobs, opts.cpu)
             split = cpu_split(before, grid_cpu(supervisor))

@@ -12,7 +12,7 @@ import pytest
 
 from rgrid.errors import RgridError
 from rgrid.local.grid import LocalGrid, describe_workers
-from rgrid.local.state import GridState, Piece, SupervisorRecord
+from rgrid.local.state import LocalGridState, Piece, SupervisorRecord
 
 # As the dict-shaped supervisor wrote it before the model, plus a field
 # from some later version.
@@ -79,7 +79,7 @@ def test_a_save_keeps_every_field_and_the_file_private(tmp_path: Path) -> None:
 
 def test_no_file_is_a_grid_never_started(tmp_path: Path) -> None:
     grid = LocalGrid(tmp_path)
-    assert grid.read_state() == GridState()
+    assert grid.read_state() == LocalGridState()
     assert grid.supervisor_pid() is None and not grid.running()
     assert [p.state for p in grid.status()] == ["stopped"] * 3
     with pytest.raises(RgridError, match="rgrid local up"):

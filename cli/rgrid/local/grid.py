@@ -28,7 +28,7 @@ from rgrid.filelock import FileLock
 from rgrid.local import components as c
 from rgrid.local.nodes import records, remove_all
 from rgrid.local.procs import alive, session_members, spawn, stop_session
-from rgrid.local.state import GridState, Piece
+from rgrid.local.state import LocalGridState, Piece
 
 UP_TIMEOUT_S = 180.0
 SUPERVISOR_STOP_S = 60.0
@@ -66,16 +66,16 @@ class LocalGrid:
         self.secrets_path = self.dir / "secrets.json"
 
     # -- state -------------------------------------------------------------
-    def read_state(self) -> GridState:
+    def read_state(self) -> LocalGridState:
         try:
-            return GridState.model_validate(read_json(self.state_path))
+            return LocalGridState.model_validate(read_json(self.state_path))
         except (ValueError, ValidationError) as exc:
-            first = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+            first = _first_problem(exc)
             raise RgridError(
                 f"{self.state_path} is not a state rgrid can read ({first}); remove it to start afresh"
             ) from None
 
-    def save_state(self, state: GridState) -> None:
+    def save_state(self, state: LocalGridState) -> None:
         write_private(self.state_path, state.model_dump(mode="json"))
 
     def locked(self) -> AbstractContextManager[None]:
@@ -109,7 +109,7 @@ class LocalGrid:
     def log_path(self, name: str) -> Path:
         return self.dir / "logs" / f"{name}.log"
 
-    def names(self, state: GridState) -> list[str]:
+    def names(self, state: LocalGridState) -> list[str]:
         return [*ORDER, *(f"worker-{i}" for i in range(1, state.workers + 1))]
 
     # -- queries -----------------------------------------------------------
@@ -260,13 +260,22 @@ class LocalGrid:
         return running
 
 
+def _first_problem(exc: ValueError) -> str:
+    """A damaged state file's first problem, with where it is."""
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"])
+    return f"{where}: {error['msg']}" if where else error["msg"]
+
+
 def piece_label(name: str) -> str:
     """How a piece is called where the user reads it."""
     fixed = {"s3": "S3 (SeaweedFS)", "ray": "the Ray head", "api": "the rgrid API"}
     return fixed.get(name) or f"worker node {name.removeprefix('worker-')}"
 
 
-def describe_workers(state: GridState) -> str:
+def describe_workers(state: LocalGridState) -> str:
     """The grid's worker mode, as `local status` shows it."""
     autoscaled = state.max_workers
     if autoscaled:

@@ -10,12 +10,11 @@ are kept.
 
 from __future__ import annotations
 
-from pydantic import ConfigDict, Field
-
-from rgrid.wire import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class _Record(BaseModel):
+    # Built on first use: `rgrid run` imports this on its way.
     model_config = ConfigDict(defer_build=True, extra="allow", validate_assignment=True)
 
 
@@ -38,7 +37,7 @@ class SupervisorRecord(_Record):
     started_at: float
 
 
-class GridState(_Record):
+class LocalGridState(_Record):
     workers: int = 0
     """Extra worker nodes beside the head."""
     max_workers: int = 0
@@ -48,8 +47,10 @@ class GridState(_Record):
     settings: dict[str, str] = Field(default_factory=dict)
     """Server settings passed on to the API."""
     pieces: dict[str, Piece] = Field(default_factory=dict)
+    """What runs now; a piece's `ports` are those its process was given."""
     ports: dict[str, dict[str, int]] = Field(default_factory=dict)
-    """Each piece's ports, kept across its restarts (`Supervisor.ports`)."""
+    """The ports reserved for each piece, kept across its restarts so that
+    the pieces that know its address keep working (`Supervisor.ports`)."""
     supervisor: SupervisorRecord | None = None
 
     def pid_of(self, name: str) -> int | None:

@@ -33,7 +33,7 @@ from rgrid.local import components as c
 from rgrid.local.grid import PORT_NAMES, LocalGrid, healthy, kind
 from rgrid.local.nodes import remove_all
 from rgrid.local.procs import alive, free_ports, port_in_use, spawn, stop_session
-from rgrid.local.state import GridState, Piece, SupervisorRecord
+from rgrid.local.state import LocalGridState, Piece, SupervisorRecord
 from rgrid.local.verdict import Watched, failure
 
 log = logging.getLogger("rgrid.local.supervisor")
@@ -88,7 +88,7 @@ class Supervisor:
             if changed:
                 self.grid.save_state(state)
 
-    def _tend(self, name: str, state: GridState) -> bool:
+    def _tend(self, name: str, state: LocalGridState) -> bool:
         """Check one piece, start or restart it if due. True if state changed."""
         pieces = state.pieces
         w = self.watched.setdefault(name, Watched())
@@ -142,7 +142,7 @@ class Supervisor:
         log.warning("%s %s; restarting it in %.0f s", name, why, pause)
 
     # -- starting ----------------------------------------------------------
-    def _start(self, name: str, state: GridState, w: Watched) -> None:
+    def _start(self, name: str, state: LocalGridState, w: Watched) -> None:
         previous = state.pieces.get(name)
         known = state.ports.get(name)
         # A restarted head moves: on one machine, the other nodes' raylets
@@ -172,7 +172,7 @@ class Supervisor:
                 self.watched.pop(other, None)
                 log.info("%s moved: restarting %s", name, other)
 
-    def ports(self, name: str, state: GridState, fresh: bool = False) -> dict[str, int]:
+    def ports(self, name: str, state: LocalGridState, fresh: bool = False) -> dict[str, int]:
         """The piece's ports: the ones it had while they are all free (and
         not `fresh`), else new ones. Kept in state.json across restarts, so
         the pieces that know a piece's address keep working when it comes back."""
@@ -183,7 +183,7 @@ class Supervisor:
             state.ports[name] = known
         return dict(known)
 
-    def _launch(self, name: str, ports: dict[str, int], state: GridState) -> c.Launch:
+    def _launch(self, name: str, ports: dict[str, int], state: LocalGridState) -> c.Launch:
         home, secrets = self.grid.home, self.grid.secrets()
         token = c.ensure_ray_token(self.grid.ray_token_path())
         work_root = self.grid.dir / "work"
