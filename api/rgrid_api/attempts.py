@@ -100,7 +100,7 @@ def claim_queued(
     `ray_token_fp`: the Ray token the transport's cluster runs with; nothing
     is claimed while a new token waits for running work, nor for a cluster
     whose token is no longer in force (`rgrid_api.raytoken.may_claim`).
-    The caller commits promptly: the dispatch lock is held until it does."""
+    Holds the dispatch lock until the caller's commit: commit promptly."""
     postgres = is_postgres(session.get_bind())
     dispatchlock.hold(session)
     if not may_claim(session, ray_token_fp):
@@ -430,8 +430,8 @@ def _final_status(result: RunnerResult) -> tuple[Status, str | None]:
 def complete_attempt(
     session: Session, storage: ObjectStore, execution_id: str, attempt: int, result: RunnerResult
 ) -> None:
-    """Record the last output lines, the final result and the outputs in one
-    transaction. Outputs are checked to exist in storage first, so a
+    """Record the last output lines, the final result and the outputs in
+    the caller's one transaction. Outputs are checked to exist in storage first, so a
     half-uploaded file is never presented as an output."""
     execution, row = _current(session, execution_id, attempt)
     outputs: list[OutputFile] = result.outputs

@@ -39,7 +39,7 @@ def _issue(session: Session, worker_id: str, kind: str, expires_at: datetime | N
 
 
 def issue_bootstrap(session: Session, worker_id: str, ttl_s: float) -> str:
-    """A token for one server's user data; the caller commits."""
+    """A token for one server's user data."""
     return _issue(session, worker_id, BOOTSTRAP, datetime.now(UTC) + timedelta(seconds=ttl_s))
 
 
@@ -133,7 +133,7 @@ def live_node_credentials(session: Session) -> dict[str, str]:
 
 def revoke(session: Session, worker_id: str) -> int:
     """Every credential of a worker stops working (its node is being
-    deleted, or forgotten); how many did. The caller commits."""
+    deleted, or forgotten); how many did."""
     revoked: CursorResult = session.execute(  # type: ignore[assignment]
         update(WorkerCredential)
         .where(WorkerCredential.worker_id == worker_id, WorkerCredential.revoked_at.is_(None))

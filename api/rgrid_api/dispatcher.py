@@ -25,8 +25,8 @@ import threading
 from sqlalchemy import or_, select
 from sqlalchemy.orm import sessionmaker
 
-from rgrid.wire import AttemptTicket, FailureReason, Status
-from rgrid_api.attempts import Claimed, Sharing, attempt_lost, attempt_open, claim_queued, renew_dispatched
+from rgrid.wire import AttemptTicket, Status
+from rgrid_api.attempts import Claimed, Sharing, attempt_open, claim_queued, renew_dispatched
 from rgrid_api.auth import default_caps, runner_token
 from rgrid_api.db.models import Execution
 from rgrid_api.fairshare import RecentUse
@@ -186,18 +186,7 @@ class Dispatcher:
         except Exception:
             log.exception("reading %s attempt %d failed", s.execution_id, s.attempt)
         log.warning("attempt %d of %s ended in Ray without its runner reporting", s.attempt, s.execution_id)
-        try:
-            with self.sessions() as session:
-                requeued = attempt_lost(session, s.execution_id, s.attempt, FailureReason.WORKER_LOST)
-                session.commit()
-        except Exception:
-            # No longer renewed by us, the attempt's lease runs out and the
-            # monitor gives it back: nothing is lost.
-            log.exception("settling %s attempt %d failed; its lease will expire", s.execution_id, s.attempt)
-            return
-        if requeued:
-            self.feed.work_queued()
-        self.feed.changed(s.execution_id)
+        self._give_back_now([(s.execution_id, s.attempt)], "its task ended in Ray without its runner")
 
     def on_lost(self, generation: int, why: str) -> None:
         """A driver process ended: every attempt it held is gone with it."""
@@ -217,6 +206,8 @@ class Dispatcher:
                 session.commit()
             given.tell(self.feed)
         except Exception:
+            # No longer renewed by us, their leases run out and the monitor
+            # gives them back: nothing is lost.
             log.exception("giving back %d attempts failed; their leases will expire", len(keys))
 
     def _renew_loop(self) -> None:

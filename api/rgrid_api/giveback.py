@@ -1,6 +1,7 @@
 """Giving lost attempts back to the queue: the one path for every way the
 control plane learns that attempts died (a worker missed its heartbeats, a
-lease ran out, a node restarted its raylet, the Ray driver process died).
+lease ran out, a node restarted its raylet or its server was deleted, the
+Ray driver process died, a task ended in Ray without its runner).
 
 Each attempt is ended as lost and its execution requeued while retries are
 left; fencing by attempt number makes a late report of the old attempt

@@ -89,7 +89,8 @@ def may_claim(session: Session, ray_token_fp: str | None) -> bool:
 
 
 def rotate(session: Session) -> int:
-    """Store a new token, pending; its generation. The caller commits."""
+    """Store a new token, pending; its generation. Holds the dispatch lock
+    until the caller's commit: commit promptly."""
     dispatchlock.hold(session)
     latest = session.scalar(select(func.max(RayToken.generation))) or 0
     session.add(RayToken(generation=latest + 1, token=secrets.token_hex(32), created_at=utcnow()))
@@ -99,7 +100,7 @@ def rotate(session: Session) -> int:
 
 def abandon(session: Session) -> int:
     """Drop a pending token (the grid stays on the one in force); how many
-    were dropped. The caller commits."""
+    were dropped."""
     result = session.execute(delete(RayToken).where(RayToken.in_force_at.is_(None)))
     return int(getattr(result, "rowcount", 0) or 0)
 
@@ -113,7 +114,8 @@ def open_attempts(session: Session) -> int:
 
 def advance(session: Session) -> bool:
     """Put the pending token in force once no attempt is open, and forget
-    the older ones; True if it did. The caller commits."""
+    the older ones; True if it did. Holds the dispatch lock until the
+    caller's commit: commit promptly."""
     dispatchlock.hold(session)
     pending = session.scalar(select(func.max(RayToken.generation)).where(RayToken.in_force_at.is_(None)))
     if pending is None or open_attempts(session):

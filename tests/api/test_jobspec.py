@@ -1,16 +1,24 @@
-"""Every job option survives the database: a spec written as an
-execution's columns reads back the same (a new JobSpec field without a
-column of its name fails here). `cache` is decided at submission and read
-back as False, so a rerun reuses no result."""
+"""Every job option survives the database: a spec submitted as an
+execution is written to its columns, committed, and read back from a new
+session the same (a new JobSpec field without a column of its name fails
+here). `cache` is decided at submission and read back as False, so a rerun
+reuses no result."""
 
 from __future__ import annotations
 
-from rgrid.wire import JobSpec, Resources
+from sqlalchemy.orm import Session, sessionmaker
+
+from rgrid.wire import ExecutionCreate, InputFile, JobSpec, Resources
 from rgrid_api import jobspec
 from rgrid_api.db.models import Execution
+from rgrid_api.executions import create_execution
+from tests.api.conftest import upload
+from tests.support.memstorage import MemoryStorage
 
 
-def test_every_job_option_survives_the_database() -> None:
+def test_every_job_option_survives_the_database(
+    session: Session, sessions: sessionmaker[Session], storage: MemoryStorage
+) -> None:
     spec = JobSpec(
         env={"A": "1"},
         runtime="python:3.12",
@@ -21,7 +29,15 @@ def test_every_job_option_survives_the_database() -> None:
         verbose=True,
         cache=True,
     )
-    back = jobspec.of(Execution(**jobspec.columns(spec, spec.runtime)))
+    script = InputFile(sha256=upload(session, storage, "alice", b"print(1)\n"), path="job.py")
+    execution_id = create_execution(
+        session, "alice", ExecutionCreate(script=script, **dict(spec)), spec.runtime
+    ).id
+    session.commit()
+    with sessions() as reader:
+        stored = reader.get(Execution, execution_id)
+        assert stored is not None
+        back = jobspec.of(stored)
     assert back == spec.model_copy(update={"cache": False})
     assert set(JobSpec.model_fields) - {"cache"} <= {
         name for name in JobSpec.model_fields if getattr(back, name) != getattr(JobSpec(), name)

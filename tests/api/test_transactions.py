@@ -1,7 +1,8 @@
-"""One rule for who commits (`rgrid_api/__init__.py`): a helper that takes a
-session never commits nor rolls back; routes, loops and commands, which
-open their sessions, own the transaction. Read from the source, so a new
-helper that commits on its caller's behalf fails here, with its name."""
+"""One rule for who commits (`rgrid_api/__init__.py`): a function handed a
+session never commits nor rolls back it, unless it is a route; routes
+(handed their session by the request), and loops and commands (which open
+theirs from a sessionmaker), own the transaction. Read from the source, so
+a new helper that commits on its caller's behalf fails here, by name."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from pathlib import Path
 import rgrid_api
 
 PACKAGE = Path(rgrid_api.__file__).parent
-# Route modules: a route is handed its session and owns its transaction.
+# Route modules: a route is handed its session and owns its transaction
+# (their small helpers, such as routes/workers.py `_ack`, end a route's read).
 ROUTES = ("routes/", "console/actions.py")
 
 

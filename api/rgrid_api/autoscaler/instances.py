@@ -15,7 +15,9 @@ from rgrid_api.db.times import aware, utcnow
 
 
 def add(session: Session, name: str, provider: str, create: p.Create, reason: str) -> None:
-    """Write the row before the create call (the caller commits)."""
+    """The row of a server about to be created: the caller commits it
+    before the create call, so a crash in between leaves a row to adopt or
+    forget, never a server nobody knows."""
     now = utcnow()
     session.add(
         Instance(

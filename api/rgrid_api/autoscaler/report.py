@@ -28,7 +28,7 @@ class Report(BaseModel):
 
 
 def write(session: Session, report: Report, now: datetime) -> None:
-    """Keep the latest report. The caller commits."""
+    """Keep the latest report."""
     row = session.get(AutoscalerReport, ROW_ID)
     if row is None:
         session.add(AutoscalerReport(id=ROW_ID, updated_at=now, report=report.model_dump()))

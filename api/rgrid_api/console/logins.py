@@ -33,7 +33,7 @@ class Visitor:
 
 
 def new_link(session: Session, key_id: int, valid_s: float) -> str:
-    """A one-time login token for the key's owner (the caller commits)."""
+    """A one-time login token for the key's owner."""
     token = secrets.token_urlsafe(32)
     now = datetime.now(UTC)
     session.execute(delete(ConsoleLink).where(ConsoleLink.expires_at < now))
@@ -45,7 +45,7 @@ def new_link(session: Session, key_id: int, valid_s: float) -> str:
 
 def use_link(session: Session, token: str) -> int | None:
     """The key a link logs in as, and the link gone; None for a link that
-    is unknown, used or expired (the caller commits)."""
+    is unknown, used or expired."""
     now = datetime.now(UTC)
     row = session.get(ConsoleLink, hash_key(token), with_for_update=True)
     if row is None:
@@ -57,8 +57,7 @@ def use_link(session: Session, token: str) -> int | None:
 
 def session_from_link(session: Session, link: str, valid_s: float) -> str | None:
     """A new session's cookie for a link's key, the link used up; None if
-    the link is unknown, used or expired, or its key was revoked since
-    (the caller commits)."""
+    the link is unknown, used or expired, or its key was revoked since."""
     key_id = use_link(session, link)
     if key_id is None:
         return None
@@ -67,7 +66,7 @@ def session_from_link(session: Session, link: str, valid_s: float) -> str | None
 
 
 def open_session(session: Session, key_id: int, valid_s: float) -> str:
-    """A new session for the key; the cookie's value (the caller commits)."""
+    """A new session for the key; the cookie's value."""
     token = secrets.token_urlsafe(32)
     now = datetime.now(UTC)
     session.execute(delete(ConsoleSession).where(ConsoleSession.expires_at < now))
@@ -99,5 +98,5 @@ def visitor(session: Session, token: str) -> Visitor | None:
 
 
 def close_session(session: Session, token: str) -> None:
-    """Log the browser out (the caller commits)."""
+    """Log the browser out."""
     session.execute(delete(ConsoleSession).where(ConsoleSession.token_hash == hash_key(token)))

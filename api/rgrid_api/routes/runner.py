@@ -62,6 +62,7 @@ def start(
     session.commit()
     state.feed.changed(execution_id)
     if isinstance(spec, NotStarted):
+        state.feed.work_queued()  # it may be back in the queue
         raise StaleAttempt(spec.why)
     return spec
 
