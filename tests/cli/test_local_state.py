@@ -1,22 +1,24 @@
 """state.json through its model (`rgrid.local.state`): what an earlier
-rgrid wrote still reads, what a newer one added survives a save, and a
-damaged file is one line that says what to do, never a traceback."""
+rgrid wrote still reads, what a newer one added survives a save, a damaged
+value costs only itself, and a file that is no state at all is one line
+that says what to do, never a traceback."""
 
 from __future__ import annotations
 
 import json
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from rgrid.errors import RgridError
-from rgrid.local.grid import LocalGrid, describe_workers
+from rgrid.local.grid import LocalGrid, describe_workers, healthy
 from rgrid.local.state import LocalGridState, Piece, SupervisorRecord
 
 # As the dict-shaped supervisor wrote it before the model, plus a field
 # from some later version.
-WRITTEN_BEFORE = {
+WRITTEN_BEFORE: dict[str, Any] = {
     "workers": 2,
     "database_url": None,
     "settings": {"RGRID_MAX_QUEUED": "50"},
@@ -41,7 +43,8 @@ WRITTEN_BEFORE = {
 def grid_with(tmp_path: Path, written: object) -> LocalGrid:
     grid = LocalGrid(tmp_path)
     grid.dir.mkdir(parents=True)
-    grid.state_path.write_text(json.dumps(written))
+    if written is not None:
+        grid.state_path.write_text(json.dumps(written))
     return grid
 
 
@@ -90,23 +93,51 @@ def test_no_file_is_a_grid_never_started(tmp_path: Path) -> None:
     "written",
     [
         "{not json",
-        json.dumps({"workers": "many"}),
-        json.dumps({"pieces": {"api": {"pid": "x", "ports": {}}}}),
         json.dumps(["a", "list"]),
+        "[" * 100_000 + "]" * 100_000,
     ],
 )
-def test_a_damaged_file_is_one_line_that_names_it(tmp_path: Path, written: str) -> None:
-    grid = LocalGrid(tmp_path)
-    grid.dir.mkdir(parents=True)
+def test_a_file_that_is_no_state_is_one_line_that_names_it(tmp_path: Path, written: str) -> None:
+    grid = grid_with(tmp_path, None)
     grid.state_path.write_text(written)
     with pytest.raises(RgridError) as refused:
         grid.read_state()
     message = str(refused.value)
     assert "\n" not in message
-    assert str(grid.state_path) in message and "remove it to start afresh" in message
+    assert str(grid.state_path) in message and "then remove it" in message
 
 
-def test_a_wrong_assignment_is_refused_where_it_is_made() -> None:
+def test_a_damaged_value_reads_as_its_default_and_down_still_finds_every_pid(tmp_path: Path) -> None:
+    """A hand edit or a newer rgrid's change of type costs that value, not
+    the grid: the pieces whose pids still read are still stopped."""
+    damaged = {
+        **WRITTEN_BEFORE,
+        "workers": "many",
+        "pieces": {
+            "api": {**WRITTEN_BEFORE["pieces"]["api"], "restarts": None, "ports": "gone"},
+            "ray": "not a piece",
+            "s3": {"pid": "x", "ports": {"s3": 9000}},
+        },
+        "supervisor": {"pid": "?"},
+    }
+    state = grid_with(tmp_path, damaged).read_state()
+    assert state.workers == 0 and state.supervisor is None
+    assert set(state.pieces) == {"api", "s3"}
+    api = state.pieces["api"]
+    assert (api.pid, api.restarts, api.ports, api.last_reason) == (4242, 0, {}, "killed by SIGKILL")
+    assert state.pid_of("s3") is None
+
+
+def test_a_piece_without_its_ports_is_not_running_rather_than_a_crash(tmp_path: Path) -> None:
+    grid = grid_with(tmp_path, {"pieces": {"api": {"pid": None}, "ray": {"pid": None, "ports": {"gcs": 1}}}})
+    assert grid.dashboard_url() is None
+    assert {p.name: p.url for p in grid.status()} == {"ray": None, "api": None, "s3": None}
+    with pytest.raises(RgridError, match="not running"):
+        grid.target()
+    assert not healthy("api", grid.read_state().pieces["api"])
+
+
+def test_a_wrong_assignment_in_code_is_still_refused() -> None:
     piece = Piece()
     with pytest.raises(ValueError, match="pid"):
         piece.pid = "not a pid"  # type: ignore[assignment]

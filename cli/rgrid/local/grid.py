@@ -43,7 +43,12 @@ def kind(name: str) -> str:
 
 
 def healthy(name: str, piece: Piece) -> bool:
-    return HEALTH[kind(name)](piece.ports)
+    """Whether the piece answers; never, if state.json lost its ports."""
+    return _has_ports(name, piece.ports) and HEALTH[kind(name)](piece.ports)
+
+
+def _has_ports(name: str, ports: dict[str, int]) -> bool:
+    return set(PORT_NAMES[kind(name)]) <= set(ports)
 
 
 @dataclass
@@ -67,12 +72,16 @@ class LocalGrid:
 
     # -- state -------------------------------------------------------------
     def read_state(self) -> LocalGridState:
+        """What state.json says; a damaged value reads as its default
+        (`LocalGridState.read`). Only a file that is no JSON object at all
+        is refused: what it started is then unknown, so the grid's
+        processes must be stopped by hand before it goes."""
         try:
-            return LocalGridState.model_validate(read_json(self.state_path))
-        except (ValueError, ValidationError) as exc:
-            first = _first_problem(exc)
+            return LocalGridState.read(read_json(self.state_path))
+        except (ValueError, RecursionError) as exc:
             raise RgridError(
-                f"{self.state_path} is not a state rgrid can read ({first}); remove it to start afresh"
+                f"{self.state_path} is not a state rgrid can read ({_first_problem(exc)}); "
+                "stop what still runs of the grid by hand (`pgrep -af rgrid` lists it), then remove it"
             ) from None
 
     def save_state(self, state: LocalGridState) -> None:
@@ -124,13 +133,13 @@ class LocalGrid:
 
     def target(self) -> Target:
         api = self.read_state().pieces.get("api")
-        if api is None:
+        if api is None or not _has_ports("api", api.ports):
             raise RgridError("the local grid's API is not running: rgrid local up")
         return Target(api_url=f"http://127.0.0.1:{api.ports['api']}", api_key=self.secrets()["api_key"])
 
     def dashboard_url(self) -> str | None:
         ray = self.read_state().pieces.get("ray")
-        return f"http://127.0.0.1:{ray.ports['dashboard']}" if ray else None
+        return _url("ray", ray.ports) if ray else None
 
     def autoscaled_nodes(self) -> list[dict]:
         """The nodes the autoscaler started here (name, pid, alive)."""
@@ -260,7 +269,7 @@ class LocalGrid:
         return running
 
 
-def _first_problem(exc: ValueError) -> str:
+def _first_problem(exc: ValueError | RecursionError) -> str:
     """A damaged state file's first problem, with where it is."""
     if not isinstance(exc, ValidationError):
         return str(exc)
@@ -289,7 +298,7 @@ def describe_workers(state: LocalGridState) -> str:
 
 
 def _url(name: str, ports: dict[str, int]) -> str | None:
-    if kind(name) == "worker":
+    if kind(name) == "worker" or not _has_ports(name, ports):
         return None
     if name == "ray":
         return f"http://127.0.0.1:{ports['dashboard']}"

@@ -6,16 +6,48 @@ The CLI and the supervisor both write it, one at a time under the grid's
 file lock (`LocalGrid.locked`). A field that a newer rgrid added and an
 older one does not know is ignored, not lost on the next save: extra keys
 are kept.
+
+Read with `LocalGridState.read`, a damaged value (a type a newer rgrid
+changed, a hand edit) reads as its default and a damaged piece is left
+out, so that `rgrid local down` still stops every process it can name.
+Assignments in code are checked strictly.
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import logging
+from typing import Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+)
+
+log = logging.getLogger(__name__)
+_LENIENT = {"lenient": True}
 
 
 class _Record(BaseModel):
     # Built on first use: `rgrid run` imports this on its way.
     model_config = ConfigDict(defer_build=True, extra="allow", validate_assignment=True)
+
+    @field_validator("*", mode="wrap")
+    @classmethod
+    def _damaged_reads_as_default(
+        cls, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
+    ) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:
+            if info.context != _LENIENT or info.field_name is None:
+                raise
+            log.warning("state.json: %s of %r is damaged; read as its default", info.field_name, value)
+            return cls.model_fields[info.field_name].get_default(call_default_factory=True)
 
 
 class Piece(_Record):
@@ -52,6 +84,20 @@ class LocalGridState(_Record):
     """The ports reserved for each piece, kept across its restarts so that
     the pieces that know its address keep working (`Supervisor.ports`)."""
     supervisor: SupervisorRecord | None = None
+
+    @classmethod
+    def read(cls, data: object) -> LocalGridState:
+        """The state a file held, its damaged values at their defaults (a
+        file that is no JSON object at all is refused: ValidationError)."""
+        return cls.model_validate(data, context=_LENIENT)
+
+    @field_validator("pieces", mode="before")
+    @classmethod
+    def _pieces_that_read(cls, value: Any, info: ValidationInfo) -> Any:
+        """Each piece on its own: one that is no object is left out."""
+        if info.context != _LENIENT or not isinstance(value, dict):
+            return value
+        return {name: piece for name, piece in value.items() if isinstance(piece, dict)}
 
     def pid_of(self, name: str) -> int | None:
         piece = self.pieces.get(name)
