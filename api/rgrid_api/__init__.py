@@ -4,12 +4,15 @@ One rule for transactions. A helper that is handed a session never commits
 nor rolls back: its caller owns the transaction. The callers are the routes
 (handed their session by the request) and the code that opens one from a
 sessionmaker: the loops (dispatcher, monitor, autoscaler, heartbeat
-writer), the commands, and a step that must commit between outside effects
-(the upload sweep commits a row's delete before its bytes go).
+writer), the commands, and the steps that commit as they go (the upload
+sweep commits a row's delete before its bytes go; `giveback.give_back`
+gives each lost attempt back in a transaction of its own). Such a step is
+called once its caller's own transaction ended: on SQLite a writing
+session holds the database's write lock.
 
 What others are told waits for the commit: the change feed
-(`giveback.GivenBack.tell`, `ChangeFeed.changed`) and, where a helper
-returns them, the Ray tasks to cancel. A refusal that still changed
+(`ChangeFeed.changed`, `work_queued`) and, where a helper returns them,
+the Ray tasks to cancel. A refusal that still changed
 something is returned, not raised (`attempts.NotStarted`), so that its
 caller commits it; an insert that may race is made in a savepoint
 (`uploads.plan_uploads`, `credentials.join`), so that the caller's

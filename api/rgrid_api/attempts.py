@@ -306,20 +306,21 @@ class NotStarted:
 
 def start_attempt(
     session: Session,
-    storage: ObjectStore,
     execution_id: str,
     attempt: int,
     start: RunnerStart,
     lease_s: float,
     trusted: bool = False,
-) -> RunnerSpec | NotStarted:
-    """Start the attempt on the worker `start` names, and hand out its spec.
-    An attempt already started is started again only by the same worker
-    (its runner retrying a call whose answer it lost): no other node takes
-    it over. A node's credential (`trusted` False; the head's token is
-    trusted) must name a worker registered here. Refusals that change
-    nothing raise StaleAttempt; those that end or requeue the attempt
-    return NotStarted, for the caller to commit before it refuses."""
+) -> Execution | NotStarted:
+    """Start the attempt on the worker `start` names; the execution, whose
+    `runner_spec` the caller hands out once it committed (presigning its
+    files is no work for a held write lock). An attempt already started is
+    started again only by the same worker (its runner retrying a call whose
+    answer it lost): no other node takes it over. A node's credential
+    (`trusted` False; the head's token is trusted) must name a worker
+    registered here. Refusals that change nothing raise StaleAttempt; those
+    that end or requeue the attempt return NotStarted, for the caller to
+    commit before it refuses."""
     execution, row = _current(session, execution_id, attempt)
     if row.status != Status.DISPATCHED and row.worker_id != start.worker_id:
         raise StaleAttempt(f"attempt {attempt} of {execution_id} was started by another node")
@@ -353,6 +354,12 @@ def start_attempt(
     row.lease_expires_at = now + timedelta(seconds=lease_s)
     EXECUTION.move(execution, Status.RUNNING)
     execution.started_at = execution.started_at or now
+    return execution
+
+
+def runner_spec(storage: ObjectStore, execution: Execution, attempt: int) -> RunnerSpec:
+    """What a started attempt's runner is told: its script, inputs and
+    arguments as fresh presigned URLs, and the job's options."""
     owner = execution.owner
     return RunnerSpec(
         execution_id=execution.id,
@@ -410,10 +417,15 @@ def _add_lines(
         )
 
 
-def output_upload_urls(
-    session: Session, storage: ObjectStore, execution_id: str, attempt: int, paths: list[str]
-) -> dict[str, str]:
+def check_current(session: Session, execution_id: str, attempt: int) -> None:
+    """Raise StaleAttempt unless the attempt is still the one in play."""
     _current(session, execution_id, attempt)
+
+
+def output_upload_urls(
+    storage: ObjectStore, execution_id: str, attempt: int, paths: list[str]
+) -> dict[str, str]:
+    """Where a runner puts its outputs (asked once the fence let it by)."""
     return {p: storage.presign_put(output_key(execution_id, attempt, p)) for p in paths}
 
 

@@ -201,10 +201,7 @@ class Dispatcher:
         if not keys:
             return
         try:
-            with self.sessions() as session:
-                given = give_back(session, keys, None, why)
-                session.commit()
-            given.tell(self.feed)
+            give_back(self.sessions, keys, self.feed, None, why)
         except Exception:
             # No longer renewed by us, their leases run out and the monitor
             # gives them back: nothing is lost.

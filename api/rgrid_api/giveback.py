@@ -5,17 +5,20 @@ Ray driver process died, a task ended in Ray without its runner).
 
 Each attempt is ended as lost and its execution requeued while retries are
 left; fencing by attempt number makes a late report of the old attempt
-harmless. The transport is asked to cancel what it may still hold. The
-caller commits, then tells the change feed (`GivenBack.tell`): a follower
-woken before the commit would read the old state and sleep on.
+harmless. The transport is asked to cancel what it may still hold.
+
+A step that owns its transactions, one per attempt: one execution row is
+locked at a time (so it never deadlocks with a cancel that locks many), a
+failure leaves the rest to their leases, and the change feed hears of each
+once it is committed. Callers end their own transaction first: on SQLite a
+writing session holds the database's write lock.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from rgrid.wire import FailureReason
 from rgrid_api.attempts import attempt_lost
@@ -25,36 +28,21 @@ from rgrid_api.transport import Transport
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class GivenBack:
-    """What giving back changed, to be told once it is committed."""
-
-    executions: list[str] = field(default_factory=list)
-    requeued: bool = False
-
-    def add(self, other: GivenBack) -> GivenBack:
-        return GivenBack(self.executions + other.executions, self.requeued or other.requeued)
-
-    def tell(self, feed: ChangeFeed) -> None:
-        for execution_id in self.executions:
-            feed.changed(execution_id)
-        if self.requeued:
-            feed.work_queued()
-
-
 def give_back(
-    session: Session,
+    sessions: sessionmaker[Session],
     keys: list[tuple[str, int]],
+    feed: ChangeFeed,
     transport: Transport | None,
     why: str,
     counted: bool = True,
-) -> GivenBack:
-    given = GivenBack()
+) -> None:
     for execution_id, number in keys:
         if transport is not None:
             transport.cancel_task(execution_id, number)
-        if attempt_lost(session, execution_id, number, FailureReason.WORKER_LOST, counted):
-            given.requeued = True
+        with sessions() as session:
+            requeued = attempt_lost(session, execution_id, number, FailureReason.WORKER_LOST, counted)
+            session.commit()
+        if requeued:
             log.warning("requeued %s: attempt %d was lost (%s)", execution_id, number, why)
-        given.executions.append(execution_id)
-    return given
+            feed.work_queued()
+        feed.changed(execution_id)

@@ -16,12 +16,12 @@ import logging
 import threading
 import time
 
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import sessionmaker
 
 from rgrid.wire import WorkerStatus
 from rgrid_api import raytoken
 from rgrid_api.attempts import attempts_on_workers, expired_attempts, unstarted_attempts
-from rgrid_api.giveback import GivenBack, give_back
+from rgrid_api.giveback import give_back
 from rgrid_api.leader import LeaderLock
 from rgrid_api.notify import ChangeFeed
 from rgrid_api.settings import Settings
@@ -93,46 +93,40 @@ class Monitor:
         self.active.clear()
         self._leader.release()
 
-    def _fence(self, session: Session, dead: list[str], transport: Transport) -> GivenBack:
-        """Have Ray place nothing more on the dead workers' nodes. Ray may
-        already hold attempts it has not started for such a node (a frozen
-        raylet keeps them until Ray's own health checks give up on it, about
-        a minute): submitted again, they avoid it. That is no fault of
-        theirs, so it spends none of their retries."""
-        fenced = ray_node_ids(session, dead)
-        for node, worker_id in fenced:
-            transport.fence_node(node, worker_id)
-        if not fenced:
-            return GivenBack()
-        return give_back(
-            session, unstarted_attempts(session), transport, "resubmitted around a fenced node", counted=False
-        )
-
     def _sweep(self) -> None:
         now = time.monotonic()
         if self._trusted_since is None:
             self._trusted_since = now
-        given = GivenBack()
+        dead: list[str] = []
+        transport = self.transport
         with self.sessions() as session:
             if now - self._trusted_since >= self.settings.heartbeat_timeout_s:
                 dead = stale_workers(session, self.settings.heartbeat_timeout_s)
                 for worker_id in dead:
                     log.warning("worker %s missed its heartbeats: marking it dead", worker_id)
                     set_status(session, worker_id, WorkerStatus.DEAD)
-                session.commit()  # dead before anything is fenced or given back
-                # A node that stopped heartbeating may still run its raylet
-                # (a hung agent, a partition): Ray must place nothing more
-                # there, or each attempt it gets would be refused and requeued
-                # back onto it, forever.
-                if dead and self.transport is not None:
-                    given = self._fence(session, dead, self.transport)
-                if dead:
-                    given = given.add(
-                        give_back(session, attempts_on_workers(session, dead), self.transport, "worker dead")
-                    )
-            given = given.add(give_back(session, expired_attempts(session), self.transport, "lease expired"))
+            fenced = ray_node_ids(session, dead) if dead and transport is not None else []
+            unstarted = unstarted_attempts(session) if fenced else []
+            on_dead = attempts_on_workers(session, dead) if dead else []
             session.commit()
-            given.tell(self.feed)
+        # A node that stopped heartbeating may still run its raylet (a hung
+        # agent, a partition): Ray must place nothing more there, or each
+        # attempt it gets would be refused and requeued back onto it,
+        # forever. Ray may already hold attempts it has not started for such
+        # a node (a frozen raylet keeps them until Ray's own health checks
+        # give up on it, about a minute): submitted again, they avoid it.
+        # That is no fault of theirs, so it spends none of their retries.
+        if transport is not None:
+            for node, worker_id in fenced:
+                transport.fence_node(node, worker_id)
+        give_back(
+            self.sessions, unstarted, self.feed, transport, "resubmitted around a fenced node", counted=False
+        )
+        give_back(self.sessions, on_dead, self.feed, transport, "worker dead")
+        with self.sessions() as session:
+            expired = expired_attempts(session)
+        give_back(self.sessions, expired, self.feed, transport, "lease expired")
+        with self.sessions() as session:
             if raytoken.advance(session):
                 session.commit()
                 log.info("the new Ray token is in force: every node restarts Ray with it")

@@ -17,7 +17,6 @@ from rgrid.wire import (
     OutputFile,
     RunnerLogLine,
     RunnerResult,
-    RunnerSpec,
     RunnerStart,
     Status,
     WorkerStatus,
@@ -27,12 +26,14 @@ from rgrid_api.attempts import (
     append_logs,
     attempt_lost,
     attempt_open,
+    check_current,
     claim_queued,
     complete_attempt,
     expired_attempts,
     output_upload_urls,
     renew_dispatched,
     renew_lease,
+    runner_spec,
     start_attempt,
 )
 from rgrid_api.db.models import Attempt, Execution, Output
@@ -52,7 +53,7 @@ def running(session: Session, storage: MemoryStorage, **submitted: Any) -> Execu
     e = submit(session, storage, **submitted)
     claim_queued(session, LEASE_S)
     session.commit()
-    start_attempt(session, storage, e.id, 1, START, LEASE_S, trusted=True)
+    start_attempt(session, e.id, 1, START, LEASE_S, trusted=True)
     session.commit()
     return e
 
@@ -86,9 +87,10 @@ def test_start_hands_the_runner_fresh_urls_and_runs(session: Session, storage: M
     e = submit(session, storage, inputs={"data/a.csv": b"1,2\n"})
     claim_queued(session, LEASE_S)
     session.commit()
-    spec = start_attempt(session, storage, e.id, 1, START, LEASE_S, trusted=True)
+    started = start_attempt(session, e.id, 1, START, LEASE_S, trusted=True)
     session.commit()
-    assert isinstance(spec, RunnerSpec)
+    assert isinstance(started, Execution)
+    spec = runner_spec(storage, started, 1)
     assert spec.script.path == "job.py" and spec.script.url.startswith("memory://get/objects/alice/")
     assert [i.path for i in spec.inputs] == ["data/a.csv"]
     assert state(session, e.id)[0] == Status.RUNNING
@@ -104,22 +106,19 @@ def test_a_started_attempt_is_never_taken_over_by_another_node(
     e = submit(session, storage)
     claim_queued(session, LEASE_S)
     session.commit()
-    start_attempt(session, storage, e.id, 1, RunnerStart(worker="v", worker_id="victim"), LEASE_S)
+    start_attempt(session, e.id, 1, RunnerStart(worker="v", worker_id="victim"), LEASE_S)
     session.commit()
     with pytest.raises(StaleAttempt, match="started by another node"):
-        start_attempt(session, storage, e.id, 1, RunnerStart(worker="t", worker_id="thief"), LEASE_S)
+        start_attempt(session, e.id, 1, RunnerStart(worker="t", worker_id="thief"), LEASE_S)
     with pytest.raises(StaleAttempt, match="started by another node"):
-        start_attempt(session, storage, e.id, 1, START, LEASE_S, trusted=True)  # not even the head's
+        start_attempt(session, e.id, 1, START, LEASE_S, trusted=True)  # not even the head's
     row = attempt_row(session, e.id, 1)
     assert (row.status, row.worker_id) == (Status.RUNNING, "victim")
     # Its own runner, retrying a start whose answer it lost, is answered.
-    again = start_attempt(session, storage, e.id, 1, RunnerStart(worker="v", worker_id="victim"), LEASE_S)
+    again = start_attempt(session, e.id, 1, RunnerStart(worker="v", worker_id="victim"), LEASE_S)
     session.commit()
-    assert (
-        isinstance(again, RunnerSpec)
-        and again.execution_id == e.id
-        and attempt_row(session, e.id, 1).worker_id == "victim"
-    )
+    assert isinstance(again, Execution) and again.id == e.id
+    assert attempt_row(session, e.id, 1).worker_id == "victim"
 
 
 def test_a_node_credential_must_name_a_registered_worker(session: Session, storage: MemoryStorage) -> None:
@@ -127,7 +126,7 @@ def test_a_node_credential_must_name_a_registered_worker(session: Session, stora
     claim_queued(session, LEASE_S)
     session.commit()
     with pytest.raises(StaleAttempt, match="not registered here"):
-        start_attempt(session, storage, e.id, 1, RunnerStart(worker="j", worker_id="joined-only"), LEASE_S)
+        start_attempt(session, e.id, 1, RunnerStart(worker="j", worker_id="joined-only"), LEASE_S)
     assert state(session, e.id) == (Status.DISPATCHED, 1, 0)  # untouched: it waits for its own node
 
 
@@ -138,7 +137,7 @@ def test_a_stale_runner_is_fenced_off_everywhere(session: Session, storage: Memo
     assert state(session, e.id) == (Status.QUEUED, 1, 1)
     claim_queued(session, LEASE_S)
     session.commit()
-    start_attempt(session, storage, e.id, 2, START, LEASE_S, trusted=True)
+    start_attempt(session, e.id, 2, START, LEASE_S, trusted=True)
     session.commit()
     # Runner 1 comes back from a partition: every call it makes is refused.
     with pytest.raises(StaleAttempt):
@@ -148,7 +147,7 @@ def test_a_stale_runner_is_fenced_off_everywhere(session: Session, storage: Memo
     with pytest.raises(StaleAttempt):
         complete_attempt(session, storage, e.id, 1, RunnerResult(exit_code=0, duration_s=1))
     with pytest.raises(StaleAttempt):
-        start_attempt(session, storage, e.id, 1, START, LEASE_S, trusted=True)
+        start_attempt(session, e.id, 1, START, LEASE_S, trusted=True)
     complete_attempt(session, storage, e.id, 2, RunnerResult(exit_code=0, duration_s=1))
     session.commit()
     assert state(session, e.id) == (Status.SUCCEEDED, 2, 1)
@@ -200,7 +199,7 @@ def test_cancel_before_start_ends_it_at_once_and_fences_a_late_runner(
     assert state(session, e.id)[0] == Status.CANCELLED
     assert attempt_row(session, e.id, 1).failure_reason == FailureReason.CANCELLED
     with pytest.raises(StaleAttempt):
-        start_attempt(session, storage, e.id, 1, START, LEASE_S, trusted=True)
+        start_attempt(session, e.id, 1, START, LEASE_S, trusted=True)
     assert state(session, e.id)[0] == Status.CANCELLED
 
 
@@ -233,7 +232,7 @@ def test_a_draining_worker_gives_work_back_without_counting_it(
     claim_queued(session, LEASE_S)
     session.commit()
     refused = start_attempt(
-        session, storage, e.id, 1, RunnerStart(worker="h", worker_id=worker), LEASE_S, trusted=True
+        session, e.id, 1, RunnerStart(worker="h", worker_id=worker), LEASE_S, trusted=True
     )
     session.commit()
     assert refused == NotStarted(f"worker {worker} takes no new work")
@@ -266,7 +265,7 @@ def test_an_attempt_is_open_until_it_ends_or_is_superseded(session: Session, sto
     assert not attempt_open(session, e.id, 1)
     claim_queued(session, LEASE_S)
     session.commit()
-    start_attempt(session, storage, e.id, 2, START, LEASE_S, trusted=True)
+    start_attempt(session, e.id, 2, START, LEASE_S, trusted=True)
     session.commit()
     assert attempt_open(session, e.id, 2) and not attempt_open(session, e.id, 1)
     complete_attempt(session, storage, e.id, 2, RunnerResult(exit_code=0, duration_s=0.1))
@@ -295,7 +294,8 @@ def test_the_last_lines_travel_with_the_result(session: Session, storage: Memory
 
 def test_outputs_must_be_in_storage_before_they_count(session: Session, storage: MemoryStorage) -> None:
     e = running(session, storage)
-    urls = output_upload_urls(session, storage, e.id, 1, ["out/r.txt"])
+    check_current(session, e.id, 1)
+    urls = output_upload_urls(storage, e.id, 1, ["out/r.txt"])
     assert urls == {"out/r.txt": f"memory://put/{output_key(e.id, 1, 'out/r.txt')}"}
     result = RunnerResult(
         exit_code=0, duration_s=1, outputs=[OutputFile(path="out/r.txt", size=3, sha256="0" * 64)]
@@ -390,6 +390,6 @@ def test_a_bulk_renewal_keeps_fencing(session: Session, storage: MemoryStorage) 
     )
     assert lost is not None and lost.status == Status.FAILED
     with pytest.raises(StaleAttempt):
-        start_attempt(session, storage, e.id, first.attempt, RunnerStart(worker="w"), LEASE_S, trusted=True)
-    start_attempt(session, storage, e.id, second.attempt, RunnerStart(worker="w"), LEASE_S, trusted=True)
+        start_attempt(session, e.id, first.attempt, RunnerStart(worker="w"), LEASE_S, trusted=True)
+    start_attempt(session, e.id, second.attempt, RunnerStart(worker="w"), LEASE_S, trusted=True)
     session.commit()

@@ -192,7 +192,6 @@ def test_a_server_deleted_outside_rgrid_has_its_work_requeued(
     session.commit()
     start_attempt(
         session,
-        MemoryStorage(),
         eid,
         claimed.attempt,
         RunnerStart(worker="w", worker_id=name),

@@ -46,7 +46,7 @@ def make_batch(
 
 
 def finish(session: Session, storage: MemoryStorage, execution_id: str, attempt: int, code: int) -> None:
-    start_attempt(session, storage, execution_id, attempt, RunnerStart(worker="w"), LEASE_S, trusted=True)
+    start_attempt(session, execution_id, attempt, RunnerStart(worker="w"), LEASE_S, trusted=True)
     session.commit()
     complete_attempt(session, storage, execution_id, attempt, RunnerResult(exit_code=code, duration_s=0.1))
     session.commit()
@@ -120,7 +120,7 @@ def test_cancel_ends_the_queued_and_unstarted_and_tells_the_running(
     batch = make_batch(session, storage, 4, parallel=2)
     running, unstarted = claim_queued(session, LEASE_S)
     session.commit()
-    start_attempt(session, storage, running.execution_id, 1, RunnerStart(worker="w"), LEASE_S, trusted=True)
+    start_attempt(session, running.execution_id, 1, RunnerStart(worker="w"), LEASE_S, trusted=True)
     session.commit()
     _, touched, to_cancel = cancel_batch(session, "alice", batch.id)
     session.commit()

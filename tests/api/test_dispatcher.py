@@ -101,9 +101,7 @@ def test_a_task_that_ends_without_its_runner_is_lost_and_one_that_reported_is_no
     reported, silent = submit(session, storage).id, submit(session, storage).id
     transport.connect(ONE_NODE)
     d.dispatch_round()
-    start_attempt(
-        session, storage, reported, 1, RunnerStart(worker="h", worker_id="w1"), LEASE_S, trusted=True
-    )
+    start_attempt(session, reported, 1, RunnerStart(worker="h", worker_id="w1"), LEASE_S, trusted=True)
     session.commit()
     complete_attempt(session, storage, reported, 1, RunnerResult(exit_code=0, duration_s=0.1))
     session.commit()

@@ -56,9 +56,7 @@ def test_a_new_ray_node_leaves_the_old_nodes_attempts_to_give_back(
     old = submit(session, storage)
     claim_queued(session, LEASE_S)
     session.commit()
-    start_attempt(
-        session, storage, old.id, 1, RunnerStart(worker="h", worker_id="w1", ray_node_id=NODE_A), LEASE_S
-    )
+    start_attempt(session, old.id, 1, RunnerStart(worker="h", worker_id="w1", ray_node_id=NODE_A), LEASE_S)
     session.commit()
     assert attempts_left_by_old_nodes(session, "w1", NODE_A) == []
     register(session, registration("w1", ray_node_id=NODE_B))
@@ -74,7 +72,7 @@ def test_a_late_runner_of_a_dead_raylet_is_refused_without_spending_a_retry(
     claim_queued(session, LEASE_S)
     session.commit()
     refused = start_attempt(
-        session, storage, e.id, 1, RunnerStart(worker="h", worker_id="w1", ray_node_id=NODE_A), LEASE_S
+        session, e.id, 1, RunnerStart(worker="h", worker_id="w1", ray_node_id=NODE_A), LEASE_S
     )
     session.commit()
     assert refused == NotStarted("worker w1 restarted its Ray node")

@@ -42,7 +42,7 @@ def test_moves_count_on_commit_and_never_on_rollback(
         execution_id = submit(session, storage, "alice").id
         (claimed,) = claim_queued(session, LEASE_S)
         session.commit()
-        start_attempt(session, storage, execution_id, 1, RunnerStart(worker="w"), LEASE_S, trusted=True)
+        start_attempt(session, execution_id, 1, RunnerStart(worker="w"), LEASE_S, trusted=True)
         session.commit()
         row = session.get(Execution, execution_id)
         assert row is not None

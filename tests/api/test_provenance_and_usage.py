@@ -36,9 +36,7 @@ def _run(
     session.commit()
     (claimed,) = claim_queued(session, LEASE_S)
     session.commit()
-    start_attempt(
-        session, storage, execution.id, claimed.attempt, RunnerStart(worker="w"), LEASE_S, trusted=True
-    )
+    start_attempt(session, execution.id, claimed.attempt, RunnerStart(worker="w"), LEASE_S, trusted=True)
     session.commit()
     result = RunnerResult(exit_code=0, duration_s=2.0, usage=usage, environment=environment)
     complete_attempt(session, storage, execution.id, claimed.attempt, result)

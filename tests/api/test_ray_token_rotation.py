@@ -41,9 +41,7 @@ def test_a_new_token_waits_for_every_open_attempt(session: Session, storage: Mem
     running = submit(session, storage)
     claim_queued(session, LEASE_S)
     session.commit()
-    start_attempt(
-        session, storage, running.id, 1, RunnerStart(worker="h", worker_id="w1"), LEASE_S, trusted=True
-    )
+    start_attempt(session, running.id, 1, RunnerStart(worker="h", worker_id="w1"), LEASE_S, trusted=True)
     session.commit()
     generation = raytoken.rotate(session)
     session.commit()

@@ -47,9 +47,7 @@ def run_to_end(
 ) -> None:
     (claimed,) = [c for c in claim_queued(session, LEASE_S) if c.execution_id == execution_id]
     session.commit()
-    start_attempt(
-        session, storage, execution_id, claimed.attempt, RunnerStart(worker="w"), LEASE_S, trusted=True
-    )
+    start_attempt(session, execution_id, claimed.attempt, RunnerStart(worker="w"), LEASE_S, trusted=True)
     session.commit()
     storage.put(output_key(execution_id, claimed.attempt, "out.txt"), b"result")
     result = RunnerResult(
@@ -137,7 +135,7 @@ def test_a_batch_reruns_only_what_changed(session: Session, storage: MemoryStora
     first = create_batch(session, "alice", batch_of(shas), "python:3.11")
     session.commit()
     for c in claim_queued(session, LEASE_S):
-        start_attempt(session, storage, c.execution_id, 1, RunnerStart(worker="w"), LEASE_S, trusted=True)
+        start_attempt(session, c.execution_id, 1, RunnerStart(worker="w"), LEASE_S, trusted=True)
         session.commit()
         complete_attempt(session, storage, c.execution_id, 1, RunnerResult(exit_code=0, duration_s=1))
         session.commit()

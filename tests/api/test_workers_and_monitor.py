@@ -42,9 +42,7 @@ def running_on(session: Session, storage: MemoryStorage, worker_id: str) -> str:
     e = submit(session, storage)
     claim_queued(session, LEASE_S)
     session.commit()
-    start_attempt(
-        session, storage, e.id, 1, RunnerStart(worker="h", worker_id=worker_id), LEASE_S, trusted=True
-    )
+    start_attempt(session, e.id, 1, RunnerStart(worker="h", worker_id=worker_id), LEASE_S, trusted=True)
     session.commit()
     return e.id
 

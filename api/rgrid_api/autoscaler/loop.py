@@ -37,7 +37,7 @@ from rgrid_api.autoscaler import plan as p
 from rgrid_api.autoscaler.report import Report
 from rgrid_api.autoscaler.report import write as write_report
 from rgrid_api.credentials import issue_bootstrap
-from rgrid_api.giveback import GivenBack, give_back
+from rgrid_api.giveback import give_back
 from rgrid_api.leader import LeaderLock
 from rgrid_api.notify import ChangeFeed
 from rgrid_api.settings import Settings
@@ -202,7 +202,7 @@ class Autoscaler:
     # -- doing it ------------------------------------------------------------------
     def _carry_out(self, out: p.Plan, state: p.State) -> None:
         by_name = {i.name: i for i in state.instances}
-        given = GivenBack()
+        gone: dict[str, tuple[str, list[tuple[str, int]]]] = {}
         with self.sessions() as session:
             for name, server in out.adopt.items():
                 if instances.move(
@@ -214,7 +214,9 @@ class Autoscaler:
                     continue  # another server moved it meanwhile
                 log.info("instance %s: %s (%s)", name, to_state, reason)
                 if to_state == InstanceState.DELETED and by_name[name].worker_status in LIVE_WORKER_STATES:
-                    given = given.add(self._worker_gone(session, name, reason))
+                    # The server is gone: so is its worker, and what ran there goes back.
+                    set_status(session, name, WorkerStatus.DEAD)
+                    gone[name] = (reason, attempts_on_workers(session, [name]))
             session.commit()
             for name in out.drains:
                 if instances.move(session, name, InstanceState.DRAINING, "idle"):
@@ -222,7 +224,8 @@ class Autoscaler:
                     log.info("draining %s: idle", name)
             opened = {key: fail_unschedulable(session, key, why) for key, why in out.unschedulable.items()}
             session.commit()
-        given.tell(self.feed)
+        for reason, attempts in gone.values():
+            give_back(self.sessions, attempts, self.feed, self.transport, reason)
         for key, attempt in opened.items():
             if attempt is not None and self.transport is not None:
                 self.transport.cancel_task(key, attempt)
@@ -234,11 +237,6 @@ class Autoscaler:
             log.warning("deleting server %s (%s): no instance row knows it", server.name, server.id)
             self._call(self.provider.delete, server.id)
         self._create(out.creates)
-
-    def _worker_gone(self, session: Session, name: str, why: str) -> GivenBack:
-        """The server is gone: so is its worker, and what ran there goes back."""
-        set_status(session, name, WorkerStatus.DEAD)
-        return give_back(session, attempts_on_workers(session, [name]), self.transport, why)
 
     def _delete(self, name: str, server_id: str | None, reason: str) -> None:
         with self.sessions() as session:

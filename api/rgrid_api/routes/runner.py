@@ -24,9 +24,11 @@ from rgrid.wire import (
 from rgrid_api.attempts import (
     NotStarted,
     append_logs,
+    check_current,
     complete_attempt,
     output_upload_urls,
     renew_lease,
+    runner_spec,
     start_attempt,
 )
 from rgrid_api.db.models import Attempt as AttemptRow
@@ -56,15 +58,13 @@ def start(
 ) -> RunnerSpec:
     if not node.head and body.worker_id != node.worker_id:
         raise HTTPException(403, f"this node's credential speaks for {node.worker_id}, not {body.worker_id}")
-    spec = start_attempt(
-        session, state.runner_storage, execution_id, attempt, body, state.settings.lease_s, trusted=node.head
-    )
+    started = start_attempt(session, execution_id, attempt, body, state.settings.lease_s, trusted=node.head)
     session.commit()
     state.feed.changed(execution_id)
-    if isinstance(spec, NotStarted):
+    if isinstance(started, NotStarted):
         state.feed.work_queued()  # it may be back in the queue
-        raise StaleAttempt(spec.why)
-    return spec
+        raise StaleAttempt(started.why)
+    return runner_spec(state.runner_storage, started, attempt)
 
 
 @router.post("/renew", response_model=RunnerAck)
@@ -96,9 +96,9 @@ def outputs(
     state: State,
 ) -> RunnerOutputUrls:
     _holds(session, execution_id, attempt, node)
-    urls = output_upload_urls(session, state.runner_storage, execution_id, attempt, body.paths)
-    session.rollback()  # only checked: the fence's row lock goes at once
-    return RunnerOutputUrls(urls=urls)
+    check_current(session, execution_id, attempt)
+    session.rollback()  # only checked: the write lock goes before any URL is signed
+    return RunnerOutputUrls(urls=output_upload_urls(state.runner_storage, execution_id, attempt, body.paths))
 
 
 @router.post("/complete", status_code=204)

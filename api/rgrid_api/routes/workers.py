@@ -133,10 +133,9 @@ def register_worker(body: WorkerRegistration, agent: Agent, session: DB, state: 
     if body.ray_node_id:
         # The node runs this Ray node now: what its earlier ones ran is gone.
         left = attempts_left_by_old_nodes(session, body.id, body.ray_node_id)
+        session.rollback()  # each is given back in a transaction of its own
         transport = state.dispatcher.transport if state.dispatcher else None
-        given = give_back(session, left, transport, "its node restarted")
-        session.commit()
-        given.tell(state.feed)
+        give_back(state.sessions, left, state.feed, transport, "its node restarted")
     state.feed.work_queued()  # the grid may have room for more now
     return _ack(session, WorkerStatus.ACTIVE)
 
