@@ -11,11 +11,12 @@ from __future__ import annotations
 import logging
 import math
 from datetime import UTC, datetime
+from typing import Any, cast
 
 from minio.error import S3Error
-from sqlalchemy import select
+from sqlalchemy import CursorResult, and_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from rgrid.wire import ObjectSpec, UploadCompletion, UploadPart, UploadPlan, UploadTicket
 from rgrid_api.db.models import StoredObject
@@ -90,27 +91,50 @@ def _ticket(storage: ObjectStore, settings: Settings, owner: str, row: StoredObj
     )
 
 
-def complete_upload(session: Session, storage: ObjectStore, owner: str, done: UploadCompletion) -> None:
-    row = session.scalar(
-        select(StoredObject).where(StoredObject.owner == owner, StoredObject.sha256 == done.sha256)
-    )
-    if row is None:
-        raise NotFound(f"no upload was started for {done.sha256[:12]}")
-    if row.complete:
-        return
+def complete_upload(
+    sessions: sessionmaker[Session], storage: ObjectStore, owner: str, done: UploadCompletion
+) -> None:
+    """Assemble the parts, measure and hash the stored bytes, and only then
+    mark the object complete. A step with transactions of its own: reading
+    an object of many GiB takes minutes, and no transaction (on SQLite, the
+    database's write lock) is held meanwhile. If the object was planned
+    again while it was read, its new ticket wins (Conflict)."""
+    with sessions() as session:
+        row = session.scalar(
+            select(StoredObject).where(StoredObject.owner == owner, StoredObject.sha256 == done.sha256)
+        )
+        if row is None:
+            raise NotFound(f"no upload was started for {done.sha256[:12]}")
+        if row.complete:
+            return
+        size, upload_id = row.size, row.upload_id
     key = object_key(owner, done.sha256)
-    if row.upload_id:
-        if done.upload_id != row.upload_id:
+    if upload_id:
+        if done.upload_id != upload_id:
             raise Conflict("upload id does not match the one handed out")
-        _complete_parts(storage, key, row.upload_id, done)
-    size = storage.size(key)
-    if size is None:
+        _complete_parts(storage, key, upload_id, done)
+    stored = storage.size(key)
+    if stored is None:
         raise Conflict(f"object {done.sha256[:12]} was not uploaded")
-    if size != row.size or storage.sha256(key) != done.sha256:
+    if stored != size or storage.sha256(key) != done.sha256:
         storage.delete(key)
         raise Invalid(f"object {done.sha256[:12]} arrived corrupted (size or sha256 mismatch)")
-    row.complete = True
-    row.upload_id = None
+    ours = and_(
+        StoredObject.owner == owner,
+        StoredObject.sha256 == done.sha256,
+        StoredObject.size == size,
+        StoredObject.upload_id.is_(None) if upload_id is None else StoredObject.upload_id == upload_id,
+    )
+    with sessions() as session:
+        marked = session.execute(update(StoredObject).where(ours).values(complete=True, upload_id=None))
+        done_meanwhile = session.scalar(
+            select(StoredObject.complete).where(
+                StoredObject.owner == owner, StoredObject.sha256 == done.sha256
+            )
+        )
+        session.commit()
+    if cast(CursorResult[Any], marked).rowcount != 1 and not done_meanwhile:
+        raise Conflict(f"object {done.sha256[:12]} was planned again meanwhile: complete that upload")
 
 
 LOOKUP_CHUNK = 1000

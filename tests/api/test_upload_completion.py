@@ -60,7 +60,9 @@ def send_parts(session: Session, storage: Storage, settings: Settings, data: byt
     return UploadCompletion(sha256=sha, size=len(data), upload_id=ticket.upload_id, parts=parts)
 
 
-def test_a_completion_asked_again_after_storage_assembled_the_parts(session: Session, s3: S3Server) -> None:
+def test_a_completion_asked_again_after_storage_assembled_the_parts(
+    session: Session, sessions: sessionmaker[Session], s3: S3Server
+) -> None:
     """The first completion assembled the parts, then its answer was lost
     (storage restarting under the size check). Asked again, AWS and MinIO
     no longer know the upload id (NoSuchUpload; SeaweedFS still does, so
@@ -79,22 +81,23 @@ def test_a_completion_asked_again_after_storage_assembled_the_parts(session: Ses
     row.upload_id = "an-upload-storage-forgot"
     session.commit()
 
-    complete_upload(session, storage, "alice", done.model_copy(update={"upload_id": row.upload_id}))
-    session.commit()
+    complete_upload(sessions, storage, "alice", done.model_copy(update={"upload_id": row.upload_id}))
 
     session.refresh(row)
     assert row.complete and row.upload_id is None
     assert storage.sha256(key) == done.sha256
 
 
-def test_parts_storage_refuses_are_the_clients_error(session: Session, s3: S3Server) -> None:
+def test_parts_storage_refuses_are_the_clients_error(
+    session: Session, sessions: sessionmaker[Session], s3: S3Server
+) -> None:
     settings = settings_for(s3)
     storage = Storage(settings, settings.s3_endpoint)
     storage.ensure_bucket()
     done = send_parts(session, storage, settings, os.urandom(2 * PART + 10))
     wrong = [CompletedPart(number=p.number, etag='"' + "0" * 32 + '"') for p in done.parts]
     with pytest.raises(Invalid, match="storage refused the parts") as refused:
-        complete_upload(session, storage, "alice", done.model_copy(update={"parts": wrong}))
+        complete_upload(sessions, storage, "alice", done.model_copy(update={"parts": wrong}))
     assert refused.value.status_code == 422
 
 
@@ -152,8 +155,7 @@ def test_abandoned_uploads_are_gone_after_the_grace_period(
     ).missing
     session.commit()
     httpx.put(str(done.url), content=kept, timeout=STORAGE_TIMEOUT_S).raise_for_status()
-    complete_upload(session, storage, "alice", UploadCompletion(sha256=kept_sha, size=len(kept)))
-    session.commit()
+    complete_upload(sessions, storage, "alice", UploadCompletion(sha256=kept_sha, size=len(kept)))
     listed = {
         upload_id for _key, upload_id in storage.stale_multiparts(datetime.now(UTC) + timedelta(hours=1))
     }

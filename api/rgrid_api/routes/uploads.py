@@ -19,6 +19,7 @@ def plan(body: UploadPlanRequest, owner: Owner, session: DB, state: State) -> Up
 
 
 @router.post("/complete", status_code=204)
-def complete(body: UploadCompletion, owner: Owner, session: DB, state: State) -> None:
-    complete_upload(session, state.storage, owner, body)
-    session.commit()
+def complete(body: UploadCompletion, owner: Owner, state: State) -> None:
+    """Verified by reading the stored bytes: in transactions of its own,
+    none held while they are read."""
+    complete_upload(state.sessions, state.storage, owner, body)

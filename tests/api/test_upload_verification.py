@@ -1,0 +1,97 @@
+"""Completing an upload reads every stored byte (its sha256), which takes
+minutes for a large object: no transaction is held meanwhile (on SQLite a
+writing one is the whole database's write lock), and an object planned
+again while it was read is not marked complete under the old ticket."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from rgrid.wire import ObjectSpec, UploadCompletion
+from rgrid_api.db.models import StoredObject
+from rgrid_api.errors import Conflict
+from rgrid_api.settings import Settings
+from rgrid_api.storage import object_key
+from rgrid_api.uploads import complete_upload, plan_uploads
+from tests.support.memstorage import MemoryStorage
+
+DATA = b"a large object, as far as this test is concerned\n"
+SHA = hashlib.sha256(DATA).hexdigest()
+
+
+class SlowReadingStorage(MemoryStorage):
+    """Storage that runs `meanwhile` while it reads an object's bytes: what
+    other requests do during a long hash."""
+
+    def __init__(self, meanwhile: Callable[[], None]) -> None:
+        super().__init__()
+        self.meanwhile = meanwhile
+
+    def sha256(self, key: str) -> str:
+        self.meanwhile()
+        return super().sha256(key)
+
+
+def planned(session: Session, storage: MemoryStorage, size: int = len(DATA)) -> None:
+    plan_uploads(session, storage, Settings(), "alice", [ObjectSpec(sha256=SHA, size=size)])
+    session.commit()
+
+
+def completed(session: Session) -> bool:
+    session.expire_all()
+    return bool(session.scalar(select(StoredObject.complete).where(StoredObject.sha256 == SHA)))
+
+
+def test_others_write_while_the_bytes_are_read(
+    session: Session, sessions: sessionmaker[Session], db_path: Path
+) -> None:
+    wrote: list[bool] = []
+
+    def another_writer() -> None:
+        other = sqlite3.connect(db_path, timeout=1, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # "database is locked" after 1 s if the write lock is held
+        other.execute("UPDATE api_keys SET name = name")
+        other.execute("COMMIT")
+        other.close()
+        wrote.append(True)
+
+    storage = SlowReadingStorage(another_writer)
+    planned(session, storage)
+    storage.put(object_key("alice", SHA), DATA)
+    complete_upload(sessions, storage, "alice", UploadCompletion(sha256=SHA, size=len(DATA)))
+    assert wrote == [True]
+    assert completed(session)
+
+
+def test_an_object_planned_again_while_it_was_read_keeps_its_new_ticket(
+    session: Session, sessions: sessionmaker[Session]
+) -> None:
+    def planned_again() -> None:
+        with sessions() as other:
+            planned(other, storage, size=len(DATA) + 1)  # the client changed its mind
+
+    storage = SlowReadingStorage(planned_again)
+    planned(session, storage)
+    storage.put(object_key("alice", SHA), DATA)
+    with pytest.raises(Conflict, match="planned again"):
+        complete_upload(sessions, storage, "alice", UploadCompletion(sha256=SHA, size=len(DATA)))
+    assert not completed(session)
+
+
+def test_a_second_completion_of_a_complete_object_is_a_no_op(
+    session: Session, sessions: sessionmaker[Session]
+) -> None:
+    storage = MemoryStorage()
+    planned(session, storage)
+    storage.put(object_key("alice", SHA), DATA)
+    done = UploadCompletion(sha256=SHA, size=len(DATA))
+    complete_upload(sessions, storage, "alice", done)
+    complete_upload(sessions, storage, "alice", done)
+    assert completed(session)
