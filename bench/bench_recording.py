@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 from sqlalchemy import insert  # noqa: E402
 
 from rgrid.wire import RunnerEnvironment, RunnerResult, Status, Usage  # noqa: E402
-from rgrid_api.attempts import complete_attempt  # noqa: E402
+from rgrid_api.attempts import check_outputs, complete_attempt  # noqa: E402
 from rgrid_api.db.engine import make_engine, make_sessionmaker  # noqa: E402
 from rgrid_api.db.migrate import upgrade  # noqa: E402
 from rgrid_api.db.models import Attempt, Execution  # noqa: E402
@@ -134,7 +134,7 @@ def api_side(url: str) -> dict[str, float]:
 
     def complete(execution_id: str, result: RunnerResult) -> None:
         with sessions() as session:
-            complete_attempt(session, storage, execution_id, 1, result)
+            complete_attempt(session, execution_id, 1, check_outputs(storage, execution_id, 1, result))
             session.commit()
 
     bare = RunnerResult(exit_code=0, duration_s=1.3)

@@ -439,22 +439,37 @@ def _final_status(result: RunnerResult) -> tuple[Status, str | None]:
     return Status.FAILED, FailureReason.EXIT_CODE
 
 
-def complete_attempt(
-    session: Session, storage: ObjectStore, execution_id: str, attempt: int, result: RunnerResult
-) -> None:
-    """Record the last output lines, the final result and the outputs in
-    the caller's one transaction. Outputs are checked to exist in storage first, so a
-    half-uploaded file is never presented as an output."""
-    execution, row = _current(session, execution_id, attempt)
-    outputs: list[OutputFile] = result.outputs
-    for out in outputs:
+@dataclass(frozen=True)
+class CheckedResult:
+    """A runner's result whose outputs were found whole in storage
+    (`check_outputs`): only such a result is recorded, so a half-uploaded
+    file is never presented as an output."""
+
+    result: RunnerResult
+
+
+def check_outputs(
+    storage: ObjectStore, execution_id: str, attempt: int, result: RunnerResult
+) -> CheckedResult:
+    """Each output's path is a plain relative one and storage holds exactly
+    its size. One storage call per output: asked with no transaction open,
+    as a node may report thousands."""
+    for out in result.outputs:
         try:
             relative_path(out.path)
         except ValueError as exc:
             raise Invalid(str(exc)) from None
-        key = output_key(execution_id, attempt, out.path)
-        if storage.size(key) != out.size:
+        if storage.size(output_key(execution_id, attempt, out.path)) != out.size:
             raise Invalid(f"output {out.path!r} is missing or incomplete in storage")
+    return CheckedResult(result)
+
+
+def complete_attempt(session: Session, execution_id: str, attempt: int, checked: CheckedResult) -> None:
+    """Record the last output lines, the final result and the outputs in
+    the caller's one transaction."""
+    execution, row = _current(session, execution_id, attempt)
+    result = checked.result
+    outputs: list[OutputFile] = result.outputs
     status, reason = _final_status(result)
     now = utcnow()
     _add_lines(session, execution_id, attempt, result.logs, now)

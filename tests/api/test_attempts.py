@@ -27,6 +27,7 @@ from rgrid_api.attempts import (
     attempt_lost,
     attempt_open,
     check_current,
+    check_outputs,
     claim_queued,
     complete_attempt,
     expired_attempts,
@@ -145,10 +146,14 @@ def test_a_stale_runner_is_fenced_off_everywhere(session: Session, storage: Memo
     with pytest.raises(StaleAttempt):
         append_logs(session, e.id, 1, [RunnerLogLine(stream="stdout", data="late\n")], LEASE_S)
     with pytest.raises(StaleAttempt):
-        complete_attempt(session, storage, e.id, 1, RunnerResult(exit_code=0, duration_s=1))
+        complete_attempt(
+            session, e.id, 1, check_outputs(storage, e.id, 1, RunnerResult(exit_code=0, duration_s=1))
+        )
     with pytest.raises(StaleAttempt):
         start_attempt(session, e.id, 1, START, LEASE_S, trusted=True)
-    complete_attempt(session, storage, e.id, 2, RunnerResult(exit_code=0, duration_s=1))
+    complete_attempt(
+        session, e.id, 2, check_outputs(storage, e.id, 2, RunnerResult(exit_code=0, duration_s=1))
+    )
     session.commit()
     assert state(session, e.id) == (Status.SUCCEEDED, 2, 1)
     # Losing an attempt that already ended is a no-op, never a second requeue.
@@ -213,10 +218,14 @@ def test_cancel_while_running_is_told_on_the_next_call(session: Session, storage
     session.commit()
     complete_attempt(
         session,
-        storage,
         e.id,
         1,
-        RunnerResult(exit_code=None, failure_reason=FailureReason.CANCELLED, duration_s=1),
+        check_outputs(
+            storage,
+            e.id,
+            1,
+            RunnerResult(exit_code=None, failure_reason=FailureReason.CANCELLED, duration_s=1),
+        ),
     )
     session.commit()
     assert state(session, e.id)[0] == Status.CANCELLED
@@ -268,7 +277,9 @@ def test_an_attempt_is_open_until_it_ends_or_is_superseded(session: Session, sto
     start_attempt(session, e.id, 2, START, LEASE_S, trusted=True)
     session.commit()
     assert attempt_open(session, e.id, 2) and not attempt_open(session, e.id, 1)
-    complete_attempt(session, storage, e.id, 2, RunnerResult(exit_code=0, duration_s=0.1))
+    complete_attempt(
+        session, e.id, 2, check_outputs(storage, e.id, 2, RunnerResult(exit_code=0, duration_s=0.1))
+    )
     session.commit()
     assert not attempt_open(session, e.id, 2)
 
@@ -280,7 +291,12 @@ def test_the_last_lines_travel_with_the_result(session: Session, storage: Memory
     append_logs(session, e.id, 1, [RunnerLogLine(stream="stdout", data="a\n")], LEASE_S)
     session.commit()
     tail = [RunnerLogLine(stream="stdout", data="b\n"), RunnerLogLine(stream="stderr", data="c\n")]
-    complete_attempt(session, storage, e.id, 1, RunnerResult(exit_code=0, duration_s=0.1, logs=tail))
+    complete_attempt(
+        session,
+        e.id,
+        1,
+        check_outputs(storage, e.id, 1, RunnerResult(exit_code=0, duration_s=0.1, logs=tail)),
+    )
     session.commit()
     assert [(c.seq, c.data) for c in read_logs(session, e.id, after=0)] == [
         (1, "a\n"),
@@ -288,7 +304,12 @@ def test_the_last_lines_travel_with_the_result(session: Session, storage: Memory
         (3, "c\n"),
     ]
     with pytest.raises(StaleAttempt):
-        complete_attempt(session, storage, e.id, 1, RunnerResult(exit_code=0, duration_s=0.1, logs=tail))
+        complete_attempt(
+            session,
+            e.id,
+            1,
+            check_outputs(storage, e.id, 1, RunnerResult(exit_code=0, duration_s=0.1, logs=tail)),
+        )
     assert len(read_logs(session, e.id, after=0)) == 3
 
 
@@ -301,9 +322,9 @@ def test_outputs_must_be_in_storage_before_they_count(session: Session, storage:
         exit_code=0, duration_s=1, outputs=[OutputFile(path="out/r.txt", size=3, sha256="0" * 64)]
     )
     with pytest.raises(Invalid, match="missing or incomplete"):
-        complete_attempt(session, storage, e.id, 1, result)
+        complete_attempt(session, e.id, 1, check_outputs(storage, e.id, 1, result))
     storage.put(output_key(e.id, 1, "out/r.txt"), b"abc")
-    complete_attempt(session, storage, e.id, 1, result)
+    complete_attempt(session, e.id, 1, check_outputs(storage, e.id, 1, result))
     session.commit()
     assert [o.path for o in session.query(Output).filter_by(execution_id=e.id)] == ["out/r.txt"]
 
@@ -315,7 +336,7 @@ def test_an_output_path_outside_the_work_dir_is_refused(
     e = running(session, storage)
     result = RunnerResult(exit_code=0, duration_s=1, outputs=[OutputFile(path=bad, size=0, sha256="0" * 64)])
     with pytest.raises(Invalid):
-        complete_attempt(session, storage, e.id, 1, result)
+        complete_attempt(session, e.id, 1, check_outputs(storage, e.id, 1, result))
     assert state(session, e.id)[0] == Status.RUNNING
 
 
@@ -330,7 +351,9 @@ def test_the_database_refuses_transitions_outside_the_diagram(
     session: Session, storage: MemoryStorage
 ) -> None:
     e = running(session, storage)
-    complete_attempt(session, storage, e.id, 1, RunnerResult(exit_code=0, duration_s=1))
+    complete_attempt(
+        session, e.id, 1, check_outputs(storage, e.id, 1, RunnerResult(exit_code=0, duration_s=1))
+    )
     session.commit()
     with pytest.raises(DBAPIError, match="invalid execution status transition"):
         session.execute(text("UPDATE executions SET status='running' WHERE id=:id"), {"id": e.id})

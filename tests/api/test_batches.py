@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from rgrid.wire import BatchCreate, BatchItem, InputFile, RunnerResult, RunnerStart, Status
-from rgrid_api.attempts import claim_queued, complete_attempt, start_attempt
+from rgrid_api.attempts import check_outputs, claim_queued, complete_attempt, start_attempt
 from rgrid_api.batches import batch_view, cancel_batch, create_batch, find_batch, list_batches
 from rgrid_api.db.models import Batch, Execution
 from rgrid_api.errors import Conflict, NotFound
@@ -48,7 +48,12 @@ def make_batch(
 def finish(session: Session, storage: MemoryStorage, execution_id: str, attempt: int, code: int) -> None:
     start_attempt(session, execution_id, attempt, RunnerStart(worker="w"), LEASE_S, trusted=True)
     session.commit()
-    complete_attempt(session, storage, execution_id, attempt, RunnerResult(exit_code=code, duration_s=0.1))
+    complete_attempt(
+        session,
+        execution_id,
+        attempt,
+        check_outputs(storage, execution_id, attempt, RunnerResult(exit_code=code, duration_s=0.1)),
+    )
     session.commit()
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from rgrid.wire import FailureReason, RunnerResult, RunnerStart, Status
-from rgrid_api.attempts import complete_attempt, start_attempt
+from rgrid_api.attempts import check_outputs, complete_attempt, start_attempt
 from rgrid_api.db.models import Attempt, Execution
 from rgrid_api.db.times import aware, utcnow
 from rgrid_api.dispatcher import Dispatcher
@@ -103,7 +103,9 @@ def test_a_task_that_ends_without_its_runner_is_lost_and_one_that_reported_is_no
     d.dispatch_round()
     start_attempt(session, reported, 1, RunnerStart(worker="h", worker_id="w1"), LEASE_S, trusted=True)
     session.commit()
-    complete_attempt(session, storage, reported, 1, RunnerResult(exit_code=0, duration_s=0.1))
+    complete_attempt(
+        session, reported, 1, check_outputs(storage, reported, 1, RunnerResult(exit_code=0, duration_s=0.1))
+    )
     session.commit()
     transport.settle(reported, 1)
     transport.settle(silent, 1)

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.orm import Session, sessionmaker
 
 from rgrid.wire import FailureReason, InstanceState, RunnerResult, RunnerStart, Status
-from rgrid_api.attempts import attempt_lost, claim_queued, complete_attempt, start_attempt
+from rgrid_api.attempts import attempt_lost, check_outputs, claim_queued, complete_attempt, start_attempt
 from rgrid_api.autoscaler import instances
 from rgrid_api.autoscaler.plan import Create
 from rgrid_api.batches import cancel_batch
@@ -51,7 +51,10 @@ def test_moves_count_on_commit_and_never_on_rollback(
         session.rollback()
         assert counted("rgrid_executions_finished_total", status="failed", reason="exit_code") == before
         complete_attempt(
-            session, storage, execution_id, claimed.attempt, RunnerResult(exit_code=2, duration_s=1.0)
+            session,
+            execution_id,
+            claimed.attempt,
+            check_outputs(storage, execution_id, claimed.attempt, RunnerResult(exit_code=2, duration_s=1.0)),
         )
         session.commit()
     assert counted("rgrid_executions_finished_total", status="failed", reason="exit_code") == before + 1

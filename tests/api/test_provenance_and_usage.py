@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from rgrid.wire import RunnerEnvironment, RunnerResult, RunnerStart, Usage
-from rgrid_api.attempts import claim_queued, complete_attempt, start_attempt
+from rgrid_api.attempts import check_outputs, claim_queued, complete_attempt, start_attempt
 from rgrid_api.costs import estimate
 from rgrid_api.db.models import Attempt, Execution
 from rgrid_api.errors import Conflict
@@ -39,7 +39,9 @@ def _run(
     start_attempt(session, execution.id, claimed.attempt, RunnerStart(worker="w"), LEASE_S, trusted=True)
     session.commit()
     result = RunnerResult(exit_code=0, duration_s=2.0, usage=usage, environment=environment)
-    complete_attempt(session, storage, execution.id, claimed.attempt, result)
+    complete_attempt(
+        session, execution.id, claimed.attempt, check_outputs(storage, execution.id, claimed.attempt, result)
+    )
     session.commit()
     session.refresh(execution)
     return execution

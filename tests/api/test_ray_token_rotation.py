@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from rgrid.wire import RunnerResult, RunnerStart, WorkerRegistration, ray_token_fingerprint
 from rgrid_api import raytoken
-from rgrid_api.attempts import claim_queued, complete_attempt, start_attempt
+from rgrid_api.attempts import check_outputs, claim_queued, complete_attempt, start_attempt
 from rgrid_api.db.models import RayToken
 from rgrid_api.workers import register
 from rgrid_runner.nodetoken import NodeRayToken
@@ -52,7 +52,9 @@ def test_a_new_token_waits_for_every_open_attempt(session: Session, storage: Mem
     assert claim_queued(session, LEASE_S) == []  # nothing new starts meanwhile
     session.commit()
     assert not raytoken.advance(session)
-    complete_attempt(session, storage, running.id, 1, RunnerResult(exit_code=0, duration_s=1))
+    complete_attempt(
+        session, running.id, 1, check_outputs(storage, running.id, 1, RunnerResult(exit_code=0, duration_s=1))
+    )
     session.commit()
     assert raytoken.advance(session)
     session.commit()

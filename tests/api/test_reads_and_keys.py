@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from rgrid.wire import FailureReason, RunnerResult, RunnerStart, Status
-from rgrid_api.attempts import attempt_lost, claim_queued, complete_attempt, start_attempt
+from rgrid_api.attempts import attempt_lost, check_outputs, claim_queued, complete_attempt, start_attempt
 from rgrid_api.auth import Caller, SecretCache, caller_for_key, create_key, revoke_keys
 from rgrid_api.db.engine import make_engine, make_hot_reader, make_readers, read_only
 from rgrid_api.db.models import Execution
@@ -121,7 +121,7 @@ def test_the_core_read_answers_what_the_orm_does_with_times_in_utc(
         s.commit()
         start_attempt(s, e.id, 2, RunnerStart(worker="host-b"), LEASE_S, trusted=True)
         s.commit()
-        complete_attempt(s, storage, e.id, 2, RunnerResult(exit_code=3, duration_s=1))
+        complete_attempt(s, e.id, 2, check_outputs(storage, e.id, 2, RunnerResult(exit_code=3, duration_s=1)))
         s.commit()
         s.expire_all()
         row = s.get(Execution, e.id)

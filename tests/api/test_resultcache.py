@@ -18,7 +18,7 @@ from rgrid.wire import (
     RunnerStart,
     Status,
 )
-from rgrid_api.attempts import claim_queued, complete_attempt, start_attempt
+from rgrid_api.attempts import check_outputs, claim_queued, complete_attempt, start_attempt
 from rgrid_api.batches import batch_view, create_batch
 from rgrid_api.executions import create_execution, list_outputs, read_logs
 from rgrid_api.storage import output_key
@@ -59,7 +59,9 @@ def run_to_end(
             interpreter="CPython 3.11.7", packages=packages or [], rgrid_version="0"
         ),
     )
-    complete_attempt(session, storage, execution_id, claimed.attempt, result)
+    complete_attempt(
+        session, execution_id, claimed.attempt, check_outputs(storage, execution_id, claimed.attempt, result)
+    )
     session.commit()
 
 
@@ -137,7 +139,12 @@ def test_a_batch_reruns_only_what_changed(session: Session, storage: MemoryStora
     for c in claim_queued(session, LEASE_S):
         start_attempt(session, c.execution_id, 1, RunnerStart(worker="w"), LEASE_S, trusted=True)
         session.commit()
-        complete_attempt(session, storage, c.execution_id, 1, RunnerResult(exit_code=0, duration_s=1))
+        complete_attempt(
+            session,
+            c.execution_id,
+            1,
+            check_outputs(storage, c.execution_id, 1, RunnerResult(exit_code=0, duration_s=1)),
+        )
         session.commit()
     assert batch_view(session, first).status == Status.SUCCEEDED
     changed = upload(session, storage, "alice", b"changed\n")

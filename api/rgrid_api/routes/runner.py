@@ -25,6 +25,7 @@ from rgrid_api.attempts import (
     NotStarted,
     append_logs,
     check_current,
+    check_outputs,
     complete_attempt,
     output_upload_urls,
     renew_lease,
@@ -106,7 +107,10 @@ def complete(
     execution_id: str, attempt: Attempt, body: RunnerResult, node: RunnerNode, session: DB, state: State
 ) -> None:
     _holds(session, execution_id, attempt, node)
-    complete_attempt(session, state.runner_storage, execution_id, attempt, body)
+    check_current(session, execution_id, attempt)
+    session.rollback()  # no lock held while storage is asked of each output
+    checked = check_outputs(state.runner_storage, execution_id, attempt, body)
+    complete_attempt(session, execution_id, attempt, checked)
     session.commit()
     state.feed.changed(execution_id)
     state.feed.work_queued()  # its CPUs are free for the next in the queue
