@@ -6,9 +6,13 @@ nor rolls back: its caller owns the transaction. The callers are the routes
 sessionmaker: the loops (dispatcher, monitor, autoscaler, heartbeat
 writer), the commands, and the steps that commit as they go (the upload
 sweep commits a row's delete before its bytes go; `giveback.give_back`
-gives each lost attempt back in a transaction of its own). Such a step is
+gives each lost attempt back in a transaction of its own; completing an
+upload reads its bytes between two short transactions). Such a step is
 called once its caller's own transaction ended: on SQLite a writing
 session holds the database's write lock.
+
+Work whose amount a caller chooses (presigning, asking storage of each
+output) is done with no transaction open.
 
 What others are told waits for the commit: the change feed
 (`ChangeFeed.changed`, `work_queued`) and, where a helper returns them,
