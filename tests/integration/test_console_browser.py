@@ -39,7 +39,7 @@ if not (CHROMIUM and DRIVER):
     pytest.skip(reason, allow_module_level=True)
 
 from selenium import webdriver  # noqa: E402
-from selenium.common.exceptions import NoAlertPresentException  # noqa: E402
+from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.chrome.options import Options  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -64,9 +64,14 @@ SHOWN: list[WebDriver] = []  # the module's browser, whose page a failure quotes
 
 
 def until(check: Callable[[], Any], what: str, timeout: float = 60) -> Any:
+    """Check until true. An element the live page replaced between being
+    found and being read is looked for again."""
     deadline = time.monotonic() + timeout
     while True:
-        found = check()
+        try:
+            found = check()
+        except StaleElementReferenceException:
+            found = None
         if found:
             return found
         if time.monotonic() > deadline:
@@ -92,18 +97,33 @@ def all_text(driver: WebDriver, css: str) -> str:
     return str(found)
 
 
-def ids_shown(driver: WebDriver) -> list[str]:
-    """The run ids of the list on the page, read in one step."""
+def texts_of(driver: WebDriver, css: str) -> list[str]:
+    """Every match's text, read in one step (live rows may be replaced
+    between finding an element and reading it)."""
     found = driver.execute_script(
-        "return Array.from(document.querySelectorAll('#runs td.id'), e => e.innerText);"
+        "return Array.from(document.querySelectorAll(arguments[0]), e => e.innerText);", css
     )
     return [str(i) for i in found]
+
+
+def ids_shown(driver: WebDriver) -> list[str]:
+    """The run ids of the list on the page."""
+    return texts_of(driver, "#runs td.id")
 
 
 def log_in(driver: WebDriver, api: ApiServer, key: str, home: Path) -> None:
     driver.delete_all_cookies()
     driver.get(login_link(api, key, home))
     until(lambda: text_of(driver, "h1") == "Runs", "the runs page after the login link")
+
+
+def click_button(driver: WebDriver, label: str) -> bool:
+    """Click the action button so labelled, if the page shows it."""
+    for button in driver.find_elements(By.CSS_SELECTOR, ".actions button"):
+        if button.text == label:
+            button.click()
+            return True
+    return False
 
 
 def mark(driver: WebDriver) -> None:
@@ -221,19 +241,12 @@ def test_a_batch_moves_and_retry_failed_reruns_only_the_failed(
     browser.save_screenshot(str(tmp_path / "batch.png"))
     until(lambda: text_of(browser, "#batch-status") == "failed", "the batch to end", timeout=120)
     assert text_of(browser, "#count-failed") == "2" and text_of(browser, "#count-succeeded") == "6"
-    retry = until(
-        lambda: [
-            b for b in browser.find_elements(By.CSS_SELECTOR, ".actions button") if b.text == "Retry failed"
-        ],
-        "the retry button",
-    )
-    retry[0].click()
+    until(lambda: click_button(browser, "Retry failed"), "the retry button")
     until(
         lambda: browser.current_url.rstrip("/") != f"{api.url}/ui/batches/{batch_id}", "the new batch's page"
     )
-    assert "over 2 inputs" in browser.find_element(By.TAG_NAME, "main").text
-    inputs_shown = {e.text for e in browser.find_elements(By.CSS_SELECTOR, "#runs .input")}
-    assert inputs_shown == {"inputs/bad0.txt", "inputs/bad1.txt"}
+    assert "over 2 inputs" in text_of(browser, "main")
+    assert set(texts_of(browser, "#runs .input")) == {"inputs/bad0.txt", "inputs/bad1.txt"}
     browser.get(f"{api.url}/ui/")
     browser.save_screenshot(str(tmp_path / "runs.png"))
 
