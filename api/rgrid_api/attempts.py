@@ -448,17 +448,32 @@ class CheckedResult:
     result: RunnerResult
 
 
+# What checking one output in storage may take at worst (a HEAD request):
+# the lease covers the check of all of them (`lease_for_outputs`).
+OUTPUT_CHECK_S = 0.01
+
+
+def lease_for_outputs(lease_s: float, result: RunnerResult) -> float:
+    """A lease that outlives checking a result's outputs, so that the
+    monitor gives back no attempt whose outputs are being checked."""
+    return lease_s + OUTPUT_CHECK_S * len(result.outputs)
+
+
 def check_outputs(
     storage: ObjectStore, execution_id: str, attempt: int, result: RunnerResult
 ) -> CheckedResult:
-    """Each output's path is a plain relative one and storage holds exactly
-    its size. One storage call per output: asked with no transaction open,
-    as a node may report thousands."""
+    """Each output's path is a plain relative one, named once, and storage
+    holds exactly its size. One storage call per output: asked with no
+    transaction open, as a node may report thousands."""
+    seen: set[str] = set()
     for out in result.outputs:
         try:
             relative_path(out.path)
         except ValueError as exc:
             raise Invalid(str(exc)) from None
+        if out.path in seen:
+            raise Invalid(f"output {out.path!r} is reported twice")
+        seen.add(out.path)
         if storage.size(output_key(execution_id, attempt, out.path)) != out.size:
             raise Invalid(f"output {out.path!r} is missing or incomplete in storage")
     return CheckedResult(result)

@@ -726,8 +726,13 @@ class RunnerAck(BaseModel):
     cancel: bool = False
 
 
+# The most outputs one attempt reports (a node's own cap, RGRID_MAX_OUTPUT_FILES,
+# is 10,000 unless raised): the API asks storage of each.
+MAX_OUTPUT_FILES = 100_000
+
+
 class RunnerOutputRequest(BaseModel):
-    paths: list[RelativePath]
+    paths: list[RelativePath] = Field(max_length=MAX_OUTPUT_FILES)
 
 
 class RunnerOutputUrls(BaseModel):
@@ -738,7 +743,7 @@ class RunnerResult(BaseModel):
     exit_code: int | None
     failure_reason: FailureReason | None = None
     duration_s: float
-    outputs: list[OutputFile] = []
+    outputs: list[OutputFile] = Field(default=[], max_length=MAX_OUTPUT_FILES)
     # Output the log shipper had not sent yet (all of a short job's).
     logs: list[RunnerLogLine] = []
     usage: Usage | None = None

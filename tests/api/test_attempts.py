@@ -4,6 +4,7 @@ before start, and the state triggers in the database itself."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -31,6 +32,7 @@ from rgrid_api.attempts import (
     claim_queued,
     complete_attempt,
     expired_attempts,
+    lease_for_outputs,
     output_upload_urls,
     renew_dispatched,
     renew_lease,
@@ -38,6 +40,7 @@ from rgrid_api.attempts import (
     start_attempt,
 )
 from rgrid_api.db.models import Attempt, Execution, Output
+from rgrid_api.db.times import aware, utcnow
 from rgrid_api.errors import Invalid
 from rgrid_api.executions import cancel_execution, read_logs
 from rgrid_api.storage import output_key
@@ -324,9 +327,29 @@ def test_outputs_must_be_in_storage_before_they_count(session: Session, storage:
     with pytest.raises(Invalid, match="missing or incomplete"):
         complete_attempt(session, e.id, 1, check_outputs(storage, e.id, 1, result))
     storage.put(output_key(e.id, 1, "out/r.txt"), b"abc")
+    twice = result.model_copy(update={"outputs": result.outputs * 2})
+    with pytest.raises(Invalid, match="reported twice"):
+        check_outputs(storage, e.id, 1, twice)  # the database's unique path would be a 500
     complete_attempt(session, e.id, 1, check_outputs(storage, e.id, 1, result))
     session.commit()
     assert [o.path for o in session.query(Output).filter_by(execution_id=e.id)] == ["out/r.txt"]
+
+
+def test_the_lease_outlives_the_check_of_every_output(session: Session, storage: MemoryStorage) -> None:
+    """The runner stopped renewing when it reported: checking thousands of
+    outputs with no lock held must not let the monitor take the attempt."""
+    many = RunnerResult(
+        exit_code=0,
+        duration_s=1,
+        outputs=[OutputFile(path=f"out/{n}.txt", size=1, sha256="0" * 64) for n in range(6000)],
+    )
+    assert lease_for_outputs(LEASE_S, many) >= LEASE_S + 6000 * 0.005
+    e = running(session, storage)
+    renew_lease(session, e.id, 1, lease_for_outputs(LEASE_S, many))
+    session.commit()
+    row = attempt_row(session, e.id, 1)
+    assert row.lease_expires_at is not None
+    assert aware(row.lease_expires_at) > utcnow() + timedelta(seconds=LEASE_S + 25)
 
 
 @pytest.mark.parametrize("bad", ["../escape.txt", "/etc/passwd", ""])

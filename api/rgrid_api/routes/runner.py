@@ -27,6 +27,7 @@ from rgrid_api.attempts import (
     check_current,
     check_outputs,
     complete_attempt,
+    lease_for_outputs,
     output_upload_urls,
     renew_lease,
     runner_spec,
@@ -107,8 +108,9 @@ def complete(
     execution_id: str, attempt: Attempt, body: RunnerResult, node: RunnerNode, session: DB, state: State
 ) -> None:
     _holds(session, execution_id, attempt, node)
-    check_current(session, execution_id, attempt)
-    session.rollback()  # no lock held while storage is asked of each output
+    # The lease outlives the check of its outputs, which holds no lock.
+    renew_lease(session, execution_id, attempt, lease_for_outputs(state.settings.lease_s, body))
+    session.commit()
     checked = check_outputs(state.runner_storage, execution_id, attempt, body)
     complete_attempt(session, execution_id, attempt, checked)
     session.commit()
