@@ -97,8 +97,9 @@ def complete_upload(
     """Assemble the parts, measure and hash the stored bytes, and only then
     mark the object complete. A step with transactions of its own: reading
     an object of many GiB takes minutes, and no transaction (on SQLite, the
-    database's write lock) is held meanwhile. If the object was planned
-    again while it was read, its new ticket wins (Conflict)."""
+    database's write lock) is held meanwhile. What is marked is the very
+    ticket that was read: if the object was planned again (a new ticket)
+    or cleaned up meanwhile, nothing is marked (Conflict)."""
     with sessions() as session:
         row = session.scalar(
             select(StoredObject).where(StoredObject.owner == owner, StoredObject.sha256 == done.sha256)
@@ -107,6 +108,11 @@ def complete_upload(
             raise NotFound(f"no upload was started for {done.sha256[:12]}")
         if row.complete:
             return
+        ticket = and_(
+            StoredObject.id == row.id,
+            StoredObject.created_at == row.created_at,  # a new plan sets it anew
+            StoredObject.complete.is_(False),
+        )
         size, upload_id = row.size, row.upload_id
     key = object_key(owner, done.sha256)
     if upload_id:
@@ -117,24 +123,24 @@ def complete_upload(
     if stored is None:
         raise Conflict(f"object {done.sha256[:12]} was not uploaded")
     if stored != size or storage.sha256(key) != done.sha256:
-        storage.delete(key)
+        with sessions() as session:
+            # The bytes go only while the ticket is still the one read: a
+            # completion of a new upload may have verified new bytes.
+            if session.scalar(select(StoredObject.id).where(ticket).with_for_update()) is not None:
+                storage.delete(key)
         raise Invalid(f"object {done.sha256[:12]} arrived corrupted (size or sha256 mismatch)")
-    ours = and_(
-        StoredObject.owner == owner,
-        StoredObject.sha256 == done.sha256,
-        StoredObject.size == size,
-        StoredObject.upload_id.is_(None) if upload_id is None else StoredObject.upload_id == upload_id,
-    )
     with sessions() as session:
-        marked = session.execute(update(StoredObject).where(ours).values(complete=True, upload_id=None))
-        done_meanwhile = session.scalar(
+        marked = session.execute(update(StoredObject).where(ticket).values(complete=True, upload_id=None))
+        complete = session.scalar(
             select(StoredObject.complete).where(
                 StoredObject.owner == owner, StoredObject.sha256 == done.sha256
             )
         )
         session.commit()
-    if cast(CursorResult[Any], marked).rowcount != 1 and not done_meanwhile:
-        raise Conflict(f"object {done.sha256[:12]} was planned again meanwhile: complete that upload")
+    if cast(CursorResult[Any], marked).rowcount != 1 and not complete:
+        raise Conflict(
+            f"object {done.sha256[:12]} was planned again or cleaned up meanwhile: upload it again"
+        )
 
 
 LOOKUP_CHUNK = 1000

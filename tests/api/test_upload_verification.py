@@ -11,12 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from rgrid.wire import ObjectSpec, UploadCompletion
 from rgrid_api.db.models import StoredObject
-from rgrid_api.errors import Conflict
+from rgrid_api.errors import Conflict, Invalid
 from rgrid_api.settings import Settings
 from rgrid_api.storage import object_key
 from rgrid_api.uploads import complete_upload, plan_uploads
@@ -35,8 +35,9 @@ class SlowReadingStorage(MemoryStorage):
         self.meanwhile = meanwhile
 
     def sha256(self, key: str) -> str:
-        self.meanwhile()
-        return super().sha256(key)
+        digest = super().sha256(key)
+        self.meanwhile()  # after the bytes were read, before the answer
+        return digest
 
 
 def planned(session: Session, storage: MemoryStorage, size: int = len(DATA)) -> None:
@@ -70,12 +71,15 @@ def test_others_write_while_the_bytes_are_read(
     assert completed(session)
 
 
+@pytest.mark.parametrize("size", [len(DATA), len(DATA) + 1])
 def test_an_object_planned_again_while_it_was_read_keeps_its_new_ticket(
-    session: Session, sessions: sessionmaker[Session]
+    session: Session, sessions: sessionmaker[Session], size: int
 ) -> None:
+    """The same size too: a new plan is a new ticket."""
+
     def planned_again() -> None:
         with sessions() as other:
-            planned(other, storage, size=len(DATA) + 1)  # the client changed its mind
+            planned(other, storage, size=size)
 
     storage = SlowReadingStorage(planned_again)
     planned(session, storage)
@@ -83,6 +87,48 @@ def test_an_object_planned_again_while_it_was_read_keeps_its_new_ticket(
     with pytest.raises(Conflict, match="planned again"):
         complete_upload(sessions, storage, "alice", UploadCompletion(sha256=SHA, size=len(DATA)))
     assert not completed(session)
+
+
+def test_an_object_swept_and_planned_anew_while_it_was_read_is_not_marked(
+    session: Session, sessions: sessionmaker[Session]
+) -> None:
+    """The sweep took the old row and its bytes; the client planned the
+    object again (a new row of the same size, no bytes yet): marking that
+    row complete would point every run at bytes that are not there."""
+
+    def swept_and_planned_anew() -> None:
+        with sessions() as other:
+            other.execute(delete(StoredObject))
+            other.commit()
+            storage.delete(object_key("alice", SHA))
+            planned(other, storage)
+
+    storage = SlowReadingStorage(swept_and_planned_anew)
+    planned(session, storage)
+    storage.put(object_key("alice", SHA), DATA)
+    with pytest.raises(Conflict, match="cleaned up"):
+        complete_upload(sessions, storage, "alice", UploadCompletion(sha256=SHA, size=len(DATA)))
+    assert not completed(session)
+
+
+def test_a_failed_check_leaves_the_bytes_another_completion_verified(
+    session: Session, sessions: sessionmaker[Session]
+) -> None:
+    """This completion read bad bytes; meanwhile the client uploaded good
+    ones and completed them. The bad check must not delete them."""
+
+    def uploaded_again_and_completed() -> None:
+        storage.meanwhile = lambda: None
+        MemoryStorage.put(storage, object_key("alice", SHA), DATA)
+        complete_upload(sessions, storage, "alice", UploadCompletion(sha256=SHA, size=len(DATA)))
+
+    storage = SlowReadingStorage(uploaded_again_and_completed)
+    planned(session, storage)
+    storage.put(object_key("alice", SHA), b"x" * len(DATA))  # bad bytes, the right size
+    with pytest.raises(Invalid, match="corrupted"):
+        complete_upload(sessions, storage, "alice", UploadCompletion(sha256=SHA, size=len(DATA)))
+    assert completed(session)
+    assert storage.size(object_key("alice", SHA)) == len(DATA)
 
 
 def test_a_second_completion_of_a_complete_object_is_a_no_op(
