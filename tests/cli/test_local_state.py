@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import stat
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +127,29 @@ def test_a_damaged_value_reads_as_its_default_and_down_still_finds_every_pid(tmp
     api = state.pieces["api"]
     assert (api.pid, api.restarts, api.ports, api.last_reason) == (4242, 0, {}, "killed by SIGKILL")
     assert state.pid_of("s3") is None
+
+
+def test_a_damaged_required_field_drops_its_record_and_saves_again(tmp_path: Path) -> None:
+    grid = grid_with(tmp_path, {**WRITTEN_BEFORE, "supervisor": {"pid": "x", "started_at": 1.0}})
+    state = grid.read_state()
+    assert state.supervisor is None
+    grid.save_state(state)
+    assert grid.read_state().pieces["api"].pid == 4242
+
+
+def test_down_stops_what_is_recorded_beyond_a_damaged_worker_count(tmp_path: Path) -> None:
+    sleeper = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        grid = grid_with(
+            tmp_path,
+            {"workers": "two", "pieces": {"worker-1": {"pid": sleeper.pid, "ports": {}}}},
+        )
+        assert grid.stop_order(grid.read_state()) == ["worker-1", "ray", "api", "s3"]
+        grid.down()
+        assert sleeper.wait(timeout=30) is not None
+        assert grid.read_state().pieces == {}
+    finally:
+        sleeper.kill()
 
 
 def test_a_piece_without_its_ports_is_not_running_rather_than_a_crash(tmp_path: Path) -> None:

@@ -121,6 +121,12 @@ class LocalGrid:
     def names(self, state: LocalGridState) -> list[str]:
         return [*ORDER, *(f"worker-{i}" for i in range(1, state.workers + 1))]
 
+    def stop_order(self, state: LocalGridState) -> list[str]:
+        """Every piece to stop, the last started first: what is recorded
+        beyond the wanted shape (a damaged `workers`) too."""
+        names = self.names(state)
+        return [*(n for n in state.pieces if n not in names), *reversed(names)]
+
     # -- queries -----------------------------------------------------------
     def supervisor_pid(self) -> int | None:
         record = self.read_state().supervisor
@@ -259,7 +265,7 @@ class LocalGrid:
             stop_session(pid, grace_s=SUPERVISOR_STOP_S, first=signal.SIGTERM)
         with self.locked():
             state = self.read_state()
-            for name in reversed(self.names(state)):
+            for name in self.stop_order(state):
                 piece = state.pieces.pop(name, None)
                 if piece is not None and piece.pid and session_members(piece.pid):
                     stop_session(piece.pid)

@@ -44,10 +44,11 @@ class _Record(BaseModel):
         try:
             return handler(value)
         except ValidationError:
-            if info.context != _LENIENT or info.field_name is None:
-                raise
+            field = cls.model_fields.get(info.field_name or "")
+            if info.context != _LENIENT or field is None or field.is_required():
+                raise  # a record without a required field: where it is optional, it reads as None
             log.warning("state.json: %s of %r is damaged; read as its default", info.field_name, value)
-            return cls.model_fields[info.field_name].get_default(call_default_factory=True)
+            return field.get_default(call_default_factory=True)
 
 
 class Piece(_Record):

@@ -224,7 +224,7 @@ class Supervisor:
     def _stop_all(self) -> None:
         with self.grid.locked():
             state = self.grid.read_state()
-            for name in reversed(self.grid.names(state)):
+            for name in self.grid.stop_order(state):
                 piece = state.pieces.pop(name, None)
                 if piece is not None and piece.pid:
                     stop_session(piece.pid)
