@@ -556,16 +556,24 @@ def _requeue(execution: Execution, row: Attempt, now: datetime, reason: str, cou
 
 
 def attempt_lost(
-    session: Session, execution_id: str, attempt: int, reason: str, counted: bool = True
+    session: Session,
+    execution_id: str,
+    attempt: int,
+    reason: str,
+    counted: bool = True,
+    unstarted_only: bool = False,
 ) -> bool:
     """The transport lost an attempt (task crashed, worker died, lease ran
     out), or gave it up itself (`counted=False`: no fault of the execution,
-    no retry spent). Returns True when the execution went back to the
-    queue; a no-op (False) when the attempt had already ended or been
-    superseded."""
+    no retry spent; `unstarted_only`: only while its runner has not
+    started). Returns True when the execution went back to the queue; a
+    no-op (False) when the attempt had already ended, been superseded, or
+    started where only an unstarted one was to go."""
     try:
         execution, row = _current(session, execution_id, attempt)
     except StaleAttempt:
+        return False
+    if unstarted_only and row.status != Status.DISPATCHED:
         return False
     return _requeue(execution, row, utcnow(), reason, counted)
 

@@ -35,13 +35,20 @@ def give_back(
     transport: Transport | None,
     why: str,
     counted: bool = True,
+    unstarted_only: bool = False,
 ) -> None:
+    """`unstarted_only`: leave an attempt whose runner started meanwhile
+    (see `attempts.attempt_lost`), and its task: an unstarted one it ends
+    is requeued (it is given up at no cost, with `counted` False), so
+    `requeued` says whether it acted."""
     for execution_id, number in keys:
-        if transport is not None:
-            transport.cancel_task(execution_id, number)
         with sessions() as session:
-            requeued = attempt_lost(session, execution_id, number, FailureReason.WORKER_LOST, counted)
+            requeued = attempt_lost(
+                session, execution_id, number, FailureReason.WORKER_LOST, counted, unstarted_only
+            )
             session.commit()
+        if transport is not None and (requeued or not unstarted_only):
+            transport.cancel_task(execution_id, number)
         if requeued:
             log.warning("requeued %s: attempt %d was lost (%s)", execution_id, number, why)
             feed.work_queued()

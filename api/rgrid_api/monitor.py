@@ -106,7 +106,6 @@ class Monitor:
                     log.warning("worker %s missed its heartbeats: marking it dead", worker_id)
                     set_status(session, worker_id, WorkerStatus.DEAD)
             fenced = ray_node_ids(session, dead) if dead and transport is not None else []
-            unstarted = unstarted_attempts(session) if fenced else []
             on_dead = attempts_on_workers(session, dead) if dead else []
             session.commit()
         # A node that stopped heartbeating may still run its raylet (a hung
@@ -116,12 +115,20 @@ class Monitor:
         # a node (a frozen raylet keeps them until Ray's own health checks
         # give up on it, about a minute): submitted again, they avoid it.
         # That is no fault of theirs, so it spends none of their retries.
-        if transport is not None:
+        if transport is not None and fenced:
             for node, worker_id in fenced:
                 transport.fence_node(node, worker_id)
-        give_back(
-            self.sessions, unstarted, self.feed, transport, "resubmitted around a fenced node", counted=False
-        )
+            with self.sessions() as session:
+                unstarted = unstarted_attempts(session)  # read once the fence is up
+            give_back(
+                self.sessions,
+                unstarted,
+                self.feed,
+                transport,
+                "resubmitted around a fenced node",
+                counted=False,
+                unstarted_only=True,
+            )
         give_back(self.sessions, on_dead, self.feed, transport, "worker dead")
         with self.sessions() as session:
             expired = expired_attempts(session)

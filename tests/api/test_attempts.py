@@ -316,6 +316,20 @@ def test_the_last_lines_travel_with_the_result(session: Session, storage: Memory
     assert len(read_logs(session, e.id, after=0)) == 3
 
 
+def test_giving_up_an_unstarted_attempt_leaves_one_that_started_meanwhile(
+    session: Session, storage: MemoryStorage
+) -> None:
+    """The monitor reads the unstarted attempts, then gives each up around
+    a fenced node: one whose runner started on a healthy node in between
+    runs on."""
+    e = running(session, storage)
+    assert (
+        attempt_lost(session, e.id, 1, FailureReason.WORKER_LOST, counted=False, unstarted_only=True) is False
+    )
+    session.commit()
+    assert state(session, e.id) == (Status.RUNNING, 1, 0)
+
+
 def test_outputs_must_be_in_storage_before_they_count(session: Session, storage: MemoryStorage) -> None:
     e = running(session, storage)
     check_current(session, e.id, 1)

@@ -218,14 +218,14 @@ class Autoscaler:
                     set_status(session, name, WorkerStatus.DEAD)
                     gone[name] = (reason, attempts_on_workers(session, [name]))
             session.commit()
+            for reason, attempts in gone.values():
+                give_back(self.sessions, attempts, self.feed, self.transport, reason)
             for name in out.drains:
                 if instances.move(session, name, InstanceState.DRAINING, "idle"):
                     set_status(session, name, WorkerStatus.DRAINING)
                     log.info("draining %s: idle", name)
             opened = {key: fail_unschedulable(session, key, why) for key, why in out.unschedulable.items()}
             session.commit()
-        for reason, attempts in gone.values():
-            give_back(self.sessions, attempts, self.feed, self.transport, reason)
         for key, attempt in opened.items():
             if attempt is not None and self.transport is not None:
                 self.transport.cancel_task(key, attempt)
