@@ -11,8 +11,11 @@ upload reads its bytes between two short transactions). Such a step is
 called once its caller's own transaction ended: on SQLite a writing
 session holds the database's write lock.
 
-Work whose amount a caller chooses (presigning, asking storage of each
-output) is done with no transaction open.
+Work whose amount a caller chooses (presigning a runner's files, asking
+storage of each output) is done with no transaction open. One exception
+is left: planning uploads starts a multipart upload (a storage call) for
+each large object inside its transaction, as the row must name it; on
+PostgreSQL that holds only the owner's own rows.
 
 What others are told waits for the commit: the change feed
 (`ChangeFeed.changed`, `work_queued`) and, where a helper returns them,
