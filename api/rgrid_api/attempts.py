@@ -448,8 +448,9 @@ class CheckedResult:
     result: RunnerResult
 
 
-# What checking one output in storage may take at worst (a HEAD request):
-# the lease covers the check of all of them (`lease_for_outputs`).
+# What checking one output in storage may take (its share of a listing of
+# 1,000, generously): the lease covers the check of all of them
+# (`lease_for_outputs`).
 OUTPUT_CHECK_S = 0.01
 
 
@@ -463,8 +464,9 @@ def check_outputs(
     storage: ObjectStore, execution_id: str, attempt: int, result: RunnerResult
 ) -> CheckedResult:
     """Each output's path is a plain relative one, named once, and storage
-    holds exactly its size. One storage call per output: asked with no
-    transaction open, as a node may report thousands."""
+    holds exactly its size. The paths are all checked before storage is
+    asked; storage is listed under the attempt's outputs (a call per 1,000)
+    with no transaction open, as a node may report thousands."""
     seen: set[str] = set()
     for out in result.outputs:
         try:
@@ -474,7 +476,9 @@ def check_outputs(
         if out.path in seen:
             raise Invalid(f"output {out.path!r} is reported twice")
         seen.add(out.path)
-        if storage.size(output_key(execution_id, attempt, out.path)) != out.size:
+    stored = storage.sizes(output_key(execution_id, attempt, "")) if result.outputs else {}
+    for out in result.outputs:
+        if stored.get(output_key(execution_id, attempt, out.path)) != out.size:
             raise Invalid(f"output {out.path!r} is missing or incomplete in storage")
     return CheckedResult(result)
 

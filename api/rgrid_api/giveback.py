@@ -21,7 +21,7 @@ import logging
 from sqlalchemy.orm import Session, sessionmaker
 
 from rgrid.wire import FailureReason
-from rgrid_api.attempts import attempt_lost
+from rgrid_api.attempts import attempt_lost, attempt_open
 from rgrid_api.notify import ChangeFeed
 from rgrid_api.transport import Transport
 
@@ -38,16 +38,15 @@ def give_back(
     unstarted_only: bool = False,
 ) -> None:
     """`unstarted_only`: leave an attempt whose runner started meanwhile
-    (see `attempts.attempt_lost`), and its task: an unstarted one it ends
-    is requeued (it is given up at no cost, with `counted` False), so
-    `requeued` says whether it acted."""
+    (see `attempts.attempt_lost`), and its task."""
     for execution_id, number in keys:
         with sessions() as session:
             requeued = attempt_lost(
                 session, execution_id, number, FailureReason.WORKER_LOST, counted, unstarted_only
             )
+            cancel = not unstarted_only or not attempt_open(session, execution_id, number)
             session.commit()
-        if transport is not None and (requeued or not unstarted_only):
+        if transport is not None and cancel:
             transport.cancel_task(execution_id, number)
         if requeued:
             log.warning("requeued %s: attempt %d was lost (%s)", execution_id, number, why)

@@ -123,11 +123,9 @@ def complete_upload(
     if stored is None:
         raise Conflict(f"object {done.sha256[:12]} was not uploaded")
     if stored != size or storage.sha256(key) != done.sha256:
-        with sessions() as session:
-            # The bytes go only while the ticket is still the one read: a
-            # completion of a new upload may have verified new bytes.
-            if session.scalar(select(StoredObject.id).where(ticket).with_for_update()) is not None:
-                storage.delete(key)
+        # The bytes stay: the row is not complete, so nothing uses them; a
+        # new upload overwrites them, the sweep removes them after the
+        # grace period, and a completion of new bytes meanwhile keeps them.
         raise Invalid(f"object {done.sha256[:12]} arrived corrupted (size or sha256 mismatch)")
     with sessions() as session:
         marked = session.execute(update(StoredObject).where(ticket).values(complete=True, upload_id=None))

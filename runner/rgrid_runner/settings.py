@@ -8,7 +8,10 @@ import tempfile
 from functools import cache
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from rgrid.wire import MAX_OUTPUT_FILES
 
 GIB = 1024**3
 MIB = 1024**2
@@ -67,7 +70,8 @@ class RunnerSettings(BaseSettings):
     allow_unisolated: bool = False
 
     max_pids: int = 512
-    max_output_files: int = 10_000
+    # The API takes at most MAX_OUTPUT_FILES from one attempt.
+    max_output_files: int = Field(default=10_000, ge=0, le=MAX_OUTPUT_FILES)
     max_output_bytes: int = 10 * GIB
     max_log_bytes: int = 64 * MIB
     # Each attempt's work dir is a file system of its own with this room

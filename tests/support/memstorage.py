@@ -43,6 +43,9 @@ class MemoryStorage:
         data = self.objects.get(key)
         return None if data is None else len(data)
 
+    def sizes(self, prefix: str) -> dict[str, int]:
+        return {key: len(data) for key, data in self.objects.items() if key.startswith(prefix)}
+
     def sha256(self, key: str) -> str:
         return hashlib.sha256(self.objects[key]).hexdigest()
 

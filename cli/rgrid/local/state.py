@@ -67,7 +67,7 @@ class Piece(_Record):
 
 class SupervisorRecord(_Record):
     pid: int
-    started_at: float
+    started_at: float | None = None
 
 
 class LocalGridState(_Record):
