@@ -4,9 +4,6 @@ Every runner write names (execution_id, attempt). It is accepted only while
 that attempt is the execution's current one and has not ended; otherwise the
 runner gets StaleAttempt and must kill its script. This is what keeps a
 runner that was presumed dead from overwriting the result of its successor.
-
-Like every helper that takes a session, these never commit nor roll back:
-the caller (a route, a loop) owns the transaction.
 """
 
 from __future__ import annotations

@@ -71,22 +71,30 @@ def test_others_write_while_the_bytes_are_read(
     assert completed(session)
 
 
+def refused_when_meanwhile(
+    session: Session, sessions: sessionmaker[Session], meanwhile: Callable[[MemoryStorage], None], why: str
+) -> None:
+    """A completion during whose hash `meanwhile` happens is refused (a
+    Conflict saying `why`), and the object is not marked complete."""
+    storage = SlowReadingStorage(lambda: meanwhile(storage))
+    planned(session, storage)
+    storage.put(object_key("alice", SHA), DATA)
+    with pytest.raises(Conflict, match=why):
+        complete_upload(sessions, storage, "alice", UploadCompletion(sha256=SHA, size=len(DATA)))
+    assert not completed(session)
+
+
 @pytest.mark.parametrize("size", [len(DATA), len(DATA) + 1])
 def test_an_object_planned_again_while_it_was_read_keeps_its_new_ticket(
     session: Session, sessions: sessionmaker[Session], size: int
 ) -> None:
     """The same size too: a new plan is a new ticket."""
 
-    def planned_again() -> None:
+    def planned_again(storage: MemoryStorage) -> None:
         with sessions() as other:
             planned(other, storage, size=size)
 
-    storage = SlowReadingStorage(planned_again)
-    planned(session, storage)
-    storage.put(object_key("alice", SHA), DATA)
-    with pytest.raises(Conflict, match="planned again"):
-        complete_upload(sessions, storage, "alice", UploadCompletion(sha256=SHA, size=len(DATA)))
-    assert not completed(session)
+    refused_when_meanwhile(session, sessions, planned_again, "planned again")
 
 
 def test_an_object_swept_and_planned_anew_while_it_was_read_is_not_marked(
@@ -96,19 +104,14 @@ def test_an_object_swept_and_planned_anew_while_it_was_read_is_not_marked(
     object again (a new row of the same size, no bytes yet): marking that
     row complete would point every run at bytes that are not there."""
 
-    def swept_and_planned_anew() -> None:
+    def swept_and_planned_anew(storage: MemoryStorage) -> None:
         with sessions() as other:
             other.execute(delete(StoredObject))
             other.commit()
             storage.delete(object_key("alice", SHA))
             planned(other, storage)
 
-    storage = SlowReadingStorage(swept_and_planned_anew)
-    planned(session, storage)
-    storage.put(object_key("alice", SHA), DATA)
-    with pytest.raises(Conflict, match="cleaned up"):
-        complete_upload(sessions, storage, "alice", UploadCompletion(sha256=SHA, size=len(DATA)))
-    assert not completed(session)
+    refused_when_meanwhile(session, sessions, swept_and_planned_anew, "cleaned up")
 
 
 def test_a_failed_check_leaves_the_bytes_another_completion_verified(

@@ -202,7 +202,7 @@ class Autoscaler:
     # -- doing it ------------------------------------------------------------------
     def _carry_out(self, out: p.Plan, state: p.State) -> None:
         by_name = {i.name: i for i in state.instances}
-        gone: dict[str, tuple[str, list[tuple[str, int]]]] = {}
+        gone: list[tuple[str, list[tuple[str, int]]]] = []
         with self.sessions() as session:
             for name, server in out.adopt.items():
                 if instances.move(
@@ -216,9 +216,9 @@ class Autoscaler:
                 if to_state == InstanceState.DELETED and by_name[name].worker_status in LIVE_WORKER_STATES:
                     # The server is gone: so is its worker, and what ran there goes back.
                     set_status(session, name, WorkerStatus.DEAD)
-                    gone[name] = (reason, attempts_on_workers(session, [name]))
+                    gone.append((reason, attempts_on_workers(session, [name])))
             session.commit()
-            for reason, attempts in gone.values():
+            for reason, attempts in gone:
                 give_back(self.sessions, attempts, self.feed, self.transport, reason)
             for name in out.drains:
                 if instances.move(session, name, InstanceState.DRAINING, "idle"):
